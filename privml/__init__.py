@@ -1,0 +1,60 @@
+"""privml: privacy-preserving machine learning on sensitive data.
+
+Everything sensitive goes through one audited vault::
+
+    import privml
+    vault = privml.Vault.create("clinic.vault", key=privml.generate_key())
+    vault.add_dataset("visits", df, schema=schema, budget=privml.Budget(epsilon=3, delta=1e-6))
+    df = vault.session("dr.lee", purpose="care").read("visits")
+    vault.audit.verify()
+"""
+
+from .accounting.budget import Budget
+from .audit import VerifyReport
+from .crypto.keys import generate_key
+from .exceptions import (
+    AccessDenied,
+    BudgetExceededError,
+    ConfigurationError,
+    DecryptionError,
+    IntegrityError,
+    InvalidKeyError,
+    MissingKeyError,
+    NotFoundError,
+    OptionalDependencyError,
+    PrivmlError,
+    SchemaError,
+    SchemaViolation,
+    VaultExistsError,
+)
+from .schema import Field, Schema
+from .session import Session
+from .vault import DatasetInfo, DatasetVersion, Vault
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "Budget",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "DatasetInfo",
+    "DatasetVersion",
+    "DecryptionError",
+    "Field",
+    "IntegrityError",
+    "InvalidKeyError",
+    "MissingKeyError",
+    "NotFoundError",
+    "OptionalDependencyError",
+    "PrivmlError",
+    "Schema",
+    "SchemaError",
+    "SchemaViolation",
+    "Session",
+    "Vault",
+    "VaultExistsError",
+    "VerifyReport",
+    "__version__",
+    "generate_key",
+]

@@ -1,0 +1,329 @@
+"""Dataset versions: validated frames in, encrypted Parquet files and audited reads out.
+
+This is the vault's internal machinery; users reach it through ``Vault`` and ``Session``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from ._canonical import canonical_json, utcnow
+from .accounting.budget import Budget
+from .audit import AuditLog
+from .crypto.keyring import Keyring
+from .crypto.parquet import ParquetCrypto
+from .crypto.pseudonyms import pseudonymize
+from .exceptions import ConfigurationError, NotFoundError, PrivmlError
+from .schema import Schema
+from .storage.engine import Tx, read, transaction
+from .storage.files import read_parquet, write_parquet
+from .storage.tables import datasets, versions
+
+__all__ = ["DatasetInfo", "DatasetStore", "DatasetVersion", "load_frame"]
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One immutable version of a dataset.
+
+    Attributes
+    ----------
+    name : str
+    version : int
+        1 for the first version, then 2, 3, ...
+    rows : int
+    content_hash : str
+        SHA-256 of the stored (encrypted) file; checked on every read and
+        recorded in the audit entry of every read.
+    created : str
+        ISO 8601 UTC time of writing.
+    """
+
+    name: str
+    version: int
+    rows: int
+    content_hash: str
+    created: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset: its schema, budget and versions (oldest first)."""
+
+    name: str
+    schema: Schema
+    budget: Budget
+    versions: tuple[DatasetVersion, ...]
+
+    @property
+    def latest(self) -> DatasetVersion:
+        """The newest version."""
+        return self.versions[-1]
+
+
+def load_frame(data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+    """Accept a DataFrame, or read a CSV or Parquet file into one."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, str | os.PathLike):
+        path = Path(data)
+        if not path.exists():
+            raise NotFoundError(f"data file {str(path)!r} does not exist")
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        raise ConfigurationError(
+            f"cannot read {suffix!r} files; give a DataFrame, .csv or .parquet"
+        )
+    raise ConfigurationError(f"data must be a DataFrame or a file path, got {type(data).__name__}")
+
+
+class DatasetStore:
+    """Writes and reads dataset versions; every write and read is audited."""
+
+    def __init__(self, root: Path, engine: sa.Engine, keyring: Keyring, audit: AuditLog) -> None:
+        self._root = root
+        self._engine = engine
+        self._keyring = keyring
+        self._audit = audit
+        self._crypto = ParquetCrypto(keyring.get)
+        self.closed = False
+
+    def close(self) -> None:
+        """Forget every unwrapped key; later calls fail."""
+        self._crypto.forget()
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConfigurationError("the vault is closed; open it again with Vault.open()")
+
+    # -- writing ----------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        *,
+        schema: Schema,
+        budget: Budget,
+        clipped: dict[str, int],
+        actor: str,
+    ) -> DatasetVersion:
+        self._check_open()
+        with transaction(self._engine) as tx:
+            tx.conn.execute(
+                datasets.insert().values(
+                    name=name,
+                    schema=canonical_json(schema.to_dict()).decode(),
+                    budget_epsilon=budget.epsilon,
+                    budget_delta=budget.delta,
+                    created=utcnow(),
+                )
+            )
+            self._keyring.create(tx.conn, dataset=name, column=None, purpose="footer")
+            if any(f.kind == "identifier" and f.pseudonymize for f in schema.values()):
+                self._keyring.create(tx.conn, dataset=name, column=None, purpose="pseudonym")
+            for column in schema.sensitive:
+                self._keyring.create(tx.conn, dataset=name, column=column, purpose="column")
+            return self._write(
+                tx,
+                name,
+                1,
+                frame,
+                schema,
+                clipped,
+                actor,
+                "dataset.add",
+                {"budget": {"epsilon": budget.epsilon, "delta": budget.delta}},
+            )
+
+    def append(
+        self, name: str, frame: pd.DataFrame, *, schema: Schema, clipped: dict[str, int], actor: str
+    ) -> DatasetVersion:
+        self._check_open()
+        with transaction(self._engine) as tx:
+            last = tx.conn.execute(
+                sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == name)
+            ).scalar()
+            return self._write(
+                tx, name, int(last) + 1, frame, schema, clipped, actor, "dataset.add_version", {}
+            )
+
+    def _write(
+        self,
+        tx: Tx,
+        name: str,
+        version: int,
+        frame: pd.DataFrame,
+        schema: Schema,
+        clipped: dict[str, int],
+        actor: str,
+        action: str,
+        extra: dict[str, Any],
+    ) -> DatasetVersion:
+        keys = self._keyring.active(tx.conn, dataset=name)
+        frame = frame.copy()
+        for column, f in schema.items():
+            if f.kind == "identifier" and f.pseudonymize:
+                key = self._keyring.get(keys[(None, "pseudonym")])
+                values = [v if isinstance(v, str) else None for v in frame[column].astype(object)]
+                frame[column] = pd.Series(pseudonymize(values, key), dtype="str")
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        properties = self._crypto.encryption(
+            footer_key=keys[(None, "footer")],
+            column_keys={keys[(c, "column")]: [c] for c in schema.sensitive},
+        )
+        relative = f"data/{name}/{version}.parquet"
+        digest = write_parquet(self._root / relative, table, encryption_properties=properties)
+        created = utcnow()
+        tx.conn.execute(
+            versions.insert().values(
+                dataset=name,
+                version=version,
+                rows=len(frame),
+                content_hash=digest,
+                file=relative,
+                schema_fingerprint=schema.fingerprint,
+                created=created,
+            )
+        )
+        details = {
+            "rows": len(frame),
+            "columns": list(schema.names),
+            "content_hash": digest,
+            "schema": schema.fingerprint,
+            "clipped": clipped,
+            **extra,
+        }
+        self._audit.append(
+            tx,
+            principal=actor,
+            purpose="administration",
+            action=action,
+            outcome="ok",
+            dataset=name,
+            version=version,
+            details=details,
+        )
+        return DatasetVersion(name, version, len(frame), digest, created)
+
+    # -- reading ----------------------------------------------------------------------
+    def list(self) -> list[DatasetInfo]:
+        self._check_open()
+        with read(self._engine) as conn:
+            rows = conn.execute(sa.select(datasets).order_by(datasets.c.name)).all()
+            vers = conn.execute(sa.select(versions).order_by(versions.c.version)).all()
+        out = []
+        for row in rows:
+            mine = tuple(
+                DatasetVersion(v.dataset, v.version, v.rows, v.content_hash, v.created)
+                for v in vers
+                if v.dataset == row.name
+            )
+            schema = Schema.from_dict(json.loads(row.schema))
+            out.append(
+                DatasetInfo(
+                    row.name,
+                    schema,
+                    Budget(epsilon=row.budget_epsilon, delta=row.budget_delta),
+                    mine,
+                )
+            )
+        return out
+
+    def read(
+        self,
+        *,
+        principal: str,
+        purpose: str,
+        dataset: str,
+        columns: list[str] | None,
+        version: int | None,
+    ) -> pd.DataFrame:
+        """Decrypt and return a version of ``dataset``; the access is audited either way."""
+        self._check_open()
+        request = {"columns": columns, "requested_version": version}
+        try:
+            frame, used, digest = self._load(dataset, columns, version)
+        except PrivmlError as err:
+            self._log_read(
+                principal,
+                purpose,
+                dataset,
+                version,
+                "error",
+                {**request, "error": type(err).__name__, "message": str(err)},
+            )
+            raise
+        self._log_read(
+            principal,
+            purpose,
+            dataset,
+            used,
+            "ok",
+            {"columns": list(frame.columns), "rows": len(frame), "content_hash": digest},
+        )
+        return frame
+
+    def _load(
+        self, dataset: str, columns: list[str] | None, version: int | None
+    ) -> tuple[pd.DataFrame, int, str]:
+        with read(self._engine) as conn:
+            ds = conn.execute(sa.select(datasets).where(datasets.c.name == dataset)).first()
+            if ds is None:
+                raise NotFoundError(f"no dataset {dataset!r}")
+            query = sa.select(versions).where(versions.c.dataset == dataset)
+            if version is None:
+                query = query.order_by(versions.c.version.desc()).limit(1)
+            else:
+                query = query.where(versions.c.version == version)
+            ver = conn.execute(query).first()
+            if ver is None:
+                raise NotFoundError(f"dataset {dataset!r} has no version {version!r}")
+            self._keyring.active(conn, dataset=dataset)
+        schema = Schema.from_dict(json.loads(ds.schema))
+        if columns is not None:
+            unknown = [c for c in columns if c not in schema.fields]
+            if unknown:
+                raise NotFoundError(
+                    f"dataset {dataset!r} has no column(s) {unknown}; "
+                    f"columns are {list(schema.names)}"
+                )
+        table = read_parquet(
+            self._root / ver.file,
+            expected_hash=ver.content_hash,
+            columns=list(columns) if columns is not None else None,
+            decryption_properties=self._crypto.decryption(),
+        )
+        return schema.coerce(table.to_pandas()), ver.version, ver.content_hash
+
+    def _log_read(
+        self,
+        principal: str,
+        purpose: str,
+        dataset: str,
+        version: int | None,
+        outcome: str,
+        details: dict[str, Any],
+    ) -> None:
+        with transaction(self._engine) as tx:
+            self._audit.append(
+                tx,
+                principal=principal,
+                purpose=purpose,
+                action="dataset.read",
+                outcome=outcome,
+                dataset=dataset,
+                version=version,
+                details=details,
+            )

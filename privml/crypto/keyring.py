@@ -1,0 +1,73 @@
+"""Data keys: created random, stored wrapped by the vault key, unwrapped into memory on use."""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+
+from .._canonical import utcnow
+from ..exceptions import DecryptionError
+from ..storage.tables import keys
+from .keys import VaultKey, new_data_key
+
+__all__ = ["Keyring"]
+
+
+class Keyring:
+    """The vault's data keys, by key id. Unwrapped keys stay in this process only."""
+
+    def __init__(self, vault_key: VaultKey) -> None:
+        self._vault_key = vault_key
+        self._cache: dict[str, bytes] = {}
+
+    def create(self, conn: sa.Connection, *, dataset: str, column: str | None, purpose: str) -> str:
+        """Create a key for ``(dataset, column, purpose)`` inside the open transaction."""
+        key_id = secrets.token_hex(8)
+        raw = new_data_key()
+        wrapped = self._vault_key.wrap(raw, purpose=self._slot(key_id, dataset, column, purpose))
+        conn.execute(
+            keys.insert().values(
+                key_id=key_id,
+                dataset=dataset,
+                column=column,
+                purpose=purpose,
+                wrapped=wrapped,
+                created=utcnow(),
+            )
+        )
+        self._cache[key_id] = raw
+        return key_id
+
+    def active(self, conn: sa.Connection, *, dataset: str) -> dict[tuple[str | None, str], str]:
+        """Load every live key of ``dataset``; return ``{(column, purpose): key_id}`` (newest)."""
+        rows = conn.execute(
+            sa.select(keys)
+            .where(keys.c.dataset == dataset, keys.c.destroyed.is_(None))
+            .order_by(keys.c.created)
+        )
+        found: dict[tuple[str | None, str], str] = {}
+        for row in rows:
+            if row.key_id not in self._cache:
+                slot = self._slot(row.key_id, row.dataset, row.column, row.purpose)
+                self._cache[row.key_id] = self._vault_key.unwrap(row.wrapped, purpose=slot)
+            found[(row.column, row.purpose)] = row.key_id
+        return found
+
+    def get(self, key_id: str) -> bytes:
+        """Return a loaded key; :class:`DecryptionError` if it is unknown or was destroyed."""
+        try:
+            return self._cache[key_id]
+        except KeyError:
+            raise DecryptionError(
+                f"data key {key_id!r} is not available: it was destroyed or belongs to "
+                "another vault"
+            ) from None
+
+    def forget(self) -> None:
+        """Drop every unwrapped key from memory."""
+        self._cache.clear()
+
+    @staticmethod
+    def _slot(key_id: str, dataset: str, column: str | None, purpose: str) -> str:
+        return f"data-key|{key_id}|{dataset}|{column or ''}|{purpose}"

@@ -1,0 +1,172 @@
+"""The vault key (key-encryption key) and the keys it wraps.
+
+Why this is safe: every data key, the audit signing key and the audit MAC key
+are random 256-bit keys, stored only wrapped (AES-256-GCM) under the vault key,
+with associated data naming what the key is for, so a wrapped key moved to
+another purpose fails to unwrap. The vault key itself is never stored; a
+key-check value (HMAC-SHA256 of a fixed label) lets a wrong key fail at open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..exceptions import ConfigurationError, DecryptionError, InvalidKeyError, MissingKeyError
+
+__all__ = ["ENV_VAR", "KeySource", "VaultKey", "generate_key"]
+
+ENV_VAR = "PRIVML_VAULT_KEY"
+KEY_BYTES = 32
+_KCV_LABEL = b"privml/key-check/v1"
+_WRAP_PREFIX = b"privml/wrap/v1\x00"
+# scrypt cost: 2**15 * 8 * 128 bytes = 32 MiB, ~0.1 s; OWASP's minimum for scrypt.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+def generate_key() -> bytes:
+    """Return a new random 256-bit vault key, URL-safe base64 encoded (44 bytes).
+
+    Keep it in a secrets manager or a file readable only by you; pass it as
+    ``key=``, ``key_file=`` or the ``PRIVML_VAULT_KEY`` environment variable.
+
+    Examples
+    --------
+    >>> key = generate_key()
+    >>> len(key), len(base64.urlsafe_b64decode(key))
+    (44, 32)
+    """
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES))
+
+
+def _decode_key(key: bytes | str) -> bytes:
+    if isinstance(key, str):
+        key = key.strip().encode("ascii", "replace")
+    if not isinstance(key, bytes):
+        raise ConfigurationError(f"key must be bytes or str, got {type(key).__name__}")
+    if len(key) == KEY_BYTES:
+        return key
+    try:
+        raw = base64.urlsafe_b64decode(key.strip())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise ConfigurationError(
+            "a vault key is 32 raw bytes or their URL-safe base64 encoding "
+            "(as privml.generate_key() returns); use passphrase= for a passphrase"
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a vault key came from, without the key itself (for messages and the audit)."""
+
+    kind: str  # "key", "key_file", "passphrase", "env"
+
+
+class VaultKey:
+    """The key-encryption key of one vault. Wraps and unwraps the vault's other keys."""
+
+    def __init__(self, raw: bytes, source: KeySource) -> None:
+        if len(raw) != KEY_BYTES:
+            raise ConfigurationError("internal: vault key must be 32 bytes")
+        self._aead = AESGCM(raw)
+        self._kcv = hmac.new(raw, _KCV_LABEL, hashlib.sha256).hexdigest()
+        self.source = source
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        key: bytes | str | None,
+        key_file: str | os.PathLike[str] | None,
+        passphrase: str | None,
+        salt: bytes | None,
+    ) -> VaultKey:
+        """Pick the one key source given, else ``PRIVML_VAULT_KEY``.
+
+        ``salt`` is the vault's scrypt salt (needed only for a passphrase).
+        """
+        given = [
+            n
+            for n, v in (("key", key), ("key_file", key_file), ("passphrase", passphrase))
+            if v is not None
+        ]
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"give exactly one of key=, key_file=, passphrase= (got {given})"
+            )
+        if key is not None:
+            return cls(_decode_key(key), KeySource("key"))
+        if key_file is not None:
+            path = Path(key_file)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise ConfigurationError(f"key file {str(path)!r} does not exist") from None
+            return cls(_decode_key(data.strip()), KeySource("key_file"))
+        if passphrase is not None:
+            if not isinstance(passphrase, str) or len(passphrase) < 12:
+                raise ConfigurationError("a passphrase must be a string of at least 12 characters")
+            if salt is None:
+                raise ConfigurationError("internal: passphrase needs the vault's salt")
+            raw = hashlib.scrypt(
+                passphrase.encode("utf-8"),
+                salt=salt,
+                n=SCRYPT_N,
+                r=SCRYPT_R,
+                p=SCRYPT_P,
+                maxmem=64 * 1024 * 1024,
+                dklen=KEY_BYTES,
+            )
+            return cls(raw, KeySource("passphrase"))
+        env = os.environ.get(ENV_VAR)
+        if env:
+            return cls(_decode_key(env), KeySource("env"))
+        raise MissingKeyError(
+            f"no vault key: pass key=, key_file= or passphrase=, or set {ENV_VAR}. "
+            "Make a new key with privml.generate_key()."
+        )
+
+    @property
+    def check_value(self) -> str:
+        """Key-check value stored in the vault so that a wrong key fails at open."""
+        return self._kcv
+
+    def verify(self, stored_check_value: str) -> None:
+        """Raise :class:`InvalidKeyError` unless this key made ``stored_check_value``."""
+        if not hmac.compare_digest(self._kcv, stored_check_value):
+            raise InvalidKeyError(
+                f"this key (from {self.source.kind}) does not open the vault: its key-check "
+                "value does not match. Use the key the vault was created with."
+            )
+
+    def wrap(self, key: bytes, *, purpose: str) -> bytes:
+        """Encrypt ``key`` under the vault key, bound to ``purpose``."""
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, key, _WRAP_PREFIX + purpose.encode())
+
+    def unwrap(self, wrapped: bytes, *, purpose: str) -> bytes:
+        """Inverse of :meth:`wrap`; :class:`DecryptionError` if tampered or moved."""
+        try:
+            return self._aead.decrypt(wrapped[:12], wrapped[12:], _WRAP_PREFIX + purpose.encode())
+        except InvalidTag:
+            raise DecryptionError(
+                f"wrapped key for {purpose!r} failed authentication: meta.db was modified "
+                "or the key belongs to another slot"
+            ) from None
+
+
+def new_data_key() -> bytes:
+    """Return a fresh random 256-bit key."""
+    return secrets.token_bytes(KEY_BYTES)

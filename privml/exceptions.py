@@ -1,0 +1,138 @@
+"""Every error privml raises, in one place.
+
+The tree::
+
+    PrivmlError
+    ├── ConfigurationError (ValueError)      bad argument or setting; says which and how to fix it
+    │   └── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
+    ├── InvalidKeyError (ValueError)         the key does not open this vault
+    ├── SchemaError (ValueError)             data does not match its declared schema
+    ├── NotFoundError (LookupError)          unknown dataset, version, column, principal, ...
+    ├── VaultExistsError (FileExistsError)   ``Vault.create`` on a folder that already holds a vault
+    ├── AccessDenied (PermissionError)       a policy refused the request
+    ├── BudgetExceededError (ValueError)     a DP release would overspend a privacy budget
+    ├── IntegrityError                       stored data or the audit log was tampered with
+    ├── DecryptionError                      a ciphertext failed authentication
+    └── OptionalDependencyError (ImportError)  an extra is not installed; says what to install
+
+Each subclasses the built-in exception that callers already catch for the same
+kind of problem (as scikit-learn's ``NotFittedError`` does), so ``except
+ValueError`` keeps working around privml calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AccessDenied",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "DecryptionError",
+    "IntegrityError",
+    "InvalidKeyError",
+    "MissingKeyError",
+    "NotFoundError",
+    "OptionalDependencyError",
+    "PrivmlError",
+    "SchemaError",
+    "SchemaViolation",
+    "VaultExistsError",
+]
+
+
+class PrivmlError(Exception):
+    """Base class of every error raised by privml."""
+
+
+class ConfigurationError(PrivmlError, ValueError):
+    """An argument or setting is invalid; the message says which and how to fix it."""
+
+
+class MissingKeyError(ConfigurationError):
+    """No vault key was given and ``PRIVML_VAULT_KEY`` is not set."""
+
+
+class InvalidKeyError(PrivmlError, ValueError):
+    """The key given does not open this vault (its key-check value does not match)."""
+
+
+class NotFoundError(PrivmlError, LookupError):
+    """A named thing (dataset, version, column, vault) does not exist."""
+
+
+class VaultExistsError(PrivmlError, FileExistsError):
+    """``Vault.create`` was pointed at a folder that already holds a vault."""
+
+
+class AccessDenied(PrivmlError, PermissionError):
+    """A policy refused the request."""
+
+
+class BudgetExceededError(PrivmlError, ValueError):
+    """A differentially private release would exceed a privacy budget."""
+
+
+class IntegrityError(PrivmlError):
+    """Stored data, metadata or the audit log does not match what was written."""
+
+
+class DecryptionError(PrivmlError):
+    """A ciphertext failed authentication: wrong key, wrong context, or tampered bytes."""
+
+
+class OptionalDependencyError(PrivmlError, ImportError):
+    """A feature needs an optional dependency that is not installed."""
+
+
+@dataclass(frozen=True)
+class SchemaViolation:
+    """One kind of problem in one column.
+
+    Attributes
+    ----------
+    column : str
+        The column at fault.
+    kind : str
+        One of ``"missing_column"``, ``"unexpected_column"``, ``"dtype"``,
+        ``"null"``, ``"bounds"``, ``"category"``.
+    count : int
+        Number of rows with the problem (0 for column-level problems).
+    rows : tuple of int
+        Positions (0-based) of the first few offending rows.
+    detail : str
+        What was expected, in words.
+    """
+
+    column: str
+    kind: str
+    count: int
+    rows: tuple[int, ...]
+    detail: str
+
+    def __str__(self) -> str:
+        where = ""
+        if self.count:
+            shown = ", ".join(str(r) for r in self.rows)
+            more = ", ..." if self.count > len(self.rows) else ""
+            where = f" in {self.count} row(s) (rows {shown}{more})"
+        return f"column {self.column!r}: {self.kind}{where}: {self.detail}"
+
+
+class SchemaError(PrivmlError, ValueError):
+    """Data does not match its schema. Nothing was stored.
+
+    Attributes
+    ----------
+    violations : tuple of SchemaViolation
+        Every problem found, one per (column, kind).
+    """
+
+    def __init__(self, violations: Sequence[SchemaViolation], hint: str = "") -> None:
+        self.violations = tuple(violations)
+        lines = [f"data does not match the schema ({len(self.violations)} problem(s)):"]
+        lines += [f"  - {v}" for v in self.violations]
+        if hint:
+            lines.append(hint)
+        super().__init__("\n".join(lines))

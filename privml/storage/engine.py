@@ -1,0 +1,86 @@
+"""Engines for the vault's metadata: embedded SQLite (default) or PostgreSQL, one code path.
+
+SQLite is set up for durability and for one writer at a time across processes:
+WAL journal, ``synchronous=FULL``, foreign keys on, and every transaction begun
+with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe), so that a
+check-then-write (the audit sequence, a budget charge) can never interleave
+with another process's. On PostgreSQL, write transactions take a row lock on
+the vault's single ``vault_info`` row for the same effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from .tables import metadata, vault_info
+
+__all__ = ["Tx", "create_tables", "make_engine", "read", "transaction"]
+
+
+def make_engine(*, sqlite_path: Path | None = None, url: str | None = None) -> sa.Engine:
+    """Create the metadata engine: ``sqlite_path`` for the embedded default, or ``url``."""
+    if url is None:
+        if sqlite_path is None:
+            raise ValueError("internal: need sqlite_path or url")
+        url = f"sqlite:///{sqlite_path}"
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """Create every table (first use of a new vault)."""
+    metadata.create_all(engine)
+
+
+@dataclass
+class Tx:
+    """An open write transaction and the actions to run once it has committed."""
+
+    conn: sa.Connection
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+@contextmanager
+def transaction(engine: sa.Engine) -> Iterator[Tx]:
+    """Open a serialized write transaction; run ``after_commit`` hooks once it commits."""
+    with engine.connect() as conn:
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(vault_info.c.id).with_for_update())
+            tx = Tx(conn)
+            yield tx
+        for hook in tx.after_commit:
+            hook()
+
+
+@contextmanager
+def read(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """Open a transaction for reading only (a consistent snapshot)."""
+    with engine.connect() as conn, conn.begin():
+        yield conn

@@ -1,0 +1,86 @@
+"""The vault's metadata tables (SQLAlchemy Core). One definition serves SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["audit_log", "checkpoints", "datasets", "keys", "metadata", "vault_info", "versions"]
+
+metadata = sa.MetaData()
+
+# One row: identity of the vault, its key-check value, and its wrapped audit keys.
+vault_info = sa.Table(
+    "vault_info",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("format", sa.Integer, nullable=False),
+    sa.Column("log_id", sa.String(32), nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("key_check", sa.String(64), nullable=False),
+    sa.Column("kdf", sa.Text, nullable=True),  # JSON: scrypt parameters and salt, for passphrases
+    sa.Column("signing_key", sa.LargeBinary, nullable=False),  # Ed25519 seed, wrapped
+    sa.Column("verify_key", sa.LargeBinary, nullable=False),  # Ed25519 public key
+    sa.Column("mac_key", sa.LargeBinary, nullable=False),  # HMAC key for audit entries, wrapped
+    sa.Column("checkpoint_every", sa.Integer, nullable=False),
+)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("schema", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("budget_epsilon", sa.Float, nullable=False),
+    sa.Column("budget_delta", sa.Float, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+)
+
+# Data keys, each wrapped by the vault key. purpose: "column", "footer" or "pseudonym".
+keys = sa.Table(
+    "keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("dataset", sa.ForeignKey("datasets.name"), nullable=False),
+    sa.Column("column", sa.String(256), nullable=True),
+    sa.Column("purpose", sa.String(16), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("destroyed", sa.String(40), nullable=True),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("dataset", sa.ForeignKey("datasets.name"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),  # SHA-256 of the stored file
+    sa.Column("file", sa.String(512), nullable=False),  # relative to the vault folder
+    sa.Column("schema_fingerprint", sa.String(64), nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("principal", sa.String(256), nullable=False),
+    sa.Column("purpose", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("dataset", sa.String(128), nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+)

@@ -1,0 +1,426 @@
+"""The vault: one folder holding encrypted datasets, their keys, and the audit log.
+
+Everything sensitive is reached through a :class:`Vault`: data goes in with
+:meth:`Vault.add_dataset` and comes out only through a :class:`~privml.Session`.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import re
+import secrets
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import pandas as pd
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ._canonical import canonical_json, utcnow
+from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
+from .accounting.budget import Budget
+from .audit import AuditLog
+from .crypto.keyring import Keyring
+from .crypto.keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, VaultKey, new_data_key
+from .exceptions import ConfigurationError, NotFoundError, SchemaError, VaultExistsError
+from .schema import Schema
+from .session import Session
+from .storage.engine import create_tables, make_engine, read, transaction
+from .storage.tables import vault_info
+
+__all__ = ["DatasetInfo", "DatasetVersion", "Vault"]
+
+_FORMAT = 1
+_MARKER = "vault.json"
+ADMIN_PURPOSE = "administration"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _default_actor() -> str:
+    try:
+        return f"os:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"os:uid-{os.getuid()}"
+
+
+class Vault:
+    """An embedded privml vault. Create one with :meth:`create`, reopen it with :meth:`open`.
+
+    Examples
+    --------
+    >>> import privml, pandas as pd
+    >>> key = privml.generate_key()
+    >>> with privml.Vault.create(tmp_path / "vault", key=key) as vault:
+    ...     v = vault.add_dataset(
+    ...         "visits",
+    ...         pd.DataFrame({"age": [34, 71], "bp": [120.0, 145.5]}),
+    ...         schema=privml.Schema({
+    ...             "age": privml.Field.integer(bounds=(0, 120)),
+    ...             "bp": privml.Field.numeric(bounds=(50, 250)),
+    ...         }),
+    ...         budget=privml.Budget(epsilon=1.0, delta=1e-6),
+    ...     )
+    >>> with privml.Vault.open(tmp_path / "vault", key=key) as vault:
+    ...     vault.session("dr.lee", purpose="care").read("visits")
+       age     bp
+    0   34  120.0
+    1   71  145.5
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        engine: sa.Engine,
+        vault_key: VaultKey,
+        info: Any,
+        anchor_path: Path,
+        actor: str,
+    ) -> None:
+        # Use Vault.create / Vault.open.
+        self.path = path
+        self._engine: sa.Engine | None = engine
+        self._key = vault_key
+        self._actor = actor
+        self._keyring = Keyring(vault_key)
+        seed = vault_key.unwrap(info.signing_key, purpose="audit-signing")
+        self.audit = AuditLog(
+            engine,
+            log_id=info.log_id,
+            mac_key=vault_key.unwrap(info.mac_key, purpose="audit-mac"),
+            signing_key=Ed25519PrivateKey.from_private_bytes(seed),
+            verify_key=Ed25519PublicKey.from_public_bytes(info.verify_key),
+            anchor_path=anchor_path,
+            checkpoint_every=info.checkpoint_every,
+        )
+        self._store = DatasetStore(path, engine, self._keyring, self.audit)
+
+    # -- lifecycle --------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        key: bytes | str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+        metadata_url: str | None = None,
+        anchor_path: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 100,
+        actor: str | None = None,
+    ) -> Vault:
+        """Create a new vault in the folder ``path`` (made if needed, must not hold a vault).
+
+        Parameters
+        ----------
+        path : path-like
+            The vault folder: ``meta.db``, ``data/`` and (by default) the audit anchor.
+        key, key_file, passphrase : optional
+            Exactly one vault key source; without any, ``PRIVML_VAULT_KEY`` is used.
+            A passphrase is stretched with scrypt (salt stored in the vault).
+        metadata_url : str, optional
+            SQLAlchemy URL of a PostgreSQL database for the metadata instead of
+            ``meta.db`` (``postgresql+psycopg://...``). Pass it again at open.
+        anchor_path : path-like, optional
+            The append-only file that receives every signed audit checkpoint.
+            Defaults to ``<path>/audit.anchor``; put it on other storage (another
+            disk, a WORM bucket mount) so that truncating the log is detected.
+        checkpoint_every : int
+            Sign a checkpoint every this many audit entries (and at close).
+        actor : str, optional
+            Who performs administrative actions, for the audit log. Defaults to
+            the operating-system user.
+        """
+        folder = Path(path)
+        if (folder / _MARKER).exists():
+            raise VaultExistsError(f"{str(folder)!r} already holds a vault; use Vault.open()")
+        if folder.exists() and any(folder.iterdir()):
+            raise VaultExistsError(f"{str(folder)!r} is not empty; give a new or empty folder")
+        if checkpoint_every < 1:
+            raise ConfigurationError("checkpoint_every must be at least 1")
+        salt = secrets.token_bytes(16) if passphrase is not None else None
+        vault_key = VaultKey.resolve(key=key, key_file=key_file, passphrase=passphrase, salt=salt)
+        kdf = None
+        if salt is not None:
+            kdf = json.dumps(
+                {
+                    "name": "scrypt",
+                    "n": SCRYPT_N,
+                    "r": SCRYPT_R,
+                    "p": SCRYPT_P,
+                    "salt": base64.b64encode(salt).decode(),
+                }
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_marker(folder, external=metadata_url is not None)
+        engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
+        create_tables(engine)
+        signing = Ed25519PrivateKey.generate()
+        with transaction(engine) as tx:
+            tx.conn.execute(
+                vault_info.insert().values(
+                    id=1,
+                    format=_FORMAT,
+                    log_id=uuid.uuid4().hex,
+                    created=utcnow(),
+                    key_check=vault_key.check_value,
+                    kdf=kdf,
+                    signing_key=vault_key.wrap(
+                        signing.private_bytes_raw(), purpose="audit-signing"
+                    ),
+                    verify_key=signing.public_key().public_bytes_raw(),
+                    mac_key=vault_key.wrap(new_data_key(), purpose="audit-mac"),
+                    checkpoint_every=checkpoint_every,
+                )
+            )
+        vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
+        vault._admin_event(
+            "vault.create",
+            details={"key_source": vault_key.source.kind, "metadata": engine.dialect.name},
+        )
+        return vault
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        key: bytes | str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+        metadata_url: str | None = None,
+        anchor_path: str | os.PathLike[str] | None = None,
+        actor: str | None = None,
+    ) -> Vault:
+        """Open an existing vault. A wrong key raises :class:`~privml.InvalidKeyError` here.
+
+        Parameters are as for :meth:`create`.
+        """
+        folder = Path(path)
+        marker = folder / _MARKER
+        if not marker.exists():
+            raise NotFoundError(f"no vault at {str(folder)!r} (no {_MARKER}); use Vault.create()")
+        external = json.loads(marker.read_text())["metadata"] == "external"
+        if external and metadata_url is None:
+            raise ConfigurationError(
+                "this vault keeps its metadata in an external database: pass metadata_url="
+            )
+        engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
+        with read(engine) as conn:
+            info = conn.execute(sa.select(vault_info)).one()
+        salt = None
+        if info.kdf is not None:
+            salt = base64.b64decode(json.loads(info.kdf)["salt"])
+        try:
+            vault_key = VaultKey.resolve(
+                key=key, key_file=key_file, passphrase=passphrase, salt=salt
+            )
+            vault_key.verify(info.key_check)
+        except Exception:
+            engine.dispose()
+            raise
+        vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
+        vault._admin_event("vault.open", details={"key_source": vault_key.source.kind})
+        return vault
+
+    @classmethod
+    def _from_engine(
+        cls,
+        folder: Path,
+        engine: sa.Engine,
+        vault_key: VaultKey,
+        anchor_path: str | os.PathLike[str] | None,
+        actor: str | None,
+    ) -> Vault:
+        with read(engine) as conn:
+            info = conn.execute(sa.select(vault_info)).one()
+        anchor = Path(anchor_path) if anchor_path is not None else folder / "audit.anchor"
+        return cls(
+            path=folder,
+            engine=engine,
+            vault_key=vault_key,
+            info=info,
+            anchor_path=anchor,
+            actor=actor or _default_actor(),
+        )
+
+    def close(self) -> None:
+        """Sign a final audit checkpoint, drop keys from memory and release the database."""
+        if self._engine is None:
+            return
+        with transaction(self._engine) as tx:
+            self.audit.checkpoint(tx)
+        self._keyring.forget()
+        self._store.close()
+        self._engine.dispose()
+        self._engine = None
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine is None else "open"
+        return f"<privml.Vault {str(self.path)!r} ({state})>"
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            raise ConfigurationError("the vault is closed; open it again with Vault.open()")
+        return self._engine
+
+    # -- datasets ---------------------------------------------------------------------
+    def add_dataset(
+        self,
+        name: str,
+        data: pd.DataFrame | str | os.PathLike[str],
+        *,
+        schema: Schema,
+        budget: Budget,
+        on_violation: Literal["reject", "clip"] = "reject",
+    ) -> DatasetVersion:
+        """Register a new dataset and store its first version, encrypted.
+
+        Parameters
+        ----------
+        name : str
+            Letters, digits, ``_``, ``.``, ``-``; at most 128 characters.
+        data : DataFrame or path
+            A pandas DataFrame, or the path of a CSV or Parquet file.
+        schema : Schema
+            The declared schema; the data is validated strictly against it.
+        budget : Budget
+            The total privacy budget of this dataset, across all its versions.
+        on_violation : {"reject", "clip"}
+            ``"clip"`` clips out-of-bounds numbers (recorded in the audit log).
+
+        Returns
+        -------
+        DatasetVersion
+
+        Raises
+        ------
+        SchemaError
+            The data does not match the schema; nothing was stored.
+        """
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigurationError(
+                f"dataset name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
+                "(at most 128 characters, not starting with '.' or '-')"
+            )
+        if not isinstance(schema, Schema):
+            raise ConfigurationError("schema= must be a privml.Schema")
+        if not isinstance(budget, Budget):
+            raise ConfigurationError("budget= must be a privml.Budget(epsilon=..., delta=...)")
+        if any(d.name == name for d in self.datasets()):
+            raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
+        frame, clipped = self._validate(name, None, load_frame(data), schema, on_violation)
+        self.engine  # noqa: B018 - raises if closed
+        return self._store.add(
+            name, frame, schema=schema, budget=budget, clipped=clipped, actor=self._actor
+        )
+
+    def add_version(
+        self,
+        name: str,
+        data: pd.DataFrame | str | os.PathLike[str],
+        *,
+        on_violation: Literal["reject", "clip"] = "reject",
+    ) -> DatasetVersion:
+        """Store a new immutable version of dataset ``name`` (same schema and budget)."""
+        info = self.dataset(name)
+        frame, clipped = self._validate(
+            name, info.latest.version + 1, load_frame(data), info.schema, on_violation
+        )
+        return self._store.append(
+            name, frame, schema=info.schema, clipped=clipped, actor=self._actor
+        )
+
+    def datasets(self) -> list[DatasetInfo]:
+        """Every dataset with its schema, budget and versions."""
+        self.engine  # noqa: B018 - raises if closed
+        return self._store.list()
+
+    def dataset(self, name: str) -> DatasetInfo:
+        """One dataset's schema, budget and versions; :class:`NotFoundError` if unknown."""
+        for info in self.datasets():
+            if info.name == name:
+                return info
+        raise NotFoundError(
+            f"no dataset {name!r}; known datasets: {[d.name for d in self.datasets()]}"
+        )
+
+    # -- access -----------------------------------------------------------------------
+    def session(self, principal: str, *, purpose: str) -> Session:
+        """Open a session for ``principal`` acting for ``purpose``: the only way to data.
+
+        Every request made through the session is written to the audit log.
+        Access policies are not enforced yet: any principal may read.
+        """
+        if not isinstance(principal, str) or not principal:
+            raise ConfigurationError("principal must be a non-empty string")
+        if not isinstance(purpose, str) or not purpose:
+            raise ConfigurationError("purpose= must be a non-empty string")
+        self.engine  # noqa: B018 - raises if closed
+        return Session(self._store, principal=principal, purpose=purpose)
+
+    # -- internals --------------------------------------------------------------------
+    def _validate(
+        self,
+        name: str,
+        version: int | None,
+        frame: pd.DataFrame,
+        schema: Schema,
+        on_violation: Literal["reject", "clip"],
+    ) -> tuple[pd.DataFrame, dict[str, int]]:
+        try:
+            return schema.validate(frame, on_violation=on_violation)
+        except SchemaError as err:
+            summary = [
+                {"column": v.column, "kind": v.kind, "rows": v.count} for v in err.violations
+            ]
+            self._admin_event(
+                "dataset.add" if version is None else "dataset.add_version",
+                outcome="rejected",
+                dataset=name,
+                details={"name": name, "violations": summary},
+            )
+            raise
+
+    def _admin_event(
+        self,
+        action: str,
+        *,
+        outcome: str = "ok",
+        dataset: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with transaction(self.engine) as tx:
+            self.audit.append(
+                tx,
+                principal=self._actor,
+                purpose=ADMIN_PURPOSE,
+                action=action,
+                outcome=outcome,
+                dataset=dataset,
+                details=details,
+            )
+
+
+def _write_marker(folder: Path, *, external: bool) -> None:
+    marker = {"format": _FORMAT, "metadata": "external" if external else "sqlite"}
+    tmp = folder / f".{_MARKER}.tmp"
+    tmp.write_bytes(canonical_json(marker))
+    os.replace(tmp, folder / _MARKER)
