@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/python -m privml demo
 
 lint: install
-	$(BIN)/ruff check privml tests benchmarks
-	$(BIN)/ruff format --check privml tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest

@@ -172,12 +172,14 @@ class DatasetStore:
         extra: dict[str, Any],
     ) -> DatasetVersion:
         keys = self._keyring.active(tx.conn, dataset=name)
-        frame = frame.copy()
+        replaced = {}
         for column, f in schema.items():
             if f.kind == "identifier" and f.pseudonymize:
                 key = self._keyring.get(keys[(None, "pseudonym")])
                 values = [v if isinstance(v, str) else None for v in frame[column].astype(object)]
-                frame[column] = pd.Series(pseudonymize(values, key), dtype="str")
+                replaced[column] = pd.Series(pseudonymize(values, key), dtype="str")
+        if replaced:
+            frame = frame.assign(**replaced)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         properties = self._crypto.encryption(
             footer_key=keys[(None, "footer")],
@@ -299,13 +301,14 @@ class DatasetStore:
                     f"dataset {dataset!r} has no column(s) {unknown}; "
                     f"columns are {list(schema.names)}"
                 )
-        table = read_parquet(
+        frame = read_parquet(
             self._root / ver.file,
             expected_hash=ver.content_hash,
+            convert=lambda table: schema.coerce(table.to_pandas()),
             columns=list(columns) if columns is not None else None,
             decryption_properties=self._crypto.decryption(),
         )
-        return schema.coerce(table.to_pandas()), ver.version, ver.content_hash
+        return frame, ver.version, ver.content_hash
 
     def _log_read(
         self,

@@ -203,6 +203,9 @@ class AuditLog:
         return int(last.seq)
 
     def _checkpoint(self, tx: Tx, seq: int, digest: str) -> None:
+        taken = tx.conn.execute(sa.select(checkpoints.c.seq).where(checkpoints.c.seq == seq))
+        if taken.first() is not None:
+            return  # only after tampering (seq reused); verify() reports the mismatch
         time = utcnow()
         signature = self._signing_key.sign(self._checkpoint_message(seq, digest, time)).hex()
         tx.conn.execute(

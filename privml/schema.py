@@ -382,7 +382,7 @@ class Schema(Mapping[str, Field]):
             if on_violation == "reject" and any(v.kind == "bounds" for v in violations):
                 hint = 'Pass on_violation="clip" to clip out-of-bounds numbers instead.'
             raise SchemaError(violations, hint)
-        return pd.DataFrame(out, index=pd.RangeIndex(len(df))), clipped
+        return pd.DataFrame(out, index=pd.RangeIndex(len(df)), copy=False), clipped
 
     def coerce(self, df: pd.DataFrame) -> pd.DataFrame:
         """Give stored data back its canonical dtypes (after a Parquet round trip)."""
@@ -390,7 +390,7 @@ class Schema(Mapping[str, Field]):
         for name in df.columns:
             f = self.fields[name]
             out[name] = _canonical_dtype(df[name], f)
-        return pd.DataFrame(out, index=df.index)
+        return pd.DataFrame(out, index=df.index, copy=False)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -431,31 +431,42 @@ def _convert(
         found.append(_violation(name, "null", null, "missing values are not allowed"))
     if f.kind in ("numeric", "integer"):
         return _convert_number(col, name, f, null, found, clip=clip)
-    obj = col.astype(object)
     if f.kind == "categorical":
-        wrong = ~null & ~obj.isin(list(f.categories or ())).to_numpy()
+        allowed = list(f.categories or ())
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # Check the few categories, not the million values.
+            known = np.array([c in allowed for c in col.cat.categories] + [True])
+            wrong = ~null & ~known[col.cat.codes.to_numpy()]
+        else:
+            wrong = ~null & ~col.isin(allowed).to_numpy()
         if wrong.any():
-            found.append(
-                _violation(
-                    name, "category", wrong, f"allowed values are {list(f.categories or ())}"
-                )
-            )
-        return (obj if found else _canonical_dtype(obj, f)), found, 0
+            found.append(_violation(name, "category", wrong, f"allowed values are {allowed}"))
+            return col, found, 0
+        return _canonical_dtype(col, f), found, 0
     if f.kind in ("text", "identifier"):
-        kinds: tuple[type, ...] = (str, int, np.integer) if f.kind == "identifier" else (str,)
-        is_ok = np.fromiter(
-            (isinstance(v, kinds) and not isinstance(v, bool | np.bool_) for v in obj),
-            dtype=bool,
-            count=len(obj),
-        )
+        if pd.api.types.is_string_dtype(col) and not pd.api.types.is_object_dtype(col):
+            return _canonical_dtype(col, f), found, 0  # a pandas string dtype holds only str
+        obj = col.astype(object)
+        if pd.api.types.infer_dtype(obj, skipna=True) in ("string", "empty"):
+            is_ok = np.ones(len(col), dtype=bool)
+        else:
+            kinds: tuple[type, ...] = (str, int, np.integer) if f.kind == "identifier" else (str,)
+            is_ok = np.fromiter(
+                (isinstance(v, kinds) and not isinstance(v, bool | np.bool_) for v in obj),
+                dtype=bool,
+                count=len(obj),
+            )
         wrong = ~null & ~is_ok
         if wrong.any():
             expected = "strings or integers" if f.kind == "identifier" else "strings"
             found.append(_violation(name, "dtype", wrong, f"expected {expected}, got {col.dtype}"))
             return obj, found, 0
-        return _canonical_dtype(obj.map(str, na_action="ignore"), f), found, 0
+        if f.kind == "identifier" and pd.api.types.infer_dtype(obj, skipna=True) != "string":
+            obj = obj.map(str, na_action="ignore")
+        return _canonical_dtype(obj, f), found, 0
     if pd.api.types.is_datetime64_any_dtype(col):
         return _canonical_dtype(col, f), found, 0
+    obj = col.astype(object)
     parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="ISO8601")
     wrong = ~null & parsed.isna().to_numpy()
     if wrong.any():
@@ -473,17 +484,23 @@ def _convert_number(
     *,
     clip: bool,
 ) -> tuple[pd.Series, list[SchemaViolation], int]:
-    values, not_number = _as_float(col)
-    if not_number.any():
-        found.append(_violation(name, "dtype", not_number, f"expected numbers, got {col.dtype}"))
-    valid = ~null & ~not_number
-    if f.kind == "integer":
-        fractional = valid & np.isfinite(values) & (values != np.round(values))
-        if fractional.any():
-            found.append(_violation(name, "dtype", fractional, "expected whole numbers"))
-        valid &= ~fractional
     lo, hi = f.bounds or (-np.inf, np.inf)
-    outside = valid & ~((values >= lo) & (values <= hi))
+    if col.dtype.kind in "iu":  # plain numpy integers: no nulls, no fractions, no copies
+        values: np.ndarray = col.to_numpy()
+        valid = np.ones(len(col), dtype=bool)
+    else:
+        values, not_number = _as_float(col)
+        if not_number.any():
+            found.append(
+                _violation(name, "dtype", not_number, f"expected numbers, got {col.dtype}")
+            )
+        valid = ~null & ~not_number
+        if f.kind == "integer":
+            fractional = valid & np.isfinite(values) & (values != np.round(values))
+            if fractional.any():
+                found.append(_violation(name, "dtype", fractional, "expected whole numbers"))
+            valid &= ~fractional
+    outside = valid & ((values < lo) | (values > hi) | (values != values))
     n_clipped = 0
     if outside.any():
         if clip:
@@ -496,10 +513,10 @@ def _convert_number(
     if found:
         return col, found, n_clipped
     if f.kind == "numeric":
-        return pd.Series(values, dtype="float64"), found, n_clipped
+        return pd.Series(values, dtype="float64", copy=False), found, n_clipped
     if f.nullable:
         return pd.Series(pd.array(values, dtype="Int64")), found, n_clipped
-    return pd.Series(values.astype("int64")), found, n_clipped
+    return pd.Series(values.astype("int64", copy=False), copy=False), found, n_clipped
 
 
 def _as_float(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -529,7 +546,10 @@ def _canonical_dtype(col: pd.Series, f: Field) -> pd.Series:
     if f.kind == "integer":
         return col.astype("Int64" if f.nullable else "int64")
     if f.kind == "categorical":
-        return col.astype(object).astype(pd.CategoricalDtype(list(f.categories or ())))
+        dtype = pd.CategoricalDtype(list(f.categories or ()))
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            return col.cat.set_categories(dtype.categories)
+        return col.astype(object).astype(dtype)
     if f.kind in ("text", "identifier"):
         return col.astype("str")
     if getattr(col.dtype, "tz", None) is not None:

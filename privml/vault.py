@@ -156,8 +156,11 @@ class Vault:
                     "salt": base64.b64encode(salt).decode(),
                 }
             )
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_marker(folder, external=metadata_url is not None)
+        if metadata_url is None:
+            # SQLite gives its -wal and -shm files the database file's permissions.
+            os.close(os.open(folder / "meta.db", os.O_WRONLY | os.O_CREAT, 0o600))
         engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
         create_tables(engine)
         signing = Ed25519PrivateKey.generate()
@@ -224,9 +227,7 @@ class Vault:
         except Exception:
             engine.dispose()
             raise
-        vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
-        vault._admin_event("vault.open", details={"key_source": vault_key.source.kind})
-        return vault
+        return cls._from_engine(folder, engine, vault_key, anchor_path, actor)
 
     @classmethod
     def _from_engine(

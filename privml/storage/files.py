@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,18 +17,29 @@ from ..exceptions import IntegrityError, NotFoundError
 
 __all__ = ["read_parquet", "write_parquet"]
 
+T = TypeVar("T")
+
+# hashlib releases the GIL on large buffers, so the SHA-256 of a file runs on the
+# other core while the file is written or parsed.
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privml-sha256")
+
+
+def _sha256(data: pa.Buffer) -> Future[str]:
+    return _HASHER.submit(lambda: hashlib.sha256(memoryview(data)).hexdigest())
+
 
 def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
     """Write ``table`` to ``path`` atomically and durably; return the file's SHA-256 (hex).
 
     The bytes go to a temporary file beside ``path``, are fsync'd, then renamed
     into place, and the folder is fsync'd, so ``path`` either does not exist or
-    holds the whole file.
+    holds the whole file. The hash runs on another thread during the write.
     """
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **options)  # type: ignore[arg-type]
     data = sink.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = _sha256(data)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -36,23 +50,43 @@ def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-    return hashlib.sha256(memoryview(data)).hexdigest()
+    return digest.result()
 
 
 def read_parquet(
-    path: Path, *, expected_hash: str, columns: list[str] | None = None, **options: object
-) -> pa.Table:
-    """Read ``path`` after checking that its bytes hash to ``expected_hash``."""
+    path: Path,
+    *,
+    expected_hash: str,
+    convert: Callable[[pa.Table], T],
+    columns: list[str] | None = None,
+    **options: object,
+) -> T:
+    """Read ``path``, convert it with ``convert``, and return the result only if the
+    file's bytes hash to ``expected_hash``.
+
+    The hash runs on another thread while the file is parsed and converted; the
+    result is released only after the check passes.
+    """
     try:
-        data = path.read_bytes()
+        data = pa.memory_map(str(path)).read_buffer()
     except FileNotFoundError:
         raise NotFoundError(f"dataset file {str(path)!r} is missing from the vault") from None
-    if hashlib.sha256(data).hexdigest() != expected_hash:
+    digest = _sha256(data)
+    try:
+        result = convert(pq.read_table(pa.BufferReader(data), columns=columns, **options))  # type: ignore[arg-type]
+    except Exception:
+        _check(path, digest.result(), expected_hash)  # a tampered file: say so, not pyarrow's error
+        raise
+    _check(path, digest.result(), expected_hash)
+    return result
+
+
+def _check(path: Path, actual: str, expected: str) -> None:
+    if actual != expected:
         raise IntegrityError(
             f"dataset file {str(path)!r} does not match the content hash recorded when it "
             "was written: it was modified or replaced"
         )
-    return pq.read_table(pa.BufferReader(data), columns=columns, **options)  # type: ignore[arg-type]
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,65 @@
+"""Fixtures shared by the tests and the doctests (doctests see them via ``getfixture``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import privml
+
+
+@pytest.fixture(autouse=True)
+def _doctest_tmp_path(doctest_namespace: dict[str, object], tmp_path: Path) -> None:
+    doctest_namespace["tmp_path"] = tmp_path
+
+
+@pytest.fixture
+def key() -> bytes:
+    return privml.generate_key()
+
+
+@pytest.fixture
+def patients() -> pd.DataFrame:
+    """A small table with one column of each kind."""
+    return pd.DataFrame(
+        {
+            "patient": ["P-1001", "P-1002", "P-1003", "P-1001"],
+            "age": pd.Series([34, 71, 52, 35], dtype="int64"),
+            "sex": pd.Categorical(["F", "M", "F", "F"], categories=["F", "M"]),
+            "glucose": [5.4, 7.9, 6.1, 5.2],
+            "note": pd.Series(["stable", "follow up", "stable", "new"], dtype="str"),
+            "seen": pd.to_datetime(["2024-01-02", "2024-02-03", "2024-03-04", "2024-04-05"]).astype(
+                "datetime64[us]"
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def patients_schema() -> privml.Schema:
+    return privml.Schema(
+        {
+            "patient": privml.Field.identifier(),
+            "age": privml.Field.integer(bounds=(0, 120), category="demographic"),
+            "sex": privml.Field.categorical(categories=["F", "M"], category="demographic"),
+            "glucose": privml.Field.numeric(bounds=(0.0, 50.0), category="health"),
+            "note": privml.Field.text(category="health"),
+            "seen": privml.Field.datetime(sensitive=False),
+        }
+    )
+
+
+@pytest.fixture
+def demo_vault(
+    tmp_path: Path, key: bytes, patients: pd.DataFrame, patients_schema: privml.Schema
+) -> Iterator[privml.Vault]:
+    """An open vault holding the ``patients`` table as dataset ``"patients"``."""
+    vault = privml.Vault.create(tmp_path / "demo.vault", key=key)
+    vault.add_dataset(
+        "patients", patients, schema=patients_schema, budget=privml.Budget(epsilon=1.0, delta=1e-6)
+    )
+    yield vault
+    vault.close()

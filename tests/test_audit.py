@@ -1,0 +1,253 @@
+"""The audit log detects every kind of tampering, at the right sequence number."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import privml
+from privml import Vault
+from privml.audit import entry_hash
+
+ENTRIES = 30  # vault.create + 29 reads; checkpoints every 10 and at close
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, patients, patients_schema) -> tuple[Path, bytes]:
+    folder = tmp_path_factory.mktemp("audit") / "v"
+    key = privml.generate_key()
+    with Vault.create(folder, key=key, checkpoint_every=10) as vault:
+        vault.add_dataset(
+            "patients", patients, schema=patients_schema, budget=privml.Budget(epsilon=1)
+        )
+        session = vault.session("analyst", purpose="research")
+        for _ in range(ENTRIES - 2):
+            session.read("patients", columns=["age"])
+    return folder, key
+
+
+@pytest.fixture(scope="module")
+def patients():
+    return pd_patients()
+
+
+@pytest.fixture(scope="module")
+def patients_schema():
+    return privml.Schema(
+        {
+            "age": privml.Field.integer(bounds=(0, 120)),
+            "sex": privml.Field.categorical(categories=["F", "M"]),
+        }
+    )
+
+
+def pd_patients():
+    import pandas as pd
+
+    return pd.DataFrame({"age": [34, 71, 52], "sex": ["F", "M", "F"]})
+
+
+@pytest.fixture
+def copy(pristine, tmp_path) -> tuple[Path, bytes]:
+    folder, key = pristine
+    target = tmp_path / "v"
+    shutil.copytree(folder, target)
+    return target, key
+
+
+def _verify(folder: Path, key: bytes) -> privml.VerifyReport:
+    vault = Vault.open(folder, key=key)
+    try:
+        return vault.audit.verify()
+    finally:
+        # Close without signing a new checkpoint over the tampered log.
+        vault._engine.dispose()
+
+
+def _db(folder: Path) -> sqlite3.Connection:
+    return sqlite3.connect(folder / "meta.db", isolation_level=None)
+
+
+def _rows(con: sqlite3.Connection) -> list[dict]:
+    con.row_factory = sqlite3.Row
+    return [dict(r) for r in con.execute("SELECT * FROM audit_log ORDER BY seq")]
+
+
+def _log_id(con: sqlite3.Connection) -> str:
+    return con.execute("SELECT log_id FROM vault_info").fetchone()[0]
+
+
+def _rehash(row: dict, log_id: str) -> str:
+    entry = {
+        k: row[k]
+        for k in ("time", "principal", "purpose", "action", "dataset", "version", "outcome")
+    }
+    entry["details"] = json.loads(row["details"])
+    return entry_hash(log_id, row["seq"], row["prev_hash"], entry)
+
+
+def test_untouched_log_verifies(copy):
+    report = _verify(*copy)
+    assert report.ok and bool(report)
+    assert report.entries_checked == ENTRIES
+    assert report.checkpoints_checked >= 6  # 3 in the table, 3 in the anchor
+    report.raise_if_failed()
+
+
+def test_modified_entry(copy):
+    with _db(copy[0]) as con:
+        con.execute("UPDATE audit_log SET outcome = 'denied' WHERE seq = 7")
+    report = _verify(*copy)
+    assert (report.ok, report.first_bad_seq) == (False, 7)
+    assert "modified" in report.reason
+    with pytest.raises(privml.IntegrityError, match="seq 7"):
+        report.raise_if_failed()
+
+
+def test_modified_details(copy):
+    with _db(copy[0]) as con:
+        con.execute("UPDATE audit_log SET details = '{\"rows\":0}' WHERE seq = 5")
+    assert _verify(*copy).first_bad_seq == 5
+
+
+def test_deleted_entry_leaves_a_gap(copy):
+    with _db(copy[0]) as con:
+        con.execute("DELETE FROM audit_log WHERE seq = 12")
+    report = _verify(*copy)
+    assert report.first_bad_seq == 12 and "missing" in report.reason
+
+
+def test_deleted_entry_with_renumbering(copy):
+    with _db(copy[0]) as con:
+        con.execute("DELETE FROM audit_log WHERE seq = 12")
+        con.execute("UPDATE audit_log SET seq = seq + 1000 WHERE seq > 12")
+        con.execute("UPDATE audit_log SET seq = seq - 1001 WHERE seq > 1000")
+    assert _verify(*copy).first_bad_seq == 12
+
+
+def test_inserted_entry(copy):
+    with _db(copy[0]) as con:
+        rows = _rows(con)
+        con.execute("UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 8")
+        con.execute("UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1008")
+        fake = dict(rows[7], seq=8, principal="nobody")
+        con.execute(
+            f"INSERT INTO audit_log ({', '.join(fake)}) VALUES ({', '.join('?' * len(fake))})",
+            list(fake.values()),
+        )
+    assert _verify(*copy).first_bad_seq == 8
+
+
+def test_reordered_entries(copy):
+    with _db(copy[0]) as con:
+        con.execute("UPDATE audit_log SET seq = -1 WHERE seq = 14")
+        con.execute("UPDATE audit_log SET seq = 14 WHERE seq = 15")
+        con.execute("UPDATE audit_log SET seq = 15 WHERE seq = -1")
+    assert _verify(*copy).first_bad_seq == 14
+
+
+def test_rechained_suffix(copy):
+    """Edit entry 9 and recompute every later hash with the public algorithm."""
+    with _db(copy[0]) as con:
+        log_id = _log_id(con)
+        rows = _rows(con)
+        prev = rows[7]["hash"]
+        for row in rows[8:]:
+            if row["seq"] == 9:
+                row["principal"] = "someone-else"
+            row["prev_hash"] = prev
+            row["hash"] = prev = _rehash(row, log_id)
+            con.execute(
+                "UPDATE audit_log SET principal = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (row["principal"], row["prev_hash"], row["hash"], row["seq"]),
+            )
+    report = _verify(*copy)
+    assert report.first_bad_seq == 9
+    assert "re-chained" in report.reason
+    # The signed checkpoints at 10, 20, 30 disagree with the rewritten chain too.
+    assert {s for s, r in report.problems if "checkpoint" in r} >= {10, 20, 30}
+
+
+def test_appended_forgery_after_last_checkpoint(copy):
+    with _db(copy[0]) as con:
+        log_id = _log_id(con)
+        last = _rows(con)[-1]
+        fake = dict(last, seq=last["seq"] + 1, prev_hash=last["hash"], action="dataset.delete")
+        fake["hash"] = _rehash(fake, log_id)
+        con.execute(
+            f"INSERT INTO audit_log ({', '.join(fake)}) VALUES ({', '.join('?' * len(fake))})",
+            list(fake.values()),
+        )
+    assert _verify(*copy).first_bad_seq == ENTRIES + 1
+
+
+@pytest.mark.parametrize("keep", [5, 19, 20])
+def test_truncation_caught_by_anchor(copy, keep):
+    with _db(copy[0]) as con:
+        con.execute("DELETE FROM audit_log WHERE seq > ?", (keep,))
+        con.execute("DELETE FROM checkpoints WHERE seq > ?", (keep,))
+    report = _verify(*copy)
+    assert report.first_bad_seq == keep + 1
+    assert "truncated" in report.reason
+
+
+def test_truncation_to_empty(copy):
+    with _db(copy[0]) as con:
+        con.execute("DELETE FROM audit_log")
+        con.execute("DELETE FROM checkpoints")
+    assert _verify(*copy).first_bad_seq == 1
+
+
+def test_forged_checkpoint(copy):
+    with _db(copy[0]) as con:
+        con.execute("UPDATE checkpoints SET hash = ? WHERE seq = 20", ("ab" * 32,))
+    report = _verify(*copy)
+    assert report.first_bad_seq == 20 and "signature" in report.reason
+
+
+def test_missing_anchor_is_reported(copy):
+    (copy[0] / "audit.anchor").unlink()
+    report = _verify(*copy)
+    assert not report.ok and "anchor" in report.reason
+
+
+def test_anchor_elsewhere(tmp_path, key):
+    anchor = tmp_path / "elsewhere" / "privml.anchor"
+    anchor.parent.mkdir()
+    with Vault.create(tmp_path / "v", key=key, anchor_path=anchor) as vault:
+        vault.session("p", purpose="q")
+    assert anchor.exists() and not (tmp_path / "v" / "audit.anchor").exists()
+    with Vault.open(tmp_path / "v", key=key, anchor_path=anchor) as vault:
+        assert vault.audit.verify().ok
+
+
+def test_entries_filters(copy):
+    with Vault.open(copy[0], key=copy[1]) as vault:
+        reads = vault.audit.entries(action="dataset.read")
+        assert len(reads) == ENTRIES - 2 and set(reads["principal"]) == {"analyst"}
+        assert list(vault.audit.entries(since=29)["seq"]) == [29, 30]
+        assert len(vault.audit.entries(principal="nobody")) == 0
+        first = vault.audit.entries().iloc[0]
+        assert first["action"] == "vault.create" and first["prev_hash"] == "0" * 64
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seq=st.integers(min_value=1, max_value=ENTRIES),
+    column=st.sampled_from(["time", "principal", "purpose", "action", "outcome", "details"]),
+)
+def test_any_single_edit_is_found_at_its_seq(pristine, tmp_path_factory, seq, column):
+    folder = tmp_path_factory.mktemp("edit") / "v"
+    shutil.copytree(pristine[0], folder)
+    value = '{"edited":true}' if column == "details" else "edited"
+    with _db(folder) as con:
+        con.execute(f"UPDATE audit_log SET {column} = ? WHERE seq = ?", (value, seq))
+    assert _verify(folder, pristine[1]).first_bad_seq == seq

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import privml
+import privml.exceptions
+
+PUBLIC = {
+    "AccessDenied",
+    "Budget",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "DatasetInfo",
+    "DatasetVersion",
+    "DecryptionError",
+    "Field",
+    "IntegrityError",
+    "InvalidKeyError",
+    "MissingKeyError",
+    "NotFoundError",
+    "OptionalDependencyError",
+    "PrivmlError",
+    "Schema",
+    "SchemaError",
+    "SchemaViolation",
+    "Session",
+    "Vault",
+    "VaultExistsError",
+    "VerifyReport",
+    "__version__",
+    "generate_key",
+}
+
+
+def test_all_is_exactly_the_public_surface():
+    assert set(privml.__all__) == PUBLIC
+    for name in privml.__all__:
+        assert getattr(privml, name) is not None
+
+
+def test_every_error_is_a_privml_error_and_a_builtin_where_it_fits():
+    for name in privml.exceptions.__all__:
+        cls = getattr(privml.exceptions, name)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            assert issubclass(cls, privml.PrivmlError)
+    assert issubclass(privml.SchemaError, ValueError)
+    assert issubclass(privml.BudgetExceededError, ValueError)
+    assert issubclass(privml.AccessDenied, PermissionError)
+    assert issubclass(privml.NotFoundError, LookupError)
+    assert issubclass(privml.OptionalDependencyError, ImportError)
+
+
+def test_import_is_light():
+    """``import privml`` must not pull in torch, opacus, tenseal or diffprivlib."""
+    code = (
+        "import sys, privml; "
+        "print(sorted(m for m in ('torch', 'opacus', 'tenseal', 'diffprivlib', 'sklearn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_import_leaves_warning_filters_alone():
+    # numpy and pandas add filters of their own at import; privml must add none.
+    code = (
+        "import warnings, numpy, pandas, pyarrow, pyarrow.parquet, sqlalchemy; "
+        "before = list(warnings.filters); import privml; "
+        "print(before == list(warnings.filters))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
