@@ -121,6 +121,9 @@ class DatasetStore:
     ) -> DatasetVersion:
         self._check_open()
         with transaction(self._engine) as tx:
+            taken = tx.conn.execute(sa.select(datasets.c.name).where(datasets.c.name == name))
+            if taken.first() is not None:  # checked again here: another process may have won
+                raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
             tx.conn.execute(
                 datasets.insert().values(
                     name=name,
@@ -154,7 +157,7 @@ class DatasetStore:
         with transaction(self._engine) as tx:
             last = tx.conn.execute(
                 sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == name)
-            ).scalar()
+            ).scalar_one()
             return self._write(
                 tx, name, int(last) + 1, frame, schema, clipped, actor, "dataset.add_version", {}
             )
@@ -220,7 +223,7 @@ class DatasetStore:
         return DatasetVersion(name, version, len(frame), digest, created)
 
     # -- reading ----------------------------------------------------------------------
-    def list(self) -> list[DatasetInfo]:
+    def all(self) -> list[DatasetInfo]:
         self._check_open()
         with read(self._engine) as conn:
             rows = conn.execute(sa.select(datasets).order_by(datasets.c.name)).all()

@@ -352,7 +352,7 @@ class Vault:
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset with its schema, budget and versions."""
         self.engine  # noqa: B018 - raises if closed
-        return self._store.list()
+        return self._store.all()
 
     def dataset(self, name: str) -> DatasetInfo:
         """One dataset's schema, budget and versions; :class:`NotFoundError` if unknown."""

@@ -36,7 +36,7 @@ def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
     holds the whole file. The hash runs on another thread during the write.
     """
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **options)  # type: ignore[arg-type]
+    pq.write_table(table, sink, **options)
     data = sink.getvalue()
     digest = _sha256(data)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def read_parquet(
         raise NotFoundError(f"dataset file {str(path)!r} is missing from the vault") from None
     digest = _sha256(data)
     try:
-        result = convert(pq.read_table(pa.BufferReader(data), columns=columns, **options))  # type: ignore[arg-type]
+        result = convert(pq.read_table(pa.BufferReader(data), columns=columns, **options))
     except Exception:
         _check(path, digest.result(), expected_hash)  # a tampered file: say so, not pyarrow's error
         raise
