@@ -1,5 +1,6 @@
-"""The ``privml`` command: a demo, and audit tools for data-protection officers.
+"""The privml command: a demo, and audit tools for data-protection officers.
 
+Exit status: 0 ok, 1 the audit log failed verification, 2 usage or access error.
 Keys come from ``--key-file`` or the ``PRIVML_VAULT_KEY`` environment variable,
 never from the command line (where other users could read them).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -23,19 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="create a vault with a real dataset and audit it")
 
-    def vault_command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
+    audit = commands.add_parser("audit", help="verify or print the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+
+    def vault_command(group: Any, name: str, help: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(name, help=help)
         sub.add_argument("vault", help="the vault folder")
         sub.add_argument("--key-file", help="file holding the vault key (else PRIVML_VAULT_KEY)")
         sub.add_argument("--anchor", help="the audit anchor file, if kept outside the vault")
         return sub
 
-    vault_command("verify", help="verify the audit log; exit status 1 if it was tampered with")
-    log = vault_command("log", help="print audit entries")
+    vault_command(audit_commands, "verify", "verify the log; exit status 1 if it was tampered with")
+    log = vault_command(audit_commands, "log", "print audit entries")
     log.add_argument("--since", type=int, help="only entries with seq >= SINCE")
     log.add_argument("--principal")
     log.add_argument("--action")
-    vault_command("datasets", help="list datasets and their versions")
+    vault_command(commands, "datasets", "list datasets and their versions")
     return parser
 
 
@@ -49,13 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         with Vault.open(args.vault, key_file=args.key_file, anchor_path=args.anchor) as vault:
-            if args.command == "verify":
+            if args.command == "audit" and args.audit_command == "verify":
                 report = vault.audit.verify()
                 print(report)
                 for seq, reason in report.problems[1:]:
                     print(f"  also at seq {seq}: {reason}")
                 return 0 if report.ok else 1
-            if args.command == "log":
+            if args.command == "audit":
                 frame = vault.audit.entries(
                     since=args.since, principal=args.principal, action=args.action
                 )

@@ -38,9 +38,12 @@ def _vault_with_key_file(tmp_path, patients, patients_schema):
 
 def test_verify_log_and_datasets(tmp_path, patients, patients_schema, capsys):
     folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
-    assert main(["verify", str(folder), "--key-file", str(key_file)]) == 0
+    assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 0
     assert "audit log OK: 3 entries" in capsys.readouterr().out
-    assert main(["log", str(folder), "--key-file", str(key_file), "--principal", "dr.lee"]) == 0
+    assert (
+        main(["audit", "log", str(folder), "--key-file", str(key_file), "--principal", "dr.lee"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "dataset.read" in out and "vault.create" not in out
     assert main(["datasets", str(folder), "--key-file", str(key_file)]) == 0
@@ -51,12 +54,12 @@ def test_verify_exit_status_on_tampering(tmp_path, patients, patients_schema, ca
     folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
     with sqlite3.connect(folder / "meta.db") as con:
         con.execute("UPDATE audit_log SET purpose = 'marketing' WHERE seq = 3")
-    assert main(["verify", str(folder), "--key-file", str(key_file)]) == 1
+    assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 1
     assert "TAMPERED at seq 3" in capsys.readouterr().out
 
 
 def test_wrong_key_is_reported_not_raised(tmp_path, patients, patients_schema, capsys):
     folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
     key_file.write_bytes(privml.generate_key())
-    assert main(["verify", str(folder), "--key-file", str(key_file)]) == 2
+    assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 2
     assert "does not open the vault" in capsys.readouterr().err
