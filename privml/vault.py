@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ._canonical import canonical_json, utcnow
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
 from .accounting.budget import Budget
+from .accounting.ledger import Ledger
 from .audit import AuditLog
 from .crypto.keyring import Keyring
 from .crypto.keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, VaultKey, new_data_key
@@ -99,6 +100,7 @@ class Vault:
             checkpoint_every=info.checkpoint_every,
         )
         self._store = DatasetStore(path, engine, self._keyring, self.audit)
+        self.ledger = Ledger(engine, self.audit)
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
@@ -376,6 +378,26 @@ class Vault:
             raise ConfigurationError("purpose= must be a non-empty string")
         self.engine  # noqa: B018 - raises if closed
         return Session(self._store, principal=principal, purpose=purpose)
+
+    # -- privacy budget ---------------------------------------------------------------
+    def budget(self, dataset: str) -> Any:
+        """The privacy budget of ``dataset``: spent, total, remaining, and by whom."""
+        self.engine  # noqa: B018 - raises if closed
+        return self.ledger.status(dataset)
+
+    def allocate(
+        self,
+        dataset: str,
+        *,
+        principal: str | None = None,
+        purpose: str | None = None,
+        epsilon: float,
+    ) -> Any:
+        """Cap one principal's or one purpose's share of ``dataset``'s budget at ``epsilon``."""
+        self.engine  # noqa: B018 - raises if closed
+        return self.ledger.allocate(
+            dataset, principal=principal, purpose=purpose, epsilon=epsilon, actor=self._actor
+        )
 
     # -- internals --------------------------------------------------------------------
     def _validate(

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["audit_log", "checkpoints", "datasets", "keys", "metadata", "vault_info", "versions"]
+__all__ = [
+    "audit_log",
+    "checkpoints",
+    "datasets",
+    "grants",
+    "keys",
+    "metadata",
+    "policy_state",
+    "principals",
+    "purposes",
+    "vault_info",
+    "versions",
+]
 
 metadata = sa.MetaData()
 
@@ -83,4 +95,51 @@ checkpoints = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("time", sa.String(40), nullable=False),
     sa.Column("signature", sa.String(128), nullable=False),
+)
+
+# --- access policy -------------------------------------------------------------------------
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("roles", sa.Text, nullable=False),  # canonical JSON list
+    sa.Column("attributes", sa.Text, nullable=False),  # canonical JSON object
+    sa.Column("created", sa.String(40), nullable=False),
+)
+
+purposes = sa.Table(
+    "purposes",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("lawful_basis", sa.String(256), nullable=False),
+    sa.Column("parent", sa.ForeignKey("purposes.name"), nullable=True),
+    sa.Column("created", sa.String(40), nullable=False),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("grant_id", sa.String(32), primary_key=True),
+    sa.Column("effect", sa.String(8), nullable=False),  # "allow" or "deny"
+    sa.Column("role", sa.String(256), nullable=True),
+    sa.Column("principal", sa.String(256), nullable=True),
+    sa.Column("dataset", sa.String(128), nullable=False),
+    sa.Column("purpose", sa.ForeignKey("purposes.name"), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("columns", sa.Text, nullable=True),  # canonical JSON list
+    sa.Column("categories", sa.Text, nullable=True),  # canonical JSON list
+    sa.Column("row_filter", sa.Text, nullable=True),  # canonical JSON list of predicates
+    sa.Column("expires", sa.String(40), nullable=True),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("revoked", sa.String(40), nullable=True),
+)
+
+# One row: the policy version, bumped by every policy change, and its content hash.
+policy_state = sa.Table(
+    "policy_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
 )
