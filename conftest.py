@@ -52,14 +52,35 @@ def patients_schema() -> privml.Schema:
     )
 
 
+def allow_raw(
+    vault: privml.Vault, dataset: str, *, principal: str = "analyst", purpose: str = "research"
+) -> str:
+    """Register ``principal`` and ``purpose`` if needed and grant them raw access to ``dataset``."""
+    if purpose not in set(vault.policy.purposes()["name"]):
+        vault.add_purpose(purpose, description="Tests", lawful_basis="consent")
+    if principal not in set(vault.policy.principals()["name"]):
+        vault.add_principal(principal, roles=[])
+    return vault.grant(principal=principal, dataset=dataset, purpose=purpose, mode="raw")
+
+
+@pytest.fixture
+def allow():
+    """``allow(vault, dataset, principal=..., purpose=...)`` grants raw access for a test."""
+    return allow_raw
+
+
 @pytest.fixture
 def demo_vault(
     tmp_path: Path, key: bytes, patients: pd.DataFrame, patients_schema: privml.Schema
 ) -> Iterator[privml.Vault]:
-    """An open vault holding the ``patients`` table as dataset ``"patients"``."""
+    """An open vault holding the ``patients`` table as dataset ``"patients"``.
+
+    Principal ``"analyst"`` may read it raw for purpose ``"research"``.
+    """
     vault = privml.Vault.create(tmp_path / "demo.vault", key=key)
     vault.add_dataset(
         "patients", patients, schema=patients_schema, budget=privml.Budget(epsilon=1.0, delta=1e-6)
     )
+    allow_raw(vault, "patients")
     yield vault
     vault.close()

@@ -85,6 +85,9 @@ def vault_round_trip(frame: pd.DataFrame, folder: Path, key: bytes) -> float:
     with privml.Vault.create(folder / "v", key=key) as vault:
         start = time.perf_counter()
         vault.add_dataset("bench", frame, schema=SCHEMA, budget=privml.Budget(epsilon=1))
+        vault.add_purpose("benchmark", description="Benchmark", lawful_basis="none: synthetic")
+        vault.add_principal("bench")
+        vault.grant(principal="bench", dataset="bench", purpose="benchmark", mode="raw")
         back = vault.session("bench", purpose="benchmark").read("bench")
         elapsed = time.perf_counter() - start
     assert len(back) == len(frame)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from .audit import AuditLog
 from .crypto.keyring import Keyring
 from .crypto.parquet import ParquetCrypto
 from .crypto.pseudonyms import pseudonymize
-from .exceptions import ConfigurationError, NotFoundError, PrivmlError
+from .exceptions import ConfigurationError, NotFoundError
 from .schema import Schema
 from .storage.engine import Tx, read, transaction
 from .storage.files import read_parquet, write_parquet
@@ -134,8 +135,7 @@ class DatasetStore:
                 )
             )
             self._keyring.create(tx.conn, dataset=name, column=None, purpose="footer")
-            if any(f.kind == "identifier" and f.pseudonymize for f in schema.values()):
-                self._keyring.create(tx.conn, dataset=name, column=None, purpose="pseudonym")
+            self._keyring.create(tx.conn, dataset=name, column=None, purpose="pseudonym")
             for column in schema.sensitive:
                 self._keyring.create(tx.conn, dataset=name, column=column, purpose="column")
             return self._write(
@@ -246,47 +246,26 @@ class DatasetStore:
             )
         return out
 
-    def read(
-        self,
-        *,
-        principal: str,
-        purpose: str,
-        dataset: str,
-        columns: list[str] | None,
-        version: int | None,
-    ) -> pd.DataFrame:
-        """Decrypt and return a version of ``dataset``; the access is audited either way."""
+    def schema(self, dataset: str) -> Schema:
+        """The schema of ``dataset``; :class:`NotFoundError` if there is no such dataset."""
         self._check_open()
-        request = {"columns": columns, "requested_version": version}
-        try:
-            frame, used, digest = self._load(dataset, columns, version)
-        except PrivmlError as err:
-            self._log_read(
-                principal,
-                purpose,
-                dataset,
-                version,
-                "error",
-                {**request, "error": type(err).__name__, "message": str(err)},
-            )
-            raise
-        self._log_read(
-            principal,
-            purpose,
-            dataset,
-            used,
-            "ok",
-            {"columns": list(frame.columns), "rows": len(frame), "content_hash": digest},
-        )
-        return frame
-
-    def _load(
-        self, dataset: str, columns: list[str] | None, version: int | None
-    ) -> tuple[pd.DataFrame, int, str]:
         with read(self._engine) as conn:
-            ds = conn.execute(sa.select(datasets).where(datasets.c.name == dataset)).first()
-            if ds is None:
-                raise NotFoundError(f"no dataset {dataset!r}")
+            query = sa.select(datasets.c.schema).where(datasets.c.name == dataset)
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+        return Schema.from_dict(json.loads(row.schema))
+
+    def load(
+        self, dataset: str, columns: list[str], version: int | None
+    ) -> tuple[pd.DataFrame, int, str]:
+        """Decrypt ``columns`` of a version (the latest by default), unaudited.
+
+        Only sessions call this, and they audit what they release.
+        Returns the frame, the version number and the file's content hash.
+        """
+        self._check_open()
+        with read(self._engine) as conn:
             query = sa.select(versions).where(versions.c.dataset == dataset)
             if version is None:
                 query = query.order_by(versions.c.version.desc()).limit(1)
@@ -296,40 +275,33 @@ class DatasetStore:
             if ver is None:
                 raise NotFoundError(f"dataset {dataset!r} has no version {version!r}")
             self._keyring.active(conn, dataset=dataset)
-        schema = Schema.from_dict(json.loads(ds.schema))
-        if columns is not None:
-            unknown = [c for c in columns if c not in schema.fields]
-            if unknown:
-                raise NotFoundError(
-                    f"dataset {dataset!r} has no column(s) {unknown}; "
-                    f"columns are {list(schema.names)}"
-                )
+        schema = self.schema(dataset)
         frame = read_parquet(
             self._root / ver.file,
             expected_hash=ver.content_hash,
             convert=lambda table: schema.coerce(table.to_pandas()),
-            columns=list(columns) if columns is not None else None,
+            columns=columns,
             decryption_properties=self._crypto.decryption(),
         )
         return frame, ver.version, ver.content_hash
 
-    def _log_read(
-        self,
-        principal: str,
-        purpose: str,
-        dataset: str,
-        version: int | None,
-        outcome: str,
-        details: dict[str, Any],
-    ) -> None:
-        with transaction(self._engine) as tx:
-            self._audit.append(
-                tx,
-                principal=principal,
-                purpose=purpose,
-                action="dataset.read",
-                outcome=outcome,
-                dataset=dataset,
-                version=version,
-                details=details,
-            )
+    def tokens(self, dataset: str, column: str, values: pd.Series) -> pd.Series:
+        """Stable keyed tokens for a column's values (HMAC-SHA256, per-dataset key).
+
+        Each distinct value is hashed once, so this costs one HMAC per distinct
+        value, not per row. Nulls stay null.
+        """
+        with read(self._engine) as conn:
+            keys = self._keyring.active(conn, dataset=dataset)
+        key = self._keyring.get(keys[(None, "pseudonym")])
+        codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+        prefix = f"{column}\x00"
+        hashed = pseudonymize([prefix + _canonical_str(v) for v in uniques], key)
+        table = np.array([*hashed, None], dtype=object)
+        return pd.Series(table[codes], index=values.index, dtype="str")
+
+
+def _canonical_str(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

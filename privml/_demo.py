@@ -12,6 +12,7 @@ import pandas as pd
 
 from .accounting.budget import Budget
 from .crypto.keys import generate_key
+from .exceptions import AccessDenied
 from .schema import Field, Schema
 from .vault import Vault
 
@@ -73,6 +74,12 @@ def run_demo(say: Callable[[str], None]) -> None:
                 if p.is_file() and any(n in p.read_bytes() for n in needles)
             ]
             say(f"  scanned every file in the vault for patient numbers: {len(hits)} found")
+            vault.add_purpose("care", description="Treating patients", lawful_basis="GDPR 9(2)(h)")
+            vault.add_principal("dr.lee", roles=["clinician"])
+            vault.grant(role="clinician", dataset="diabetes", purpose="care", mode="raw")
+            vault.add_principal("intern", roles=["student"])
+            vault.grant(role="student", dataset="diabetes", purpose="care", mode="dp_aggregate")
+            say("  policy: clinicians read 'diabetes' in clear for 'care'; students get DP only")
             back = vault.session("dr.lee", purpose="care").read("diabetes")
             clear = back.drop(columns="patient")
             same = clear.equals(frame[clear.columns].astype(clear.dtypes))
@@ -80,13 +87,21 @@ def run_demo(say: Callable[[str], None]) -> None:
                 f"  dr.lee read it back for 'care': {len(back)} rows, values identical: {same}; "
                 f"patient numbers come back as pseudonyms ({back['patient'].iloc[0][:12]}...)"
             )
+            try:
+                vault.session("intern", purpose="care").read("diabetes", columns=["bmi"])
+            except AccessDenied as refused:
+                say(
+                    f"  intern asked for 'bmi' and was refused: mode {refused.mode!r}, "
+                    f"reading values needs {refused.needed!r}"
+                )
         with Vault.open(folder, key=key) as vault:
             say("  the audit log:")
             for row in vault.audit.entries().itertuples():
-                where = f"{row.dataset} v{row.version}" if isinstance(row.dataset, str) else ""
+                where = row.dataset if isinstance(row.dataset, str) else ""
+                where += f" v{row.version}" if where and not pd.isna(row.version) else ""
                 say(
-                    f"    {row.seq:>3}  {row.action:<13} {row.principal:<11} {row.purpose:<15}"
-                    f"{row.outcome:<4} {where}"
+                    f"    {row.seq:>3}  {row.action:<21} {row.principal:<11} {row.purpose:<15}"
+                    f"{row.outcome:<7} {where}"
                 )
             say(f"  verify(): {vault.audit.verify()}")
         copy = Path(tmp) / "tampered.vault"

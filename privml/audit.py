@@ -125,10 +125,11 @@ class AuditLog:
     >>> report = vault.audit.verify()
     >>> report.ok
     True
-    >>> vault.audit.entries()[["seq", "action", "outcome"]].head(2)
-       seq        action outcome
-    0    1  vault.create      ok
-    1    2   dataset.add      ok
+    >>> vault.audit.entries()[["seq", "action", "outcome"]].head(3)
+       seq              action outcome
+    0    1        vault.create      ok
+    1    2         dataset.add      ok
+    2    3  policy.add_purpose      ok
     """
 
     def __init__(

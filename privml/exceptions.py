@@ -67,7 +67,36 @@ class VaultExistsError(PrivmlError, FileExistsError):
 
 
 class AccessDenied(PrivmlError, PermissionError):
-    """A policy refused the request."""
+    """A policy refused the request.
+
+    Attributes
+    ----------
+    principal, purpose, dataset, column : str or None
+        What was asked for, by whom, for what.
+    mode : str or None
+        The mode the policy gives that column (``"deny"`` when nothing matches).
+    needed : str or None
+        The least revealing mode that would have allowed the request.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        principal: str | None = None,
+        purpose: str | None = None,
+        dataset: str | None = None,
+        column: str | None = None,
+        mode: str | None = None,
+        needed: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.purpose = purpose
+        self.dataset = dataset
+        self.column = column
+        self.mode = mode
+        self.needed = needed
 
 
 class BudgetExceededError(PrivmlError, ValueError):

@@ -1,63 +1,363 @@
-"""Sessions: a principal acting for a purpose. The only way to data in a vault."""
+"""Sessions: a principal acting for a purpose. The only way to data in a vault.
+
+Every request through a session is decided by the vault's policy, column by
+column, and written to the audit log with the decision (grant ids and policy
+hash) whether it is served, refused or fails.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from .exceptions import ConfigurationError
+from .exceptions import AccessDenied, ConfigurationError, PrivmlError
+from .policy import MODES, ROW_MODES, Decision, Predicate, mode_allows
+from .schema import Field, Schema
+from .storage.engine import transaction
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from ._datasets import DatasetStore
+    from ._policy_store import PolicyAdmin
+    from .audit import AuditLog
 
 __all__ = ["Session"]
+
+Where = Sequence[Predicate | Sequence[Any] | Mapping[str, Any]]
 
 
 class Session:
     """A principal acting for a purpose. Make one with :meth:`privml.Vault.session`.
 
-    Every request is written to the vault's audit log with the principal, the
-    purpose, the dataset version and the outcome, whether it succeeds or fails.
-
-    Access policies are not enforced yet: any principal may read any dataset.
+    Examples
+    --------
+    >>> vault = getfixture("demo_vault")
+    >>> vault.add_purpose("care", description="Treating patients", lawful_basis="GDPR 9(2)(h)")
+    >>> vault.add_principal("nurse.kim", roles=["nurse"])
+    >>> _ = vault.grant(role="nurse", dataset="patients", purpose="care", mode="masked")
+    >>> _ = vault.grant(role="nurse", dataset="patients", purpose="care", mode="raw",
+    ...                 columns=["age", "sex"])
+    >>> session = vault.session("nurse.kim", purpose="care")
+    >>> session.read("patients", columns=["age", "glucose", "note"])
+       age  glucose      note
+    0   34      5.0      ****
+    1   71      5.0  ****w up
+    2   52      5.0      ****
+    3   35      5.0      ****
     """
 
-    def __init__(self, store: DatasetStore, *, principal: str, purpose: str) -> None:
+    def __init__(
+        self,
+        *,
+        store: DatasetStore,
+        policy: PolicyAdmin,
+        audit: AuditLog,
+        engine: sa.Engine,
+        principal: str,
+        purpose: str,
+    ) -> None:
         self._store = store
+        self._policy = policy
+        self._audit = audit
+        self._engine = engine
         self.principal = principal
         self.purpose = purpose
 
     def __repr__(self) -> str:
         return f"<privml.Session principal={self.principal!r} purpose={self.purpose!r}>"
 
+    # -- reading values ---------------------------------------------------------------
     def read(
         self,
         dataset: str,
+        *,
         columns: Sequence[str] | None = None,
         version: int | None = None,
+        where: Where | None = None,
     ) -> pd.DataFrame:
-        """Read a dataset version (the latest by default) as a DataFrame.
+        """Read the columns this session may see, each in its decided mode.
 
-        Identifier columns come back as their keyed pseudonyms; every other
-        column comes back exactly as stored, in its schema's dtype.
+        ``raw`` columns come back decrypted, ``pseudonymized`` ones as stable
+        keyed tokens, ``masked`` ones through their field's mask. Row filters of
+        the deciding grants are applied before anything leaves.
 
         Parameters
         ----------
         dataset : str
             The dataset's name.
         columns : sequence of str, optional
-            Only these columns (all by default).
+            Columns to read. Asking for a column whose mode does not reveal
+            values (``dp_*`` or ``deny``) raises :class:`~privml.AccessDenied`.
+            By default every readable column is returned and the others are
+            listed in ``result.attrs["privml_omitted"]`` (column -> mode).
         version : int, optional
             A version number (the latest by default).
+        where : list of (column, op, value), optional
+            Keep only rows meeting every condition; each column used needs ``raw``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``attrs["privml_modes"]`` maps each returned column to its mode.
         """
         if isinstance(columns, str):
             raise ConfigurationError("columns= takes a list of names, e.g. columns=['age']")
-        return self._store.read(
-            principal=self.principal,
-            purpose=self.purpose,
-            dataset=dataset,
-            columns=list(columns) if columns is not None else None,
-            version=version,
-        )
+        request: dict[str, Any] = {
+            "columns": list(columns) if columns is not None else None,
+            "version": version,
+        }
+        decisions: dict[str, Decision] = {}
+        try:
+            schema = self._store.schema(dataset)
+            decisions = self._decide(dataset, schema)
+            wanted = self._readable(dataset, schema, decisions, columns)
+            conditions = self._conditions(dataset, schema, decisions, where)
+            request["where"] = [[p.column, p.op] for p in conditions]
+            result, used, digest, hidden = self._fetch(
+                dataset, schema, decisions, wanted, conditions, version
+            )
+        except PrivmlError as err:
+            self._log("dataset.read", dataset, version, err, decisions, request)
+            raise
+        modes = {c: decisions[c].mode for c in wanted}
+        omitted = {
+            c: decisions[c].mode for c in schema.names if c not in wanted and columns is None
+        }
+        result.attrs["privml_modes"] = modes
+        result.attrs["privml_omitted"] = omitted
+        used_ids = sorted({g for c in wanted for g in decisions[c].grant_ids})
+        details = {
+            **request,
+            "columns": modes,
+            "omitted": omitted,
+            "rows": len(result),
+            "rows_withheld": hidden,
+            "grant_ids": used_ids,
+            "policy_hash": self._policy_hash(decisions),
+            "content_hash": digest,
+        }
+        self._write("dataset.read", "ok", dataset, used, details)
+        return result
+
+    # -- the seam for privml's own DP / HE / minimization code -------------------------
+    def _values_for(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str],
+        needed: str,
+        action: str,
+        version: int | None = None,
+    ) -> tuple[pd.DataFrame, int, Schema]:
+        """Decrypted values for privml's own mechanisms; never hand them to the caller.
+
+        Every column must be allowed at least ``needed`` (e.g. ``"dp_aggregate"``);
+        grants' row filters apply. The access is audited as ``action``.
+        """
+        request = {"columns": list(columns), "needed": needed, "version": version}
+        decisions: dict[str, Decision] = {}
+        try:
+            schema = self._store.schema(dataset)
+            decisions = self._decide(dataset, schema)
+            for column in columns:
+                self._require(dataset, schema, decisions, column, needed)
+            frame, used, digest, hidden = self._fetch(
+                dataset, schema, decisions, list(columns), [], version, render=False
+            )
+        except PrivmlError as err:
+            self._log(action, dataset, version, err, decisions, request)
+            raise
+        details = {
+            **request,
+            "modes": {c: decisions[c].mode for c in columns},
+            "rows": len(frame),
+            "rows_withheld": hidden,
+            "grant_ids": sorted({g for c in columns for g in decisions[c].grant_ids}),
+            "policy_hash": self._policy_hash(decisions),
+            "content_hash": digest,
+        }
+        self._write(action, "ok", dataset, used, details)
+        return frame, used, schema
+
+    # -- steps ------------------------------------------------------------------------
+    def _decide(self, dataset: str, schema: Schema) -> dict[str, Decision]:
+        model = self._policy.model()
+        if not model.knows_principal(self.principal):
+            raise AccessDenied(
+                f"unknown principal {self.principal!r}: register it with "
+                f"vault.add_principal({self.principal!r}, roles=[...])",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=dataset,
+            )
+        if not model.knows_purpose(self.purpose):
+            raise AccessDenied(
+                f"unknown purpose {self.purpose!r}: register it with "
+                f"vault.add_purpose({self.purpose!r}, description=..., lawful_basis=...)",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=dataset,
+            )
+        tags = {name: f.category for name, f in schema.items()}
+        return model.decide(self.principal, self.purpose, dataset, tags)
+
+    def _require(
+        self,
+        dataset: str,
+        schema: Schema,
+        decisions: dict[str, Decision],
+        column: str,
+        needed: str,
+    ) -> None:
+        if column not in schema:
+            raise ConfigurationError(
+                f"dataset {dataset!r} has no column {column!r}; columns are {list(schema.names)}"
+            )
+        mode = decisions[column].mode
+        if not mode_allows(mode, needed):
+            raise AccessDenied(
+                f"{self.principal!r} acting for {self.purpose!r} may not use column {column!r} "
+                f"of dataset {dataset!r} this way: its mode is {mode!r}, this needs {needed!r} "
+                f"or more revealing (modes, most revealing first: {', '.join(MODES[:-1])}). "
+                f"See vault.explain({self.principal!r}, purpose={self.purpose!r}, "
+                f"dataset={dataset!r}), or ask for vault.grant(..., mode={needed!r}, "
+                f"columns=[{column!r}]).",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=dataset,
+                column=column,
+                mode=mode,
+                needed=needed,
+            )
+
+    def _readable(
+        self,
+        dataset: str,
+        schema: Schema,
+        decisions: dict[str, Decision],
+        columns: Sequence[str] | None,
+    ) -> list[str]:
+        if columns is not None:
+            for column in columns:
+                self._require(dataset, schema, decisions, column, "masked")
+            return list(dict.fromkeys(columns))
+        wanted = [c for c in schema.names if decisions[c].mode in ROW_MODES]
+        if not wanted:
+            raise AccessDenied(
+                f"{self.principal!r} acting for {self.purpose!r} may read no column of "
+                f"dataset {dataset!r}. See vault.explain({self.principal!r}, "
+                f"purpose={self.purpose!r}, dataset={dataset!r}).",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=dataset,
+                mode="deny",
+                needed="masked",
+            )
+        return wanted
+
+    def _conditions(
+        self, dataset: str, schema: Schema, decisions: dict[str, Decision], where: Where | None
+    ) -> list[Predicate]:
+        if where is None:
+            return []
+        if isinstance(where, Predicate | Mapping) or (
+            isinstance(where, Sequence)
+            and len(where) == 3
+            and isinstance(where[1], str)
+            and not isinstance(where[0], Sequence | Mapping | Predicate)
+        ):
+            where = [where]
+        conditions = [Predicate.parse(p) for p in where]
+        for p in conditions:
+            # Filtering on a value reveals it, so it needs the column in raw.
+            self._require(dataset, schema, decisions, p.column, "raw")
+        return conditions
+
+    def _fetch(
+        self,
+        dataset: str,
+        schema: Schema,
+        decisions: dict[str, Decision],
+        wanted: list[str],
+        conditions: list[Predicate],
+        version: int | None,
+        *,
+        render: bool = True,
+    ) -> tuple[pd.DataFrame, int, str, int]:
+        filters = [d.grants for d in (decisions[c] for c in wanted)]
+        extra = {p.column for gs in filters for g in gs for p in g.row_filter}
+        extra |= {p.column for p in conditions}
+        needed = list(dict.fromkeys([*wanted, *(c for c in schema.names if c in extra)]))
+        frame, used, digest = self._store.load(dataset, needed, version)
+        keep = np.ones(len(frame), dtype=bool)
+        for grants in filters:
+            # A row is visible in this column if any deciding grant admits it.
+            admitted = np.zeros(len(frame), dtype=bool)
+            for grant in grants:
+                admitted |= grant.admits(frame)
+            keep &= admitted
+        for predicate in conditions:
+            keep &= predicate.mask(frame)
+        hidden = int((~keep).sum())
+        if hidden:
+            frame = frame.loc[keep].reset_index(drop=True)
+        if not render:
+            return frame[wanted], used, digest, hidden
+        out = {c: self._render(dataset, c, schema[c], decisions[c].mode, frame[c]) for c in wanted}
+        return pd.DataFrame(out, index=frame.index, copy=False), used, digest, hidden
+
+    def _render(self, dataset: str, column: str, field: Field, mode: str, values: pd.Series) -> Any:
+        if mode == "raw" or (
+            mode == "pseudonymized" and field.kind == "identifier" and field.pseudonymize
+        ):
+            return values
+        if mode == "pseudonymized":
+            return self._store.tokens(dataset, column, values)
+        return field.effective_mask.apply(values)
+
+    # -- audit ------------------------------------------------------------------------
+    def _policy_hash(self, decisions: Mapping[str, Decision]) -> str | None:
+        first = next(iter(decisions.values()), None)
+        return first.policy_hash if first is not None else None
+
+    def _log(
+        self,
+        action: str,
+        dataset: str,
+        version: int | None,
+        err: PrivmlError,
+        decisions: Mapping[str, Decision],
+        request: dict[str, Any],
+    ) -> None:
+        outcome = "denied" if isinstance(err, AccessDenied) else "error"
+        details: dict[str, Any] = {**request, "error": type(err).__name__, "message": str(err)}
+        if isinstance(err, AccessDenied):
+            column = err.column
+            decision = decisions.get(column) if column else None
+            details.update(
+                column=column,
+                mode=err.mode,
+                needed=err.needed,
+                grant_ids=list(decision.grant_ids) if decision else [],
+            )
+        details["policy_hash"] = self._policy_hash(decisions) or self._policy.hash
+        self._write(action, outcome, dataset, version, details)
+
+    def _write(
+        self, action: str, outcome: str, dataset: str, version: int | None, details: dict[str, Any]
+    ) -> None:
+        with transaction(self._engine) as tx:
+            self._audit.append(
+                tx,
+                principal=self.principal,
+                purpose=self.purpose,
+                action=action,
+                outcome=outcome,
+                dataset=dataset,
+                version=version,
+                details=details,
+            )

@@ -15,7 +15,8 @@ import privml
 from privml import Vault
 from privml.audit import entry_hash
 
-ENTRIES = 30  # vault.create + 29 reads; checkpoints every 10 and at close
+ENTRIES = 30  # create, add, 3 policy changes, 25 reads; checkpoints every 10 and at close
+READS = ENTRIES - 5
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,11 @@ def pristine(tmp_path_factory, patients, patients_schema) -> tuple[Path, bytes]:
         vault.add_dataset(
             "patients", patients, schema=patients_schema, budget=privml.Budget(epsilon=1)
         )
+        vault.add_purpose("research", description="Tests", lawful_basis="consent")
+        vault.add_principal("analyst")
+        vault.grant(principal="analyst", dataset="patients", purpose="research", mode="raw")
         session = vault.session("analyst", purpose="research")
-        for _ in range(ENTRIES - 2):
+        for _ in range(READS):
             session.read("patients", columns=["age"])
     return folder, key
 
@@ -221,7 +225,7 @@ def test_anchor_elsewhere(tmp_path, key):
     anchor = tmp_path / "elsewhere" / "privml.anchor"
     anchor.parent.mkdir()
     with Vault.create(tmp_path / "v", key=key, anchor_path=anchor) as vault:
-        vault.session("p", purpose="q")
+        vault.add_purpose("q", description="Tests", lawful_basis="consent")
     assert anchor.exists() and not (tmp_path / "v" / "audit.anchor").exists()
     with Vault.open(tmp_path / "v", key=key, anchor_path=anchor) as vault:
         assert vault.audit.verify().ok
@@ -230,7 +234,7 @@ def test_anchor_elsewhere(tmp_path, key):
 def test_entries_filters(copy):
     with Vault.open(copy[0], key=copy[1]) as vault:
         reads = vault.audit.entries(action="dataset.read")
-        assert len(reads) == ENTRIES - 2 and set(reads["principal"]) == {"analyst"}
+        assert len(reads) == READS and set(reads["principal"]) == {"analyst"}
         assert list(vault.audit.entries(since=29)["seq"]) == [29, 30]
         assert len(vault.audit.entries(principal="nobody")) == 0
         first = vault.audit.entries().iloc[0]

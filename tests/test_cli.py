@@ -32,6 +32,9 @@ def _vault_with_key_file(tmp_path, patients, patients_schema):
             schema=patients_schema,
             budget=privml.Budget(epsilon=2, delta=1e-6),
         )
+        vault.add_purpose("care", description="Treatment", lawful_basis="GDPR 9(2)(h)")
+        vault.add_principal("dr.lee", roles=["clinician"])
+        vault.grant(role="clinician", dataset="patients", purpose="care", mode="raw")
         vault.session("dr.lee", purpose="care").read("patients")
     return tmp_path / "v", key_file
 
@@ -39,7 +42,7 @@ def _vault_with_key_file(tmp_path, patients, patients_schema):
 def test_verify_log_and_datasets(tmp_path, patients, patients_schema, capsys):
     folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
     assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 0
-    assert "audit log OK: 3 entries" in capsys.readouterr().out
+    assert "audit log OK: 6 entries" in capsys.readouterr().out
     assert (
         main(["audit", "log", str(folder), "--key-file", str(key_file), "--principal", "dr.lee"])
         == 0
@@ -53,9 +56,9 @@ def test_verify_log_and_datasets(tmp_path, patients, patients_schema, capsys):
 def test_verify_exit_status_on_tampering(tmp_path, patients, patients_schema, capsys):
     folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
     with sqlite3.connect(folder / "meta.db") as con:
-        con.execute("UPDATE audit_log SET purpose = 'marketing' WHERE seq = 3")
+        con.execute("UPDATE audit_log SET purpose = 'marketing' WHERE seq = 6")
     assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 1
-    assert "TAMPERED at seq 3" in capsys.readouterr().out
+    assert "TAMPERED at seq 6" in capsys.readouterr().out
 
 
 def test_wrong_key_is_reported_not_raised(tmp_path, patients, patients_schema, capsys):

@@ -93,12 +93,13 @@ def test_all_problems_reported_at_once():
     }
 
 
-def test_clip_is_applied_and_audited(tmp_path, key):
+def test_clip_is_applied_and_audited(tmp_path, key, allow):
     frame = _edit("age", [1, 4], 130)
     frame.loc[2, "bmi"] = 5.0
     with Vault.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset("d", frame, schema=SCHEMA, budget=Budget(epsilon=1), on_violation="clip")
-        back = vault.session("p", purpose="q").read("d")
+        allow(vault, "d")
+        back = vault.session("analyst", purpose="research").read("d")
         [entry] = vault.audit.entries(action="dataset.add").to_dict("records")
     assert back["age"].tolist() == [30, 120, 50, 60, 120, 80]
     assert back["bmi"].iloc[2] == 10.0

@@ -16,9 +16,10 @@ def _non_identifier(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["patient"])
 
 
-def test_round_trip_after_reopen(tmp_path, key, patients, patients_schema):
+def test_round_trip_after_reopen(tmp_path, key, patients, patients_schema, allow):
     with Vault.create(tmp_path / "v", key=key) as vault:
         added = vault.add_dataset("patients", patients, schema=patients_schema, budget=BUDGET)
+        allow(vault, "patients")
     assert (added.name, added.version, added.rows) == ("patients", 1, 4)
     with Vault.open(tmp_path / "v", key=key) as vault:
         back = vault.session("analyst", purpose="research").read("patients")
@@ -34,12 +35,13 @@ def test_identifiers_come_back_as_stable_pseudonyms(demo_vault, patients):
     assert all(len(p) == 32 for p in ids)
 
 
-def test_identifier_can_be_kept_in_clear(tmp_path, key):
+def test_identifier_can_be_kept_in_clear(tmp_path, key, allow):
     schema = Schema({"id": Field.identifier(pseudonymize=False), "x": Field.numeric(bounds=(0, 1))})
     frame = pd.DataFrame({"id": ["a", "b"], "x": [0.1, 0.2]})
     with Vault.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset("d", frame, schema=schema, budget=BUDGET)
-        back = vault.session("p", purpose="q").read("d")
+        allow(vault, "d")
+        back = vault.session("analyst", purpose="research").read("d")
     assert back["id"].tolist() == ["a", "b"]
 
 
@@ -57,13 +59,17 @@ def test_read_columns_and_versions(demo_vault, patients):
 
 
 def test_reads_are_audited_with_version_and_hash(demo_vault):
-    demo_vault.session("dr.lee", purpose="care").read("patients", columns=["age"])
+    demo_vault.session("analyst", purpose="research").read("patients", columns=["age"])
     entries = demo_vault.audit.entries(action="dataset.read")
     [entry] = entries.to_dict("records")
-    assert (entry["principal"], entry["purpose"], entry["outcome"]) == ("dr.lee", "care", "ok")
+    assert (entry["principal"], entry["purpose"], entry["outcome"]) == (
+        "analyst",
+        "research",
+        "ok",
+    )
     assert entry["version"] == 1
     assert entry["details"]["content_hash"] == demo_vault.dataset("patients").latest.content_hash
-    assert entry["details"]["columns"] == ["age"]
+    assert entry["details"]["columns"] == {"age": "raw"}
 
 
 @pytest.mark.parametrize(
@@ -71,13 +77,14 @@ def test_reads_are_audited_with_version_and_hash(demo_vault):
     [
         ({"dataset": "nope"}, privml.NotFoundError),
         ({"dataset": "patients", "version": 7}, privml.NotFoundError),
-        ({"dataset": "patients", "columns": ["salary"]}, privml.NotFoundError),
+        ({"dataset": "patients", "columns": ["salary"]}, privml.ConfigurationError),
     ],
 )
-def test_failed_reads_are_audited(demo_vault, kwargs, error):
+def test_failed_reads_are_audited(demo_vault, kwargs, error, allow):
+    allow(demo_vault, "patients", principal="eve", purpose="curiosity")
     with pytest.raises(error):
         demo_vault.session("eve", purpose="curiosity").read(**kwargs)
-    [entry] = demo_vault.audit.entries(principal="eve").to_dict("records")
+    [entry] = demo_vault.audit.entries(principal="eve", action="dataset.read").to_dict("records")
     assert entry["outcome"] == "error"
     assert entry["details"]["error"] == error.__name__
 
@@ -137,15 +144,17 @@ def test_open_missing_vault(tmp_path, key):
         Vault.open(tmp_path / "nothing", key=key)
 
 
-def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema):
+def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema, allow):
     vault = Vault.create(tmp_path / "v", key=key)
-    session = vault.session("p", purpose="q")
+    vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET)
+    allow(vault, "p")
+    session = vault.session("analyst", purpose="research")
     vault.close()
     vault.close()  # idempotent
     with pytest.raises(privml.ConfigurationError, match="closed"):
         vault.add_dataset("d", patients, schema=patients_schema, budget=BUDGET)
     with pytest.raises(privml.ConfigurationError, match="closed"):
-        session.read("d")
+        session.read("p")
 
 
 def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema):
@@ -159,7 +168,7 @@ def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_add_from_file(tmp_path, key, suffix):
+def test_add_from_file(tmp_path, key, suffix, allow):
     frame = pd.DataFrame({"age": [30, 40], "income": [1000.5, 2000.25]})
     path = tmp_path / f"input{suffix}"
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
@@ -168,7 +177,8 @@ def test_add_from_file(tmp_path, key, suffix):
     )
     with Vault.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset("d", path, schema=schema, budget=BUDGET)
-        back = vault.session("p", purpose="q").read("d")
+        allow(vault, "d")
+        back = vault.session("analyst", purpose="research").read("d")
     pd.testing.assert_frame_equal(back, frame)
 
 
@@ -178,7 +188,7 @@ def test_tampered_dataset_file_is_detected(demo_vault):
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(privml.IntegrityError, match="modified or replaced"):
-        demo_vault.session("p", purpose="q").read("patients")
+        demo_vault.session("analyst", purpose="research").read("patients")
 
 
 def test_vault_files_are_private(demo_vault):

@@ -113,7 +113,7 @@ purposes = sa.Table(
     sa.Column("name", sa.String(256), primary_key=True),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("lawful_basis", sa.String(256), nullable=False),
-    sa.Column("parent", sa.ForeignKey("purposes.name"), nullable=True),
+    sa.Column("parent", sa.String(256), nullable=True),
     sa.Column("created", sa.String(40), nullable=False),
 )
 
@@ -125,7 +125,7 @@ grants = sa.Table(
     sa.Column("role", sa.String(256), nullable=True),
     sa.Column("principal", sa.String(256), nullable=True),
     sa.Column("dataset", sa.String(128), nullable=False),
-    sa.Column("purpose", sa.ForeignKey("purposes.name"), nullable=False),
+    sa.Column("purpose", sa.String(256), nullable=False),
     sa.Column("mode", sa.String(16), nullable=False),
     sa.Column("columns", sa.Text, nullable=True),  # canonical JSON list
     sa.Column("categories", sa.Text, nullable=True),  # canonical JSON list

@@ -33,12 +33,13 @@ def metadata_url(request):
     return None if request.param == "sqlite" else request.getfixturevalue("pg_database_url")
 
 
-def test_round_trip_and_verify(tmp_path, key, patients, patients_schema, metadata_url):
+def test_round_trip_and_verify(tmp_path, key, patients, patients_schema, metadata_url, allow):
     folder = tmp_path / "v"
     with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
         vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        allow(vault, "patients")
     with Vault.open(folder, key=key, metadata_url=metadata_url) as vault:
-        back = vault.session("p", purpose="q").read("patients")
+        back = vault.session("analyst", purpose="research").read("patients")
         assert vault.audit.verify().ok
     pd.testing.assert_frame_equal(back.drop(columns="patient"), patients.drop(columns="patient"))
     assert (folder / "meta.db").exists() == (metadata_url is None)
@@ -64,11 +65,14 @@ WRITER = textwrap.dedent(
 
 
 def test_concurrent_processes_keep_the_log_gapless(
-    tmp_path, key, patients, patients_schema, metadata_url
+    tmp_path, key, patients, patients_schema, metadata_url, allow
 ):
     folder = tmp_path / "v"
     with Vault.create(folder, key=key, metadata_url=metadata_url, checkpoint_every=7) as vault:
         vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        for i in range(4):
+            allow(vault, "patients", principal=f"worker-{i}", purpose="load")
+        setup = len(vault.audit.entries())
     env = {**os.environ, "KEY": key.decode(), "URL": metadata_url or ""}
     workers, reads = 4, 15
     procs = [
@@ -80,5 +84,5 @@ def test_concurrent_processes_keep_the_log_gapless(
         entries = vault.audit.entries()
         report = vault.audit.verify()
     assert report.ok, report
-    assert entries["seq"].tolist() == list(range(1, 2 + workers * reads + 1))
+    assert entries["seq"].tolist() == list(range(1, setup + workers * reads + 1))
     assert (entries["action"] == "dataset.read").sum() == workers * reads

@@ -1,0 +1,505 @@
+"""``vault.policy``: principals, purposes and grants, stored, versioned and audited.
+
+Every change runs in one transaction that applies it, recomputes the policy
+hash, bumps the version and writes an audit entry. Decisions come from a
+compiled :class:`~privml.policy.PolicyModel`, rebuilt when the version moves
+(also when another process changed the policy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from . import _policy_yaml
+from ._canonical import canonical_json, utcnow
+from .audit import AuditLog
+from .exceptions import ConfigurationError, NotFoundError
+from .policy import Grant, PolicyModel, Predicate, check_mode
+from .schema import Schema
+from .storage.engine import Tx, read, transaction
+from .storage.tables import datasets, grants, policy_state, principals, purposes
+
+__all__ = ["PolicyAdmin"]
+
+ADMIN_PURPOSE = "administration"
+
+
+class PolicyAdmin:
+    """Principals, purposes and grants of one vault. Reach it as ``vault.policy``."""
+
+    def __init__(self, engine: sa.Engine, audit: AuditLog, *, actor: str) -> None:
+        self._engine = engine
+        self._audit = audit
+        self._actor = actor
+        self._model: PolicyModel | None = None
+        self._model_version = -1
+
+    # -- reading ----------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Bumped by every policy change (0 for a new vault)."""
+        with read(self._engine) as conn:
+            return _state(conn)[0]
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the canonical policy (principals, purposes, active grants)."""
+        with read(self._engine) as conn:
+            return _state(conn)[1]
+
+    def model(self) -> PolicyModel:
+        """The compiled policy at the current version."""
+        with read(self._engine) as conn:
+            version, digest = _state(conn)
+            if self._model is None or version != self._model_version:
+                self._model = _compile(conn, digest)
+                self._model_version = version
+        return self._model
+
+    def principals(self) -> pd.DataFrame:
+        """Registered principals with their roles and attributes."""
+        with read(self._engine) as conn:
+            rows = conn.execute(sa.select(principals).order_by(principals.c.name)).all()
+        return pd.DataFrame(
+            [
+                {
+                    "name": r.name,
+                    "roles": json.loads(r.roles),
+                    "attributes": json.loads(r.attributes),
+                }
+                for r in rows
+            ],
+            columns=["name", "roles", "attributes"],
+        )
+
+    def purposes(self) -> pd.DataFrame:
+        """Registered purposes with their description, lawful basis and parent."""
+        with read(self._engine) as conn:
+            rows = conn.execute(sa.select(purposes).order_by(purposes.c.name)).all()
+        columns = ["name", "description", "lawful_basis", "parent"]
+        records = [{c: getattr(r, c) for c in columns} for r in rows]
+        return pd.DataFrame(records, columns=columns, dtype=object)
+
+    def grants(self, *, include_revoked: bool = False) -> pd.DataFrame:
+        """Grants and denies, one row each (active ones unless ``include_revoked``)."""
+        columns = ["id", "effect", "role", "principal", "dataset", "purpose", "mode"]
+        columns += ["columns", "categories", "row_filter", "expires", "created", "revoked"]
+        frame = pd.DataFrame(self._grant_rows(include_revoked), columns=columns, dtype=object)
+        return frame
+
+    def _grant_rows(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        query = sa.select(grants).order_by(grants.c.created, grants.c.grant_id)
+        if not include_revoked:
+            query = query.where(grants.c.revoked.is_(None))
+        with read(self._engine) as conn:
+            return [_grant_dict(r) for r in conn.execute(query)]
+
+    # -- changing ---------------------------------------------------------------------
+    def add_principal(
+        self, name: str, *, roles: Sequence[str] = (), attributes: Mapping[str, Any] | None = None
+    ) -> None:
+        """Register a principal (a person or service) with its roles."""
+        _check_name(name, "principal")
+        if isinstance(roles, str):
+            raise ConfigurationError("roles= takes a list, e.g. roles=['analyst']")
+        with transaction(self._engine) as tx:
+            if tx.conn.execute(
+                sa.select(principals.c.name).where(principals.c.name == name)
+            ).first():
+                raise ConfigurationError(f"principal {name!r} already exists")
+            tx.conn.execute(
+                principals.insert().values(
+                    name=name,
+                    roles=_json(sorted(set(roles))),
+                    attributes=_json(dict(attributes or {})),
+                    created=utcnow(),
+                )
+            )
+            self._changed(tx, "policy.add_principal", {"principal": name, "roles": sorted(roles)})
+
+    def add_purpose(
+        self, name: str, *, description: str, lawful_basis: str, parent: str | None = None
+    ) -> None:
+        """Register a purpose; a grant for ``parent`` also covers this purpose."""
+        _check_name(name, "purpose")
+        with transaction(self._engine) as tx:
+            known = {r.name for r in tx.conn.execute(sa.select(purposes.c.name))}
+            if name in known:
+                raise ConfigurationError(f"purpose {name!r} already exists")
+            if parent is not None and parent not in known:
+                raise ConfigurationError(f"parent purpose {parent!r} is not registered")
+            tx.conn.execute(
+                purposes.insert().values(
+                    name=name,
+                    description=description,
+                    lawful_basis=lawful_basis,
+                    parent=parent,
+                    created=utcnow(),
+                )
+            )
+            self._changed(
+                tx,
+                "policy.add_purpose",
+                {"purpose": name, "parent": parent, "lawful_basis": lawful_basis},
+            )
+
+    def add_grant(self, *, effect: str, **selectors: Any) -> str:
+        """Store one grant or deny after checking it against the vault; return its id."""
+        item = _shape({"effect": effect, **selectors})
+        with transaction(self._engine) as tx:
+            row = _resolve(item, *_context(tx.conn))
+            tx.conn.execute(grants.insert().values(**row))
+            self._changed(tx, f"policy.{effect}", _public(row))
+        return str(row["grant_id"])
+
+    def revoke(self, grant_id: str) -> None:
+        """Revoke a grant or deny; it stops matching at once."""
+        with transaction(self._engine) as tx:
+            found = tx.conn.execute(
+                grants.update()
+                .where(grants.c.grant_id == grant_id, grants.c.revoked.is_(None))
+                .values(revoked=utcnow())
+            )
+            if found.rowcount != 1:
+                raise NotFoundError(f"no active grant {grant_id!r}; see vault.policy.grants()")
+            self._changed(tx, "policy.revoke", {"grant": grant_id})
+
+    # -- policies as code -------------------------------------------------------------
+    def to_yaml(self) -> str:
+        """The whole policy as YAML (principals, purposes, active grants).
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.add_purpose("care", description="Treating patients", lawful_basis="GDPR 9(2)(h)")
+        >>> vault.add_principal("dr.lee", roles=["clinician"])
+        >>> _ = vault.grant(role="clinician", dataset="patients", purpose="care", mode="raw")
+        >>> text = vault.policy.to_yaml()
+        >>> vault.policy.load_yaml(text)  # loading what was exported changes nothing
+        >>> vault.policy.to_yaml() == text
+        True
+        """
+        with read(self._engine) as conn:
+            version = _state(conn)[0]
+        people = {
+            r["name"]: {"roles": r["roles"], "attributes": r["attributes"]}
+            for r in self.principals().to_dict("records")
+        }
+        why = {
+            r["name"]: {k: r[k] for k in ("description", "lawful_basis", "parent")}
+            for r in self.purposes().to_dict("records")
+        }
+        rules = []
+        for g in self._grant_rows():
+            rules.append(
+                {k: v for k, v in g.items() if k not in ("created", "revoked") and v is not None}
+            )
+        return _policy_yaml.dump(version=version, principals=people, purposes=why, grants=rules)
+
+    def load_yaml(self, text: str) -> None:
+        """Replace the whole policy with the YAML document ``text`` (one audited change).
+
+        Grants whose ``id`` and content are unchanged keep their ids; grants
+        missing from the document are revoked. Errors name the line and field.
+        """
+        doc = _policy_yaml.parse(text, check_grant=_shape)
+        for name, item in doc.purposes.items():
+            parent = item.get("parent")
+            if parent is not None and parent not in doc.purposes:
+                line = doc.lines.get(f"purposes.{name}.parent", 0)
+                raise ConfigurationError(
+                    f"policy YAML line {line}, purposes.{name}.parent: unknown purpose {parent!r}"
+                )
+        try:
+            self._load(doc)
+        except _Unchanged:
+            pass
+
+    def _load(self, doc: _policy_yaml.PolicyDocument) -> None:
+        with transaction(self._engine) as tx:
+            schemas = _schemas(tx.conn)
+            active = {
+                r.grant_id: _grant_dict(r)
+                for r in tx.conn.execute(sa.select(grants).where(grants.c.revoked.is_(None)))
+            }
+            keep, new_rows = set(), []
+            for i, raw in enumerate(doc.grants):
+                item = _shape(raw)
+                try:
+                    row = _resolve(item, set(doc.purposes), set(doc.principals), schemas)
+                except ConfigurationError as err:
+                    line = doc.lines.get(f"grants[{i}]", 0)
+                    raise ConfigurationError(
+                        f"policy YAML line {line}, grants[{i}]: {err}"
+                    ) from None
+                old = active.get(raw.get("id", ""))
+                if old is not None and _same(old, row):
+                    keep.add(old["id"])
+                else:
+                    new_rows.append(row)
+            tx.conn.execute(
+                grants.update()
+                .where(grants.c.revoked.is_(None), grants.c.grant_id.not_in(keep))
+                .values(revoked=utcnow())
+            )
+            tx.conn.execute(principals.delete())
+            tx.conn.execute(purposes.delete())
+            now = utcnow()
+            for name, p in doc.principals.items():
+                _check_name(name, "principal")
+                tx.conn.execute(
+                    principals.insert().values(
+                        name=name,
+                        roles=_json(sorted(set(p["roles"]))),
+                        attributes=_json(p["attributes"]),
+                        created=now,
+                    )
+                )
+            for name, p in doc.purposes.items():
+                _check_name(name, "purpose")
+                tx.conn.execute(
+                    purposes.insert().values(
+                        name=name,
+                        description=str(p["description"]),
+                        lawful_basis=str(p["lawful_basis"]),
+                        parent=p.get("parent"),
+                        created=now,
+                    )
+                )
+            for row in new_rows:
+                tx.conn.execute(grants.insert().values(**row))
+            if _policy_hash(tx.conn) == _state(tx.conn)[1]:
+                raise _Unchanged  # roll back the rewrite: same policy, same version
+            self._changed(
+                tx,
+                "policy.load",
+                {
+                    "principals": len(doc.principals),
+                    "purposes": len(doc.purposes),
+                    "grants_kept": len(keep),
+                    "grants_added": len(new_rows),
+                    "grants_revoked": len(active) - len(keep),
+                },
+            )
+
+    # -- internals --------------------------------------------------------------------
+    def _changed(self, tx: Tx, action: str, details: dict[str, Any]) -> None:
+        version, _ = _state(tx.conn)
+        digest = _policy_hash(tx.conn)
+        updated = tx.conn.execute(policy_state.update().values(version=version + 1, hash=digest))
+        if updated.rowcount == 0:
+            tx.conn.execute(policy_state.insert().values(id=1, version=version + 1, hash=digest))
+        self._audit.append(
+            tx,
+            principal=self._actor,
+            purpose=ADMIN_PURPOSE,
+            action=action,
+            outcome="ok",
+            details={**details, "policy_version": version + 1, "policy_hash": digest},
+        )
+
+
+# --- helpers --------------------------------------------------------------------------------
+class _Unchanged(Exception):
+    """Raised inside a load whose result equals the current policy."""
+
+
+def _json(value: Any) -> str:
+    return canonical_json(value).decode()
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"a {what} name must be a non-empty string, got {name!r}")
+
+
+def _state(conn: sa.Connection) -> tuple[int, str]:
+    row = conn.execute(sa.select(policy_state.c.version, policy_state.c.hash)).first()
+    return (int(row.version), str(row.hash)) if row else (0, hashlib.sha256(b"").hexdigest())
+
+
+def _policy_hash(conn: sa.Connection) -> str:
+    state = {
+        "principals": [
+            [r.name, r.roles, r.attributes]
+            for r in conn.execute(sa.select(principals).order_by(principals.c.name))
+        ],
+        "purposes": [
+            [r.name, r.lawful_basis, r.parent]
+            for r in conn.execute(sa.select(purposes).order_by(purposes.c.name))
+        ],
+        "grants": [
+            _grant_dict(r, with_times=False)
+            for r in conn.execute(
+                sa.select(grants).where(grants.c.revoked.is_(None)).order_by(grants.c.grant_id)
+            )
+        ],
+    }
+    return hashlib.sha256(canonical_json(state)).hexdigest()
+
+
+def _grant_dict(row: Any, *, with_times: bool = True) -> dict[str, Any]:
+    out = {
+        "id": row.grant_id,
+        "effect": row.effect,
+        "role": row.role,
+        "principal": row.principal,
+        "dataset": row.dataset,
+        "purpose": row.purpose,
+        "mode": row.mode,
+        "columns": json.loads(row.columns) if row.columns else None,
+        "categories": json.loads(row.categories) if row.categories else None,
+        "row_filter": json.loads(row.row_filter) if row.row_filter else None,
+        "expires": row.expires,
+    }
+    if with_times:
+        out.update(created=row.created, revoked=row.revoked)
+    return out
+
+
+def _shape(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one grant's fields on their own (no vault lookups)."""
+    out = dict(item)
+    effect = out.get("effect", "allow")
+    if effect not in ("allow", "deny"):
+        raise ConfigurationError(f"effect must be 'allow' or 'deny', got {effect!r}")
+    out["effect"] = effect
+    out["mode"] = "deny" if effect == "deny" else check_mode(str(out.get("mode")))
+    if (out.get("role") is None) == (out.get("principal") is None):
+        raise ConfigurationError("give exactly one of role= or principal=")
+    for key in ("columns", "categories"):
+        value = out.get(key)
+        if value is not None and (isinstance(value, str) or not isinstance(value, Iterable)):
+            raise ConfigurationError(f"{key}= takes a list of names, e.g. {key}=['age']")
+        if value is not None:
+            out[key] = sorted({str(v) for v in value})
+    out["row_filter"] = [Predicate.parse(p) for p in out.get("row_filter") or []]
+    out["expires"] = _expiry(out.get("expires"))
+    return out
+
+
+def _expiry(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigurationError(f"expires must be an ISO 8601 time, got {value!r}") from None
+    if not isinstance(value, datetime):
+        raise ConfigurationError(f"expires must be a datetime, got {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _context(conn: sa.Connection) -> tuple[set[str], set[str], dict[str, Schema]]:
+    known_purposes = {r.name for r in conn.execute(sa.select(purposes.c.name))}
+    known_principals = {r.name for r in conn.execute(sa.select(principals.c.name))}
+    return known_purposes, known_principals, _schemas(conn)
+
+
+def _schemas(conn: sa.Connection) -> dict[str, Schema]:
+    rows = conn.execute(sa.select(datasets.c.name, datasets.c.schema))
+    return {r.name: Schema.from_dict(json.loads(r.schema)) for r in rows}
+
+
+def _resolve(
+    item: dict[str, Any],
+    known_purposes: set[str],
+    known_principals: set[str],
+    schemas: Mapping[str, Schema],
+) -> dict[str, Any]:
+    """Check a shaped grant against the vault and return its table row."""
+    dataset, purpose = item["dataset"], item["purpose"]
+    if dataset not in schemas:
+        raise ConfigurationError(f"unknown dataset {dataset!r}; known: {sorted(schemas)}")
+    if purpose not in known_purposes:
+        raise ConfigurationError(
+            f"unknown purpose {purpose!r}; register it with vault.add_purpose({purpose!r}, ...)"
+        )
+    if item.get("principal") is not None and item["principal"] not in known_principals:
+        raise ConfigurationError(
+            f"unknown principal {item['principal']!r}; register it with "
+            f"vault.add_principal({item['principal']!r}, roles=[...])"
+        )
+    schema = schemas[dataset]
+    for column in item.get("columns") or []:
+        if column not in schema:
+            raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
+    tags = {f.category for f in schema.values() if f.category}
+    for tag in item.get("categories") or []:
+        if tag not in tags:
+            raise ConfigurationError(
+                f"no column of {dataset!r} has category {tag!r}; categories are {sorted(tags)}"
+            )
+    for predicate in item["row_filter"]:
+        if predicate.column not in schema:
+            raise ConfigurationError(f"row filter names unknown column {predicate.column!r}")
+    expires = item["expires"]
+    if expires is not None and expires <= datetime.now(UTC):
+        raise ConfigurationError(f"expires={expires.isoformat()} is already past")
+    return {
+        "grant_id": "g-" + secrets.token_hex(6),
+        "effect": item["effect"],
+        "role": item.get("role"),
+        "principal": item.get("principal"),
+        "dataset": dataset,
+        "purpose": purpose,
+        "mode": item["mode"],
+        "columns": _json(item["columns"]) if item.get("columns") is not None else None,
+        "categories": _json(item["categories"]) if item.get("categories") is not None else None,
+        "row_filter": _json([p.to_dict() for p in item["row_filter"]])
+        if item["row_filter"]
+        else None,
+        "expires": expires.astimezone(UTC).isoformat() if expires else None,
+        "created": utcnow(),
+        "revoked": None,
+    }
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A grant row for the audit log (the selectors are policy, not personal data)."""
+    return {k: v for k, v in row.items() if k not in ("created", "revoked") and v is not None}
+
+
+def _same(old: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    new = _grant_dict(_Row(row), with_times=False)
+    return {k: v for k, v in old.items() if k not in ("id", "created", "revoked")} == {
+        k: v for k, v in new.items() if k != "id"
+    }
+
+
+class _Row:
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.__dict__.update(data)
+
+
+def _compile(conn: sa.Connection, digest: str) -> PolicyModel:
+    roles = {r.name: tuple(json.loads(r.roles)) for r in conn.execute(sa.select(principals))}
+    parents = {r.name: r.parent for r in conn.execute(sa.select(purposes))}
+    compiled = []
+    for r in conn.execute(sa.select(grants).where(grants.c.revoked.is_(None))):
+        g = _grant_dict(r)
+        compiled.append(
+            Grant(
+                g["id"],
+                g["effect"],
+                g["dataset"],
+                g["purpose"],
+                g["mode"],
+                role=g["role"],
+                principal=g["principal"],
+                columns=frozenset(g["columns"]) if g["columns"] is not None else None,
+                categories=frozenset(g["categories"]) if g["categories"] is not None else None,
+                row_filter=tuple(Predicate.parse(p) for p in g["row_filter"] or []),
+                expires=datetime.fromisoformat(g["expires"]) if g["expires"] else None,
+            )
+        )
+    return PolicyModel(compiled, parents=parents, roles=roles, policy_hash=digest)

@@ -1,0 +1,165 @@
+"""Strict validation of a column against its field, and canonical dtypes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import SchemaViolation
+
+if TYPE_CHECKING:
+    from .schema import Field
+
+__all__ = ["canonical_dtype", "convert"]
+
+_SHOWN_ROWS = 5
+
+
+def _violation(name: str, kind: str, mask: np.ndarray, detail: str) -> SchemaViolation:
+    rows = np.flatnonzero(mask)
+    return SchemaViolation(
+        name, kind, int(rows.size), tuple(int(r) for r in rows[:_SHOWN_ROWS]), detail
+    )
+
+
+def convert(
+    col: pd.Series, name: str, f: Field, *, clip: bool
+) -> tuple[pd.Series, list[SchemaViolation], int]:
+    """Convert one column to its canonical dtype, collecting violations."""
+    found: list[SchemaViolation] = []
+    null = col.isna().to_numpy()
+    if null.any() and not f.nullable:
+        found.append(_violation(name, "null", null, "missing values are not allowed"))
+    if f.kind in ("numeric", "integer"):
+        return _convert_number(col, name, f, null, found, clip=clip)
+    if f.kind == "categorical":
+        allowed = list(f.categories or ())
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # Check the few categories, not the million values.
+            known = np.array([c in allowed for c in col.cat.categories] + [True])
+            wrong = ~null & ~known[col.cat.codes.to_numpy()]
+        else:
+            wrong = ~null & ~col.isin(allowed).to_numpy()
+        if wrong.any():
+            found.append(_violation(name, "category", wrong, f"allowed values are {allowed}"))
+            return col, found, 0
+        return canonical_dtype(col, f), found, 0
+    if f.kind in ("text", "identifier"):
+        if pd.api.types.is_string_dtype(col) and not pd.api.types.is_object_dtype(col):
+            return canonical_dtype(col, f), found, 0  # a pandas string dtype holds only str
+        obj = col.astype(object)
+        if pd.api.types.infer_dtype(obj, skipna=True) in ("string", "empty"):
+            is_ok = np.ones(len(col), dtype=bool)
+        else:
+            kinds: tuple[type, ...] = (str, int, np.integer) if f.kind == "identifier" else (str,)
+            is_ok = np.fromiter(
+                (isinstance(v, kinds) and not isinstance(v, bool | np.bool_) for v in obj),
+                dtype=bool,
+                count=len(obj),
+            )
+        wrong = ~null & ~is_ok
+        if wrong.any():
+            expected = "strings or integers" if f.kind == "identifier" else "strings"
+            found.append(_violation(name, "dtype", wrong, f"expected {expected}, got {col.dtype}"))
+            return obj, found, 0
+        if f.kind == "identifier" and pd.api.types.infer_dtype(obj, skipna=True) != "string":
+            obj = obj.map(str, na_action="ignore")
+        return canonical_dtype(obj, f), found, 0
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return canonical_dtype(col, f), found, 0
+    obj = col.astype(object)
+    parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="ISO8601")
+    wrong = ~null & parsed.isna().to_numpy()
+    if wrong.any():
+        found.append(_violation(name, "dtype", wrong, "expected timestamps (ISO 8601)"))
+        return obj, found, 0
+    return canonical_dtype(parsed, f), found, 0
+
+
+def _convert_number(
+    col: pd.Series,
+    name: str,
+    f: Field,
+    null: np.ndarray,
+    found: list[SchemaViolation],
+    *,
+    clip: bool,
+) -> tuple[pd.Series, list[SchemaViolation], int]:
+    lo, hi = f.bounds or (-np.inf, np.inf)
+    if col.dtype.kind in "iu":  # plain numpy integers: no nulls, no fractions, no copies
+        values: np.ndarray = col.to_numpy()
+        valid = np.ones(len(col), dtype=bool)
+    else:
+        values, not_number = _as_float(col)
+        if not_number.any():
+            found.append(
+                _violation(name, "dtype", not_number, f"expected numbers, got {col.dtype}")
+            )
+        valid = ~null & ~not_number
+        if f.kind == "integer":
+            fractional = valid & np.isfinite(values) & (values != np.round(values))
+            if fractional.any():
+                found.append(_violation(name, "dtype", fractional, "expected whole numbers"))
+            valid &= ~fractional
+    outside = valid & ((values < lo) | (values > hi) | (values != values))
+    n_clipped = 0
+    if outside.any():
+        if clip:
+            n_clipped = int(outside.sum())
+            values = np.where(outside, np.clip(values, lo, hi), values)
+        else:
+            found.append(
+                _violation(name, "bounds", outside, f"values must lie in {_fmt(f.bounds)}")
+            )
+    if found:
+        return col, found, n_clipped
+    if f.kind == "numeric":
+        return pd.Series(values, dtype="float64", copy=False), found, n_clipped
+    if f.nullable:
+        return pd.Series(pd.array(values, dtype="Int64")), found, n_clipped
+    return pd.Series(values.astype("int64", copy=False), copy=False), found, n_clipped
+
+
+def _as_float(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return (float64 values, mask of values that are not numbers)."""
+    if pd.api.types.is_bool_dtype(col):
+        return np.full(len(col), np.nan), np.ones(len(col), dtype=bool)
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(col), dtype=bool)
+    obj = col.astype(object)
+    is_num = np.fromiter(
+        (
+            isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+            for v in obj
+        ),
+        dtype=bool,
+        count=len(obj),
+    )
+    values = pd.to_numeric(obj.where(is_num), errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan
+    )
+    return values, ~is_num & obj.notna().to_numpy()
+
+
+def canonical_dtype(col: pd.Series, f: Field) -> pd.Series:
+    if f.kind == "numeric":
+        return col.astype("float64")
+    if f.kind == "integer":
+        return col.astype("Int64" if f.nullable else "int64")
+    if f.kind == "categorical":
+        dtype = pd.CategoricalDtype(list(f.categories or ()))
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            return col.cat.set_categories(dtype.categories)
+        return col.astype(object).astype(dtype)
+    if f.kind in ("text", "identifier"):
+        return col.astype("str")
+    if getattr(col.dtype, "tz", None) is not None:
+        col = col.dt.tz_convert("UTC").dt.tz_localize(None)
+    return col.astype("datetime64[us]")
+
+
+def _fmt(bounds: tuple[float, float] | None) -> str:
+    lo, hi = bounds or (0, 0)
+    return f"[{lo:g}, {hi:g}]"

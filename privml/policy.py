@@ -1,0 +1,272 @@
+"""Access decisions: who may see which columns of a dataset, for which purpose, in which mode.
+
+This module is pure: it maps a request and a set of grants to a decision and
+touches no storage. The vault persists grants (``vault.grant``), and sessions
+ask the compiled :class:`PolicyModel` before any data leaves.
+
+The decision rule, per column:
+
+1. Deny by default.
+2. A matching, unexpired ``deny`` wins over every grant.
+3. Otherwise the most revealing mode among the matching, unexpired grants.
+
+A grant matches when its subject is the principal or one of the principal's
+roles, its purpose is the request's purpose or an ancestor of it (a grant for
+``"research"`` covers ``"research/oncology"``), its dataset is the request's,
+and it selects the column by name or by the schema's category tag (or selects
+no columns, meaning all). Modes, most revealing first: :data:`MODES`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import ConfigurationError
+
+__all__ = ["MODES", "Decision", "Grant", "PolicyModel", "Predicate", "mode_allows"]
+
+MODES = ("raw", "pseudonymized", "masked", "dp_training", "dp_aggregate", "deny")
+_RANK = {mode: rank for rank, mode in enumerate(MODES)}
+#: Modes in which values themselves leave the vault (after rendering).
+ROW_MODES = frozenset(MODES[:3])
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_SET_OPS = ("in", "not in")
+
+
+def mode_allows(mode: str, needed: str) -> bool:
+    """True when ``mode`` is at least as revealing as ``needed`` (and is not ``deny``).
+
+    Examples
+    --------
+    >>> mode_allows("raw", "dp_aggregate"), mode_allows("dp_aggregate", "masked")
+    (True, False)
+    """
+    return mode != "deny" and _RANK[mode] <= _RANK[needed]
+
+
+def check_mode(mode: str) -> str:
+    if mode not in _RANK:
+        raise ConfigurationError(f"unknown mode {mode!r}; modes are {list(MODES)}")
+    return mode
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A structured row condition ``column op value``; never a string that gets evaluated.
+
+    Operators: ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``.
+
+    Examples
+    --------
+    >>> p = Predicate("site", "in", ("A", "B"))
+    >>> p.mask(pd.DataFrame({"site": ["A", "C", "B"]})).tolist()
+    [True, False, True]
+    """
+
+    column: str
+    op: str
+    value: Any
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS and self.op not in _SET_OPS:
+            raise ConfigurationError(
+                f"unknown operator {self.op!r}; use one of {[*_OPS, *_SET_OPS]}"
+            )
+        if self.op in _SET_OPS:
+            if isinstance(self.value, str) or not isinstance(self.value, Iterable):
+                raise ConfigurationError(f"{self.op!r} needs a list of values, got {self.value!r}")
+            object.__setattr__(self, "value", tuple(self.value))
+
+    @classmethod
+    def parse(cls, item: Predicate | Sequence[Any] | Mapping[str, Any]) -> Predicate:
+        """Accept a Predicate, a ``(column, op, value)`` triple or a mapping."""
+        if isinstance(item, Predicate):
+            return item
+        if isinstance(item, Mapping):
+            try:
+                return cls(item["column"], item["op"], item["value"])
+            except KeyError as missing:
+                raise ConfigurationError(f"row condition is missing {missing}") from None
+        if isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3:
+            return cls(str(item[0]), str(item[1]), item[2])
+        raise ConfigurationError(
+            f"a row condition is (column, op, value), e.g. ('site', '==', 'A'); got {item!r}"
+        )
+
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the rows that satisfy the condition (nulls never do)."""
+        col = frame[self.column]
+        if self.op == "in":
+            out = col.isin(self.value)
+        elif self.op == "not in":
+            out = ~col.isin(self.value) & col.notna()
+        else:
+            out = _OPS[self.op](col, self.value)
+        return np.asarray(out.fillna(False) if hasattr(out, "fillna") else out, dtype=bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        return {"column": self.column, "op": self.op, "value": value}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One rule: a subject (principal or role) may see columns of a dataset for a purpose."""
+
+    grant_id: str
+    effect: str  # "allow" or "deny"
+    dataset: str
+    purpose: str
+    mode: str
+    role: str | None = None
+    principal: str | None = None
+    columns: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
+    row_filter: tuple[Predicate, ...] = ()
+    expires: datetime | None = None
+
+    def selects(self, column: str, category: str | None) -> bool:
+        if self.columns is None and self.categories is None:
+            return True
+        return (self.columns is not None and column in self.columns) or (
+            self.categories is not None and category is not None and category in self.categories
+        )
+
+    def live(self, now: datetime) -> bool:
+        return self.expires is None or now < self.expires
+
+    def admits(self, frame: pd.DataFrame) -> np.ndarray:
+        """Rows this grant reveals: those meeting every condition of its row filter."""
+        keep = np.ones(len(frame), dtype=bool)
+        for predicate in self.row_filter:
+            keep &= predicate.mask(frame)
+        return keep
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision for one column: its mode and the grants that decided it."""
+
+    column: str
+    mode: str
+    grant_ids: tuple[str, ...]
+    policy_hash: str
+    grants: tuple[Grant, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def row_filters(self) -> tuple[tuple[Predicate, ...], ...]:
+        """The deciding grants' row filters (a row is visible if any one admits it)."""
+        return tuple(g.row_filter for g in self.grants)
+
+
+class PolicyModel:
+    """Grants compiled for fast decisions. Build it once per policy version.
+
+    Grants are indexed by (dataset, subject, purpose), so a request looks up
+    only the few grants that can match instead of scanning them all.
+
+    Examples
+    --------
+    >>> health = frozenset({"health"})
+    >>> model = PolicyModel(
+    ...     [
+    ...         Grant("g1", "allow", "visits", "research", "masked", role="analyst"),
+    ...         Grant("g2", "allow", "visits", "research", "raw", role="analyst",
+    ...               columns=frozenset({"age"})),
+    ...         Grant("g3", "deny", "visits", "research", "deny", principal="bob",
+    ...               categories=health),
+    ...     ],
+    ...     parents={"research": None},
+    ...     roles={"ann": ("analyst",), "bob": ("analyst",)},
+    ...     policy_hash="h",
+    ... )
+    >>> columns = {"age": None, "glucose": "health"}
+    >>> [(d.column, d.mode) for d in model.decide("ann", "research", "visits", columns).values()]
+    [('age', 'raw'), ('glucose', 'masked')]
+    >>> model.decide("bob", "research", "visits", columns)["glucose"].mode
+    'deny'
+    """
+
+    def __init__(
+        self,
+        grants: Iterable[Grant],
+        *,
+        parents: Mapping[str, str | None],
+        roles: Mapping[str, Sequence[str]],
+        policy_hash: str,
+    ) -> None:
+        self.policy_hash = policy_hash
+        self._parents = dict(parents)
+        self._roles = {name: tuple(r) for name, r in roles.items()}
+        self._index: dict[tuple[str, str, str], list[Grant]] = defaultdict(list)
+        for grant in grants:
+            subject = f"p:{grant.principal}" if grant.principal is not None else f"r:{grant.role}"
+            self._index[(grant.dataset, subject, grant.purpose)].append(grant)
+
+    def knows_principal(self, name: str) -> bool:
+        return name in self._roles
+
+    def knows_purpose(self, name: str) -> bool:
+        return name in self._parents
+
+    def lineage(self, purpose: str) -> list[str]:
+        """``purpose`` and its ancestors, nearest first."""
+        chain, seen = [], set()
+        current: str | None = purpose
+        while current is not None and current not in seen:
+            chain.append(current)
+            seen.add(current)
+            current = self._parents.get(current)
+        return chain
+
+    def candidates(self, principal: str, purpose: str, dataset: str) -> list[Grant]:
+        """Every grant whose subject, purpose and dataset match the request."""
+        subjects = [f"p:{principal}", *(f"r:{role}" for role in self._roles.get(principal, ()))]
+        found: list[Grant] = []
+        for p in self.lineage(purpose):
+            for s in subjects:
+                found.extend(self._index.get((dataset, s, p), ()))
+        return found
+
+    def decide(
+        self,
+        principal: str,
+        purpose: str,
+        dataset: str,
+        columns: Mapping[str, str | None],
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, Decision]:
+        """Decide every column in ``columns`` (a mapping of column name to category tag)."""
+        moment = now or datetime.now().astimezone()
+        live = [g for g in self.candidates(principal, purpose, dataset) if g.live(moment)]
+        out: dict[str, Decision] = {}
+        for column, category in columns.items():
+            matching = [g for g in live if g.selects(column, category)]
+            denies = [g for g in matching if g.effect == "deny" or g.mode == "deny"]
+            if denies:
+                deciding, mode = denies, "deny"
+            elif matching:
+                mode = min((g.mode for g in matching), key=_RANK.__getitem__)
+                deciding = [g for g in matching if g.mode == mode]
+            else:
+                deciding, mode = [], "deny"
+            ids = tuple(sorted(g.grant_id for g in deciding))
+            out[column] = Decision(column, mode, ids, self.policy_hash, tuple(deciding))
+        return out
