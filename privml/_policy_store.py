@@ -8,6 +8,7 @@ compiled :class:`~privml.policy.PolicyModel`, rebuilt when the version moves
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -218,10 +219,8 @@ class PolicyAdmin:
                 raise ConfigurationError(
                     f"policy YAML line {line}, purposes.{name}.parent: unknown purpose {parent!r}"
                 )
-        try:
+        with contextlib.suppress(_Unchanged):
             self._load(doc)
-        except _Unchanged:
-            pass
 
     def _load(self, doc: _policy_yaml.PolicyDocument) -> None:
         with transaction(self._engine) as tx:
@@ -365,24 +364,39 @@ def _grant_dict(row: Any, *, with_times: bool = True) -> dict[str, Any]:
     return out
 
 
+def _bad(field: str, message: str) -> ConfigurationError:
+    err = ConfigurationError(message)
+    err.field = field  # type: ignore[attr-defined]  # lets YAML errors point at the field's line
+    return err
+
+
 def _shape(item: Mapping[str, Any]) -> dict[str, Any]:
     """Check one grant's fields on their own (no vault lookups)."""
     out = dict(item)
     effect = out.get("effect", "allow")
     if effect not in ("allow", "deny"):
-        raise ConfigurationError(f"effect must be 'allow' or 'deny', got {effect!r}")
+        raise _bad("effect", f"effect must be 'allow' or 'deny', got {effect!r}")
     out["effect"] = effect
-    out["mode"] = "deny" if effect == "deny" else check_mode(str(out.get("mode")))
+    try:
+        out["mode"] = "deny" if effect == "deny" else check_mode(str(out.get("mode")))
+    except ConfigurationError as err:
+        raise _bad("mode", str(err)) from None
     if (out.get("role") is None) == (out.get("principal") is None):
         raise ConfigurationError("give exactly one of role= or principal=")
     for key in ("columns", "categories"):
         value = out.get(key)
         if value is not None and (isinstance(value, str) or not isinstance(value, Iterable)):
-            raise ConfigurationError(f"{key}= takes a list of names, e.g. {key}=['age']")
+            raise _bad(key, f"{key}= takes a list of names, e.g. {key}=['age']")
         if value is not None:
             out[key] = sorted({str(v) for v in value})
-    out["row_filter"] = [Predicate.parse(p) for p in out.get("row_filter") or []]
-    out["expires"] = _expiry(out.get("expires"))
+    try:
+        out["row_filter"] = [Predicate.parse(p) for p in out.get("row_filter") or []]
+    except ConfigurationError as err:
+        raise _bad("row_filter", str(err)) from None
+    try:
+        out["expires"] = _expiry(out.get("expires"))
+    except ConfigurationError as err:
+        raise _bad("expires", str(err)) from None
     return out
 
 

@@ -119,6 +119,10 @@ def parse(text: str, *, check_grant: Callable[[dict[str, Any]], object]) -> Poli
         try:
             check_grant(item)
         except ConfigurationError as err:
+            field = getattr(err, "field", None)
+            if field is not None and f"{path}.{field}" in reader.lines:
+                at = reader.lines[f"{path}.{field}"]
+                raise ConfigurationError(f"policy YAML line {at}, {path}.{field}: {err}") from None
             raise reader.fail(node, path, str(err)) from None
         grants.append(item)
     return PolicyDocument(principals, purposes, grants, reader.lines)

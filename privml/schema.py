@@ -268,6 +268,9 @@ class Schema(Mapping[str, Field]):
                 f"no column {name!r} in the schema; columns are {list(self.fields)}"
             ) from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.fields
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.fields)
 
