@@ -212,6 +212,7 @@ def test_internal_values_seam_checks_modes_and_is_audited(vault, adult):
         "adult", columns=["age"], needed="dp_aggregate", action="dp.query"
     )
     assert frame["age"].equals(adult["age"]) and version == 1
+    assert schema["age"].bounds == (17, 100)
     with pytest.raises(AccessDenied):
         session._values_for("adult", columns=["age"], needed="dp_training", action="dp.fit")
     assert [e["outcome"] for e in _reads(vault, "otto")] == ["ok", "denied"]
