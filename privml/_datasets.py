@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -288,17 +287,22 @@ class DatasetStore:
     def tokens(self, dataset: str, column: str, values: pd.Series) -> pd.Series:
         """Stable keyed tokens for a column's values (HMAC-SHA256, per-dataset key).
 
-        Each distinct value is hashed once, so this costs one HMAC per distinct
-        value, not per row. Nulls stay null.
+        Each distinct value is hashed once, and the result is categorical (codes
+        into the distinct tokens), so this costs one HMAC per distinct value,
+        not per row. Nulls stay null.
         """
         with read(self._engine) as conn:
             keys = self._keyring.active(conn, dataset=dataset)
         key = self._keyring.get(keys[(None, "pseudonym")])
-        codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes, uniques = values.cat.codes.to_numpy(), list(values.cat.categories)
+        else:
+            codes, found = pd.factorize(values, use_na_sentinel=True)
+            uniques = list(found)
         prefix = f"{column}\x00"
         hashed = pseudonymize([prefix + _canonical_str(v) for v in uniques], key)
-        table = np.array([*hashed, None], dtype=object)
-        return pd.Series(table[codes], index=values.index, dtype="str")
+        tokens = pd.Categorical.from_codes(codes, categories=pd.Index(hashed, dtype="str"))
+        return pd.Series(tokens, index=values.index)
 
 
 def _canonical_str(value: object) -> str:

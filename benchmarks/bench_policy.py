@@ -1,0 +1,174 @@
+"""Policy decisions per second, and the cost of rendering modes on a large read.
+
+(a) Column decisions per second with 2,000 grants over a 50-column dataset,
+    privml's compiled model vs pycasbin (the anchor, if installed) on the same rules.
+(b) ``session.read`` of 1,000,000 rows with raw, pseudonymized and masked
+    columns vs a raw read of the same columns, same vault, same run.
+
+    .venv/bin/python benchmarks/bench_policy.py [--rows 1000000]
+    (pip install pycasbin to include the anchor in (a))
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import privml
+from privml.policy import MODES, Grant, PolicyModel
+
+DATASET = "claims"
+COLUMNS = {f"c{i:02d}": f"tag{i % 5}" for i in range(50)}
+ROLES = [f"role{i}" for i in range(20)]
+PURPOSES = {f"purpose{i}": (f"purpose{i // 2}" if i >= 2 else None) for i in range(10)}
+PRINCIPALS = {f"user{i}": tuple(random.Random(i).sample(ROLES, 3)) for i in range(200)}
+
+
+def make_grants(n: int = 2000) -> list[Grant]:
+    rng = random.Random(1)
+    grants = []
+    for i in range(n):
+        by_role = rng.random() < 0.7
+        kind = rng.random()
+        grants.append(
+            Grant(
+                f"g{i}",
+                "deny" if rng.random() < 0.05 else "allow",
+                DATASET if rng.random() < 0.8 else "other",
+                rng.choice(list(PURPOSES)),
+                rng.choice(MODES[:-1]),
+                role=rng.choice(ROLES) if by_role else None,
+                principal=None if by_role else rng.choice(list(PRINCIPALS)),
+                columns=frozenset(rng.sample(list(COLUMNS), 5)) if kind < 0.5 else None,
+                categories=frozenset({f"tag{rng.randrange(5)}"}) if 0.5 <= kind < 0.8 else None,
+            )
+        )
+    return [g if g.effect == "allow" else _as_deny(g) for g in grants]
+
+
+def _as_deny(g: Grant) -> Grant:
+    return Grant(g.grant_id, "deny", g.dataset, g.purpose, "deny", role=g.role,
+                 principal=g.principal, columns=g.columns, categories=g.categories)  # fmt: skip
+
+
+def requests(n: int) -> list[tuple[str, str]]:
+    rng = random.Random(2)
+    return [(rng.choice(list(PRINCIPALS)), rng.choice(list(PURPOSES))) for _ in range(n)]
+
+
+def bench_privml(grants: list[Grant], reqs: list[tuple[str, str]]) -> float:
+    model = PolicyModel(grants, parents=PURPOSES, roles=PRINCIPALS, policy_hash="bench")
+    start = time.perf_counter()
+    for principal, purpose in reqs:
+        model.decide(principal, purpose, DATASET, COLUMNS)
+    return len(reqs) * len(COLUMNS) / (time.perf_counter() - start)
+
+
+CASBIN_MODEL = """
+[request_definition]
+r = sub, obj, act
+[policy_definition]
+p = sub, obj, act, eft
+[role_definition]
+g = _, _
+g2 = _, _
+[policy_effect]
+e = some(where (p.eft == allow)) && !some(where (p.eft == deny))
+[matchers]
+m = g(r.sub, p.sub) && g2(r.obj, p.obj) && r.act == p.act
+"""
+
+
+def bench_casbin(grants: list[Grant], reqs: list[tuple[str, str]], budget_s: float) -> float | None:
+    try:
+        import casbin
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.conf"
+        path.write_text(CASBIN_MODEL)
+        enforcer = casbin.Enforcer(str(path))
+    for name, roles in PRINCIPALS.items():
+        for role in roles:
+            enforcer.add_grouping_policy(name, role)
+    for column, tag in COLUMNS.items():  # objects: dataset.column, grouped under dataset.tag
+        enforcer.add_named_grouping_policy("g2", f"{DATASET}.{column}", f"{DATASET}.{tag}")
+        enforcer.add_named_grouping_policy("g2", f"{DATASET}.{column}", f"{DATASET}.*")
+    for g in grants:
+        subject = g.principal or g.role
+        targets = (sorted(g.columns) if g.columns is not None
+                   else [f"{t}" for t in sorted(g.categories)] if g.categories is not None
+                   else ["*"])  # fmt: skip
+        for target in targets:
+            enforcer.add_policy(subject, f"{g.dataset}.{target}", g.purpose, g.effect)
+    done, start = 0, time.perf_counter()
+    for principal, purpose in reqs:
+        for column in COLUMNS:
+            enforcer.enforce(principal, f"{DATASET}.{column}", purpose)
+            done += 1
+        if time.perf_counter() - start > budget_s:
+            break
+    return done / (time.perf_counter() - start)
+
+
+def bench_read(rows: int, repeat: int) -> tuple[float, float]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_storage import SCHEMA, make_frame
+
+    frame = make_frame(rows)
+    columns = ["age", "income", "diagnosis", "city", "visits", "score", "weight"]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        privml.Vault.create(Path(tmp) / "v", key=privml.generate_key()) as vault,
+    ):
+        vault.add_dataset("bench", frame, schema=SCHEMA, budget=privml.Budget(epsilon=1))
+        vault.add_purpose("bench", description="Benchmark", lawful_basis="none: synthetic")
+        vault.add_principal("raw-reader")
+        vault.add_principal("mixed-reader")
+        vault.grant(principal="raw-reader", dataset="bench", purpose="bench", mode="raw")
+        grant = {"principal": "mixed-reader", "dataset": "bench", "purpose": "bench"}
+        vault.grant(**grant, mode="raw", columns=["income", "visits", "score"])
+        vault.grant(**grant, mode="pseudonymized", columns=["diagnosis", "city"])
+        vault.grant(**grant, mode="masked", columns=["age", "weight"])
+        raw, mixed = [], []
+        for _ in range(repeat):
+            for who, times in (("raw-reader", raw), ("mixed-reader", mixed)):
+                session = vault.session(who, purpose="bench")
+                start = time.perf_counter()
+                out = session.read("bench", columns=columns)
+                times.append(time.perf_counter() - start)
+                assert len(out) == rows
+    return statistics.median(raw), statistics.median(mixed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    grants = make_grants()
+    reqs = requests(2000)
+    ours = bench_privml(grants, reqs)
+    print(f"(a) 2,000 grants, 50 columns, {len(reqs):,} requests x 50 column decisions")
+    print(f"    privml compiled model : {ours:12,.0f} column decisions/s (target >= 100,000)")
+    theirs = bench_casbin(grants, reqs, budget_s=10.0)
+    if theirs is None:
+        print("    pycasbin              : not installed (pip install pycasbin to compare)")
+    else:
+        print(f"    pycasbin (anchor)     : {theirs:12,.0f} column decisions/s")
+        print(f"    ratio privml/pycasbin : {ours / theirs:12,.0f}x")
+    raw, mixed = bench_read(args.rows, args.repeat)
+    print(f"(b) session.read of {args.rows:,} rows x 7 columns, median of {args.repeat}")
+    print(f"    all raw                         : {raw:6.3f} s")
+    print(f"    3 raw, 2 pseudonymized, 2 masked : {mixed:6.3f} s")
+    print(f"    ratio mixed/raw                 : {mixed / raw:6.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
