@@ -453,9 +453,9 @@ def _resolve(
             raise ConfigurationError(
                 f"no column of {dataset!r} has category {tag!r}; categories are {sorted(tags)}"
             )
+    kinds = {name: f.kind for name, f in schema.items()}
     for predicate in item["row_filter"]:
-        if predicate.column not in schema:
-            raise ConfigurationError(f"row filter names unknown column {predicate.column!r}")
+        predicate.check(kinds)
     expires = item["expires"]
     if expires is not None and expires <= datetime.now(UTC):
         raise ConfigurationError(f"expires={expires.isoformat()} is already past")

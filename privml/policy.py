@@ -124,6 +124,17 @@ class Predicate:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
         return {"column": self.column, "op": self.op, "value": value}
 
+    def check(self, columns: Mapping[str, str]) -> None:
+        """Refuse conditions the column cannot answer; ``columns`` maps names to field kinds."""
+        kind = columns.get(self.column)
+        if kind is None:
+            raise ConfigurationError(f"row condition names unknown column {self.column!r}")
+        if self.op in ("<", "<=", ">", ">=") and kind not in ("numeric", "integer", "datetime"):
+            raise ConfigurationError(
+                f"{self.op!r} needs an ordered column; {self.column!r} is {kind} "
+                "(use '==', '!=', 'in' or 'not in')"
+            )
+
 
 @dataclass(frozen=True)
 class Grant:

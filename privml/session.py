@@ -272,7 +272,9 @@ class Session:
         ):
             where = [where]
         conditions = [Predicate.parse(p) for p in where]
+        kinds = {name: f.kind for name, f in schema.items()}
         for p in conditions:
+            p.check(kinds)
             # Filtering on a value reveals it, so it needs the column in raw.
             self._require(dataset, schema, decisions, p.column, "raw")
         return conditions

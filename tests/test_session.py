@@ -192,6 +192,7 @@ def test_revoke_and_versioning(vault):
         ({"mode": "raw", "dataset": "payroll"}, "unknown dataset"),
         ({"mode": "raw", "expires": "2001-01-01T00:00:00+00:00"}, "already past"),
         ({"mode": "raw", "row_filter": [("salary", ">", 3)]}, "unknown column 'salary'"),
+        ({"mode": "raw", "row_filter": [("sex", "<", "M")]}, "needs an ordered column"),
         ({"mode": "raw", "principal": "ines"}, "exactly one of role= or principal="),
         ({"mode": "raw", "columns": "age"}, "takes a list"),
     ],
