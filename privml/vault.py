@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ._canonical import canonical_json, utcnow
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
+from ._models import ModelRegistry
 from ._policy_store import PolicyAdmin
 from ._vault_policy import PolicyMethods
 from .accounting.budget import Budget
@@ -113,6 +114,7 @@ class Vault(PolicyMethods):
         self._store = DatasetStore(path, engine, self._keyring, self.audit)
         self.ledger = Ledger(engine, self.audit)
         self.policy = PolicyAdmin(engine, self.audit, actor=actor)
+        self.models = ModelRegistry(path, engine, vault_key, self.audit, actor=actor)
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod

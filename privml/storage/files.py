@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import IntegrityError, NotFoundError
 
-__all__ = ["read_parquet", "write_parquet"]
+__all__ = ["read_checked", "read_parquet", "write_atomic", "write_parquet"]
 
 T = TypeVar("T")
 
@@ -29,28 +29,43 @@ def _sha256(data: pa.Buffer) -> Future[str]:
 
 
 def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
-    """Write ``table`` to ``path`` atomically and durably; return the file's SHA-256 (hex).
+    """Write ``table`` as Parquet to ``path`` atomically and durably; return its SHA-256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **options)
+    return write_atomic(path, sink.getvalue())
+
+
+def write_atomic(path: Path, data: pa.Buffer | bytes) -> str:
+    """Write ``data`` to ``path`` atomically and durably; return the SHA-256 (hex) of the bytes.
 
     The bytes go to a temporary file beside ``path``, are fsync'd, then renamed
     into place, and the folder is fsync'd, so ``path`` either does not exist or
     holds the whole file. The hash runs on another thread during the write.
     """
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **options)
-    data = sink.getvalue()
-    digest = _sha256(data)
+    buffer = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+    digest = _sha256(buffer)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb", closefd=False) as handle:
-            handle.write(memoryview(data))
+            handle.write(memoryview(buffer))
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     return digest.result()
+
+
+def read_checked(path: Path, *, expected_hash: str) -> bytes:
+    """Read ``path`` whole, after checking that its bytes hash to ``expected_hash``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"file {str(path)!r} is missing from the vault") from None
+    _check(path, hashlib.sha256(data).hexdigest(), expected_hash)
+    return data
 
 
 def read_parquet(
@@ -84,7 +99,7 @@ def read_parquet(
 def _check(path: Path, actual: str, expected: str) -> None:
     if actual != expected:
         raise IntegrityError(
-            f"dataset file {str(path)!r} does not match the content hash recorded when it "
+            f"file {str(path)!r} does not match the content hash recorded when it "
             "was written: it was modified or replaced"
         )
 

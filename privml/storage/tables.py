@@ -11,6 +11,7 @@ __all__ = [
     "grants",
     "keys",
     "metadata",
+    "models",
     "policy_state",
     "principals",
     "purposes",
@@ -142,4 +143,23 @@ policy_state = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# --- model registry ------------------------------------------------------------------------
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("format", sa.String(16), nullable=False),  # "pickle" or "bytes"
+    sa.Column("file", sa.String(512), nullable=False),  # relative to the vault folder
+    sa.Column("content_hash", sa.String(64), nullable=False),  # SHA-256 of the stored file
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),  # per-version key, wrapped
+    sa.Column("dataset", sa.String(128), nullable=True),
+    sa.Column("dataset_version", sa.Integer, nullable=True),
+    sa.Column("epsilon", sa.Float, nullable=True),
+    sa.Column("delta", sa.Float, nullable=True),
+    sa.Column("libraries", sa.Text, nullable=False),  # canonical JSON: name -> version
+    sa.Column("metadata", sa.Text, nullable=False),  # canonical JSON: kind, notes, extras
+    sa.Column("created", sa.String(40), nullable=False),
 )

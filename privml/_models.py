@@ -1,0 +1,367 @@
+"""The model registry: trained models stored encrypted, versioned, with their provenance.
+
+Why stored models are safe at rest: each version is encrypted with its own
+random AES-256-GCM key, wrapped by the vault key; the associated data binds
+the model's name and version, so a file copied over another version fails to
+decrypt. The file's SHA-256 is recorded and checked before decryption.
+
+Models are serialized with ``pickle`` (scikit-learn, diffprivlib, torch
+modules), or, for privml's own objects with ``to_bytes``/``from_bytes`` (such
+as compiled HE models), with those methods. Unpickling runs code, so only load
+models from a vault you trust: the encryption guarantees the bytes were written
+by someone holding the vault key, not that they were harmless.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import re
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ._canonical import canonical_json, utcnow
+from ._datasets import DatasetVersion
+from .audit import AuditLog
+from .crypto.keys import VaultKey, new_data_key
+from .exceptions import ConfigurationError, DecryptionError, NotFoundError
+from .storage.engine import read, transaction
+from .storage.files import read_checked, write_atomic
+from .storage.tables import models, versions
+
+__all__ = ["ModelInfo", "ModelRegistry"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_LIBRARIES = ("numpy", "sklearn", "diffprivlib", "torch", "opacus", "tenseal")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registered model version and where it came from.
+
+    Attributes
+    ----------
+    name, version : str, int
+    trained_on : tuple of (str, int) or None
+        The dataset and version it was trained on.
+    epsilon, delta : float or None
+        The privacy cost of training, as charged to the ledger (None: not DP).
+    libraries : dict
+        Versions of the libraries that produced it.
+    metadata : dict
+        Kind (class), notes, and extras such as the input view a model needs.
+    content_hash : str
+        SHA-256 of the stored (encrypted) file.
+    """
+
+    name: str
+    version: int
+    trained_on: tuple[str, int] | None
+    epsilon: float | None
+    delta: float | None
+    libraries: dict[str, str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    content_hash: str = ""
+    created: str = ""
+
+
+class ModelRegistry:
+    """Trained models of a vault. Reach it as ``vault.models``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LinearRegression
+    >>> vault = getfixture("demo_vault")
+    >>> model = LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0])
+    >>> info = vault.models.register("glucose-trend", model, trained_on="patients",
+    ...                              epsilon=None, delta=None, notes="not DP: a demo")
+    >>> info.version, info.trained_on
+    (1, ('patients', 1))
+    >>> vault.models.load("glucose-trend").predict([[2.0]]).round(3).tolist()
+    [4.0]
+    """
+
+    def __init__(
+        self, root: Path, engine: sa.Engine, vault_key: VaultKey, audit: AuditLog, *, actor: str
+    ) -> None:
+        self._root = root
+        self._engine = engine
+        self._vault_key = vault_key
+        self._audit = audit
+        self._actor = actor
+
+    def register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        trained_on: DatasetVersion | tuple[str, int] | str | None,
+        epsilon: float | None,
+        delta: float | None,
+        notes: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelInfo:
+        """Store ``model`` encrypted as the next version of ``name``.
+
+        Parameters
+        ----------
+        name : str
+            Letters, digits, ``_``, ``.``, ``-``.
+        model : object
+            A picklable model, or a privml object with ``to_bytes``/``from_bytes``.
+        trained_on : DatasetVersion, (name, version), name or None
+            The training data (a bare name means its latest version).
+        epsilon, delta : float or None
+            Its privacy cost as charged to the ledger; ``None`` for a non-DP model.
+        notes : str, optional
+            Free text for people reading the registry.
+        extra : dict, optional
+            JSON-able facts later steps need (e.g. the input view it expects).
+        """
+        return self._register(
+            name,
+            model,
+            trained_on=trained_on,
+            epsilon=epsilon,
+            delta=delta,
+            notes=notes,
+            extra=extra,
+            principal=self._actor,
+            purpose="administration",
+        )
+
+    def _register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        trained_on: DatasetVersion | tuple[str, int] | str | None,
+        epsilon: float | None,
+        delta: float | None,
+        notes: str | None,
+        extra: dict[str, Any] | None,
+        principal: str,
+        purpose: str,
+    ) -> ModelInfo:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigurationError(
+                f"model name {name!r} is not allowed: use letters, digits, "
+                "'_', '.', '-' (at most 128 characters)"
+            )
+        kind, payload = _serialize(model)
+        metadata = {
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "notes": notes,
+            **(extra or {}),
+        }
+        libraries = _libraries()
+        with transaction(self._engine) as tx:
+            source = _source(tx.conn, trained_on)
+            last = tx.conn.execute(
+                sa.select(sa.func.max(models.c.version)).where(models.c.name == name)
+            ).scalar()
+            version = int(last or 0) + 1
+            key = new_data_key()
+            slot = f"model|{name}|{version}"
+            nonce = secrets.token_bytes(12)
+            sealed = nonce + AESGCM(key).encrypt(nonce, payload, slot.encode())
+            relative = f"models/{name}/{version}.bin"
+            digest = write_atomic(self._root / relative, sealed)
+            created = utcnow()
+            tx.conn.execute(
+                models.insert().values(
+                    name=name,
+                    version=version,
+                    format=kind,
+                    file=relative,
+                    content_hash=digest,
+                    wrapped_key=self._vault_key.wrap(key, purpose=slot),
+                    dataset=source[0] if source else None,
+                    dataset_version=source[1] if source else None,
+                    epsilon=epsilon,
+                    delta=delta,
+                    libraries=canonical_json(libraries).decode(),
+                    metadata=canonical_json(metadata).decode(),
+                    created=created,
+                )
+            )
+            self._audit.append(
+                tx,
+                principal=principal,
+                purpose=purpose,
+                action="model.register",
+                outcome="ok",
+                dataset=source[0] if source else None,
+                version=source[1] if source else None,
+                details={
+                    "model": name,
+                    "model_version": version,
+                    "epsilon": epsilon,
+                    "delta": delta,
+                    "content_hash": digest,
+                    "class": metadata["class"],
+                },
+            )
+        return ModelInfo(
+            name, version, source, epsilon, delta, libraries, metadata, digest, created
+        )
+
+    def list(self) -> pd.DataFrame:
+        """Every registered model version with its provenance, oldest first."""
+        with read(self._engine) as conn:
+            rows = conn.execute(sa.select(models).order_by(models.c.name, models.c.version))
+            infos = [_info(r) for r in rows]
+        return pd.DataFrame(
+            [
+                {
+                    "name": i.name,
+                    "version": i.version,
+                    "dataset": i.trained_on[0] if i.trained_on else None,
+                    "dataset_version": i.trained_on[1] if i.trained_on else None,
+                    "epsilon": i.epsilon,
+                    "delta": i.delta,
+                    "class": i.metadata.get("class"),
+                    "created": i.created,
+                }
+                for i in infos
+            ],
+            columns=[
+                "name",
+                "version",
+                "dataset",
+                "dataset_version",
+                "epsilon",
+                "delta",
+                "class",
+                "created",
+            ],
+        )
+
+    def info(self, name: str, version: int | None = None) -> ModelInfo:
+        """The provenance of one model version (the latest by default)."""
+        with read(self._engine) as conn:
+            return _info(_row(conn, name, version))
+
+    def load(self, name: str, version: int | None = None) -> Any:
+        """Decrypt and return a registered model (the latest version by default)."""
+        return self._load(name, version, principal=self._actor, purpose="administration")
+
+    def _load(self, name: str, version: int | None, *, principal: str, purpose: str) -> Any:
+        with read(self._engine) as conn:
+            row = _row(conn, name, version)
+        slot = f"model|{row.name}|{row.version}"
+        sealed = read_checked(self._root / row.file, expected_hash=row.content_hash)
+        key = self._vault_key.unwrap(row.wrapped_key, purpose=slot)
+        try:
+            payload = AESGCM(key).decrypt(sealed[:12], sealed[12:], slot.encode())
+        except InvalidTag:
+            raise DecryptionError(f"model {name!r} v{row.version} failed authentication") from None
+        model = _deserialize(row.format, payload, json.loads(row.metadata)["class"])
+        with transaction(self._engine) as tx:
+            self._audit.append(
+                tx,
+                principal=principal,
+                purpose=purpose,
+                action="model.load",
+                outcome="ok",
+                dataset=row.dataset,
+                version=row.dataset_version,
+                details={"model": row.name, "model_version": row.version},
+            )
+        return model
+
+
+def _serialize(model: Any) -> tuple[str, bytes]:
+    module = type(model).__module__
+    if module.split(".")[0] == "privml" and hasattr(model, "to_bytes"):
+        return "bytes", model.to_bytes()
+    try:
+        return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        raise ConfigurationError(f"cannot store a {type(model).__name__}: {err}") from None
+
+
+def _deserialize(kind: str, payload: bytes, class_path: str) -> Any:
+    if kind == "bytes":
+        module, _, qualname = class_path.rpartition(".")
+        if module.split(".")[0] != "privml":
+            raise DecryptionError(f"refusing to load {class_path!r}: not a privml class")
+        return getattr(importlib.import_module(module), qualname).from_bytes(payload)
+    return pickle.loads(payload)  # authenticated with the vault key (see the module doc)
+
+
+def _libraries() -> dict[str, str]:
+    out = {}
+    for name in _LIBRARIES:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "__version__"):
+            out[name] = str(module.__version__)
+    from . import __version__
+
+    out["privml"] = __version__
+    return out
+
+
+def _source(
+    conn: sa.Connection, trained_on: DatasetVersion | tuple[str, int] | str | None
+) -> tuple[str, int] | None:
+    if trained_on is None:
+        return None
+    if isinstance(trained_on, DatasetVersion):
+        return (trained_on.name, trained_on.version)
+    if isinstance(trained_on, str):
+        latest = conn.execute(
+            sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == trained_on)
+        ).scalar()
+        if latest is None:
+            raise NotFoundError(f"no dataset {trained_on!r} to record as training data")
+        return (trained_on, int(latest))
+    dataset, version = trained_on
+    found = conn.execute(
+        sa.select(versions.c.version).where(
+            versions.c.dataset == dataset, versions.c.version == version
+        )
+    ).first()
+    if found is None:
+        raise NotFoundError(f"dataset {dataset!r} has no version {version!r}")
+    return (dataset, int(version))
+
+
+def _row(conn: sa.Connection, name: str, version: int | None) -> Any:
+    query = sa.select(models).where(models.c.name == name)
+    if version is None:
+        query = query.order_by(models.c.version.desc()).limit(1)
+    else:
+        query = query.where(models.c.version == version)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFoundError(
+            f"no model {name!r}"
+            + (f" version {version}" if version else "")
+            + "; see vault.models.list()"
+        )
+    return row
+
+
+def _info(row: Any) -> ModelInfo:
+    source = (row.dataset, row.dataset_version) if row.dataset is not None else None
+    return ModelInfo(
+        row.name,
+        row.version,
+        source,
+        row.epsilon,
+        row.delta,
+        json.loads(row.libraries),
+        json.loads(row.metadata),
+        row.content_hash,
+        row.created,
+    )
