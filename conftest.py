@@ -84,3 +84,26 @@ def demo_vault(
     allow_raw(vault, "patients")
     yield vault
     vault.close()
+
+
+@pytest.fixture
+def dp_vault(demo_vault: privml.Vault) -> privml.Vault:
+    """``demo_vault`` where ``"ana"`` (role statistician) has ``dp_aggregate`` on the health
+    columns and ``dp_training`` on age and sex, for purpose ``"studies"``."""
+    demo_vault.add_purpose("studies", description="Studies", lawful_basis="GDPR 9(2)(j)")
+    demo_vault.add_principal("ana", roles=["statistician"])
+    demo_vault.grant(
+        role="statistician",
+        dataset="patients",
+        purpose="studies",
+        mode="dp_aggregate",
+        categories=["health"],
+    )
+    demo_vault.grant(
+        role="statistician",
+        dataset="patients",
+        purpose="studies",
+        mode="dp_training",
+        categories=["demographic"],
+    )
+    return demo_vault

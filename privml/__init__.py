@@ -9,6 +9,7 @@ Everything sensitive goes through one audited vault::
     vault.audit.verify()
 """
 
+from .accounting import BudgetStatus, Charge, PrivacyEvent, Reservation
 from .accounting.budget import Budget
 from .audit import VerifyReport
 from .crypto.keys import generate_key
@@ -17,6 +18,7 @@ from .exceptions import (
     BudgetExceededError,
     ConfigurationError,
     DecryptionError,
+    InsecureKeyFileWarning,
     IntegrityError,
     InvalidKeyError,
     MissingKeyError,
@@ -37,17 +39,22 @@ __all__ = [
     "AccessDenied",
     "Budget",
     "BudgetExceededError",
+    "BudgetStatus",
+    "Charge",
     "ConfigurationError",
     "DatasetInfo",
     "DatasetVersion",
     "DecryptionError",
     "Field",
+    "InsecureKeyFileWarning",
     "IntegrityError",
     "InvalidKeyError",
     "MissingKeyError",
     "NotFoundError",
     "OptionalDependencyError",
+    "PrivacyEvent",
     "PrivmlError",
+    "Reservation",
     "Schema",
     "SchemaError",
     "SchemaViolation",

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -21,7 +23,7 @@ from .audit import AuditLog
 from .crypto.keyring import Keyring
 from .crypto.parquet import ParquetCrypto
 from .crypto.pseudonyms import pseudonymize
-from .exceptions import ConfigurationError, NotFoundError
+from .exceptions import ConfigurationError, DecryptionError, NotFoundError
 from .schema import Schema
 from .storage.engine import Tx, read, transaction
 from .storage.files import read_parquet, write_parquet
@@ -172,21 +174,25 @@ class DatasetStore:
         actor: str,
         action: str,
         extra: dict[str, Any],
+        *,
+        stored: bool = False,
     ) -> DatasetVersion:
+        """Encrypt ``frame`` as version ``version``; ``stored`` frames hold pseudonyms already."""
         keys = self._keyring.active(tx.conn, dataset=name)
         replaced = {}
         for column, f in schema.items():
-            if f.kind == "identifier" and f.pseudonymize:
+            if f.kind == "identifier" and f.pseudonymize and not stored:
                 key = self._keyring.get(keys[(None, "pseudonym")])
                 values = [v if isinstance(v, str) else None for v in frame[column].astype(object)]
                 replaced[column] = pd.Series(pseudonymize(values, key), dtype="str")
         if replaced:
             frame = frame.assign(**replaced)
         table = pa.Table.from_pandas(frame, preserve_index=False)
+        column_keys = {keys[(c, "column")]: [c] for c in schema.sensitive}
         properties = self._crypto.encryption(
-            footer_key=keys[(None, "footer")],
-            column_keys={keys[(c, "column")]: [c] for c in schema.sensitive},
+            footer_key=keys[(None, "footer")], column_keys=column_keys
         )
+        used = sorted([keys[(None, "footer")], keys[(None, "pseudonym")], *column_keys])
         relative = f"data/{name}/{version}.parquet"
         digest = write_parquet(self._root / relative, table, encryption_properties=properties)
         created = utcnow()
@@ -198,6 +204,7 @@ class DatasetStore:
                 content_hash=digest,
                 file=relative,
                 schema_fingerprint=schema.fingerprint,
+                key_ids=canonical_json(used).decode(),
                 created=created,
             )
         )
@@ -255,6 +262,16 @@ class DatasetStore:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
         return Schema.from_dict(json.loads(row.schema))
 
+    def latest_version(self, dataset: str) -> int:
+        """The newest version number of ``dataset``; :class:`NotFoundError` if unknown."""
+        self._check_open()
+        with read(self._engine) as conn:
+            query = sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == dataset)
+            latest = conn.execute(query).scalar()
+        if latest is None:
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+        return int(latest)
+
     def load(
         self, dataset: str, columns: list[str], version: int | None
     ) -> tuple[pd.DataFrame, int, str]:
@@ -273,6 +290,13 @@ class DatasetStore:
             ver = conn.execute(query).first()
             if ver is None:
                 raise NotFoundError(f"dataset {dataset!r} has no version {version!r}")
+            shredded = self._keyring.destroyed(conn, json.loads(ver.key_ids))
+            if shredded:
+                raise DecryptionError(
+                    f"version {ver.version} of dataset {dataset!r} was crypto-shredded: its data "
+                    f"keys were destroyed at {shredded[0][1]} (key rotation or subject erasure); "
+                    "read a newer version"
+                )
             self._keyring.active(conn, dataset=dataset)
         schema = self.schema(dataset)
         frame = read_parquet(
@@ -283,6 +307,51 @@ class DatasetStore:
             decryption_properties=self._crypto.decryption(),
         )
         return frame, ver.version, ver.content_hash
+
+    # -- rotation and erasure ---------------------------------------------------------
+    def rotate(
+        self,
+        name: str,
+        *,
+        actor: str,
+        action: str,
+        keep: Callable[[pd.DataFrame], np.ndarray] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> DatasetVersion:
+        """Rewrite the latest version under fresh keys and destroy the old ones.
+
+        Every earlier version becomes unreadable (crypto-shredding). ``keep``
+        selects the rows of the new version (all by default). The pseudonym key
+        is kept, so pseudonyms stay stable across the rotation.
+        """
+        self._check_open()
+        schema = self.schema(name)
+        latest = self.latest_version(name)
+        frame, _, _ = self.load(name, list(schema.names), latest)
+        extra = dict(details or {})
+        if keep is not None:
+            before = len(frame)
+            frame = frame.loc[keep(frame)].reset_index(drop=True)
+            extra["rows_removed"] = before - len(frame)
+        with transaction(self._engine) as tx:
+            now = tx.conn.execute(
+                sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == name)
+            ).scalar_one()
+            if now != latest:
+                raise ConfigurationError(f"dataset {name!r} changed during the rotation; retry")
+            old = self._keyring.active(tx.conn, dataset=name)
+            doomed = [key_id for (_, purpose), key_id in old.items() if purpose != "pseudonym"]
+            self._keyring.destroy(tx.conn, doomed)
+            self._keyring.create(tx.conn, dataset=name, column=None, purpose="footer")
+            for column in schema.sensitive:
+                self._keyring.create(tx.conn, dataset=name, column=column, purpose="column")
+            shredded = list(range(1, latest + 1))
+            extra.update(destroyed_keys=len(doomed), shredded_versions=shredded)
+            written = self._write(
+                tx, name, latest + 1, frame, schema, {}, actor, action, extra, stored=True
+            )
+        self._crypto.forget()
+        return written
 
     def tokens(self, dataset: str, column: str, values: pd.Series) -> pd.Series:
         """Stable keyed tokens for a column's values (HMAC-SHA256, per-dataset key).

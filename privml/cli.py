@@ -1,6 +1,7 @@
-"""The privml command: a demo, and audit tools for data-protection officers.
+"""The privml command: a demo, and audit and budget tools for data-protection officers.
 
-Exit status: 0 ok, 1 the audit log failed verification, 2 usage or access error.
+Exit status: 0 ok; 1 the audit log failed verification, or a dataset is over its
+privacy budget; 2 usage or access error.
 Keys come from ``--key-file`` or the ``PRIVML_VAULT_KEY`` environment variable,
 never from the command line (where other users could read them).
 """
@@ -8,8 +9,10 @@ never from the command line (where other users could read them).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -37,11 +40,62 @@ def _parser() -> argparse.ArgumentParser:
 
     vault_command(audit_commands, "verify", "verify the log; exit status 1 if it was tampered with")
     log = vault_command(audit_commands, "log", "print audit entries")
-    log.add_argument("--since", type=int, help="only entries with seq >= SINCE")
+    log.add_argument(
+        "--since",
+        type=_since,
+        help="only entries with seq >= SINCE (an integer) or written at or after SINCE "
+        "(an ISO 8601 time, e.g. 2025-01-31T09:00)",
+    )
     log.add_argument("--principal")
     log.add_argument("--action")
     vault_command(commands, "datasets", "list datasets and their versions")
+    budget = vault_command(
+        commands, "budget", "privacy budgets: spent, total, remaining; exit 1 if over budget"
+    )
+    budget.add_argument("--dataset", help="only this dataset")
+    budget.add_argument("--json", action="store_true", help="print JSON")
+    ledger = vault_command(commands, "ledger", "print a dataset's privacy ledger")
+    ledger.add_argument("--dataset", required=True, help="the dataset")
+    ledger.add_argument("--json", action="store_true", help="print JSON records")
     return parser
+
+
+def _since(text: str) -> int | datetime:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a sequence number nor an ISO 8601 time"
+        ) from None
+
+
+def _budget(vault: Vault, dataset: str | None, as_json: bool) -> int:
+    names = [dataset] if dataset is not None else [d.name for d in vault.datasets()]
+    statuses = [vault.budget(name) for name in names]
+    if as_json:
+        print(json.dumps([s.to_dict() for s in statuses], ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(str(s) for s in statuses) if statuses else "no datasets")
+    over = [s.dataset for s in statuses if s.epsilon_spent > s.epsilon_total * (1 + 1e-9)]
+    if over:
+        print(f"privml: over budget: {', '.join(over)}", file=sys.stderr)
+    return 1 if over else 0
+
+
+def _ledger(vault: Vault, dataset: str, as_json: bool) -> int:
+    frame = vault.ledger.events(dataset)
+    if as_json:
+        print(frame.to_json(orient="records", date_format="iso", force_ascii=False, indent=2))
+        return 0
+    columns = ["id", "time", "principal", "purpose", "status", "description"]
+    columns += ["epsilon_after", "method"]
+    with pd.option_context("display.width", 200, "display.max_rows", None):
+        print(frame[columns].to_string(index=False) if len(frame) else f"{dataset}: no charges")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         with Vault.open(args.vault, key_file=args.key_file, anchor_path=args.anchor) as vault:
+            if args.command == "budget":
+                return _budget(vault, args.dataset, args.json)
+            if args.command == "ledger":
+                return _ledger(vault, args.dataset, args.json)
             if args.command == "audit" and args.audit_command == "verify":
                 report = vault.audit.verify()
                 print(report)

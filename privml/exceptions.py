@@ -15,6 +15,8 @@ The tree::
     ├── DecryptionError                      a ciphertext failed authentication
     └── OptionalDependencyError (ImportError)  an extra is not installed; says what to install
 
+    InsecureKeyFileWarning (UserWarning)     a key file readable by other users
+
 Each subclasses the built-in exception that callers already catch for the same
 kind of problem (as scikit-learn's ``NotFittedError`` does), so ``except
 ValueError`` keeps working around privml calls.
@@ -39,6 +41,7 @@ __all__ = [
     "SchemaError",
     "SchemaViolation",
     "VaultExistsError",
+    "InsecureKeyFileWarning",
 ]
 
 
@@ -113,6 +116,10 @@ class DecryptionError(PrivmlError):
 
 class OptionalDependencyError(PrivmlError, ImportError):
     """A feature needs an optional dependency that is not installed."""
+
+
+class InsecureKeyFileWarning(UserWarning):
+    """A key file can be read by other users (fix: ``chmod 600 FILE``)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ hash) whether it is served, refused or fails.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,12 +23,38 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from ._datasets import DatasetStore
+    from ._models import ModelRegistry
     from ._policy_store import PolicyAdmin
+    from .accounting.ledger import Ledger
     from .audit import AuditLog
+    from .dp import DPSession
 
-__all__ = ["Session"]
+__all__ = ["Authorization", "LoadedValues", "Session"]
 
 Where = Sequence[Predicate | Sequence[Any] | Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A request that passed the policy: what may be used, and the deciding grants."""
+
+    dataset: str
+    columns: list[str]
+    schema: Schema
+    decisions: dict[str, Decision]
+    conditions: list[Predicate]
+    grant_ids: list[str]
+    policy_hash: str
+
+
+@dataclass(frozen=True)
+class LoadedValues:
+    """Decrypted values of an authorized request, for privml's own mechanisms."""
+
+    frame: pd.DataFrame
+    version: int
+    content_hash: str
+    rows_withheld: int
 
 
 class Session:
@@ -57,10 +84,14 @@ class Session:
         policy: PolicyAdmin,
         audit: AuditLog,
         engine: sa.Engine,
+        ledger: Ledger,
+        models: ModelRegistry,
         principal: str,
         purpose: str,
     ) -> None:
         self._store = store
+        self._ledger = ledger
+        self._models = models
         self._policy = policy
         self._audit = audit
         self._engine = engine
@@ -69,6 +100,13 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<privml.Session principal={self.principal!r} purpose={self.purpose!r}>"
+
+    @property
+    def dp(self) -> DPSession:
+        """Differentially private statistics and models (:class:`privml.dp.DPSession`)."""
+        from .dp import DPSession
+
+        return DPSession(self)
 
     # -- reading values ---------------------------------------------------------------
     def read(
@@ -144,6 +182,60 @@ class Session:
         return result
 
     # -- the seam for privml's own DP / HE / minimization code -------------------------
+    # These hand decrypted values to privml's mechanisms, never to the caller.
+    def _authorize(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str],
+        needed: str,
+        action: str,
+        where: Where | None = None,
+        where_needs: str = "raw",
+        version: int | None = None,
+    ) -> Authorization:
+        """Check that every column is allowed at least ``needed``; audit a refusal as ``action``.
+
+        Reads no data. ``where`` conditions need ``where_needs`` on their columns.
+        """
+        request = {"columns": list(columns), "needed": needed, "version": version}
+        decisions: dict[str, Decision] = {}
+        try:
+            schema = self._store.schema(dataset)
+            decisions = self._decide(dataset, schema)
+            for column in columns:
+                self._require(dataset, schema, decisions, column, needed)
+            conditions = self._conditions(dataset, schema, decisions, where, needs=where_needs)
+        except PrivmlError as err:
+            self._log(action, dataset, version, err, decisions, request)
+            raise
+        used = sorted({g for c in columns for g in decisions[c].grant_ids})
+        return Authorization(
+            dataset,
+            list(columns),
+            schema,
+            decisions,
+            conditions,
+            used,
+            self._policy_hash(decisions) or "",
+        )
+
+    def _load(self, auth: Authorization, *, version: int | None = None) -> LoadedValues:
+        """Decrypt an authorized request's columns (row filters and conditions applied).
+
+        Not audited by itself: the caller records the release (e.g. with its ledger charge).
+        """
+        frame, used, digest, hidden = self._fetch(
+            auth.dataset,
+            auth.schema,
+            auth.decisions,
+            auth.columns,
+            auth.conditions,
+            version,
+            render=False,
+        )
+        return LoadedValues(frame, used, digest, hidden)
+
     def _values_for(
         self,
         dataset: str,
@@ -153,35 +245,24 @@ class Session:
         action: str,
         version: int | None = None,
     ) -> tuple[pd.DataFrame, int, Schema]:
-        """Decrypted values for privml's own mechanisms; never hand them to the caller.
-
-        Every column must be allowed at least ``needed`` (e.g. ``"dp_aggregate"``);
-        grants' row filters apply. The access is audited as ``action``.
-        """
-        request = {"columns": list(columns), "needed": needed, "version": version}
-        decisions: dict[str, Decision] = {}
-        try:
-            schema = self._store.schema(dataset)
-            decisions = self._decide(dataset, schema)
-            for column in columns:
-                self._require(dataset, schema, decisions, column, needed)
-            frame, used, digest, hidden = self._fetch(
-                dataset, schema, decisions, list(columns), [], version, render=False
-            )
-        except PrivmlError as err:
-            self._log(action, dataset, version, err, decisions, request)
-            raise
+        """Authorize, decrypt and audit (as ``action``) in one step."""
+        auth = self._authorize(
+            dataset, columns=columns, needed=needed, action=action, version=version
+        )
+        loaded = self._load(auth, version=version)
         details = {
-            **request,
-            "modes": {c: decisions[c].mode for c in columns},
-            "rows": len(frame),
-            "rows_withheld": hidden,
-            "grant_ids": sorted({g for c in columns for g in decisions[c].grant_ids}),
-            "policy_hash": self._policy_hash(decisions),
-            "content_hash": digest,
+            "columns": list(columns),
+            "needed": needed,
+            "version": version,
+            "modes": {c: auth.decisions[c].mode for c in columns},
+            "rows": len(loaded.frame),
+            "rows_withheld": loaded.rows_withheld,
+            "grant_ids": auth.grant_ids,
+            "policy_hash": auth.policy_hash,
+            "content_hash": loaded.content_hash,
         }
-        self._write(action, "ok", dataset, used, details)
-        return frame, used, schema
+        self._write(action, "ok", dataset, loaded.version, details)
+        return loaded.frame, loaded.version, auth.schema
 
     # -- steps ------------------------------------------------------------------------
     def _decide(self, dataset: str, schema: Schema) -> dict[str, Decision]:
@@ -260,7 +341,13 @@ class Session:
         return wanted
 
     def _conditions(
-        self, dataset: str, schema: Schema, decisions: dict[str, Decision], where: Where | None
+        self,
+        dataset: str,
+        schema: Schema,
+        decisions: dict[str, Decision],
+        where: Where | None,
+        *,
+        needs: str = "raw",
     ) -> list[Predicate]:
         if where is None:
             return []
@@ -275,8 +362,9 @@ class Session:
         kinds = {name: f.kind for name, f in schema.items()}
         for p in conditions:
             p.check(kinds)
-            # Filtering on a value reveals it, so it needs the column in raw.
-            self._require(dataset, schema, decisions, p.column, "raw")
+            # Filtering rows on a value reveals it, so reads need the column in raw;
+            # inside a DP release the filter is covered by the noise.
+            self._require(dataset, schema, decisions, p.column, needs)
         return conditions
 
     def _fetch(

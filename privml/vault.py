@@ -25,9 +25,11 @@ from ._canonical import canonical_json, utcnow
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
 from ._models import ModelRegistry
 from ._policy_store import PolicyAdmin
+from ._vault_keys import KeyMethods
 from ._vault_policy import PolicyMethods
 from .accounting.budget import Budget
 from .accounting.ledger import Ledger
+from .accounting.records import Allocation, BudgetStatus
 from .audit import AuditLog
 from .crypto.keyring import Keyring
 from .crypto.keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, VaultKey, new_data_key
@@ -58,7 +60,7 @@ def _default_actor() -> str:
         return f"os:uid-{os.getuid()}"
 
 
-class Vault(PolicyMethods):
+class Vault(PolicyMethods, KeyMethods):
     """An embedded privml vault. Create one with :meth:`create`, reopen it with :meth:`open`.
 
     Examples
@@ -274,6 +276,7 @@ class Vault(PolicyMethods):
             self.audit.checkpoint(tx)
         self._keyring.forget()
         self._store.close()
+        self.ledger.close()
         self._engine.dispose()
         self._engine = None
 
@@ -418,12 +421,14 @@ class Vault(PolicyMethods):
             policy=self.policy,
             audit=self.audit,
             engine=self.engine,
+            ledger=self.ledger,
+            models=self.models,
             principal=principal,
             purpose=purpose,
         )
 
     # -- privacy budget ---------------------------------------------------------------
-    def budget(self, dataset: str) -> Any:
+    def budget(self, dataset: str) -> BudgetStatus:
         """The privacy budget of ``dataset``: spent, total, remaining, and by whom."""
         self.engine  # noqa: B018 - raises if closed
         return self.ledger.status(dataset)
@@ -435,7 +440,7 @@ class Vault(PolicyMethods):
         principal: str | None = None,
         purpose: str | None = None,
         epsilon: float,
-    ) -> Any:
+    ) -> Allocation:
         """Cap one principal's or one purpose's share of ``dataset``'s budget at ``epsilon``."""
         self.engine  # noqa: B018 - raises if closed
         return self.ledger.allocate(

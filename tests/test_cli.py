@@ -25,6 +25,7 @@ def _vault_with_key_file(tmp_path, patients, patients_schema):
     key = privml.generate_key()
     key_file = tmp_path / "vault.key"
     key_file.write_bytes(key)
+    key_file.chmod(0o600)
     with privml.Vault.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset(
             "patients",

@@ -10,17 +10,22 @@ PUBLIC = {
     "AccessDenied",
     "Budget",
     "BudgetExceededError",
+    "BudgetStatus",
+    "Charge",
     "ConfigurationError",
     "DatasetInfo",
     "DatasetVersion",
     "DecryptionError",
     "Field",
+    "InsecureKeyFileWarning",
     "IntegrityError",
     "InvalidKeyError",
     "MissingKeyError",
     "NotFoundError",
     "OptionalDependencyError",
+    "PrivacyEvent",
     "PrivmlError",
+    "Reservation",
     "Schema",
     "SchemaError",
     "SchemaViolation",
@@ -42,7 +47,7 @@ def test_all_is_exactly_the_public_surface():
 def test_every_error_is_a_privml_error_and_a_builtin_where_it_fits():
     for name in privml.exceptions.__all__:
         cls = getattr(privml.exceptions, name)
-        if isinstance(cls, type) and issubclass(cls, Exception):
+        if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, Warning):
             assert issubclass(cls, privml.PrivmlError)
     assert issubclass(privml.SchemaError, ValueError)
     assert issubclass(privml.BudgetExceededError, ValueError)

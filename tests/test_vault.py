@@ -107,6 +107,7 @@ def test_key_from_environment_and_file(tmp_path, key, monkeypatch):
     Vault.create(tmp_path / "v").close()
     key_file = tmp_path / "vault.key"
     key_file.write_bytes(key + b"\n")
+    key_file.chmod(0o600)
     monkeypatch.delenv("PRIVML_VAULT_KEY")
     Vault.open(tmp_path / "v", key_file=key_file).close()
     Vault.open(tmp_path / "v", key=key.decode()).close()
@@ -196,3 +197,28 @@ def test_vault_files_are_private(demo_vault):
     for name in ["meta.db", "audit.anchor", "data/patients/1.parquet"]:
         mode = os.stat(Path(demo_vault.path) / name).st_mode & 0o777
         assert mode & 0o077 == 0, f"{name} is readable by others ({oct(mode)})"
+
+
+def test_key_file_readable_by_others_warns(tmp_path, key):
+    key_file = tmp_path / "vault.key"
+    key_file.write_bytes(key)
+    key_file.chmod(0o644)
+    with pytest.warns(privml.InsecureKeyFileWarning, match="chmod 600"):
+        Vault.create(tmp_path / "v", key_file=key_file).close()
+
+
+def test_no_key_material_in_reprs(demo_vault, key):
+    import base64
+
+    raw = base64.urlsafe_b64decode(key)
+    shown = " ".join(
+        [
+            repr(demo_vault),
+            str(demo_vault),
+            repr(demo_vault._key),
+            repr(demo_vault._keyring),
+            repr(demo_vault.models),
+            repr(demo_vault.session("analyst", purpose="research")),
+        ]
+    )
+    assert key.decode() not in shown and raw.hex() not in shown

@@ -1,27 +1,268 @@
-"""The privacy-budget ledger (being built)."""
+"""The privacy-budget ledger: every DP release is charged here, atomically, before it happens.
+
+A charge composes the requested event with everything the dataset has already
+spent (committed and reserved events) and, if the result fits the budget (and
+any allocation of the principal or purpose), records the event and its audit
+entry in one transaction before returning. Otherwise it raises
+:class:`~privml.exceptions.BudgetExceededError`, records the refusal in the
+audit log and charges nothing; a refusal changes no budget, so later smaller
+requests still succeed. SQLite transactions begin with ``BEGIN IMMEDIATE``;
+on PostgreSQL the dataset's row is locked (``SELECT ... FOR UPDATE``), so
+concurrent processes can never both spend the same remainder.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import sqlalchemy as sa
 
 from ..audit import AuditLog
+from ..exceptions import ConfigurationError
+from ..storage.engine import read
+from . import _charging, _report, _settle
+from ._charging import retry_locked
+from ._check import PldCache, check, tightest
+from ._store import lock_dataset
+from .events import PrivacyEvent
+from .records import Allocation, BudgetStatus, Charge, WhatIf
 
-__all__ = ["Ledger"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["Ledger", "Reservation"]
+
+
+class Reservation:
+    """Budget held for a release whose final cost is known only afterwards (DP-SGD).
+
+    Make one with :meth:`Ledger.reserve`. It counts against the budget as
+    reserved until :meth:`settle` commits the actual event (which may only be
+    lower) or :meth:`release` returns it unused.
+
+    Examples
+    --------
+    >>> from privml.accounting import PrivacyEvent
+    >>> vault = getfixture("demo_vault")
+    >>> plan = PrivacyEvent.dp_sgd(noise_multiplier=8.0, batch_size=1, n=4, steps=20)
+    >>> r = vault.ledger.reserve("patients", event=plan, principal="ml", purpose="train")
+    >>> charge = r.settle(plan.with_steps(12))
+    >>> charge.status, charge.event.params["steps"]
+    ('committed', 12)
+    """
+
+    def __init__(self, ledger: Ledger, charge: Charge) -> None:
+        self._ledger = ledger
+        self.charge = charge
+
+    @property
+    def request_id(self) -> str:
+        return self.charge.request_id
+
+    @property
+    def planned(self) -> PrivacyEvent:
+        """The reserved (planned) event."""
+        return self.charge.event
+
+    def settle(self, event: PrivacyEvent, /) -> Charge:
+        """Commit the actual event, which must not cost more than the planned one."""
+        return self._ledger.settle(self.request_id, event=event)
+
+    def release(self) -> Charge:
+        """Return the reservation unused (nothing was released from the data)."""
+        return self._ledger.release(self.request_id)
+
+    def __repr__(self) -> str:
+        return f"<privml.Reservation {self.request_id} {self.planned.describe()}>"
 
 
 class Ledger:
-    """Every DP release of a vault, charged before its result is returned."""
+    """Every DP release of a vault, charged before it happens. Reach it as ``vault.ledger``.
+
+    Examples
+    --------
+    >>> from privml.accounting import PrivacyEvent
+    >>> vault = getfixture("demo_vault")  # dataset "patients", budget ε=1, δ=1e-6
+    >>> c = vault.ledger.charge(
+    ...     "patients", event=PrivacyEvent.laplace(epsilon=0.5), principal="ana", purpose="stats"
+    ... )
+    >>> round(c.epsilon_after, 6), c.accounting.method
+    (0.5, 'basic')
+    >>> vault.ledger.charge(
+    ...     "patients", event=PrivacyEvent.laplace(epsilon=0.7), principal="ana", purpose="stats"
+    ... )
+    Traceback (most recent call last):
+    ...
+    privml.exceptions.BudgetExceededError: privacy budget exceeded for dataset 'patients': \
+spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would bring it to \
+ε=1.2, over the budget ε=1 at δ=1e-06; remaining ε=0.5. ...
+    >>> vault.ledger.events("patients")[["principal", "kind", "status"]]
+      principal     kind     status
+    0       ana  laplace  committed
+    """
 
     def __init__(self, engine: sa.Engine, audit: AuditLog) -> None:
-        self._engine = engine
+        self._open_engine: sa.Engine | None = engine
         self._audit = audit
+        self._plds = PldCache()
 
-    def status(self, dataset: str) -> Any:
-        raise NotImplementedError
+    @property
+    def _engine(self) -> sa.Engine:
+        if self._open_engine is None:
+            raise ConfigurationError("the vault is closed; open it again with Vault.open()")
+        return self._open_engine
 
+    def close(self) -> None:
+        """Refuse every later call (the vault calls this when it closes)."""
+        self._open_engine = None
+
+    # -- charging ---------------------------------------------------------------------
+    def charge(
+        self,
+        dataset: str,
+        *,
+        event: PrivacyEvent,
+        principal: str,
+        purpose: str,
+        request_id: str | None = None,
+        version: int | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Charge:
+        """Check ``event`` against the budget and commit it, with its audit entry, atomically.
+
+        Parameters
+        ----------
+        dataset : str
+            The dataset whose budget pays.
+        event : PrivacyEvent
+            What the release costs.
+        principal, purpose : str
+            Who releases, and why (recorded; checked against any allocation).
+        request_id : str, optional
+            A unique id for this release; retrying with the same id never charges
+            twice (the first charge is returned, with ``replayed=True``).
+        version : int, optional
+            The dataset version the release reads (the latest by default).
+        context : mapping, optional
+            More JSON-serializable facts for the audit entry (e.g. the policy
+            decision behind the release). No personal data.
+
+        Raises
+        ------
+        BudgetExceededError
+            The charge would exceed the dataset's budget or an allocation.
+            It states spent, requested and remaining; nothing was charged.
+        ConfigurationError
+            Bad arguments, a reused request id, or an event that is not pure
+            ε-DP on a dataset with a pure-DP budget (δ = 0).
+        """
+        request = _charging.make_request(
+            dataset, event, principal, purpose, request_id, version, "committed", context
+        )
+        return _charging.submit(self._engine, self._audit, self._plds, request)
+
+    def reserve(
+        self,
+        dataset: str,
+        *,
+        event: PrivacyEvent,
+        principal: str,
+        purpose: str,
+        request_id: str | None = None,
+        version: int | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Like :meth:`charge`, but held as a reservation to :meth:`Reservation.settle` later."""
+        request = _charging.make_request(
+            dataset, event, principal, purpose, request_id, version, "reserved", context
+        )
+        charge = _charging.submit(self._engine, self._audit, self._plds, request)
+        return Reservation(self, charge)
+
+    # -- reservations -----------------------------------------------------------------
+    def settle(self, request_id: str, *, event: PrivacyEvent) -> Charge:
+        """Commit a reservation at its actual cost ``event`` (no more than reserved)."""
+        return retry_locked(lambda: _settle.settle(self._engine, self._audit, request_id, event))
+
+    def release(self, request_id: str) -> Charge:
+        """Return a reservation unused; its budget becomes available again."""
+        return retry_locked(lambda: _settle.release(self._engine, self._audit, request_id))
+
+    # -- sub-budgets ------------------------------------------------------------------
     def allocate(
-        self, dataset: str, *, principal: str | None, purpose: str | None, epsilon: float, actor: str
-    ) -> Any:
-        raise NotImplementedError
+        self,
+        dataset: str,
+        *,
+        principal: str | None,
+        purpose: str | None,
+        epsilon: float,
+        actor: str,
+    ) -> Allocation:
+        """Cap one principal's or one purpose's share of ``dataset``'s budget at ``epsilon``.
+
+        Both the share and the dataset's total are enforced on every charge. A
+        new allocation for the same principal (purpose) replaces the old one.
+        """
+        return _charging.allocate(
+            self._engine,
+            self._audit,
+            dataset,
+            principal=principal,
+            purpose=purpose,
+            epsilon=epsilon,
+            actor=actor,
+        )
+
+    # -- auditing ---------------------------------------------------------------------
+    def what_if(
+        self,
+        dataset: str,
+        event: PrivacyEvent,
+        *,
+        principal: str = "what-if",
+        purpose: str = "what-if",
+    ) -> WhatIf:
+        """What charging ``event`` would do now, without charging (nothing is written).
+
+        ``allowed`` is exactly what :meth:`charge` would decide now; the figures
+        are the tightest at the check's discretization (RDP, and PLD at 0.001).
+
+        Examples
+        --------
+        >>> from privml.accounting import PrivacyEvent
+        >>> vault = getfixture("demo_vault")
+        >>> w = vault.ledger.what_if("patients", PrivacyEvent.laplace(epsilon=0.25))
+        >>> w.allowed, round(w.epsilon_after, 4), round(w.remaining_after, 4)
+        (True, 0.25, 0.75)
+        """
+        if not isinstance(event, PrivacyEvent):
+            raise ConfigurationError("event must be a privml.accounting.PrivacyEvent")
+        with read(self._engine) as conn:
+            ds = lock_dataset(conn, dataset, lock=False)
+            decision = check(conn, self._plds, ds, event, principal=principal, purpose=purpose)
+            total = tightest(conn, self._plds, ds, decision)
+        refused = decision.refused
+        return WhatIf(
+            allowed=refused is None,
+            epsilon_spent=total.before.epsilon,
+            epsilon_after=total.after.epsilon,
+            epsilon_total=ds.budget.epsilon,
+            remaining_after=ds.budget.epsilon - total.after.epsilon,
+            requested=decision.requested,
+            refused_by=None if refused is None else (refused.scope or "dataset"),
+            accounting=total.after,
+        )
+
+    def status(self, dataset: str) -> BudgetStatus:
+        """The dataset's budget: spent (tightest sound figure), total, remaining, by whom."""
+        return _report.status(self._engine, self._plds, dataset)
+
+    def events(self, dataset: str) -> pd.DataFrame:
+        """Every ledger row of ``dataset`` (all statuses), oldest first, as a DataFrame."""
+        return _report.events_frame(self._engine, dataset)
+
+    def plot(self, dataset: str, *, ax: Axes | None = None) -> Axes:
+        """Plot cumulative ε over time (tight, and the naive sum) against the budget."""
+        return _report.plot(self._engine, dataset, ax=ax)

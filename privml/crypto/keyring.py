@@ -68,6 +68,43 @@ class Keyring:
         """Drop every unwrapped key from memory."""
         self._cache.clear()
 
+    def destroy(self, conn: sa.Connection, key_ids: list[str]) -> None:
+        """Erase the wrapped bytes of ``key_ids`` for good (crypto-shredding), in ``conn``'s tx."""
+        if key_ids:
+            conn.execute(
+                keys.update()
+                .where(keys.c.key_id.in_(key_ids))
+                .values(wrapped=b"", destroyed=utcnow())
+            )
+        for key_id in key_ids:
+            self._cache.pop(key_id, None)
+
+    def destroyed(self, conn: sa.Connection, key_ids: list[str]) -> list[tuple[str, str]]:
+        """Which of ``key_ids`` were destroyed, and when."""
+        rows = conn.execute(
+            sa.select(keys.c.key_id, keys.c.destroyed).where(
+                keys.c.key_id.in_(key_ids), keys.c.destroyed.is_not(None)
+            )
+        )
+        return [(r.key_id, r.destroyed) for r in rows]
+
+    def rewrap(self, conn: sa.Connection, new_key: VaultKey) -> int:
+        """Re-wrap every live data key under ``new_key`` (inside ``conn``'s transaction)."""
+        rows = conn.execute(sa.select(keys).where(keys.c.destroyed.is_(None))).all()
+        for row in rows:
+            slot = self._slot(row.key_id, row.dataset, row.column, row.purpose)
+            raw = self._vault_key.unwrap(row.wrapped, purpose=slot)
+            conn.execute(
+                keys.update()
+                .where(keys.c.key_id == row.key_id)
+                .values(wrapped=new_key.wrap(raw, purpose=slot))
+            )
+        return len(rows)
+
+    def use(self, vault_key: VaultKey) -> None:
+        """Switch to a new vault key (after :meth:`rewrap` committed)."""
+        self._vault_key = vault_key
+
     @staticmethod
     def _slot(key_id: str, dataset: str, column: str | None, purpose: str) -> str:
         return f"data-key|{key_id}|{dataset}|{column or ''}|{purpose}"

@@ -15,13 +15,20 @@ import hashlib
 import hmac
 import os
 import secrets
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..exceptions import ConfigurationError, DecryptionError, InvalidKeyError, MissingKeyError
+from ..exceptions import (
+    ConfigurationError,
+    DecryptionError,
+    InsecureKeyFileWarning,
+    InvalidKeyError,
+    MissingKeyError,
+)
 
 __all__ = ["ENV_VAR", "KeySource", "VaultKey", "generate_key"]
 
@@ -114,6 +121,12 @@ class VaultKey:
                 data = path.read_bytes()
             except FileNotFoundError:
                 raise ConfigurationError(f"key file {str(path)!r} does not exist") from None
+            if path.stat().st_mode & 0o077:
+                warnings.warn(
+                    f"key file {str(path)!r} can be read by other users; run: chmod 600 {path}",
+                    InsecureKeyFileWarning,
+                    stacklevel=3,
+                )
             return cls(_decode_key(data.strip()), KeySource("key_file"))
         if passphrase is not None:
             if not isinstance(passphrase, str) or len(passphrase) < 12:
@@ -137,6 +150,9 @@ class VaultKey:
             f"no vault key: pass key=, key_file= or passphrase=, or set {ENV_VAR}. "
             "Make a new key with privml.generate_key()."
         )
+
+    def __repr__(self) -> str:
+        return f"<privml VaultKey from {self.source.kind}>"
 
     @property
     def check_value(self) -> str:

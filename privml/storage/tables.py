@@ -69,6 +69,7 @@ versions = sa.Table(
     sa.Column("content_hash", sa.String(64), nullable=False),  # SHA-256 of the stored file
     sa.Column("file", sa.String(512), nullable=False),  # relative to the vault folder
     sa.Column("schema_fingerprint", sa.String(64), nullable=False),
+    sa.Column("key_ids", sa.Text, nullable=False),  # canonical JSON list: the keys it needs
     sa.Column("created", sa.String(40), nullable=False),
 )
 

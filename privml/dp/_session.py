@@ -1,0 +1,308 @@
+"""``session.dp``: DP statistics and diffprivlib models, each release charged before it runs."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..accounting.events import PrivacyEvent
+from ..exceptions import AccessDenied, ConfigurationError
+from ..policy import mode_allows
+from . import _stats
+from ._result import DPResult
+
+if TYPE_CHECKING:
+    from ..session import Authorization, Session, Where
+
+__all__ = ["DPSession"]
+
+_NUMERIC = ("numeric", "integer")
+
+
+class DPSession:
+    """Differentially private releases for one session. Reach it as ``session.dp``.
+
+    Statistics need ``dp_aggregate`` (or a more revealing mode) on the columns
+    they use; :meth:`fit` needs ``dp_training``. Each call charges the dataset's
+    budget before reading any data; a refused charge raises
+    :class:`~privml.BudgetExceededError` and reads nothing.
+
+    Examples
+    --------
+    >>> vault = getfixture("dp_vault")
+    >>> dp = vault.session("ana", purpose="studies").dp
+    >>> result = dp.mean("patients", "glucose", epsilon=0.5)
+    >>> result.mechanism, result.epsilon
+    ('laplace (sum and count, ε/2 each)', 0.5)
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    # -- statistics -------------------------------------------------------------------
+    def count(self, dataset: str, *, epsilon: float, where: Where | None = None) -> DPResult:
+        """Number of rows (meeting ``where``), with Laplace noise of scale 1/ε."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            noisy = _stats.count(len(frame), epsilon)
+            return noisy.value, noisy, "laplace"
+
+        return self._statistic(dataset, [], epsilon, where, "count", compute)
+
+    def sum(
+        self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
+    ) -> DPResult:
+        """Sum of ``column`` clipped to its declared bounds, with Laplace noise."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            noisy = _stats.sum_(_values(frame, column), self._bounds(dataset, column), epsilon)
+            return noisy.value, noisy, "laplace"
+
+        return self._statistic(dataset, [column], epsilon, where, "sum", compute)
+
+    def mean(
+        self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
+    ) -> DPResult:
+        """Mean of ``column`` (clipped): a noisy shifted sum over a noisy count."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            noisy = _stats.mean(_values(frame, column), self._bounds(dataset, column), epsilon)
+            return noisy.value, noisy, "laplace (sum and count, ε/2 each)"
+
+        return self._statistic(dataset, [column], epsilon, where, "mean", compute)
+
+    def var(
+        self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
+    ) -> DPResult:
+        """Variance of ``column`` (clipped), from noisy sums of x, x² and a count."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            noisy = _stats.var(_values(frame, column), self._bounds(dataset, column), epsilon)
+            return noisy.value, noisy, "laplace (sums of x, x² and count, ε/3 each)"
+
+        return self._statistic(dataset, [column], epsilon, where, "var", compute)
+
+    def std(
+        self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
+    ) -> DPResult:
+        """Standard deviation of ``column``: the square root of :meth:`var` (post-processing)."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            noisy = _stats.var(_values(frame, column), self._bounds(dataset, column), epsilon)
+            root = float(np.sqrt(noisy.value))
+            low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
+            high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
+            scaled = _stats.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
+            return root, scaled, "laplace (sums of x, x² and count, ε/3 each)"
+
+        return self._statistic(dataset, [column], epsilon, where, "std", compute)
+
+    def histogram(
+        self,
+        dataset: str,
+        column: str,
+        *,
+        epsilon: float,
+        bins: int | Sequence[float] | None = None,
+        where: Where | None = None,
+    ) -> DPResult:
+        """Noisy counts per category (from the schema) or per bin of the declared bounds."""
+        field = self._field(dataset, column)
+        if field.kind == "categorical":
+            if bins is not None:
+                raise ConfigurationError(
+                    "bins= is for numeric columns; categories come from the schema"
+                )
+            labels: list[Any] = list(field.categories or ())
+        elif field.kind in _NUMERIC:
+            lo, hi = field.bounds or (0.0, 1.0)
+            edges = (
+                np.linspace(lo, hi, (bins or 10) + 1)
+                if bins is None or isinstance(bins, int)
+                else np.asarray(bins, dtype=float)
+            )
+            labels = list(pd.IntervalIndex.from_breaks(edges, closed="left"))
+        else:
+            raise ConfigurationError(
+                f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
+            )
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            if field.kind == "categorical":
+                counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
+            else:
+                values = np.clip(_values(frame, column), edges[0], edges[-1])
+                counts, _ = np.histogram(values, bins=edges)
+            noisy, info = _stats.histogram(counts, epsilon)
+            return pd.Series(noisy, index=pd.Index(labels, name=column)), info, "laplace"
+
+        return self._statistic(dataset, [column], epsilon, where, "histogram", compute)
+
+    def quantile(self, dataset: str, column: str, q: float, *, epsilon: float) -> DPResult:
+        """The ``q``-quantile of ``column`` by the exponential mechanism over its bounds."""
+        if not 0 <= q <= 1:
+            raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy | None, str]:
+            from diffprivlib.accountant import BudgetAccountant
+            from diffprivlib.tools import quantile
+
+            value = quantile(
+                _values(frame, column),
+                q,
+                epsilon=epsilon,
+                bounds=self._bounds(dataset, column),
+                accountant=BudgetAccountant(),
+            )
+            return float(value), None, "exponential (diffprivlib)"
+
+        return self._statistic(
+            dataset, [column], epsilon, None, "quantile", compute, library="diffprivlib"
+        )
+
+    # -- models -----------------------------------------------------------------------
+    def fit(
+        self,
+        estimator: Any,
+        dataset: str,
+        *,
+        features: Sequence[str],
+        target: str | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Fit a diffprivlib estimator on ``dataset``; see :func:`privml.dp._fit.fit`."""
+        from ._fit import fit
+
+        return fit(self, estimator, dataset, features=features, target=target, name=name)
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _field(self, dataset: str, column: str) -> Any:
+        schema = self._session._store.schema(dataset)
+        if column not in schema:
+            raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
+        return schema[column]
+
+    def _bounds(self, dataset: str, column: str) -> tuple[float, float]:
+        field = self._field(dataset, column)
+        if field.kind not in _NUMERIC or field.bounds is None:
+            raise ConfigurationError(
+                f"{column!r} is {field.kind}; this statistic needs a "
+                "numeric column with declared bounds"
+            )
+        return field.bounds  # type: ignore[no-any-return]
+
+    def _statistic(
+        self,
+        dataset: str,
+        columns: list[str],
+        epsilon: float,
+        where: Where | None,
+        what: str,
+        compute: Callable[[pd.DataFrame], tuple[Any, _stats.Noisy | None, str]],
+        *,
+        library: str = "privml",
+    ) -> DPResult:
+        for column in columns:
+            if what not in ("histogram",):
+                self._bounds(dataset, column)
+        event = (
+            PrivacyEvent.generic(
+                epsilon=epsilon, delta=0.0, library=library, library_version=_version(library)
+            )
+            if library != "privml"
+            else PrivacyEvent.laplace(epsilon=epsilon)
+        )
+        frame, request_id, _ = self._release(
+            dataset, columns, "dp_aggregate", event, where, f"dp.{what}"
+        )
+        value, noisy, mechanism = compute(frame)
+        return DPResult(
+            value=value,
+            epsilon=epsilon,
+            delta=0.0,
+            mechanism=mechanism,
+            noise_scale=noisy.noise_scale if noisy else None,
+            interval=noisy.interval if noisy else None,
+            request_id=request_id,
+        )
+
+    def _release(
+        self,
+        dataset: str,
+        columns: list[str],
+        needed: str,
+        event: PrivacyEvent,
+        where: Where | None,
+        action: str,
+    ) -> tuple[pd.DataFrame, str, int]:
+        """Authorize, charge, then read: the order that makes every release paid for."""
+        session = self._session
+        version = session._store.latest_version(dataset)
+        auth = session._authorize(
+            dataset,
+            columns=columns,
+            needed=needed,
+            action=action,
+            where=where,
+            where_needs="dp_aggregate",
+            version=version,
+        )
+        grant_ids = auth.grant_ids
+        if not columns:  # a row count: any column usable at ``needed`` lets rows be counted
+            usable = [d for d in auth.decisions.values() if mode_allows(d.mode, needed)]
+            if not usable:
+                err = AccessDenied(
+                    f"{session.principal!r} acting for {session.purpose!r} may use no column of "
+                    f"{dataset!r} for this release (needs {needed!r})",
+                    principal=session.principal,
+                    purpose=session.purpose,
+                    dataset=dataset,
+                    mode="deny",
+                    needed=needed,
+                )
+                session._log(action, dataset, version, err, auth.decisions, {"needed": needed})
+                raise err
+            grant_ids = sorted({g for d in usable for g in d.grant_ids})
+        request_id = f"{action}-{secrets.token_hex(8)}"
+        session._ledger.charge(
+            dataset,
+            event=event,
+            principal=session.principal,
+            purpose=session.purpose,
+            request_id=request_id,
+            version=version,
+            context=_context(auth, action, grant_ids),
+        )
+        loaded = session._load(auth, version=version)
+        return loaded.frame, request_id, version
+
+
+def _context(auth: Authorization, action: str, grant_ids: list[str]) -> dict[str, Any]:
+    """What the release's audit entry records besides the charge itself."""
+    return {
+        "release": action,
+        "columns": auth.columns,
+        "grant_ids": grant_ids,
+        "policy_hash": auth.policy_hash,
+        "where": [[p.column, p.op] for p in auth.conditions],
+    }
+
+
+def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """The column's non-null values as floats (nulls contribute nothing)."""
+    values = np.asarray(frame[column].to_numpy(dtype=float, na_value=np.nan), dtype=float)
+    kept: np.ndarray = values[~np.isnan(values)]
+    return kept
+
+
+def _version(library: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(library)
+    except Exception:
+        return None

@@ -1,0 +1,122 @@
+"""The noisy statistics themselves: pure functions of clipped values and ε.
+
+Why each is private (add/remove one record, values clipped to the schema's
+bounds [lo, hi]):
+
+- count: one record changes the count by 1; Laplace noise of scale 1/ε.
+- sum: one record changes the sum by at most max(|lo|, |hi|); Laplace(Δ/ε).
+- mean: a sum of values shifted by the midpoint c (sensitivity (hi - lo)/2)
+  and a count, each with ε/2 (sequential composition); their ratio is
+  post-processing.
+- var/std: shifted sums of x - c and (x - c)² (sensitivities (hi - lo)/2 and
+  ((hi - lo)/2)²) and a count, each with ε/3; var and std are post-processing.
+- histogram: one record changes one bin by 1 (L1 sensitivity 1); Laplace(1/ε)
+  on every bin, parallel composition over the disjoint bins.
+
+Noise comes from diffprivlib's Laplace mechanism (Holohan–Braghin secure
+sampling), never from NumPy's generator. Intervals are computed from released
+values only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Noisy", "count", "histogram", "mean", "noise_interval", "sum_", "var"]
+
+Z95 = math.log(20.0)  # P(|Laplace(b)| > b ln 20) = 0.05
+_DRAWS = 4000  # simulated noise draws for the intervals of ratios
+
+
+@dataclass(frozen=True)
+class Noisy:
+    value: float
+    noise_scale: float
+    interval: tuple[float, float]
+
+
+def laplace(epsilon: float, sensitivity: float) -> Callable[[float], float]:
+    """A secure Laplace sampler: ``value -> value + Laplace(sensitivity / epsilon)``."""
+    from diffprivlib.mechanisms import Laplace
+
+    mechanism = Laplace(epsilon=epsilon, sensitivity=sensitivity)
+    return lambda value: float(mechanism.randomise(float(value)))
+
+
+def noise_interval(scale: float) -> tuple[float, float]:
+    """The central 95% interval of Laplace(scale) noise."""
+    return (-scale * Z95, scale * Z95)
+
+
+def count(n: int, epsilon: float) -> Noisy:
+    scale = 1.0 / epsilon
+    return Noisy(laplace(epsilon, 1.0)(n), scale, noise_interval(scale))
+
+
+def sum_(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noisy:
+    lo, hi = bounds
+    sensitivity = max(abs(lo), abs(hi))
+    scale = sensitivity / epsilon
+    total = float(np.clip(values, lo, hi).sum())
+    return Noisy(laplace(epsilon, sensitivity)(total), scale, noise_interval(scale))
+
+
+def mean(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noisy:
+    lo, hi = bounds
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    shifted = np.clip(values, lo, hi) - mid
+    e = epsilon / 2
+    s = laplace(e, half)(float(shifted.sum()))
+    c = laplace(e, 1.0)(len(values))
+    value = float(_mean(np.array(s), np.array(c), half))
+    rng = np.random.default_rng()
+    draws = _mean(s + rng.laplace(0, half / e, _DRAWS), c + rng.laplace(0, 1 / e, _DRAWS), half)
+    return Noisy(mid + value, float(np.std(draws)), _percentiles(draws - value))
+
+
+def var(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noisy:
+    lo, hi = bounds
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    shifted = np.clip(values, lo, hi) - mid
+    e = epsilon / 3
+    s1 = laplace(e, half)(float(shifted.sum()))
+    s2 = laplace(e, half * half)(float((shifted * shifted).sum()))
+    c = laplace(e, 1.0)(len(values))
+    value = float(_variance(np.array(s1), np.array(s2), np.array(c), half))
+    rng = np.random.default_rng()
+    draws = _variance(
+        s1 + rng.laplace(0, half / e, _DRAWS),
+        s2 + rng.laplace(0, half * half / e, _DRAWS),
+        c + rng.laplace(0, 1 / e, _DRAWS),
+        half,
+    )
+    return Noisy(value, float(np.std(draws)), _percentiles(draws - value))
+
+
+def histogram(counts: np.ndarray, epsilon: float) -> tuple[np.ndarray, Noisy]:
+    sample = laplace(epsilon, 1.0)
+    noisy = np.array([sample(c) for c in counts])
+    scale = 1.0 / epsilon
+    return noisy, Noisy(float("nan"), scale, noise_interval(scale))
+
+
+def _mean(s: np.ndarray, c: np.ndarray, half: float) -> np.ndarray:
+    # A noisy count below 1 carries no information; the shifted mean is then 0 (the midpoint).
+    safe = np.where(c >= 1, c, 1.0)
+    return np.where(c >= 1, np.clip(s / safe, -half, half), 0.0)
+
+
+def _variance(s1: np.ndarray, s2: np.ndarray, c: np.ndarray, half: float) -> np.ndarray:
+    safe = np.where(c >= 1, c, 1.0)
+    m1 = np.clip(s1 / safe, -half, half)
+    m2 = np.clip(s2 / safe, 0.0, half * half)
+    return np.where(c >= 1, np.maximum(m2 - m1 * m1, 0.0), 0.0)
+
+
+def _percentiles(draws: np.ndarray) -> tuple[float, float]:
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return (float(low), float(high))

@@ -1,0 +1,79 @@
+"""Invariants of the ledger over random sequences of charges (hypothesis)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import privml
+from privml import BudgetExceededError, ConfigurationError, Vault
+from privml.accounting import PrivacyEvent
+
+TOL = 1e-9
+
+events = st.one_of(
+    st.builds(lambda e: PrivacyEvent.laplace(epsilon=e), st.floats(0.01, 0.8)),
+    st.builds(lambda s: PrivacyEvent.gaussian(sigma=s), st.floats(0.7, 20.0)),
+    st.builds(
+        lambda nm, q, steps: PrivacyEvent.dp_sgd(noise_multiplier=nm, sample_rate=q, steps=steps),
+        st.floats(0.8, 3.0),
+        st.sampled_from([0.001, 0.01, 0.05]),
+        st.integers(1, 200),
+    ),
+    st.builds(
+        lambda e, d: PrivacyEvent.generic(epsilon=e, delta=d),
+        st.floats(0.01, 0.5),
+        st.sampled_from([0.0, 1e-8]),
+    ),
+)
+charges = st.lists(st.tuples(events, st.sampled_from(["ana", "bob"])), min_size=1, max_size=8)
+budgets = st.tuples(st.floats(0.2, 3.0), st.sampled_from([0.0, 1e-6, 1e-5]))
+
+
+@pytest.fixture(scope="module")
+def shared_vault(tmp_path_factory):
+    """One vault for every example; each example adds its own dataset."""
+    folder, key = tmp_path_factory.mktemp("props") / "v", privml.generate_key()
+    with Vault.create(folder, key=key) as vault:
+        yield vault, folder, key
+
+
+def add_dataset(vault, name, *, epsilon, delta):
+    schema = privml.Schema({"x": privml.Field.numeric(bounds=(0, 10))})
+    budget = privml.Budget(epsilon=epsilon, delta=delta)
+    vault.add_dataset(name, pd.DataFrame({"x": [1.0]}), schema=schema, budget=budget)
+
+
+_names = (f"d{i}" for i in itertools.count())
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(budget=budgets, sequence=charges)
+def test_random_charges_keep_every_invariant(shared_vault, budget, sequence):
+    vault, folder, key = shared_vault
+    name = next(_names)  # a fresh dataset per example
+    epsilon, delta = budget
+    add_dataset(vault, name, epsilon=epsilon, delta=delta)
+    status = vault.budget(name)
+    for event, principal in sequence:
+        try:
+            vault.ledger.charge(name, event=event, principal=principal, purpose="p")
+        except (BudgetExceededError, ConfigurationError):
+            # A refusal changes nothing.
+            assert vault.budget(name) == status
+            continue
+        after = vault.budget(name)
+        assert after.epsilon_spent <= epsilon * (1 + TOL), "committed spend exceeds the budget"
+        assert after.epsilon_spent >= status.epsilon_spent * (1 - TOL), "spent ε went down"
+        assert after.committed == status.committed + 1
+        status = after
+    with Vault.open(folder, key=key) as reopened:
+        assert reopened.budget(name) == status
