@@ -182,7 +182,7 @@ class DatasetStore:
         replaced = {}
         for column, f in schema.items():
             if f.kind == "identifier" and f.pseudonymize and not stored:
-                key = self._keyring.get(keys[(None, "pseudonym")])
+                key = self._keyring.pseudonym_key(tx.conn, dataset=name, domain=f.domain)
                 values = [v if isinstance(v, str) else None for v in frame[column].astype(object)]
                 replaced[column] = pd.Series(pseudonymize(values, key), dtype="str")
         if replaced:
@@ -340,7 +340,8 @@ class DatasetStore:
             if now != latest:
                 raise ConfigurationError(f"dataset {name!r} changed during the rotation; retry")
             old = self._keyring.active(tx.conn, dataset=name)
-            doomed = [key_id for (_, purpose), key_id in old.items() if purpose != "pseudonym"]
+            # Column and footer keys only: pseudonyms stay stable, field-cipher tokens stay valid.
+            doomed = [k for (_, purpose), k in old.items() if purpose in ("column", "footer")]
             self._keyring.destroy(tx.conn, doomed)
             self._keyring.create(tx.conn, dataset=name, column=None, purpose="footer")
             for column in schema.sensitive:

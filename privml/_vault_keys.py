@@ -25,7 +25,9 @@ from .storage.tables import models, vault_info
 if TYPE_CHECKING:
     from ._datasets import DatasetStore, DatasetVersion
     from .audit import AuditLog
+    from .crypto import FieldCipher
     from .crypto.keyring import Keyring
+    from .storage.engine import Tx
 
 __all__ = ["KeyMethods"]
 
@@ -173,6 +175,59 @@ class KeyMethods:
             details={"pseudonym": token},
         )
 
+    def field_cipher(self, dataset: str, *, deterministic: bool = False) -> FieldCipher:
+        """A :class:`~privml.crypto.FieldCipher` for ``dataset`` whose keys live in the vault.
+
+        The keyset is created on first use and stored wrapped by the vault key;
+        ``cipher.rotate()`` stores the new primary (audited, key ids only) before
+        using it, and older keys stay to decrypt. Rotating the vault key re-wraps
+        them without changing any token.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> cipher = vault.field_cipher("patients")
+        >>> token = cipher.encrypt("P-1001", column="patient", row_key=7)
+        >>> vault.field_cipher("patients").decrypt(token, column="patient", row_key=7)
+        'P-1001'
+        """
+        from .crypto import FieldCipher, FieldKeyset
+
+        self._store.schema(dataset)  # NotFoundError for an unknown dataset
+        with transaction(self.engine) as tx:
+            live = self._keyring.live(tx.conn, dataset=dataset, purpose="field")
+            if not live:
+                fresh = FieldKeyset.generate()
+                self._store_field_key(
+                    tx, dataset, fresh.primary_id, fresh._material(fresh.primary_id)
+                )
+                live = self._keyring.live(tx.conn, dataset=dataset, purpose="field")
+        keys = {int(key_id[:8], 16): raw for key_id, raw in live}
+        keyset = FieldKeyset(keys, primary=int(live[-1][0][:8], 16))
+
+        def on_rotate(*, key_id: int, material: bytes) -> None:
+            with transaction(self.engine) as tx:
+                self._store_field_key(tx, dataset, key_id, material)
+
+        return FieldCipher(
+            keyset, dataset=dataset, deterministic=deterministic, on_rotate=on_rotate
+        )
+
+    def _store_field_key(self, tx: Tx, dataset: str, key_id: int, material: bytes) -> None:
+        row_id = f"{key_id:08x}{secrets.token_hex(4)}"
+        self._keyring.store(
+            tx.conn, key_id=row_id, raw=material, dataset=dataset, column=None, purpose="field"
+        )
+        self.audit.append(
+            tx,
+            principal=self._actor,
+            purpose="administration",
+            action="crypto.field_key",
+            outcome="ok",
+            dataset=dataset,
+            details={"key_id": f"{key_id:08x}"},
+        )
+
     def _pseudonym_key(self, dataset: str, column: str | None) -> tuple[bytes, str]:
         schema = self._store.schema(dataset)
         ids = [name for name, f in schema.items() if f.kind == "identifier"]
@@ -182,6 +237,8 @@ class KeyMethods:
             column = ids[0]
         if column not in ids:
             raise ConfigurationError(f"{column!r} is not an identifier column of {dataset!r}")
-        with self.engine.connect() as conn, conn.begin():
-            keys = self._keyring.active(conn, dataset=dataset)
-        return self._keyring.get(keys[(None, "pseudonym")]), column
+        with transaction(self.engine) as tx:
+            key = self._keyring.pseudonym_key(
+                tx.conn, dataset=dataset, domain=schema[column].domain
+            )
+        return key, column

@@ -80,6 +80,7 @@ class Field:
     categories: tuple[Category, ...] | None = None
     pseudonymize: bool = False
     mask: Mask | None = None
+    domain: str | None = None
 
     @property
     def effective_mask(self) -> Mask:
@@ -95,18 +96,26 @@ class Field:
         sensitive: bool = True,
         category: str | None = None,
         mask: Mask | None = None,
+        domain: str | None = None,
     ) -> Field:
         """A record identifier (patient id, employee number), stored as a keyed pseudonym.
 
         Pseudonyms are equal for equal identifiers within a dataset, so joins
         and de-duplication still work, but reveal nothing without the vault key.
+        Identifier fields of different datasets that declare the same ``domain``
+        (e.g. ``domain="patient-id"``) share one pseudonym key, so the datasets
+        can be joined on their pseudonyms; without a domain each dataset has its
+        own key and its pseudonyms do not link to any other dataset's.
         """
+        if domain is not None and not pseudonymize:
+            raise ConfigurationError("domain= only applies to pseudonymized identifiers")
         return cls(
             "identifier",
             sensitive=sensitive,
             category=category,
             pseudonymize=pseudonymize,
             mask=mask,
+            domain=domain,
         )
 
     @classmethod
@@ -211,7 +220,7 @@ class Field:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready description of the field."""
         out: dict[str, Any] = {"kind": self.kind, "sensitive": self.sensitive}
-        for key in ("category", "bounds", "categories"):
+        for key in ("category", "bounds", "categories", "domain"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value

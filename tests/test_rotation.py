@@ -126,3 +126,53 @@ def test_erase_unknown_subject(demo_vault):
     with pytest.raises(privml.NotFoundError):
         demo_vault.erase_subject("patients", identifier="nobody")
     assert demo_vault.dataset("patients").latest.version == 1
+
+
+def test_vault_field_cipher_keys_live_in_the_vault(demo_vault, key):
+    cipher = demo_vault.field_cipher("patients")
+    old_token = cipher.encrypt("P-1001", column="patient", row_key=1)
+    cipher.rotate()
+    new_token = cipher.encrypt("P-1002", column="patient", row_key=2)
+    demo_vault.rotate_data_keys("patients")  # leaves field keys alone
+    new_key = privml.generate_key()
+    demo_vault.rotate_vault_key(new_key)
+    folder = demo_vault.path
+    demo_vault.close()
+    with Vault.open(folder, key=new_key) as vault:
+        again = vault.field_cipher("patients")
+        assert again.decrypt(old_token, column="patient", row_key=1) == "P-1001"
+        assert again.decrypt(new_token, column="patient", row_key=2) == "P-1002"
+        assert again.keyset.primary_id == cipher.keyset.primary_id
+        assert len(again.keyset.key_ids) == 2
+        with pytest.raises(privml.DecryptionError):
+            again.decrypt(old_token, column="patient", row_key=2)
+        keys = vault.audit.entries(action="crypto.field_key")
+        assert len(keys) == 2 and all("key_id" in d for d in keys["details"])
+
+
+def test_pseudonym_domains_link_datasets_only_when_declared(tmp_path, key, allow):
+    frame = pd.DataFrame({"pid": ["A-1", "A-2"], "x": [1.0, 2.0]})
+
+    def schema(domain):
+        return privml.Schema(
+            {
+                "pid": privml.Field.identifier(domain=domain),
+                "x": privml.Field.numeric(bounds=(0, 9)),
+            }
+        )
+
+    with Vault.create(tmp_path / "v", key=key) as vault:
+        vault.add_dataset(
+            "visits", frame, schema=schema("patient"), budget=privml.Budget(epsilon=1)
+        )
+        vault.add_dataset("labs", frame, schema=schema("patient"), budget=privml.Budget(epsilon=1))
+        vault.add_dataset("other", frame, schema=schema(None), budget=privml.Budget(epsilon=1))
+        for name in ("visits", "labs", "other"):
+            allow(vault, name)
+        session = vault.session("analyst", purpose="research")
+        ids = {name: session.read(name)["pid"].tolist() for name in ("visits", "labs", "other")}
+        assert ids["visits"] == ids["labs"]  # same domain: joinable
+        assert not set(ids["visits"]) & set(ids["other"])  # no domain: unlinkable
+        assert vault.pseudonymize("labs", "pid", ["A-2"]) == [ids["visits"][1]]
+        vault.erase_subject("labs", identifier="A-1")
+        assert session.read("labs")["pid"].tolist() == [ids["visits"][1]]

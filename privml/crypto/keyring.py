@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import sqlalchemy as sa
@@ -38,6 +39,64 @@ class Keyring:
         )
         self._cache[key_id] = raw
         return key_id
+
+    def store(
+        self,
+        conn: sa.Connection,
+        *,
+        key_id: str,
+        raw: bytes,
+        dataset: str,
+        column: str | None,
+        purpose: str,
+    ) -> None:
+        """Store a key made elsewhere (e.g. a field keyset's new primary), wrapped."""
+        wrapped = self._vault_key.wrap(raw, purpose=self._slot(key_id, dataset, column, purpose))
+        conn.execute(
+            keys.insert().values(
+                key_id=key_id,
+                dataset=dataset,
+                column=column,
+                purpose=purpose,
+                wrapped=wrapped,
+                created=utcnow(),
+            )
+        )
+        self._cache[key_id] = raw
+
+    def live(self, conn: sa.Connection, *, dataset: str, purpose: str) -> list[tuple[str, bytes]]:
+        """Every live key of ``dataset`` with ``purpose``, oldest first, unwrapped."""
+        rows = conn.execute(
+            sa.select(keys)
+            .where(keys.c.dataset == dataset, keys.c.purpose == purpose, keys.c.destroyed.is_(None))
+            .order_by(keys.c.created, keys.c.key_id)
+        )
+        out = []
+        for row in rows:
+            if row.key_id not in self._cache:
+                slot = self._slot(row.key_id, row.dataset, row.column, row.purpose)
+                self._cache[row.key_id] = self._vault_key.unwrap(row.wrapped, purpose=slot)
+            out.append((row.key_id, self._cache[row.key_id]))
+        return out
+
+    def pseudonym_key(self, conn: sa.Connection, *, dataset: str, domain: str | None) -> bytes:
+        """The pseudonym key of ``dataset``, or of the vault-wide ``domain`` (made on first use)."""
+        if domain is None:
+            return self.get(self.active(conn, dataset=dataset)[(None, "pseudonym")])
+        row = conn.execute(
+            sa.select(keys.c.key_id, keys.c.dataset, keys.c.wrapped).where(
+                keys.c.purpose == "pseudonym-domain",
+                keys.c.column == domain,
+                keys.c.destroyed.is_(None),
+            )
+        ).first()
+        if row is None:
+            key_id = self.create(conn, dataset=dataset, column=domain, purpose="pseudonym-domain")
+            return self.get(key_id)
+        if row.key_id not in self._cache:
+            slot = self._slot(row.key_id, row.dataset, domain, "pseudonym-domain")
+            self._cache[row.key_id] = self._vault_key.unwrap(row.wrapped, purpose=slot)
+        return self._cache[row.key_id]
 
     def active(self, conn: sa.Connection, *, dataset: str) -> dict[tuple[str | None, str], str]:
         """Load every live key of ``dataset``; return ``{(column, purpose): key_id}`` (newest)."""
@@ -105,6 +164,10 @@ class Keyring:
         """Switch to a new vault key (after :meth:`rewrap` committed)."""
         self._vault_key = vault_key
 
+    def __repr__(self) -> str:
+        return f"<privml Keyring: {len(self._cache)} key(s) unwrapped>"
+
     @staticmethod
     def _slot(key_id: str, dataset: str, column: str | None, purpose: str) -> str:
-        return f"data-key|{key_id}|{dataset}|{column or ''}|{purpose}"
+        # JSON, not a joined string: a column name holding a separator cannot alias a slot.
+        return "data-key" + json.dumps([key_id, dataset, column, purpose])

@@ -176,7 +176,7 @@ class VaultKey:
         """Inverse of :meth:`wrap`; :class:`DecryptionError` if tampered or moved."""
         try:
             return self._aead.decrypt(wrapped[:12], wrapped[12:], _WRAP_PREFIX + purpose.encode())
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce and tag
             raise DecryptionError(
                 f"wrapped key for {purpose!r} failed authentication: meta.db was modified "
                 "or the key belongs to another slot"

@@ -45,6 +45,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Overwrite deleted content (e.g. destroyed keys) instead of leaving it in free pages.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 

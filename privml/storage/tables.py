@@ -47,7 +47,8 @@ datasets = sa.Table(
     sa.Column("created", sa.String(40), nullable=False),
 )
 
-# Data keys, each wrapped by the vault key. purpose: "column", "footer" or "pseudonym".
+# Data keys, each wrapped by the vault key. purpose: "column", "footer", "pseudonym",
+# "pseudonym-domain" (column holds the domain name; shared by datasets) or "field".
 keys = sa.Table(
     "keys",
     metadata,
