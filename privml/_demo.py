@@ -94,6 +94,13 @@ def run_demo(say: Callable[[str], None]) -> None:
                     f"  intern asked for 'bmi' and was refused: mode {refused.mode!r}, "
                     f"reading values needs {refused.needed!r}"
                 )
+            mean = vault.session("intern", purpose="care").dp.mean("diabetes", "bmi", epsilon=0.5)
+            low, high = mean.interval
+            say(
+                f"  intern's DP mean of 'bmi' instead: {mean.value:.2f} (noise within "
+                f"[{low:+.2f}, {high:+.2f}] at 95%), ε=0.5 charged before any row was read; "
+                f"ε={vault.budget('diabetes').remaining:.2f} of 3 left"
+            )
         with Vault.open(folder, key=key) as vault:
             say("  the audit log:")
             for row in vault.audit.entries().itertuples():

@@ -16,6 +16,7 @@ def test_demo_runs_and_tells_the_story():
     assert "registered 'diabetes' v1: 442 rows" in text
     assert "patient numbers: 0 found" in text
     assert "values identical: True" in text
+    assert "intern's DP mean of 'bmi' instead" in text and "ε=2.50 of 3 left" in text
     assert "audit log OK" in text
     assert "TAMPERED at seq 3" in text
     assert out.stderr == ""
