@@ -95,7 +95,7 @@ def run_demo(say: Callable[[str], None]) -> None:
                     f"reading values needs {refused.needed!r}"
                 )
             mean = vault.session("intern", purpose="care").dp.mean("diabetes", "bmi", epsilon=0.5)
-            low, high = mean.interval
+            low, high = mean.interval or (float("nan"), float("nan"))
             say(
                 f"  intern's DP mean of 'bmi' instead: {mean.value:.2f} (noise within "
                 f"[{low:+.2f}, {high:+.2f}] at 95%), ε=0.5 charged before any row was read; "

@@ -255,7 +255,9 @@ class ModelRegistry:
         """Decrypt and return a registered model (the latest version by default)."""
         return self._load(name, version, principal=self._actor, purpose="administration")
 
-    def _load(self, name: str, version: int | None, *, principal: str, purpose: str) -> Any:
+    def _load(
+        self, name: str, version: int | None, *, principal: str, purpose: str, audit: bool = True
+    ) -> Any:
         with read(self._engine) as conn:
             row = _row(conn, name, version)
         slot = f"model|{row.name}|{row.version}"
@@ -266,6 +268,8 @@ class ModelRegistry:
         except InvalidTag:
             raise DecryptionError(f"model {name!r} v{row.version} failed authentication") from None
         model = _deserialize(row.format, payload, json.loads(row.metadata)["class"])
+        if not audit:  # the caller audits the use of the model itself
+            return model
         with transaction(self._engine) as tx:
             self._audit.append(
                 tx,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from ._datasets import DatasetStore
+    from ._he_session import HESession
     from ._models import ModelRegistry
     from ._policy_store import PolicyAdmin
     from .accounting.ledger import Ledger
@@ -100,6 +101,13 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<privml.Session principal={self.principal!r} purpose={self.purpose!r}>"
+
+    @property
+    def he(self) -> HESession:
+        """Encrypted inference with registered models (:class:`privml._he_session.HESession`)."""
+        from ._he_session import HESession
+
+        return HESession(self)
 
     @property
     def dp(self) -> DPSession:

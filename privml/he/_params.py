@@ -1,0 +1,277 @@
+"""Choosing CKKS parameters from a model's multiplicative depth and value sizes.
+
+The modulus chain is ``[q0, s, ..., s, special]``: one ``s``-bit prime per
+rescale (the scale is ``2**s``), a first prime ``q0 = s + h`` whose ``h`` extra
+bits hold the largest value left at the end, and a special prime for key
+switching as large as ``q0``. The total must stay within the HomomorphicEncryption.org
+standard's bound for the ring size at the requested security, which is what
+makes the parameters secure; within it, privml picks the smallest ring that
+fits and then the largest scale (leftover bits go to precision).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import ConfigurationError
+from ._ir import Network
+
+__all__ = ["HEParameters", "Requirements", "derive", "requirements"]
+
+#: Largest total coefficient-modulus bits per ring size N (HE standard, ternary secret).
+MAX_MODULUS_BITS: dict[int, dict[int, int]] = {
+    128: {4096: 109, 8192: 218, 16384: 438},
+    192: {4096: 75, 8192: 152, 16384: 305},
+    256: {4096: 58, 8192: 118, 16384: 237},
+}
+MIN_SCALE_BITS = 25  # below this CKKS noise swamps the result and primes run short
+MAX_SCALE_BITS = 50  # beyond this double-precision encoding gains nothing
+MAX_PRIME_BITS = 60  # SEAL's limit for one prime
+MARGIN_BITS = 2  # sign bit plus room for noise above the bound
+#: Encryption noise per slot, standard deviation in units of 1/scale, is about
+#: 0.17 * N for SEAL's CKKS (measured at N = 4096 and 8192); 0.2 * N is used.
+FRESH_NOISE_PER_N = 0.2
+#: Rows packing adds key-switching noise with each rotation: about 14 * N per
+#: rotation (measured, same units); 15 * N is used.
+ROTATION_NOISE_PER_N = 15.0
+TAIL = 5.0  # the largest of many (~1e5) errors stays below TAIL standard deviations
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a model needs from the encryption parameters.
+
+    ``magnitudes`` lists ``(level, bits)``: after ``level`` rescales, values may
+    reach ``2**bits`` in absolute value. ``input_noise_gain``,
+    ``rotation_noise_gain`` and ``rounding_noise`` estimate the standard
+    deviation of the output error, in units of 1/scale, per unit of noise in
+    the inputs, per unit of noise after the first layer (where rows packing
+    rotates ``rotations`` times) and from rounding the weights; ``tolerance`` is
+    the largest output error the scale must keep to. The estimate covers both
+    packings, since one set of keys serves both.
+    """
+
+    depth: int
+    needs_relin: bool
+    magnitudes: tuple[tuple[int, float], ...]
+    input_noise_gain: float = 1.0
+    rounding_noise: float = 0.0
+    tolerance: float = 1e-3
+    rotation_noise_gain: float = 1.0
+    rotations: int = 0
+
+    def min_scale_bits(self, poly_modulus_degree: int) -> int:
+        """Smallest scale (in bits) that keeps the estimated output error within tolerance."""
+        fresh = FRESH_NOISE_PER_N * poly_modulus_degree * self.input_noise_gain
+        rotated = (
+            ROTATION_NOISE_PER_N
+            * poly_modulus_degree
+            * math.sqrt(self.rotations)
+            * self.rotation_noise_gain
+        )
+        std = math.sqrt(fresh**2 + rotated**2 + self.rounding_noise**2)
+        return max(MIN_SCALE_BITS, math.ceil(math.log2(TAIL * std / self.tolerance)))
+
+    def headroom(self, scale_bits: int) -> int:
+        """Bits that ``q0`` needs above the scale so that no value overflows."""
+        need = [
+            bits + MARGIN_BITS - (self.depth - level) * scale_bits
+            for level, bits in self.magnitudes
+        ]
+        return max(MARGIN_BITS, math.ceil(max(need, default=0.0)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth,
+            "needs_relin": self.needs_relin,
+            "magnitudes": [[lvl, bits] for lvl, bits in self.magnitudes],
+            "input_noise_gain": self.input_noise_gain,
+            "rounding_noise": self.rounding_noise,
+            "tolerance": self.tolerance,
+            "rotation_noise_gain": self.rotation_noise_gain,
+            "rotations": self.rotations,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Requirements:
+        return cls(
+            int(data["depth"]),
+            bool(data["needs_relin"]),
+            tuple((int(lvl), float(bits)) for lvl, bits in data["magnitudes"]),
+            float(data["input_noise_gain"]),
+            float(data["rounding_noise"]),
+            float(data["tolerance"]),
+            float(data["rotation_noise_gain"]),
+            int(data["rotations"]),
+        )
+
+
+@dataclass(frozen=True)
+class HEParameters:
+    """CKKS parameters: ring size, modulus chain (bits per prime) and scale.
+
+    Attributes
+    ----------
+    poly_modulus_degree : int
+        Ring size N; one ciphertext holds ``N // 2`` values.
+    coeff_mod_bit_sizes : tuple of int
+        Bits of each prime, first to special.
+    scale_bits : int
+        The scale is ``2 ** scale_bits``.
+    security_bits : int
+        Security level the chain was sized for (128, 192 or 256).
+    """
+
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    scale_bits: int
+    security_bits: int
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext."""
+        return self.poly_modulus_degree // 2
+
+    @property
+    def depth(self) -> int:
+        """Rescales available (primes between the first and the special one)."""
+        return len(self.coeff_mod_bit_sizes) - 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "poly_modulus_degree": self.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes),
+            "scale_bits": self.scale_bits,
+            "security_bits": self.security_bits,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HEParameters:
+        return cls(
+            int(data["poly_modulus_degree"]),
+            tuple(int(b) for b in data["coeff_mod_bit_sizes"]),
+            int(data["scale_bits"]),
+            int(data["security_bits"]),
+        )
+
+
+def requirements(
+    network: Network,
+    input_bound: np.ndarray,
+    *,
+    tolerance: float,
+    typical: list[np.ndarray] | None = None,
+) -> Requirements:
+    """Depth, value sizes and noise growth of ``network`` for inputs ``|x[j]| <= input_bound[j]``.
+
+    The value bounds are rigorous (interval arithmetic on absolute values), so
+    they also cover the partial sums that rows packing leaves in unused slots.
+    Noise is propagated as independent errors through first-order (derivative)
+    bounds, taken at ``typical[i]`` (the magnitude of layer ``i``'s inputs on
+    calibration data) where given, else at the rigorous bounds.
+    """
+    bound = np.asarray(input_bound, dtype=float)
+    level = 0
+    nodes: list[tuple[int, float]] = [(0, _bits(bound))]
+    gain = np.ones_like(bound)  # output-error std per unit of input-error std
+    rounding = np.zeros_like(bound)  # error std from rounding plaintext weights
+    hidden = np.zeros(0)  # output-error std per unit of error after the first layer
+    for i in range(len(network.layers)):
+        coef, bias = network.terms(i)
+        degree = coef.shape[2]
+        ks = np.arange(1, degree + 1)
+        power_level = [level + math.ceil(math.log2(k)) for k in ks]
+        powers = bound[:, None] ** ks[None, :]  # (in, degree)
+        if i:
+            nodes += [(lvl, _bits(powers[:, k])) for k, lvl in enumerate(power_level)]
+        used = [k for k in range(degree) if np.any(coef[:, :, k] != 0.0)] or [0]
+        level = max(power_level[k] for k in used) + 1
+        size = bound if typical is None else np.minimum(bound, typical[i])
+        slope = np.einsum("mjk,jk->mj", np.abs(coef), ks * size[:, None] ** (ks - 1))
+        gain = np.sqrt(slope**2 @ gain**2)
+        hidden = np.ones(len(bias)) if i == 0 else np.sqrt(slope**2 @ hidden**2)
+        rounding = np.sqrt(slope**2 @ rounding**2 + 0.3**2 * (size[:, None] ** (2 * ks)).sum())
+        bound = np.abs(bias) + np.einsum("mjk,jk->m", np.abs(coef), powers)
+        nodes.append((level, _bits(bound)))
+    needs_relin = any(a.degree >= 2 for a in network.activations)
+    return Requirements(
+        level,
+        needs_relin,
+        tuple(nodes),
+        input_noise_gain=float(gain.max(initial=0.0)),
+        rounding_noise=float(rounding.max(initial=0.0)),
+        tolerance=tolerance,
+        rotation_noise_gain=float(hidden.max(initial=0.0)),
+        rotations=(network.n_features - 1).bit_length(),
+    )
+
+
+def _bits(values: np.ndarray) -> float:
+    top = float(np.max(values, initial=0.0))
+    if not math.isfinite(top):
+        raise ConfigurationError(
+            "the model's values are unbounded on its input range (weights or bounds not "
+            "finite); check the model and the input_range/calibration passed to compile"
+        )
+    return math.log2(top) if top > 1.0 else 0.0
+
+
+def check_security(security_bits: int) -> int:
+    if security_bits not in MAX_MODULUS_BITS:
+        raise ConfigurationError(
+            f"security_bits must be one of {sorted(MAX_MODULUS_BITS)}, got {security_bits!r}; "
+            "privml never builds keys below 128-bit security"
+        )
+    return security_bits
+
+
+def derive(req: Requirements, *, security_bits: int = 128) -> HEParameters:
+    """The smallest secure parameters for ``req``, with leftover bits spent on the scale."""
+    bounds = MAX_MODULUS_BITS[check_security(security_bits)]
+    for n, budget in sorted(bounds.items()):
+        for s in range(MAX_SCALE_BITS, req.min_scale_bits(n) - 1, -1):
+            q0 = s + req.headroom(s)
+            if q0 <= MAX_PRIME_BITS and 2 * q0 + req.depth * s <= budget:
+                chain = (q0, *([s] * req.depth), q0)
+                return HEParameters(n, chain, s, security_bits)
+    raise _too_deep(req, security_bits)
+
+
+def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
+    n, budget = max(MAX_MODULUS_BITS[security_bits].items())
+    s = req.min_scale_bits(n)
+    h = req.headroom(s)
+    needed = 2 * (s + h) + req.depth * s
+    return ConfigurationError(
+        f"no secure CKKS parameters fit this model: it needs multiplicative depth "
+        f"{req.depth}, a {s}-bit scale to keep encryption noise below tolerance="
+        f"{req.tolerance:g}, and {h} bits of headroom for its largest values, i.e. at least "
+        f"{needed} modulus bits, but N={n} allows only {budget} bits at "
+        f"{security_bits}-bit security. Fix: use fewer layers or a lower activation_degree "
+        "(a degree-d activation costs ceil(log2(d)) levels), a narrower "
+        "input_range/calibration so that values need fewer bits, or a larger tolerance"
+    )
+
+
+def chain_problem(req: Requirements, *, prime_bits: Sequence[int], scale_bits: float) -> str | None:
+    """Why a context with these data primes and scale cannot run the model (None if it can)."""
+    available = len(prime_bits) - 1
+    if available < req.depth:
+        return (
+            f"the context allows {available} rescale(s) but this model needs {req.depth}; "
+            "the client must build its keys with HEClient.for_model(model.spec)"
+        )
+    for level, bits in req.magnitudes:
+        modulus_bits = sum(prime_bits[: len(prime_bits) - level])
+        if bits + MARGIN_BITS + scale_bits > modulus_bits:
+            return (
+                f"values of up to 2**{bits:.1f} after {level} rescale(s) would overflow the "
+                f"context's {modulus_bits}-bit modulus at that level; the client must build its "
+                "keys with HEClient.for_model(model.spec)"
+            )
+    return None

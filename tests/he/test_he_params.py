@@ -1,0 +1,96 @@
+"""Parameters come from the model's depth and value sizes, within the 128-bit bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import privml.he as he
+from privml.exceptions import ConfigurationError
+from privml.he._params import MAX_MODULUS_BITS, Requirements, derive
+
+requirements = st.builds(
+    lambda depth, bits, gain: Requirements(depth, depth > 1, ((depth, bits),), gain, 0.0, 1e-3),
+    st.integers(1, 8),
+    st.floats(0.0, 20.0),
+    st.floats(1.0, 1e4),
+)
+
+
+@given(req=requirements, security=st.sampled_from([128, 192, 256]))
+def test_derived_parameters_are_secure_and_smallest(req, security):
+    try:
+        params = derive(req, security_bits=security)
+    except ConfigurationError as err:
+        assert "scale out of bounds" not in str(err) and "Fix:" in str(err)
+        return
+    chain = params.coeff_mod_bit_sizes
+    bound = MAX_MODULUS_BITS[security]
+    assert sum(chain) <= bound[params.poly_modulus_degree]
+    assert params.depth >= req.depth and max(chain) <= 60
+    assert chain[0] - params.scale_bits >= req.headroom(params.scale_bits)
+    assert params.scale_bits >= req.min_scale_bits(params.poly_modulus_degree)
+    smaller = [n for n in bound if n < params.poly_modulus_degree]
+    for n in smaller:  # no smaller ring would have fitted
+        s = req.min_scale_bits(n)
+        assert 2 * (s + req.headroom(s)) + req.depth * s > bound[n] or s + req.headroom(s) > 60
+    s = params.scale_bits + 1  # leftover bits went to the scale
+    if s <= 50:
+        h = req.headroom(s)
+        assert 2 * (s + h) + req.depth * s > bound[params.poly_modulus_degree] or s + h > 60
+
+
+def _square_net(layers: int, width: int = 4):
+    torch = pytest.importorskip("torch")
+    from _he_helpers import square_module
+
+    torch.manual_seed(0)
+    mods = [torch.nn.Linear(width, width)]
+    for _ in range(layers - 1):
+        mods += [square_module(), torch.nn.Linear(width, width)]
+    return torch.nn.Sequential(*mods)
+
+
+def test_depth_decides_the_ring_size():
+    sizes = {}
+    for layers in (1, 2, 3, 4):
+        model = he.compile(_square_net(layers), input_range=(-1.0, 1.0))
+        sizes[model.depth] = model.parameters.poly_modulus_degree
+    assert sizes[1] == 4096 and sizes[3] == 8192 and sizes[7] == 16384
+    assert sizes[3] <= sizes[5] <= sizes[7]
+
+
+def test_too_deep_fails_at_compile_with_the_fix():
+    with pytest.raises(ConfigurationError) as err:
+        he.compile(_square_net(9), input_range=(-1.0, 1.0))
+    message = str(err.value)
+    assert "no secure CKKS parameters" in message and "fewer layers" in message
+    assert "scale out of bounds" not in message
+
+
+def test_higher_degree_activation_costs_log2_levels(digits):
+    torch = pytest.importorskip("torch")
+    X = digits[0][:200]
+    net = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    depths = {d: he.compile(net, calibration=X, activation_degree=d).depth for d in (2, 3, 4)}
+    assert depths == {2: 3, 3: 4, 4: 4}
+
+
+def test_values_at_the_edge_of_the_input_range_do_not_overflow(tiny):
+    model, client, _ = tiny
+    corners = np.array([[8.0, -8.0, 8.0], [-8.0, 8.0, -8.0], [8.0, 8.0, 8.0]])
+    result = model.predict_encrypted(client.encrypt(corners), client.public_context())
+    np.testing.assert_allclose(
+        client.decrypt_scores(result), model.plaintext_scores(corners), atol=1e-3
+    )
+
+
+def test_tolerance_buys_precision(cancer, cancer_models):
+    model = cancer_models["strong regularization"]
+    loose = he.compile(model, calibration=cancer[0], tolerance=1e-1).parameters
+    tight = he.compile(model, calibration=cancer[0], tolerance=1e-6).parameters
+    assert tight.poly_modulus_degree > loose.poly_modulus_degree
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        he.compile(model, calibration=cancer[0], tolerance=0)
