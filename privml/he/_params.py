@@ -247,6 +247,15 @@ def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
     s = req.min_scale_bits(n)
     h = req.headroom(s)
     needed = 2 * (s + h) + req.depth * s
+    if needed <= budget and s + h > MAX_PRIME_BITS:
+        return ConfigurationError(
+            f"no secure CKKS parameters fit this model: its largest values need {h} bits above "
+            f"a {s}-bit scale (the scale that keeps encryption noise below tolerance="
+            f"{req.tolerance:g}), i.e. {s + h}-bit outer primes, more than the "
+            f"{MAX_PRIME_BITS}-bit maximum. Fix: a larger tolerance (an absolute error on the "
+            "scores; large-valued outputs such as regression targets rarely need 1e-3), or a "
+            "narrower input_range/calibration so that values need fewer bits"
+        )
     return ConfigurationError(
         f"no secure CKKS parameters fit this model: it needs multiplicative depth "
         f"{req.depth}, a {s}-bit scale to keep encryption noise below tolerance="

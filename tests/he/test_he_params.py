@@ -94,3 +94,15 @@ def test_tolerance_buys_precision(cancer, cancer_models):
     assert tight.poly_modulus_degree > loose.poly_modulus_degree
     with pytest.raises(ConfigurationError, match="tolerance"):
         he.compile(model, calibration=cancer[0], tolerance=0)
+
+
+def test_large_outputs_with_a_tight_tolerance_name_the_fix():
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 400, (200, 9))
+    model = LinearRegression().fit(X, X @ rng.uniform(50, 100, 9))
+    with pytest.raises(ConfigurationError, match="larger tolerance") as caught:
+        he.compile(model, input_range=(0.0, 400.0), tolerance=1e-6)
+    assert "scale out of bounds" not in str(caught.value)
+    he.compile(model, input_range=(0.0, 400.0), tolerance=10.0)  # the fix works
