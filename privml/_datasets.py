@@ -120,6 +120,10 @@ class DatasetStore:
         budget: Budget,
         clipped: dict[str, int],
         actor: str,
+        purpose: str = "administration",
+        action: str = "dataset.add",
+        extra: dict[str, Any] | None = None,
+        derived_from: str | None = None,
     ) -> DatasetVersion:
         self._check_open()
         with transaction(self._engine) as tx:
@@ -132,6 +136,7 @@ class DatasetStore:
                     schema=canonical_json(schema.to_dict()).decode(),
                     budget_epsilon=budget.epsilon,
                     budget_delta=budget.delta,
+                    derived_from=derived_from,
                     created=utcnow(),
                 )
             )
@@ -147,8 +152,9 @@ class DatasetStore:
                 schema,
                 clipped,
                 actor,
-                "dataset.add",
-                {"budget": {"epsilon": budget.epsilon, "delta": budget.delta}},
+                action,
+                {"budget": {"epsilon": budget.epsilon, "delta": budget.delta}, **(extra or {})},
+                purpose=purpose,
             )
 
     def append(
@@ -176,6 +182,7 @@ class DatasetStore:
         extra: dict[str, Any],
         *,
         stored: bool = False,
+        purpose: str = "administration",
     ) -> DatasetVersion:
         """Encrypt ``frame`` as version ``version``; ``stored`` frames hold pseudonyms already."""
         keys = self._keyring.active(tx.conn, dataset=name)
@@ -219,7 +226,7 @@ class DatasetStore:
         self._audit.append(
             tx,
             principal=actor,
-            purpose="administration",
+            purpose=purpose,
             action=action,
             outcome="ok",
             dataset=name,
@@ -261,6 +268,21 @@ class DatasetStore:
         if row is None:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
         return Schema.from_dict(json.loads(row.schema))
+
+    def all_budgets(self) -> dict[str, Budget]:
+        """Every dataset's budget, by name."""
+        with read(self._engine) as conn:
+            rows = conn.execute(
+                sa.select(datasets.c.name, datasets.c.budget_epsilon, datasets.c.budget_delta)
+            ).all()
+        return {r.name: Budget(epsilon=r.budget_epsilon, delta=r.budget_delta) for r in rows}
+
+    def derived_from(self, dataset: str) -> str | None:
+        """The source dataset of a derived view (e.g. a minimized one), else None."""
+        with read(self._engine) as conn:
+            query = sa.select(datasets.c.derived_from).where(datasets.c.name == dataset)
+            row = conn.execute(query).first()
+        return None if row is None else row.derived_from
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``; :class:`NotFoundError` if unknown."""

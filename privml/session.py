@@ -22,7 +22,7 @@ from .storage.engine import transaction
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from ._datasets import DatasetStore
+    from ._datasets import DatasetStore, DatasetVersion
     from ._he_session import HESession
     from ._models import ModelRegistry
     from ._policy_store import PolicyAdmin
@@ -101,6 +101,42 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<privml.Session principal={self.principal!r} purpose={self.purpose!r}>"
+
+    def minimize(
+        self,
+        dataset: str,
+        model_name: str,
+        *,
+        target_accuracy: float,
+        name: str,
+        min_group_size: int = 1,
+        features: Sequence[str] | None = None,
+        model_version: int | None = None,
+        random_state: int | None = 0,
+    ) -> DatasetVersion:
+        """Register a minimized view of ``dataset``: the coarsest version of a model's features
+        that keeps its held-out agreement at ``target_accuracy``.
+
+        Needs ``pseudonymized`` (or more) on the features; the values reach only the
+        minimizer. The view is a new dataset ``name`` (its schema the features' fields,
+        its source recorded); the fitted minimizer is registered as
+        ``"<model_name>.minimizer"`` in ``vault.models``, linked to the model and the
+        view, so a data-collection form can ask only for the generalized values. DP
+        releases run on the source, never on the view. See :mod:`privml._views`.
+        """
+        from ._views import minimize
+
+        return minimize(
+            self,
+            dataset,
+            model_name,
+            target_accuracy=target_accuracy,
+            name=name,
+            min_group_size=min_group_size,
+            features=features,
+            model_version=model_version,
+            random_state=random_state,
+        )
 
     @property
     def he(self) -> HESession:
@@ -210,6 +246,12 @@ class Session:
         decisions: dict[str, Decision] = {}
         try:
             schema = self._store.schema(dataset)
+            source = self._store.derived_from(dataset)
+            if source is not None and needed in ("dp_aggregate", "dp_training"):
+                raise ConfigurationError(
+                    f"{dataset!r} is a minimized view of {source!r} and carries no privacy "
+                    f"budget of its own: run DP releases on {source!r}"
+                )
             decisions = self._decide(dataset, schema)
             for column in columns:
                 self._require(dataset, schema, decisions, column, needed)

@@ -44,6 +44,7 @@ datasets = sa.Table(
     sa.Column("schema", sa.Text, nullable=False),  # canonical JSON
     sa.Column("budget_epsilon", sa.Float, nullable=False),
     sa.Column("budget_delta", sa.Float, nullable=False),
+    sa.Column("derived_from", sa.String(128), nullable=True),  # source of a minimized view
     sa.Column("created", sa.String(40), nullable=False),
 )
 

@@ -1,0 +1,111 @@
+"""``session.minimize``: a minimized view of a dataset, fitted to what a model needs.
+
+The view is a new dataset holding only the model's features, each generalized
+(ranges, category groups, dropped, or per-cell representatives) as coarsely as
+the model allows at the target agreement; a grant can then give a purpose the
+view instead of the source. The fitted minimizer (whose representatives are
+real values, so personal data) is stored encrypted in the model registry, linked
+to the model and the view; the audit entry records only the kinds of
+generalization and the scores.
+
+A view carries no privacy budget of its own: DP releases run on its source, so
+that one ledger accounts for the people behind both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .exceptions import ConfigurationError
+from .schema import Schema
+
+if TYPE_CHECKING:
+    from ._datasets import DatasetVersion
+    from .session import Session
+
+__all__ = ["minimize"]
+
+
+def minimize(
+    session: Session,
+    dataset: str,
+    model_name: str,
+    *,
+    target_accuracy: float,
+    name: str,
+    min_group_size: int = 1,
+    features: Sequence[str] | None = None,
+    model_version: int | None = None,
+    random_state: int | None = 0,
+) -> DatasetVersion:
+    """Fit a :class:`~privml.minimization.Minimizer` for a registered model; store the view."""
+    from .minimization import Minimizer
+
+    models = session._models
+    info = models.info(model_name, model_version)
+    model = models._load(
+        model_name, info.version, principal=session.principal, purpose=session.purpose, audit=False
+    )
+    columns = list(features or info.metadata.get("features") or [])
+    if not columns:
+        raise ConfigurationError(
+            f"model {model_name!r} does not record its features; pass features=[...]"
+        )
+    # Values reach only the minimizer; the creator of the view sees none of them.
+    auth = session._authorize(
+        dataset, columns=columns, needed="pseudonymized", action="dataset.minimize"
+    )
+    loaded = session._load(auth)
+    frame = loaded.frame[columns]
+    schema = auth.schema
+    categorical = [c for c in columns if schema[c].kind in ("categorical", "text", "identifier")]
+    minimizer = Minimizer(
+        model,
+        target_accuracy=target_accuracy,
+        features=columns,
+        categorical=categorical,
+        min_group_size=min_group_size,
+        random_state=random_state,
+    ).fit(frame)
+    view = minimizer.transform(frame)
+    state = minimizer.to_dict()
+    kinds = {f: rule.get("kind") for f, rule in state["generalizations"]["features"].items()}
+    summary = {
+        "source": dataset,
+        "source_version": loaded.version,
+        "model": model_name,
+        "model_version": info.version,
+        "target_accuracy": target_accuracy,
+        "accuracy": float(minimizer.accuracy_),
+        "ncp": float(minimizer.ncp_),
+        "min_group_size": int(minimizer.group_sizes_[0]),
+        "generalizations": kinds,
+        "grant_ids": auth.grant_ids,
+        "policy_hash": auth.policy_hash,
+    }
+    source_budget = session._store.all_budgets()[dataset]
+    written = session._store.add(
+        name,
+        view.reset_index(drop=True),
+        schema=Schema({c: schema[c] for c in columns}),
+        budget=source_budget,
+        clipped={},
+        actor=session.principal,
+        purpose=session.purpose,
+        action="dataset.minimize",
+        extra=summary,
+        derived_from=dataset,
+    )
+    models._register(
+        f"{model_name}.minimizer",
+        Minimizer.from_dict(state),
+        trained_on=(dataset, loaded.version),
+        epsilon=None,
+        delta=None,
+        notes=f"minimizer behind view {name!r}",
+        extra={"minimization": state, "for_model": [model_name, info.version], "view": name},
+        principal=session.principal,
+        purpose=session.purpose,
+    )
+    return written
