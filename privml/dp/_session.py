@@ -16,7 +16,10 @@ from . import _stats
 from ._result import DPResult
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from ..session import Authorization, Session, Where
+    from .torch import TrainingRun, TrainResult
 
 __all__ = ["DPSession"]
 
@@ -178,6 +181,200 @@ class DPSession:
         from ._fit import fit
 
         return fit(self, estimator, dataset, features=features, target=target, name=name)
+
+    # -- deep learning (DP-SGD through Opacus) ------------------------------------------
+    def private_training(
+        self,
+        dataset: str,
+        *,
+        features: Sequence[str],
+        target: str,
+        module: Any,
+        optimizer: Any,
+        batch_size: int,
+        epochs: int,
+        max_grad_norm: float,
+        target_epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        criterion: Any = None,
+        grad_sample_mode: str = "ghost",
+        name: str | None = None,
+        fix_module: bool = False,
+    ) -> AbstractContextManager[TrainingRun]:
+        """Train your PyTorch module with DP-SGD in your own loop: reserved, guarded, settled.
+
+        A context manager yielding a :class:`~privml.dp.torch.TrainingRun`
+        whose ``model``, ``optimizer``, ``data_loader`` and ``criterion`` take
+        the place of yours. On entry the planned run (``epochs ×
+        len(data_loader)`` steps) is reserved in the ledger, or
+        :class:`~privml.BudgetExceededError` is raised and nothing trains. Each
+        ``optimizer.step()`` is counted; one past the reservation raises
+        ``BudgetExceededError`` before the parameter update. On exit (normal,
+        ``break``, or an exception) the reservation is settled on the steps
+        taken, and after a normal exit the model is registered in
+        ``vault.models`` as ``name`` with its (ε, δ).
+
+        Why it is private: Poisson-sampled batches (each row with probability
+        q = batch_size / N), each sample's whole gradient clipped to
+        ``max_grad_norm``, Gaussian noise of standard deviation
+        σ·``max_grad_norm`` on the sum: every step is the Poisson-sampled
+        Gaussian mechanism, composed over the steps released, which is the
+        event the ledger charges. It covers the model's parameters; what your
+        loop does with the batches themselves (printing losses, say) is yours.
+
+        Parameters
+        ----------
+        dataset : str
+            The dataset; ``features`` and ``target`` need ``dp_training``.
+        features : sequence of str
+            Numeric features are scaled into [0, 1] by their declared bounds
+            (clipped), categoricals one-hot encoded by their declared categories.
+        target : str
+            A categorical column (classification: int64 class indices in the
+            schema's category order) or a numeric one with bounds (regression:
+            float32 ``(N, 1)`` values scaled into [0, 1] by those bounds; the
+            registered model's ``predict`` maps back).
+        module : torch.nn.Module
+            The network. Modules Opacus cannot train (BatchNorm, ...) are
+            refused unless ``fix_module=True``.
+        optimizer : torch.optim.Optimizer
+            A plain optimizer over ``module``'s parameters.
+        batch_size : int
+            The expected batch size; q = batch_size / N.
+        epochs : int
+            Planned epochs (``len(data_loader)`` steps each).
+        max_grad_norm : float
+            The per-sample clip norm C.
+        target_epsilon : float, optional
+            Choose σ so the run's ε is at most this and the run fits the
+            dataset's remaining budget (and any allocation); ``run.binding``
+            says which bound bound.
+        noise_multiplier : float, optional
+            σ, given instead of ``target_epsilon``.
+        criterion : torch loss, optional
+            ``reduction`` 'mean' (default) or 'sum'. By default cross-entropy
+            for a categorical target, mean squared error for a numeric one.
+        grad_sample_mode : {"ghost", "hooks", "bk"}
+            Opacus ghost clipping (default), Opacus per-sample gradients, or
+            privml's one-backward book-keeping for Linear/Embedding stacks.
+        name : str, optional
+            The name to register the model under (default ``"<dataset>-dpsgd"``).
+        fix_module : bool
+            Let Opacus's ``ModuleValidator.fix`` replace unsupported layers, in
+            a copy (``run.model`` then trains the copy, not ``module``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> vault = getfixture("dp_vault")
+        >>> dp = vault.session("ana", purpose="studies").dp
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Linear(1, 2)
+        >>> with dp.private_training(
+        ...     "patients", features=["age"], target="sex", module=net,
+        ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+        ...     batch_size=2, epochs=1, max_grad_norm=1.0, noise_multiplier=8.0,
+        ... ) as run:
+        ...     for X, y in run.data_loader:
+        ...         run.optimizer.zero_grad()
+        ...         run.criterion(run.model(X), y).backward()
+        ...         run.optimizer.step()
+        >>> run.steps_taken, round(run.epsilon, 3), run.charge.status
+        (2, 0.38, 'committed')
+        >>> vault.models.info("patients-dpsgd").epsilon == run.epsilon
+        True
+        """
+        from .torch import private_training
+
+        return private_training(
+            self,
+            dataset,
+            features=features,
+            target=target,
+            module=module,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            epochs=epochs,
+            max_grad_norm=max_grad_norm,
+            target_epsilon=target_epsilon,
+            noise_multiplier=noise_multiplier,
+            criterion=criterion,
+            grad_sample_mode=grad_sample_mode,
+            name=name,
+            fix_module=fix_module,
+        )
+
+    def train(
+        self,
+        dataset: str,
+        *,
+        features: Sequence[str],
+        target: str,
+        module: Any,
+        optimizer: Any,
+        batch_size: int,
+        epochs: int,
+        max_grad_norm: float,
+        target_epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        criterion: Any = None,
+        grad_sample_mode: str = "ghost",
+        name: str | None = None,
+        fix_module: bool = False,
+        progress: bool = False,
+    ) -> TrainResult:
+        """Train with DP-SGD in a standard loop; return the registered model and a history.
+
+        The loop is :meth:`private_training`'s, written out (zero_grad,
+        forward, loss, backward, step over every epoch), with the same
+        parameters, plus ``progress=True`` for a tqdm progress bar. The
+        history has one row per epoch: mean training loss and the ledger's ε
+        so far. The loss is computed on the private batches and is not itself
+        protected by DP; the model is.
+
+        Returns
+        -------
+        TrainResult
+            ``(model, history)``: a :class:`~privml.dp.torch.TorchModel`
+            (``predict`` takes raw feature values) and a DataFrame.
+
+        Examples
+        --------
+        >>> import torch
+        >>> vault = getfixture("dp_vault")
+        >>> dp = vault.session("ana", purpose="studies").dp
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Linear(1, 2)
+        >>> model, history = dp.train(
+        ...     "patients", features=["age"], target="sex", module=net,
+        ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5), batch_size=2,
+        ...     epochs=2, max_grad_norm=1.0, target_epsilon=0.9, grad_sample_mode="bk",
+        ... )
+        >>> history[["epoch", "steps"]].values.tolist(), float(history["epsilon"].iloc[-1].round(2))
+        ([[1, 2], [2, 4]], 0.9)
+        >>> model.predict(vault.session("analyst", purpose="research").read("patients")).shape
+        (4,)
+        """
+        from .torch import train
+
+        return train(
+            self,
+            dataset,
+            features=features,
+            target=target,
+            module=module,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            epochs=epochs,
+            max_grad_norm=max_grad_norm,
+            target_epsilon=target_epsilon,
+            noise_multiplier=noise_multiplier,
+            criterion=criterion,
+            grad_sample_mode=grad_sample_mode,
+            name=name,
+            fix_module=fix_module,
+            progress=progress,
+        )
 
     # -- plumbing ---------------------------------------------------------------------
     def _field(self, dataset: str, column: str) -> Any:

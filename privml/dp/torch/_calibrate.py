@@ -1,0 +1,183 @@
+"""Choosing the noise multiplier σ so a planned run fits the target ε and the remaining budget.
+
+Both conditions are the ledger's own figures, so the calibration and the
+charge agree: the run's ε on its own is :func:`~privml.accounting.composition.
+epsilon_alone` (what a charge reports as "requested": the smaller of RDP and
+PLD), and whether it fits the dataset's budget (and any allocation of the
+principal or purpose) is :meth:`~privml.accounting.Ledger.what_if`, the very
+check a reservation makes. Both fall as σ grows, so the smallest σ meeting
+each is found by a search in log σ (regula falsi, Illinois variant) that always
+keeps a σ known to fit as the upper end of its bracket, and returns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ...accounting.composition import epsilon_alone, rdp_curve, rdp_epsilon
+from ...accounting.events import PrivacyEvent
+from ...accounting.ledger import Ledger
+from ...exceptions import BudgetExceededError, ConfigurationError
+
+__all__ = ["Calibration", "calibrate"]
+
+log = logging.getLogger("privml.dp.torch")
+
+SIGMA_MAX = 1e4  # beyond this a run learns nothing; refuse instead
+_RTOL = 1e-3  # stop when the bracket is this narrow (relative), or ε is this close under the cap
+
+# A probe of σ: (fits, log(figure / cap)), the latter None when there is no usable figure.
+Probe = Callable[[float], tuple[bool, float | None]]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The chosen σ and what bound it."""
+
+    noise_multiplier: float
+    binding: str
+    note: str
+
+
+def calibrate(
+    ledger: Ledger,
+    dataset: str,
+    event_for: Callable[[float], PrivacyEvent],
+    *,
+    delta: float,
+    target_epsilon: float,
+    principal: str,
+    purpose: str,
+) -> Calibration:
+    """The smallest σ whose run has ε <= ``target_epsilon`` and fits the budget now."""
+    if not (isinstance(target_epsilon, int | float) and 0 < target_epsilon < math.inf):
+        raise ConfigurationError(f"target_epsilon must be finite and > 0, got {target_epsilon!r}")
+    if delta <= 0:
+        raise ConfigurationError(
+            f"dataset {dataset!r} has a pure-DP budget (δ = 0); DP-SGD (Gaussian noise) "
+            "needs a budget with δ > 0"
+        )
+
+    def by(figure: Callable[[float], float]) -> Probe:
+        def probe(sigma: float) -> tuple[bool, float | None]:
+            eps = figure(sigma)
+            ratio = math.log(eps / target_epsilon) if 0 < eps < math.inf else None
+            return eps <= target_epsilon, ratio
+
+        return probe
+
+    # RDP alone is quick and never below the ledger's figure: it brackets the real search.
+    rdp_sigma, _ = _smallest(by(lambda s: rdp_epsilon(rdp_curve(event_for(s)), delta)))
+    sigma, _ = _smallest(by(lambda s: epsilon_alone(event_for(s), delta)), hi=rdp_sigma)
+    check = ledger.what_if(dataset, event_for(sigma), principal=principal, purpose=purpose)
+    if check.allowed:
+        note = (
+            f"σ={sigma:.4g} from target_epsilon={target_epsilon:g}: the target binds (the "
+            f"dataset's budget has ε={check.epsilon_total - check.epsilon_spent:.4g} left)"
+        )
+        log.info(note)
+        return Calibration(sigma, "target", note)
+    refused_by = {sigma: check.refused_by}
+
+    def fits(s: float) -> tuple[bool, float | None]:
+        w = ledger.what_if(dataset, event_for(s), principal=principal, purpose=purpose)
+        refused_by[s] = w.refused_by
+        ratio = (
+            math.log(w.epsilon_after / w.epsilon_total)
+            if w.refused_by in (None, "dataset") and 0 < w.epsilon_after < math.inf
+            else None
+        )
+        return w.allowed, ratio
+
+    try:
+        sigma, below = _smallest(fits, lo=sigma)
+    except _NoFit:
+        binding = _scope(check.refused_by)
+        err = BudgetExceededError(
+            f"no noise multiplier up to {SIGMA_MAX:g} lets this run fit the {binding} of dataset "
+            f"{dataset!r}: spent ε={check.epsilon_spent:.4g} of ε={check.epsilon_total:.4g} "
+            f"at δ={delta:g}. Nothing was charged or trained; see vault.budget({dataset!r})."
+        )
+        vars(err).update(
+            dataset=dataset,
+            spent=check.epsilon_spent,
+            total=check.epsilon_total,
+            remaining=max(check.epsilon_total - check.epsilon_spent, 0.0),
+            scope=binding,
+        )
+        raise err from None
+    binding = _scope(refused_by[below])  # what refuses just under the chosen σ
+    note = (
+        f"σ={sigma:.4g}: the {binding} binds, not target_epsilon={target_epsilon:g} "
+        f"(spent ε={check.epsilon_spent:.4g} of ε={check.epsilon_total:.4g}), so the run "
+        "will spend less than the target"
+    )
+    log.info(note)
+    return Calibration(sigma, binding, note)
+
+
+class _NoFit(Exception):
+    pass
+
+
+def _scope(refused_by: str | None) -> str:
+    return "budget" if refused_by in (None, "dataset") else refused_by
+
+
+def _smallest(
+    probe: Probe, *, lo: float | None = None, hi: float | None = None
+) -> tuple[float, float]:
+    """The smallest σ (to :data:`_RTOL`) that ``probe`` accepts, and a σ below it that fails.
+
+    ``lo`` is known to fail, ``hi`` to fit.
+    """
+    seen: dict[float, tuple[bool, float | None]] = {}
+
+    def look(sigma: float) -> tuple[bool, float | None]:
+        if sigma not in seen:
+            seen[sigma] = probe(sigma)
+        return seen[sigma]
+
+    if hi is None:
+        hi = max(2 * lo, 1.0) if lo is not None else 1.0
+        while not look(hi)[0]:
+            lo, hi = hi, hi * 2
+            if hi > SIGMA_MAX:
+                raise _NoFit
+    if lo is None:
+        lo = hi
+        while True:
+            lo *= 0.8
+            if lo < 1e-3:  # fits even with almost no noise
+                return hi, lo
+            if not look(lo)[0]:
+                break
+            hi = lo
+    value_hi = look(hi)[1]  # log(figure / cap) at the end that fits
+    f_lo, f_hi = look(lo)[1], value_hi  # the same, as weighted for interpolation
+    side = 0
+    for _ in range(60):
+        if (hi - lo) / hi < _RTOL or (value_hi is not None and value_hi > -_RTOL):
+            break
+        x_lo, x_hi = math.log(lo), math.log(hi)
+        x = 0.5 * (x_lo + x_hi)
+        if f_lo is not None and f_hi is not None and f_lo > 0 >= f_hi:
+            guess = x_hi - f_hi * (x_hi - x_lo) / (f_hi - f_lo)
+            if x_lo < guess < x_hi:
+                x = guess
+        sigma = math.exp(x)
+        ok, value = look(sigma)
+        if ok:
+            hi, value_hi, f_hi = sigma, value, value
+            if side == 1 and f_lo is not None:
+                f_lo /= 2  # Illinois: keep the other end from sticking
+            side = 1
+        else:
+            lo, f_lo = sigma, value
+            if side == -1 and f_hi is not None:
+                f_hi /= 2
+            side = -1
+    return hi, lo

@@ -1,0 +1,121 @@
+"""The end of a ``private_training`` block: unwrap, settle on the steps taken, register."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ...accounting.composition import epsilon_alone
+from ...accounting.events import PrivacyEvent
+from ._data import TrainingData
+from ._engine import Engine
+from ._model import TorchModel
+from ._training_run import TrainingRun
+
+if TYPE_CHECKING:
+    from ...accounting.ledger import Reservation
+    from .._session import DPSession
+
+__all__ = ["finish", "register"]
+
+
+def finish(
+    run: TrainingRun,
+    engine: Engine,
+    reservation: Reservation,
+    accountant: Any,
+    event_for: Callable[[float, int, float | None], PrivacyEvent],
+) -> None:
+    """Take the wrappers off and settle the reservation on the steps actually released."""
+    try:
+        run.model = engine.close()
+    finally:
+        taken = run.steps_taken
+        if taken == 0:
+            run.charge = reservation.release()
+            run.epsilon = 0.0
+        else:
+            run.opacus_epsilon, run.opacus_notes = _opacus_epsilon(accountant, run.delta)
+            reported = run.opacus_epsilon
+            if reported is not None and not (0 < reported < math.inf):
+                reported = None
+            actual = event_for(run.noise_multiplier, taken, reported)
+            run.charge = reservation.settle(actual)
+            run.epsilon = epsilon_alone(actual, run.delta)
+
+
+def _opacus_epsilon(accountant: Any, delta: float) -> tuple[float | None, list[str]]:
+    """Opacus's RDP accountant's ε, and what it warned about (kept, not raised)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            epsilon = float(accountant.get_epsilon(delta=delta))
+        except Exception as err:  # its figure is informative only; the ledger's is charged
+            return None, [f"{type(err).__name__}: {err}"]
+    return epsilon, [str(w.message) for w in caught]
+
+
+def register(
+    dp: DPSession,
+    run: TrainingRun,
+    engine: Engine,
+    data: TrainingData,
+    features: list[str],
+    target: str,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Register the trained network, its input view and its hyperparameters in vault.models."""
+    session = dp._session
+    trained = TorchModel(
+        module=engine.plain,
+        scaler=data.scaler,
+        features=features,
+        target=target,
+        task=data.task,
+        classes=data.classes,
+        target_bounds=data.target_bounds,
+    )
+    settings = {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in optimizer.defaults.items()
+        if isinstance(v, int | float | str | bool | tuple) and v is not None
+    }
+    extra = {
+        "features": features,
+        "target": target,
+        "task": data.task,
+        "classes": data.classes,
+        "target_bounds": data.target_bounds,
+        "training": {
+            "grad_sample_mode": run.grad_sample_mode,
+            "noise_multiplier": run.noise_multiplier,
+            "sample_rate": run.sample_rate,
+            "batch_size": run.batch_size,
+            "max_grad_norm": run.max_grad_norm,
+            "epochs": run.epochs,
+            "steps": run.steps_taken,
+            "steps_planned": run.steps_planned,
+            "optimizer": type(optimizer).__name__,
+            "optimizer_settings": settings,
+            "binding": run.binding,
+            "request_id": run.request_id,
+        },
+        "opacus_epsilon": run.opacus_epsilon,
+        "opacus_accountant": "rdp, q = 1/len(data_loader)",
+    }
+    run.model_info = session._models._register(
+        run.name,
+        trained,
+        trained_on=(run.dataset, run.version),
+        epsilon=run.epsilon,
+        delta=run.delta,
+        notes=f"DP-SGD ({run.grad_sample_mode}), {run.steps_taken} steps",
+        extra=extra,
+        principal=session.principal,
+        purpose=session.purpose,
+    )
+    run.trained = trained

@@ -1,0 +1,164 @@
+"""Training tensors from a session's values: features scaled by the schema, targets encoded by it.
+
+Nothing here is learned from the data: numeric features are clipped to their
+declared bounds and mapped into [0, 1], categoricals one-hot encoded by their
+declared categories (privml's :class:`~privml.dp.SchemaScaler`), a categorical
+target becomes class indices in its declared order, and a numeric one is
+clipped to its bounds and mapped into [0, 1] by them (predictions are mapped
+back). Missing feature values become 0 (the lower bound).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from opacus.data_loader import DPDataLoader
+from torch import nn
+from torch.utils.data import TensorDataset, default_collate
+
+from ...exceptions import ConfigurationError
+from ...schema import Schema
+from .._fit import _scaler
+from ..scaling import SchemaScaler
+
+__all__ = [
+    "PoissonLoader",
+    "Rows",
+    "Task",
+    "TrainingData",
+    "default_criterion",
+    "prepare",
+    "scaler_for",
+    "stacked",
+    "task_of",
+]
+
+Task = Literal["classification", "regression"]
+
+
+class _Batch(Sequence[tuple[torch.Tensor, ...]]):
+    """A batch's rows, held as one stacked tensor per column (rows are views on demand)."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        return tuple(t[i] for t in self.tensors)
+
+
+class Rows(TensorDataset):
+    """Rows of tensors, fetched a batch at a time: one index per tensor, not one per row.
+
+    The batch's rows are the sampler's (Poisson) choice either way; this only
+    saves a Python call per row. :func:`stacked` collates it without copying
+    row by row; any other collate function sees an ordinary list of rows.
+    """
+
+    def __getitems__(self, indices: list[int]) -> _Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return _Batch([t[index] for t in self.tensors])
+
+
+def stacked(batch: Any) -> Any:
+    """The collate function for :class:`Rows`: its batches come stacked already."""
+    if isinstance(batch, _Batch):
+        return list(batch.tensors)
+    return default_collate(batch)
+
+
+class PoissonLoader(DPDataLoader):  # type: ignore[misc]
+    """Opacus's Poisson-sampling loader, counting the batches it has handed out.
+
+    The step guard compares the count with the steps taken: a step needs a
+    batch of its own from this loader, so a loop over batches drawn some
+    other way (fixed-size, shuffled, reused) is refused instead of charged
+    as if it were Poisson-sampled.
+    """
+
+    batches_drawn = 0
+
+    def __iter__(self) -> Any:
+        for batch in super().__iter__():
+            self.batches_drawn += 1
+            yield batch
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Feature and target tensors, and how they were made from the columns."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    scaler: SchemaScaler
+    task: Task
+    classes: list[Any] | None
+    target_bounds: tuple[float, float] | None
+
+
+def task_of(schema: Schema, target: str) -> tuple[Task, list[Any] | None]:
+    """Classification for a categorical target (with its classes), regression for a numeric one."""
+    if target not in schema:
+        raise ConfigurationError(f"no target column {target!r} in the schema")
+    field = schema[target]
+    if field.kind == "categorical":
+        return "classification", list(field.categories or ())
+    if field.kind in ("numeric", "integer"):
+        if field.bounds is None:
+            raise ConfigurationError(f"numeric target {target!r} needs declared bounds")
+        return "regression", None
+    raise ConfigurationError(
+        f"target {target!r} is {field.kind}; it must be categorical (classification) "
+        "or numeric with bounds (regression)"
+    )
+
+
+def scaler_for(schema: Schema, features: Sequence[str]) -> SchemaScaler:
+    """The fixed feature scaler given by the schema (no privacy cost)."""
+    if isinstance(features, str) or not features:
+        raise ConfigurationError("features= takes a non-empty list of column names")
+    return _scaler(schema, list(features), normed=False)
+
+
+def prepare(
+    schema: Schema,
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    target: str,
+    scaler: SchemaScaler,
+) -> TrainingData:
+    """Tensors for ``frame``: float32 features; int64 classes or float32 ``(N, 1)`` in [0, 1]."""
+    task, classes = task_of(schema, target)
+    X = np.nan_to_num(scaler.transform(frame[list(features)]), nan=0.0)
+    column = frame[target]
+    if column.isna().any():
+        raise ConfigurationError(
+            f"target {target!r} has missing values; DP-SGD needs a target on every row "
+            "(add a version of the dataset without them)"
+        )
+    if task == "classification":
+        assert classes is not None
+        codes = pd.Categorical(column.astype(object), categories=classes).codes
+        y = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        bounds = None
+    else:
+        bounds_ = schema[target].bounds
+        assert bounds_ is not None  # task_of checked it
+        lo, hi = bounds_
+        values = (np.clip(column.to_numpy(dtype=float), lo, hi) - lo) / (hi - lo)
+        y = torch.as_tensor(values, dtype=torch.float32).reshape(-1, 1)
+        bounds = (float(lo), float(hi))
+    X_tensor = torch.as_tensor(X, dtype=torch.float32)
+    return TrainingData(X_tensor, y, scaler, task, classes, bounds)
+
+
+def default_criterion(task: Task) -> nn.Module:
+    """Cross-entropy for classification, mean squared error for regression."""
+    return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()

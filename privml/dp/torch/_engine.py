@@ -1,0 +1,258 @@
+"""Wiring one training mode: the module wrapper, the guarded optimizer and the loss.
+
+Modes: ``"ghost"`` (Opacus ghost clipping, the default), ``"hooks"`` (Opacus
+per-sample gradients) and ``"bk"`` (privml's book-keeping for Linear and
+Embedding stacks, one backward pass). All three clip each sample's whole
+gradient to ``max_grad_norm`` and add the same Gaussian noise through
+Opacus's optimizers, so they release the same mechanism.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer
+from opacus.utils.fast_gradient_clipping_utils import (
+    DPLossFastGradientClipping,
+    DPTensorFastGradientClipping,
+)
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from ...exceptions import ConfigurationError
+from ._bk import BookKeeping, check_bk_module
+from ._optim import BKOptimizer, GhostOptimizer, HooksOptimizer, StepGuard
+
+__all__ = ["FIRST_LAYER_HOOK", "MODES", "Engine", "build", "loss_reduction", "prepare_module"]
+
+MODES = ("ghost", "hooks", "bk")
+# torch warns when a hooked layer's inputs need no gradient: true of the first layer on
+# every data batch, harmless, and nothing the caller can act on.
+FIRST_LAYER_HOOK = "Full backward hook is firing when gradients are computed with respect to"
+_PARAM_ATTRS = ("grad_sample", "_forward_counter", "_current_grad_sample", "_norm_sample")
+_MODULE_ATTRS = ("activations", "max_batch_len")
+
+
+class _GhostModule(GradSampleModuleFastGradientClipping):  # type: ignore[misc]
+    """Opacus's ghost-clipping module, noting whether the last backward was the clipped pass."""
+
+    privml_clipped = False
+
+    def capture_backprops_hook(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.hooks_enabled:  # a first (unclipped) pass is under way
+            self.privml_clipped = False
+        return super().capture_backprops_hook(module, *args, **kwargs)
+
+    def enable_hooks(self) -> None:
+        if not getattr(self, "hooks_enabled", True):  # the clipped pass, run with hooks off, ended
+            self.privml_clipped = True
+        super().enable_hooks()
+
+
+class _PerSampleLoss:
+    """A criterion whose ``reduction='none'`` gives one loss per sample (what ghost clipping needs).
+
+    Losses over several outputs per sample (e.g. MSE on ``(N, k)``) are
+    averaged (or summed, for ``reduction='sum'``) within each sample, so the
+    batch's reduced loss is unchanged.
+    """
+
+    def __init__(self, criterion: Any, reduction: str) -> None:
+        self.criterion = criterion
+        self.reduction = reduction
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.reduction != "none":
+            out: torch.Tensor = self.criterion(*args, **kwargs)
+            return out
+        saved = self.criterion.reduction
+        self.criterion.reduction = "none"
+        try:
+            losses: torch.Tensor = self.criterion(*args, **kwargs)
+        finally:
+            self.criterion.reduction = saved
+        if losses.dim() <= 1:
+            return losses
+        flat = losses.reshape(losses.shape[0], -1)
+        return flat.mean(1) if saved == "mean" else flat.sum(1)
+
+
+class _QuietLoss(DPTensorFastGradientClipping):  # type: ignore[misc]
+    """Opacus's ghost-clipping loss, without torch's first-layer hook warning."""
+
+    def backward(self) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=FIRST_LAYER_HOOK, category=UserWarning)
+            super().backward()
+
+
+class _GhostLoss(DPLossFastGradientClipping):  # type: ignore[misc]
+    """Opacus's ghost-clipping criterion, returning :class:`_QuietLoss`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        loss = super().__call__(*args, **kwargs)
+        return _QuietLoss(loss.module, loss.optimizer, loss.loss_per_sample, loss.loss_reduction)
+
+
+@dataclass
+class Engine:
+    """What a run hands the user, and how to take it apart afterwards."""
+
+    model: nn.Module
+    optimizer: Any
+    criterion: Any
+    plain: nn.Module
+    close: Callable[[], nn.Module]
+
+
+def prepare_module(
+    module: nn.Module, optimizer: torch.optim.Optimizer, *, mode: str, fix_module: bool
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """Check (and with ``fix_module``, fix) the module for DP-SGD in ``mode``; touches no data."""
+    if mode not in MODES:
+        raise ConfigurationError(f"grad_sample_mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(module, nn.Module):
+        raise ConfigurationError(f"module= takes a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(module, GradSampleModule | GradSampleModuleFastGradientClipping):
+        raise ConfigurationError("pass the plain nn.Module; privml wraps it itself")
+    if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigurationError(
+            "optimizer= takes a plain torch.optim.Optimizer over the module's parameters, "
+            "e.g. torch.optim.SGD(module.parameters(), lr=0.1); privml makes it private"
+        )
+    owned = {id(p) for p in module.parameters()}
+    for group in optimizer.param_groups:
+        if any(id(p) not in owned for p in group["params"]):
+            raise ConfigurationError("the optimizer holds parameters that are not the module's")
+    module.train()
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in sub.parameters(recurse=False)
+        ):
+            raise ConfigurationError(
+                f"{name or 'the module'} is a {type(sub).__name__} without trainable parameters: "
+                "it mixes the samples of a batch, so per-sample clipping does not bound one "
+                "record's influence. Replace it with nn.GroupNorm or nn.LayerNorm."
+            )
+    errors = ModuleValidator.validate(module, strict=False)
+    if errors:
+        if not fix_module:
+            found = "; ".join(str(e) for e in errors)
+            raise ConfigurationError(
+                f"the module cannot be trained with DP-SGD as it is: {found}. Pass "
+                "fix_module=True to let Opacus's ModuleValidator.fix replace these layers "
+                "(BatchNorm becomes GroupNorm) in a copy: run.model then trains the copy, "
+                "not your module."
+            )
+        fixed = ModuleValidator.fix(module)
+        still = ModuleValidator.validate(fixed, strict=False)
+        if still:
+            raise ConfigurationError(f"ModuleValidator.fix could not fix the module: {still}")
+        optimizer = _rebind(optimizer, module, fixed)
+        module = fixed
+    if mode == "bk":
+        check_bk_module(module)
+    return module, optimizer
+
+
+def loss_reduction(criterion: Any) -> str:
+    """The criterion's reduction: 'mean' (also when it has none) or 'sum'."""
+    reduction = getattr(criterion, "reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ConfigurationError(
+            f"the criterion's reduction must be 'mean' or 'sum', got {reduction!r}"
+        )
+    return str(reduction)
+
+
+def _rebind(
+    optimizer: torch.optim.Optimizer, old: nn.Module, new: nn.Module
+) -> torch.optim.Optimizer:
+    """The same optimizer (class, groups, settings) over the fixed copy's parameters."""
+    names = {id(p): n for n, p in old.named_parameters()}
+    params = dict(new.named_parameters())
+    groups = []
+    for group in optimizer.param_groups:
+        moved = [params[names[id(p)]] for p in group["params"] if names[id(p)] in params]
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved})
+    try:
+        return type(optimizer)(groups, **optimizer.defaults)
+    except TypeError as err:
+        raise ConfigurationError(
+            f"cannot rebuild {type(optimizer).__name__} for the fixed module ({err}); fix the "
+            "module first with opacus.validators.ModuleValidator.fix, then build the optimizer"
+        ) from err
+
+
+def build(
+    mode: str,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: Any,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    batch_size: int,
+    guard: StepGuard | None,
+) -> Engine:
+    """Wrap ``module`` and ``optimizer`` for ``mode``; ``guard`` sits in front of every step."""
+    reduction = loss_reduction(criterion)
+    settings = {
+        "noise_multiplier": noise_multiplier,
+        "max_grad_norm": max_grad_norm,
+        "expected_batch_size": batch_size,
+        "loss_reduction": reduction,
+    }
+    if mode == "bk":
+        bk = BookKeeping(module, loss_reduction=reduction)
+        dp_optimizer = BKOptimizer(optimizer, **settings)
+        dp_optimizer.bookkeeping = bk
+        dp_optimizer.privml_guard = guard
+
+        def close_bk() -> nn.Module:
+            bk.detach()
+            _clean(module)
+            return module
+
+        return Engine(module, dp_optimizer, criterion, module, close_bk)
+    wrapped: Any
+    if mode == "hooks":
+        wrapped = GradSampleModule(module, batch_first=True, loss_reduction=reduction)
+        wrapped.forbid_grad_accumulation()
+        dp_optimizer = HooksOptimizer(optimizer, **settings)
+        loss = criterion
+    else:
+        wrapped = _GhostModule(
+            module,
+            batch_first=True,
+            loss_reduction=reduction,
+            max_grad_norm=max_grad_norm,
+            use_ghost_clipping=True,
+        )
+        dp_optimizer = GhostOptimizer(optimizer, **settings)
+        dp_optimizer.ghost_module = wrapped
+        loss = _GhostLoss(wrapped, dp_optimizer, _PerSampleLoss(criterion, reduction), reduction)
+    dp_optimizer.privml_guard = guard
+
+    def close() -> nn.Module:
+        wrapped._close()
+        _clean(module)
+        return module
+
+    return Engine(wrapped, dp_optimizer, loss, module, close)
+
+
+def _clean(module: nn.Module) -> None:
+    """Remove what training left on the module, so it pickles as a plain module."""
+    for sub in module.modules():
+        for attr in _MODULE_ATTRS:
+            sub.__dict__.pop(attr, None)
+    for p in module.parameters():
+        for attr in (*_PARAM_ATTRS, "summed_grad"):
+            if hasattr(p, attr):
+                delattr(p, attr)

@@ -1,0 +1,258 @@
+"""``session.dp.private_training``: your loop; privml's sampling, clipping, noise and ledger.
+
+Why a run is private (add/remove one record): batches are Poisson samples
+(each row independently with probability q = batch_size / N, Opacus's
+``DPDataLoader``); every optimizer step clips each sample's whole gradient to
+``max_grad_norm`` and adds Gaussian noise of standard deviation
+σ·``max_grad_norm`` to their sum (Opacus's optimizers; privml's book-keeping
+for ``"bk"``), so each step is the Poisson-sampled Gaussian mechanism and the
+run is ``steps`` of them, self-composed: exactly the ``dp_sgd`` event the
+ledger reserves before the first batch and settles on the steps released. A
+step past the reservation is refused before the update, so the settled event
+always covers what left the data. The model, and anything computed from it
+alone, is post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from opacus.accountants import RDPAccountant
+from torch import nn
+
+from ..._models import _NAME
+from ...accounting.composition import epsilon_alone
+from ...accounting.events import PrivacyEvent
+from ...exceptions import ConfigurationError
+from ._calibrate import calibrate
+from ._close import finish, register
+from ._data import PoissonLoader, Rows, default_criterion, prepare, scaler_for, stacked, task_of
+from ._deps import OPACUS_VERSION
+from ._engine import build, loss_reduction, prepare_module
+from ._optim import StepGuard
+from ._training_run import TrainingRun
+
+if TYPE_CHECKING:
+    from .._session import DPSession
+
+__all__ = ["TrainingRun", "private_training"]
+
+
+def _positive(name: str, value: Any, kind: type = float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and isinstance(value, int) and value >= 1
+    elif ok:
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        what = "an integer >= 1" if kind is int else "finite and > 0"
+        raise ConfigurationError(f"{name} must be {what}, got {value!r}")
+
+
+def _check(
+    batch_size: Any,
+    epochs: Any,
+    max_grad_norm: Any,
+    target_epsilon: Any,
+    noise_multiplier: Any,
+    name: str,
+) -> None:
+    _positive("batch_size", batch_size, int)
+    _positive("epochs", epochs, int)
+    _positive("max_grad_norm", max_grad_norm)
+    if (target_epsilon is None) == (noise_multiplier is None):
+        raise ConfigurationError(
+            "give exactly one of target_epsilon= (privml chooses σ) or noise_multiplier= (σ)"
+        )
+    if target_epsilon is not None:
+        _positive("target_epsilon", target_epsilon)
+    else:
+        _positive("noise_multiplier", noise_multiplier)
+    if not _NAME.match(name):
+        raise ConfigurationError(
+            f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-'"
+        )
+
+
+@contextmanager
+def private_training(
+    dp: DPSession,
+    dataset: str,
+    *,
+    features: Sequence[str],
+    target: str,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    epochs: int,
+    max_grad_norm: float,
+    target_epsilon: float | None = None,
+    noise_multiplier: float | None = None,
+    criterion: Any = None,
+    grad_sample_mode: str = "ghost",
+    name: str | None = None,
+    fix_module: bool = False,
+) -> Iterator[TrainingRun]:
+    """Reserve a DP-SGD run, hand out its parts, settle and register it on exit.
+
+    See :meth:`privml.dp.DPSession.private_training` for the parameters.
+    """
+    session = dp._session
+    name = name if name is not None else f"{dataset}-dpsgd"
+    _check(batch_size, epochs, max_grad_norm, target_epsilon, noise_multiplier, name)
+    # 1. Everything that needs no data: arguments, schema, module, loss.
+    schema = session._store.schema(dataset)
+    scaler = scaler_for(schema, features)
+    features = list(features)
+    task, _ = task_of(schema, target)
+    criterion = criterion if criterion is not None else default_criterion(task)
+    loss_reduction(criterion)
+    module, optimizer = prepare_module(
+        module, optimizer, mode=grad_sample_mode, fix_module=fix_module
+    )
+    # 2. The policy: dp_training (or more revealing) on every column used.
+    version = session._store.latest_version(dataset)
+    auth = session._authorize(
+        dataset,
+        columns=[*features, target],
+        needed="dp_training",
+        action="dp.train",
+        version=version,
+    )
+    # 3. Values, decrypted inside privml: N fixes q = batch_size / N. Nothing reaches the
+    #    model or the caller until the reservation below is held.
+    loaded = session._load(auth, version=version)
+    data = prepare(schema, loaded.frame, features, target, scaler)
+    n = len(data.y)
+    if batch_size > n:
+        raise ConfigurationError(f"batch_size={batch_size} exceeds the {n} rows available")
+    loader = PoissonLoader(Rows(data.X, data.y), sample_rate=batch_size / n, collate_fn=stacked)
+    steps_per_epoch = len(loader)
+    planned = epochs * steps_per_epoch
+
+    def event_for(
+        sigma: float, steps: int = planned, reported: float | None = None
+    ) -> PrivacyEvent:
+        return PrivacyEvent.dp_sgd(
+            noise_multiplier=sigma,
+            steps=steps,
+            batch_size=batch_size,
+            n=n,
+            max_grad_norm=max_grad_norm,
+            library="opacus",
+            library_version=OPACUS_VERSION,
+            reported_epsilon=reported,
+        )
+
+    # 4. The plan: σ (given, or calibrated against the target and the budget), reserved.
+    delta = next(d.budget.delta for d in session._store.all() if d.name == dataset)
+    binding = note = None
+    if target_epsilon is not None:
+        cal = calibrate(
+            session._ledger,
+            dataset,
+            event_for,
+            delta=delta,
+            target_epsilon=target_epsilon,
+            principal=session.principal,
+            purpose=session.purpose,
+        )
+        sigma, binding, note = cal.noise_multiplier, cal.binding, cal.note
+    else:
+        assert noise_multiplier is not None
+        sigma = float(noise_multiplier)
+    plan = event_for(sigma)
+    request_id = f"dp.train-{secrets.token_hex(8)}"
+    reservation = session._ledger.reserve(
+        dataset,
+        event=plan,
+        principal=session.principal,
+        purpose=session.purpose,
+        request_id=request_id,
+        version=version,
+        context={
+            "release": "dp.train",
+            "columns": auth.columns,
+            "grant_ids": auth.grant_ids,
+            "policy_hash": auth.policy_hash,
+            "where": [],
+            "content_hash": loaded.content_hash,
+            "rows_withheld": loaded.rows_withheld,
+            "grad_sample_mode": grad_sample_mode,
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "target_epsilon": target_epsilon,
+            "binding": binding,
+            "model": name,
+        },
+    )
+    # 5. From here every exit settles or releases the reservation.
+    try:
+        guard = StepGuard(
+            limit=planned,
+            dataset=dataset,
+            request_id=request_id,
+            drawn=lambda: loader.batches_drawn,
+            on_refuse=lambda step: session._write(
+                "dp.train.step",
+                "refused",
+                dataset,
+                version,
+                {"request_id": request_id, "step": step, "steps_reserved": planned},
+            ),
+        )
+        engine = build(
+            grad_sample_mode,
+            module,
+            optimizer,
+            criterion,
+            noise_multiplier=sigma,
+            max_grad_norm=max_grad_norm,
+            batch_size=batch_size,
+            guard=guard,
+        )
+        accountant = RDPAccountant()  # Opacus's own figure, for cross-checking only
+        engine.optimizer.attach_step_hook(
+            accountant.get_optimizer_hook_fn(sample_rate=1 / steps_per_epoch)
+        )
+        run = TrainingRun(
+            model=engine.model,
+            optimizer=engine.optimizer,
+            data_loader=loader,
+            criterion=engine.criterion,
+            epochs=epochs,
+            epsilon_planned=epsilon_alone(plan, delta),
+            noise_multiplier=sigma,
+            sample_rate=batch_size / n,
+            batch_size=batch_size,
+            n=n,
+            max_grad_norm=float(max_grad_norm),
+            delta=delta,
+            steps_per_epoch=steps_per_epoch,
+            steps_planned=planned,
+            grad_sample_mode=grad_sample_mode,
+            dataset=dataset,
+            version=version,
+            request_id=request_id,
+            name=name,
+            binding=binding,
+            calibration=note,
+            _guard=guard,
+            _planned=plan,
+        )
+    except BaseException:
+        reservation.release()
+        raise
+    completed = False
+    try:
+        yield run
+        completed = True
+    finally:
+        finish(run, engine, reservation, accountant, event_for)
+    if completed and run.steps_taken > 0:
+        register(dp, run, engine, data, features, target, optimizer)

@@ -1,0 +1,118 @@
+"""The run object a ``private_training`` block yields: its parts, its plan and, after, its cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..._models import ModelInfo
+from ...accounting.composition import epsilon_alone
+from ...accounting.events import PrivacyEvent
+from ...accounting.records import Charge
+from ._model import TorchModel
+from ._optim import StepGuard
+
+__all__ = ["TrainingRun"]
+
+
+@dataclass(eq=False)
+class TrainingRun:
+    """One DP-SGD run, as yielded by :meth:`privml.dp.DPSession.private_training`.
+
+    Use ``model``, ``optimizer``, ``data_loader`` and ``criterion`` in your loop
+    as you would the non-private ones. Figures are at the dataset's δ.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The module to call (wrapped by Opacus for ``"ghost"`` and ``"hooks"``).
+        After the block: the plain trained module.
+    optimizer
+        The DP optimizer: each ``step()`` clips, adds noise, counts the step,
+        and refuses one past the reservation before updating anything.
+    data_loader : torch.utils.data.DataLoader
+        Poisson batches of (features, target) tensors: features scaled into
+        [0, 1] by the schema's bounds; int64 class indices (in the schema's
+        category order), or float32 ``(N, 1)`` values scaled into [0, 1] by the
+        target's declared bounds.
+    criterion
+        The loss to call. With ``"ghost"`` it must be this one (its
+        ``backward()`` runs the clipping pass; a plain loss is refused at ``step()``).
+    epochs, steps_per_epoch, steps_planned : int
+        The reservation covers ``epochs × steps_per_epoch`` steps
+        (``steps_per_epoch == len(data_loader)``).
+    epsilon_planned : float
+        ε of the planned run on its own, as the ledger computes it.
+    noise_multiplier, sample_rate, batch_size, n, max_grad_norm, delta
+        σ, q = batch_size / n, the expected batch size, the rows, the clip norm, δ.
+    binding : str or None
+        With ``target_epsilon``: ``"target"``, ``"budget"``, ``"principal:..."``
+        or ``"purpose:..."``, whichever bound σ; ``calibration`` says so in words.
+    request_id : str
+        The ledger reservation (settled when the block exits).
+    name : str
+        The name the model is registered under.
+    epsilon, opacus_epsilon : float or None
+        After the block: the ledger's ε for the steps taken, and the ε Opacus's
+        own RDP accountant reports (q = 1/len(data_loader), RDP only), for
+        cross-checking; the ledger's figure is the one charged.
+    opacus_notes : list of str
+        Warnings Opacus's accountant gave while computing its figure.
+    charge : Charge or None
+        After the block: the settled (or released) ledger row.
+    model_info : ModelInfo or None
+        After a block that ended normally with steps taken: the registered model.
+    trained : TorchModel or None
+        The registered model (network plus the input scaling it expects).
+    """
+
+    model: nn.Module
+    optimizer: Any
+    data_loader: DataLoader[Any]
+    criterion: Any
+    epochs: int
+    epsilon_planned: float
+    noise_multiplier: float
+    sample_rate: float
+    batch_size: int
+    n: int
+    max_grad_norm: float
+    delta: float
+    steps_per_epoch: int
+    steps_planned: int
+    grad_sample_mode: str
+    dataset: str
+    version: int
+    request_id: str
+    name: str
+    binding: str | None = None
+    calibration: str | None = None
+    epsilon: float | None = None
+    opacus_epsilon: float | None = None
+    opacus_notes: list[str] = field(default_factory=list)
+    charge: Charge | None = None
+    model_info: ModelInfo | None = None
+    trained: TorchModel | None = None
+    _guard: StepGuard | None = field(default=None, repr=False)
+    _planned: PrivacyEvent | None = field(default=None, repr=False)
+
+    @property
+    def steps_taken(self) -> int:
+        """Optimizer steps released so far."""
+        return self._guard.taken if self._guard is not None else 0
+
+    def epsilon_at(self, steps: int) -> float:
+        """The ledger's ε for this run after ``steps`` steps (0 for none)."""
+        if steps <= 0 or self._planned is None:
+            return 0.0
+        return epsilon_alone(self._planned.with_steps(steps), self.delta)
+
+    def __repr__(self) -> str:
+        return (
+            f"<privml TrainingRun {self.dataset!r} {self.grad_sample_mode} "
+            f"σ={self.noise_multiplier:.4g} q={self.sample_rate:.4g} "
+            f"steps {self.steps_taken}/{self.steps_planned}>"
+        )
