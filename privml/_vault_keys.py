@@ -5,8 +5,6 @@ Kept beside :class:`~privml.Vault` (which inherits them) so each file stays one 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import secrets
 from collections.abc import Iterable
@@ -16,7 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from .crypto.keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, VaultKey
+from .crypto.keys import VaultKey
 from .crypto.pseudonyms import pseudonymize
 from .exceptions import ConfigurationError, NotFoundError
 from .storage.engine import transaction
@@ -68,19 +66,7 @@ class KeyMethods:
         >>> vault.close()
         >>> privml.Vault.open(vault.path, key=new).close()
         """
-        salt = secrets.token_bytes(16) if passphrase is not None else None
-        fresh = VaultKey.resolve(key=new_key, key_file=key_file, passphrase=passphrase, salt=salt)
-        kdf = None
-        if salt is not None:
-            kdf = json.dumps(
-                {
-                    "name": "scrypt",
-                    "n": SCRYPT_N,
-                    "r": SCRYPT_R,
-                    "p": SCRYPT_P,
-                    "salt": base64.b64encode(salt).decode(),
-                }
-            )
+        fresh, kdf = VaultKey.new(key=new_key, key_file=key_file, passphrase=passphrase)
         old = self._key
         with transaction(self.engine) as tx:
             count = self._keyring.rewrap(tx.conn, fresh)

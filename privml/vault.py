@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import re
-import secrets
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +31,7 @@ from .accounting.ledger import Ledger
 from .accounting.records import Allocation, BudgetStatus
 from .audit import AuditLog
 from .crypto.keyring import Keyring
-from .crypto.keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, VaultKey, new_data_key
+from .crypto.keys import VaultKey, new_data_key
 from .exceptions import (
     AccessDenied,
     ConfigurationError,
@@ -161,19 +160,7 @@ class Vault(PolicyMethods, KeyMethods):
             raise VaultExistsError(f"{str(folder)!r} is not empty; give a new or empty folder")
         if checkpoint_every < 1:
             raise ConfigurationError("checkpoint_every must be at least 1")
-        salt = secrets.token_bytes(16) if passphrase is not None else None
-        vault_key = VaultKey.resolve(key=key, key_file=key_file, passphrase=passphrase, salt=salt)
-        kdf = None
-        if salt is not None:
-            kdf = json.dumps(
-                {
-                    "name": "scrypt",
-                    "n": SCRYPT_N,
-                    "r": SCRYPT_R,
-                    "p": SCRYPT_P,
-                    "salt": base64.b64encode(salt).decode(),
-                }
-            )
+        vault_key, kdf = VaultKey.new(key=key, key_file=key_file, passphrase=passphrase)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_marker(folder, external=metadata_url is not None)
         if metadata_url is None:

@@ -25,19 +25,9 @@ class Keyring:
     def create(self, conn: sa.Connection, *, dataset: str, column: str | None, purpose: str) -> str:
         """Create a key for ``(dataset, column, purpose)`` inside the open transaction."""
         key_id = secrets.token_hex(8)
-        raw = new_data_key()
-        wrapped = self._vault_key.wrap(raw, purpose=self._slot(key_id, dataset, column, purpose))
-        conn.execute(
-            keys.insert().values(
-                key_id=key_id,
-                dataset=dataset,
-                column=column,
-                purpose=purpose,
-                wrapped=wrapped,
-                created=utcnow(),
-            )
+        self.store(
+            conn, key_id=key_id, raw=new_data_key(), dataset=dataset, column=column, purpose=purpose
         )
-        self._cache[key_id] = raw
         return key_id
 
     def store(

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import warnings
@@ -153,6 +154,31 @@ class VaultKey:
 
     def __repr__(self) -> str:
         return f"<privml VaultKey from {self.source.kind}>"
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        key: bytes | str | None,
+        key_file: str | os.PathLike[str] | None,
+        passphrase: str | None,
+    ) -> tuple[VaultKey, str | None]:
+        """Resolve a key for a new vault (or a rotation); with a passphrase, a fresh salt.
+
+        Returns the key and the KDF record to store in the vault (None for raw keys).
+        """
+        salt = secrets.token_bytes(16) if passphrase is not None else None
+        resolved = cls.resolve(key=key, key_file=key_file, passphrase=passphrase, salt=salt)
+        if salt is None:
+            return resolved, None
+        record = {
+            "name": "scrypt",
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "salt": base64.b64encode(salt).decode(),
+        }
+        return resolved, json.dumps(record)
 
     @property
     def check_value(self) -> str:

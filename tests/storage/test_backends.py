@@ -6,26 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 import privml
 from privml import Budget, Vault
-
-
-@pytest.fixture
-def pg_database_url(postgres_url):
-    """A fresh PostgreSQL database per test keeps tests independent."""
-    base = postgres_url
-    name = f"privml_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return base.replace("/postgres?", f"/{name}?")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
