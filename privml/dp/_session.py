@@ -60,34 +60,21 @@ class DPSession:
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Sum of ``column`` clipped to its declared bounds, with Laplace noise."""
-
-        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
-            noisy = _stats.sum_(_values(frame, column), self._bounds(dataset, column), epsilon)
-            return noisy.value, noisy, "laplace"
-
-        return self._statistic(dataset, [column], epsilon, where, "sum", compute)
+        return self._numeric(dataset, column, epsilon, where, "sum", _stats.sum_, "laplace")
 
     def mean(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Mean of ``column`` (clipped): a noisy shifted sum over a noisy count."""
-
-        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
-            noisy = _stats.mean(_values(frame, column), self._bounds(dataset, column), epsilon)
-            return noisy.value, noisy, "laplace (sum and count, ε/2 each)"
-
-        return self._statistic(dataset, [column], epsilon, where, "mean", compute)
+        mechanism = "laplace (sum and count, ε/2 each)"
+        return self._numeric(dataset, column, epsilon, where, "mean", _stats.mean, mechanism)
 
     def var(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Variance of ``column`` (clipped), from noisy sums of x, x² and a count."""
-
-        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
-            noisy = _stats.var(_values(frame, column), self._bounds(dataset, column), epsilon)
-            return noisy.value, noisy, "laplace (sums of x, x² and count, ε/3 each)"
-
-        return self._statistic(dataset, [column], epsilon, where, "var", compute)
+        mechanism = "laplace (sums of x, x² and count, ε/3 each)"
+        return self._numeric(dataset, column, epsilon, where, "var", _stats.var, mechanism)
 
     def std(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
@@ -377,6 +364,24 @@ class DPSession:
         )
 
     # -- plumbing ---------------------------------------------------------------------
+    def _numeric(
+        self,
+        dataset: str,
+        column: str,
+        epsilon: float,
+        where: Where | None,
+        what: str,
+        mechanism: Callable[[np.ndarray, tuple[float, float], float], _stats.Noisy],
+        name: str,
+    ) -> DPResult:
+        """A statistic of one bounded numeric column: clip, add noise, release."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+            noisy = mechanism(_values(frame, column), self._bounds(dataset, column), epsilon)
+            return noisy.value, noisy, name
+
+        return self._statistic(dataset, [column], epsilon, where, what, compute)
+
     def _field(self, dataset: str, column: str) -> Any:
         schema = self._session._store.schema(dataset)
         if column not in schema:
