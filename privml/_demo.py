@@ -12,42 +12,11 @@ import pandas as pd
 
 from .accounting.budget import Budget
 from .crypto.keys import generate_key
+from .datasets import diabetes_schema, load_diabetes
 from .exceptions import AccessDenied
-from .schema import Field, Schema
 from .vault import Vault
 
-__all__ = ["diabetes_frame", "diabetes_schema", "run_demo"]
-
-
-def diabetes_frame() -> pd.DataFrame:
-    """scikit-learn's diabetes data in original units, with a made-up patient number."""
-    from sklearn.datasets import load_diabetes
-
-    frame = load_diabetes(as_frame=True, scaled=False).frame
-    frame["sex"] = frame["sex"].astype("int64")
-    frame.insert(0, "patient", [f"DB-{i:05d}" for i in range(len(frame))])
-    return frame
-
-
-def diabetes_schema() -> Schema:
-    """Domain bounds (not the observed ranges) for the diabetes data."""
-    health = "health"
-    return Schema(
-        {
-            "patient": Field.identifier(),
-            "age": Field.numeric(bounds=(0, 120), category="demographic"),
-            "sex": Field.categorical(categories=[1, 2], category="demographic"),
-            "bmi": Field.numeric(bounds=(10, 70), category=health),
-            "bp": Field.numeric(bounds=(40, 200), category=health),
-            "s1": Field.numeric(bounds=(50, 400), category=health),
-            "s2": Field.numeric(bounds=(0, 300), category=health),
-            "s3": Field.numeric(bounds=(0, 150), category=health),
-            "s4": Field.numeric(bounds=(0, 15), category=health),
-            "s5": Field.numeric(bounds=(2, 8), category=health),
-            "s6": Field.numeric(bounds=(30, 300), category=health),
-            "target": Field.numeric(bounds=(0, 400), category=health, target=True),
-        }
-    )
+__all__ = ["run_demo"]
 
 
 def run_demo(say: Callable[[str], None]) -> None:
@@ -56,7 +25,7 @@ def run_demo(say: Callable[[str], None]) -> None:
         folder = Path(tmp) / "clinic.vault"
         key = generate_key()
         say(f"privml demo: a vault in {folder}")
-        frame = diabetes_frame()
+        frame = load_diabetes()
         with Vault.create(folder, key=key, actor="demo-admin") as vault:
             say("  created it: meta.db (SQLite) + encrypted Parquet, key from generate_key()")
             version = vault.add_dataset(

@@ -1,6 +1,8 @@
 """Small public datasets shipped with privml, so tutorials run without downloads.
 
-``load_adult`` returns the UCI "Adult" census extract (48,842 people).
+``load_adult`` returns the UCI "Adult" census extract (48,842 people);
+``load_diabetes`` scikit-learn's diabetes data in original units, with
+``diabetes_schema`` declaring its domain bounds.
 
 Attribution: Becker, B. and Kohavi, R. (1996). *Adult* [Dataset]. UCI Machine
 Learning Repository. https://doi.org/10.24432/C5XW20. Licensed under Creative
@@ -20,8 +22,9 @@ from typing import Literal
 import pandas as pd
 
 from ..exceptions import ConfigurationError
+from ..schema import Field, Schema
 
-__all__ = ["ADULT_CATEGORICAL", "ADULT_NUMERIC", "load_adult"]
+__all__ = ["ADULT_CATEGORICAL", "ADULT_NUMERIC", "diabetes_schema", "load_adult", "load_diabetes"]
 
 #: Adult's numeric columns (int64).
 ADULT_NUMERIC = (
@@ -87,3 +90,46 @@ def load_adult(
         frame = frame[frame["split"] == split]
     frame = frame.drop(columns="split").reset_index(drop=True)
     return frame if n_rows is None else frame.iloc[:n_rows].reset_index(drop=True)
+
+
+def load_diabetes() -> pd.DataFrame:
+    """scikit-learn's diabetes data (442 patients) in original units, with a made-up patient number.
+
+    Columns: ``patient`` (``"DB-00000"`` ...), ``age``, ``sex`` (1 or 2), ``bmi``, ``bp``,
+    ``s1``–``s6`` (blood serum measurements) and ``target`` (disease progression after a
+    year). Pair it with :func:`diabetes_schema`. Needs scikit-learn.
+
+    Examples
+    --------
+    >>> from privml.datasets import load_diabetes
+    >>> frame = load_diabetes()
+    >>> frame.shape, frame.loc[0, "patient"]
+    ((442, 12), 'DB-00000')
+    """
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    frame["sex"] = frame["sex"].astype("int64")
+    frame.insert(0, "patient", [f"DB-{i:05d}" for i in range(len(frame))])
+    return frame
+
+
+def diabetes_schema() -> Schema:
+    """A schema for :func:`load_diabetes` with domain bounds (not the observed ranges)."""
+    health = "health"
+    return Schema(
+        {
+            "patient": Field.identifier(),
+            "age": Field.numeric(bounds=(0, 120), category="demographic"),
+            "sex": Field.categorical(categories=[1, 2], category="demographic"),
+            "bmi": Field.numeric(bounds=(10, 70), category=health),
+            "bp": Field.numeric(bounds=(40, 200), category=health),
+            "s1": Field.numeric(bounds=(50, 400), category=health),
+            "s2": Field.numeric(bounds=(0, 300), category=health),
+            "s3": Field.numeric(bounds=(0, 150), category=health),
+            "s4": Field.numeric(bounds=(0, 15), category=health),
+            "s5": Field.numeric(bounds=(2, 8), category=health),
+            "s6": Field.numeric(bounds=(30, 300), category=health),
+            "target": Field.numeric(bounds=(0, 400), category=health, target=True),
+        }
+    )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from privml import ConfigurationError, OptionalDependencyError
-from privml._demo import diabetes_frame, diabetes_schema
+from privml.datasets import diabetes_schema, load_diabetes
 from privml.dp.torch import TorchModel
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -65,7 +65,7 @@ def test_train_learns_digits_registers_the_model_and_reports_a_history(
 def test_train_regression_maps_the_target_by_its_bounds(tmp_path, key):
     from privml import Budget, Vault
 
-    frame = diabetes_frame()
+    frame = load_diabetes()
     features = ["age", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
     with Vault.create(tmp_path / "d", key=key) as v:
         v.add_dataset("data", frame, schema=diabetes_schema(), budget=Budget(epsilon=8, delta=1e-5))
