@@ -90,7 +90,8 @@ class Predicate:
             )
         if self.op in _SET_OPS:
             if isinstance(self.value, str) or not isinstance(self.value, Iterable):
-                raise ConfigurationError(f"{self.op!r} needs a list of values, got {self.value!r}")
+                got = type(self.value).__name__  # never the value: it may be personal data
+                raise ConfigurationError(f"{self.op!r} needs a list of values, got a {got}")
             object.__setattr__(self, "value", tuple(self.value))
 
     @classmethod
@@ -106,7 +107,8 @@ class Predicate:
         if isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3:
             return cls(str(item[0]), str(item[1]), item[2])
         raise ConfigurationError(
-            f"a row condition is (column, op, value), e.g. ('site', '==', 'A'); got {item!r}"
+            f"a row condition is (column, op, value), e.g. ('site', '==', 'A'); "
+            f"got a {type(item).__name__}"
         )
 
     def mask(self, frame: pd.DataFrame) -> np.ndarray:

@@ -7,14 +7,17 @@ hash) whether it is served, refused or fails.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from .exceptions import AccessDenied, ConfigurationError, PrivmlError
+from . import _failures, _where
+from ._optional import require
+from .exceptions import AccessDenied, BudgetExceededError, ConfigurationError
 from .policy import MODES, ROW_MODES, Decision, Predicate, mode_allows
 from .schema import Field, Schema
 from .storage.engine import transaction
@@ -37,7 +40,14 @@ Where = Sequence[Predicate | Sequence[Any] | Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class Authorization:
-    """A request that passed the policy: what may be used, and the deciding grants."""
+    """A request that passed the policy: what may be used, and the deciding grants.
+
+    ``row_columns`` are the columns whose deciding grants' row filters decide
+    which rows the request sees: the columns used, the columns of its
+    conditions, and for a request that names no column (a row count) every
+    column usable at the mode needed. A row is seen only if, for each of them,
+    some deciding grant admits it.
+    """
 
     dataset: str
     columns: list[str]
@@ -46,6 +56,7 @@ class Authorization:
     conditions: list[Predicate]
     grant_ids: list[str]
     policy_hash: str
+    row_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,7 @@ class Session:
     @property
     def he(self) -> HESession:
         """Encrypted inference with registered models (:class:`privml._he_session.HESession`)."""
+        require("tenseal", feature="session.he (encrypted inference)")
         from ._he_session import HESession
 
         return HESession(self)
@@ -199,11 +211,12 @@ class Session:
             wanted = self._readable(dataset, schema, decisions, columns)
             conditions = self._conditions(dataset, schema, decisions, where)
             request["where"] = [[p.column, p.op] for p in conditions]
+            rows_by = _row_columns(wanted, conditions)
             result, used, digest, hidden = self._fetch(
-                dataset, schema, decisions, wanted, conditions, version
+                dataset, schema, decisions, wanted, conditions, version, row_columns=rows_by
             )
-        except PrivmlError as err:
-            self._log("dataset.read", dataset, version, err, decisions, request)
+        except Exception as err:
+            self._log("dataset.read", dataset, version, err, decisions, request, where=where)
             raise
         modes = {c: decisions[c].mode for c in wanted}
         omitted = {
@@ -241,6 +254,8 @@ class Session:
         """Check that every column is allowed at least ``needed``; audit a refusal as ``action``.
 
         Reads no data. ``where`` conditions need ``where_needs`` on their columns.
+        With no ``columns`` (a row count) at least one column must be usable at
+        ``needed``, and the row filters of every usable column's grants apply.
         """
         request = {"columns": list(columns), "needed": needed, "version": version}
         decisions: dict[str, Decision] = {}
@@ -255,11 +270,12 @@ class Session:
             decisions = self._decide(dataset, schema)
             for column in columns:
                 self._require(dataset, schema, decisions, column, needed)
+            counted = list(columns) or self._countable(dataset, schema, decisions, needed)
             conditions = self._conditions(dataset, schema, decisions, where, needs=where_needs)
-        except PrivmlError as err:
-            self._log(action, dataset, version, err, decisions, request)
+        except Exception as err:
+            self._log(action, dataset, version, err, decisions, request, where=where)
             raise
-        used = sorted({g for c in columns for g in decisions[c].grant_ids})
+        used = sorted({g for c in counted for g in decisions[c].grant_ids})
         return Authorization(
             dataset,
             list(columns),
@@ -268,7 +284,30 @@ class Session:
             conditions,
             used,
             self._policy_hash(decisions) or "",
+            _row_columns(counted, conditions),
         )
+
+    @contextmanager
+    def _request(
+        self, action: str, dataset: str, *, where: Any = None, version: int | None = None
+    ) -> Iterator[None]:
+        """Audit a request that fails anywhere inside, unless its failure is audited already.
+
+        Wrap every public entry point that serves a request, so that a refusal
+        raised before or after the policy decision (a bad argument, a missing
+        optional dependency, a failed comparison) leaves its audit entry.
+        """
+        try:
+            yield
+        except Exception as err:
+            if not _failures.is_audited(err):
+                self._log(action, dataset, version, err, {}, {}, where=where)
+            raise
+
+    def _charge_audited(self, err: BaseException) -> None:
+        """Mark a ledger refusal as audited: the ledger wrote its entry in its own transaction."""
+        if isinstance(err, BudgetExceededError):
+            _failures.mark_audited(err)
 
     def _load(self, auth: Authorization, *, version: int | None = None) -> LoadedValues:
         """Decrypt an authorized request's columns (row filters and conditions applied).
@@ -283,6 +322,7 @@ class Session:
             auth.conditions,
             version,
             render=False,
+            row_columns=auth.row_columns or _row_columns(auth.columns, auth.conditions),
         )
         return LoadedValues(frame, used, digest, hidden)
 
@@ -365,6 +405,25 @@ class Session:
                 needed=needed,
             )
 
+    def _countable(
+        self, dataset: str, schema: Schema, decisions: dict[str, Decision], needed: str
+    ) -> list[str]:
+        """The columns usable at ``needed``: a row count sees the rows all of them admit."""
+        usable = [c for c in schema.names if mode_allows(decisions[c].mode, needed)]
+        if not usable:
+            raise AccessDenied(
+                f"{self.principal!r} acting for {self.purpose!r} may use no column of "
+                f"{dataset!r} for this release (needs {needed!r}). See "
+                f"vault.explain({self.principal!r}, purpose={self.purpose!r}, "
+                f"dataset={dataset!r}).",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=dataset,
+                mode="deny",
+                needed=needed,
+            )
+        return usable
+
     def _readable(
         self,
         dataset: str,
@@ -412,6 +471,7 @@ class Session:
         kinds = {name: f.kind for name, f in schema.items()}
         for p in conditions:
             p.check(kinds)
+            _where.check_value(p, kinds[p.column])
             # Filtering rows on a value reveals it, so reads need the column in raw;
             # inside a DP release the filter is covered by the noise.
             self._require(dataset, schema, decisions, p.column, needs)
@@ -426,9 +486,10 @@ class Session:
         conditions: list[Predicate],
         version: int | None,
         *,
+        row_columns: Sequence[str],
         render: bool = True,
     ) -> tuple[pd.DataFrame, int, str, int]:
-        filters = [d.grants for d in (decisions[c] for c in wanted)]
+        filters = [decisions[c].grants for c in row_columns]
         extra = {p.column for gs in filters for g in gs for p in g.row_filter}
         extra |= {p.column for p in conditions}
         needed = list(dict.fromkeys([*wanted, *(c for c in schema.names if c in extra)]))
@@ -441,7 +502,10 @@ class Session:
                 admitted |= grant.admits(frame)
             keep &= admitted
         for predicate in conditions:
-            keep &= predicate.mask(frame)
+            try:
+                keep &= predicate.mask(frame)
+            except (TypeError, ValueError):
+                raise _where.compare_error(predicate, schema[predicate.column].kind) from None
         hidden = int((~keep).sum())
         if hidden:
             frame = frame.loc[keep].reset_index(drop=True)
@@ -469,12 +533,16 @@ class Session:
         action: str,
         dataset: str,
         version: int | None,
-        err: PrivmlError,
+        err: Exception,
         decisions: Mapping[str, Decision],
         request: dict[str, Any],
+        *,
+        where: Any = None,
     ) -> None:
+        """Audit a failed request: the error's type and a message that quotes no request value."""
         outcome = "denied" if isinstance(err, AccessDenied) else "error"
-        details: dict[str, Any] = {**request, "error": type(err).__name__, "message": str(err)}
+        message = _failures.safe_message(err, _failures.request_values(where))
+        details: dict[str, Any] = {**request, "error": type(err).__name__, "message": message}
         if isinstance(err, AccessDenied):
             column = err.column
             decision = decisions.get(column) if column else None
@@ -486,6 +554,7 @@ class Session:
             )
         details["policy_hash"] = self._policy_hash(decisions) or self._policy.hash
         self._write(action, outcome, dataset, version, details)
+        _failures.mark_audited(err)
 
     def _write(
         self, action: str, outcome: str, dataset: str, version: int | None, details: dict[str, Any]
@@ -501,3 +570,8 @@ class Session:
                 version=version,
                 details=details,
             )
+
+
+def _row_columns(columns: Sequence[str], conditions: Sequence[Predicate]) -> tuple[str, ...]:
+    """The columns whose grants' row filters apply: those used and those filtered on."""
+    return tuple(dict.fromkeys([*columns, *(p.column for p in conditions)]))

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 import privml
 from privml import AccessDenied, Budget, Field, Schema, Vault
-
-ADULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "adult" / "adult.data"
-ADULT_COLUMNS = [
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-    "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
-    "native-country", "income",
-]  # fmt: skip
+from privml.datasets import load_adult
 
 
 @pytest.fixture(scope="module")
 def adult() -> pd.DataFrame:
-    frame = pd.read_csv(ADULT, names=ADULT_COLUMNS, sep=r",\s*", engine="python", nrows=3000)
+    """The first 3,000 people of UCI Adult, from the copy packaged with privml."""
+    frame = load_adult("train", n_rows=3000)
     frame = frame[["age", "education", "occupation", "native-country", "hours-per-week", "sex"]]
     frame.insert(0, "person", [f"US-{i:06d}-{r}" for i, r in enumerate(frame["occupation"])])
     return frame.astype({"education": "str", "occupation": "str", "native-country": "str"})

@@ -6,6 +6,12 @@ its ``PrivacyLeakWarning`` (emitted when it would look at the data to choose
 them) turned into an error. Its (ε, δ) is charged to the ledger before any
 training data is read, and it spends against a fresh ``BudgetAccountant``
 (never diffprivlib's global default), whose total is checked against the charge.
+Its randomness is drawn fresh from the operating system (a caller's
+``random_state`` is refused), and only its DP outputs stay in the fitted model
+(see :mod:`privml.dp._estimators`). A ``GaussianNB`` without ``priors`` gets
+class priors from a Laplace histogram of the target with ε/4 (sensitivity 1)
+and fits with the remaining 3ε/4: diffprivlib's own priors sum to the exact
+row count.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._optional import require
 from ..accounting.events import PrivacyEvent
-from ..exceptions import ConfigurationError, IntegrityError, OptionalDependencyError
+from ..exceptions import ConfigurationError, IntegrityError
+from . import _estimators, _stats
 from .scaling import SchemaScaler
 
 if TYPE_CHECKING:
@@ -26,14 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["fit"]
 
 
-def _diffprivlib() -> Any:
-    try:
-        import diffprivlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise OptionalDependencyError(
-            "session.dp.fit needs diffprivlib: pip install 'privml[dp]'"
-        ) from err
-    return diffprivlib
+#: The share of a GaussianNB's ε that privml spends on DP class priors.
+PRIOR_SHARE = 0.25
 
 
 def fit(
@@ -58,17 +60,14 @@ def fit(
     With ``name``, the fitted pipeline is registered in ``vault.models`` with
     the dataset version it was trained on and its (ε, δ).
     """
-    diffprivlib = _diffprivlib()
+    diffprivlib = require("diffprivlib", feature="session.dp.fit")
     from diffprivlib.accountant import BudgetAccountant
     from diffprivlib.utils import PrivacyLeakWarning
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
-    if not type(estimator).__module__.startswith("diffprivlib."):
-        raise ConfigurationError(
-            f"session.dp.fit takes diffprivlib estimators (e.g. diffprivlib.models."
-            f"LogisticRegression(epsilon=1.0)), got {type(estimator).__name__}"
-        )
+    _estimators.check_supported(estimator)
+    _estimators.refuse_seeds(estimator)
     if isinstance(features, str):
         raise ConfigurationError("features= takes a list of column names")
     schema = dp._session._store.schema(dataset)
@@ -78,46 +77,31 @@ def fit(
     # row has L2 norm <= 1 and data_norm = 1; box-bounded ones get features in [0, 1].
     normed = "data_norm" in params
     scaler = _scaler(schema, list(features), normed=normed)
-    lower, upper = scaler.output_bounds
-    updates: dict[str, Any] = {"accountant": BudgetAccountant()}
-    if "bounds" in params:
-        updates["bounds"] = (lower, upper)
-    if "bounds_X" in params:
-        updates["bounds_X"] = (lower, upper)
-    if normed:
-        updates["data_norm"] = 1.0
-    if "bounds_y" in params or "classes" in params:
-        if target is None:
-            raise ConfigurationError(f"{type(model).__name__} needs target=")
-        field = schema[target]
-        if "bounds_y" in params:
-            if field.bounds is None:
-                raise ConfigurationError(f"target {target!r} needs declared bounds")
-            updates["bounds_y"] = field.bounds
-        if "classes" in params:
-            if field.categories is None:
-                raise ConfigurationError(f"target {target!r} must be categorical")
-            updates["classes"] = list(field.categories)
+    updates = _settings(model, params, schema, target, scaler.output_bounds, normed=normed)
+    updates["accountant"] = BudgetAccountant()
     model.set_params(**updates)
     epsilon = float(model.epsilon)
     delta = float(getattr(model, "delta", 0.0) or 0.0)
+    naive_bayes = type(model).__name__ == "GaussianNB"
+    dp_priors = naive_bayes and params.get("priors") is None
+    if dp_priors:
+        model.set_params(epsilon=epsilon * (1 - PRIOR_SHARE))
     event = PrivacyEvent.generic(
         epsilon=epsilon, delta=delta, library="diffprivlib", library_version=diffprivlib.__version__
     )
     columns = [*features, *([target] if target else [])]
     frame, _, version = dp._release(dataset, columns, "dp_training", event, None, "dp.fit")
     X = scaler.transform(frame[list(features)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PrivacyLeakWarning)
-        # diffprivlib 0.6.6 passes options that SciPy >= 1.16 deprecates; not the user's to fix.
-        warnings.filterwarnings(
-            "ignore", message=r".*`disp` and `iprint`", category=DeprecationWarning
-        )
-        if target is None:
-            model.fit(X)
-        else:
-            model.fit(X, np.asarray(frame[target].tolist()))
+    y = None if target is None else np.asarray(frame[target].tolist())
+    classes = _categories(schema, target) if naive_bayes else None
+    if dp_priors and classes is not None:
+        model.set_params(priors=_priors(y, classes, epsilon * PRIOR_SHARE))
+    _estimators.seed(model)
+    _train(model, X, y, classes, PrivacyLeakWarning)
+    _estimators.forget_randomness(model)
+    _estimators.strip(model)
     spent_epsilon, spent_delta = model.accountant.total()
+    spent_epsilon += epsilon * PRIOR_SHARE if dp_priors else 0.0
     if spent_epsilon > epsilon * (1 + 1e-9) or spent_delta > delta + 1e-15:
         raise IntegrityError(
             f"{type(model).__name__} spent (ε={spent_epsilon}, δ={spent_delta}), "
@@ -138,6 +122,66 @@ def fit(
             purpose=session.purpose,
         )
     return fitted
+
+
+def _settings(
+    model: Any,
+    params: dict[str, Any],
+    schema: Any,
+    target: str | None,
+    output_bounds: tuple[Any, Any],
+    *,
+    normed: bool,
+) -> dict[str, Any]:
+    """The estimator's bounds, norm, target bounds and classes, all from the schema."""
+    lower, upper = output_bounds
+    updates: dict[str, Any] = {}
+    if "bounds" in params:
+        updates["bounds"] = (lower, upper)
+    if "bounds_X" in params:
+        updates["bounds_X"] = (lower, upper)
+    if normed:
+        updates["data_norm"] = 1.0
+    if "bounds_y" in params:
+        field = schema[_target(model, target)]
+        if field.bounds is None:
+            raise ConfigurationError(f"target {target!r} needs declared bounds")
+        updates["bounds_y"] = field.bounds
+    if "classes" in params:
+        updates["classes"] = _categories(schema, _target(model, target))
+    return updates
+
+
+def _target(model: Any, target: str | None) -> str:
+    if target is None:
+        raise ConfigurationError(f"{type(model).__name__} needs target=")
+    return target
+
+
+def _categories(schema: Any, target: str | None) -> list[Any]:
+    """The target's declared classes: classes seen in the data are not a DP release."""
+    field = schema[target] if target is not None and target in schema else None
+    if field is None or field.categories is None:
+        raise ConfigurationError(f"target {target!r} must be a categorical column of the schema")
+    return list(field.categories)
+
+
+def _train(
+    model: Any, X: np.ndarray, y: np.ndarray | None, classes: list[Any] | None, leak: type
+) -> None:
+    """Fit with diffprivlib's privacy-leak warnings as errors; classes from the schema."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", leak)
+        # diffprivlib 0.6.6 passes options that SciPy >= 1.16 deprecates; not the user's to fix.
+        warnings.filterwarnings(
+            "ignore", message=r".*`disp` and `iprint`", category=DeprecationWarning
+        )
+        if y is None:
+            model.fit(X)
+        elif classes is not None:  # GaussianNB.fit would take its classes from the data
+            model.partial_fit(X, y, classes=classes)
+        else:
+            model.fit(X, y)
 
 
 def _scaler(schema: Any, features: list[str], *, normed: bool) -> SchemaScaler:
@@ -163,3 +207,13 @@ def _scaler(schema: Any, features: list[str], *, normed: bool) -> SchemaScaler:
         high=1.0,
         unit_norm=normed,
     ).fit(None)
+
+
+def _priors(y: np.ndarray | None, classes: list[Any], epsilon: float) -> np.ndarray:
+    """Class priors from a Laplace histogram of the target (each count at least 1)."""
+    labels = np.asarray(y)
+    exact = np.array([np.sum(labels == c) for c in classes], dtype=float)
+    noisy, _ = _stats.histogram(exact, epsilon)
+    clipped = np.maximum(noisy, 1.0)
+    priors: np.ndarray = clipped / clipped.sum()
+    return priors

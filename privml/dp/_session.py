@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._optional import require
 from ..accounting.events import PrivacyEvent
-from ..exceptions import AccessDenied, ConfigurationError
-from ..policy import mode_allows
+from ..exceptions import ConfigurationError
 from . import _stats
 from ._result import DPResult
 
@@ -48,33 +48,41 @@ class DPSession:
 
     # -- statistics -------------------------------------------------------------------
     def count(self, dataset: str, *, epsilon: float, where: Where | None = None) -> DPResult:
-        """Number of rows (meeting ``where``), with Laplace noise of scale 1/ε."""
+        """Number of rows (meeting ``where``), with Laplace noise of scale 1/ε.
+
+        The rows counted are those every column usable at ``dp_aggregate``
+        admits under the row filters of its deciding grants.
+        """
 
         def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
             noisy = _stats.count(len(frame), epsilon)
             return noisy.value, noisy, "laplace"
 
-        return self._statistic(dataset, [], epsilon, where, "count", compute)
+        with self._session._request("dp.count", dataset, where=where):
+            return self._statistic(dataset, [], epsilon, where, "count", compute)
 
     def sum(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Sum of ``column`` clipped to its declared bounds, with Laplace noise."""
-        return self._numeric(dataset, column, epsilon, where, "sum", _stats.sum_, "laplace")
+        with self._session._request("dp.sum", dataset, where=where):
+            return self._numeric(dataset, column, epsilon, where, "sum", _stats.sum_, "laplace")
 
     def mean(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Mean of ``column`` (clipped): a noisy shifted sum over a noisy count."""
         mechanism = "laplace (sum and count, ε/2 each)"
-        return self._numeric(dataset, column, epsilon, where, "mean", _stats.mean, mechanism)
+        with self._session._request("dp.mean", dataset, where=where):
+            return self._numeric(dataset, column, epsilon, where, "mean", _stats.mean, mechanism)
 
     def var(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Variance of ``column`` (clipped), from noisy sums of x, x² and a count."""
         mechanism = "laplace (sums of x, x² and count, ε/3 each)"
-        return self._numeric(dataset, column, epsilon, where, "var", _stats.var, mechanism)
+        with self._session._request("dp.var", dataset, where=where):
+            return self._numeric(dataset, column, epsilon, where, "var", _stats.var, mechanism)
 
     def std(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
@@ -89,7 +97,8 @@ class DPSession:
             scaled = _stats.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
             return root, scaled, "laplace (sums of x, x² and count, ε/3 each)"
 
-        return self._statistic(dataset, [column], epsilon, where, "std", compute)
+        with self._session._request("dp.std", dataset, where=where):
+            return self._statistic(dataset, [column], epsilon, where, "std", compute)
 
     def histogram(
         self,
@@ -101,6 +110,32 @@ class DPSession:
         where: Where | None = None,
     ) -> DPResult:
         """Noisy counts per category (from the schema) or per bin of the declared bounds."""
+        with self._session._request("dp.histogram", dataset, where=where):
+            return self._histogram(dataset, column, epsilon, bins, where)
+
+    def quantile(self, dataset: str, column: str, q: float, *, epsilon: float) -> DPResult:
+        """The ``q``-quantile of ``column`` by the exponential mechanism over its bounds."""
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy | None, str]:
+            bounds = self._bounds(dataset, column)
+            value = _stats.quantile(_values(frame, column), q, bounds, epsilon)
+            return value, None, "exponential (diffprivlib)"
+
+        with self._session._request("dp.quantile", dataset):
+            if not 0 <= q <= 1:
+                raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
+            return self._statistic(
+                dataset, [column], epsilon, None, "quantile", compute, library="diffprivlib"
+            )
+
+    def _histogram(
+        self,
+        dataset: str,
+        column: str,
+        epsilon: float,
+        bins: int | Sequence[float] | None,
+        where: Where | None,
+    ) -> DPResult:
         field = self._field(dataset, column)
         if field.kind == "categorical":
             if bins is not None:
@@ -132,28 +167,6 @@ class DPSession:
 
         return self._statistic(dataset, [column], epsilon, where, "histogram", compute)
 
-    def quantile(self, dataset: str, column: str, q: float, *, epsilon: float) -> DPResult:
-        """The ``q``-quantile of ``column`` by the exponential mechanism over its bounds."""
-        if not 0 <= q <= 1:
-            raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
-
-        def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy | None, str]:
-            from diffprivlib.accountant import BudgetAccountant
-            from diffprivlib.tools import quantile
-
-            value = quantile(
-                _values(frame, column),
-                q,
-                epsilon=epsilon,
-                bounds=self._bounds(dataset, column),
-                accountant=BudgetAccountant(),
-            )
-            return float(value), None, "exponential (diffprivlib)"
-
-        return self._statistic(
-            dataset, [column], epsilon, None, "quantile", compute, library="diffprivlib"
-        )
-
     # -- models -----------------------------------------------------------------------
     def fit(
         self,
@@ -167,7 +180,8 @@ class DPSession:
         """Fit a diffprivlib estimator on ``dataset``; see :func:`privml.dp._fit.fit`."""
         from ._fit import fit
 
-        return fit(self, estimator, dataset, features=features, target=target, name=name)
+        with self._session._request("dp.fit", dataset):
+            return fit(self, estimator, dataset, features=features, target=target, name=name)
 
     # -- deep learning (DP-SGD through Opacus) ------------------------------------------
     def private_training(
@@ -411,6 +425,7 @@ class DPSession:
         for column in columns:
             if what not in ("histogram",):
                 self._bounds(dataset, column)
+        require("diffprivlib", feature=f"session.dp.{what}")
         event = (
             PrivacyEvent.generic(
                 epsilon=epsilon, delta=0.0, library=library, library_version=_version(library)
@@ -441,7 +456,11 @@ class DPSession:
         where: Where | None,
         action: str,
     ) -> tuple[pd.DataFrame, str, int]:
-        """Authorize, charge, then read: the order that makes every release paid for."""
+        """Authorize, charge, then read: the order that makes every release paid for.
+
+        Every DP release reads through here, so each sees exactly the rows the
+        deciding grants' row filters admit (see :class:`privml.session.Authorization`).
+        """
         session = self._session
         version = session._store.latest_version(dataset)
         auth = session._authorize(
@@ -453,32 +472,20 @@ class DPSession:
             where_needs="dp_aggregate",
             version=version,
         )
-        grant_ids = auth.grant_ids
-        if not columns:  # a row count: any column usable at ``needed`` lets rows be counted
-            usable = [d for d in auth.decisions.values() if mode_allows(d.mode, needed)]
-            if not usable:
-                err = AccessDenied(
-                    f"{session.principal!r} acting for {session.purpose!r} may use no column of "
-                    f"{dataset!r} for this release (needs {needed!r})",
-                    principal=session.principal,
-                    purpose=session.purpose,
-                    dataset=dataset,
-                    mode="deny",
-                    needed=needed,
-                )
-                session._log(action, dataset, version, err, auth.decisions, {"needed": needed})
-                raise err
-            grant_ids = sorted({g for d in usable for g in d.grant_ids})
         request_id = f"{action}-{secrets.token_hex(8)}"
-        session._ledger.charge(
-            dataset,
-            event=event,
-            principal=session.principal,
-            purpose=session.purpose,
-            request_id=request_id,
-            version=version,
-            context=_context(auth, action, grant_ids),
-        )
+        try:
+            session._ledger.charge(
+                dataset,
+                event=event,
+                principal=session.principal,
+                purpose=session.purpose,
+                request_id=request_id,
+                version=version,
+                context=_context(auth, action, auth.grant_ids),
+            )
+        except Exception as err:
+            session._charge_audited(err)
+            raise
         loaded = session._load(auth, version=version)
         return loaded.frame, request_id, version
 

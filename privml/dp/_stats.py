@@ -13,9 +13,14 @@ bounds [lo, hi]):
 - histogram: one record changes one bin by 1 (L1 sensitivity 1); Laplace(1/ε)
   on every bin, parallel composition over the disjoint bins.
 
+- quantile: the exponential mechanism over the bounds (diffprivlib's
+  ``quantile``), utility -|rank - q·n|, sensitivity 1.
+
 Noise comes from diffprivlib's Laplace mechanism (Holohan–Braghin secure
-sampling), never from NumPy's generator. Intervals are computed from released
-values only.
+sampling) driven by the OS CSPRNG, and the quantile's from a generator keyed
+fresh from ``secrets`` (see :mod:`privml.dp._random`): never from NumPy's global
+generator, so ``np.random.seed`` cannot replay a release. Intervals are
+computed from released values only.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Noisy", "count", "histogram", "mean", "noise_interval", "sum_", "var"]
+from ._random import fresh_generator, fresh_random_state, system_random
+
+__all__ = ["Noisy", "count", "histogram", "mean", "noise_interval", "quantile", "sum_", "var"]
 
 Z95 = math.log(20.0)  # P(|Laplace(b)| > b ln 20) = 0.05
 _DRAWS = 4000  # simulated noise draws for the intervals of ratios
@@ -43,7 +50,7 @@ def laplace(epsilon: float, sensitivity: float) -> Callable[[float], float]:
     """A secure Laplace sampler: ``value -> value + Laplace(sensitivity / epsilon)``."""
     from diffprivlib.mechanisms import Laplace
 
-    mechanism = Laplace(epsilon=epsilon, sensitivity=sensitivity)
+    mechanism = Laplace(epsilon=epsilon, sensitivity=sensitivity, random_state=system_random())
     return lambda value: float(mechanism.randomise(float(value)))
 
 
@@ -73,7 +80,7 @@ def mean(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noi
     s = laplace(e, half)(float(shifted.sum()))
     c = laplace(e, 1.0)(len(values))
     value = float(_mean(np.array(s), np.array(c), half))
-    rng = np.random.default_rng()
+    rng = fresh_generator()
     draws = _mean(s + rng.laplace(0, half / e, _DRAWS), c + rng.laplace(0, 1 / e, _DRAWS), half)
     return Noisy(mid + value, float(np.std(draws)), _percentiles(draws - value))
 
@@ -87,7 +94,7 @@ def var(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Nois
     s2 = laplace(e, half * half)(float((shifted * shifted).sum()))
     c = laplace(e, 1.0)(len(values))
     value = float(_variance(np.array(s1), np.array(s2), np.array(c), half))
-    rng = np.random.default_rng()
+    rng = fresh_generator()
     draws = _variance(
         s1 + rng.laplace(0, half / e, _DRAWS),
         s2 + rng.laplace(0, half * half / e, _DRAWS),
@@ -102,6 +109,22 @@ def histogram(counts: np.ndarray, epsilon: float) -> tuple[np.ndarray, Noisy]:
     noisy = np.array([sample(c) for c in counts])
     scale = 1.0 / epsilon
     return noisy, Noisy(float("nan"), scale, noise_interval(scale))
+
+
+def quantile(values: np.ndarray, q: float, bounds: tuple[float, float], epsilon: float) -> float:
+    """The ``q``-quantile of ``values`` (clipped to ``bounds``) by the exponential mechanism."""
+    from diffprivlib.accountant import BudgetAccountant
+    from diffprivlib.tools import quantile as dp_quantile
+
+    value = dp_quantile(
+        values,
+        q,
+        epsilon=epsilon,
+        bounds=bounds,
+        accountant=BudgetAccountant(),
+        random_state=fresh_random_state(),
+    )
+    return float(value)
 
 
 def _mean(s: np.ndarray, c: np.ndarray, half: float) -> np.ndarray:
