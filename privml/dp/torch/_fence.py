@@ -72,7 +72,7 @@ class Fence:
 
             for tensor in _tensors(output):
                 if tensor.requires_grad:
-                    tensor.register_hook(on_backward)
+                    tensor.register_hook(on_backward)  # type: ignore[no-untyped-call]
 
         ids = {id(p) for p in fenced}
 

@@ -57,7 +57,7 @@ class _Guarded:
             try:
                 guard.admit()
             except (BudgetExceededError, ConfigurationError):
-                self.zero_grad(set_to_none=True)  # type: ignore[attr-defined]
+                self.zero_grad(set_to_none=True)
                 raise
         params = self.params  # type: ignore[attr-defined]
         if params:

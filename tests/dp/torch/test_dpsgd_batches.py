@@ -80,7 +80,7 @@ def test_drawing_batches_ahead_is_refused(make_vault, digits, make_mlp, mode):
     before = _params(net)
     with _train(v, digits, net, mode) as run:
         it = iter(run.data_loader)
-        X, y = next(it)
+        next(it)
         with pytest.raises(ConfigurationError, match="has not been stepped"):
             next(it)  # a stock of batches to step on later (or to pick from)
         with pytest.raises(ConfigurationError, match="has not been stepped"):
