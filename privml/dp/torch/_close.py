@@ -1,51 +1,92 @@
-"""The end of a ``private_training`` block: unwrap, settle on the steps taken, register."""
+"""The end of a ``private_training`` block: unwrap, record, settle on what was drawn, register."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
-from ._data import TrainingData
+from ...exceptions import ConfigurationError
+from ._data import Encoding
 from ._engine import Engine
+from ._fence import Fence
 from ._model import TorchModel
+from ._rows import drop
 from ._training_run import TrainingRun
 
 if TYPE_CHECKING:
     from ...accounting.ledger import Reservation
     from .._session import DPSession
 
-__all__ = ["finish", "register"]
+__all__ = ["Exit", "finish", "register"]
 
 
-def finish(
-    run: TrainingRun,
-    engine: Engine,
-    reservation: Reservation,
-    accountant: Any,
-    event_for: Callable[[float, int, float | None], PrivacyEvent],
-) -> None:
-    """Take the wrappers off and settle the reservation on the steps actually released."""
+@dataclass(frozen=True)
+class Exit:
+    """What the end of a block takes apart, settles and records."""
+
+    engine: Engine
+    fence: Fence
+    token: str
+    reservation: Reservation
+    accountant: Any
+    event_for: Callable[[float, int, float | None], PrivacyEvent]
+    record: Callable[[dict[str, Any]], None]
+
+
+def finish(run: TrainingRun, end: Exit) -> None:
+    """Take the wrappers off, record what was handed out, and settle on the steps it cost.
+
+    The charge covers every batch drawn, stepped or not: a drawn batch reached
+    the caller's code, so the conservative figure charges its sampling step
+    as if it had been released (the guard lets at most one batch be drawn
+    without a step, the last one). No batch drawn: the reservation is released.
+    """
+    guard = run._guard
+    assert guard is not None
     try:
-        run.model = engine.close()
+        end.fence.remove()
+        run.model = end.engine.close()
+        with contextlib.suppress(ConfigurationError):
+            guard.check_params()  # a change after the last step: noted in guard.tampered
     finally:
-        taken = run.steps_taken
-        if taken == 0:
-            run.charge = reservation.release()
-            run.epsilon = 0.0
-        else:
-            run.opacus_epsilon, run.opacus_notes = _opacus_epsilon(accountant, run.delta)
-            reported = run.opacus_epsilon
-            if reported is not None and not (0 < reported < math.inf):
-                reported = None
-            actual = event_for(run.noise_multiplier, taken, reported)
-            run.charge = reservation.settle(actual)
-            run.epsilon = epsilon_alone(actual, run.delta)
+        guard.close()
+        drop(end.token)
+        taken, drawn = guard.taken, guard.drawn
+        charged = max(taken, drawn)
+        try:
+            end.record(
+                {
+                    "batches_drawn": drawn,
+                    "rows_drawn": guard.rows,
+                    "steps_taken": taken,
+                    "steps_charged": charged,
+                    "parameters_changed_outside": guard.tampered is not None,
+                }
+            )
+        finally:
+            _settle(run, end, taken, charged)
+
+
+def _settle(run: TrainingRun, end: Exit, taken: int, charged: int) -> None:
+    if charged == 0:
+        run.charge = end.reservation.release()
+        run.epsilon = 0.0
+        return
+    run.opacus_epsilon, run.opacus_notes = _opacus_epsilon(end.accountant, run.delta)
+    reported = run.opacus_epsilon if charged == taken else None
+    if reported is not None and not (0 < reported < math.inf):
+        reported = None
+    actual = end.event_for(run.noise_multiplier, charged, reported)
+    run.charge = end.reservation.settle(actual)
+    run.epsilon = epsilon_alone(actual, run.delta)
 
 
 def _opacus_epsilon(accountant: Any, delta: float) -> tuple[float | None, list[str]]:
@@ -63,7 +104,7 @@ def register(
     dp: DPSession,
     run: TrainingRun,
     engine: Engine,
-    data: TrainingData,
+    data: Encoding,
     features: list[str],
     target: str,
     optimizer: torch.optim.Optimizer,

@@ -17,86 +17,22 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from opacus.data_loader import DPDataLoader
 from torch import nn
-from torch.utils.data import TensorDataset, default_collate
 
 from ...exceptions import ConfigurationError
 from ...schema import Schema
 from .._fit import _scaler
 from ..scaling import SchemaScaler
 
-__all__ = [
-    "PoissonLoader",
-    "Rows",
-    "Task",
-    "TrainingData",
-    "default_criterion",
-    "prepare",
-    "scaler_for",
-    "stacked",
-    "task_of",
-]
+__all__ = ["Encoding", "Task", "default_criterion", "prepare", "scaler_for", "task_of"]
 
 Task = Literal["classification", "regression"]
 
 
-class _Batch(Sequence[tuple[torch.Tensor, ...]]):
-    """A batch's rows, held as one stacked tensor per column (rows are views on demand)."""
-
-    def __init__(self, tensors: list[torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitem__(self, i: Any) -> Any:
-        return tuple(t[i] for t in self.tensors)
-
-
-class Rows(TensorDataset):
-    """Rows of tensors, fetched a batch at a time: one index per tensor, not one per row.
-
-    The batch's rows are the sampler's (Poisson) choice either way; this only
-    saves a Python call per row. :func:`stacked` collates it without copying
-    row by row; any other collate function sees an ordinary list of rows.
-    """
-
-    def __getitems__(self, indices: list[int]) -> _Batch:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return _Batch([t[index] for t in self.tensors])
-
-
-def stacked(batch: Any) -> Any:
-    """The collate function for :class:`Rows`: its batches come stacked already."""
-    if isinstance(batch, _Batch):
-        return list(batch.tensors)
-    return default_collate(batch)
-
-
-class PoissonLoader(DPDataLoader):  # type: ignore[misc]
-    """Opacus's Poisson-sampling loader, counting the batches it has handed out.
-
-    The step guard compares the count with the steps taken: a step needs a
-    batch of its own from this loader, so a loop over batches drawn some
-    other way (fixed-size, shuffled, reused) is refused instead of charged
-    as if it were Poisson-sampled.
-    """
-
-    batches_drawn = 0
-
-    def __iter__(self) -> Any:
-        for batch in super().__iter__():
-            self.batches_drawn += 1
-            yield batch
-
-
 @dataclass(frozen=True)
-class TrainingData:
-    """Feature and target tensors, and how they were made from the columns."""
+class Encoding:
+    """How the feature and target tensors were made from the columns (no values)."""
 
-    X: torch.Tensor
-    y: torch.Tensor
     scaler: SchemaScaler
     task: Task
     classes: list[Any] | None
@@ -133,7 +69,7 @@ def prepare(
     features: Sequence[str],
     target: str,
     scaler: SchemaScaler,
-) -> TrainingData:
+) -> tuple[torch.Tensor, torch.Tensor, Encoding]:
     """Tensors for ``frame``: float32 features; int64 classes or float32 ``(N, 1)`` in [0, 1]."""
     task, classes = task_of(schema, target)
     X = np.nan_to_num(scaler.transform(frame[list(features)]), nan=0.0)
@@ -156,7 +92,7 @@ def prepare(
         y = torch.as_tensor(values, dtype=torch.float32).reshape(-1, 1)
         bounds = (float(lo), float(hi))
     X_tensor = torch.as_tensor(X, dtype=torch.float32)
-    return TrainingData(X_tensor, y, scaler, task, classes, bounds)
+    return X_tensor, y, Encoding(scaler, task, classes, bounds)
 
 
 def default_criterion(task: Task) -> nn.Module:

@@ -26,6 +26,7 @@ from torch import nn
 
 from ...exceptions import ConfigurationError
 from ._bk import BookKeeping, check_bk_module
+from ._noise import NoiseSource
 from ._optim import BKOptimizer, GhostOptimizer, HooksOptimizer, StepGuard
 
 __all__ = ["FIRST_LAYER_HOOK", "MODES", "Engine", "build", "loss_reduction", "prepare_module"]
@@ -199,8 +200,13 @@ def build(
     max_grad_norm: float,
     batch_size: int,
     guard: StepGuard | None,
+    noise: NoiseSource | None = None,
 ) -> Engine:
-    """Wrap ``module`` and ``optimizer`` for ``mode``; ``guard`` sits in front of every step."""
+    """Wrap ``module`` and ``optimizer`` for ``mode``; ``guard`` sits in front of every step.
+
+    The noise comes from ``noise`` (a new OS-seeded :class:`NoiseSource` when not given).
+    """
+    noise = noise if noise is not None else NoiseSource()
     reduction = loss_reduction(criterion)
     settings = {
         "noise_multiplier": noise_multiplier,
@@ -213,6 +219,7 @@ def build(
         dp_optimizer = BKOptimizer(optimizer, **settings)
         dp_optimizer.bookkeeping = bk
         dp_optimizer.privml_guard = guard
+        dp_optimizer.privml_noise = noise
 
         def close_bk() -> nn.Module:
             bk.detach()
@@ -238,6 +245,7 @@ def build(
         dp_optimizer.ghost_module = wrapped
         loss = _GhostLoss(wrapped, dp_optimizer, _PerSampleLoss(criterion, reduction), reduction)
     dp_optimizer.privml_guard = guard
+    dp_optimizer.privml_noise = noise
 
     def close() -> nn.Module:
         wrapped._close()

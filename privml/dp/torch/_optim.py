@@ -1,15 +1,14 @@
 """Opacus's DP optimizers with privml's step guard in front of every release.
 
-Why the guard is sound: a DP-SGD step releases information about the batch
-only through the parameter update (clipped sum plus noise). The guard runs
-first in ``pre_step``, before Opacus clips, draws noise or the wrapped
-optimizer updates anything; a step past the reservation raises
-:class:`~privml.BudgetExceededError` with the parameters untouched (and the
-step's gradients cleared), so the ledger's reservation bounds the steps that
-can ever be released. A step also needs a batch of its own from the run's
-Poisson loader (a reused or differently drawn batch is refused the same way),
-and skipped ("virtual") steps, which would fold several batches into one
-release, are refused.
+Why it is sound: a DP-SGD step releases information about the batch only
+through the parameter update (clipped sum plus noise). The guard
+(:mod:`._guard`) runs first in ``pre_step``, before Opacus clips, draws noise
+or the wrapped optimizer updates anything: a step without a batch of its own
+and that batch's backward pass, or past the reservation, raises with the
+parameters untouched (and the step's gradients cleared). Skipped ("virtual")
+steps, which would fold several batches into one release, are refused. The
+noise comes from the run's :class:`~._noise.NoiseSource`, never from torch's
+global generator, so ``torch.manual_seed`` cannot replay it.
 """
 
 from __future__ import annotations
@@ -17,73 +16,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
 from ...exceptions import BudgetExceededError, ConfigurationError
 from ._bk import BookKeeping
+from ._guard import StepGuard
+from ._noise import NoiseSource
 
 __all__ = ["BKOptimizer", "GhostOptimizer", "HooksOptimizer", "StepGuard"]
-
-
-class StepGuard:
-    """Counts the steps released and refuses the first one past ``limit``.
-
-    It holds plain numbers only, so each worker of a later distributed run can
-    keep its own (they step in lockstep).
-    """
-
-    def __init__(
-        self,
-        *,
-        limit: int,
-        dataset: str,
-        request_id: str,
-        drawn: Callable[[], int] | None = None,
-        on_refuse: Callable[[int], None] | None = None,
-    ) -> None:
-        self.limit = limit
-        self.drawn = drawn
-        self.taken = 0
-        self.dataset = dataset
-        self.request_id = request_id
-        self.on_refuse = on_refuse
-        self.refused = 0
-
-    def admit(self) -> None:
-        """Raise if one more step would pass the reservation, or has no batch of its own."""
-        if self.drawn is not None and self.taken >= self.drawn():
-            raise ConfigurationError(
-                "every optimizer step needs a fresh batch from run.data_loader (Poisson "
-                f"sampling, q = batch_size / N); {self.drawn()} batches were drawn from it and "
-                f"{self.taken} steps taken. This step was refused (parameters unchanged): "
-                "batches drawn another way, or reused, are not what the ledger charges."
-            )
-        if self.taken < self.limit:
-            return
-        self.refused += 1
-        if self.on_refuse is not None and self.refused == 1:
-            self.on_refuse(self.taken + 1)
-        err = BudgetExceededError(
-            f"step {self.taken + 1} would exceed the {self.limit} DP-SGD steps reserved for this "
-            f"run on dataset {self.dataset!r} (reservation {self.request_id}); the parameters "
-            "were not updated and nothing more was charged. The reservation covers epochs × "
-            "len(run.data_loader) steps: plan a longer run (more epochs) in a new "
-            "private_training(...) block."
-        )
-        vars(err).update(dataset=self.dataset, steps_reserved=self.limit, steps_taken=self.taken)
-        raise err
-
-    def record(self) -> None:
-        self.taken += 1
 
 
 class _Guarded:
     """Mixin for Opacus optimizers: the guard, then a mode's own check, then Opacus's step."""
 
     privml_guard: StepGuard | None = None
+    privml_noise: NoiseSource
+    generator: torch.Generator | None
 
     def _before_release(self) -> None:
         """A mode's last check before clipping and noise (nothing by default)."""
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        super().zero_grad(set_to_none)  # type: ignore[misc]
+        if self.privml_guard is not None:
+            self.privml_guard.zeroed()
 
     def signal_skip_step(self, do_skip: bool = True) -> None:
         """Refused: a skipped ("virtual") step folds several Poisson batches into one release."""
@@ -100,13 +57,28 @@ class _Guarded:
             try:
                 guard.admit()
             except (BudgetExceededError, ConfigurationError):
-                self.zero_grad(set_to_none=True)  # type: ignore[attr-defined]
+                self.zero_grad(set_to_none=True)
                 raise
+        params = self.params  # type: ignore[attr-defined]
+        if params:
+            self.generator = self.privml_noise.generator(params[0].device)
         self._before_release()
         done = super().pre_step(closure)  # type: ignore[misc]
         if done and guard is not None:
             guard.record()
         return done
+
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
+        """Opacus's step, with the wrapped optimizer let through the run's fence."""
+        guard = self.privml_guard
+        if guard is None:
+            return super().step(closure)  # type: ignore[misc]
+        guard.releasing = True
+        try:
+            return super().step(closure)  # type: ignore[misc]
+        finally:
+            guard.releasing = False
+            guard.note_release()
 
 
 class HooksOptimizer(_Guarded, DPOptimizer):  # type: ignore[misc]

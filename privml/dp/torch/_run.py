@@ -30,11 +30,14 @@ from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
 from ._calibrate import calibrate
-from ._close import finish, register
-from ._data import PoissonLoader, Rows, default_criterion, prepare, scaler_for, stacked, task_of
+from ._close import Exit, finish, register
+from ._data import default_criterion, prepare, scaler_for, task_of
 from ._deps import OPACUS_VERSION
 from ._engine import build, loss_reduction, prepare_module
-from ._optim import StepGuard
+from ._fence import Fence
+from ._guard import StepGuard
+from ._loader import PoissonLoader
+from ._rows import drop, seal
 from ._training_run import TrainingRun
 
 if TYPE_CHECKING:
@@ -112,6 +115,7 @@ def private_training(
     task, _ = task_of(schema, target)
     criterion = criterion if criterion is not None else default_criterion(task)
     loss_reduction(criterion)
+    given = (module, optimizer)
     module, optimizer = prepare_module(
         module, optimizer, mode=grad_sample_mode, fix_module=fix_module
     )
@@ -127,12 +131,13 @@ def private_training(
     # 3. Values, decrypted inside privml: N fixes q = batch_size / N. Nothing reaches the
     #    model or the caller until the reservation below is held.
     loaded = session._load(auth, version=version)
-    data = prepare(schema, loaded.frame, features, target, scaler)
-    n = len(data.y)
+    X, y, encoding = prepare(schema, loaded.frame, features, target, scaler)
+    content_hash, rows_withheld = loaded.content_hash, loaded.rows_withheld
+    del loaded  # the decrypted frame: from here the rows live only in the sealed table
+    n = len(y)
     if batch_size > n:
         raise ConfigurationError(f"batch_size={batch_size} exceeds the {n} rows available")
-    loader = PoissonLoader(Rows(data.X, data.y), sample_rate=batch_size / n, collate_fn=stacked)
-    steps_per_epoch = len(loader)
+    steps_per_epoch = int(1 / (batch_size / n))  # as Opacus's DPDataLoader
     planned = epochs * steps_per_epoch
 
     def event_for(
@@ -181,8 +186,8 @@ def private_training(
             "grant_ids": auth.grant_ids,
             "policy_hash": auth.policy_hash,
             "where": [],
-            "content_hash": loaded.content_hash,
-            "rows_withheld": loaded.rows_withheld,
+            "content_hash": content_hash,
+            "rows_withheld": rows_withheld,
             "grad_sample_mode": grad_sample_mode,
             "epochs": epochs,
             "steps_per_epoch": steps_per_epoch,
@@ -192,12 +197,13 @@ def private_training(
         },
     )
     # 5. From here every exit settles or releases the reservation.
+    token = seal(X, y)
+    del X, y
     try:
         guard = StepGuard(
             limit=planned,
             dataset=dataset,
             request_id=request_id,
-            drawn=lambda: loader.batches_drawn,
             on_refuse=lambda step: session._write(
                 "dp.train.step",
                 "refused",
@@ -215,6 +221,23 @@ def private_training(
             max_grad_norm=max_grad_norm,
             batch_size=batch_size,
             guard=guard,
+        )
+        fence = Fence.attach(
+            guard,
+            engine.plain,
+            inner=optimizer,
+            fenced=[*engine.plain.parameters(), *given[0].parameters()],
+            original=given[1],
+        )
+        guard.watch(engine.plain.parameters())
+        plain = engine.plain
+        loader = PoissonLoader(
+            token=token,
+            n=n,
+            sample_rate=batch_size / n,
+            steps=steps_per_epoch,
+            guard=guard,
+            device_of=lambda: next(plain.parameters()).device,
         )
         accountant = RDPAccountant()  # Opacus's own figure, for cross-checking only
         engine.optimizer.attach_step_hook(
@@ -246,13 +269,34 @@ def private_training(
             _planned=plan,
         )
     except BaseException:
+        drop(token)
         reservation.release()
         raise
     completed = False
+    ending = Exit(
+        engine=engine,
+        fence=fence,
+        token=token,
+        reservation=reservation,
+        accountant=accountant,
+        event_for=event_for,
+        record=lambda details: session._write(
+            "dp.train.batches",
+            "handed_out" if details["batches_drawn"] else "none",
+            dataset,
+            version,
+            {"request_id": request_id, **details},
+        ),
+    )
     try:
         yield run
         completed = True
     finally:
-        finish(run, engine, reservation, accountant, event_for)
+        finish(run, ending)
     if completed and run.steps_taken > 0:
-        register(dp, run, engine, data, features, target, optimizer)
+        if guard.tampered is not None:
+            raise ConfigurationError(
+                f"{guard.tampered} during the block: the model was not registered (the steps "
+                "released were charged). Update the parameters only through run.optimizer."
+            )
+        register(dp, run, engine, encoding, features, target, optimizer)

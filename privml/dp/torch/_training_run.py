@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..._models import ModelInfo
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...accounting.records import Charge
+from ._guard import StepGuard
+from ._loader import PoissonLoader
 from ._model import TorchModel
-from ._optim import StepGuard
 
 __all__ = ["TrainingRun"]
 
@@ -23,7 +23,15 @@ class TrainingRun:
     """One DP-SGD run, as yielded by :meth:`privml.dp.DPSession.private_training`.
 
     Use ``model``, ``optimizer``, ``data_loader`` and ``criterion`` in your loop
-    as you would the non-private ones. Figures are at the dataset's δ.
+    as you would the non-private ones: draw a batch, one forward and backward
+    pass on it, one ``optimizer.step()``. Figures are at the dataset's δ.
+
+    Your loop sees its batches (the rows drawn for each step); nothing in the
+    run holds the whole table. Every batch drawn is charged, stepped or not,
+    and recorded in the audit log (``dp.train.batches``: batches and rows
+    handed out). Inside the block, the optimizer you passed in (or any other
+    over the module's parameters) refuses to step: only ``optimizer`` updates
+    the parameters.
 
     Attributes
     ----------
@@ -32,9 +40,12 @@ class TrainingRun:
         After the block: the plain trained module.
     optimizer
         The DP optimizer: each ``step()`` clips, adds noise, counts the step,
-        and refuses one past the reservation before updating anything.
-    data_loader : torch.utils.data.DataLoader
-        Poisson batches of (features, target) tensors: features scaled into
+        and refuses, before updating anything, a step without a batch of its
+        own (one batch drawn since the previous step, its forward and backward
+        pass) or past the reservation.
+    data_loader : PoissonLoader
+        Poisson batches (q from the OS's CSPRNG), drawn one per step, on the
+        model's device, of (features, target) tensors: features scaled into
         [0, 1] by the schema's bounds; int64 class indices (in the schema's
         category order), or float32 ``(N, 1)`` values scaled into [0, 1] by the
         target's declared bounds.
@@ -56,7 +67,7 @@ class TrainingRun:
     name : str
         The name the model is registered under.
     epsilon, opacus_epsilon : float or None
-        After the block: the ledger's ε for the steps taken, and the ε Opacus's
+        After the block: the ledger's ε for the batches drawn, and the ε Opacus's
         own RDP accountant reports (q = 1/len(data_loader), RDP only), for
         cross-checking; the ledger's figure is the one charged.
     opacus_notes : list of str
@@ -71,7 +82,7 @@ class TrainingRun:
 
     model: nn.Module
     optimizer: Any
-    data_loader: DataLoader[Any]
+    data_loader: PoissonLoader
     criterion: Any
     epochs: int
     epsilon_planned: float
@@ -103,6 +114,11 @@ class TrainingRun:
     def steps_taken(self) -> int:
         """Optimizer steps released so far."""
         return self._guard.taken if self._guard is not None else 0
+
+    @property
+    def batches_drawn(self) -> int:
+        """Batches handed out by ``data_loader`` so far (each is charged, stepped or not)."""
+        return self._guard.drawn if self._guard is not None else 0
 
     def epsilon_at(self, steps: int) -> float:
         """The ledger's ε for this run after ``steps`` steps (0 for none)."""

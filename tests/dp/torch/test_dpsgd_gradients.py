@@ -10,6 +10,7 @@ from torch import nn
 
 from privml import ConfigurationError
 from privml.dp.torch._engine import build, prepare_module
+from privml.dp.torch._noise import NoiseSource
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
@@ -37,11 +38,10 @@ def _privml(mode, net, X, y, *, sigma=0.0, seed=None, criterion=None, batch_size
         max_grad_norm=CLIP,
         batch_size=batch_size or len(X),
         guard=None,
+        noise=NoiseSource(seed=seed) if seed is not None else None,
     )
     engine.optimizer.zero_grad()
     engine.criterion(engine.model(X), y).backward()
-    if seed is not None:
-        torch.manual_seed(seed)
     engine.optimizer.step()
     sums = [p.summed_grad.detach().clone() for p in engine.plain.parameters()]
     engine.close()
@@ -56,11 +56,10 @@ def _opacus_hooks(net, X, y, *, sigma=0.0, seed=None, criterion=None, batch_size
         noise_multiplier=sigma,
         max_grad_norm=CLIP,
         expected_batch_size=batch_size or len(X),
+        generator=torch.Generator().manual_seed(seed) if seed is not None else None,
     )
     opt.zero_grad()
     (criterion or nn.CrossEntropyLoss())(model(X), y).backward()
-    if seed is not None:
-        torch.manual_seed(seed)
     opt.step()
     sums = [p.summed_grad.detach().clone() for p in net.parameters()]
     model._close()
@@ -234,19 +233,14 @@ def test_virtual_steps_are_refused(make_mlp):
     engine.close()
 
 
-def test_the_loader_fetches_whole_batches_and_empty_ones():
-    from opacus.data_loader import DPDataLoader
-    from torch.utils.data import DataLoader
+def test_poisson_sampling_keeps_each_row_with_probability_q():
+    from privml.dp.torch._loader import poisson_sample
 
-    from privml.dp.torch._data import Rows, stacked
-
-    X, y = torch.arange(20.0).reshape(10, 2), torch.arange(10)
-    torch.manual_seed(0)
-    sizes = []
-    for q in (0.02, 0.5):  # 50 batches, mostly empty; then 2 of about 5 rows
-        for xb, yb in DPDataLoader(Rows(X, y), sample_rate=q, collate_fn=stacked):
-            assert xb.shape == (len(yb), 2) and torch.equal(xb[:, 0], 2.0 * yb)
-            sizes.append(len(yb))
-    assert 0 in sizes and max(sizes) > 0
-    xb, yb = next(iter(DataLoader(Rows(X, y), batch_size=4)))  # any other loader: rows as usual
-    assert xb.shape == (4, 2) and torch.equal(yb, torch.arange(4))
+    # 400 batches of n=2000 at q=0.05: 40,000 expected picks, sd 195; the bounds are
+    # ±6 sd (false failure < 1e-8), and no caller seed is involved to fix it.
+    n, q = 2000, 0.05
+    counts = [len(poisson_sample(n, q)) for _ in range(400)]
+    assert abs(sum(counts) - 400 * n * q) < 6 * (400 * n * q * (1 - q)) ** 0.5
+    picked = poisson_sample(n, 0.5)
+    assert picked.dtype.kind == "i" and (picked[1:] > picked[:-1]).all()
+    assert len(poisson_sample(n, 1.0)) == n and len(poisson_sample(n, 1e-300)) == 0

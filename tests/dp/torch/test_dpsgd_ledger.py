@@ -135,7 +135,7 @@ def test_target_epsilon_with_an_exhausted_budget_is_refused(make_vault, digits, 
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks", "bk"])
-def test_a_step_past_the_reservation_is_refused_before_the_update(
+def test_a_batch_past_the_reservation_is_refused_before_it_is_drawn(
     make_vault, digits, make_mlp, mode
 ):
     v = make_vault("digits")
@@ -149,9 +149,9 @@ def test_a_step_past_the_reservation_is_refused_before_the_update(
             for X, y in run.data_loader:
                 run.optimizer.zero_grad()
                 run.criterion(run.model(X), y).backward()
-                snapshot = [p.detach().clone() for p in net.parameters()]
                 run.optimizer.step()
-    assert run.steps_taken == run.steps_planned == 28
+                snapshot = [p.detach().clone() for p in net.parameters()]
+    assert run.steps_taken == run.steps_planned == run.batches_drawn == 28
     assert all(torch.equal(b, p) for b, p in zip(snapshot, net.parameters(), strict=True))
     assert run.charge.status == "committed" and run.charge.event.params["steps"] == 28
     assert v.models.list().empty  # the block ended in an exception: nothing registered
@@ -183,13 +183,15 @@ def test_an_exception_in_the_loop_settles_too(make_vault, digits, make_mlp, trai
     assert v.models.list().empty
 
 
-def test_a_run_without_steps_releases_its_reservation(make_vault, digits, make_mlp):
+def test_a_run_without_batches_releases_its_reservation(make_vault, digits, make_mlp):
     v = make_vault("digits")
     with _train(v, digits, make_mlp(), noise_multiplier=1.0) as run:
         assert v.budget("data").reserved == 1
     assert run.charge.status == "released" and run.epsilon == 0.0
     assert v.budget("data").epsilon_spent == 0.0
     assert v.models.list().empty
+    entry = v.audit.entries(action="dp.train.batches").iloc[-1]
+    assert entry["outcome"] == "none"
 
 
 def test_training_needs_dp_training_on_every_column(make_vault, digits, make_mlp):
@@ -212,34 +214,3 @@ def test_training_needs_dp_training_on_every_column(make_vault, digits, make_mlp
     with pytest.raises(AccessDenied, match="dp_training"), training:
         pytest.fail("the block must not run")
     assert v.ledger.events("data").empty
-
-
-def test_a_step_needs_a_fresh_batch_from_the_runs_loader(make_vault, digits, make_mlp):
-    from torch.utils.data import DataLoader
-
-    from privml import ConfigurationError
-
-    v = make_vault("digits")
-    net = make_mlp()
-    before = [p.detach().clone() for p in net.parameters()]
-    with (
-        pytest.raises(ConfigurationError, match="fresh batch"),
-        _train(v, digits, net, noise_multiplier=1.0, grad_sample_mode="bk") as run,
-    ):
-        fixed = DataLoader(run.data_loader.dataset, batch_size=64, shuffle=True)
-        X, y = next(iter(fixed))  # a fixed-size batch: not what the ledger charges
-        run.optimizer.zero_grad()
-        run.criterion(run.model(X), y).backward()
-        run.optimizer.step()
-    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
-    assert run.charge.status == "released"
-    with (
-        pytest.raises(ConfigurationError, match="fresh batch"),
-        _train(v, digits, net, noise_multiplier=1.0, grad_sample_mode="bk") as run,
-    ):
-        X, y = next(iter(run.data_loader))
-        for _ in range(2):  # the same Poisson batch twice
-            run.optimizer.zero_grad()
-            run.criterion(run.model(X), y).backward()
-            run.optimizer.step()
-    assert run.charge.event.params["steps"] == 1

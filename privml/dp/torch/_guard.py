@@ -1,0 +1,221 @@
+"""The step guard: one Poisson batch drawn per step, stepped once, and no step past the reservation.
+
+Why it is sound: a DP-SGD step releases information about the batch only
+through the parameter update (clipped sum plus noise), and the ledger charges
+each step as one Poisson-sampled Gaussian mechanism on a batch of its own. The
+guard makes the code agree with that charge:
+
+* a batch is drawn only when the previous one was stepped (so exactly one new
+  batch lies between two steps) and only while the reservation has room;
+* a forward pass with gradients enabled must take the batch drawn for the
+  coming step (the tensor the loader handed out, or a view of it), and a
+  backward pass may only run through outputs of that batch: gradients of an
+  older batch, a reused one or rows from elsewhere cannot reach the step;
+* a step needs that backward pass, is admitted at most once per batch, and is
+  refused before Opacus clips, draws noise or updates anything;
+* the trainable parameters may change only inside the run's own releases: an
+  update by another optimizer (refused by the fence), by hand or by
+  ``load_state_dict`` is detected by the parameters' version counters, and
+  the run then takes no more steps and registers no model.
+
+The guard holds counts and the current batch only (never the table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from ...exceptions import BudgetExceededError, ConfigurationError
+
+__all__ = ["StepGuard"]
+
+
+@dataclass
+class _Drawn:
+    """The batch drawn for the coming step."""
+
+    serial: int
+    storages: tuple[int, ...]
+    device: torch.device
+    backward: bool = False
+    spoiled: bool = False
+
+
+def _storage(t: torch.Tensor) -> int:
+    return int(t.untyped_storage().data_ptr())
+
+
+class StepGuard:
+    """Ties each optimizer step to the one batch drawn for it, and counts both against ``limit``."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        dataset: str,
+        request_id: str,
+        on_refuse: Callable[[int], None] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.dataset = dataset
+        self.request_id = request_id
+        self.on_refuse = on_refuse
+        self.taken = 0
+        self.drawn = 0
+        self.rows = 0
+        self.refused = 0
+        self.open = True
+        self.releasing = False
+        self.tampered: str | None = None
+        self.current: _Drawn | None = None
+        self._params: list[torch.Tensor] = []
+        self._versions: list[int] = []
+
+    # -- batches --------------------------------------------------------------------------
+    def before_draw(self) -> None:
+        """Raise unless one more batch may be drawn now (nothing is sampled before this)."""
+        if not self.open:
+            raise ConfigurationError(
+                "this run has ended: its loader draws no more batches; start a new "
+                "private_training(...) block"
+            )
+        if self.current is not None:
+            raise ConfigurationError(
+                f"batch {self.current.serial} of run.data_loader has not been stepped: each "
+                "batch must be used by exactly one run.optimizer.step() before the next is "
+                "drawn (empty batches included; no skipping, no accumulating several "
+                "batches). No new batch was drawn."
+            )
+        if self.drawn >= self.limit:
+            self._past_reservation(self.drawn + 1)
+
+    def on_draw(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        """Note the batch just handed out as the one the coming step must use."""
+        self.drawn += 1
+        self.rows += len(y)
+        self.current = _Drawn(self.drawn, (_storage(X), _storage(y)), X.device)
+
+    def check_input(self, x: object) -> int:
+        """The serial of the batch ``x`` is (or views); raise if it is not the current batch."""
+        current = self.current
+        if (
+            current is None
+            or not isinstance(x, torch.Tensor)
+            or x.device != current.device
+            or _storage(x) not in current.storages
+        ):
+            when = (
+                "no batch is waiting for a step (the last one was stepped)"
+                if current is None
+                else f"batch {current.serial} is waiting for its step"
+            )
+            raise ConfigurationError(
+                "a forward pass with gradients enabled must take the batch just drawn from "
+                f"run.data_loader (as handed out, or a view of it); {when}. Evaluate other "
+                "inputs under torch.no_grad(), and transform batches inside the module."
+            )
+        return current.serial
+
+    def check_backward(self, serial: int) -> None:
+        """Raise unless a backward pass through an output of batch ``serial`` may feed a step."""
+        current = self.current
+        if current is None or current.serial != serial:
+            if current is not None:
+                current.spoiled = True  # the pass stopped half-way: gradients incomplete
+            raise ConfigurationError(
+                f"this backward pass runs through the model's output for batch {serial}, "
+                "which was already stepped; a step uses gradients of the batch drawn for it "
+                "only. Compute the loss from a forward pass on the current batch."
+            )
+        current.backward = True
+
+    # -- steps ----------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Raise unless the coming step has its own batch, its gradients and room in the plan."""
+        self.check_params()
+        current = self.current
+        if current is None:
+            raise ConfigurationError(
+                "every optimizer step needs a fresh batch from run.data_loader (Poisson "
+                f"sampling, q = batch_size / N); {self.drawn} batches were drawn and "
+                f"{self.taken} steps taken, so this step has no batch of its own. It was "
+                "refused (parameters unchanged)."
+            )
+        if current.spoiled:
+            raise ConfigurationError(
+                f"a refused backward pass left the gradients of batch {current.serial} "
+                "incomplete: call run.optimizer.zero_grad() and run the batch's forward and "
+                "backward pass again. The step was refused (parameters unchanged)."
+            )
+        if not current.backward:
+            raise ConfigurationError(
+                f"batch {current.serial} has had no backward pass through the model's "
+                "output: call run.criterion(run.model(X), y).backward() before "
+                "run.optimizer.step(). The step was refused (parameters unchanged)."
+            )
+        if self.taken >= self.limit:
+            self._past_reservation(self.taken + 1)
+
+    def zeroed(self) -> None:
+        """The gradients were cleared: the current batch needs a new backward pass."""
+        if self.current is not None:
+            self.current.backward = False
+            self.current.spoiled = False
+
+    def record(self) -> None:
+        """The admitted step was released: its batch is used up."""
+        self.taken += 1
+        self.current = None
+
+    def _past_reservation(self, step: int) -> None:
+        self.refused += 1
+        if self.on_refuse is not None and self.refused == 1:
+            self.on_refuse(step)
+        err = BudgetExceededError(
+            f"step {step} would exceed the {self.limit} DP-SGD steps reserved for this run on "
+            f"dataset {self.dataset!r} (reservation {self.request_id}); no batch was drawn "
+            "for it, the parameters were not updated and nothing more was charged. The "
+            "reservation covers epochs × len(run.data_loader) steps: plan a longer run "
+            "(more epochs) in a new private_training(...) block."
+        )
+        vars(err).update(dataset=self.dataset, steps_reserved=self.limit, steps_taken=self.taken)
+        raise err
+
+    # -- parameters -----------------------------------------------------------------------
+    def watch(self, params: Iterable[torch.Tensor]) -> None:
+        """Record the parameters' versions: from now on only the run's releases may change them."""
+        self._params = list(params)
+        self.note_release()
+
+    def note_release(self) -> None:
+        """The run's own update has run: its new parameter versions are the expected ones."""
+        self._versions = [p._version for p in self._params]
+
+    def check_params(self) -> None:
+        """Raise (and remember) if a parameter changed outside the run's releases."""
+        if self.tampered is None:
+            changed = [
+                i
+                for i, (p, v) in enumerate(zip(self._params, self._versions, strict=True))
+                if p._version != v
+            ]
+            if changed:
+                self.tampered = (
+                    f"{len(changed)} parameter tensor(s) of the module were modified outside "
+                    "run.optimizer.step() (another optimizer, an update by hand, "
+                    "load_state_dict)"
+                )
+        if self.tampered is not None:
+            raise ConfigurationError(
+                f"{self.tampered}: such updates skip clipping and noise, so this run takes "
+                "no more steps and registers no model. Update the parameters only through "
+                "run.optimizer."
+            )
+
+    def close(self) -> None:
+        """The block is over: no more batches, and no batch waiting."""
+        self.open = False
+        self.current = None

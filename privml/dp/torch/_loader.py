@@ -1,0 +1,112 @@
+"""The run's data loader: Poisson batches drawn one step at a time, from the OS's CSPRNG.
+
+Why it is private: each row joins a batch independently with probability
+``q = batch_size / N`` (Poisson sampling, what the ledger's ``dp_sgd`` event
+assumes). The coin flips are 64-bit integers from ``os.urandom`` compared with
+``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by less than
+2⁻⁶⁴ (never more than charged) and no caller seed (``torch.manual_seed``,
+``numpy.random.seed``) can replay or steer the sampling. A batch is sampled
+and its rows copied out of the sealed table (:mod:`._rows`) only when it is
+drawn, and only when the step guard allows it: after the previous batch was
+stepped and while the reservation has room. The loader holds no rows; a new
+``iter()`` ends every earlier iterator, so two iterators cannot interleave.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+
+from ...exceptions import ConfigurationError
+from ._guard import StepGuard
+from ._rows import take
+
+__all__ = ["PoissonLoader", "poisson_sample"]
+
+
+def poisson_sample(n: int, q: float) -> np.ndarray:
+    """Indices of a Poisson sample of ``range(n)``: each kept with probability ``q`` (OS CSPRNG)."""
+    threshold = int(q * 2.0**64)  # exact: scaling a double by a power of two; floor(q·2⁶⁴)
+    if threshold >= 2**64:
+        return np.arange(n)
+    coins = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return np.flatnonzero(coins < np.uint64(threshold))
+
+
+class PoissonLoader:
+    """Poisson-sampled ``(features, target)`` batches of a run, on the model's device.
+
+    ``len(loader)`` is the steps of one epoch, ``steps`` (``int(1 / q)``, as for
+    Opacus's ``DPDataLoader``); every ``iter()`` yields that many batches, each drawn
+    when asked for. Batches come on the device of the model's parameters, so
+    ``X.to(device)`` returns the batch itself.
+
+    Attributes
+    ----------
+    sample_rate : float
+        q = batch_size / N.
+    batches_drawn, rows_drawn : int
+        Batches (and rows in them) handed out so far.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        n: int,
+        sample_rate: float,
+        steps: int,
+        guard: StepGuard,
+        device_of: Callable[[], torch.device],
+    ) -> None:
+        self.sample_rate = sample_rate
+        self._n = n
+        self._steps = steps
+        self._token = token
+        self._guard = guard
+        self._device_of = device_of
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return self._steps
+
+    @property
+    def batches_drawn(self) -> int:
+        return self._guard.drawn
+
+    @property
+    def rows_drawn(self) -> int:
+        return self._guard.rows
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        self._epoch += 1
+        return self._batches(self._epoch)
+
+    def _batches(self, epoch: int) -> Iterator[list[torch.Tensor]]:
+        for _ in range(self._steps):
+            yield self._draw(epoch)
+
+    def _draw(self, epoch: int) -> list[torch.Tensor]:
+        if epoch != self._epoch:
+            raise ConfigurationError(
+                "this iterator of run.data_loader was replaced by a newer iter(run.data_loader); "
+                "draw from one iterator at a time (each epoch's loop starts a new one)"
+            )
+        self._guard.before_draw()
+        X, y = take(self._token, poisson_sample(self._n, self.sample_rate))
+        device = self._device_of()
+        X, y = X.to(device), y.to(device)
+        self._guard.on_draw(X, y)
+        return [X, y]
+
+    def _refuse_copy(self, *args: Any) -> NoReturn:
+        raise ConfigurationError("a run's data loader cannot be copied or pickled")
+
+    __copy__ = __deepcopy__ = __reduce__ = __reduce_ex__ = _refuse_copy
+
+    def __repr__(self) -> str:
+        return f"<privml PoissonLoader q={self.sample_rate:.4g} steps/epoch={self._steps}>"
