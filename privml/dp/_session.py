@@ -209,10 +209,10 @@ class DPSession:
         the place of yours. On entry the planned run (``epochs ×
         len(data_loader)`` steps) is reserved in the ledger, or
         :class:`~privml.BudgetExceededError` is raised and nothing trains. Each
-        ``optimizer.step()`` is counted; one past the reservation raises
-        ``BudgetExceededError`` before the parameter update. On exit (normal,
-        ``break``, or an exception) the reservation is settled on the steps
-        taken, and after a normal exit the model is registered in
+        step must consume the one batch drawn for it; a batch past the
+        reservation raises ``BudgetExceededError`` before it is drawn. On exit
+        (normal, ``break``, or an exception) the reservation is settled on the
+        batches drawn (stepped or not), and after a normal exit the model is registered in
         ``vault.models`` as ``name`` with its (ε, δ).
 
         Why it is private: Poisson-sampled batches (each row with probability

@@ -8,8 +8,9 @@ Reach it as ``session.dp.private_training(...)`` (your own PyTorch loop) or
 * samples batches by Poisson sampling, always, with q = batch_size / N;
 * reserves its planned DP-SGD event in the ledger before the first batch
   (σ given, or calibrated to ``target_epsilon`` and the remaining budget),
-  refuses any step past the reservation before the parameter update, and
-  settles on the steps taken however the block ends;
+  lets each step consume exactly one freshly drawn batch, refuses a batch past
+  the reservation before it is drawn, and settles on the batches drawn however
+  the block ends;
 * registers the trained model in ``vault.models`` with its (ε, δ).
 
 Training modes: ``"ghost"`` (Opacus ghost clipping, the default), ``"hooks"``
