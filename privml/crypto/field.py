@@ -115,8 +115,8 @@ class FieldCipher:
     def to_bytes(self, *, wrap_key: bytes | str) -> bytes:
         """Export the keyset, dataset and mode, encrypted under ``wrap_key``.
 
-        ``wrap_key`` is 32 random bytes or their URL-safe base64 form
-        (:func:`privml.generate_key`). Keep it apart from the exported bytes.
+        ``wrap_key`` is 32 random bytes or their URL-safe base64 form (44 characters,
+        as :func:`privml.generate_key` returns). Keep it apart from the exported bytes.
 
         Examples
         --------
