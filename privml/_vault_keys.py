@@ -5,20 +5,24 @@ Kept beside :class:`~privml.Vault` (which inherits them) so each file stays one 
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ._view_erasure import plan_view_erasures, subject_mask
 from .crypto.keys import VaultKey
 from .crypto.pseudonyms import pseudonymize
-from .exceptions import ConfigurationError, NotFoundError
-from .storage.engine import transaction
-from .storage.tables import models, vault_info
+from .exceptions import ConfigurationError, DecryptionError, NotFoundError
+from .storage.engine import read, scrub, transaction
+from .storage.files import remove_files
+from .storage.tables import models, vault_info, versions
 
 if TYPE_CHECKING:
     from ._datasets import DatasetStore, DatasetVersion
@@ -40,9 +44,23 @@ class KeyMethods:
     audit: AuditLog
     models: Any
 
+    path: Any
+
     @property
     def engine(self) -> sa.Engine:  # provided by Vault
         raise NotImplementedError
+
+    def scrub(self) -> bool:
+        """Make destroyed keys and erased data unrecoverable from a copy of the vault folder.
+
+        Every rotation, erasure and field-key drop already ends with this; call it
+        yourself only when one of them warned that another process kept it from
+        completing. SQLite: copies the write-ahead log into ``meta.db`` (where
+        ``secure_delete`` overwrote the deleted bytes) and truncates it to zero
+        bytes. Returns False (with a warning) if another connection still holds
+        the log. PostgreSQL: nothing can be guaranteed (see SECURITY.md).
+        """
+        return scrub(self.engine)
 
     def rotate_vault_key(
         self,
@@ -103,6 +121,8 @@ class KeyMethods:
         self._key = fresh
         self._keyring.use(fresh)
         self.models._vault_key = fresh
+        # The wrappings under the old key are overwritten in meta.db; now empty the WAL.
+        scrub(self.engine)
 
     def rotate_data_keys(self, dataset: str) -> DatasetVersion:
         """Write a new version of ``dataset`` under fresh data keys and destroy the old keys.
@@ -111,7 +131,24 @@ class KeyMethods:
         (crypto-shredding); the audit entry lists the versions shredded.
         Pseudonyms keep their key, so they stay stable.
         """
-        return self._store.rotate(dataset, actor=self._actor, action="dataset.rotate_keys")
+        written = self._store.rotate(dataset, actor=self._actor, action="dataset.rotate_keys")
+        self._shred_files([written])
+        return written
+
+    def _shred_files(self, written: list[DatasetVersion]) -> None:
+        """Delete the files of every version older than ``written`` and empty the WAL."""
+        with read(self.engine) as conn:
+            old = [
+                row.file
+                for done in written
+                for row in conn.execute(
+                    sa.select(versions.c.file).where(
+                        versions.c.dataset == done.name, versions.c.version < done.version
+                    )
+                )
+            ]
+        remove_files(Path(self.path), old)
+        scrub(self.engine)
 
     def pseudonymize(self, dataset: str, column: str, values: Iterable[Any]) -> list[str | None]:
         """The stored pseudonyms of known identifiers (for look-ups and erasure requests).
@@ -145,21 +182,55 @@ class KeyMethods:
         """
         key, column = self._pseudonym_key(dataset, column)
         field = self._store.schema(dataset)[column]
-        token = pseudonymize([str(identifier)], key)[0] if field.pseudonymize else str(identifier)
+        # The audit gets the keyed pseudonym even when the column stores identifiers raw.
+        token = str(pseudonymize([str(identifier)], key)[0])
+        match = token if field.pseudonymize else str(identifier)
+
+        def mask_of(version: int) -> np.ndarray | None:
+            try:
+                frame, _, _ = self._store.load(dataset, [column], version)
+            except DecryptionError:  # shredded
+                return None
+            return subject_mask(frame, column, match)
+
+        latest = self._store.latest_version(dataset)
+        found = mask_of(latest)
+        if found is None or not found.any():
+            raise NotFoundError(f"no rows of {dataset!r} belong to that identifier")
+        # Every derived view is matched before anything changes: all or nothing is refused.
+        plans = plan_view_erasures(
+            self._store,
+            self.models,
+            self.engine,
+            dataset=dataset,
+            mask_of=mask_of,
+            versions=[latest],
+        )
 
         def keep(frame: pd.DataFrame) -> np.ndarray:
-            mask = np.asarray((frame[column].astype(object) == token).to_numpy(), dtype=bool)
-            if not mask.any():
-                raise NotFoundError(f"no rows of {dataset!r} belong to that identifier")
-            return ~mask
+            return ~subject_mask(frame, column, match)
 
-        return self._store.rotate(
-            dataset,
-            actor=self._actor,
-            action="dataset.erase_subject",
-            keep=keep,
-            details={"pseudonym": token},
-        )
+        written = [
+            self._store.rotate(
+                dataset,
+                actor=self._actor,
+                action="dataset.erase_subject",
+                keep=keep,
+                details={"pseudonym": token},
+            )
+        ]
+        for plan in plans:
+            written.append(
+                self._store.rotate(
+                    plan.view,
+                    actor=self._actor,
+                    action="dataset.erase_subject",
+                    keep=functools.partial(_rows_kept, erased=plan.rows),
+                    details={"pseudonym": token, "source": dataset},
+                )
+            )
+        self._shred_files(written)
+        return written[0]
 
     def field_cipher(self, dataset: str, *, deterministic: bool = False) -> FieldCipher:
         """A :class:`~privml.crypto.FieldCipher` for ``dataset`` whose keys live in the vault.
@@ -195,9 +266,41 @@ class KeyMethods:
             with transaction(self.engine) as tx:
                 self._store_field_key(tx, dataset, key_id, material)
 
+        def on_drop(*, key_id: int) -> None:
+            self._drop_field_key(dataset, key_id)
+
         return FieldCipher(
-            keyset, dataset=dataset, deterministic=deterministic, on_rotate=on_rotate
+            keyset,
+            dataset=dataset,
+            deterministic=deterministic,
+            on_rotate=on_rotate,
+            on_drop=on_drop,
         )
+
+    def _drop_field_key(self, dataset: str, key_id: int) -> None:
+        """Destroy the wrapped bytes of a field key (crypto-shredding), audited by key id."""
+        prefix = f"{key_id:08x}"
+        with transaction(self.engine) as tx:
+            live = self._keyring.live(tx.conn, dataset=dataset, purpose="field")
+            ids = [row_id for row_id, _ in live if row_id[:8] == prefix]
+            if not ids:
+                raise NotFoundError(f"field key 0x{prefix} of {dataset!r} is not in the vault")
+            if live[-1][0] in ids:
+                raise ConfigurationError(
+                    f"field key 0x{prefix} is the primary key of {dataset!r} in the vault; "
+                    "rotate first"
+                )
+            self._keyring.destroy(tx.conn, ids)
+            self.audit.append(
+                tx,
+                principal=self._actor,
+                purpose="administration",
+                action="crypto.field_key_drop",
+                outcome="ok",
+                dataset=dataset,
+                details={"key_id": prefix},
+            )
+        scrub(self.engine)
 
     def _store_field_key(self, tx: Tx, dataset: str, key_id: int, material: bytes) -> None:
         row_id = f"{key_id:08x}{secrets.token_hex(4)}"
@@ -228,3 +331,9 @@ class KeyMethods:
                 tx.conn, dataset=dataset, domain=schema[column].domain
             )
         return key, column
+
+
+def _rows_kept(frame: pd.DataFrame, erased: np.ndarray) -> np.ndarray:
+    if len(frame) != len(erased):
+        raise ConfigurationError("a derived view changed during the erasure; retry")
+    return ~erased
