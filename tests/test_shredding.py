@@ -127,7 +127,9 @@ def subjects(tmp_path, key, allow):
     tree = DecisionTreeClassifier(max_depth=3, random_state=0)
     tree.fit(frame[["age", "income"]], frame["risk"].astype(str))
     features = {"features": ["age", "income"]}
-    vault.models.register("risk", tree, trained_on="people", epsilon=None, delta=None, extra=features)
+    vault.models.register(
+        "risk", tree, trained_on="people", epsilon=None, delta=None, extra=features
+    )
     yield vault, frame
     vault.close()
 
