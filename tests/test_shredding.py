@@ -264,3 +264,48 @@ def test_vault_field_keys_are_shredded_when_dropped(demo_vault, key, tmp_path):
         again.decrypt(old_token, column="note", row_key=1)
     with pytest.raises(privml.ConfigurationError, match="primary"):
         again.drop(again.keyset.primary_id)
+
+
+def test_a_reader_holding_the_wal_is_reported_and_scrub_finishes_later(demo_vault):
+    folder = Path(demo_vault.path)
+    old = wrapped_now(folder, "purpose IN ('column', 'footer')")
+    reader = sqlite3.connect(folder / "meta.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM keys").fetchall()  # holds a snapshot of the WAL
+    try:
+        with pytest.warns(UserWarning, match=r"vault\.scrub\(\)"):
+            demo_vault.rotate_data_keys("patients")
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert demo_vault.scrub() is True
+    assert (folder / "meta.db-wal").stat().st_size == 0
+    assert containing(folder, old) == []
+
+
+def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_schema, allow, request):
+    """PostgreSQL keeps dead row versions until VACUUM (see SECURITY.md); the operations work
+    the same, destroyed rows hold no bytes and shredded files are deleted."""
+    url = request.getfixturevalue("pg_database_url")
+    folder = tmp_path / "v"
+    with Vault.create(folder, key=key, metadata_url=url) as vault:
+        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        allow(vault, "patients")
+        cipher = vault.field_cipher("patients")
+        old_id = cipher.keyset.primary_id
+        cipher.rotate()
+        cipher.drop(old_id)
+        vault.rotate_data_keys("patients")
+        vault.erase_subject("patients", identifier="P-1001")
+        new = privml.generate_key()
+        vault.rotate_vault_key(new)
+        assert vault.scrub() is True
+        assert sorted(p.name for p in (folder / "data" / "patients").iterdir()) == ["3.parquet"]
+        with vault.engine.connect() as conn:
+            wrapped = conn.exec_driver_sql(
+                "SELECT wrapped FROM keys WHERE destroyed IS NOT NULL"
+            ).all()
+        assert wrapped and all(len(bytes(w[0])) == 0 for w in wrapped)
+    with Vault.open(folder, key=new, metadata_url=url) as vault:
+        assert len(vault.session("analyst", purpose="research").read("patients")) == 2
+        assert vault.audit.verify().ok

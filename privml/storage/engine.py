@@ -24,6 +24,9 @@ from .tables import metadata, vault_info
 
 __all__ = ["Tx", "create_tables", "make_engine", "read", "scrub", "transaction"]
 
+_BUSY_TIMEOUT_MS = 30_000
+_SCRUB_WAIT_MS = 2_000
+
 
 def make_engine(*, sqlite_path: Path | None = None, url: str | None = None) -> sa.Engine:
     """Create the metadata engine: ``sqlite_path`` for the embedded default, or ``url``."""
@@ -48,7 +51,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         # Overwrite deleted content (e.g. destroyed keys) instead of leaving it in free pages.
         cur.execute("PRAGMA secure_delete=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -108,8 +111,14 @@ def scrub(engine: sa.Engine) -> bool:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        busy, _frames, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        cursor.close()
+        # A reader in another process can hold the WAL for as long as it likes: wait a
+        # little for it, not the 30 s a writer waits, then say so instead.
+        cursor.execute(f"PRAGMA busy_timeout={_SCRUB_WAIT_MS}")
+        try:
+            busy, _frames, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            cursor.close()
     finally:
         raw.close()
     if busy:
