@@ -5,7 +5,6 @@ Kept beside :class:`~privml.Vault` (which inherits them) so each file stays one 
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 from collections.abc import Iterable
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ._view_erasure import plan_view_erasures, subject_mask
+from ._view_erasure import ViewRefit, plan_view_erasures, subject_mask
 from .crypto.keys import VaultKey
 from .crypto.pseudonyms import pseudonymize
 from .exceptions import ConfigurationError, DecryptionError, NotFoundError
@@ -172,19 +171,25 @@ class KeyMethods:
     def erase_subject(
         self, dataset: str, *, identifier: Any, column: str | None = None
     ) -> DatasetVersion:
-        """Erase one data subject (GDPR art. 17) from ``dataset``.
+        """Erase one data subject (GDPR art. 17) from ``dataset`` and the views made from it.
 
         Writes a new version without the subject's rows (found through the
         identifier's pseudonym), under fresh keys, and crypto-shreds every
-        earlier version. The audit records the pseudonym and the number of rows
-        removed, never the identifier. Privacy budget already spent on the
-        dataset is not refunded: past releases may already reflect the subject.
+        earlier version: their keys are destroyed, their files deleted, and
+        ``meta.db``'s write-ahead log emptied, so a copy of the vault folder
+        taken afterwards cannot bring them back. Every minimized view derived
+        from the dataset is rewritten without the subject by a minimizer fitted
+        again without them (the old one may release their values), and shredded
+        the same way; a view whose rows cannot be matched to the subject is
+        refused before anything changes. The audit records the keyed pseudonym
+        and the number of rows removed, never the identifier. Privacy budget
+        already spent is not refunded: past releases may already reflect the subject.
         """
         key, column = self._pseudonym_key(dataset, column)
-        field = self._store.schema(dataset)[column]
+        schema = self._store.schema(dataset)
         # The audit gets the keyed pseudonym even when the column stores identifiers raw.
         token = str(pseudonymize([str(identifier)], key)[0])
-        match = token if field.pseudonymize else str(identifier)
+        match = token if schema[column].pseudonymize else str(identifier)
 
         def mask_of(version: int) -> np.ndarray | None:
             try:
@@ -193,11 +198,15 @@ class KeyMethods:
                 return None
             return subject_mask(frame, column, match)
 
+        def remaining(version: int, mask: np.ndarray) -> pd.DataFrame:
+            frame, _, _ = self._store.load(dataset, list(schema.names), version)
+            return frame.loc[~mask].reset_index(drop=True)
+
         latest = self._store.latest_version(dataset)
         found = mask_of(latest)
         if found is None or not found.any():
             raise NotFoundError(f"no rows of {dataset!r} belong to that identifier")
-        # Every derived view is matched before anything changes: all or nothing is refused.
+        # Every derived view is matched and refitted before anything changes.
         plans = plan_view_erasures(
             self._store,
             self.models,
@@ -205,32 +214,60 @@ class KeyMethods:
             dataset=dataset,
             mask_of=mask_of,
             versions=[latest],
+            remaining=remaining,
         )
-
-        def keep(frame: pd.DataFrame) -> np.ndarray:
-            return ~subject_mask(frame, column, match)
-
         written = [
             self._store.rotate(
                 dataset,
                 actor=self._actor,
                 action="dataset.erase_subject",
-                keep=keep,
+                keep=lambda frame: ~subject_mask(frame, column, match),
                 details={"pseudonym": token},
             )
         ]
         for plan in plans:
-            written.append(
-                self._store.rotate(
-                    plan.view,
-                    actor=self._actor,
-                    action="dataset.erase_subject",
-                    keep=functools.partial(_rows_kept, erased=plan.rows),
-                    details={"pseudonym": token, "source": dataset},
-                )
-            )
+            written.append(self._rewrite_view(plan, token, written))
         self._shred_files(written)
         return written[0]
+
+    def _rewrite_view(
+        self, plan: ViewRefit, token: str, written: list[DatasetVersion]
+    ) -> DatasetVersion:
+        """Store a view's new content under fresh keys, shredding its old versions and its
+        old minimizer; register the refitted minimizer."""
+        schema = self._store.schema(plan.view)
+        self._store.append(plan.view, plan.frame, schema=schema, clipped={}, actor=self._actor)
+        done = self._store.rotate(
+            plan.view,
+            actor=self._actor,
+            action="dataset.erase_subject",
+            details={"pseudonym": token, "source": plan.source, "rows_removed": plan.rows_removed},
+        )
+        source = next(w for w in reversed(written) if w.name == plan.source)
+        old = plan.registered
+        self.models._register(
+            old.name,
+            plan.minimizer,
+            trained_on=(source.name, source.version),
+            epsilon=None,
+            delta=None,
+            notes=f"minimizer behind view {plan.view!r}, fitted again without an erased subject",
+            extra={
+                key: old.metadata[key]
+                for key in ("for_model", "view", "settings")
+                if key in old.metadata
+            },
+            principal=self._actor,
+            purpose="administration",
+        )
+        with read(self.engine) as conn:
+            files = conn.execute(
+                sa.select(models.c.file).where(
+                    models.c.name == old.name, models.c.version.in_(old.versions)
+                )
+            )
+            remove_files(Path(self.path), [row.file for row in files])
+        return done
 
     def field_cipher(self, dataset: str, *, deterministic: bool = False) -> FieldCipher:
         """A :class:`~privml.crypto.FieldCipher` for ``dataset`` whose keys live in the vault.
@@ -331,9 +368,3 @@ class KeyMethods:
                 tx.conn, dataset=dataset, domain=schema[column].domain
             )
         return key, column
-
-
-def _rows_kept(frame: pd.DataFrame, erased: np.ndarray) -> np.ndarray:
-    if len(frame) != len(erased):
-        raise ConfigurationError("a derived view changed during the erasure; retry")
-    return ~erased

@@ -106,7 +106,12 @@ def minimize(
         epsilon=None,
         delta=None,
         notes=f"minimizer behind view {name!r}",
-        extra={"for_model": [model_name, info.version], "view": name},
+        extra={
+            "for_model": [model_name, info.version],
+            "view": name,
+            # the caller's settings, so that erasing a subject can refit it without them
+            "settings": {"categorical": categorical, "random_state": random_state},
+        },
         principal=session.principal,
         purpose=session.purpose,
     )

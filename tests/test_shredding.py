@@ -112,7 +112,8 @@ def subjects(tmp_path, key, allow):
             "risk": pd.Categorical(rng.choice(["low", "high"], n), categories=["low", "high"]),
         }
     )
-    frame.loc[frame["sid"] == "SUBJ-0042-QX", "income"] = 77777.77
+    # the subject has the largest income: the minimizer's observed range ends at it
+    frame.loc[frame["sid"] == "SUBJ-0042-QX", "income"] = 95555.55
     schema = Schema(
         {
             "sid": Field.identifier(pseudonymize=False),
@@ -174,7 +175,7 @@ def test_erase_subject_is_final_for_a_copy(subjects, key, tmp_path):
     doomed = wrapped_now(folder, "purpose IN ('column', 'footer')")
     old_files = [r[0] for r in rows(folder, "SELECT file FROM versions")]
     vault.erase_subject("people", identifier="SUBJ-0042-QX")
-    erased = [b"SUBJ-0042-QX", b"77777.77", struct.pack("<d", 77777.77)]
+    erased = [b"SUBJ-0042-QX", b"95555.55", struct.pack("<d", 95555.55)]
     for name, copy in (("open", tmp_path / "open"), ("closed", tmp_path / "closed")):
         if name == "closed":
             vault.close()
@@ -201,29 +202,58 @@ def test_erasure_audits_a_keyed_hash_never_the_raw_identifier(subjects):
     assert containing(folder, [b"SUBJ-0042-QX"]) == []
 
 
-def test_erasure_reaches_minimized_views(subjects):
+def _numbers(obj) -> set[float]:
+    if isinstance(obj, dict):
+        return {x for value in obj.values() for x in _numbers(value)}
+    if isinstance(obj, list | tuple):
+        return {x for value in obj for x in _numbers(value)}
+    if isinstance(obj, int | float) and not isinstance(obj, bool):
+        return {float(obj)}
+    return set()
+
+
+def test_erasure_reaches_minimized_views_and_their_minimizer(subjects, key, tmp_path):
     vault, frame = subjects
     session = vault.session("analyst", purpose="research")
     session.minimize("people", "risk", target_accuracy=0.8, name="people-min")
-    assert vault.dataset("people-min").latest.rows == len(frame)
+    before = vault.models.load("risk.minimizer")
+    assert 95555.55 in _numbers(before.to_dict())  # the fitted state holds the subject's value
+    folder = Path(vault.path)
+    [old_minimizer] = [
+        r[0]
+        for r in rows(folder, "SELECT file FROM models WHERE version = 1")
+        if "minimizer" in r[0]
+    ]
     vault.erase_subject("people", identifier="SUBJ-0042-QX")
     view = vault.dataset("people-min")
-    assert view.latest.version == 2 and view.latest.rows == len(frame) - 3
+    assert view.latest.rows == len(frame) - 3
+    # the view is what a minimizer fitted without the subject releases for everyone else
     minimizer = vault.models.load("risk.minimizer")
+    assert 95555.55 not in _numbers(minimizer.to_dict())
+    assert vault.models.info("risk.minimizer").version == 2
     vault.grant(principal="analyst", dataset="people-min", purpose="research", mode="raw")
     kept = frame[frame["sid"] != "SUBJ-0042-QX"].reset_index(drop=True)
     expected = minimizer.transform(kept[["age", "income"]])
     got = session.read("people-min")
     np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
-    with pytest.raises(DecryptionError, match="crypto-shredded"):
-        session.read("people-min", version=1)
-    assert not (Path(vault.path) / "data/people-min/1.parquet").exists()
+    assert 95555.55 not in set(got["income"])
+    for version in range(1, view.latest.version):
+        with pytest.raises(DecryptionError, match="crypto-shredded"):
+            session.read("people-min", version=version)
+        assert not (folder / f"data/people-min/{version}.parquet").exists()
+    assert not (folder / old_minimizer).exists()
     [entry] = [
         e
         for e in vault.audit.entries(action="dataset.erase_subject").to_dict("records")
         if e["dataset"] == "people-min"
     ]
     assert entry["details"]["source"] == "people" and entry["details"]["rows_removed"] == 3
+    copy = copy_of(folder, tmp_path / "open")
+    assert containing(copy, [b"95555.55", struct.pack("<d", 95555.55)]) == []
+    assert unwrap_anywhere(copy, key_of(key), destroyed_slots(copy)) == []
+    # a second subject: the view still matches the source, so erasure goes on working
+    vault.erase_subject("people", identifier="SUBJ-0007-QX")
+    assert vault.dataset("people-min").latest.rows == len(frame) - 6
 
 
 def test_erasure_refuses_when_a_view_cannot_be_matched(subjects):
