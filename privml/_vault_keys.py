@@ -42,8 +42,7 @@ class KeyMethods:
     _actor: str
     audit: AuditLog
     models: Any
-
-    path: Any
+    path: Path
 
     @property
     def engine(self) -> sa.Engine:  # provided by Vault
@@ -56,8 +55,18 @@ class KeyMethods:
         yourself only when one of them warned that another process kept it from
         completing. SQLite: copies the write-ahead log into ``meta.db`` (where
         ``secure_delete`` overwrote the deleted bytes) and truncates it to zero
-        bytes. Returns False (with a warning) if another connection still holds
-        the log. PostgreSQL: nothing can be guaranteed (see SECURITY.md).
+        bytes. PostgreSQL: nothing can be guaranteed (see SECURITY.md).
+
+        Returns
+        -------
+        bool
+            False (with a warning) if another connection still holds the log.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.scrub()
+        True
         """
         return scrub(self.engine)
 
@@ -73,6 +82,8 @@ class KeyMethods:
         A crash part-way leaves the vault openable with exactly one of the two
         keys (the old one until the transaction commits, the new one after).
         Data files are not rewritten: the data keys themselves do not change.
+        Afterwards the old wrappings are gone from ``meta.db`` and its
+        write-ahead log, so the old key opens nothing in a copy taken later.
 
         Examples
         --------
@@ -127,8 +138,10 @@ class KeyMethods:
         """Write a new version of ``dataset`` under fresh data keys and destroy the old keys.
 
         Every earlier version becomes unreadable, even with the vault key
-        (crypto-shredding); the audit entry lists the versions shredded.
-        Pseudonyms keep their key, so they stay stable.
+        (crypto-shredding): the old keys' wrapped bytes are overwritten in
+        ``meta.db`` and its write-ahead log is emptied, and the old files are
+        deleted. The audit entry lists the versions shredded. Pseudonyms keep
+        their key, so they stay stable.
         """
         written = self._store.rotate(dataset, actor=self._actor, action="dataset.rotate_keys")
         self._shred_files([written])
@@ -274,8 +287,9 @@ class KeyMethods:
 
         The keyset is created on first use and stored wrapped by the vault key;
         ``cipher.rotate()`` stores the new primary (audited, key ids only) before
-        using it, and older keys stay to decrypt. Rotating the vault key re-wraps
-        them without changing any token.
+        using it, and older keys stay to decrypt until ``cipher.drop(key_id)``
+        destroys their wrapped bytes (audited, shredded like data keys). Rotating
+        the vault key re-wraps them without changing any token.
 
         Examples
         --------
