@@ -339,3 +339,29 @@ def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_sche
     with Vault.open(folder, key=new, metadata_url=url) as vault:
         assert len(vault.session("analyst", purpose="research").read("patients")) == 2
         assert vault.audit.verify().ok
+
+
+def test_erasure_reaches_a_view_of_a_view(subjects):
+    vault, frame = subjects
+    session = vault.session("analyst", purpose="research")
+    session.minimize("people", "risk", target_accuracy=0.8, name="people-min")
+    vault.grant(principal="analyst", dataset="people-min", purpose="research", mode="raw")
+    view = session.read("people-min")
+    tree = DecisionTreeClassifier(max_depth=2, random_state=0)
+    tree.fit(view[["age"]], frame["risk"].astype(str))
+    features = {"features": ["age"]}
+    vault.models.register(
+        "risk2", tree, trained_on="people-min", epsilon=None, delta=None, extra=features
+    )
+    session.minimize("people-min", "risk2", target_accuracy=0.8, name="people-min2")
+    vault.erase_subject("people", identifier="SUBJ-0042-QX")
+    assert vault.dataset("people-min").latest.rows == len(frame) - 3
+    assert vault.dataset("people-min2").latest.rows == len(frame) - 3
+    vault.grant(principal="analyst", dataset="people-min2", purpose="research", mode="raw")
+    parent = session.read("people-min")
+    child = session.read("people-min2")
+    expected = vault.models.load("risk2.minimizer").transform(parent[["age"]])
+    np.testing.assert_array_equal(child.to_numpy(), expected.to_numpy())
+    for version in range(1, vault.dataset("people-min2").latest.version):
+        with pytest.raises(DecryptionError, match="crypto-shredded"):
+            session.read("people-min2", version=version)
