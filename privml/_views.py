@@ -5,8 +5,9 @@ The view is a new dataset holding only the model's features, each generalized
 the model allows at the target agreement; a grant can then give a purpose the
 view instead of the source. The fitted minimizer (whose representatives are
 real values, so personal data) is stored encrypted in the model registry, linked
-to the model and the view; the audit entry records only the kinds of
-generalization and the scores.
+to the model and the view; nothing derived from the records is written in the
+clear: the audit entry and the registry's metadata record only the kinds of
+generalization and the caller's settings (the scores are on the stored minimizer).
 
 A view carries no privacy budget of its own: DP releases run on its source, so
 that one ledger accounts for the people behind both.
@@ -71,15 +72,16 @@ def minimize(
     view = minimizer.transform(frame)
     state = minimizer.to_dict()
     kinds = {f: rule.get("kind") for f, rule in state["generalizations"]["features"].items()}
+    # In the clear (meta.db, audit log) only what the caller chose and the kinds of
+    # generalization; scores, group sizes and the fitted state (observed bounds, real
+    # values as representatives) are derived from records and stay in the encrypted model.
     summary = {
         "source": dataset,
         "source_version": loaded.version,
         "model": model_name,
         "model_version": info.version,
         "target_accuracy": target_accuracy,
-        "accuracy": float(minimizer.accuracy_),
-        "ncp": float(minimizer.ncp_),
-        "min_group_size": int(minimizer.group_sizes_[0]),
+        "min_group_size": min_group_size,
         "generalizations": kinds,
         "grant_ids": auth.grant_ids,
         "policy_hash": auth.policy_hash,
@@ -104,7 +106,12 @@ def minimize(
         epsilon=None,
         delta=None,
         notes=f"minimizer behind view {name!r}",
-        extra={"minimization": state, "for_model": [model_name, info.version], "view": name},
+        extra={
+            "for_model": [model_name, info.version],
+            "view": name,
+            # the caller's settings, so that erasing a subject can refit it without them
+            "settings": {"categorical": categorical, "random_state": random_state},
+        },
         principal=session.principal,
         purpose=session.purpose,
     )

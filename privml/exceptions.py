@@ -6,6 +6,7 @@ The tree::
     ├── ConfigurationError (ValueError)      bad argument or setting; says which and how to fix it
     │   └── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
     ├── InvalidKeyError (ValueError)         the key does not open this vault
+    │   └── KeyFormatError (ConfigurationError)  a key is not in an accepted encoding
     ├── SchemaError (ValueError)             data does not match its declared schema
     ├── NotFoundError (LookupError)          unknown dataset, version, column, principal, ...
     ├── VaultExistsError (FileExistsError)   ``Vault.create`` on a folder that already holds a vault
@@ -34,6 +35,7 @@ __all__ = [
     "DecryptionError",
     "IntegrityError",
     "InvalidKeyError",
+    "KeyFormatError",
     "MissingKeyError",
     "NotFoundError",
     "OptionalDependencyError",
@@ -59,6 +61,10 @@ class MissingKeyError(ConfigurationError):
 
 class InvalidKeyError(PrivmlError, ValueError):
     """The key given does not open this vault (its key-check value does not match)."""
+
+
+class KeyFormatError(InvalidKeyError, ConfigurationError):
+    """A key is not in one of the accepted encodings; the message names them, never the key."""
 
 
 class NotFoundError(PrivmlError, LookupError):

@@ -143,13 +143,7 @@ _NONCE_BYTES = 12
 
 
 def _wrapping_key(wrap_key: bytes | str) -> tuple[AESGCM, bytes]:
-    try:
-        raw = _decode_key(wrap_key)
-    except ConfigurationError:
-        raise ConfigurationError(
-            "wrap_key must be 32 raw bytes or their URL-safe base64 encoding, as "
-            "privml.generate_key() returns"
-        ) from None
+    raw = _decode_key(wrap_key, what="wrap_key")
     kcv = hmac.new(raw, _KCV_LABEL, hashlib.sha256).digest()[:_KCV_BYTES]
     hkdf = HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None, info=_MAGIC)
     return AESGCM(hkdf.derive(raw)), kcv

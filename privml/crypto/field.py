@@ -26,7 +26,7 @@ from ._field_engine import Engine, check_column
 from ._field_keyset import FieldKeyset, open_keyset, seal_keyset
 from ._field_series import row_keys_list, uniform_kind, values_list
 
-__all__ = ["FieldCipher", "RotateHook"]
+__all__ = ["DropHook", "FieldCipher", "RotateHook"]
 
 
 class RotateHook(Protocol):
@@ -36,6 +36,15 @@ class RotateHook(Protocol):
     """
 
     def __call__(self, *, key_id: int, material: bytes) -> None: ...
+
+
+class DropHook(Protocol):
+    """Called by :meth:`FieldCipher.drop` before a key leaves the keyset.
+
+    The vault passes one that destroys the key's wrapped bytes; if it raises, nothing changes.
+    """
+
+    def __call__(self, *, key_id: int) -> None: ...
 
 
 class FieldCipher:
@@ -66,6 +75,8 @@ class FieldCipher:
         Use AES-256-SIV (see the warning above).
     on_rotate : RotateHook, optional
         Called by :meth:`rotate` to store a new key before it is used (the vault's hook).
+    on_drop : DropHook, optional
+        Called by :meth:`drop` to destroy a stored key before it is dropped (the vault's hook).
 
     Examples
     --------
@@ -79,7 +90,7 @@ class FieldCipher:
     privml.exceptions.DecryptionError: token for column 'diagnosis' failed authentication: ...
     """
 
-    __slots__ = ("_dataset", "_deterministic", "_engine", "_keyset", "_on_rotate")
+    __slots__ = ("_dataset", "_deterministic", "_engine", "_keyset", "_on_drop", "_on_rotate")
 
     def __init__(
         self,
@@ -88,6 +99,7 @@ class FieldCipher:
         dataset: str,
         deterministic: bool = False,
         on_rotate: RotateHook | None = None,
+        on_drop: DropHook | None = None,
     ) -> None:
         if not isinstance(keyset, FieldKeyset):
             raise ConfigurationError("keyset must be a FieldKeyset (see FieldCipher.generate)")
@@ -96,6 +108,7 @@ class FieldCipher:
         self._dataset = dataset
         self._deterministic = bool(deterministic)
         self._on_rotate = on_rotate
+        self._on_drop = on_drop
         self._use(keyset)
 
     def _use(self, keyset: FieldKeyset) -> None:
@@ -115,8 +128,8 @@ class FieldCipher:
     def to_bytes(self, *, wrap_key: bytes | str) -> bytes:
         """Export the keyset, dataset and mode, encrypted under ``wrap_key``.
 
-        ``wrap_key`` is 32 random bytes or their URL-safe base64 form
-        (:func:`privml.generate_key`). Keep it apart from the exported bytes.
+        ``wrap_key`` is 32 random bytes or their URL-safe base64 form (44 characters,
+        as :func:`privml.generate_key` returns). Keep it apart from the exported bytes.
 
         Examples
         --------
@@ -150,7 +163,7 @@ class FieldCipher:
 
         New values are encrypted under it; tokens under older keys still decrypt until
         they are re-encrypted (decrypt, then encrypt) and the old key is dropped with
-        :meth:`FieldKeyset.without`.
+        :meth:`drop`.
 
         Examples
         --------
@@ -166,6 +179,30 @@ class FieldCipher:
             self._on_rotate(key_id=key_id, material=rotated._material(key_id))
         self._use(rotated)
         return rotated.primary_id
+
+    def drop(self, key_id: int) -> None:
+        """Drop the decrypt-only key ``key_id`` for good: tokens under it stop decrypting.
+
+        This is how values are crypto-shredded: re-encrypt what must stay readable
+        first. A vault's cipher (:meth:`privml.Vault.field_cipher`) destroys the
+        key's wrapped bytes in the vault (audited by key id) before dropping it;
+        a standalone cipher drops it from memory, and keysets exported earlier
+        with :meth:`to_bytes` still hold it. The primary key cannot be dropped.
+
+        Examples
+        --------
+        >>> cipher = FieldCipher.generate(dataset="d")
+        >>> old_id = cipher.keyset.primary_id
+        >>> token = cipher.encrypt("x", column="c", row_key=1)
+        >>> _ = cipher.rotate()
+        >>> cipher.drop(old_id)
+        >>> old_id in cipher.keyset
+        False
+        """
+        smaller = self._keyset.without(key_id)  # refuses the primary and unknown ids
+        if self._on_drop is not None:
+            self._on_drop(key_id=key_id)
+        self._use(smaller)
 
     @property
     def keyset(self) -> FieldKeyset:

@@ -10,11 +10,11 @@ key-check value (HMAC-SHA256 of a fixed label) lets a wrong key fail at open.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from ..exceptions import (
     DecryptionError,
     InsecureKeyFileWarning,
     InvalidKeyError,
+    KeyFormatError,
     MissingKeyError,
 )
 
@@ -56,23 +57,55 @@ def generate_key() -> bytes:
     return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES))
 
 
-def _decode_key(key: bytes | str) -> bytes:
-    if isinstance(key, str):
-        key = key.strip().encode("ascii", "replace")
-    if not isinstance(key, bytes):
-        raise ConfigurationError(f"key must be bytes or str, got {type(key).__name__}")
-    if len(key) == KEY_BYTES:
+_B64_TEXT = re.compile(rb"[A-Za-z0-9_-]{43}=")
+_ACCEPTED = (
+    "32 raw bytes (a bytes object), or their URL-safe base64 encoding: 44 characters "
+    "ending in '=', as privml.generate_key() returns (str or bytes; surrounding "
+    "whitespace is ignored)"
+)
+
+
+def _decode_key(key: object, *, what: str = "a vault key") -> bytes:
+    """Decode a key given as 32 raw bytes or canonical URL-safe base64; refuse all else.
+
+    Exactly one input per key is accepted in each form, so two different inputs
+    never open the same vault unless they encode the same 32 bytes. Errors name
+    the accepted forms, never the key.
+    """
+    if isinstance(key, bytes) and len(key) == KEY_BYTES:
         return key
-    try:
-        raw = base64.urlsafe_b64decode(key.strip())
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_BYTES:
-        raise ConfigurationError(
-            "a vault key is 32 raw bytes or their URL-safe base64 encoding "
-            "(as privml.generate_key() returns); use passphrase= for a passphrase"
-        )
+    if isinstance(key, str):
+        try:
+            text = key.strip().encode("ascii")
+        except UnicodeEncodeError:
+            raise _refuse(what, "it holds non-ASCII characters") from None
+    elif isinstance(key, bytes):
+        text = key.strip()
+    else:
+        raise _refuse(what, f"got a {type(key).__name__}")
+    if not _B64_TEXT.fullmatch(text):
+        raise _refuse(what, "it is neither 32 raw bytes nor 44 URL-safe base64 characters")
+    raw = base64.urlsafe_b64decode(text)
+    if len(raw) != KEY_BYTES or base64.urlsafe_b64encode(raw) != text:
+        raise _refuse(what, "its base64 is not the canonical encoding of 32 bytes")
     return raw
+
+
+def _refuse(what: str, reason: str) -> KeyFormatError:
+    return KeyFormatError(
+        f"{what} must be {_ACCEPTED}; {reason}. A passphrase goes in passphrase= "
+        "(it is stretched with scrypt); make a new key with privml.generate_key()."
+    )
+
+
+def _passphrase_bytes(passphrase: str) -> bytes:
+    try:
+        return passphrase.encode("utf-8")  # strict: a lone surrogate is refused, not replaced
+    except UnicodeEncodeError:
+        raise KeyFormatError(
+            "the passphrase holds characters that are not valid Unicode text (lone "
+            "surrogates); give it as a normal str"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -128,14 +161,14 @@ class VaultKey:
                     InsecureKeyFileWarning,
                     stacklevel=3,
                 )
-            return cls(_decode_key(data.strip()), KeySource("key_file"))
+            return cls(_decode_key(data, what="the key file's content"), KeySource("key_file"))
         if passphrase is not None:
             if not isinstance(passphrase, str) or len(passphrase) < 12:
                 raise ConfigurationError("a passphrase must be a string of at least 12 characters")
             if salt is None:
                 raise ConfigurationError("internal: passphrase needs the vault's salt")
             raw = hashlib.scrypt(
-                passphrase.encode("utf-8"),
+                _passphrase_bytes(passphrase),
                 salt=salt,
                 n=SCRYPT_N,
                 r=SCRYPT_R,
@@ -146,7 +179,7 @@ class VaultKey:
             return cls(raw, KeySource("passphrase"))
         env = os.environ.get(ENV_VAR)
         if env:
-            return cls(_decode_key(env), KeySource("env"))
+            return cls(_decode_key(env, what=ENV_VAR), KeySource("env"))
         raise MissingKeyError(
             f"no vault key: pass key=, key_file= or passphrase=, or set {ENV_VAR}. "
             "Make a new key with privml.generate_key()."

@@ -10,6 +10,7 @@ the vault's single ``vault_info`` row for the same effect.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from sqlalchemy import event
 
 from .tables import metadata, vault_info
 
-__all__ = ["Tx", "create_tables", "make_engine", "read", "transaction"]
+__all__ = ["Tx", "create_tables", "make_engine", "read", "scrub", "transaction"]
+
+_BUSY_TIMEOUT_MS = 30_000
+_SCRUB_WAIT_MS = 2_000
 
 
 def make_engine(*, sqlite_path: Path | None = None, url: str | None = None) -> sa.Engine:
@@ -47,7 +51,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         # Overwrite deleted content (e.g. destroyed keys) instead of leaving it in free pages.
         cur.execute("PRAGMA secure_delete=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -86,3 +90,44 @@ def read(engine: sa.Engine) -> Iterator[sa.Connection]:
     """Open a transaction for reading only (a consistent snapshot)."""
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+def scrub(engine: sa.Engine) -> bool:
+    """Make deleted metadata unrecoverable from the vault folder; call after a commit.
+
+    With ``secure_delete`` on (every connection), SQLite overwrites what a
+    transaction deleted or replaced, but in WAL mode the old page images stay in
+    ``meta.db-wal`` until a checkpoint, so a copy of the folder would still hold
+    them. This copies every committed page into ``meta.db`` (overwriting the old
+    bytes there) and truncates the WAL to zero bytes. Returns False, with a
+    warning, if another connection kept the checkpoint from completing (a
+    process holding a read transaction); run it again once that process closes
+    the vault. On PostgreSQL this does nothing: dead row versions stay in the
+    table files until VACUUM reuses their space, and in the server's WAL and
+    backups (see SECURITY.md).
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        # A reader in another process can hold the WAL for as long as it likes: wait a
+        # little for it, not the 30 s a writer waits, then say so instead.
+        cursor.execute(f"PRAGMA busy_timeout={_SCRUB_WAIT_MS}")
+        try:
+            busy, _frames, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            cursor.close()
+    finally:
+        raw.close()
+    if busy:
+        warnings.warn(
+            "deleted key material may remain in meta.db-wal: another connection to the "
+            "vault kept SQLite from checkpointing; close the other processes and call "
+            "vault.scrub()",
+            UserWarning,
+            stacklevel=2,
+        )
+        return False
+    return True

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import IntegrityError, NotFoundError
 
-__all__ = ["read_checked", "read_parquet", "write_atomic", "write_parquet"]
+__all__ = ["read_checked", "read_parquet", "remove_files", "write_atomic", "write_parquet"]
 
 T = TypeVar("T")
 
@@ -48,14 +48,39 @@ def write_atomic(path: Path, data: pa.Buffer | bytes) -> str:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb", closefd=False) as handle:
-            handle.write(memoryview(buffer))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as handle:
+                handle.write(memoryview(buffer))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no stray copy of the bytes is left beside the file
+        raise
     _fsync_dir(path.parent)
     return digest.result()
+
+
+def remove_files(root: Path, relatives: list[str]) -> None:
+    """Delete the vault files ``relatives`` (paths under ``root``) and stray temporary files
+    beside them, then fsync their folders, so a copy of the folder taken later lacks them.
+
+    Used once the keys of those files were destroyed: they could no longer be
+    decrypted, and now they are gone too. Missing files are skipped.
+    """
+    folders = set()
+    for relative in relatives:
+        path = root / relative
+        if root.resolve() not in path.resolve().parents:
+            raise ValueError("internal: a vault file outside the vault folder")
+        path.unlink(missing_ok=True)
+        folders.add(path.parent)
+    for folder in folders:
+        if folder.is_dir():
+            for stray in folder.glob(".*.tmp"):
+                stray.unlink(missing_ok=True)
+            _fsync_dir(folder)
 
 
 def read_checked(path: Path, *, expected_hash: str) -> bytes:

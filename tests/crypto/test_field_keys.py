@@ -132,7 +132,7 @@ def test_export_is_sealed():
             FieldCipher.from_bytes(blob[:size], wrap_key=wrap_key)
 
 
-@pytest.mark.parametrize("wrap_key", [b"short", "not base64!", 123, bytes(31)])
+@pytest.mark.parametrize("wrap_key", [b"short", "not base64!", 123, bytes(31), "é" * 32])
 def test_bad_wrap_keys_are_refused(wrap_key):
     with pytest.raises(ConfigurationError, match="wrap_key"):
         known_cipher().to_bytes(wrap_key=wrap_key)

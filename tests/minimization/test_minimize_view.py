@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
+import pandas as pd
 import pytest
 from diffprivlib import models
+from sklearn.tree import DecisionTreeClassifier
 
 import privml
 from privml import Budget, Field, Schema, Vault
@@ -63,11 +67,13 @@ def test_minimize_registers_a_view_and_its_minimizer(vault):
     )
     # coarser than the source, and the model still agrees at the target on held-out rows
     assert view[FEATURES].drop_duplicates().shape[0] < frame[FEATURES].drop_duplicates().shape[0]
+    assert minimizer.accuracy_ >= 0.95 and 0 <= minimizer.ncp_ <= 1
     [entry] = v.audit.entries(action="dataset.minimize").to_dict("records")
     details = entry["details"]
-    assert details["accuracy"] >= 0.95 and 0 <= details["ncp"] <= 1
     assert set(details["generalizations"]) == set(FEATURES)
     assert "representative" not in str(details)
+    # scores and the fitted state are derived from records: only in the encrypted model
+    assert not {"accuracy", "ncp", "minimization"} & (set(details) | set(info.metadata))
 
 
 def test_views_carry_no_budget_of_their_own(vault):
@@ -85,3 +91,84 @@ def test_minimize_needs_access_to_the_features(vault):
             "census", "income-model", target_accuracy=0.9, name="x"
         )
     assert "x" not in {d.name for d in v.datasets()}
+
+
+def _leaves(obj):
+    if isinstance(obj, dict):
+        for value in obj.values():
+            yield from _leaves(value)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            yield from _leaves(value)
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        yield obj
+
+
+def _encodings(value) -> set[bytes]:
+    out = set()
+    for number in {value, float(value)}:
+        out |= {repr(number).encode(), str(number).encode()}
+        if isinstance(number, float):
+            out |= {struct.pack("<d", number), struct.pack(">d", number)}
+        else:
+            out |= {struct.pack("<q", number), struct.pack(">q", number)}
+    return out
+
+
+def test_no_value_derived_from_records_is_stored_in_the_clear(tmp_path, key):
+    """Someone with the folder but not the key scans meta.db (and its WAL) for record values.
+
+    Values are drawn so that every encoding is distinctive: floats in [1000, 10000) with
+    six random decimals, integers near 10**12; a chance match of a 13-digit or
+    10-character decimal string or of an 8-byte double in a file of a few MB is below 1e-9.
+    """
+    rng = np.random.default_rng(1)
+    n = 400
+    x1 = np.round(rng.uniform(1000, 9999, n), 6)
+    x2 = (10**12 + rng.integers(0, 10**6, n)).astype("int64")
+    label = np.where((x1 > 5000) ^ (x2 % 2 == 0), "yes", "no")
+    frame = pd.DataFrame({"x1": x1, "x2": x2, "y": label})
+    schema = Schema(
+        {
+            "x1": Field.numeric(bounds=(0, 1e5)),
+            "x2": Field.integer(bounds=(0, 2 * 10**12)),
+            "y": Field.categorical(categories=["no", "yes"], target=True),
+        }
+    )
+    folder = tmp_path / "v"
+    vault = Vault.create(folder, key=key)
+    vault.add_dataset("d", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6))
+    vault.add_purpose("p", description="Tests", lawful_basis="consent")
+    vault.add_principal("ml", roles=[])
+    vault.grant(principal="ml", dataset="d", purpose="p", mode="pseudonymized")
+    tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(frame[["x1", "x2"]], label)
+    vault.models.register(
+        "tree", tree, trained_on="d", epsilon=None, delta=None, extra={"features": ["x1", "x2"]}
+    )
+    session = vault.session("ml", purpose="p")
+    session.dp.fit(
+        models.LogisticRegression(epsilon=1.0, data_norm=2e12),
+        "d",
+        features=["x1", "x2"],
+        target="y",
+        name="dp-model",
+    )
+    session.minimize("d", "tree", target_accuracy=0.9, name="d-min")
+    state = vault.models.load("tree.minimizer").to_dict()
+    needles = {e for v in [*x1.tolist(), *x2.tolist()] for e in _encodings(v)}
+    needles |= {e for v in _leaves(state) if abs(v) >= 1000 for e in _encodings(v)}
+    # the fitted state holds observed bounds and real values: the scan can find them
+    assert {e for v in _leaves(state) for e in _encodings(v)} & needles
+
+    def scan() -> list[tuple[str, bytes]]:
+        found = []
+        for path in folder.iterdir():
+            if path.is_file():
+                blob = path.read_bytes()
+                found += [(path.name, n) for n in needles if n in blob]
+        return found
+
+    assert (folder / "meta.db").exists()
+    assert scan() == []  # while the vault is open (meta.db, -wal, -shm)
+    vault.close()
+    assert scan() == []
