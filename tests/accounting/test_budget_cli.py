@@ -81,13 +81,13 @@ def test_ledger_lists_the_charges(charged, capsys):
 
 def test_exit_status_1_when_over_budget(charged, capsys):
     folder, key_file, key = charged
-    with privml.Vault.open(folder, key=key) as vault:  # a budget lowered by the key holder
-        with transaction(vault.engine) as tx:
-            where = datasets.c.name == "counts"
-            sealed.update(tx.conn, datasets, where, {"budget_epsilon": 0.25})
-            vault.audit.append(
-                tx, principal="admin", purpose="administration", action="test.lower", outcome="ok"
-            )
+    # A budget lowered by the key holder.
+    with privml.Vault.open(folder, key=key) as vault, transaction(vault.engine) as tx:
+        where = datasets.c.name == "counts"
+        sealed.update(tx.conn, datasets, where, {"budget_epsilon": 0.25})
+        vault.audit.append(
+            tx, principal="admin", purpose="administration", action="test.lower", outcome="ok"
+        )
     assert main(["budget", str(folder), "--key-file", str(key_file)]) == 1
     assert "over budget: counts" in capsys.readouterr().err
 
