@@ -111,9 +111,9 @@ def write_state(conn: sa.Connection, dataset: str, scope: str, tally: Tally, rev
         "events": tally.count,
         "revision": revision,
     }
-    if scope in _states(conn, dataset):
-        where = sa.and_(ledger_state.c.dataset == dataset, ledger_state.c.scope == scope)
-        sealed.update(conn, ledger_state, where, values)
+    old = _states(conn, dataset).get(scope)
+    if old is not None:
+        sealed.update_row(conn, ledger_state, old, values)
     else:
         sealed.insert(conn, ledger_state, {"dataset": dataset, "scope": scope, **values})
 

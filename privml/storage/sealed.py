@@ -60,6 +60,7 @@ __all__ = [
     "take_unlogged",
     "unbind",
     "update",
+    "update_row",
     "verify_rows",
 ]
 
@@ -259,7 +260,6 @@ def _adjust(
         head.generation += 1
         head.dirty = True
     head.logged = False
-    _state(conn).scopes.pop((table, scope), None)
 
 
 def flush(conn: sa.Connection) -> None:
@@ -339,21 +339,26 @@ def insert(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> d
         mac = sealer.row_mac(table, row)
         _run(conn, table.insert().values(**row, mac=mac))
     _adjust(conn, table.name, _scope_of(table, row), add=mac)
+    _recache(conn, table, None, {**row, "mac": mac})
     return row
 
 
 def update(conn: sa.Connection, table: sa.Table, where: Any, values: Mapping[str, Any]) -> int:
     """Change ``values`` in every (checked) row matching ``where``; return how many changed."""
-    sealer = _sealer(conn)
-    changed = 0
-    for old in check_rows(conn, table, where):
-        row = {**{k: v for k, v in old._mapping.items() if k != "mac"}, **values}
-        mac = sealer.row_mac(table, row)
-        _run(conn, table.update().where(_key_of(table, old._mapping)).values(**values, mac=mac))
-        _adjust(conn, table.name, _scope_of(table, old._mapping), remove=old.mac)
-        _adjust(conn, table.name, _scope_of(table, row), add=mac)
-        changed += 1
-    return changed
+    rows = check_rows(conn, table, where)
+    for old in rows:
+        update_row(conn, table, old, values)
+    return len(rows)
+
+
+def update_row(conn: sa.Connection, table: sa.Table, old: Any, values: Mapping[str, Any]) -> None:
+    """Change ``values`` in one row already read checked (from :func:`scope_rows`)."""
+    row = {**{k: v for k, v in old._mapping.items() if k != "mac"}, **values}
+    mac = _sealer(conn).row_mac(table, row)
+    _run(conn, table.update().where(_key_of(table, old._mapping)).values(**values, mac=mac))
+    _adjust(conn, table.name, _scope_of(table, old._mapping), remove=old.mac)
+    _adjust(conn, table.name, _scope_of(table, row), add=mac)
+    _recache(conn, table, old._mapping, {**row, "mac": mac})
 
 
 def delete(conn: sa.Connection, table: sa.Table, where: Any) -> int:
@@ -362,7 +367,38 @@ def delete(conn: sa.Connection, table: sa.Table, where: Any) -> int:
     for old in rows:
         _run(conn, table.delete().where(_key_of(table, old._mapping)))
         _adjust(conn, table.name, _scope_of(table, old._mapping), remove=old.mac)
+        _recache(conn, table, old._mapping, None)
     return len(rows)
+
+
+class _Written:
+    """A row this transaction wrote, as the scope cache serves it (like ``sa.Row``)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._mapping = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _recache(
+    conn: sa.Connection,
+    table: sa.Table,
+    old: Mapping[Any, Any] | None,
+    new: Mapping[str, Any] | None,
+) -> None:
+    """Keep the cached rows of the scopes touched by one write equal to what is stored."""
+    scopes = _state(conn).scopes
+    keys = [c.name for c in table.primary_key.columns]
+    if old is not None and (table.name, _scope_of(table, old)) in scopes:
+        key = (table.name, _scope_of(table, old))
+        scopes[key] = [r for r in scopes[key] if any(r._mapping[k] != old[k] for k in keys)]
+    if new is not None and (table.name, _scope_of(table, new)) in scopes:
+        key = (table.name, _scope_of(table, new))
+        scopes[key] = [*scopes[key], _Written(new)]
 
 
 # --- reading ------------------------------------------------------------------------------
