@@ -25,6 +25,7 @@ from .crypto.parquet import ParquetCrypto
 from .crypto.pseudonyms import pseudonymize
 from .exceptions import ConfigurationError, DecryptionError, NotFoundError
 from .schema import Schema
+from .storage import sealed
 from .storage.engine import Tx, read, transaction
 from .storage.files import read_parquet, write_parquet
 from .storage.tables import datasets, versions
@@ -127,19 +128,22 @@ class DatasetStore:
     ) -> DatasetVersion:
         self._check_open()
         with transaction(self._engine) as tx:
-            taken = tx.conn.execute(sa.select(datasets.c.name).where(datasets.c.name == name))
-            if taken.first() is not None:  # checked again here: another process may have won
+            taken = sealed.scope_rows(tx.conn, datasets)
+            if any(r.name == name for r in taken):  # checked again: another process may have won
                 raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
-            tx.conn.execute(
-                datasets.insert().values(
-                    name=name,
-                    schema=canonical_json(schema.to_dict()).decode(),
-                    budget_epsilon=budget.epsilon,
-                    budget_delta=budget.delta,
-                    derived_from=derived_from,
-                    created=utcnow(),
-                )
+            sealed.insert(
+                tx.conn,
+                datasets,
+                {
+                    "name": name,
+                    "schema": canonical_json(schema.to_dict()).decode(),
+                    "budget_epsilon": budget.epsilon,
+                    "budget_delta": budget.delta,
+                    "derived_from": derived_from,
+                    "created": utcnow(),
+                },
             )
+            sealed.create_heads(tx.conn, sealed.dataset_tables(), name)
             self._keyring.create(tx.conn, dataset=name, column=None, purpose="footer")
             self._keyring.create(tx.conn, dataset=name, column=None, purpose="pseudonym")
             for column in schema.sensitive:
@@ -162,11 +166,9 @@ class DatasetStore:
     ) -> DatasetVersion:
         self._check_open()
         with transaction(self._engine) as tx:
-            last = tx.conn.execute(
-                sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == name)
-            ).scalar_one()
+            last = _latest(tx.conn, name)
             return self._write(
-                tx, name, int(last) + 1, frame, schema, clipped, actor, "dataset.add_version", {}
+                tx, name, last + 1, frame, schema, clipped, actor, "dataset.add_version", {}
             )
 
     def _write(
@@ -203,17 +205,19 @@ class DatasetStore:
         relative = f"data/{name}/{version}.parquet"
         digest = write_parquet(self._root / relative, table, encryption_properties=properties)
         created = utcnow()
-        tx.conn.execute(
-            versions.insert().values(
-                dataset=name,
-                version=version,
-                rows=len(frame),
-                content_hash=digest,
-                file=relative,
-                schema_fingerprint=schema.fingerprint,
-                key_ids=canonical_json(used).decode(),
-                created=created,
-            )
+        sealed.insert(
+            tx.conn,
+            versions,
+            {
+                "dataset": name,
+                "version": version,
+                "rows": len(frame),
+                "content_hash": digest,
+                "file": relative,
+                "schema_fingerprint": schema.fingerprint,
+                "key_ids": canonical_json(used).decode(),
+                "created": created,
+            },
         )
         details = {
             "rows": len(frame),
@@ -239,14 +243,13 @@ class DatasetStore:
     def all(self) -> list[DatasetInfo]:
         self._check_open()
         with read(self._engine) as conn:
-            rows = conn.execute(sa.select(datasets).order_by(datasets.c.name)).all()
-            vers = conn.execute(sa.select(versions).order_by(versions.c.version)).all()
+            rows = sorted(sealed.scope_rows(conn, datasets), key=lambda r: str(r.name))
+            vers = {r.name: _versions(conn, r.name) for r in rows}
         out = []
         for row in rows:
             mine = tuple(
                 DatasetVersion(v.dataset, v.version, v.rows, v.content_hash, v.created)
-                for v in vers
-                if v.dataset == row.name
+                for v in vers[row.name]
             )
             schema = Schema.from_dict(json.loads(row.schema))
             out.append(
@@ -263,8 +266,7 @@ class DatasetStore:
         """The schema of ``dataset``; :class:`NotFoundError` if there is no such dataset."""
         self._check_open()
         with read(self._engine) as conn:
-            query = sa.select(datasets.c.schema).where(datasets.c.name == dataset)
-            row = conn.execute(query).first()
+            row = _dataset_row(conn, dataset)
         if row is None:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
         return Schema.from_dict(json.loads(row.schema))
@@ -272,27 +274,23 @@ class DatasetStore:
     def all_budgets(self) -> dict[str, Budget]:
         """Every dataset's budget, by name."""
         with read(self._engine) as conn:
-            rows = conn.execute(
-                sa.select(datasets.c.name, datasets.c.budget_epsilon, datasets.c.budget_delta)
-            ).all()
+            rows = sealed.scope_rows(conn, datasets)
         return {r.name: Budget(epsilon=r.budget_epsilon, delta=r.budget_delta) for r in rows}
 
     def derived_from(self, dataset: str) -> str | None:
         """The source dataset of a derived view (e.g. a minimized one), else None."""
         with read(self._engine) as conn:
-            query = sa.select(datasets.c.derived_from).where(datasets.c.name == dataset)
-            row = conn.execute(query).first()
+            row = _dataset_row(conn, dataset)
         return None if row is None else row.derived_from
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``; :class:`NotFoundError` if unknown."""
         self._check_open()
         with read(self._engine) as conn:
-            query = sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == dataset)
-            latest = conn.execute(query).scalar()
-        if latest is None:
+            found = _versions(conn, dataset)
+        if not found:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
-        return int(latest)
+        return int(found[-1].version)
 
     def load(
         self, dataset: str, columns: list[str], version: int | None
@@ -304,12 +302,10 @@ class DatasetStore:
         """
         self._check_open()
         with read(self._engine) as conn:
-            query = sa.select(versions).where(versions.c.dataset == dataset)
-            if version is None:
-                query = query.order_by(versions.c.version.desc()).limit(1)
-            else:
-                query = query.where(versions.c.version == version)
-            ver = conn.execute(query).first()
+            found = _versions(conn, dataset)
+            if version is not None:
+                found = [v for v in found if v.version == version]
+            ver = found[-1] if found else None
             if ver is None:
                 raise NotFoundError(f"dataset {dataset!r} has no version {version!r}")
             shredded = self._keyring.destroyed(conn, json.loads(ver.key_ids))
@@ -356,10 +352,7 @@ class DatasetStore:
             frame = frame.loc[keep(frame)].reset_index(drop=True)
             extra["rows_removed"] = before - len(frame)
         with transaction(self._engine) as tx:
-            now = tx.conn.execute(
-                sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == name)
-            ).scalar_one()
-            if now != latest:
+            if _latest(tx.conn, name) != latest:
                 raise ConfigurationError(f"dataset {name!r} changed during the rotation; retry")
             old = self._keyring.active(tx.conn, dataset=name)
             # Column and footer keys only: pseudonyms stay stable, field-cipher tokens stay valid.
@@ -395,6 +388,24 @@ class DatasetStore:
         hashed = pseudonymize([prefix + _canonical_str(v) for v in uniques], key)
         tokens = pd.Categorical.from_codes(codes, categories=pd.Index(hashed, dtype="str"))
         return pd.Series(tokens, index=values.index)
+
+
+def _dataset_row(conn: sa.Connection, dataset: str) -> Any:
+    """One dataset's row, checked against its MAC (None if there is none)."""
+    found = sealed.check_rows(conn, datasets, datasets.c.name == dataset)
+    return found[0] if found else None
+
+
+def _versions(conn: sa.Connection, dataset: str) -> list[Any]:
+    """Every version of ``dataset``, oldest first, checked whole (none if unknown)."""
+    return sorted(sealed.scope_rows(conn, versions, dataset), key=lambda v: int(v.version))
+
+
+def _latest(conn: sa.Connection, dataset: str) -> int:
+    found = _versions(conn, dataset)
+    if not found:
+        raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+    return int(found[-1].version)
 
 
 def _canonical_str(value: object) -> str:

@@ -34,6 +34,7 @@ from ._datasets import DatasetVersion
 from .audit import AuditLog
 from .crypto.keys import VaultKey, new_data_key
 from .exceptions import ConfigurationError, DecryptionError, NotFoundError
+from .storage import sealed
 from .storage.engine import read, transaction
 from .storage.files import read_checked, write_atomic
 from .storage.tables import models, versions
@@ -166,33 +167,33 @@ class ModelRegistry:
         libraries = _libraries()
         with transaction(self._engine) as tx:
             source = _source(tx.conn, trained_on)
-            last = tx.conn.execute(
-                sa.select(sa.func.max(models.c.version)).where(models.c.name == name)
-            ).scalar()
-            version = int(last or 0) + 1
+            known = sealed.scope_rows(tx.conn, models, name)
+            version = max((int(r.version) for r in known), default=0) + 1
             key = new_data_key()
             slot = f"model|{name}|{version}"
             nonce = secrets.token_bytes(12)
-            sealed = nonce + AESGCM(key).encrypt(nonce, payload, slot.encode())
+            blob = nonce + AESGCM(key).encrypt(nonce, payload, slot.encode())
             relative = f"models/{name}/{version}.bin"
-            digest = write_atomic(self._root / relative, sealed)
+            digest = write_atomic(self._root / relative, blob)
             created = utcnow()
-            tx.conn.execute(
-                models.insert().values(
-                    name=name,
-                    version=version,
-                    format=kind,
-                    file=relative,
-                    content_hash=digest,
-                    wrapped_key=self._vault_key.wrap(key, purpose=slot),
-                    dataset=source[0] if source else None,
-                    dataset_version=source[1] if source else None,
-                    epsilon=epsilon,
-                    delta=delta,
-                    libraries=canonical_json(libraries).decode(),
-                    metadata=canonical_json(metadata).decode(),
-                    created=created,
-                )
+            sealed.insert(
+                tx.conn,
+                models,
+                {
+                    "name": name,
+                    "version": version,
+                    "format": kind,
+                    "file": relative,
+                    "content_hash": digest,
+                    "wrapped_key": self._vault_key.wrap(key, purpose=slot),
+                    "dataset": source[0] if source else None,
+                    "dataset_version": source[1] if source else None,
+                    "epsilon": epsilon,
+                    "delta": delta,
+                    "libraries": canonical_json(libraries).decode(),
+                    "metadata": canonical_json(metadata).decode(),
+                    "created": created,
+                },
             )
             self._audit.append(
                 tx,
@@ -218,7 +219,8 @@ class ModelRegistry:
     def list(self) -> pd.DataFrame:
         """Every registered model version with its provenance, oldest first."""
         with read(self._engine) as conn:
-            rows = conn.execute(sa.select(models).order_by(models.c.name, models.c.version))
+            names = sorted({str(r.name) for r in sealed.check_rows(conn, models)})
+            rows = [r for n in names for r in _versions(conn, n)]
             infos = [_info(r) for r in rows]
         return pd.DataFrame(
             [
@@ -261,10 +263,10 @@ class ModelRegistry:
         with read(self._engine) as conn:
             row = _row(conn, name, version)
         slot = f"model|{row.name}|{row.version}"
-        sealed = read_checked(self._root / row.file, expected_hash=row.content_hash)
+        blob = read_checked(self._root / row.file, expected_hash=row.content_hash)
         key = self._vault_key.unwrap(row.wrapped_key, purpose=slot)
         try:
-            payload = AESGCM(key).decrypt(sealed[:12], sealed[12:], slot.encode())
+            payload = AESGCM(key).decrypt(blob[:12], blob[12:], slot.encode())
         except InvalidTag:
             raise DecryptionError(f"model {name!r} v{row.version} failed authentication") from None
         model = _deserialize(row.format, payload, json.loads(row.metadata)["class"])
@@ -323,30 +325,27 @@ def _source(
     if isinstance(trained_on, DatasetVersion):
         return (trained_on.name, trained_on.version)
     if isinstance(trained_on, str):
-        latest = conn.execute(
-            sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == trained_on)
-        ).scalar()
-        if latest is None:
+        known = sealed.scope_rows(conn, versions, trained_on)
+        if not known:
             raise NotFoundError(f"no dataset {trained_on!r} to record as training data")
-        return (trained_on, int(latest))
+        return (trained_on, max(int(v.version) for v in known))
     dataset, version = trained_on
-    found = conn.execute(
-        sa.select(versions.c.version).where(
-            versions.c.dataset == dataset, versions.c.version == version
-        )
-    ).first()
-    if found is None:
+    found = [v for v in sealed.scope_rows(conn, versions, dataset) if v.version == version]
+    if not found:
         raise NotFoundError(f"dataset {dataset!r} has no version {version!r}")
     return (dataset, int(version))
 
 
+def _versions(conn: sa.Connection, name: str) -> list[Any]:
+    """Every version of model ``name``, oldest first, read whole and checked."""
+    return sorted(sealed.scope_rows(conn, models, name), key=lambda r: int(r.version))
+
+
 def _row(conn: sa.Connection, name: str, version: int | None) -> Any:
-    query = sa.select(models).where(models.c.name == name)
-    if version is None:
-        query = query.order_by(models.c.version.desc()).limit(1)
-    else:
-        query = query.where(models.c.version == version)
-    row = conn.execute(query).first()
+    found = _versions(conn, name)
+    if version is not None:
+        found = [r for r in found if r.version == version]
+    row = found[-1] if found else None
     if row is None:
         raise NotFoundError(
             f"no model {name!r}"

@@ -25,6 +25,7 @@ from .audit import AuditLog
 from .exceptions import ConfigurationError, NotFoundError
 from .policy import Grant, PolicyModel, Predicate, check_mode
 from .schema import Schema
+from .storage import sealed
 from .storage.engine import Tx, read, transaction
 from .storage.tables import datasets, grants, policy_state, principals, purposes
 
@@ -68,7 +69,7 @@ class PolicyAdmin:
     def principals(self) -> pd.DataFrame:
         """Registered principals with their roles and attributes."""
         with read(self._engine) as conn:
-            rows = conn.execute(sa.select(principals).order_by(principals.c.name)).all()
+            rows = _principals(conn)
         return pd.DataFrame(
             [
                 {
@@ -84,7 +85,7 @@ class PolicyAdmin:
     def purposes(self) -> pd.DataFrame:
         """Registered purposes with their description, lawful basis and parent."""
         with read(self._engine) as conn:
-            rows = conn.execute(sa.select(purposes).order_by(purposes.c.name)).all()
+            rows = _purposes(conn)
         columns = ["name", "description", "lawful_basis", "parent"]
         records = [{c: getattr(r, c) for c in columns} for r in rows]
         return pd.DataFrame(records, columns=columns, dtype=object)
@@ -97,11 +98,9 @@ class PolicyAdmin:
         return frame
 
     def _grant_rows(self, include_revoked: bool = False) -> list[dict[str, Any]]:
-        query = sa.select(grants).order_by(grants.c.created, grants.c.grant_id)
-        if not include_revoked:
-            query = query.where(grants.c.revoked.is_(None))
         with read(self._engine) as conn:
-            return [_grant_dict(r) for r in conn.execute(query)]
+            rows = sorted(sealed.scope_rows(conn, grants), key=lambda r: (r.created, r.grant_id))
+        return [_grant_dict(r) for r in rows if include_revoked or r.revoked is None]
 
     # -- changing ---------------------------------------------------------------------
     def add_principal(
@@ -112,17 +111,17 @@ class PolicyAdmin:
         if isinstance(roles, str):
             raise ConfigurationError("roles= takes a list, e.g. roles=['analyst']")
         with transaction(self._engine) as tx:
-            if tx.conn.execute(
-                sa.select(principals.c.name).where(principals.c.name == name)
-            ).first():
+            if any(r.name == name for r in _principals(tx.conn)):
                 raise ConfigurationError(f"principal {name!r} already exists")
-            tx.conn.execute(
-                principals.insert().values(
-                    name=name,
-                    roles=_json(sorted(set(roles))),
-                    attributes=_json(dict(attributes or {})),
-                    created=utcnow(),
-                )
+            sealed.insert(
+                tx.conn,
+                principals,
+                {
+                    "name": name,
+                    "roles": _json(sorted(set(roles))),
+                    "attributes": _json(dict(attributes or {})),
+                    "created": utcnow(),
+                },
             )
             self._changed(tx, "policy.add_principal", {"principal": name, "roles": sorted(roles)})
 
@@ -132,19 +131,21 @@ class PolicyAdmin:
         """Register a purpose; a grant for ``parent`` also covers this purpose."""
         _check_name(name, "purpose")
         with transaction(self._engine) as tx:
-            known = {r.name for r in tx.conn.execute(sa.select(purposes.c.name))}
+            known = {r.name for r in _purposes(tx.conn)}
             if name in known:
                 raise ConfigurationError(f"purpose {name!r} already exists")
             if parent is not None and parent not in known:
                 raise ConfigurationError(f"parent purpose {parent!r} is not registered")
-            tx.conn.execute(
-                purposes.insert().values(
-                    name=name,
-                    description=description,
-                    lawful_basis=lawful_basis,
-                    parent=parent,
-                    created=utcnow(),
-                )
+            sealed.insert(
+                tx.conn,
+                purposes,
+                {
+                    "name": name,
+                    "description": description,
+                    "lawful_basis": lawful_basis,
+                    "parent": parent,
+                    "created": utcnow(),
+                },
             )
             self._changed(
                 tx,
@@ -157,19 +158,20 @@ class PolicyAdmin:
         item = _shape({"effect": effect, **selectors})
         with transaction(self._engine) as tx:
             row = _resolve(item, *_context(tx.conn))
-            tx.conn.execute(grants.insert().values(**row))
+            sealed.insert(tx.conn, grants, row)
             self._changed(tx, f"policy.{effect}", _public(row))
         return str(row["grant_id"])
 
     def revoke(self, grant_id: str) -> None:
         """Revoke a grant or deny; it stops matching at once."""
         with transaction(self._engine) as tx:
-            found = tx.conn.execute(
-                grants.update()
-                .where(grants.c.grant_id == grant_id, grants.c.revoked.is_(None))
-                .values(revoked=utcnow())
+            found = sealed.update(
+                tx.conn,
+                grants,
+                sa.and_(grants.c.grant_id == grant_id, grants.c.revoked.is_(None)),
+                {"revoked": utcnow()},
             )
-            if found.rowcount != 1:
+            if found != 1:
                 raise NotFoundError(f"no active grant {grant_id!r}; see vault.policy.grants()")
             self._changed(tx, "policy.revoke", {"grant": grant_id})
 
@@ -225,10 +227,7 @@ class PolicyAdmin:
     def _load(self, doc: _policy_yaml.PolicyDocument) -> None:
         with transaction(self._engine) as tx:
             schemas = _schemas(tx.conn)
-            active = {
-                r.grant_id: _grant_dict(r)
-                for r in tx.conn.execute(sa.select(grants).where(grants.c.revoked.is_(None)))
-            }
+            active = {r.grant_id: _grant_dict(r) for r in _active_grants(tx.conn)}
             keep, new_rows = set(), []
             for i, raw in enumerate(doc.grants):
                 item = _shape(raw)
@@ -244,37 +243,42 @@ class PolicyAdmin:
                     keep.add(old["id"])
                 else:
                     new_rows.append(row)
-            tx.conn.execute(
-                grants.update()
-                .where(grants.c.revoked.is_(None), grants.c.grant_id.not_in(keep))
-                .values(revoked=utcnow())
+            sealed.update(
+                tx.conn,
+                grants,
+                sa.and_(grants.c.revoked.is_(None), grants.c.grant_id.not_in(keep)),
+                {"revoked": utcnow()},
             )
-            tx.conn.execute(principals.delete())
-            tx.conn.execute(purposes.delete())
+            sealed.delete(tx.conn, principals, None)
+            sealed.delete(tx.conn, purposes, None)
             now = utcnow()
             for name, p in doc.principals.items():
                 _check_name(name, "principal")
-                tx.conn.execute(
-                    principals.insert().values(
-                        name=name,
-                        roles=_json(sorted(set(p["roles"]))),
-                        attributes=_json(p["attributes"]),
-                        created=now,
-                    )
+                sealed.insert(
+                    tx.conn,
+                    principals,
+                    {
+                        "name": name,
+                        "roles": _json(sorted(set(p["roles"]))),
+                        "attributes": _json(p["attributes"]),
+                        "created": now,
+                    },
                 )
             for name, p in doc.purposes.items():
                 _check_name(name, "purpose")
-                tx.conn.execute(
-                    purposes.insert().values(
-                        name=name,
-                        description=str(p["description"]),
-                        lawful_basis=str(p["lawful_basis"]),
-                        parent=p.get("parent"),
-                        created=now,
-                    )
+                sealed.insert(
+                    tx.conn,
+                    purposes,
+                    {
+                        "name": name,
+                        "description": str(p["description"]),
+                        "lawful_basis": str(p["lawful_basis"]),
+                        "parent": p.get("parent"),
+                        "created": now,
+                    },
                 )
             for row in new_rows:
-                tx.conn.execute(grants.insert().values(**row))
+                sealed.insert(tx.conn, grants, row)
             if _policy_hash(tx.conn) == _state(tx.conn)[1]:
                 raise _Unchanged  # roll back the rewrite: same policy, same version
             self._changed(
@@ -293,9 +297,9 @@ class PolicyAdmin:
     def _changed(self, tx: Tx, action: str, details: dict[str, Any]) -> None:
         version, _ = _state(tx.conn)
         digest = _policy_hash(tx.conn)
-        updated = tx.conn.execute(policy_state.update().values(version=version + 1, hash=digest))
-        if updated.rowcount == 0:
-            tx.conn.execute(policy_state.insert().values(id=1, version=version + 1, hash=digest))
+        values = {"version": version + 1, "hash": digest}
+        if sealed.update(tx.conn, policy_state, None, values) == 0:
+            sealed.insert(tx.conn, policy_state, {"id": 1, **values})
         self._audit.append(
             tx,
             principal=self._actor,
@@ -321,26 +325,32 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _state(conn: sa.Connection) -> tuple[int, str]:
-    row = conn.execute(sa.select(policy_state.c.version, policy_state.c.hash)).first()
+    rows = sealed.scope_rows(conn, policy_state)
+    row = rows[0] if rows else None
     return (int(row.version), str(row.hash)) if row else (0, hashlib.sha256(b"").hexdigest())
+
+
+def _principals(conn: sa.Connection) -> list[Any]:
+    """Every principal, by name, read whole and checked."""
+    return sorted(sealed.scope_rows(conn, principals), key=lambda r: str(r.name))
+
+
+def _purposes(conn: sa.Connection) -> list[Any]:
+    """Every purpose, by name, read whole and checked."""
+    return sorted(sealed.scope_rows(conn, purposes), key=lambda r: str(r.name))
+
+
+def _active_grants(conn: sa.Connection) -> list[Any]:
+    """Every grant and deny not revoked, by id, read whole and checked."""
+    rows = [r for r in sealed.scope_rows(conn, grants) if r.revoked is None]
+    return sorted(rows, key=lambda r: str(r.grant_id))
 
 
 def _policy_hash(conn: sa.Connection) -> str:
     state = {
-        "principals": [
-            [r.name, r.roles, r.attributes]
-            for r in conn.execute(sa.select(principals).order_by(principals.c.name))
-        ],
-        "purposes": [
-            [r.name, r.lawful_basis, r.parent]
-            for r in conn.execute(sa.select(purposes).order_by(purposes.c.name))
-        ],
-        "grants": [
-            _grant_dict(r, with_times=False)
-            for r in conn.execute(
-                sa.select(grants).where(grants.c.revoked.is_(None)).order_by(grants.c.grant_id)
-            )
-        ],
+        "principals": [[r.name, r.roles, r.attributes] for r in _principals(conn)],
+        "purposes": [[r.name, r.lawful_basis, r.parent] for r in _purposes(conn)],
+        "grants": [_grant_dict(r, with_times=False) for r in _active_grants(conn)],
     }
     return hashlib.sha256(canonical_json(state)).hexdigest()
 
@@ -414,13 +424,13 @@ def _expiry(value: Any) -> datetime | None:
 
 
 def _context(conn: sa.Connection) -> tuple[set[str], set[str], dict[str, Schema]]:
-    known_purposes = {r.name for r in conn.execute(sa.select(purposes.c.name))}
-    known_principals = {r.name for r in conn.execute(sa.select(principals.c.name))}
+    known_purposes = {r.name for r in _purposes(conn)}
+    known_principals = {r.name for r in _principals(conn)}
     return known_purposes, known_principals, _schemas(conn)
 
 
 def _schemas(conn: sa.Connection) -> dict[str, Schema]:
-    rows = conn.execute(sa.select(datasets.c.name, datasets.c.schema))
+    rows = sealed.scope_rows(conn, datasets)
     return {r.name: Schema.from_dict(json.loads(r.schema)) for r in rows}
 
 
@@ -496,10 +506,10 @@ class _Row:
 
 
 def _compile(conn: sa.Connection, digest: str) -> PolicyModel:
-    roles = {r.name: tuple(json.loads(r.roles)) for r in conn.execute(sa.select(principals))}
-    parents = {r.name: r.parent for r in conn.execute(sa.select(purposes))}
+    roles = {r.name: tuple(json.loads(r.roles)) for r in _principals(conn)}
+    parents = {r.name: r.parent for r in _purposes(conn)}
     compiled = []
-    for r in conn.execute(sa.select(grants).where(grants.c.revoked.is_(None))):
+    for r in _active_grants(conn):
         g = _grant_dict(r)
         compiled.append(
             Grant(

@@ -19,6 +19,7 @@ from ._view_erasure import ViewRefit, plan_view_erasures, subject_mask
 from .crypto.keys import VaultKey
 from .crypto.pseudonyms import pseudonymize
 from .exceptions import ConfigurationError, DecryptionError, NotFoundError
+from .storage import sealed
 from .storage.engine import read, scrub, transaction
 from .storage.files import remove_files
 from .storage.tables import models, vault_info, versions
@@ -109,16 +110,12 @@ class KeyMethods:
                     mac_key=fresh.wrap(mac, purpose="audit-mac"),
                 )
             )
-            for row in tx.conn.execute(sa.select(models)).all():
+            for row in sealed.check_rows(tx.conn, models):
                 slot = f"model|{row.name}|{row.version}"
                 raw = old.unwrap(row.wrapped_key, purpose=slot)
-                tx.conn.execute(
-                    models.update()
-                    .where(
-                        models.c.name == row.name,
-                        models.c.version == row.version,
-                    )
-                    .values(wrapped_key=fresh.wrap(raw, purpose=slot))
+                where = sa.and_(models.c.name == row.name, models.c.version == row.version)
+                sealed.update(
+                    tx.conn, models, where, {"wrapped_key": fresh.wrap(raw, purpose=slot)}
                 )
             self.audit.append(
                 tx,

@@ -16,6 +16,12 @@ Why tampering is detected:
 The one window: entries written after the last checkpoint can be dropped from
 the tail without a trace (as with any log that is not anchored per entry).
 Lower ``checkpoint_every`` to narrow it.
+
+The log also anchors the vault's authenticated metadata rows
+(:mod:`privml.storage.sealed`): each entry records, in ``heads``, the scopes of
+rows changed since the previous entry (generation and digest), and
+:meth:`AuditLog.verify` checks every protected row, every scope's head and that
+no head is older than the log (rows restored from an older copy).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ._canonical import canonical_json, utcnow
 from .exceptions import IntegrityError
+from .storage import sealed
 from .storage.engine import Tx, read
 from .storage.tables import audit_log, checkpoints
 
@@ -55,6 +62,7 @@ _ENTRY_FIELDS = (
     "version",
     "outcome",
     "details",
+    "heads",
 )
 
 
@@ -75,7 +83,10 @@ class VerifyReport:
     reason : str
         What was wrong there, or ``"ok"``.
     problems : tuple of (int, str)
-        Every problem found, in sequence order.
+        Every problem found in the log, in sequence order.
+    row_problems : tuple of str
+        Every authenticated metadata row (ledger, policy, datasets, versions,
+        keys, models) found modified, added, deleted or rolled back.
     """
 
     ok: bool
@@ -84,6 +95,7 @@ class VerifyReport:
     first_bad_seq: int | None
     reason: str
     problems: tuple[tuple[int, str], ...] = field(default=())
+    row_problems: tuple[str, ...] = field(default=())
 
     def __bool__(self) -> bool:
         return self.ok
@@ -91,9 +103,7 @@ class VerifyReport:
     def raise_if_failed(self) -> None:
         """Raise :class:`~privml.exceptions.IntegrityError` if the log is not intact."""
         if not self.ok:
-            raise IntegrityError(
-                f"audit log failed verification at seq {self.first_bad_seq}: {self.reason}"
-            )
+            raise IntegrityError(str(self))
 
     def __str__(self) -> str:
         if self.ok:
@@ -101,6 +111,8 @@ class VerifyReport:
                 f"audit log OK: {self.entries_checked} entries, "
                 f"{self.checkpoints_checked} signed checkpoints verified"
             )
+        if self.first_bad_seq is None:
+            return f"vault metadata TAMPERED: {self.reason}"
         return f"audit log TAMPERED at seq {self.first_bad_seq}: {self.reason}"
 
 
@@ -178,9 +190,14 @@ class AuditLog:
             "version": version,
             "outcome": outcome,
             "details": details or {},
+            "heads": sealed.take_unlogged(tx.conn) or None,
         }
         digest = entry_hash(self.log_id, seq, prev, entry)
-        row = {**entry, "details": canonical_json(entry["details"]).decode("utf-8")}
+        row = {
+            **entry,
+            "details": canonical_json(entry["details"]).decode("utf-8"),
+            "heads": None if entry["heads"] is None else canonical_json(entry["heads"]).decode(),
+        }
         tx.conn.execute(
             audit_log.insert().values(
                 seq=seq, prev_hash=prev, hash=digest, mac=self._mac(digest), **row
@@ -273,7 +290,7 @@ class AuditLog:
         frame["details"] = [json.loads(d) for d in frame["details"]]
         frame["time"] = pd.to_datetime(frame["time"], format="ISO8601")
         frame["version"] = frame["version"].astype("Int64")
-        return frame.drop(columns=["mac"])
+        return frame.drop(columns=["mac", "heads"])
 
     # -- verification -----------------------------------------------------------------
     def verify(self) -> VerifyReport:
@@ -283,10 +300,11 @@ class AuditLog:
         suffixes, forged checkpoints and truncation back to any state older than
         the last anchored checkpoint.
         """
+        problems: list[tuple[int, str]] = []
         with read(self._engine) as conn:
             rows = list(conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)))
             cps = list(conn.execute(sa.select(checkpoints).order_by(checkpoints.c.seq)))
-        problems: list[tuple[int, str]] = []
+            row_problems = sealed.verify_rows(conn, _logged_heads(rows, problems))
         hashes = self._check_chain(rows, problems)
         last_seq = rows[-1].seq if rows else 0
         anchored = self._read_anchor(problems, last_seq)
@@ -304,9 +322,12 @@ class AuditLog:
                 )
             )
         problems.sort(key=lambda p: p[0])
+        found = tuple(problems), tuple(row_problems)
         if problems:
             seq, reason = problems[0]
-            return VerifyReport(False, len(rows), checked, seq, reason, tuple(problems))
+            return VerifyReport(False, len(rows), checked, seq, reason, *found)
+        if row_problems:
+            return VerifyReport(False, len(rows), checked, None, row_problems[0], *found)
         return VerifyReport(True, len(rows), checked, None, "ok")
 
     def _check_chain(self, rows: Iterable[Any], problems: list[tuple[int, str]]) -> dict[int, str]:
@@ -319,8 +340,9 @@ class AuditLog:
             entry = {name: getattr(row, name) for name in _ENTRY_FIELDS}
             try:
                 entry["details"] = json.loads(row.details)
+                entry["heads"] = None if row.heads is None else json.loads(row.heads)
             except ValueError:
-                problems.append((row.seq, "details are not valid JSON (entry modified)"))
+                problems.append((row.seq, "details or heads are not valid JSON (entry modified)"))
             recomputed = entry_hash(self.log_id, row.seq, row.prev_hash, entry)
             if row.prev_hash != prev:
                 problems.append(
@@ -401,6 +423,22 @@ class AuditLog:
                     f"{source}: entry {cp.seq} differs from its signed checkpoint (log rewritten)",
                 )
             )
+
+
+def _logged_heads(
+    rows: Iterable[Any], problems: list[tuple[int, str]]
+) -> dict[tuple[str, str], tuple[int, str]]:
+    """The newest (generation, digest) the log records for each metadata scope."""
+    out: dict[tuple[str, str], tuple[int, str]] = {}
+    for row in rows:
+        if row.heads is None:
+            continue
+        try:
+            for table, scope, generation, digest in json.loads(row.heads):
+                out[(str(table), str(scope))] = (int(generation), str(digest))
+        except (ValueError, TypeError):
+            problems.append((row.seq, "heads are not valid JSON (entry modified)"))
+    return out
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,14 @@ from .exceptions import (
 )
 from .schema import Schema
 from .session import Session
+from .storage import sealed
 from .storage.engine import create_tables, make_engine, read, transaction
 from .storage.tables import vault_info
 
 __all__ = ["DatasetInfo", "DatasetVersion", "Vault"]
 
-_FORMAT = 1
+# 2: every security-relevant metadata row is authenticated (privml.storage.sealed).
+_FORMAT = 2
 _MARKER = "vault.json"
 ADMIN_PURPOSE = "administration"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -103,10 +105,12 @@ class Vault(PolicyMethods, KeyMethods):
         self._actor = actor
         self._keyring = Keyring(vault_key)
         seed = vault_key.unwrap(info.signing_key, purpose="audit-signing")
+        mac_key = vault_key.unwrap(info.mac_key, purpose="audit-mac")
+        sealed.bind(engine, sealed.RowSealer(mac_key, info.log_id))
         self.audit = AuditLog(
             engine,
             log_id=info.log_id,
-            mac_key=vault_key.unwrap(info.mac_key, purpose="audit-mac"),
+            mac_key=mac_key,
             signing_key=Ed25519PrivateKey.from_private_bytes(seed),
             verify_key=Ed25519PublicKey.from_public_bytes(info.verify_key),
             anchor_path=anchor_path,
@@ -169,12 +173,14 @@ class Vault(PolicyMethods, KeyMethods):
         engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
         create_tables(engine)
         signing = Ed25519PrivateKey.generate()
+        log_id, mac_key = uuid.uuid4().hex, new_data_key()
+        sealed.bind(engine, sealed.RowSealer(mac_key, log_id))
         with transaction(engine) as tx:
             tx.conn.execute(
                 vault_info.insert().values(
                     id=1,
                     format=_FORMAT,
-                    log_id=uuid.uuid4().hex,
+                    log_id=log_id,
                     created=utcnow(),
                     key_check=vault_key.check_value,
                     kdf=kdf,
@@ -182,10 +188,11 @@ class Vault(PolicyMethods, KeyMethods):
                         signing.private_bytes_raw(), purpose="audit-signing"
                     ),
                     verify_key=signing.public_key().public_bytes_raw(),
-                    mac_key=vault_key.wrap(new_data_key(), purpose="audit-mac"),
+                    mac_key=vault_key.wrap(mac_key, purpose="audit-mac"),
                     checkpoint_every=checkpoint_every,
                 )
             )
+            sealed.create_heads(tx.conn, sealed.global_tables())
         vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
         vault._admin_event(
             "vault.create",
@@ -221,6 +228,13 @@ class Vault(PolicyMethods, KeyMethods):
         engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
         with read(engine) as conn:
             info = conn.execute(sa.select(vault_info)).one()
+        if info.format != _FORMAT:
+            engine.dispose()
+            raise ConfigurationError(
+                f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
+                f"format {_FORMAT} only (authenticated metadata rows). Export its datasets "
+                "with the privml version that wrote it and add them to a new vault"
+            )
         salt = None
         if info.kdf is not None:
             salt = base64.b64decode(json.loads(info.kdf)["salt"])
@@ -264,6 +278,7 @@ class Vault(PolicyMethods, KeyMethods):
         self._keyring.forget()
         self._store.close()
         self.ledger.close()
+        sealed.unbind(self._engine)
         self._engine.dispose()
         self._engine = None
 

@@ -93,6 +93,7 @@ def _rehash(row: dict, log_id: str) -> str:
         for k in ("time", "principal", "purpose", "action", "dataset", "version", "outcome")
     }
     entry["details"] = json.loads(row["details"])
+    entry["heads"] = None if row["heads"] is None else json.loads(row["heads"])
     return entry_hash(log_id, row["seq"], row["prev_hash"], entry)
 
 

@@ -21,14 +21,15 @@ from ._store import (
     DatasetRow,
     encode_curve,
     find_request,
+    insert_event,
     lock_dataset,
     read_state,
     scopes_of,
     state_key,
     version_exists,
+    write_allocation,
     write_state,
 )
-from ._tables import ledger_allocations, ledger_events
 from .composition import CHECK_DISCRETIZATION, Accounting, account, rdp_curve
 from .events import PrivacyEvent
 from .records import Allocation, Charge
@@ -182,8 +183,9 @@ def _record(
     figures = _figures(total.before, total.after, ds)
     seq = req.log(audit, tx, req.action, "ok", version, event=event.to_dict(), **figures)
     now = utcnow()
-    tx.conn.execute(
-        ledger_events.insert().values(
+    insert_event(
+        tx.conn,
+        dict(
             request_id=req.request_id,
             dataset=ds.name,
             version=version,
@@ -203,7 +205,7 @@ def _record(
             audit_seq=seq,
             created=now,
             updated=now,
-        )
+        ),
     )
     checked = {s.scope: s for s in decision.scopes}
     for scope in scopes_of(req.principal, req.purpose):
@@ -291,14 +293,7 @@ def allocate(
                 f"an allocation of ε={epsilon:g} exceeds dataset {dataset!r}'s whole budget "
                 f"ε={ds.budget.epsilon:g}"
             )
-        where = (ledger_allocations.c.dataset == dataset, ledger_allocations.c.scope == scope)
-        previous = tx.conn.execute(sa.select(ledger_allocations.c.epsilon).where(*where)).scalar()
-        tx.conn.execute(ledger_allocations.delete().where(*where))
-        tx.conn.execute(
-            ledger_allocations.insert().values(
-                dataset=dataset, scope=scope, epsilon=float(epsilon), created=utcnow()
-            )
-        )
+        previous = write_allocation(tx.conn, dataset, scope, float(epsilon), utcnow())
         tally, _ = read_state(tx.conn, dataset, scope)
         spent = account(tally, ds.budget.delta)
         kind, _, who = scope.partition(":")

@@ -21,8 +21,8 @@ from ._store import (
     recompute_states,
     scopes_of,
     tally_of,
+    update_event,
 )
-from ._tables import ledger_events
 from .composition import account, rdp_curve
 from .events import PrivacyEvent
 from .records import Charge
@@ -72,13 +72,9 @@ def _to_charge(row: Any, ds: DatasetRow, seq: int) -> Charge:
 
 
 def _update(tx: Tx, row: Any, ds: DatasetRow, seq: int, **values: Any) -> Any:
-    tx.conn.execute(
-        ledger_events.update()
-        .where(ledger_events.c.id == row.id)
-        .values(updated=utcnow(), audit_seq=seq, **values)
-    )
+    update_event(tx.conn, row.id, {"updated": utcnow(), "audit_seq": seq, **values})
     recompute_states(tx.conn, ds.name, scopes_of(row.principal, row.purpose))
-    return tx.conn.execute(sa.select(ledger_events).where(ledger_events.c.id == row.id)).one()
+    return find_request(tx.conn, row.request_id)
 
 
 def settle(engine: sa.Engine, audit: AuditLog, request_id: str, event: PrivacyEvent) -> Charge:

@@ -10,6 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..exceptions import IntegrityError, NotFoundError
+from ..storage import sealed
 from ..storage.tables import datasets, versions
 from ._tables import ledger_allocations, ledger_events, ledger_state
 from .budget import Budget
@@ -24,12 +25,15 @@ __all__ = [
     "encode_curve",
     "event_rows",
     "find_request",
+    "insert_event",
     "lock_dataset",
     "read_state",
     "recompute_states",
     "scopes_of",
     "state_key",
     "tally_of",
+    "update_event",
+    "write_allocation",
     "write_state",
 ]
 
@@ -61,35 +65,33 @@ class DatasetRow:
 
 
 def lock_dataset(conn: sa.Connection, dataset: str, *, lock: bool = True) -> DatasetRow:
-    """Read a dataset's budget, locking its row (PostgreSQL) for the rest of the transaction."""
-    query = sa.select(datasets.c.budget_epsilon, datasets.c.budget_delta).where(
-        datasets.c.name == dataset
-    )
-    row = conn.execute(query.with_for_update() if lock else query).first()
-    if row is None:
-        known = sorted(conn.execute(sa.select(datasets.c.name)).scalars())
+    """Read a dataset's budget, locking its row (PostgreSQL) for the rest of the transaction.
+
+    The budget row, the dataset's versions and (through :func:`read_state`) its ledger
+    are read checked: an edit made without the vault key raises ``IntegrityError``.
+    """
+    found = sealed.check_rows(conn, datasets, datasets.c.name == dataset, lock=lock)
+    if not found:
+        known = sorted(r.name for r in sealed.scope_rows(conn, datasets))
         raise NotFoundError(f"no dataset {dataset!r}; known datasets: {known}")
-    latest = conn.execute(
-        sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == dataset)
-    ).scalar()
+    row = found[0]
+    numbers = [int(v.version) for v in sealed.scope_rows(conn, versions, dataset)]
     budget = Budget(epsilon=row.budget_epsilon, delta=row.budget_delta)
-    return DatasetRow(dataset, budget, None if latest is None else int(latest))
+    return DatasetRow(dataset, budget, max(numbers) if numbers else None)
 
 
 def version_exists(conn: sa.Connection, dataset: str, version: int) -> bool:
-    query = sa.select(versions.c.version).where(
-        versions.c.dataset == dataset, versions.c.version == version
-    )
-    return conn.execute(query).first() is not None
+    return any(v.version == version for v in sealed.scope_rows(conn, versions, dataset))
+
+
+def _states(conn: sa.Connection, dataset: str) -> dict[str, Any]:
+    """Every running tally of ``dataset`` by scope, read whole and checked."""
+    return {str(r.scope): r for r in sealed.scope_rows(conn, ledger_state, dataset)}
 
 
 def read_state(conn: sa.Connection, dataset: str, scope: str) -> tuple[Tally, int]:
     """A scope's running tally and its revision (an empty tally, revision 0, if none)."""
-    row = conn.execute(
-        sa.select(ledger_state).where(
-            ledger_state.c.dataset == dataset, ledger_state.c.scope == scope
-        )
-    ).first()
+    row = _states(conn, dataset).get(scope)
     if row is None:
         return Tally.empty(), 0
     tally = Tally(decode_curve(row.rdp), float(row.pure_epsilon), int(row.impure), int(row.events))
@@ -109,38 +111,56 @@ def write_state(conn: sa.Connection, dataset: str, scope: str, tally: Tally, rev
         "events": tally.count,
         "revision": revision,
     }
-    done = conn.execute(
-        ledger_state.update()
-        .where(ledger_state.c.dataset == dataset, ledger_state.c.scope == scope)
-        .values(**values)
-    )
-    if done.rowcount == 0:
-        conn.execute(ledger_state.insert().values(dataset=dataset, scope=scope, **values))
+    old = _states(conn, dataset).get(scope)
+    if old is not None:
+        sealed.update_row(conn, ledger_state, old, values)
+    else:
+        sealed.insert(conn, ledger_state, {"dataset": dataset, "scope": scope, **values})
 
 
-def _scope_filter(scope: str) -> Any:
+def _in_scope(row: Any, scope: str) -> bool:
     kind, _, name = scope.partition(":")
     if kind == "principal":
-        return ledger_events.c.principal == name
+        return bool(row.principal == name)
     if kind == "purpose":
-        return ledger_events.c.purpose == name
-    return sa.true()
+        return bool(row.purpose == name)
+    return True
+
+
+def _events(conn: sa.Connection, dataset: str) -> list[Any]:
+    """Every ledger row of ``dataset``, oldest first, read whole and checked."""
+    return sorted(sealed.scope_rows(conn, ledger_events, dataset), key=lambda r: int(r.id))
 
 
 def event_rows(
     conn: sa.Connection, dataset: str, scope: str = TOTAL, statuses: Sequence[str] = ACTIVE
 ) -> list[Any]:
     """A scope's ledger rows with the given statuses, oldest first."""
-    query = (
-        sa.select(ledger_events)
-        .where(
-            ledger_events.c.dataset == dataset,
-            ledger_events.c.status.in_(list(statuses)),
-            _scope_filter(scope),
-        )
-        .order_by(ledger_events.c.id)
-    )
-    return list(conn.execute(query))
+    wanted = set(statuses)
+    return [r for r in _events(conn, dataset) if r.status in wanted and _in_scope(r, scope)]
+
+
+def insert_event(conn: sa.Connection, values: dict[str, Any]) -> None:
+    """Record one ledger row (authenticated, counted in its dataset's head)."""
+    sealed.insert(conn, ledger_events, values)
+
+
+def update_event(conn: sa.Connection, event_id: int, values: dict[str, Any]) -> Any:
+    """Change one ledger row; return it as stored."""
+    sealed.update(conn, ledger_events, ledger_events.c.id == event_id, values)
+    return sealed.check_rows(conn, ledger_events, ledger_events.c.id == event_id)[0]
+
+
+def write_allocation(
+    conn: sa.Connection, dataset: str, scope: str, epsilon: float, created: str
+) -> float | None:
+    """Set one sub-budget; return the ε cap it replaces (None if new)."""
+    where = sa.and_(ledger_allocations.c.dataset == dataset, ledger_allocations.c.scope == scope)
+    previous = allocations(conn, dataset).get(scope)
+    sealed.delete(conn, ledger_allocations, where)
+    values = {"dataset": dataset, "scope": scope, "epsilon": epsilon, "created": created}
+    sealed.insert(conn, ledger_allocations, values)
+    return previous
 
 
 def events_of(rows: Iterable[Any]) -> list[PrivacyEvent]:
@@ -170,35 +190,23 @@ def recompute_states(conn: sa.Connection, dataset: str, scopes: Iterable[str]) -
 
 
 def find_request(conn: sa.Connection, request_id: str) -> Any:
-    return conn.execute(
-        sa.select(ledger_events).where(ledger_events.c.request_id == request_id)
-    ).first()
+    found = sealed.check_rows(conn, ledger_events, ledger_events.c.request_id == request_id)
+    return found[0] if found else None
 
 
 def allocations(conn: sa.Connection, dataset: str) -> dict[str, float]:
     """Scope -> ε cap for a dataset's sub-budgets."""
-    rows = conn.execute(
-        sa.select(ledger_allocations.c.scope, ledger_allocations.c.epsilon).where(
-            ledger_allocations.c.dataset == dataset
-        )
-    )
-    return {r.scope: float(r.epsilon) for r in rows}
+    rows = sealed.scope_rows(conn, ledger_allocations, dataset)
+    return {str(r.scope): float(r.epsilon) for r in rows}
 
 
 def scope_names(conn: sa.Connection, dataset: str) -> list[str]:
     """Every scope with a running tally (principals and purposes that ever charged)."""
-    rows = conn.execute(
-        sa.select(ledger_state.c.scope)
-        .where(ledger_state.c.dataset == dataset)
-        .order_by(ledger_state.c.scope)
-    )
-    return [r.scope for r in rows]
+    return sorted(_states(conn, dataset))
 
 
 def status_counts(conn: sa.Connection, dataset: str) -> dict[str, int]:
-    rows = conn.execute(
-        sa.select(ledger_events.c.status, sa.func.count())
-        .where(ledger_events.c.dataset == dataset)
-        .group_by(ledger_events.c.status)
-    )
-    return {str(status): int(n) for status, n in rows}
+    counts: dict[str, int] = {}
+    for row in _events(conn, dataset):
+        counts[str(row.status)] = counts.get(str(row.status), 0) + 1
+    return counts

@@ -1,18 +1,20 @@
-"""The ledger's tables, on the vault's one ``metadata`` (so ``create_tables`` makes them)."""
+"""The ledger's tables, on the vault's one ``metadata`` (so ``create_tables`` makes them).
+
+Every row is authenticated (``privml.storage.sealed``), one scope per dataset.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ..storage.tables import metadata
+from ..storage.tables import protected_table
 
 __all__ = ["ledger_allocations", "ledger_events", "ledger_state"]
 
 # One row per charge or reservation. ``event`` is the effective event (the
 # settled one for a settled reservation); ``planned`` the reserved one.
-ledger_events = sa.Table(
+ledger_events = protected_table(
     "ledger_events",
-    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(128), nullable=False, unique=True),
     sa.Column("dataset", sa.ForeignKey("datasets.name"), nullable=False, index=True),
@@ -33,14 +35,14 @@ ledger_events = sa.Table(
     sa.Column("audit_seq", sa.Integer, nullable=False),  # audit entry of the last change
     sa.Column("created", sa.String(40), nullable=False),
     sa.Column("updated", sa.String(40), nullable=False),
+    scope="dataset",
 )
 
 # Running totals per dataset and scope ("" = the dataset, "principal:<name>",
 # "purpose:<name>") over reserved and committed events, so a check reads one
 # row per scope instead of every event. ``revision`` counts changes.
-ledger_state = sa.Table(
+ledger_state = protected_table(
     "ledger_state",
-    metadata,
     sa.Column("dataset", sa.ForeignKey("datasets.name"), primary_key=True),
     sa.Column("scope", sa.String(300), primary_key=True),
     sa.Column("rdp", sa.LargeBinary, nullable=False),
@@ -48,14 +50,15 @@ ledger_state = sa.Table(
     sa.Column("impure", sa.Integer, nullable=False),
     sa.Column("events", sa.Integer, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
+    scope="dataset",
 )
 
 # Sub-budgets: the most ε one principal's or purpose's events may spend together.
-ledger_allocations = sa.Table(
+ledger_allocations = protected_table(
     "ledger_allocations",
-    metadata,
     sa.Column("dataset", sa.ForeignKey("datasets.name"), primary_key=True),
     sa.Column("scope", sa.String(300), primary_key=True),
     sa.Column("epsilon", sa.Float, nullable=False),
     sa.Column("created", sa.String(40), nullable=False),
+    scope="dataset",
 )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from typing import Any
 
 import sqlalchemy as sa
 
 from .._canonical import utcnow
 from ..exceptions import DecryptionError
+from ..storage import sealed
 from ..storage.tables import keys
 from .keys import VaultKey, new_data_key
 
@@ -42,24 +44,25 @@ class Keyring:
     ) -> None:
         """Store a key made elsewhere (e.g. a field keyset's new primary), wrapped."""
         wrapped = self._vault_key.wrap(raw, purpose=self._slot(key_id, dataset, column, purpose))
-        conn.execute(
-            keys.insert().values(
-                key_id=key_id,
-                dataset=dataset,
-                column=column,
-                purpose=purpose,
-                wrapped=wrapped,
-                created=utcnow(),
-            )
+        sealed.insert(
+            conn,
+            keys,
+            {
+                "key_id": key_id,
+                "dataset": dataset,
+                "column": column,
+                "purpose": purpose,
+                "wrapped": wrapped,
+                "created": utcnow(),
+            },
         )
         self._cache[key_id] = raw
 
     def live(self, conn: sa.Connection, *, dataset: str, purpose: str) -> list[tuple[str, bytes]]:
         """Every live key of ``dataset`` with ``purpose``, oldest first, unwrapped."""
-        rows = conn.execute(
-            sa.select(keys)
-            .where(keys.c.dataset == dataset, keys.c.purpose == purpose, keys.c.destroyed.is_(None))
-            .order_by(keys.c.created, keys.c.key_id)
+        rows = sorted(
+            (r for r in _live(conn, dataset) if r.purpose == purpose),
+            key=lambda r: (r.created, r.key_id),
         )
         out = []
         for row in rows:
@@ -73,13 +76,16 @@ class Keyring:
         """The pseudonym key of ``dataset``, or of the vault-wide ``domain`` (made on first use)."""
         if domain is None:
             return self.get(self.active(conn, dataset=dataset)[(None, "pseudonym")])
-        row = conn.execute(
-            sa.select(keys.c.key_id, keys.c.dataset, keys.c.wrapped).where(
+        found = sealed.check_rows(
+            conn,
+            keys,
+            sa.and_(
                 keys.c.purpose == "pseudonym-domain",
                 keys.c.column == domain,
                 keys.c.destroyed.is_(None),
-            )
-        ).first()
+            ),
+        )
+        row = found[0] if found else None
         if row is None:
             key_id = self.create(conn, dataset=dataset, column=domain, purpose="pseudonym-domain")
             return self.get(key_id)
@@ -90,11 +96,7 @@ class Keyring:
 
     def active(self, conn: sa.Connection, *, dataset: str) -> dict[tuple[str | None, str], str]:
         """Load every live key of ``dataset``; return ``{(column, purpose): key_id}`` (newest)."""
-        rows = conn.execute(
-            sa.select(keys)
-            .where(keys.c.dataset == dataset, keys.c.destroyed.is_(None))
-            .order_by(keys.c.created)
-        )
+        rows = sorted(_live(conn, dataset), key=lambda r: r.created)
         found: dict[tuple[str | None, str], str] = {}
         for row in rows:
             if row.key_id not in self._cache:
@@ -120,33 +122,30 @@ class Keyring:
     def destroy(self, conn: sa.Connection, key_ids: list[str]) -> None:
         """Erase the wrapped bytes of ``key_ids`` for good (crypto-shredding), in ``conn``'s tx."""
         if key_ids:
-            conn.execute(
-                keys.update()
-                .where(keys.c.key_id.in_(key_ids))
-                .values(wrapped=b"", destroyed=utcnow())
+            sealed.update(
+                conn, keys, keys.c.key_id.in_(key_ids), {"wrapped": b"", "destroyed": utcnow()}
             )
         for key_id in key_ids:
             self._cache.pop(key_id, None)
 
     def destroyed(self, conn: sa.Connection, key_ids: list[str]) -> list[tuple[str, str]]:
         """Which of ``key_ids`` were destroyed, and when."""
-        rows = conn.execute(
-            sa.select(keys.c.key_id, keys.c.destroyed).where(
-                keys.c.key_id.in_(key_ids), keys.c.destroyed.is_not(None)
-            )
+        rows = sealed.check_rows(
+            conn, keys, sa.and_(keys.c.key_id.in_(key_ids), keys.c.destroyed.is_not(None))
         )
         return [(r.key_id, r.destroyed) for r in rows]
 
     def rewrap(self, conn: sa.Connection, new_key: VaultKey) -> int:
         """Re-wrap every live data key under ``new_key`` (inside ``conn``'s transaction)."""
-        rows = conn.execute(sa.select(keys).where(keys.c.destroyed.is_(None))).all()
+        rows = sealed.check_rows(conn, keys, keys.c.destroyed.is_(None))
         for row in rows:
             slot = self._slot(row.key_id, row.dataset, row.column, row.purpose)
             raw = self._vault_key.unwrap(row.wrapped, purpose=slot)
-            conn.execute(
-                keys.update()
-                .where(keys.c.key_id == row.key_id)
-                .values(wrapped=new_key.wrap(raw, purpose=slot))
+            sealed.update(
+                conn,
+                keys,
+                keys.c.key_id == row.key_id,
+                {"wrapped": new_key.wrap(raw, purpose=slot)},
             )
         return len(rows)
 
@@ -161,3 +160,8 @@ class Keyring:
     def _slot(key_id: str, dataset: str, column: str | None, purpose: str) -> str:
         # JSON, not a joined string: a column name holding a separator cannot alias a slot.
         return "data-key" + json.dumps([key_id, dataset, column, purpose])
+
+
+def _live(conn: sa.Connection, dataset: str) -> list[sa.Row[Any]]:
+    """The live keys of ``dataset``, read whole and checked (a destroyed flag cannot be undone)."""
+    return [r for r in sealed.scope_rows(conn, keys, dataset) if r.destroyed is None]

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from . import sealed
 from .tables import metadata, vault_info
 
 __all__ = ["Tx", "create_tables", "make_engine", "read", "scrub", "transaction"]
@@ -81,6 +82,7 @@ def transaction(engine: sa.Engine) -> Iterator[Tx]:
                 conn.execute(sa.select(vault_info.c.id).with_for_update())
             tx = Tx(conn)
             yield tx
+            sealed.flush(conn)  # the integrity heads this transaction changed
         for hook in tx.after_commit:
             hook()
 
@@ -88,8 +90,12 @@ def transaction(engine: sa.Engine) -> Iterator[Tx]:
 @contextmanager
 def read(engine: sa.Engine) -> Iterator[sa.Connection]:
     """Open a transaction for reading only (a consistent snapshot)."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # rows and their integrity heads from one snapshot
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
 
 
 def scrub(engine: sa.Engine) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 __all__ = [
+    "PROTECTED",
     "audit_log",
     "checkpoints",
     "datasets",
@@ -14,12 +17,33 @@ __all__ = [
     "models",
     "policy_state",
     "principals",
+    "protected_table",
     "purposes",
+    "row_heads",
     "vault_info",
     "versions",
 ]
 
 metadata = sa.MetaData()
+
+# Tables whose rows are authenticated (see ``privml.storage.sealed``): table name -> the
+# column whose value names a row's scope, or None when the whole table is one scope.
+PROTECTED: dict[str, str | None] = {}
+
+
+def protected_table(name: str, *columns: sa.Column[Any], scope: str | None) -> sa.Table:
+    """A table whose every row carries a MAC and whose scopes each have a head row.
+
+    ``scope`` names the column that splits the table into scopes (e.g. ``"dataset"``),
+    or is None for one table-wide scope. Write and read such a table only through
+    :mod:`privml.storage.sealed`.
+    """
+    table = sa.Table(name, metadata, *columns, sa.Column("mac", sa.String(64), nullable=False))
+    if scope is not None and scope not in table.c:
+        raise ValueError(f"internal: {name} has no scope column {scope!r}")
+    PROTECTED[name] = scope
+    return table
+
 
 # One row: identity of the vault, its key-check value, and its wrapped audit keys.
 vault_info = sa.Table(
@@ -37,22 +61,21 @@ vault_info = sa.Table(
     sa.Column("checkpoint_every", sa.Integer, nullable=False),
 )
 
-datasets = sa.Table(
+datasets = protected_table(
     "datasets",
-    metadata,
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("schema", sa.Text, nullable=False),  # canonical JSON
     sa.Column("budget_epsilon", sa.Float, nullable=False),
     sa.Column("budget_delta", sa.Float, nullable=False),
     sa.Column("derived_from", sa.String(128), nullable=True),  # source of a minimized view
     sa.Column("created", sa.String(40), nullable=False),
+    scope=None,
 )
 
 # Data keys, each wrapped by the vault key. purpose: "column", "footer", "pseudonym",
 # "pseudonym-domain" (column holds the domain name; shared by datasets) or "field".
-keys = sa.Table(
+keys = protected_table(
     "keys",
-    metadata,
     sa.Column("key_id", sa.String(32), primary_key=True),
     sa.Column("dataset", sa.ForeignKey("datasets.name"), nullable=False),
     sa.Column("column", sa.String(256), nullable=True),
@@ -60,11 +83,11 @@ keys = sa.Table(
     sa.Column("wrapped", sa.LargeBinary, nullable=False),
     sa.Column("created", sa.String(40), nullable=False),
     sa.Column("destroyed", sa.String(40), nullable=True),
+    scope="dataset",
 )
 
-versions = sa.Table(
+versions = protected_table(
     "versions",
-    metadata,
     sa.Column("dataset", sa.ForeignKey("datasets.name"), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("rows", sa.Integer, nullable=False),
@@ -73,6 +96,7 @@ versions = sa.Table(
     sa.Column("schema_fingerprint", sa.String(64), nullable=False),
     sa.Column("key_ids", sa.Text, nullable=False),  # canonical JSON list: the keys it needs
     sa.Column("created", sa.String(40), nullable=False),
+    scope="dataset",
 )
 
 audit_log = sa.Table(
@@ -87,6 +111,8 @@ audit_log = sa.Table(
     sa.Column("version", sa.Integer, nullable=True),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("details", sa.Text, nullable=False),  # canonical JSON
+    # canonical JSON [[table, scope, generation, digest], ...]: row heads this entry logs
+    sa.Column("heads", sa.Text, nullable=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("mac", sa.String(64), nullable=False),
@@ -102,28 +128,27 @@ checkpoints = sa.Table(
 )
 
 # --- access policy -------------------------------------------------------------------------
-principals = sa.Table(
+principals = protected_table(
     "principals",
-    metadata,
     sa.Column("name", sa.String(256), primary_key=True),
     sa.Column("roles", sa.Text, nullable=False),  # canonical JSON list
     sa.Column("attributes", sa.Text, nullable=False),  # canonical JSON object
     sa.Column("created", sa.String(40), nullable=False),
+    scope=None,
 )
 
-purposes = sa.Table(
+purposes = protected_table(
     "purposes",
-    metadata,
     sa.Column("name", sa.String(256), primary_key=True),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("lawful_basis", sa.String(256), nullable=False),
     sa.Column("parent", sa.String(256), nullable=True),
     sa.Column("created", sa.String(40), nullable=False),
+    scope=None,
 )
 
-grants = sa.Table(
+grants = protected_table(
     "grants",
-    metadata,
     sa.Column("grant_id", sa.String(32), primary_key=True),
     sa.Column("effect", sa.String(8), nullable=False),  # "allow" or "deny"
     sa.Column("role", sa.String(256), nullable=True),
@@ -137,21 +162,21 @@ grants = sa.Table(
     sa.Column("expires", sa.String(40), nullable=True),
     sa.Column("created", sa.String(40), nullable=False),
     sa.Column("revoked", sa.String(40), nullable=True),
+    scope=None,
 )
 
 # One row: the policy version, bumped by every policy change, and its content hash.
-policy_state = sa.Table(
+policy_state = protected_table(
     "policy_state",
-    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    scope=None,
 )
 
 # --- model registry ------------------------------------------------------------------------
-models = sa.Table(
+models = protected_table(
     "models",
-    metadata,
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("format", sa.String(16), nullable=False),  # "pickle" or "bytes"
@@ -165,4 +190,21 @@ models = sa.Table(
     sa.Column("libraries", sa.Text, nullable=False),  # canonical JSON: name -> version
     sa.Column("metadata", sa.Text, nullable=False),  # canonical JSON: kind, notes, extras
     sa.Column("created", sa.String(40), nullable=False),
+    scope="name",
+)
+
+# One head per (table, scope) of a protected table: how many rows the scope holds and
+# the sum (mod 2**256) of their MACs, so deleting or inserting a whole row is caught.
+# ``generation`` counts the transactions that changed the scope; ``logged`` says whether
+# the audit log already records this generation (rollback of rows is caught against it).
+row_heads = sa.Table(
+    "row_heads",
+    metadata,
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(300), primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("logged", sa.Boolean, nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
 )

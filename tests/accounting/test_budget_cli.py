@@ -13,6 +13,9 @@ import pytest
 import privml
 from privml.accounting import PrivacyEvent
 from privml.cli import main
+from privml.storage import sealed
+from privml.storage.engine import transaction
+from privml.storage.tables import datasets
 
 
 @pytest.fixture
@@ -77,11 +80,24 @@ def test_ledger_lists_the_charges(charged, capsys):
 
 
 def test_exit_status_1_when_over_budget(charged, capsys):
-    folder, key_file, _ = charged
-    with sqlite3.connect(folder / "meta.db") as con:  # e.g. a budget lowered behind the vault
-        con.execute("UPDATE datasets SET budget_epsilon = 0.25 WHERE name = 'counts'")
+    folder, key_file, key = charged
+    # A budget lowered by the key holder.
+    with privml.Vault.open(folder, key=key) as vault, transaction(vault.engine) as tx:
+        where = datasets.c.name == "counts"
+        sealed.update(tx.conn, datasets, where, {"budget_epsilon": 0.25})
+        vault.audit.append(
+            tx, principal="admin", purpose="administration", action="test.lower", outcome="ok"
+        )
     assert main(["budget", str(folder), "--key-file", str(key_file)]) == 1
     assert "over budget: counts" in capsys.readouterr().err
+
+
+def test_a_budget_raised_without_the_key_stops_the_cli(charged, capsys):
+    folder, key_file, _ = charged
+    with sqlite3.connect(folder / "meta.db") as con:
+        con.execute("UPDATE datasets SET budget_epsilon = 100 WHERE name = 'counts'")
+    assert main(["budget", str(folder), "--key-file", str(key_file)]) == 2
+    assert "fails its MAC" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(charged, capsys):

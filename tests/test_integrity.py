@@ -1,0 +1,339 @@
+"""Edits of ``meta.db`` made without the vault key are caught at use and by ``verify()``.
+
+The attacker here has a copy of the vault folder but not the key: they edit
+``meta.db`` with the ``sqlite3`` module after the vault closed, then the key
+holder opens the vault again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import privml
+from privml import Budget, Field, Schema, Vault
+from privml.accounting import PrivacyEvent
+from privml.exceptions import IntegrityError
+from privml.storage.tables import PROTECTED, metadata
+
+KEY = privml.generate_key()
+SCHEMA = Schema(
+    {"age": Field.integer(bounds=(0, 120)), "bp": Field.numeric(bounds=(50, 250), sensitive=True)}
+)
+FIRST = pd.DataFrame({"age": [34, 71, 50], "bp": [120.0, 145.5, 130.0]})
+SECOND = pd.DataFrame({"age": [35, 72], "bp": [121.0, 146.5]})
+
+
+def _charge(vault: Vault, epsilon: float = 0.1, principal: str = "ana") -> Any:
+    event = PrivacyEvent.laplace(epsilon=epsilon)
+    return vault.ledger.charge("d", event=event, principal=principal, purpose="research")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed vault with at least two rows in every protected table."""
+    folder = tmp_path_factory.mktemp("integrity") / "v"
+    with Vault.create(folder, key=KEY, actor="admin") as vault:
+        vault.add_dataset("d", FIRST, schema=SCHEMA, budget=Budget(epsilon=1.0, delta=1e-5))
+        vault.add_version("d", SECOND)
+        vault.add_dataset("e", FIRST, schema=SCHEMA, budget=Budget(epsilon=1.0, delta=1e-5))
+        vault.add_purpose("care", description="Treatment", lawful_basis="GDPR 9(2)(h)")
+        vault.add_purpose("research", description="Studies", lawful_basis="GDPR 9(2)(j)")
+        vault.add_principal("ana", roles=["analyst"])
+        vault.add_principal("bob", roles=["clinician"])
+        vault.grant(role="clinician", dataset="d", purpose="care", mode="raw")
+        vault.grant(role="clinician", dataset="e", purpose="care", mode="raw")
+        vault.grant(role="analyst", dataset="d", purpose="research", mode="dp_aggregate")
+        revoked = vault.grant(principal="ana", dataset="d", purpose="care", mode="raw")
+        vault.revoke(revoked)
+        vault.allocate("d", principal="ana", epsilon=0.5)
+        vault.allocate("d", purpose="research", epsilon=0.6)
+        _charge(vault, 0.2)
+        _charge(vault, 0.1, principal="bob")
+        vault.models.register("m", {"w": 1}, trained_on="d", epsilon=0.3, delta=None)
+        vault.models.register("m", {"w": 2}, trained_on="d", epsilon=0.3, delta=None)
+    return folder
+
+
+@pytest.fixture
+def copy(built: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "v"
+    shutil.copytree(built, target)
+    return target
+
+
+@contextmanager
+def _db(folder: Path) -> Iterator[sqlite3.Connection]:
+    con = sqlite3.connect(folder / "meta.db")
+    try:
+        yield con
+        con.commit()
+    finally:
+        con.close()
+
+
+# --- what reading each table is for --------------------------------------------------------
+def _use_datasets(vault: Vault) -> None:
+    vault.datasets()
+    _charge(vault, 0.01)
+
+
+def _use_data(vault: Vault) -> None:
+    vault.session("bob", purpose="care").read("d", version=2)
+    vault.session("bob", purpose="care").read("d", version=1)
+    vault.session("bob", purpose="care").read("e")
+
+
+def _use_policy(vault: Vault) -> None:
+    vault.session("bob", purpose="care").read("d")
+
+
+def _use_ledger(vault: Vault) -> None:
+    vault.budget("d")
+    _charge(vault, 0.01)
+
+
+def _use_models(vault: Vault) -> None:
+    vault.models.load("m", 1)
+    vault.models.load("m", 2)
+
+
+USES: dict[str, Callable[[Vault], None]] = {
+    "datasets": _use_datasets,
+    "keys": _use_data,
+    "versions": _use_data,
+    "principals": _use_policy,
+    "purposes": _use_policy,
+    "grants": _use_policy,
+    "policy_state": _use_policy,
+    "models": _use_models,
+    "ledger_events": _use_ledger,
+    "ledger_state": _use_ledger,
+    "ledger_allocations": _use_ledger,
+}
+
+
+def _caught(folder: Path, table: str) -> None:
+    """The use of ``table`` raises IntegrityError, and verify() reports the edit."""
+    with Vault.open(folder, key=KEY) as vault, pytest.raises(IntegrityError):
+        USES[table](vault)
+    with Vault.open(folder, key=KEY) as vault:
+        report = vault.audit.verify()
+        assert not report.ok and report.row_problems, f"verify() missed an edit of {table}"
+        with pytest.raises(IntegrityError):
+            report.raise_if_failed()
+
+
+def test_every_protected_table_has_a_use_and_a_mac():
+    assert set(PROTECTED) == set(USES)
+    for name in PROTECTED:
+        assert "mac" in metadata.tables[name].c
+
+
+def test_untouched_vault_works_and_verifies(copy):
+    with Vault.open(copy, key=KEY) as vault:
+        for use in USES.values():
+            use(vault)
+        assert vault.audit.verify().ok
+
+
+def _columns(table: str) -> list[str]:
+    return [c.name for c in metadata.tables[table].columns]
+
+
+def _other(table: str, column: str, value: Any) -> Any:
+    """A different value of the column's kind, as an editor of the file would write."""
+    kind = metadata.tables[table].c[column].type.python_type
+    if value is None:
+        return {float: 0.5, int: 7, bytes: b"\x01"}.get(kind, "2020-01-01T00:00:00+00:00")
+    if isinstance(value, bytes):
+        return value + b"\x00" if value else b"\x01"
+    if isinstance(value, float):
+        return value * 2 + 1
+    if isinstance(value, int):
+        return value + 1000  # past every key in use, so no unique constraint stops the edit
+    return value + "x"
+
+
+CASES = [(table, column) for table in sorted(PROTECTED) for column in _columns(table)]
+
+
+@pytest.mark.parametrize(("table", "column"), CASES)
+def test_modifying_any_column_is_caught(copy, table, column):
+    with _db(copy) as con:
+        rowid, value = con.execute(
+            f'SELECT rowid, "{column}" FROM {table} ORDER BY rowid LIMIT 1'
+        ).fetchone()
+        con.execute(
+            f'UPDATE {table} SET "{column}" = ? WHERE rowid = ?',
+            (_other(table, column, value), rowid),
+        )
+    _caught(copy, table)
+
+
+@pytest.mark.parametrize("table", sorted(PROTECTED))
+def test_deleting_a_row_is_caught(copy, table):
+    with _db(copy) as con:
+        # The last row: for the policy this is a whole scope's row (e.g. the policy state).
+        con.execute(f"DELETE FROM {table} WHERE rowid = (SELECT max(rowid) FROM {table})")
+    _caught(copy, table)
+
+
+@pytest.mark.parametrize("table", sorted(PROTECTED))
+def test_inserting_a_copied_row_under_a_new_key_is_caught(copy, table):
+    keys = [c.name for c in metadata.tables[table].primary_key.columns]
+    with _db(copy) as con:
+        names = _columns(table)
+        first = con.execute(f"SELECT * FROM {table} ORDER BY rowid LIMIT 1").fetchone()
+        row = dict(zip(names, first, strict=True))
+        if table == "ledger_events":
+            row["id"] = None  # a fresh autoincrement id
+            row["request_id"] = row["request_id"] + "-copy"
+        else:
+            row[keys[-1]] = _other(table, keys[-1], row[keys[-1]])
+        marks = ", ".join("?" for _ in names)
+        quoted = ", ".join(f'"{n}"' for n in names)
+        con.execute(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", [row[n] for n in names])
+    _caught(copy, table)
+
+
+@pytest.mark.parametrize("table", sorted(t for t in PROTECTED if t != "policy_state"))
+def test_swapping_two_rows_macs_is_caught(copy, table):
+    with _db(copy) as con:
+        (a, mac_a), (b, mac_b) = con.execute(
+            f"SELECT rowid, mac FROM {table} ORDER BY rowid LIMIT 2"
+        ).fetchall()
+        con.execute(f"UPDATE {table} SET mac = ? WHERE rowid = ?", (mac_b, a))
+        con.execute(f"UPDATE {table} SET mac = ? WHERE rowid = ?", (mac_a, b))
+    _caught(copy, table)
+
+
+# --- the attacks, one by one ---------------------------------------------------------------
+def test_deleting_the_ledger_does_not_restore_the_budget(copy):
+    with _db(copy) as con:
+        con.execute("DELETE FROM ledger_events WHERE dataset = 'd'")
+        con.execute("DELETE FROM ledger_state WHERE dataset = 'd'")
+    _caught(copy, "ledger_state")
+
+
+def test_deleting_the_ledger_with_its_heads_is_caught(copy):
+    with _db(copy) as con:
+        con.execute("DELETE FROM ledger_events WHERE dataset = 'd'")
+        con.execute("DELETE FROM ledger_state WHERE dataset = 'd'")
+        con.execute("DELETE FROM row_heads WHERE scope = 'd' AND table_name LIKE 'ledger_%'")
+    _caught(copy, "ledger_state")
+
+
+def test_an_inserted_raw_grant_gives_no_raw_read(copy):
+    with _db(copy) as con:
+        con.execute(
+            "INSERT INTO grants (grant_id, effect, principal, dataset, purpose, mode, created, mac)"
+            " VALUES ('g-evil', 'allow', 'ana', 'd', 'research', 'raw', '2024-01-01', '00')"
+        )
+    with Vault.open(copy, key=KEY) as vault, pytest.raises(IntegrityError):
+        vault.session("ana", purpose="research").read("d")
+    _caught(copy, "grants")
+
+
+def test_unrevoking_a_grant_is_caught(copy):
+    with _db(copy) as con:
+        con.execute("UPDATE grants SET revoked = NULL")
+    _caught(copy, "grants")
+
+
+def test_pointing_version_2_at_version_1_is_caught(copy):
+    with _db(copy) as con:
+        file, digest = con.execute(
+            "SELECT file, content_hash FROM versions WHERE dataset = 'd' AND version = 1"
+        ).fetchone()
+        con.execute(
+            "UPDATE versions SET file = ?, content_hash = ? WHERE dataset = 'd' AND version = 2",
+            (file, digest),
+        )
+    with Vault.open(copy, key=KEY) as vault, pytest.raises(IntegrityError):
+        vault.session("bob", purpose="care").read("d")
+    _caught(copy, "versions")
+
+
+def test_a_raised_budget_is_caught(copy):
+    with _db(copy) as con:
+        con.execute("UPDATE datasets SET budget_epsilon = 1000 WHERE name = 'd'")
+    _caught(copy, "datasets")
+
+
+@pytest.mark.parametrize(
+    ("table", "sql"),
+    [
+        ("principals", "INSERT INTO principals VALUES ('eve', '[\"clinician\"]', '{}', 'x', 'y')"),
+        ("purposes", "INSERT INTO purposes VALUES ('spy', 'd', 'none', NULL, 'x', 'y')"),
+        ("ledger_allocations", "UPDATE ledger_allocations SET epsilon = 0.99"),
+        ("models", "UPDATE models SET epsilon = 0.0"),
+        ("models", "UPDATE models SET file = 'models/m/1.bin', content_hash = "
+         "(SELECT content_hash FROM models WHERE version = 1)"),
+    ],
+)  # fmt: skip
+def test_added_principal_purpose_and_edited_allocation_or_model_are_caught(copy, table, sql):
+    with _db(copy) as con:
+        con.execute(sql)
+    _caught(copy, table)
+
+
+def test_undestroying_a_key_is_caught(copy):
+    with Vault.open(copy, key=KEY) as vault:
+        vault.rotate_data_keys("d")
+    with _db(copy) as con:
+        con.execute("UPDATE keys SET destroyed = NULL WHERE destroyed IS NOT NULL")
+    _caught(copy, "keys")
+
+
+def test_a_forged_head_is_caught(copy):
+    with _db(copy) as con:
+        con.execute("DELETE FROM ledger_state WHERE dataset = 'd' AND scope = 'principal:ana'")
+        con.execute(
+            "UPDATE row_heads SET rows = rows - 1 WHERE table_name = 'ledger_state' AND scope = 'd'"
+        )
+    _caught(copy, "ledger_state")
+
+
+def test_restoring_an_older_copy_of_the_ledger_is_reported(copy, tmp_path):
+    older = tmp_path / "older.db"
+    shutil.copy(copy / "meta.db", older)
+    with Vault.open(copy, key=KEY) as vault:
+        _charge(vault, 0.3)
+        vault.datasets()  # any later audited action logs the ledger's new state
+        vault.session("bob", purpose="care").read("d")
+    with _db(copy) as con:
+        con.execute("ATTACH DATABASE ? AS old", (str(older),))
+        for table in ("ledger_events", "ledger_state", "row_heads"):
+            con.execute(f"DELETE FROM {table}")
+            con.execute(f"INSERT INTO {table} SELECT * FROM old.{table}")
+    with Vault.open(copy, key=KEY) as vault:
+        report = vault.audit.verify()
+    assert not report.ok
+    assert any("older copy" in p or "rolled back" in p for p in report.row_problems)
+
+
+def test_writes_that_bypass_the_row_seal_are_refused(copy):
+    from privml.storage.engine import transaction
+    from privml.storage.tables import grants
+
+    with (
+        Vault.open(copy, key=KEY) as vault,
+        pytest.raises(IntegrityError, match=r"privml\.storage\.sealed"),
+        transaction(vault.engine) as tx,
+    ):
+        tx.conn.execute(grants.update().values(revoked=None))
+
+
+def test_an_older_vault_format_is_refused_with_the_fix(copy):
+    with _db(copy) as con:
+        con.execute("UPDATE vault_info SET format = 1")
+    with pytest.raises(privml.ConfigurationError, match="format 1"):
+        Vault.open(copy, key=KEY)
