@@ -97,7 +97,6 @@ def read(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
-
 def scrub(engine: sa.Engine) -> bool:
     """Make deleted metadata unrecoverable from the vault folder; call after a commit.
 
