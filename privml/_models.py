@@ -99,6 +99,10 @@ class ModelRegistry:
         self._audit = audit
         self._actor = actor
 
+    def close(self) -> None:
+        """Drop the vault key from memory (the vault calls this when it closes)."""
+        self.__dict__.pop("_vault_key", None)
+
     def register(
         self,
         name: str,

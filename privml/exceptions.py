@@ -4,7 +4,8 @@ The tree::
 
     PrivmlError
     ├── ConfigurationError (ValueError)      bad argument or setting; says which and how to fix it
-    │   └── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
+    │   ├── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
+    │   └── VaultClosedError                 the vault (and every service on it) was closed
     ├── InvalidKeyError (ValueError)         the key does not open this vault
     ├── SchemaError (ValueError)             data does not match its declared schema
     ├── NotFoundError (LookupError)          unknown dataset, version, column, principal, ...
@@ -40,6 +41,7 @@ __all__ = [
     "PrivmlError",
     "SchemaError",
     "SchemaViolation",
+    "VaultClosedError",
     "VaultExistsError",
     "InsecureKeyFileWarning",
 ]
@@ -55,6 +57,10 @@ class ConfigurationError(PrivmlError, ValueError):
 
 class MissingKeyError(ConfigurationError):
     """No vault key was given and ``PRIVML_VAULT_KEY`` is not set."""
+
+
+class VaultClosedError(ConfigurationError):
+    """The vault was closed: it and every service reached through it refuse (reopen it)."""
 
 
 class InvalidKeyError(PrivmlError, ValueError):
