@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._model_access import load_model
 from .exceptions import ConfigurationError
 from .schema import Schema
 
@@ -43,9 +44,11 @@ def minimize(
     from .minimization import Minimizer
 
     models = session._models
-    info = models.info(model_name, model_version)
-    model = models._load(
-        model_name, info.version, principal=session.principal, purpose=session.purpose, audit=False
+    # The model is used like data: decided by the policy on its source (refusals audited).
+    model, use = load_model(session, model_name, model_version, action="dataset.minimize")
+    info = use.info
+    models._check_may_register(
+        f"{model_name}.minimizer", principal=session.principal, purpose=session.purpose
     )
     columns = list(features or info.metadata.get("features") or [])
     if not columns:
