@@ -34,7 +34,7 @@ import pandas as pd
 from ._canonical import canonical_json
 from ._validation import canonical_dtype, convert
 from .exceptions import ConfigurationError, SchemaError, SchemaViolation
-from .masks import Mask, default_mask
+from .masks import Mask, check_mask, default_mask
 
 __all__ = ["Field", "Kind", "Schema"]
 
@@ -82,10 +82,27 @@ class Field:
     mask: Mask | None = None
     domain: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.mask is not None:  # every way of making a field, stored schemas included
+            check_mask(self.mask, self.kind, bounds=self.bounds, categories=self.categories)
+
     @property
     def effective_mask(self) -> Mask:
-        """The mask applied in ``masked`` mode: the declared one or the kind's default."""
+        """The mask applied in ``masked`` mode: the declared one or the kind's default.
+
+        Never the identity on the field's domain (see :func:`privml.masks.check_mask`).
+        """
         return self.mask or default_mask(self.kind, self.bounds)
+
+    def mask_values(self, values: pd.Series) -> pd.Series:
+        """What ``masked`` mode shows of ``values``: the effective mask, over this domain.
+
+        Examples
+        --------
+        >>> Field.integer(bounds=(0, 15)).mask_values(pd.Series([0, 1, 7, 15])).tolist()
+        [0, 0, 6, 14]
+        """
+        return self.effective_mask.apply(values, bounds=self.bounds, integer=self.kind == "integer")
 
     # -- constructors -----------------------------------------------------------------
     @classmethod

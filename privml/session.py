@@ -457,7 +457,7 @@ class Session:
             return values
         if mode == "pseudonymized":
             return self._store.tokens(dataset, column, values)
-        return field.effective_mask.apply(values)
+        return field.mask_values(values)
 
     # -- audit ------------------------------------------------------------------------
     def _policy_hash(self, decisions: Mapping[str, Decision]) -> str | None:
