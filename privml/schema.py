@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ._canonical import canonical_json
-from ._validation import canonical_dtype, convert
+from ._validation import canonical_dtype, column_problems, convert, is_unicode, printable
 from .exceptions import ConfigurationError, SchemaError, SchemaViolation
 from .masks import Mask, check_mask, default_mask
 
@@ -277,8 +277,11 @@ class Schema(Mapping[str, Field]):
         if not fields:
             raise ConfigurationError("a schema needs at least one field")
         for name, f in fields.items():
-            if not isinstance(name, str) or not name:
-                raise ConfigurationError(f"column names must be non-empty strings, got {name!r}")
+            if not isinstance(name, str) or not name or not is_unicode(name):
+                raise ConfigurationError(
+                    "column names must be non-empty strings of valid Unicode, "
+                    f"got {printable(name)}"
+                )
             if not isinstance(f, Field):
                 raise ConfigurationError(
                     f"column {name!r}: expected a Field (e.g. Field.numeric(bounds=...)), "
@@ -416,8 +419,11 @@ class Schema(Mapping[str, Field]):
             )
         if not isinstance(df, pd.DataFrame):
             raise ConfigurationError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        found = column_problems(df.columns)
+        if found:  # nothing else can be checked reliably
+            raise SchemaError(found, "Give the data unique, non-empty string column names.")
         violations: list[SchemaViolation] = []
-        names = [str(c) for c in df.columns]
+        names = list(df.columns)
         for name in self.names:
             if name not in names:
                 violations.append(
@@ -430,8 +436,6 @@ class Schema(Mapping[str, Field]):
                         name, "unexpected_column", 0, (), "not in the schema; declare it or drop it"
                     )
                 )
-        if len(set(names)) != len(names):
-            raise ConfigurationError("the data has duplicate column names")
         out: dict[str, Any] = {}
         clipped: dict[str, int] = {}
         for name, f in self.fields.items():
@@ -476,5 +480,13 @@ def _plain(value: Any) -> Category:
     if isinstance(value, np.generic):
         value = value.item()
     if not isinstance(value, str | int | float | bool):
-        raise ConfigurationError(f"categories must be str, int, float or bool, got {value!r}")
+        raise ConfigurationError(
+            f"categories must be str, int, float or bool, got a {type(value).__name__}"
+        )
+    if isinstance(value, str) and not is_unicode(value):
+        raise ConfigurationError(
+            "categories must be valid Unicode text (one holds a lone surrogate); fix its encoding"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError("categories must be finite numbers (not NaN or infinity)")
     return value
