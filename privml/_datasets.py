@@ -19,6 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from ._canonical import canonical_json, utcnow
+from ._validation import check_name
 from .accounting.budget import Budget
 from .audit import AuditLog
 from .crypto.keyring import Keyring
@@ -290,6 +291,7 @@ class DatasetStore:
     def schema(self, dataset: str) -> Schema:
         """The schema of ``dataset``; :class:`NotFoundError` if there is no such dataset."""
         self._check_open()
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             query = sa.select(datasets.c.schema).where(datasets.c.name == dataset)
             row = conn.execute(query).first()
@@ -307,6 +309,7 @@ class DatasetStore:
 
     def derived_from(self, dataset: str) -> str | None:
         """The source dataset of a derived view (e.g. a minimized one), else None."""
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             query = sa.select(datasets.c.derived_from).where(datasets.c.name == dataset)
             row = conn.execute(query).first()
@@ -315,6 +318,7 @@ class DatasetStore:
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``; :class:`NotFoundError` if unknown."""
         self._check_open()
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             query = sa.select(sa.func.max(versions.c.version)).where(versions.c.dataset == dataset)
             latest = conn.execute(query).scalar()
@@ -331,6 +335,7 @@ class DatasetStore:
         Returns the frame, the version number and the file's content hash.
         """
         self._check_open()
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             query = sa.select(versions).where(versions.c.dataset == dataset)
             if version is None:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._canonical import canonical_json, utcnow
 from ._datasets import DatasetVersion
+from ._validation import check_name
 from .audit import AuditLog
 from .crypto.keys import VaultKey, new_data_key
 from .exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
@@ -417,6 +418,9 @@ def _source(
 
 
 def _row(conn: sa.Connection, name: str, version: int | None) -> Any:
+    check_name(name, "model name")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ConfigurationError(f"version= takes a version number (an int), got {version!r}")
     query = sa.select(models).where(models.c.name == name)
     if version is None:
         query = query.order_by(models.c.version.desc()).limit(1)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .exceptions import SchemaViolation
+from .exceptions import ConfigurationError, SchemaViolation
 
 if TYPE_CHECKING:
     from .schema import Field
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_TEXT_CHARS",
     "canonical_dtype",
+    "check_name",
+    "check_request",
     "column_problems",
     "convert",
     "is_unicode",
@@ -39,8 +42,39 @@ def is_unicode(text: str) -> bool:
 def printable(name: object) -> str:
     """A column name as it can safely appear in messages and the audit log."""
     if isinstance(name, str):
-        return repr(name.encode("utf-8", "backslashreplace").decode("utf-8"))
-    return f"a name of type {type(name).__name__}"
+        return repr(name) if is_unicode(name) else ascii(name)
+    return f"a value of type {type(name).__name__}"
+
+
+def check_name(value: object, what: str) -> str:
+    """Return ``value`` if it is a non-empty string of valid Unicode; else refuse.
+
+    Used for the names a caller passes (datasets, columns, models, principals,
+    purposes) before they reach a query or the audit log.
+    """
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{what} must be a non-empty string, got {printable(value)}")
+    if not is_unicode(value):
+        raise ConfigurationError(
+            f"{what} {printable(value)} is not valid Unicode (it holds a lone surrogate)"
+        )
+    return value
+
+
+def check_request(dataset: object, columns: object, version: object) -> None:
+    """Refuse a malformed request (names, column list, version) before it is decided."""
+    check_name(dataset, "dataset name")
+    if columns is not None:
+        if isinstance(columns, str) or not isinstance(columns, Sequence):
+            raise ConfigurationError("columns= takes a list of names, e.g. columns=['age']")
+        for column in columns:
+            check_name(column, "a column name in columns=")
+    if version is not None and (
+        not isinstance(version, int | np.integer) or isinstance(version, bool)
+    ):
+        raise ConfigurationError(
+            f"version= takes a version number (an int), got {printable(version)}"
+        )
 
 
 def column_problems(columns: Iterable[object]) -> list[SchemaViolation]:
@@ -139,7 +173,14 @@ def convert(
     if pd.api.types.is_datetime64_any_dtype(col):
         return canonical_dtype(col, f), found, 0
     obj = col.astype(object)
-    parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="ISO8601")
+    # Only text and timestamps can be timestamps: numbers would be read as epochs.
+    kinds = (str, dt.datetime, dt.date, np.datetime64)
+    parseable = np.fromiter(
+        (isinstance(v, kinds) and (not isinstance(v, str) or is_unicode(v)) for v in obj),
+        dtype=bool,
+        count=len(obj),
+    )
+    parsed = pd.to_datetime(obj.where(parseable), errors="coerce", utc=True, format="ISO8601")
     wrong = ~null & parsed.isna().to_numpy()
     if wrong.any():
         found.append(_violation(name, "dtype", wrong, "expected timestamps (ISO 8601)"))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._validation import check_request
 from .exceptions import AccessDenied, ConfigurationError, PrivmlError
 from .policy import MODES, ROW_MODES, Decision, Predicate, mode_allows
 from .schema import Field, Schema
@@ -186,8 +187,7 @@ class Session:
         pandas.DataFrame
             ``attrs["privml_modes"]`` maps each returned column to its mode.
         """
-        if isinstance(columns, str):
-            raise ConfigurationError("columns= takes a list of names, e.g. columns=['age']")
+        check_request(dataset, columns, version)  # malformed requests are refused unaudited
         request: dict[str, Any] = {
             "columns": list(columns) if columns is not None else None,
             "version": version,
@@ -242,6 +242,7 @@ class Session:
 
         Reads no data. ``where`` conditions need ``where_needs`` on their columns.
         """
+        check_request(dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
         decisions: dict[str, Decision] = {}
         try:

@@ -25,6 +25,7 @@ from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
 from ._lifecycle import VaultState
 from ._models import ModelRegistry
 from ._policy_store import PolicyAdmin
+from ._validation import check_name
 from ._vault_keys import KeyMethods
 from ._vault_policy import PolicyMethods
 from .accounting.budget import Budget
@@ -400,10 +401,8 @@ class Vault(PolicyMethods, KeyMethods):
         Every request made through the session is decided by the policy and
         written to the audit log.
         """
-        if not isinstance(principal, str) or not principal:
-            raise ConfigurationError("principal must be a non-empty string")
-        if not isinstance(purpose, str) or not purpose:
-            raise ConfigurationError("purpose= must be a non-empty string")
+        check_name(principal, "principal")
+        check_name(purpose, "purpose=")
         model = self.policy.model()
         problem = None
         if not model.knows_principal(principal):
