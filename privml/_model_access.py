@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .schema import Schema
     from .session import Authorization, Session
 
-__all__ = ["ModelUse", "authorize_model", "load_model", "needed_mode"]
+__all__ = ["ModelUse", "authorize_model", "load_model", "needed_mode", "serve_model"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,23 @@ def _columns(info: ModelInfo, schema: Schema) -> list[str]:
     if not recorded or len(known) != len(set(recorded)):
         return list(schema.names)  # unknown or unrecognised columns: decide on all of them
     return known
+
+
+def serve_model(session: Session, name: str, version: int | None) -> Any:
+    """Hand a registered model to the session's caller: decided, then audited as ``model.load``."""
+    from .storage.engine import transaction
+
+    model, use = load_model(session, name, version, action="model.load")
+    dataset, trained_version = use.info.trained_on or (None, None)
+    with transaction(session._engine) as tx:
+        session._audit.append(
+            tx,
+            principal=session.principal,
+            purpose=session.purpose,
+            action="model.load",
+            outcome="ok",
+            dataset=dataset,
+            version=trained_version,
+            details=use.details,
+        )
+    return model

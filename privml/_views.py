@@ -107,7 +107,9 @@ def minimize(
         epsilon=None,
         delta=None,
         notes=f"minimizer behind view {name!r}",
-        extra={"minimization": state, "for_model": [model_name, info.version], "view": name},
+        # The state holds representative training values: it lives only in the encrypted
+        # model, never in the registry's plaintext metadata.
+        extra={"for_model": [model_name, info.version], "view": name},
         principal=session.principal,
         purpose=session.purpose,
     )

@@ -139,6 +139,17 @@ class Session:
             random_state=random_state,
         )
 
+    def load_model(self, name: str, *, version: int | None = None) -> Any:
+        """A registered model (the latest version by default), if the policy allows its use.
+
+        Decided on the model's training data like a read (see :mod:`privml._model_access`):
+        a DP model needs ``dp_aggregate`` or more on its training columns, any other
+        ``raw``; refusals raise :class:`~privml.AccessDenied`. Audited as ``model.load``.
+        """
+        from ._model_access import serve_model
+
+        return serve_model(self, name, version)
+
     @property
     def he(self) -> HESession:
         """Encrypted inference with registered models (:class:`privml._he_session.HESession`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
@@ -53,3 +54,59 @@ def test_the_mode_a_model_needs_follows_how_it_was_trained(two_copies):
     two_copies.add_purpose("ads", description="Ads", lawful_basis="consent")
     with pytest.raises(privml.AccessDenied):  # an unrelated purpose gets nothing
         authorize_model(two_copies.session("carol", purpose="ads"), "dp-model", None, action="x")
+
+
+def test_loading_a_model_through_a_session_is_decided_and_audited(two_copies):
+    bob = two_copies.session("bob", purpose="research")
+    with pytest.raises(privml.AccessDenied):
+        bob.load_model("dp-model")  # denied on 'age', a feature of the model
+    two_copies.add_principal("carol", roles=["clerk"])
+    carol = two_copies.session("carol", purpose="research")
+    assert carol.load_model("dp-model").predict(pd.DataFrame({"age": [40]})).shape == (1,)
+    with pytest.raises(privml.AccessDenied, match="needs 'raw'"):
+        carol.load_model("plain-model")
+    entries = two_copies.audit.entries(action="model.load")
+    assert sorted(zip(entries["principal"], entries["outcome"], strict=True)) == [
+        ("bob", "denied"),
+        ("carol", "denied"),
+        ("carol", "ok"),
+    ]
+    assert set(entries["dataset"]) == {"patients"}
+
+
+def test_a_minimizer_state_is_kept_only_in_the_encrypted_model(tmp_path, key):
+    """Someone with the folder but not the key must not find the minimizer's training values."""
+    from diffprivlib import models
+
+    from privml.datasets import load_adult
+    from privml.minimization import Minimizer
+
+    features = ["age", "education-num"]
+    frame = load_adult(n_rows=1500)[[*features, "income"]].copy()
+    schema = privml.Schema(
+        {
+            "age": privml.Field.integer(bounds=(17, 100)),
+            "education-num": privml.Field.integer(bounds=(1, 16)),
+            "income": privml.Field.categorical(categories=["<=50K", ">50K"], target=True),
+        }
+    )
+    with privml.Vault.create(tmp_path / "v", key=key) as vault:
+        vault.add_dataset("census", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6))
+        vault.add_purpose("hr", description="Income model", lawful_basis="GDPR 6(1)(f)")
+        vault.add_principal("ml", roles=[])
+        vault.grant(principal="ml", dataset="census", purpose="hr", mode="pseudonymized")
+        session = vault.session("ml", purpose="hr")
+        session.dp.fit(
+            models.LogisticRegression(epsilon=2.0),
+            "census",
+            features=features,
+            target="income",
+            name="income",
+        )
+        session.minimize("census", "income", target_accuracy=0.9, name="census-min")
+        metadata = vault.models.info("income.minimizer").metadata
+        state = vault.models.load("income.minimizer").to_dict()
+    assert "minimization" not in metadata and set(metadata) >= {"for_model", "view"}
+    assert isinstance(Minimizer.from_dict(state), Minimizer)
+    stored = (tmp_path / "v" / "meta.db").read_bytes()
+    assert b"representatives" not in stored and b"\"features\":{\"age\"" not in stored
