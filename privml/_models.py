@@ -43,6 +43,7 @@ __all__ = ["ModelInfo", "ModelRegistry"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _REGISTRAR = "registered_by"
+MINIMIZER_SUFFIX = ".minimizer"
 ADMIN_PURPOSE = "administration"
 _LIBRARIES = ("numpy", "sklearn", "diffprivlib", "torch", "opacus", "tenseal")
 
@@ -147,14 +148,25 @@ class ModelRegistry:
             admin=True,
         )
 
-    def _check_may_register(self, name: str, *, principal: str, purpose: str) -> None:
+    def _check_may_register(
+        self, name: str, *, principal: str, purpose: str, minimizer: bool = False
+    ) -> None:
         """Refuse (audited) before any work if ``principal`` may not add a version of ``name``.
 
         A model name belongs to whoever registered its first version. Through a
         session only that principal may register later versions; the vault
         administrator (``vault.models.register``, the key holder) always may.
+        Names ending in ``.minimizer`` are kept for ``session.minimize``
+        (``minimizer=True``), so nobody can take a model's minimizer name first.
         """
         try:
+            if name.endswith(MINIMIZER_SUFFIX) != minimizer:
+                raise AccessDenied(
+                    f"model names ending in {MINIMIZER_SUFFIX!r} are kept for the minimizers "
+                    "that session.minimize registers (and only those); choose another name",
+                    principal=principal,
+                    purpose=purpose,
+                )
             with read(self._engine) as conn:
                 _check_owner(conn, name, principal, purpose)
         except AccessDenied as err:
@@ -174,6 +186,7 @@ class ModelRegistry:
         principal: str,
         purpose: str,
         admin: bool = False,
+        minimizer: bool = False,
     ) -> ModelInfo:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -182,7 +195,9 @@ class ModelRegistry:
             )
         kind, payload = _serialize(model)
         if not admin:
-            self._check_may_register(name, principal=principal, purpose=purpose)
+            self._check_may_register(
+                name, principal=principal, purpose=purpose, minimizer=minimizer
+            )
         metadata = {
             "class": f"{type(model).__module__}.{type(model).__qualname__}",
             "notes": notes,

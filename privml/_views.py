@@ -48,7 +48,10 @@ def minimize(
     model, use = load_model(session, model_name, model_version, action="dataset.minimize")
     info = use.info
     models._check_may_register(
-        f"{model_name}.minimizer", principal=session.principal, purpose=session.purpose
+        f"{model_name}.minimizer",
+        principal=session.principal,
+        purpose=session.purpose,
+        minimizer=True,
     )
     columns = list(features or info.metadata.get("features") or [])
     if not columns:
@@ -112,5 +115,6 @@ def minimize(
         extra={"for_model": [model_name, info.version], "view": name},
         principal=session.principal,
         purpose=session.purpose,
+        minimizer=True,
     )
     return written

@@ -109,4 +109,4 @@ def test_a_minimizer_state_is_kept_only_in_the_encrypted_model(tmp_path, key):
     assert "minimization" not in metadata and set(metadata) >= {"for_model", "view"}
     assert isinstance(Minimizer.from_dict(state), Minimizer)
     stored = (tmp_path / "v" / "meta.db").read_bytes()
-    assert b"representatives" not in stored and b"\"features\":{\"age\"" not in stored
+    assert b"representatives" not in stored and b'"features":{"age"' not in stored

@@ -143,3 +143,9 @@ def test_names_the_administrator_registered_cannot_be_taken_over(trainers):
     with pytest.raises(privml.AccessDenied, match="vault administrator"):
         _fit(vault, "mallory", "admin-model")
     assert vault.models.list()["version"].tolist() == [1]
+
+
+def test_a_models_minimizer_name_cannot_be_taken_first(trainers):
+    with pytest.raises(privml.AccessDenied, match="kept for the minimizers"):
+        _fit(trainers, "mallory", "served.minimizer")
+    assert trainers.models.list().empty
