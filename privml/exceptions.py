@@ -137,8 +137,11 @@ class SchemaViolation:
     column : str
         The column at fault.
     kind : str
-        One of ``"missing_column"``, ``"unexpected_column"``, ``"dtype"``,
-        ``"null"``, ``"bounds"``, ``"category"``.
+        One of ``"missing_column"``, ``"unexpected_column"``, ``"column_name"``
+        (not a non-empty valid Unicode string; the column is then named by its
+        position, ``"#0"``), ``"duplicate_column"``, ``"dtype"``, ``"null"``,
+        ``"bounds"``, ``"category"``, ``"encoding"`` (text that is not valid
+        Unicode), ``"too_long"``.
     count : int
         Number of rows with the problem (0 for column-level problems).
     rows : tuple of int
