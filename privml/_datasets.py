@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from ._canonical import canonical_json, utcnow
+from ._validation import check_name
 from .accounting.budget import Budget
 from .audit import AuditLog
 from .crypto.keyring import Keyring
@@ -73,7 +75,12 @@ class DatasetInfo:
 
 
 def load_frame(data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
-    """Accept a DataFrame, or read a CSV or Parquet file into one."""
+    """Accept a DataFrame, or read a UTF-8 CSV or a Parquet file into one.
+
+    A file that cannot be read raises :class:`~privml.ConfigurationError` naming
+    the file and the kind of problem, never the library's message (which can
+    quote the file's contents).
+    """
     if isinstance(data, pd.DataFrame):
         return data
     if isinstance(data, str | os.PathLike):
@@ -81,14 +88,36 @@ def load_frame(data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
         if not path.exists():
             raise NotFoundError(f"data file {str(path)!r} does not exist")
         suffix = path.suffix.lower()
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        raise ConfigurationError(
-            f"cannot read {suffix!r} files; give a DataFrame, .csv or .parquet"
-        )
+        if suffix not in (".csv", ".parquet", ".pq"):
+            raise ConfigurationError(
+                f"cannot read {suffix!r} files; give a DataFrame, .csv or .parquet"
+            )
+        if not path.is_file():
+            raise ConfigurationError(f"data file {str(path)!r} is not a regular file")
+        return _read_file(path, csv=suffix == ".csv")
     raise ConfigurationError(f"data must be a DataFrame or a file path, got {type(data).__name__}")
+
+
+def _read_file(path: Path, *, csv: bool) -> pd.DataFrame:
+    kind = "CSV" if csv else "Parquet"
+    try:
+        if csv:
+            with warnings.catch_warnings():
+                # pandas only warns when it drops the fields of a row longer than the header.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                return pd.read_csv(path, encoding="utf-8", index_col=False, on_bad_lines="error")
+        return pd.read_parquet(path)
+    except UnicodeDecodeError:
+        problem = "it is not valid UTF-8 text; save it as UTF-8"
+    except pd.errors.EmptyDataError:
+        problem = "it holds no header and no rows"
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        problem = "it is malformed (unbalanced quotes, or rows with more fields than the header)"
+    except (pa.ArrowException, ValueError):
+        problem = f"it is not a readable {kind} file (corrupt, truncated or encrypted)"
+    except OSError as err:
+        problem = f"it could not be read ({type(err).__name__})"
+    raise ConfigurationError(f"cannot read data file {str(path)!r} as {kind}: {problem}")
 
 
 class DatasetStore:
@@ -265,6 +294,7 @@ class DatasetStore:
     def schema(self, dataset: str) -> Schema:
         """The schema of ``dataset``; :class:`NotFoundError` if there is no such dataset."""
         self._check_open()
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             row = _dataset_row(conn, dataset)
         if row is None:
@@ -279,6 +309,7 @@ class DatasetStore:
 
     def derived_from(self, dataset: str) -> str | None:
         """The source dataset of a derived view (e.g. a minimized one), else None."""
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             row = _dataset_row(conn, dataset)
         return None if row is None else row.derived_from
@@ -286,6 +317,7 @@ class DatasetStore:
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``; :class:`NotFoundError` if unknown."""
         self._check_open()
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             found = _versions(conn, dataset)
         if not found:
@@ -301,6 +333,7 @@ class DatasetStore:
         Returns the frame, the version number and the file's content hash.
         """
         self._check_open()
+        check_name(dataset, "dataset name")
         with read(self._engine) as conn:
             found = _versions(conn, dataset)
             if version is not None:

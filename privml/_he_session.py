@@ -1,16 +1,23 @@
 """``session.he``: serving registered models on encrypted inputs.
 
+Serving is a policy decision like any read (see :mod:`privml._model_access`):
+the spec and every prediction need, for the session's principal and purpose,
+``dp_aggregate`` or more on the model's training columns for a DP model, ``raw``
+for one that is not DP; an explicit deny wins, and refusals are audited as
+``he.spec`` / ``he.predict``.
+
 No privacy budget is charged: the server sees only ciphertexts under the
 client's key and learns nothing about the inputs, and the model's training
 data is covered by the model's own DP guarantee, charged when it was trained.
-Each prediction is audited (principal, purpose, model version, batch size and
-ids — never ciphertext bytes).
+Each spec and prediction is audited (principal, purpose, model version, the
+deciding grants, batch size and ids — never ciphertext bytes).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._model_access import ModelUse, load_model
 from .exceptions import ConfigurationError
 from .storage.engine import transaction
 
@@ -29,9 +36,14 @@ class HESession:
     def spec(self, model_name: str, *, version: int | None = None) -> bytes:
         """The public spec clients need to make keys for ``model_name`` (no weights).
 
-        A client calls ``privml.he.HEClient.for_model(spec_bytes)``.
+        A client calls ``privml.he.HEClient.for_model(spec_bytes)``. Refused with
+        :class:`~privml.AccessDenied` (and audited) unless the policy lets this
+        session use the model.
         """
-        return bytes(self._model(model_name, version).spec.to_bytes())
+        model, use = self._model(model_name, version, action="he.spec")
+        spec = bytes(model.spec.to_bytes())
+        self._audit("he.spec", "ok", use, use.details)
+        return spec
 
     def predict(
         self,
@@ -43,17 +55,17 @@ class HESession:
     ) -> bytes:
         """Score an encrypted batch with a registered HE model; return the encrypted result.
 
-        The public context must not hold a secret key (refused with ``ValueError``);
-        the result can only be decrypted by the client that encrypted the batch.
+        Refused with :class:`~privml.AccessDenied` (and audited) unless the policy
+        lets this session use the model. The public context must not hold a secret
+        key (refused with ``ValueError``); the result can only be decrypted by the
+        client that encrypted the batch.
         """
         from .he import EncryptedBatch
 
-        model = self._model(model_name, version)
+        model, use = self._model(model_name, version, action="he.predict")
         batch = EncryptedBatch.from_bytes(encrypted_batch)
-        info = self._session._models.info(model_name, version)
         details = {
-            "model": model_name,
-            "model_version": info.version,
+            **use.details,
             "samples": batch.n_samples,
             "packing": batch.packing,
             "batch_id": batch.batch_id,
@@ -62,38 +74,32 @@ class HESession:
         try:
             result = model.predict_encrypted(batch, public_context)
         except Exception as err:
-            self._audit("error", info, {**details, "error": type(err).__name__})
+            self._audit("he.predict", "error", use, {**details, "error": type(err).__name__})
             raise
-        self._audit("ok", info, details)
+        self._audit("he.predict", "ok", use, details)
         return bytes(result.to_bytes())
 
-    def _model(self, model_name: str, version: int | None) -> Any:
+    def _model(self, model_name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
         from .he import HEModel
 
-        model = self._session._models._load(
-            model_name,
-            version,
-            principal=self._session.principal,
-            purpose=self._session.purpose,
-            audit=False,
-        )
+        model, use = load_model(self._session, model_name, version, action=action)
         if not isinstance(model, HEModel):
             raise ConfigurationError(
                 f"model {model_name!r} is a {type(model).__name__}, not an encrypted-inference "
                 "model: compile it with privml.he.compile(model, input_range=...) and register "
                 "the result with vault.models.register(...)"
             )
-        return model
+        return model, use
 
-    def _audit(self, outcome: str, info: Any, details: dict[str, Any]) -> None:
+    def _audit(self, action: str, outcome: str, use: ModelUse, details: dict[str, Any]) -> None:
         session = self._session
-        dataset, version = info.trained_on or (None, None)
+        dataset, version = use.info.trained_on or (None, None)
         with transaction(session._engine) as tx:
             session._audit.append(
                 tx,
                 principal=session.principal,
                 purpose=session.purpose,
-                action="he.predict",
+                action=action,
                 outcome=outcome,
                 dataset=dataset,
                 version=version,

@@ -31,9 +31,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._canonical import canonical_json, utcnow
 from ._datasets import DatasetVersion
+from ._validation import check_name
 from .audit import AuditLog
 from .crypto.keys import VaultKey, new_data_key
-from .exceptions import ConfigurationError, DecryptionError, NotFoundError
+from .exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
 from .storage import sealed
 from .storage.engine import read, transaction
 from .storage.files import read_checked, write_atomic
@@ -42,6 +43,9 @@ from .storage.tables import models, versions
 __all__ = ["ModelInfo", "ModelRegistry"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REGISTRAR = "registered_by"
+MINIMIZER_SUFFIX = ".minimizer"
+ADMIN_PURPOSE = "administration"
 _LIBRARIES = ("numpy", "sklearn", "diffprivlib", "torch", "opacus", "tenseal")
 
 
@@ -100,6 +104,10 @@ class ModelRegistry:
         self._audit = audit
         self._actor = actor
 
+    def close(self) -> None:
+        """Drop the vault key from memory (the vault calls this when it closes)."""
+        self.__dict__.pop("_vault_key", None)
+
     def register(
         self,
         name: str,
@@ -137,8 +145,34 @@ class ModelRegistry:
             notes=notes,
             extra=extra,
             principal=self._actor,
-            purpose="administration",
+            purpose=ADMIN_PURPOSE,
+            admin=True,
         )
+
+    def _check_may_register(
+        self, name: str, *, principal: str, purpose: str, minimizer: bool = False
+    ) -> None:
+        """Refuse (audited) before any work if ``principal`` may not add a version of ``name``.
+
+        A model name belongs to whoever registered its first version. Through a
+        session only that principal may register later versions; the vault
+        administrator (``vault.models.register``, the key holder) always may.
+        Names ending in ``.minimizer`` are kept for ``session.minimize``
+        (``minimizer=True``), so nobody can take a model's minimizer name first.
+        """
+        try:
+            if name.endswith(MINIMIZER_SUFFIX) != minimizer:
+                raise AccessDenied(
+                    f"model names ending in {MINIMIZER_SUFFIX!r} are kept for the minimizers "
+                    "that session.minimize registers (and only those); choose another name",
+                    principal=principal,
+                    purpose=purpose,
+                )
+            with read(self._engine) as conn:
+                _check_owner(conn, name, principal, purpose)
+        except AccessDenied as err:
+            self._refused(name, principal, purpose, err)
+            raise
 
     def _register(
         self,
@@ -152,6 +186,8 @@ class ModelRegistry:
         extra: dict[str, Any] | None,
         principal: str,
         purpose: str,
+        admin: bool = False,
+        minimizer: bool = False,
     ) -> ModelInfo:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -159,13 +195,40 @@ class ModelRegistry:
                 "'_', '.', '-' (at most 128 characters)"
             )
         kind, payload = _serialize(model)
+        if not admin:
+            self._check_may_register(
+                name, principal=principal, purpose=purpose, minimizer=minimizer
+            )
         metadata = {
             "class": f"{type(model).__module__}.{type(model).__qualname__}",
             "notes": notes,
             **(extra or {}),
+            # Last, so no extra can forge it: who owns the name (see _check_may_register).
+            _REGISTRAR: {"principal": principal, "purpose": purpose, "admin": admin},
         }
         libraries = _libraries()
+        try:
+            return self._write(name, kind, payload, trained_on, epsilon, delta, metadata, libraries)
+        except AccessDenied as err:  # lost a race to another principal registering the name
+            self._refused(name, principal, purpose, err)
+            raise
+
+    def _write(
+        self,
+        name: str,
+        kind: str,
+        payload: bytes,
+        trained_on: DatasetVersion | tuple[str, int] | str | None,
+        epsilon: float | None,
+        delta: float | None,
+        metadata: dict[str, Any],
+        libraries: dict[str, str],
+    ) -> ModelInfo:
+        registrar = metadata[_REGISTRAR]
+        principal, purpose = registrar["principal"], registrar["purpose"]
         with transaction(self._engine) as tx:
+            if not registrar["admin"]:
+                _check_owner(tx.conn, name, principal, purpose)
             source = _source(tx.conn, trained_on)
             known = sealed.scope_rows(tx.conn, models, name)
             version = max((int(r.version) for r in known), default=0) + 1
@@ -216,6 +279,17 @@ class ModelRegistry:
             name, version, source, epsilon, delta, libraries, metadata, digest, created
         )
 
+    def _refused(self, name: str, principal: str, purpose: str, err: AccessDenied) -> None:
+        with transaction(self._engine) as tx:
+            self._audit.append(
+                tx,
+                principal=principal,
+                purpose=purpose,
+                action="model.register",
+                outcome="denied",
+                details={"model": name, "error": type(err).__name__, "message": str(err)},
+            )
+
     def list(self) -> pd.DataFrame:
         """Every registered model version with its provenance, oldest first."""
         with read(self._engine) as conn:
@@ -255,7 +329,7 @@ class ModelRegistry:
 
     def load(self, name: str, version: int | None = None) -> Any:
         """Decrypt and return a registered model (the latest version by default)."""
-        return self._load(name, version, principal=self._actor, purpose="administration")
+        return self._load(name, version, principal=self._actor, purpose=ADMIN_PURPOSE)
 
     def _load(
         self, name: str, version: int | None, *, principal: str, purpose: str, audit: bool = True
@@ -284,6 +358,24 @@ class ModelRegistry:
                 details={"model": row.name, "model_version": row.version},
             )
         return model
+
+
+def _check_owner(conn: sa.Connection, name: str, principal: str, purpose: str) -> None:
+    query = sa.select(models.c.metadata).where(models.c.name == name)
+    first = conn.execute(query.order_by(models.c.version).limit(1)).first()
+    if first is None:
+        return  # a new name: whoever registers version 1 owns it
+    owner = json.loads(first.metadata).get(_REGISTRAR) or {"admin": True}
+    if not owner.get("admin") and owner.get("principal") == principal:
+        return
+    holder = "the vault administrator" if owner.get("admin") else repr(owner.get("principal"))
+    raise AccessDenied(
+        f"{principal!r} may not register a new version of model {name!r}: the name belongs to "
+        f"{holder}, who registered its first version. Only the owner or the vault administrator "
+        "(vault.models.register) may add versions; register under another name.",
+        principal=principal,
+        purpose=purpose,
+    )
 
 
 def _serialize(model: Any) -> tuple[str, bytes]:
@@ -342,6 +434,9 @@ def _versions(conn: sa.Connection, name: str) -> list[Any]:
 
 
 def _row(conn: sa.Connection, name: str, version: int | None) -> Any:
+    check_name(name, "model name")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ConfigurationError(f"version= takes a version number (an int), got {version!r}")
     found = _versions(conn, name)
     if version is not None:
         found = [r for r in found if r.version == version]

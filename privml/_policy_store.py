@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from . import _policy_yaml
 from ._canonical import canonical_json, utcnow
+from ._validation import check_name
 from .audit import AuditLog
 from .exceptions import ConfigurationError, NotFoundError
 from .policy import Grant, PolicyModel, Predicate, check_mode
@@ -322,6 +323,7 @@ def _json(value: Any) -> str:
 def _check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"a {what} name must be a non-empty string, got {name!r}")
+    check_name(name, f"the {what} name")
 
 
 def _state(conn: sa.Connection) -> tuple[int, str]:

@@ -2,19 +2,114 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .exceptions import SchemaViolation
+from .exceptions import ConfigurationError, SchemaViolation
 
 if TYPE_CHECKING:
     from .schema import Field
 
-__all__ = ["canonical_dtype", "convert"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "canonical_dtype",
+    "check_name",
+    "check_request",
+    "column_problems",
+    "convert",
+    "is_unicode",
+    "printable",
+]
 
 _SHOWN_ROWS = 5
+#: The longest text or identifier value accepted, in characters (1 Mi).
+MAX_TEXT_CHARS = 1 << 20
+
+
+def is_unicode(text: str) -> bool:
+    """True when ``text`` can be stored: valid Unicode, no lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: object) -> str:
+    """A column name as it can safely appear in messages and the audit log."""
+    if isinstance(name, str):
+        return repr(name) if is_unicode(name) else ascii(name)
+    return f"a value of type {type(name).__name__}"
+
+
+def check_name(value: object, what: str) -> str:
+    """Return ``value`` if it is a non-empty string of valid Unicode; else refuse.
+
+    Used for the names a caller passes (datasets, columns, models, principals,
+    purposes) before they reach a query or the audit log.
+    """
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{what} must be a non-empty string, got {printable(value)}")
+    if not is_unicode(value):
+        raise ConfigurationError(
+            f"{what} {printable(value)} is not valid Unicode (it holds a lone surrogate)"
+        )
+    return value
+
+
+def check_request(dataset: object, columns: object, version: object) -> None:
+    """Refuse a malformed request (names, column list, version) before it is decided."""
+    check_name(dataset, "dataset name")
+    if columns is not None:
+        if isinstance(columns, str) or not isinstance(columns, Sequence):
+            raise ConfigurationError("columns= takes a list of names, e.g. columns=['age']")
+        for column in columns:
+            check_name(column, "a column name in columns=")
+    if version is not None and (
+        not isinstance(version, int | np.integer) or isinstance(version, bool)
+    ):
+        raise ConfigurationError(
+            f"version= takes a version number (an int), got {printable(version)}"
+        )
+
+
+def column_problems(columns: Iterable[object]) -> list[SchemaViolation]:
+    """Column names that are not unique, non-empty, valid Unicode strings."""
+    found: list[SchemaViolation] = []
+    seen: set[str] = set()
+    for position, name in enumerate(columns):
+        if not isinstance(name, str) or not name:
+            what = "empty" if name == "" else f"of type {type(name).__name__}"
+            found.append(
+                SchemaViolation(
+                    f"#{position}",
+                    "column_name",
+                    0,
+                    (),
+                    f"column names must be non-empty strings, this one is {what}",
+                )
+            )
+        elif not is_unicode(name):
+            found.append(
+                SchemaViolation(
+                    f"#{position}",
+                    "column_name",
+                    0,
+                    (),
+                    "the name is not valid Unicode (a lone surrogate); fix the source's encoding",
+                )
+            )
+        elif name in seen:
+            found.append(
+                SchemaViolation(name, "duplicate_column", 0, (), "the name appears more than once")
+            )
+        else:
+            seen.add(name)
+    return found
 
 
 def _violation(name: str, kind: str, mask: np.ndarray, detail: str) -> SchemaViolation:
@@ -48,7 +143,12 @@ def convert(
         return canonical_dtype(col, f), found, 0
     if f.kind in ("text", "identifier"):
         if pd.api.types.is_string_dtype(col) and not pd.api.types.is_object_dtype(col):
-            return canonical_dtype(col, f), found, 0  # a pandas string dtype holds only str
+            # A pandas string dtype holds only valid Unicode str; only the length is left.
+            long = (col.str.len() > MAX_TEXT_CHARS).fillna(False).to_numpy(dtype=bool)
+            if long.any():
+                found.append(_violation(name, "too_long", long, _TOO_LONG))
+                return col, found, 0
+            return canonical_dtype(col, f), found, 0
         obj = col.astype(object)
         if pd.api.types.infer_dtype(obj, skipna=True) in ("string", "empty"):
             is_ok = np.ones(len(col), dtype=bool)
@@ -64,18 +164,48 @@ def convert(
             expected = "strings or integers" if f.kind == "identifier" else "strings"
             found.append(_violation(name, "dtype", wrong, f"expected {expected}, got {col.dtype}"))
             return obj, found, 0
+        found.extend(_text_problems(obj, name, null))
+        if found:
+            return obj, found, 0
         if f.kind == "identifier" and pd.api.types.infer_dtype(obj, skipna=True) != "string":
             obj = obj.map(str, na_action="ignore")
         return canonical_dtype(obj, f), found, 0
     if pd.api.types.is_datetime64_any_dtype(col):
         return canonical_dtype(col, f), found, 0
     obj = col.astype(object)
-    parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="ISO8601")
+    # Only text and timestamps can be timestamps: numbers would be read as epochs.
+    kinds = (str, dt.datetime, dt.date, np.datetime64)
+    parseable = np.fromiter(
+        (isinstance(v, kinds) and (not isinstance(v, str) or is_unicode(v)) for v in obj),
+        dtype=bool,
+        count=len(obj),
+    )
+    parsed = pd.to_datetime(obj.where(parseable), errors="coerce", utc=True, format="ISO8601")
     wrong = ~null & parsed.isna().to_numpy()
     if wrong.any():
         found.append(_violation(name, "dtype", wrong, "expected timestamps (ISO 8601)"))
         return obj, found, 0
     return canonical_dtype(parsed, f), found, 0
+
+
+_TOO_LONG = f"values may hold at most {MAX_TEXT_CHARS:,} characters"
+
+
+def _text_problems(obj: pd.Series, name: str, null: np.ndarray) -> list[SchemaViolation]:
+    """Values that cannot be stored as text: not valid Unicode, or too long."""
+    found = []
+    bad = np.fromiter(
+        (isinstance(v, str) and not is_unicode(v) for v in obj), dtype=bool, count=len(obj)
+    )
+    if bad.any():
+        detail = "not valid Unicode (a lone surrogate); fix the source's encoding"
+        found.append(_violation(name, "encoding", bad & ~null, detail))
+    long = np.fromiter(
+        (isinstance(v, str) and len(v) > MAX_TEXT_CHARS for v in obj), dtype=bool, count=len(obj)
+    )
+    if long.any():
+        found.append(_violation(name, "too_long", long, _TOO_LONG))
+    return found
 
 
 def _convert_number(

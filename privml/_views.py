@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._model_access import load_model
 from .exceptions import ConfigurationError
 from .schema import Schema
 
@@ -44,9 +45,14 @@ def minimize(
     from .minimization import Minimizer
 
     models = session._models
-    info = models.info(model_name, model_version)
-    model = models._load(
-        model_name, info.version, principal=session.principal, purpose=session.purpose, audit=False
+    # The model is used like data: decided by the policy on its source (refusals audited).
+    model, use = load_model(session, model_name, model_version, action="dataset.minimize")
+    info = use.info
+    models._check_may_register(
+        f"{model_name}.minimizer",
+        principal=session.principal,
+        purpose=session.purpose,
+        minimizer=True,
     )
     columns = list(features or info.metadata.get("features") or [])
     if not columns:
@@ -114,5 +120,6 @@ def minimize(
         },
         principal=session.principal,
         purpose=session.purpose,
+        minimizer=True,
     )
     return written

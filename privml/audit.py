@@ -163,6 +163,11 @@ class AuditLog:
         self.anchor_path = anchor_path
         self.checkpoint_every = checkpoint_every
 
+    def close(self) -> None:
+        """Drop the MAC and signing keys from memory (the vault calls this when it closes)."""
+        for name in ("_mac_key", "_signing_key"):
+            self.__dict__.pop(name, None)
+
     # -- writing ----------------------------------------------------------------------
     def append(
         self,

@@ -4,7 +4,8 @@ The tree::
 
     PrivmlError
     ├── ConfigurationError (ValueError)      bad argument or setting; says which and how to fix it
-    │   └── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
+    │   ├── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
+    │   └── VaultClosedError                 the vault (and every service on it) was closed
     ├── InvalidKeyError (ValueError)         the key does not open this vault
     │   └── KeyFormatError (ConfigurationError)  a key is not in an accepted encoding
     ├── SchemaError (ValueError)             data does not match its declared schema
@@ -42,6 +43,7 @@ __all__ = [
     "PrivmlError",
     "SchemaError",
     "SchemaViolation",
+    "VaultClosedError",
     "VaultExistsError",
     "InsecureKeyFileWarning",
 ]
@@ -57,6 +59,10 @@ class ConfigurationError(PrivmlError, ValueError):
 
 class MissingKeyError(ConfigurationError):
     """No vault key was given and ``PRIVML_VAULT_KEY`` is not set."""
+
+
+class VaultClosedError(ConfigurationError):
+    """The vault was closed: it and every service reached through it refuse (reopen it)."""
 
 
 class InvalidKeyError(PrivmlError, ValueError):
@@ -137,8 +143,11 @@ class SchemaViolation:
     column : str
         The column at fault.
     kind : str
-        One of ``"missing_column"``, ``"unexpected_column"``, ``"dtype"``,
-        ``"null"``, ``"bounds"``, ``"category"``.
+        One of ``"missing_column"``, ``"unexpected_column"``, ``"column_name"``
+        (not a non-empty valid Unicode string; the column is then named by its
+        position, ``"#0"``), ``"duplicate_column"``, ``"dtype"``, ``"null"``,
+        ``"bounds"``, ``"category"``, ``"encoding"`` (text that is not valid
+        Unicode), ``"too_long"``.
     count : int
         Number of rows with the problem (0 for column-level problems).
     rows : tuple of int

@@ -4,9 +4,20 @@ A schema may name a mask per field (``Field.text(mask=Mask.last(4))``);
 otherwise each kind has a default that hides the value:
 
 - text: redacted, except the last 4 characters of values at least 8 long;
-- numeric and integer: floored to a granularity of about a tenth of the bounds;
+- numeric and integer: floored to a granularity of about a tenth of the bounds
+  (at least 2 for integers);
 - datetime: the year only;
 - categorical and identifier: redacted.
+
+Why a mask hides values: a mask is never the identity on its field's declared
+domain. Every value of the domain shares its masked form with at least one
+other value of the domain, so no shown value singles out the value behind it.
+:func:`check_mask` enforces this for every mask a field declares (an integer
+field of bounds 0-15 cannot be "floored" to 1; a category group must hold at
+least two categories), and the bucket at either end of a rounded range is merged
+into its neighbour when it would cover less than half a granularity (with bounds
+(0, 120) and granularity 10, an age of 120 shows as 110). Missing values stay missing: a
+masked column reveals which values are missing.
 
 Examples
 --------
@@ -15,12 +26,14 @@ Examples
 ['****1234', '****']
 >>> Mask.round(10).apply(pd.Series([34.0, 71.5])).tolist()
 [30.0, 70.0]
+>>> Mask.round(10).apply(pd.Series([34, 120]), bounds=(0, 120), integer=True).tolist()
+[30, 110]
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +42,7 @@ import pandas as pd
 
 from .exceptions import ConfigurationError
 
-__all__ = ["Mask", "default_mask"]
+__all__ = ["MAX_BUCKETS", "Mask", "check_mask", "default_mask"]
 
 _REDACTED = "****"
 
@@ -97,8 +110,19 @@ class Mask:
             groups=tuple((k, v) for k, v in groups) if groups is not None else None,
         )
 
-    def apply(self, values: pd.Series) -> pd.Series:
-        """Mask a column (vectorized); nulls stay null."""
+    def apply(
+        self,
+        values: pd.Series,
+        *,
+        bounds: tuple[float, float] | None = None,
+        integer: bool = False,
+    ) -> pd.Series:
+        """Mask a column (vectorized); nulls stay null.
+
+        ``bounds`` (a numeric field's declared domain) lets rounding merge a bucket
+        at either end that would hold a single value into its neighbour;
+        ``integer`` says the domain holds whole numbers only.
+        """
         null = values.isna()
         if self.kind == "redact":
             redacted = pd.Series(_REDACTED, index=values.index, dtype="str")
@@ -112,8 +136,12 @@ class Mask:
             return out.where(~null, None).astype("str")
         if self.kind == "round":
             g = self.granularity or 1.0
-            floored = np.floor(values.astype("float64") / g) * g
-            if pd.api.types.is_integer_dtype(values) and float(g).is_integer():
+            index = np.floor(values.astype("float64") / g)
+            if bounds is not None:
+                low, high = _end_buckets(bounds, g, integer=integer)
+                index = index.clip(low, max(low, high))
+            floored = index * g
+            if (integer or pd.api.types.is_integer_dtype(values)) and float(g).is_integer():
                 return floored.astype("Int64")
             return floored
         if self.kind == "year":
@@ -132,10 +160,130 @@ def default_mask(kind: str, bounds: tuple[float, float] | None) -> Mask:
     if kind == "text":
         return Mask.last(4)
     if kind in ("numeric", "integer") and bounds is not None:
-        return Mask.round(_nice((bounds[1] - bounds[0]) / 10))
+        granularity = _nice((bounds[1] - bounds[0]) / 10)
+        if kind == "integer":
+            granularity = max(2.0, float(math.ceil(granularity)))
+        try:
+            return check_mask(Mask.round(granularity), kind, bounds=bounds)
+        except ConfigurationError:  # bounds too narrow for their magnitude to round
+            return Mask.redact()
     if kind == "datetime":
         return Mask.year()
     return Mask.redact()
+
+
+#: Which mask kinds fit which field kinds.
+_FITS = {
+    "redact": ("identifier", "numeric", "integer", "categorical", "text", "datetime"),
+    "last": ("identifier", "text"),
+    "round": ("numeric", "integer"),
+    "year": ("datetime",),
+    "month": ("datetime",),
+    "group": ("categorical",),
+}
+#: Rounding may cut a numeric domain into at most this many buckets: finer is no mask.
+MAX_BUCKETS = 1_000_000
+
+
+def check_mask(
+    mask: Mask,
+    kind: str,
+    *,
+    bounds: tuple[float, float] | None = None,
+    categories: Sequence[Any] | None = None,
+) -> Mask:
+    """Return ``mask`` if it hides values of a field of this kind and domain; else refuse.
+
+    Raises
+    ------
+    ConfigurationError
+        The mask does not fit the kind, or would show some value of the domain
+        unchanged and alone (the identity, or a bucket or group of one value).
+
+    Examples
+    --------
+    >>> check_mask(Mask.round(1), "integer", bounds=(0, 15))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    privml.exceptions.ConfigurationError: Mask.round(1.0) would show every value of ...
+    """
+    if not isinstance(mask, Mask) or mask.kind not in _FITS:
+        raise ConfigurationError("mask= takes a privml Mask, e.g. Mask.redact() or Mask.round(5)")
+    if kind not in _FITS[mask.kind]:
+        raise ConfigurationError(
+            f"a {mask.kind!r} mask does not fit a {kind} field; it fits "
+            f"{', '.join(_FITS[mask.kind])} fields (Mask.redact() fits every field)"
+        )
+    if mask.kind == "round":
+        _check_round(mask.granularity or 1.0, kind, bounds)
+    if mask.kind == "last" and (mask.keep is None or mask.keep < 1):
+        raise ConfigurationError("Mask.last needs keep >= 1")
+    if mask.kind == "group":
+        _check_groups(dict(mask.groups or ()), list(categories or ()))
+    return mask
+
+
+def _check_round(g: float, kind: str, bounds: tuple[float, float] | None) -> None:
+    if not (math.isfinite(g) and g > 0):
+        raise ConfigurationError(f"granularity must be finite and > 0, got {g!r}")
+    if kind == "integer" and not (float(g).is_integer() and g >= 2):
+        raise ConfigurationError(
+            f"Mask.round({g!r}) would show every value of an integer field unchanged: whole "
+            "numbers need a granularity of at least 2 (e.g. Mask.round(2))"
+        )
+    if bounds is None:
+        return
+    low, high = bounds
+    if (high - low) / g > MAX_BUCKETS or g < 2.0**-40 * max(abs(low), abs(high)):
+        raise ConfigurationError(
+            f"Mask.round({g!r}) is too fine for bounds {bounds!r}: it would show the values "
+            f"almost unchanged; use a granularity of at least {(high - low) / MAX_BUCKETS:.3g}"
+        )
+
+
+def _check_groups(groups: dict[Any, str], categories: list[Any]) -> None:
+    unknown = [c for c in groups if c not in categories]
+    if unknown:
+        raise ConfigurationError(
+            f"Mask.group names {len(unknown)} value(s) that are not categories of the field; "
+            "group only declared categories"
+        )
+    members: dict[str, int] = {}
+    for category in categories:
+        label = groups.get(category, _REDACTED)
+        members[label] = members.get(label, 0) + 1
+    alone = sorted(label for label, n in members.items() if n == 1)
+    if alone and len(categories) > 1:
+        raise ConfigurationError(
+            f"Mask.group would show {len(alone)} group(s) holding a single category "
+            f"({', '.join(repr(a) for a in alone)}), which reveals that category: put at least "
+            "two categories in every group, and leave either none or at least two ungrouped"
+        )
+
+
+def _end_buckets(bounds: tuple[float, float], g: float, *, integer: bool) -> tuple[float, float]:
+    """The lowest and highest bucket index (value // g) a value of ``bounds`` shows as.
+
+    A bucket at either end that covers less than half a granularity of the domain
+    (for whole numbers: fewer than two values, or fewer than half a granularity's)
+    is merged into its neighbour, so no shown bucket narrows a value down further
+    than about half a granularity.
+    """
+    low, high = bounds
+    first = math.floor(low / g)
+    last = math.floor(high / g)
+    if integer:
+        least = max(2.0, math.ceil(g / 2))
+        if (first + 1) * g - math.ceil(low) < least:  # whole numbers low .. (first + 1) g - 1
+            first += 1
+        if math.floor(high) - last * g + 1 < least:  # whole numbers last g .. high
+            last -= 1
+    else:
+        if (first + 1) * g - low < g / 2:
+            first += 1
+        if high - last * g < g / 2:
+            last -= 1
+    return float(first), float(last)
 
 
 def _nice(x: float) -> float:

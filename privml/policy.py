@@ -84,10 +84,11 @@ class Predicate:
     value: Any
 
     def __post_init__(self) -> None:
-        if self.op not in _OPS and self.op not in _SET_OPS:
-            raise ConfigurationError(
-                f"unknown operator {self.op!r}; use one of {[*_OPS, *_SET_OPS]}"
-            )
+        if not isinstance(self.op, str) or (self.op not in _OPS and self.op not in _SET_OPS):
+            # Echo only what looks like an operator: a misplaced value is not repeated.
+            looks = isinstance(self.op, str) and len(self.op) <= 6 and set(self.op) <= set("<>=!")
+            shown = f" {self.op!r}" if looks else ""
+            raise ConfigurationError(f"unknown operator{shown}; use one of {[*_OPS, *_SET_OPS]}")
         if self.op in _SET_OPS:
             if isinstance(self.value, str) or not isinstance(self.value, Iterable):
                 got = type(self.value).__name__  # never the value: it may be personal data
@@ -106,9 +107,10 @@ class Predicate:
                 raise ConfigurationError(f"row condition is missing {missing}") from None
         if isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3:
             return cls(str(item[0]), str(item[1]), item[2])
+        shape = f" of length {len(item)}" if isinstance(item, Sequence) else ""
         raise ConfigurationError(
-            f"a row condition is (column, op, value), e.g. ('site', '==', 'A'); "
-            f"got a {type(item).__name__}"
+            "a row condition is (column, op, value), e.g. ('site', '==', 'A'); "
+            f"got a {type(item).__name__}{shape}"
         )
 
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
@@ -127,7 +129,20 @@ class Predicate:
         return {"column": self.column, "op": self.op, "value": value}
 
     def check(self, columns: Mapping[str, str]) -> None:
-        """Refuse conditions the column cannot answer; ``columns`` maps names to field kinds."""
+        """Refuse conditions the column cannot answer; ``columns`` maps names to field kinds.
+
+        The value (each value, for ``in``) must be of the column's kind: a number
+        for numeric and integer columns, a timestamp for datetime ones, a string
+        for text and identifiers, a category value for categorical ones. Errors
+        name the column and the kind expected, never the value.
+
+        Examples
+        --------
+        >>> Predicate("age", "<", "forty").check({"age": "integer"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        privml.exceptions.ConfigurationError: row condition on column 'age' compares it with ...
+        """
         kind = columns.get(self.column)
         if kind is None:
             raise ConfigurationError(f"row condition names unknown column {self.column!r}")
@@ -136,6 +151,50 @@ class Predicate:
                 f"{self.op!r} needs an ordered column; {self.column!r} is {kind} "
                 "(use '==', '!=', 'in' or 'not in')"
             )
+        values = self.value if self.op in _SET_OPS else (self.value,)
+        for value in values:
+            expected = _comparable(kind, value)
+            if expected is not None:
+                raise ConfigurationError(
+                    f"row condition on column {self.column!r} compares it with a "
+                    f"{type(value).__name__}; {_article(kind)} {kind} column needs {expected}"
+                )
+
+
+def _comparable(kind: str, value: Any) -> str | None:
+    """None if ``value`` can be compared with a column of ``kind``; else what is needed."""
+    if isinstance(value, str) and not _is_unicode(value):
+        return "valid Unicode text (this value holds a lone surrogate)"
+    if kind in ("numeric", "integer"):
+        ok = isinstance(value, int | float | np.integer | np.floating)
+        return None if ok and not isinstance(value, bool | np.bool_) else "a number"
+    if kind == "datetime":
+        if isinstance(value, datetime | np.datetime64):
+            return None
+        if isinstance(value, str):
+            try:
+                pd.Timestamp(value)
+            except (ValueError, TypeError, OverflowError):
+                return "a timestamp (a datetime or an ISO 8601 string)"
+            return None
+        return "a timestamp (a datetime or an ISO 8601 string)"
+    if kind in ("text", "identifier"):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(value, str | int | float | bool | np.generic):
+        return None
+    return "a category value (str, int, float or bool)"
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from ._canonical import canonical_json
-from ._validation import canonical_dtype, convert
+from ._validation import canonical_dtype, column_problems, convert, is_unicode, printable
 from .exceptions import ConfigurationError, SchemaError, SchemaViolation
-from .masks import Mask, default_mask
+from .masks import Mask, check_mask, default_mask
 
 __all__ = ["Field", "Kind", "Schema"]
 
@@ -82,10 +82,27 @@ class Field:
     mask: Mask | None = None
     domain: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.mask is not None:  # every way of making a field, stored schemas included
+            check_mask(self.mask, self.kind, bounds=self.bounds, categories=self.categories)
+
     @property
     def effective_mask(self) -> Mask:
-        """The mask applied in ``masked`` mode: the declared one or the kind's default."""
+        """The mask applied in ``masked`` mode: the declared one or the kind's default.
+
+        Never the identity on the field's domain (see :func:`privml.masks.check_mask`).
+        """
         return self.mask or default_mask(self.kind, self.bounds)
+
+    def mask_values(self, values: pd.Series) -> pd.Series:
+        """What ``masked`` mode shows of ``values``: the effective mask, over this domain.
+
+        Examples
+        --------
+        >>> Field.integer(bounds=(0, 15)).mask_values(pd.Series([0, 1, 7, 15])).tolist()
+        [0, 0, 6, 14]
+        """
+        return self.effective_mask.apply(values, bounds=self.bounds, integer=self.kind == "integer")
 
     # -- constructors -----------------------------------------------------------------
     @classmethod
@@ -260,8 +277,11 @@ class Schema(Mapping[str, Field]):
         if not fields:
             raise ConfigurationError("a schema needs at least one field")
         for name, f in fields.items():
-            if not isinstance(name, str) or not name:
-                raise ConfigurationError(f"column names must be non-empty strings, got {name!r}")
+            if not isinstance(name, str) or not name or not is_unicode(name):
+                raise ConfigurationError(
+                    "column names must be non-empty strings of valid Unicode, "
+                    f"got {printable(name)}"
+                )
             if not isinstance(f, Field):
                 raise ConfigurationError(
                     f"column {name!r}: expected a Field (e.g. Field.numeric(bounds=...)), "
@@ -399,8 +419,11 @@ class Schema(Mapping[str, Field]):
             )
         if not isinstance(df, pd.DataFrame):
             raise ConfigurationError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        found = column_problems(df.columns)
+        if found:  # nothing else can be checked reliably
+            raise SchemaError(found, "Give the data unique, non-empty string column names.")
         violations: list[SchemaViolation] = []
-        names = [str(c) for c in df.columns]
+        names = list(df.columns)
         for name in self.names:
             if name not in names:
                 violations.append(
@@ -413,8 +436,6 @@ class Schema(Mapping[str, Field]):
                         name, "unexpected_column", 0, (), "not in the schema; declare it or drop it"
                     )
                 )
-        if len(set(names)) != len(names):
-            raise ConfigurationError("the data has duplicate column names")
         out: dict[str, Any] = {}
         clipped: dict[str, int] = {}
         for name, f in self.fields.items():
@@ -459,5 +480,13 @@ def _plain(value: Any) -> Category:
     if isinstance(value, np.generic):
         value = value.item()
     if not isinstance(value, str | int | float | bool):
-        raise ConfigurationError(f"categories must be str, int, float or bool, got {value!r}")
+        raise ConfigurationError(
+            f"categories must be str, int, float or bool, got a {type(value).__name__}"
+        )
+    if isinstance(value, str) and not is_unicode(value):
+        raise ConfigurationError(
+            "categories must be valid Unicode text (one holds a lone surrogate); fix its encoding"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError("categories must be finite numbers (not NaN or infinity)")
     return value

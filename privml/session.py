@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import _failures, _where
 from ._optional import require
+from ._validation import check_request
 from .exceptions import AccessDenied, BudgetExceededError, ConfigurationError
 from .policy import MODES, ROW_MODES, Decision, Predicate, mode_allows
 from .schema import Field, Schema
@@ -149,6 +150,17 @@ class Session:
             random_state=random_state,
         )
 
+    def load_model(self, name: str, *, version: int | None = None) -> Any:
+        """A registered model (the latest version by default), if the policy allows its use.
+
+        Decided on the model's training data like a read (see :mod:`privml._model_access`):
+        a DP model needs ``dp_aggregate`` or more on its training columns, any other
+        ``raw``; refusals raise :class:`~privml.AccessDenied`. Audited as ``model.load``.
+        """
+        from ._model_access import serve_model
+
+        return serve_model(self, name, version)
+
     @property
     def he(self) -> HESession:
         """Encrypted inference with registered models (:class:`privml._he_session.HESession`)."""
@@ -198,8 +210,7 @@ class Session:
         pandas.DataFrame
             ``attrs["privml_modes"]`` maps each returned column to its mode.
         """
-        if isinstance(columns, str):
-            raise ConfigurationError("columns= takes a list of names, e.g. columns=['age']")
+        self._check_request("dataset.read", dataset, columns, version)
         request: dict[str, Any] = {
             "columns": list(columns) if columns is not None else None,
             "version": version,
@@ -257,6 +268,7 @@ class Session:
         With no ``columns`` (a row count) at least one column must be usable at
         ``needed``, and the row filters of every usable column's grants apply.
         """
+        self._check_request(action, dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
         decisions: dict[str, Decision] = {}
         try:
@@ -521,12 +533,28 @@ class Session:
             return values
         if mode == "pseudonymized":
             return self._store.tokens(dataset, column, values)
-        return field.effective_mask.apply(values)
+        return field.mask_values(values)
 
     # -- audit ------------------------------------------------------------------------
     def _policy_hash(self, decisions: Mapping[str, Decision]) -> str | None:
         first = next(iter(decisions.values()), None)
         return first.policy_hash if first is not None else None
+
+    def _check_request(
+        self, action: str, dataset: object, columns: object, version: object
+    ) -> None:
+        """Refuse a malformed request (names, column list, version), audited without its values.
+
+        Its names may be unprintable or personal data, so the entry records only that a
+        malformed request of this kind was refused, and the error's type.
+        """
+        try:
+            check_request(dataset, columns, version)
+        except ConfigurationError as err:
+            details = {"error": type(err).__name__, "message": "malformed request"}
+            self._write(action, "error", None, None, details)
+            _failures.mark_audited(err)
+            raise
 
     def _log(
         self,
@@ -557,7 +585,12 @@ class Session:
         _failures.mark_audited(err)
 
     def _write(
-        self, action: str, outcome: str, dataset: str, version: int | None, details: dict[str, Any]
+        self,
+        action: str,
+        outcome: str,
+        dataset: str | None,
+        version: int | None,
+        details: dict[str, Any],
     ) -> None:
         with transaction(self._engine) as tx:
             self._audit.append(

@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ._canonical import canonical_json, utcnow
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
+from ._lifecycle import VaultState
 from ._models import ModelRegistry
 from ._policy_store import PolicyAdmin
+from ._validation import check_name
 from ._vault_keys import KeyMethods
 from ._vault_policy import PolicyMethods
 from .accounting.budget import Budget
@@ -37,6 +39,7 @@ from .exceptions import (
     ConfigurationError,
     NotFoundError,
     SchemaError,
+    VaultClosedError,
     VaultExistsError,
 )
 from .schema import Schema
@@ -100,6 +103,8 @@ class Vault(PolicyMethods, KeyMethods):
     ) -> None:
         # Use Vault.create / Vault.open.
         self.path = path
+        self._state = VaultState()
+        self._state.bind_engine(engine)
         self._engine: sa.Engine | None = engine
         self._key = vault_key
         self._actor = actor
@@ -120,6 +125,9 @@ class Vault(PolicyMethods, KeyMethods):
         self.ledger = Ledger(engine, self.audit)
         self.policy = PolicyAdmin(engine, self.audit, actor=actor)
         self.models = ModelRegistry(path, engine, vault_key, self.audit, actor=actor)
+        for service in (self.audit, self._store, self.ledger, self.policy, self.models):
+            self._state.guard(service)
+        self._state.on_close(self._release)
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
@@ -260,7 +268,7 @@ class Vault(PolicyMethods, KeyMethods):
         with read(engine) as conn:
             info = conn.execute(sa.select(vault_info)).one()
         anchor = Path(anchor_path) if anchor_path is not None else folder / "audit.anchor"
-        return cls(
+        vault = cls(
             path=folder,
             engine=engine,
             vault_key=vault_key,
@@ -268,18 +276,34 @@ class Vault(PolicyMethods, KeyMethods):
             anchor_path=anchor,
             actor=actor or _default_actor(),
         )
+        return vault._state.guard(vault)
 
     def close(self) -> None:
-        """Sign a final audit checkpoint, drop keys from memory and release the database."""
-        if self._engine is None:
+        """Sign a final audit checkpoint, then close the vault and everything reached through it.
+
+        Afterwards every method of the vault, of its services (``policy``, ``models``,
+        ``audit``, ``ledger``) and of every session, ``session.he``, ``session.dp``,
+        field cipher and reservation obtained from it raises
+        :class:`~privml.exceptions.VaultClosedError`; keys are dropped from memory and
+        the database is released. Closing again does nothing.
+        """
+        if self._state.closed:
             return
-        with transaction(self._engine) as tx:
+        with transaction(self.engine) as tx:
             self.audit.checkpoint(tx)
+        self._state.close()
+
+    def _release(self) -> None:
+        """Drop every key this vault's objects hold and release the database (on close)."""
         self._keyring.forget()
         self._store.close()
         self.ledger.close()
-        sealed.unbind(self._engine)
-        self._engine.dispose()
+        self.audit.close()
+        self.models.close()
+        self.__dict__.pop("_key", None)
+        if self._engine is not None:
+            sealed.unbind(self._engine)
+            self._engine.dispose()
         self._engine = None
 
     def __enter__(self) -> Vault:
@@ -294,13 +318,14 @@ class Vault(PolicyMethods, KeyMethods):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._engine is None else "open"
+        state = "closed" if self._state.closed else "open"
         return f"<privml.Vault {str(self.path)!r} ({state})>"
 
     @property
     def engine(self) -> sa.Engine:
-        if self._engine is None:
-            raise ConfigurationError("the vault is closed; open it again with Vault.open()")
+        self._state.check()
+        if self._engine is None:  # pragma: no cover - the state closes before the engine goes
+            raise VaultClosedError("the vault is closed; open it again with Vault.open()")
         return self._engine
 
     # -- datasets ---------------------------------------------------------------------
@@ -391,10 +416,8 @@ class Vault(PolicyMethods, KeyMethods):
         Every request made through the session is decided by the policy and
         written to the audit log.
         """
-        if not isinstance(principal, str) or not principal:
-            raise ConfigurationError("principal must be a non-empty string")
-        if not isinstance(purpose, str) or not purpose:
-            raise ConfigurationError("purpose= must be a non-empty string")
+        check_name(principal, "principal")
+        check_name(purpose, "purpose=")
         model = self.policy.model()
         problem = None
         if not model.knows_principal(principal):

@@ -71,3 +71,81 @@ def test_unknown_model_and_bad_names(demo_vault, model):
         demo_vault.models.register(
             "x", model[0], trained_on=("patients", 9), epsilon=None, delta=None
         )
+
+
+@pytest.fixture
+def trainers(dp_vault):
+    """``ana`` and ``mallory``, both allowed to train DP models on patients for studies."""
+    dp_vault.add_principal("mallory", roles=["statistician"])
+    return dp_vault
+
+
+def _fit(vault, principal, name):
+    from diffprivlib.models import GaussianNB
+
+    return vault.session(principal, purpose="studies").dp.fit(
+        GaussianNB(epsilon=0.1), "patients", features=["age"], target="sex", name=name
+    )
+
+
+def test_a_principal_cannot_register_a_version_of_another_principals_model(trainers, model):
+    vault = trainers
+    _fit(vault, "ana", "served")
+    spent = vault.budget("patients").epsilon_spent
+    with pytest.raises(privml.AccessDenied, match="belongs to 'ana'"):
+        _fit(vault, "mallory", "served")
+    assert vault.models.list()["version"].tolist() == [1]
+    assert vault.budget("patients").epsilon_spent == spent  # refused before any release
+    [refused] = vault.audit.entries(principal="mallory", action="model.register").to_dict("records")
+    assert refused["outcome"] == "denied" and refused["details"]["model"] == "served"
+    # the owner and the vault administrator may add versions
+    _fit(vault, "ana", "served")
+    vault.models.register("served", model[0], trained_on="patients", epsilon=0.5, delta=0.0)
+    assert vault.models.list()["version"].tolist() == [1, 2, 3]
+
+
+def test_registration_metadata_cannot_forge_the_owner(trainers, model):
+    vault = trainers
+    _fit(vault, "ana", "served")
+    forged = {"registered_by": {"principal": "mallory", "admin": True}}
+    with pytest.raises(privml.AccessDenied):
+        vault.models._register(
+            "served",
+            model[0],
+            trained_on="patients",
+            epsilon=0.5,
+            delta=0.0,
+            notes=None,
+            extra=forged,
+            principal="mallory",
+            purpose="studies",
+        )
+    vault.models._register(
+        "other",
+        model[0],
+        trained_on=None,
+        epsilon=None,
+        delta=None,
+        notes=None,
+        extra=forged,
+        principal="mallory",
+        purpose="studies",
+    )
+    owner = vault.models.info("other").metadata["registered_by"]
+    assert owner == {"principal": "mallory", "purpose": "studies", "admin": False}
+    with pytest.raises(privml.AccessDenied):
+        _fit(vault, "ana", "other")
+
+
+def test_names_the_administrator_registered_cannot_be_taken_over(trainers):
+    vault = trainers
+    vault.models.register("admin-model", 1, trained_on=None, epsilon=None, delta=None)
+    with pytest.raises(privml.AccessDenied, match="vault administrator"):
+        _fit(vault, "mallory", "admin-model")
+    assert vault.models.list()["version"].tolist() == [1]
+
+
+def test_a_models_minimizer_name_cannot_be_taken_first(trainers):
+    with pytest.raises(privml.AccessDenied, match="kept for the minimizers"):
+        _fit(trainers, "mallory", "served.minimizer")
+    assert trainers.models.list().empty

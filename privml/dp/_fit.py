@@ -70,7 +70,12 @@ def fit(
     _estimators.refuse_seeds(estimator)
     if isinstance(features, str):
         raise ConfigurationError("features= takes a list of column names")
-    schema = dp._session._store.schema(dataset)
+    session = dp._session
+    if name is not None:  # refused before any budget is spent
+        session._models._check_may_register(
+            name, principal=session.principal, purpose=session.purpose
+        )
+    schema = session._store.schema(dataset)
     model = clone(estimator)
     params = model.get_params()
     # Norm-bounded estimators (logistic regression, PCA) get centred features scaled so every
@@ -109,7 +114,6 @@ def fit(
         )
     fitted = Pipeline([("scale", scaler), ("model", model)])
     if name is not None:
-        session = dp._session
         session._models._register(
             name,
             fitted,

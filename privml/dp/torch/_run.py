@@ -108,6 +108,7 @@ def private_training(
     session = dp._session
     name = name if name is not None else f"{dataset}-dpsgd"
     _check(batch_size, epochs, max_grad_norm, target_epsilon, noise_multiplier, name)
+    session._models._check_may_register(name, principal=session.principal, purpose=session.purpose)
     # 1. Everything that needs no data: arguments, schema, module, loss.
     schema = session._store.schema(dataset)
     scaler = scaler_for(schema, features)
