@@ -199,9 +199,16 @@ def test_hostile_read_requests_are_refused_with_configuration_errors(vault, case
     vault.grant(principal="u", dataset="d", purpose="p", mode="raw")
     request = {"dataset": "d", **READS[case]}
     dataset = request.pop("dataset")
+    session = vault.session("u", purpose="p")
+    before = len(vault.audit.entries())
     with pytest.raises(ConfigurationError) as caught:
-        vault.session("u", purpose="p").read(dataset, **request)
+        session.read(dataset, **request)
     _no_secret_anywhere(vault, caught.value)
+    # Every request is audited, the malformed ones too (without their values).
+    entries = vault.audit.entries()
+    assert len(entries) == before + 1
+    assert entries.iloc[-1]["action"] == "dataset.read"
+    assert entries.iloc[-1]["outcome"] == "error"
 
 
 @pytest.mark.parametrize(
