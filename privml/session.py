@@ -482,8 +482,7 @@ class Session:
         conditions = [Predicate.parse(p) for p in where]
         kinds = {name: f.kind for name, f in schema.items()}
         for p in conditions:
-            p.check(kinds)
-            _where.check_value(p, kinds[p.column])
+            p.check(kinds)  # the value's kind, before any read or charge
             # Filtering rows on a value reveals it, so reads need the column in raw;
             # inside a DP release the filter is covered by the noise.
             self._require(dataset, schema, decisions, p.column, needs)

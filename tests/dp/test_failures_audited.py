@@ -109,7 +109,7 @@ def test_a_bad_value_fails_before_any_charge(vault):
     dp = v.session("eve", purpose="p").dp
     with pytest.raises(privml.ConfigurationError, match="needs a number"):
         dp.count("people", epsilon=0.1, where=[("age", ">", NAME)])
-    with pytest.raises(privml.ConfigurationError, match="needs a date"):
+    with pytest.raises(privml.ConfigurationError, match="needs a timestamp"):
         dp.count("people", epsilon=0.1, where=[("born", ">", NAME)])
     assert v.budget("people").epsilon_spent == 0
     # A good date string works.
