@@ -269,6 +269,8 @@ class KeyMethods:
             },
             principal=self._actor,
             purpose="administration",
+            admin=True,  # erasure is the key holder's act, on the name minimize registered
+            minimizer=True,
         )
         with read(self.engine) as conn:
             files = conn.execute(

@@ -140,7 +140,7 @@ def test_no_value_derived_from_records_is_stored_in_the_clear(tmp_path, key):
     vault.add_dataset("d", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6))
     vault.add_purpose("p", description="Tests", lawful_basis="consent")
     vault.add_principal("ml", roles=[])
-    vault.grant(principal="ml", dataset="d", purpose="p", mode="pseudonymized")
+    vault.grant(principal="ml", dataset="d", purpose="p", mode="raw")  # a non-DP model is used: raw
     tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(frame[["x1", "x2"]], label)
     vault.models.register(
         "tree", tree, trained_on="d", epsilon=None, delta=None, extra={"features": ["x1", "x2"]}
