@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,21 @@ import privml
 @pytest.fixture(autouse=True)
 def _doctest_tmp_path(doctest_namespace: dict[str, object], tmp_path: Path) -> None:
     doctest_namespace["tmp_path"] = tmp_path
+
+
+@pytest.fixture
+def seeded_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make privml's own DP randomness reproducible, for tests that assert utility.
+
+    Replaces :func:`privml.dp._random.entropy` (the one place privml asks the
+    operating system for the seeds and coins of its mechanisms) with a seeded
+    stream, so an accuracy or loss assertion either always holds or never does.
+    Tests of privacy never use it.
+    """
+    from privml.dp import _random
+
+    stream = np.random.default_rng(20261201)
+    monkeypatch.setattr(_random, "entropy", stream.bytes)
 
 
 @pytest.fixture

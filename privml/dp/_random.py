@@ -11,16 +11,19 @@ Two sources, both drawn fresh from the operating system for every release:
   could be rewound to replay the noise).
 
 Never the global NumPy generator (``np.random.seed`` replays it), never a
-``random_state`` the caller chose.
+``random_state`` the caller chose. Every seed and every coin privml draws itself
+(these keys, DP-SGD's Poisson coins and noise seeds) comes through
+:func:`entropy`, the one place the operating system is asked.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import numpy as np
 
-__all__ = ["fresh_generator", "fresh_random_state", "system_random"]
+__all__ = ["entropy", "fresh_generator", "fresh_random_state", "seed_bits", "system_random"]
 
 
 def system_random() -> secrets.SystemRandom:
@@ -28,8 +31,18 @@ def system_random() -> secrets.SystemRandom:
     return secrets.SystemRandom()
 
 
+def entropy(nbytes: int) -> bytes:
+    """``nbytes`` bytes from the operating system's CSPRNG (``os.urandom``)."""
+    return os.urandom(nbytes)
+
+
+def seed_bits(bits: int) -> int:
+    """A ``bits``-bit integer from :func:`entropy`, to key or seed a generator."""
+    return int.from_bytes(entropy((bits + 7) // 8), "big") >> (-bits % 8)
+
+
 def _key() -> int:
-    return secrets.randbits(128)
+    return seed_bits(128)
 
 
 def fresh_random_state() -> np.random.RandomState:

@@ -2,7 +2,8 @@
 
 Why it is private: each row joins a batch independently with probability
 ``q = batch_size / N`` (Poisson sampling, what the ledger's ``dp_sgd`` event
-assumes). The coin flips are 64-bit integers from ``os.urandom`` compared with
+assumes). The coin flips are 64-bit integers from ``os.urandom`` (through
+:func:`privml.dp._random.entropy`) compared with
 ``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by less than
 2⁻⁶⁴ (never more than charged) and no caller seed (``torch.manual_seed``,
 ``numpy.random.seed``) can replay or steer the sampling. A batch is sampled
@@ -14,7 +15,6 @@ stepped and while the reservation has room. The loader holds no rows; a new
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ...exceptions import ConfigurationError
+from .. import _random
 from ._guard import StepGuard
 from ._rows import take
 
@@ -33,7 +34,7 @@ def poisson_sample(n: int, q: float) -> np.ndarray:
     threshold = int(q * 2.0**64)  # exact: scaling a double by a power of two; floor(q·2⁶⁴)
     if threshold >= 2**64:
         return np.arange(n)
-    coins = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    coins = np.frombuffer(_random.entropy(8 * n), dtype=np.uint64)
     return np.flatnonzero(coins < np.uint64(threshold))
 
 

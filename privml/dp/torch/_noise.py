@@ -3,7 +3,7 @@
 Opacus draws noise from the generator it is given, or from torch's global
 generator, which any caller can seed with ``torch.manual_seed`` and so replay
 (and subtract) the noise. A run's generators are seeded from ``os.urandom``
-(through :mod:`secrets`) when the run starts, so the caller's seed has no
+(through :func:`privml.dp._random.seed_bits`) when the run starts, so the caller's seed has no
 effect on them. The generators themselves are torch's (Mersenne Twister on the
 CPU, Philox on CUDA): unpredictable to a caller who does not read the
 process's memory, not a cryptographic generator. Opacus's ``secure_mode``
@@ -13,9 +13,9 @@ costs about four times the noise generation per step.
 
 from __future__ import annotations
 
-import secrets
-
 import torch
+
+from .. import _random
 
 __all__ = ["NoiseSource"]
 
@@ -37,6 +37,6 @@ class NoiseSource:
         found = self._generators.get(key)
         if found is None:
             found = torch.Generator(device=device)
-            found.manual_seed(self._seed if self._seed is not None else secrets.randbits(63))
+            found.manual_seed(self._seed if self._seed is not None else _random.seed_bits(63))
             self._generators[key] = found
         return found

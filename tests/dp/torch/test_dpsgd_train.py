@@ -34,7 +34,7 @@ def _args(net, columns, **kwargs):
 
 
 def test_train_learns_digits_registers_the_model_and_reports_a_history(
-    make_vault, digits, make_mlp
+    make_vault, digits, make_mlp, seeded_entropy
 ):
     frame, features = digits
     v = make_vault("digits")
@@ -62,7 +62,7 @@ def test_train_learns_digits_registers_the_model_and_reports_a_history(
     assert np.allclose(model.predict_proba(frame[:5]).sum(axis=1), 1.0)
 
 
-def test_train_regression_maps_the_target_by_its_bounds(tmp_path, key):
+def test_train_regression_maps_the_target_by_its_bounds(tmp_path, key, seeded_entropy):
     from privml import Budget, Vault
 
     frame = load_diabetes()
