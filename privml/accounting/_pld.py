@@ -17,15 +17,19 @@ longer is not computed (None: the figure is simply not reported).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 from .composition import Unit
 
 __all__ = ["MAX_POINTS", "MAX_UNITS", "pld_epsilon", "pld_of", "support", "unit_pld"]
 
-MAX_POINTS = 1_000_000  # most points of any PLD array (8 MB per array of float64)
+MAX_POINTS = 1_000_000  # most points of a composed PLD array (8 MB of float64)
+MAX_SINGLE = 200_000  # most points of one mechanism's PLD (building it is the slow part)
 MAX_UNITS = 32  # most distinct mechanisms composed into one fixed-sequence figure
 _TAIL = 1e-15  # dp_accounting's default tail-mass truncation of a composition
 _GAUSS_TAIL = 11.0  # the Gaussian tail (in σ) inside dp_accounting's truncation at e^-50
@@ -33,18 +37,22 @@ _GAUSS_TAIL = 11.0  # the Gaussian tail (in σ) inside dp_accounting's truncatio
 
 def support(unit: Unit) -> float:
     """An upper bound on the width of one application's privacy-loss support."""
-    kind, a, _ = unit
-    if kind == "laplace":  # loss within ±1/b for noise multiplier b
+    kind, a, b = unit
+    if kind == "laplace":  # loss within ±1/a for noise multiplier b
         return 2.0 / a
     if kind == "generic":  # the dominating pair's losses are ±ε (and the ∞ flag)
         return 2.0 * a
     # Gaussian of noise multiplier σ: loss (2x - 1) / (2σ²) over x within _GAUSS_TAIL·σ
-    # of either mean; Poisson subsampling only shrinks it.
-    return 2.0 * (_GAUSS_TAIL / a + 1.0 / a**2)
+    # of either mean; Poisson subsampling at rate q maps a loss z to log(1 - q + q e^z).
+    z = (2 * _GAUSS_TAIL * a + 1) / (2 * a**2)
+    if kind == "gaussian" or b >= 1:
+        return 2.0 * z
+    top = float(np.logaddexp(math.log1p(-b), math.log(b) + z)) - math.log1p(-b)
+    return 2.0 * top
 
 
 def _interval(unit: Unit, discretization: float) -> float:
-    return max(discretization, support(unit) / (MAX_POINTS - 2))
+    return max(discretization, support(unit) / MAX_SINGLE)
 
 
 def _single(unit: Unit, discretization: float) -> Any:
@@ -87,7 +95,20 @@ def _size(pld: Any) -> int:
 
 @lru_cache(maxsize=16)
 def unit_pld(unit: Unit, count: int, discretization: float) -> Any | None:
-    """``count`` applications of ``unit`` as one PLD, or None when it would be too large."""
+    """``count`` applications of ``unit`` as one PLD, or None when it would be too large.
+
+    None too where ``dp_accounting`` cannot represent the mechanism (e.g. it
+    overflows computing e^ε for a huge ε): the figure is then not reported.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            return _unit_pld(unit, count, discretization)
+    except (ArithmeticError, ValueError, RuntimeWarning):
+        return None
+
+
+def _unit_pld(unit: Unit, count: int, discretization: float) -> Any | None:
     kind, a, _ = unit
     if kind == "gaussian":  # k Gaussians are one Gaussian with σ/√k: exact
         return _single(("gaussian", a / math.sqrt(count), 0.0), discretization)
@@ -119,10 +140,21 @@ def pld_of(units: Mapping[Unit, int], discretization: float) -> Any | None:
                 return None  # composing needs one interval; a coarsened part cannot join
         except (AttributeError, TypeError):
             return None
-        out = out.compose(part)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                out = out.compose(part)
+        except (ArithmeticError, ValueError, RuntimeWarning):
+            return None
     return out
 
 
 def pld_epsilon(pld: Any, delta: float) -> float:
-    """ε at ``delta`` of a PLD (∞ at δ = 0 for anything but the identity)."""
-    return float(pld.get_epsilon_for_delta(delta))
+    """ε at ``delta`` of a PLD (∞ at δ = 0 for anything but the identity; ∞ if unusable)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            value = float(pld.get_epsilon_for_delta(delta))
+    except (ArithmeticError, ValueError, RuntimeWarning):
+        return math.inf
+    return math.inf if math.isnan(value) else value
