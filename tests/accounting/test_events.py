@@ -103,7 +103,11 @@ positive = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False)
 events = st.one_of(
     st.builds(lambda e, s: PrivacyEvent.laplace(epsilon=e, sensitivity=s), positive, positive),
     st.builds(lambda b, s: PrivacyEvent.laplace(scale=b, sensitivity=s), positive, positive),
-    st.builds(lambda g, s: PrivacyEvent.gaussian(sigma=g, sensitivity=s), positive, positive),
+    st.builds(
+        lambda g, s: PrivacyEvent.gaussian(sigma=g * s, sensitivity=s),
+        st.floats(min_value=0.01, max_value=1e3),
+        positive,
+    ),
     st.builds(
         lambda nm, b, extra, steps: PrivacyEvent.dp_sgd(
             noise_multiplier=nm, batch_size=b, n=b + extra, steps=steps, library="opacus"
