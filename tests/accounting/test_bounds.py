@@ -133,3 +133,15 @@ def test_every_accounting_computation_is_bounded_for_extreme_parameters(events, 
     assert all(a >= 0 and not math.isnan(a) for a in alone)
     if fixed is not None:
         assert fixed >= 0
+
+
+def test_a_session_release_with_an_absurd_epsilon_is_refused_and_audited_cleanly(dp_vault):
+    dp = dp_vault.session("ana", purpose="studies").dp
+    with pytest.raises(BudgetExceededError, match="remaining"):
+        dp.count("patients", epsilon=1e6)
+    with pytest.raises(ConfigurationError, match=r"epsilon must lie in \[1e-09, 1e\+06\]"):
+        dp.count("patients", epsilon=1e-320)
+    with pytest.raises(ConfigurationError, match="must lie in"):
+        dp.count("patients", epsilon=1e7)
+    assert dp_vault.budget("patients").committed == 0
+    assert dp_vault.audit.verify().ok
