@@ -13,8 +13,8 @@ Public names:
 """
 
 from .budget import Budget
-from .composition import Accounting
 from .events import PrivacyEvent
+from .filter import Accounting
 from .ledger import Ledger, Reservation
 from .records import Allocation, BudgetStatus, Charge, Share, WhatIf
 

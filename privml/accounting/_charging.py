@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import uuid
@@ -16,7 +15,8 @@ from .._canonical import canonical_json, utcnow
 from ..audit import AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
 from ..storage.engine import Tx, transaction
-from ._check import Decision, PldCache, check, refusal
+from ._check import Decision, check, refusal
+from ._spend import purpose_scope, spent
 from ._store import (
     DatasetRow,
     encode_curve,
@@ -25,13 +25,13 @@ from ._store import (
     lock_dataset,
     read_state,
     scopes_of,
-    state_key,
     version_exists,
     write_allocation,
     write_state,
 )
-from .composition import CHECK_DISCRETIZATION, Accounting, account, rdp_curve
+from .composition import rdp_curve
 from .events import PrivacyEvent
+from .filter import Accounting, filter_figure
 from .records import Allocation, Charge
 
 __all__ = [
@@ -139,7 +139,7 @@ def make_request(
     )
 
 
-def submit(engine: sa.Engine, audit: AuditLog, plds: PldCache, req: Request) -> Charge:
+def submit(engine: sa.Engine, audit: AuditLog, req: Request) -> Charge:
     """Check and record ``req`` in one transaction; retried on a SQLite lock."""
 
     def attempt() -> Charge:
@@ -154,7 +154,7 @@ def submit(engine: sa.Engine, audit: AuditLog, plds: PldCache, req: Request) -> 
                 raise NotFoundError(f"dataset {ds.name!r} has no version {req.version}")
             try:
                 decision = check(
-                    tx.conn, plds, ds, req.event, principal=req.principal, purpose=req.purpose
+                    tx.conn, ds, req.event, principal=req.principal, purpose=req.purpose
                 )
             except ConfigurationError as err:
                 _log_refusal(audit, tx, ds, used, req, str(err), None)
@@ -162,7 +162,7 @@ def submit(engine: sa.Engine, audit: AuditLog, plds: PldCache, req: Request) -> 
             else:
                 refused = decision.refused
                 if refused is None:
-                    return _record(audit, plds, tx, ds, used, decision, req)
+                    return _record(audit, tx, ds, used, decision, req)
                 error = refusal(ds, decision, refused)
                 _log_refusal(audit, tx, ds, used, req, str(error), decision)
         raise error
@@ -172,7 +172,6 @@ def submit(engine: sa.Engine, audit: AuditLog, plds: PldCache, req: Request) -> 
 
 def _record(
     audit: AuditLog,
-    plds: PldCache,
     tx: Tx,
     ds: DatasetRow,
     version: int | None,
@@ -207,18 +206,9 @@ def _record(
             updated=now,
         ),
     )
-    checked = {s.scope: s for s in decision.scopes}
     for scope in scopes_of(req.principal, req.purpose):
-        if scope in checked:
-            tally, revision = checked[scope].tally_after, checked[scope].revision + 1
-            cached = checked[scope].cache_after
-            if cached is not None:
-                key = (*state_key(ds.name, scope, tally, revision), CHECK_DISCRETIZATION)
-                tx.after_commit.append(functools.partial(plds.put, key, *cached))
-        else:
-            before, revision = read_state(tx.conn, ds.name, scope)
-            tally, revision = before.plus(event), revision + 1
-        write_state(tx.conn, ds.name, scope, tally, revision)
+        before, revision = read_state(tx.conn, ds.name, scope)
+        write_state(tx.conn, ds.name, scope, before.plus(event), revision + 1)
     return Charge(
         req.request_id, ds.name, version, req.principal, req.purpose, event, req.status,
         total.before.epsilon, total.after.epsilon, total.after, seq,
@@ -274,7 +264,10 @@ def allocate(
     epsilon: float,
     actor: str,
 ) -> Allocation:
-    """Cap one principal's or purpose's share of ``dataset``'s budget (audited)."""
+    """Cap one principal's or purpose's share of ``dataset``'s budget (audited).
+
+    A purpose's allocation binds the purpose and every purpose below it.
+    """
     if (principal is None) == (purpose is None):
         raise ConfigurationError("allocate one share: give principal= or purpose=, not both")
     scope = (
@@ -294,8 +287,9 @@ def allocate(
                 f"ε={ds.budget.epsilon:g}"
             )
         previous = write_allocation(tx.conn, dataset, scope, float(epsilon), utcnow())
-        tally, _ = read_state(tx.conn, dataset, scope)
-        spent = account(tally, ds.budget.delta)
+        members = purpose_scope(tx.conn, who_of(scope)) if purpose is not None else (scope,)
+        tally, _ = spent(tx.conn, dataset, members)
+        used = filter_figure(tally, ds.budget.delta)
         kind, _, who = scope.partition(":")
         audit.append(
             tx,
@@ -306,7 +300,12 @@ def allocate(
             dataset=dataset,
             details={kind: who, "epsilon": float(epsilon), "previous": previous},
         )
-    return Allocation(dataset, principal, purpose, float(epsilon), spent.epsilon)
+    return Allocation(dataset, principal, purpose, float(epsilon), used.epsilon)
+
+
+def who_of(scope: str) -> str:
+    """The name in a scope key such as ``"purpose:research"``."""
+    return scope.partition(":")[2]
 
 
 def _finite(x: float) -> float | None:
@@ -332,10 +331,10 @@ def charge_from_row(row: Any, ds: DatasetRow, *, replayed: bool = False) -> Char
         ds.budget.delta,
         method,
         figure if method == "rdp" else None,
-        figure if method == "pld" else None,
         figure if method == "basic" else None,
-        row.discretization,
-        row.accountant,
+        fixed_sequence_epsilon=figure if method == "pld" else None,
+        discretization=row.discretization,
+        accountant=row.accountant,
     )
     return Charge(
         row.request_id, row.dataset, row.version, row.principal, row.purpose,

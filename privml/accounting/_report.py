@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -9,33 +11,26 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..storage.engine import read
-from ._check import PldCache
+from ._pld import pld_epsilon, pld_of
+from ._spend import purpose_parents, spent, subtree
 from ._store import (
     allocations,
     event_rows,
     events_of,
     lock_dataset,
-    read_state,
     scope_names,
+    state_key,
     status_counts,
 )
-from .composition import (
-    CHECK_DISCRETIZATION,
-    REPORT_DISCRETIZATION,
-    Accounting,
-    Tally,
-    account,
-    naive_costs,
-    pld_of,
-    units_of,
-)
+from .composition import REPORT_DISCRETIZATION, Tally, naive_costs, units_of
 from .events import PrivacyEvent
+from .filter import Accounting, filter_figure
 from .records import BudgetStatus, Share
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["events_frame", "plot", "status"]
+__all__ = ["FixedSequenceCache", "events_frame", "plot", "status"]
 
 _COLUMNS = [
     "id",
@@ -65,33 +60,71 @@ _COLUMNS = [
 ]
 
 
-def _scope_figure(
-    conn: sa.Connection, plds: PldCache, dataset: str, scope: str, delta: float
-) -> tuple[Accounting, int]:
-    tally, revision = read_state(conn, dataset, scope)
+class FixedSequenceCache:
+    """Fixed-sequence (PLD) figures of datasets, keyed by the dataset's state (never stale)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._items: OrderedDict[tuple[Any, ...], float | None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def figure(
+        self, conn: sa.Connection, dataset: str, tally: Tally, revision: int
+    ) -> float | None:
+        """PLD ε of every active event of ``dataset`` at its δ, as if fixed in advance."""
+        key = state_key(dataset, "", tally, revision)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        delta = lock_dataset(conn, dataset, lock=False).budget.delta
+        pld = pld_of(units_of(events_of(event_rows(conn, dataset))), REPORT_DISCRETIZATION)
+        value = None if pld is None else pld_epsilon(pld, delta)
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+def _overall(
+    conn: sa.Connection, cache: FixedSequenceCache, dataset: str, delta: float
+) -> Accounting:
+    tally, revision = spent(conn, dataset, ("",))
+    figure = filter_figure(tally, delta)
     if tally.count == 0 or delta == 0:
-        return account(tally, delta), tally.count
-    _, pld = plds.scope_pld(conn, dataset, scope, tally, revision, REPORT_DISCRETIZATION)
-    return account(tally, delta, pld=pld, discretization=REPORT_DISCRETIZATION), tally.count
+        return figure
+    return figure.with_fixed_sequence(
+        cache.figure(conn, dataset, tally, revision), REPORT_DISCRETIZATION
+    )
 
 
-def status(engine: sa.Engine, plds: PldCache, dataset: str) -> BudgetStatus:
-    """The dataset's budget status, with PLD at the report discretization."""
+def _shares(conn: sa.Connection, dataset: str, delta: float) -> dict[str, dict[str, Share]]:
+    caps = allocations(conn, dataset)
+    parents = purpose_parents(conn)
+    shares: dict[str, dict[str, Share]] = {"principal": {}, "purpose": {}}
+    for scope in sorted(set(scope_names(conn, dataset)) | set(caps)):
+        if not scope:
+            continue
+        kind, _, name = scope.partition(":")
+        members = (
+            tuple(f"purpose:{p}" for p in subtree(parents, name)) if kind == "purpose" else (scope,)
+        )
+        figure = filter_figure(spent(conn, dataset, members)[0], delta)
+        cap = caps.get(scope)
+        left = None if cap is None else max(cap - figure.epsilon, 0.0)
+        shares[kind][name] = Share(figure.epsilon, cap, left, figure.method)
+    return shares
+
+
+def status(engine: sa.Engine, cache: FixedSequenceCache, dataset: str) -> BudgetStatus:
+    """The dataset's budget status: the filter's figures, and the fixed-sequence PLD beside them."""
     with read(engine) as conn:
         ds = lock_dataset(conn, dataset, lock=False)
         delta, total = ds.budget.delta, ds.budget.epsilon
-        caps = allocations(conn, dataset)
         counts = status_counts(conn, dataset)
-        overall, _ = _scope_figure(conn, plds, dataset, "", delta)
-        shares: dict[str, dict[str, Share]] = {"principal": {}, "purpose": {}}
-        for scope in sorted(set(scope_names(conn, dataset)) | set(caps)):
-            if not scope:
-                continue
-            figure, _ = _scope_figure(conn, plds, dataset, scope, delta)
-            cap = caps.get(scope)
-            left = None if cap is None else max(cap - figure.epsilon, 0.0)
-            kind, _, name = scope.partition(":")
-            shares[kind][name] = Share(figure.epsilon, cap, left, figure.method)
+        overall = _overall(conn, cache, dataset, delta)
+        shares = _shares(conn, dataset, delta)
         events = events_of(event_rows(conn, dataset))
     return BudgetStatus(
         dataset=dataset,
@@ -144,7 +177,7 @@ def events_frame(engine: sa.Engine, dataset: str) -> pd.DataFrame:
 def cumulative(
     events: list[PrivacyEvent], delta: float, *, points: int = 100
 ) -> tuple[list[int], list[float], list[float]]:
-    """Charge numbers (1-based), the tight ε after each, and the naive running sum."""
+    """Charge numbers (1-based), the filter's ε after each, and the naive running sum."""
     naive = np.cumsum(naive_costs(events, delta)).tolist()
     n = len(events)
     marks = sorted({int(k) for k in np.linspace(1, n, min(n, points))}) if n else []
@@ -153,8 +186,7 @@ def cumulative(
         for event in events[done:k]:
             tally = tally.plus(event)
         done = k
-        pld = pld_of(units_of(events[:k]), CHECK_DISCRETIZATION) if delta > 0 else None
-        tight.append(account(tally, delta, pld=pld, discretization=CHECK_DISCRETIZATION).epsilon)
+        tight.append(filter_figure(tally, delta).epsilon)
     return marks, tight, [naive[k - 1] for k in marks]
 
 
@@ -171,7 +203,7 @@ def plot(engine: sa.Engine, dataset: str, *, ax: Axes | None = None) -> Axes:
     marks, tight, naive = cumulative(events, delta)
     if marks:
         ax.step(marks, naive, where="post", linestyle="--", color="grey", label="naive sum")
-        ax.plot(marks, tight, marker="o", markersize=3, label="privml (min of RDP, PLD, basic)")
+        ax.plot(marks, tight, marker="o", markersize=3, label="privml privacy filter (admission)")
     ax.axhline(total, color="crimson", linewidth=1, label=f"budget ε={total:g}")
     ax.set_xlabel("charges, in time order (reserved and committed)")
     ax.set_ylabel(f"cumulative ε at δ={delta:g}")

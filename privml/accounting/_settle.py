@@ -1,4 +1,10 @@
-"""Settling and releasing reservations. Either only lowers what a dataset has spent."""
+"""Settling and releasing reservations. Either only lowers what a dataset has spent.
+
+Neither needs a check: the privacy filter admitted the reservation at its
+planned cost, and the actual cost is no higher (a settle) or nothing at all
+(a release: no data was touched), so the filter's proof still covers every
+later admission (see :mod:`privml.accounting.filter`).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,21 @@ from ..audit import AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
 from ..storage.engine import Tx, transaction
 from ._charging import charge_from_row
+from ._spend import spent
 from ._store import (
     DatasetRow,
     encode_curve,
     event_rows,
+    events_of,
     find_request,
     lock_dataset,
-    read_state,
     recompute_states,
     scopes_of,
-    tally_of,
     update_event,
 )
-from .composition import account, rdp_curve
+from .composition import Tally, rdp_curve
 from .events import PrivacyEvent
+from .filter import filter_figure
 from .records import Charge
 
 __all__ = ["not_above", "release", "settle"]
@@ -106,10 +113,10 @@ def settle(engine: sa.Engine, audit: AuditLog, request_id: str, event: PrivacyEv
                 details={**common, "reason": str(error)},
             )
         else:
-            tally, _ = read_state(tx.conn, ds.name, "")
+            tally, _ = spent(tx.conn, ds.name, ("",))
             others = [r for r in event_rows(tx.conn, ds.name) if r.id != row.id]
-            before = account(tally, ds.budget.delta)
-            after = account(tally_of(others).plus(event), ds.budget.delta)
+            before = filter_figure(tally, ds.budget.delta)
+            after = filter_figure(Tally.of([*events_of(others), event]), ds.budget.delta)
             seq = audit.append(
                 tx,
                 principal=row.principal,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from ..exceptions import ConfigurationError
+from ._params import EPSILON_RANGE, in_range
+from ._params import delta as check_delta
 
 __all__ = ["Budget"]
 
@@ -19,8 +19,10 @@ class Budget:
     epsilon : float
         Total ε, finite and positive.
     delta : float
-        Total δ in ``[0, 1)``; ``0`` means pure DP. Keep it well below
-        ``1 / rows`` (a common choice is ``1e-5`` or smaller).
+        Total δ: ``0`` (pure DP) or in ``[1e-30, 1)``. Keep it well below
+        ``1 / rows`` (a common choice is ``1e-5`` or smaller). Generic
+        (ε, δ > 0) releases may use up a tenth of it together; the rest is
+        shared by the privacy filter's Rényi orders.
 
     Examples
     --------
@@ -36,9 +38,6 @@ class Budget:
     delta: float = 0.0
 
     def __init__(self, *, epsilon: float, delta: float = 0.0) -> None:
-        if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
-            raise ConfigurationError(f"budget epsilon must be finite and > 0, got {epsilon!r}")
-        if not (isinstance(delta, int | float) and 0 <= delta < 1):
-            raise ConfigurationError(f"budget delta must lie in [0, 1), got {delta!r}")
-        object.__setattr__(self, "epsilon", float(epsilon))
-        object.__setattr__(self, "delta", float(delta))
+        eps = in_range("budget epsilon", epsilon, EPSILON_RANGE)
+        object.__setattr__(self, "epsilon", eps)
+        object.__setattr__(self, "delta", check_delta("budget delta", delta))

@@ -1,25 +1,21 @@
-"""Composition: how much ε a set of privacy events has spent, at a dataset's δ.
-
-Why the figures are sound (each is an upper bound on the true ε at δ under
-adaptive composition, for add/remove-one neighbours; the ledger uses the
-smallest):
+"""Composition: the RDP curves of privacy events, running tallies, and single-event figures.
 
 * **RDP** (Mironov 2017): Rényi divergences of adaptively composed mechanisms
-  add up order by order, so the dataset's curve is the sum of its events'
-  curves; ε at δ is the conversion of Canonne, Kamath and Steinke (2020) as
-  implemented by ``dp_accounting.rdp.compute_epsilon``. Per-event curves come
-  from ``dp_accounting`` (Gaussian, Laplace, Poisson-sampled Gaussian); a
-  generic pure ε event uses the binary randomized-response pair, of which
-  every ε-DP mechanism is a post-processing (Kairouz, Oh and Viswanath 2015),
-  so its divergences bound the mechanism's. A generic event with δ > 0 has no
-  finite RDP bound (∞ at every order).
-* **PLD** (Meiser and Mohammadi 2018; Koskela et al. 2020): ``dp_accounting``'s
-  pessimistic privacy-loss distributions, composed by convolution. Rounding
-  is pessimistic, so a coarser discretization only overestimates ε.
-* **Basic** (Dwork et al. 2006): when every event is pure ε-DP, the εs add up,
-  and this is exact for pure DP. It is the only figure at δ = 0, where PLD
-  and RDP both give ∞ (``dp_accounting`` truncates tails), and events that are
-  not pure ε-DP are refused there.
+  add up order by order, so a scope's curve is the sum of its events' curves.
+  Per-event curves come from ``dp_accounting`` (Gaussian, Laplace,
+  Poisson-sampled Gaussian); a generic ε event uses the binary
+  randomized-response pair, of which every ε-DP mechanism is a
+  post-processing (Kairouz, Oh and Viswanath 2015), so its divergences bound
+  the mechanism's. A generic (ε, δ > 0) event has the same curve for its
+  randomized-response part; its δ is accounted separately (see
+  :mod:`privml.accounting.filter`, which decides admission from these sums).
+* **One event on its own** (:func:`epsilon_alone`, what a release claims by
+  itself and what DP-SGD calibrates σ on): the smaller of its RDP conversion
+  and its PLD (``dp_accounting``'s pessimistic privacy-loss distribution,
+  bounded in size by :mod:`privml.accounting._pld`). One event's parameters
+  are fixed before it runs, so both are valid for it.
+* **Naive** (:func:`naive_costs`): basic composition of each event's own ε,
+  for comparison only.
 
 GDP/CLT approximations are never used: they are not upper bounds.
 """
@@ -29,10 +25,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -40,22 +35,18 @@ import numpy.typing as npt
 from .events import PrivacyEvent
 
 __all__ = [
-    "CHECK_DISCRETIZATION",
     "ORDERS",
     "REPORT_DISCRETIZATION",
-    "TOLERANCE",
-    "Accounting",
-    "Method",
+    "Curve",
     "Tally",
-    "account",
+    "Unit",
     "accountant_name",
     "epsilon_alone",
     "naive_costs",
-    "pld_epsilon",
-    "pld_of",
     "rdp_curve",
     "rdp_epsilon",
     "unit_counts",
+    "units_of",
 ]
 
 # RDP orders. Stored curves are sums over these exact orders: never change them
@@ -65,11 +56,8 @@ ORDERS: tuple[float, ...] = tuple(
     + [float(a) for a in range(11, 64)]
     + [128, 256, 512, 1024]
 )
-CHECK_DISCRETIZATION = 1e-3  # PLD interval for charge checks
-REPORT_DISCRETIZATION = 1e-4  # PLD interval for reports (status, plots)
-TOLERANCE = 1e-9  # relative tolerance of a budget comparison
+REPORT_DISCRETIZATION = 1e-4  # PLD interval of single-event and fixed-sequence figures
 
-Method = Literal["none", "basic", "rdp", "pld"]
 Curve = npt.NDArray[np.float64]
 # A mechanism applied once: ("laplace", noise multiplier, 0), ("gaussian", nm, 0),
 # ("sampled_gaussian", nm, q), ("generic", ε, δ). Events are counts of units.
@@ -111,14 +99,12 @@ def _unit_rdp(unit: Unit) -> Curve:
     kind, a, b = unit
     orders = np.array(ORDERS)
     if kind == "generic":
-        if b > 0:
-            curve = np.full(len(ORDERS), np.inf)
-        else:
-            # Binary randomized response with ratio e^ε, the worst ε-DP pair.
-            lp = -math.log1p(math.exp(-a))  # log e^ε/(1+e^ε)
-            lq = lp - a  # log 1/(1+e^ε), without overflow for large ε
-            mix = np.logaddexp(orders * lp + (1 - orders) * lq, orders * lq + (1 - orders) * lp)
-            curve = np.minimum(mix / (orders - 1), a)
+        # Binary randomized response with ratio e^ε, the worst ε-DP pair (for an
+        # (ε, δ) event: the part outside its δ flag, which the filter keeps apart).
+        lp = -math.log1p(math.exp(-a))  # log e^ε/(1+e^ε)
+        lq = lp - a  # log 1/(1+e^ε), without overflow for large ε
+        mix = np.logaddexp(orders * lp + (1 - orders) * lq, orders * lq + (1 - orders) * lp)
+        curve: Curve = np.minimum(mix / (orders - 1), a)
     else:
         from . import _dp
 
@@ -154,54 +140,24 @@ def rdp_epsilon(curve: Curve, delta: float) -> float:
     return float(compute_epsilon(ORDERS, [float(r) for r in curve], delta)[0])
 
 
-# -- PLD ------------------------------------------------------------------------------
-@lru_cache(maxsize=512)
-def _unit_pld(unit: Unit, count: int, discretization: float) -> Any:
-    from . import _dp
-
-    pld = _dp.pld
-    kind, a, b = unit
-    if kind == "gaussian":  # k Gaussians are one Gaussian with σ/√k: exact
-        return pld.from_gaussian_mechanism(
-            standard_deviation=a / math.sqrt(count), value_discretization_interval=discretization
-        )
-    if kind == "laplace":
-        one = pld.from_laplace_mechanism(parameter=a, value_discretization_interval=discretization)
-    elif kind == "sampled_gaussian":
-        one = pld.from_gaussian_mechanism(
-            standard_deviation=a, sampling_prob=b, value_discretization_interval=discretization
-        )
-    else:
-        params = _dp.pld_common.DifferentialPrivacyParameters(epsilon=a, delta=b)
-        one = pld.from_privacy_parameters(params, value_discretization_interval=discretization)
-    return one if count == 1 else one.self_compose(count)
-
-
-def pld_of(units: Mapping[Unit, int], discretization: float) -> Any:
-    """The composed pessimistic PLD of ``units`` (unit mechanism -> count)."""
-    from ._dp import pld
-
-    out = pld.identity(value_discretization_interval=discretization)
-    for unit in sorted(units):
-        if units[unit] > 0:
-            out = out.compose(_unit_pld(unit, units[unit], discretization))
-    return out
-
-
-def pld_epsilon(pld: Any, delta: float) -> float:
-    """ε at ``delta`` of a PLD (∞ at δ = 0 for anything but the identity)."""
-    return float(pld.get_epsilon_for_delta(delta))
-
-
 # -- tallies and figures --------------------------------------------------------------
 @dataclass
 class Tally:
-    """What a set of events has spent, in the forms a check needs (kept per dataset)."""
+    """What a set of events has spent, in the forms the privacy filter needs.
+
+    ``rdp`` sums the events' RDP curves; ``pure_epsilon`` the ε of the pure
+    ε-DP ones; ``impure`` counts the others. Generic (ε, δ > 0) events are
+    among the impure ones and are also summed in ``approx`` (their number),
+    ``approx_epsilon`` and ``approx_delta``.
+    """
 
     rdp: Curve
     pure_epsilon: float = 0.0
     impure: int = 0
     count: int = 0
+    approx: int = 0
+    approx_epsilon: float = 0.0
+    approx_delta: float = 0.0
 
     @classmethod
     def empty(cls) -> Tally:
@@ -216,88 +172,49 @@ class Tally:
 
     def plus(self, event: PrivacyEvent) -> Tally:
         pure = event.pure_epsilon
+        approx = event.kind == "generic" and pure is None
+        p = event.params
         return Tally(
             self.rdp + rdp_curve(event),
             self.pure_epsilon + (pure or 0.0),
             self.impure + (pure is None),
             self.count + 1,
+            self.approx + approx,
+            self.approx_epsilon + (p["epsilon"] if approx else 0.0),
+            self.approx_delta + (p["delta"] if approx else 0.0),
         )
 
-
-@dataclass(frozen=True)
-class Accounting:
-    """One ε figure and how it was obtained.
-
-    Attributes
-    ----------
-    epsilon : float
-        The smallest of the figures computed (an upper bound on the true ε).
-    delta : float
-        The δ it holds at.
-    method : {"none", "basic", "rdp", "pld"}
-        Which figure ``epsilon`` is ("none": nothing spent).
-    rdp_epsilon, pld_epsilon, basic_epsilon : float or None
-        Each figure computed (None: not computed or not applicable).
-    discretization : float or None
-        The PLD discretization interval, when a PLD figure was computed.
-    accountant : str
-        The accounting library and version, e.g. ``"dp_accounting 0.6.0"``.
-    """
-
-    epsilon: float
-    delta: float
-    method: Method
-    rdp_epsilon: float | None
-    pld_epsilon: float | None
-    basic_epsilon: float | None
-    discretization: float | None
-    accountant: str
-
-    def describe(self) -> str:
-        """e.g. ``"PLD (dp_accounting 0.6.0, discretization 0.001)"``."""
-        if self.method == "none":
-            return "nothing spent"
-        if self.method == "basic":
-            return "basic composition (exact for pure ε-DP)"
-        name = "RDP" if self.method == "rdp" else "PLD"
-        extra = f", discretization {self.discretization:g}" if self.method == "pld" else ""
-        return f"{name} ({self.accountant}{extra})"
-
-
-def account(
-    tally: Tally, delta: float, *, pld: Any | None = None, discretization: float | None = None
-) -> Accounting:
-    """The tightest figure for ``tally`` at ``delta``; ``pld`` (its composed PLD) if computed."""
-    name = accountant_name()
-    if tally.count == 0:
-        return Accounting(0.0, delta, "none", 0.0, 0.0, 0.0, None, name)
-    basic = tally.pure_epsilon if tally.impure == 0 else None
-    if delta == 0:
-        eps = basic if basic is not None else math.inf
-        return Accounting(eps, delta, "basic", None, None, basic, None, name)
-    rdp = rdp_epsilon(tally.rdp, delta)
-    pld_eps = pld_epsilon(pld, delta) if pld is not None else None
-    figures: list[tuple[float, Method]] = [(rdp, "rdp")]
-    if pld_eps is not None:
-        figures.append((pld_eps, "pld"))
-    if basic is not None:
-        figures.append((basic, "basic"))
-    eps, method = min(figures, key=lambda f: f[0])
-    return Accounting(
-        eps, delta, method, rdp, pld_eps, basic, discretization if pld is not None else None, name
-    )
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.rdp + other.rdp,
+            self.pure_epsilon + other.pure_epsilon,
+            self.impure + other.impure,
+            self.count + other.count,
+            self.approx + other.approx,
+            self.approx_epsilon + other.approx_epsilon,
+            self.approx_delta + other.approx_delta,
+        )
 
 
 @lru_cache(maxsize=1024)
 def _alone(unit: Unit, count: int, delta: float) -> float:
     if unit[0] == "laplace":
         return count / unit[1]
+    from ._pld import pld_epsilon, unit_pld
+
     rdp = rdp_epsilon(_unit_rdp(unit) * count, delta)
-    return min(rdp, pld_epsilon(_unit_pld(unit, count, REPORT_DISCRETIZATION), delta))
+    pld = unit_pld(unit, count, REPORT_DISCRETIZATION)  # None when too large to compute
+    return rdp if pld is None else min(rdp, pld_epsilon(pld, delta))
 
 
-def epsilon_alone(event: PrivacyEvent, delta: float) -> float:
-    """The ε of one event on its own at ``delta`` (what a release would claim by itself)."""
+def epsilon_alone(event: PrivacyEvent, delta: float, *, tight: bool = True) -> float:
+    """The ε of one event on its own at ``delta`` (what a release would claim by itself).
+
+    Valid for that one event, whose parameters are fixed before it runs; it is
+    not an admission figure (the ledger composes with its privacy filter).
+    Memory and time are bounded for any valid event; ``tight=False`` skips
+    the PLD (RDP conversion only: cheaper, never smaller).
+    """
     if event.pure_epsilon is not None:
         return event.pure_epsilon
     if event.kind == "generic":
@@ -305,6 +222,8 @@ def epsilon_alone(event: PrivacyEvent, delta: float) -> float:
     if delta <= 0:
         return math.inf
     unit, count = unit_counts(event)
+    if not tight:
+        return rdp_epsilon(rdp_curve(event), delta)
     return _alone(unit, count, delta)
 
 

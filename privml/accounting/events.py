@@ -8,6 +8,12 @@ the ε that library reported itself. It round-trips through canonical JSON,
 which is how the ledger stores it.
 
 The neighbouring relation throughout is add/remove one record.
+
+Parameters are validated when an event is built, each against an accepted
+range (see :mod:`privml.accounting._params`): ε in [1e-9, 1e6], σ/Δ in
+[1e-3, 1e9], δ = 0 or in [1e-30, 1), sample rates in [1e-9, 1], at most 1e8
+steps. Anything else is refused there with a ConfigurationError that names the
+range, so no accountant, JSON encoder or audit entry ever sees it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._canonical import canonical_json
 from ..exceptions import ConfigurationError, IntegrityError
+from ._params import (
+    EPSILON_RANGE,
+    NOISE_MULTIPLIER_RANGE,
+    SAMPLE_RATE_MIN,
+    SCALE_RANGE,
+    STEPS_MAX,
+)
 from ._params import count as _count
+from ._params import delta as _delta
+from ._params import in_range as _in_range
 from ._params import one_of as _one_of
 from ._params import positive as _positive
 from ._params import same_params as _same_params
@@ -101,13 +116,13 @@ event=GaussianDpEvent(noise_multiplier=1.1)), count=2344)
         0.1
         """
         _one_of("epsilon", epsilon, "scale", scale)
-        sens = _positive("sensitivity", sensitivity)
+        sens = _in_range("sensitivity", sensitivity, SCALE_RANGE)
         if epsilon is not None:
-            eps = _positive("epsilon", epsilon)
+            eps = _in_range("epsilon", epsilon, EPSILON_RANGE)
             b = sens / eps
         else:
-            b = _positive("scale", scale)
-            eps = sens / b
+            b = _in_range("scale", scale, SCALE_RANGE)
+            eps = _in_range("epsilon (sensitivity / scale)", sens / b, EPSILON_RANGE)
         params = {"epsilon": eps, "scale": b, "sensitivity": sens}
         return cls._make("laplace", params, library, library_version, reported_epsilon)
 
@@ -132,12 +147,12 @@ event=GaussianDpEvent(noise_multiplier=1.1)), count=2344)
         GaussianDpEvent(noise_multiplier=10.0)
         """
         _one_of("noise_multiplier", noise_multiplier, "sigma", sigma)
-        sens = _positive("sensitivity", sensitivity)
+        sens = _in_range("sensitivity", sensitivity, SCALE_RANGE)
         if sigma is not None:
-            s = _positive("sigma", sigma)
-            nm = s / sens
+            s = _in_range("sigma", sigma, SCALE_RANGE)
+            nm = _in_range("sigma / sensitivity", s / sens, NOISE_MULTIPLIER_RANGE)
         else:
-            nm = _positive("noise_multiplier", noise_multiplier)
+            nm = _in_range("noise_multiplier", noise_multiplier, NOISE_MULTIPLIER_RANGE)
             s = nm * sens
         params = {"noise_multiplier": nm, "sigma": s, "sensitivity": sens}
         return cls._make("gaussian", params, library, library_version, reported_epsilon)
@@ -167,8 +182,8 @@ event=GaussianDpEvent(noise_multiplier=1.1)), count=2344)
         >>> PrivacyEvent.dp_sgd(noise_multiplier=1.0, sample_rate=0.01, steps=100).params
         {'noise_multiplier': 1.0, 'sample_rate': 0.01, 'steps': 100}
         """
-        nm = _positive("noise_multiplier", noise_multiplier)
-        count = _count("steps", steps)
+        nm = _in_range("noise_multiplier", noise_multiplier, NOISE_MULTIPLIER_RANGE)
+        count = _count("steps", steps, STEPS_MAX)
         params: dict[str, Any] = {"noise_multiplier": nm}
         if batch_size is not None or n is not None:
             if batch_size is None or n is None:
@@ -188,9 +203,10 @@ event=GaussianDpEvent(noise_multiplier=1.1)), count=2344)
             rate = _positive("sample_rate", sample_rate)
         if rate > 1:
             raise ConfigurationError(f"sample_rate must be in (0, 1], got {rate}")
+        rate = _in_range("sample_rate", rate, (SAMPLE_RATE_MIN, 1.0))
         params.update(sample_rate=rate, steps=count)
         if max_grad_norm is not None:
-            params["max_grad_norm"] = _positive("max_grad_norm", max_grad_norm)
+            params["max_grad_norm"] = _in_range("max_grad_norm", max_grad_norm, SCALE_RANGE)
         return cls._make("dp_sgd", params, library, library_version, reported_epsilon)
 
     @classmethod
@@ -213,10 +229,8 @@ event=GaussianDpEvent(noise_multiplier=1.1)), count=2344)
         >>> PrivacyEvent.generic(epsilon=0.5, delta=1e-7, library="diffprivlib").is_pure
         False
         """
-        eps = _positive("epsilon", epsilon)
-        if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1:
-            raise ConfigurationError(f"delta must lie in [0, 1), got {delta!r}")
-        params = {"epsilon": eps, "delta": float(delta)}
+        eps = _in_range("epsilon", epsilon, EPSILON_RANGE)
+        params = {"epsilon": eps, "delta": _delta("delta", delta)}
         return cls._make("generic", params, library, library_version, reported_epsilon)
 
     @classmethod
@@ -283,7 +297,7 @@ event=GaussianDpEvent(noise_multiplier=1.1)), count=2344)
         """
         if self.kind != "dp_sgd":
             raise ConfigurationError(f"with_steps() applies to dp_sgd events, not {self.kind}")
-        params = {**self.params, "steps": _count("steps", steps)}
+        params = {**self.params, "steps": _count("steps", steps, STEPS_MAX)}
         return PrivacyEvent._make(
             "dp_sgd", params, self.library, self.library_version, self.reported_epsilon
         )

@@ -1,8 +1,9 @@
 """The privacy-budget ledger: every DP release is charged here, atomically, before it happens.
 
-A charge composes the requested event with everything the dataset has already
-spent (committed and reserved events) and, if the result fits the budget (and
-any allocation of the principal or purpose), records the event and its audit
+A charge adds the requested event to everything the dataset has already
+spent (committed and reserved events) and, if the privacy filter
+(:mod:`privml.accounting.filter`, proven for fully adaptive composition) still
+admits it within the budget and every allocation it counts against, records the event and its audit
 entry in one transaction before returning. Otherwise it raises
 :class:`~privml.exceptions.BudgetExceededError`, records the refusal in the
 audit log and charges nothing; a refusal changes no budget, so later smaller
@@ -24,7 +25,8 @@ from ..exceptions import ConfigurationError
 from ..storage.engine import read
 from . import _charging, _report, _settle
 from ._charging import retry_locked
-from ._check import PldCache, check, tightest
+from ._check import check
+from ._report import FixedSequenceCache
 from ._store import lock_dataset
 from .events import PrivacyEvent
 from .records import Allocation, BudgetStatus, Charge, WhatIf
@@ -106,7 +108,7 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
     def __init__(self, engine: sa.Engine, audit: AuditLog) -> None:
         self._open_engine: sa.Engine | None = engine
         self._audit = audit
-        self._plds = PldCache()
+        self._fixed = FixedSequenceCache()
 
     @property
     def _engine(self) -> sa.Engine:
@@ -161,7 +163,7 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         request = _charging.make_request(
             dataset, event, principal, purpose, request_id, version, "committed", context
         )
-        return _charging.submit(self._engine, self._audit, self._plds, request)
+        return _charging.submit(self._engine, self._audit, request)
 
     def reserve(
         self,
@@ -178,7 +180,7 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         request = _charging.make_request(
             dataset, event, principal, purpose, request_id, version, "reserved", context
         )
-        charge = _charging.submit(self._engine, self._audit, self._plds, request)
+        charge = _charging.submit(self._engine, self._audit, request)
         return Reservation(self, charge)
 
     # -- reservations -----------------------------------------------------------------
@@ -203,7 +205,10 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         """Cap one principal's or one purpose's share of ``dataset``'s budget at ``epsilon``.
 
         Both the share and the dataset's total are enforced on every charge. A
-        new allocation for the same principal (purpose) replaces the old one.
+        purpose's allocation binds the purpose and every purpose below it (as a
+        grant does): a charge for ``research/onc`` counts against the
+        allocations of ``research/onc`` and of each of its ancestors. A new
+        allocation for the same principal (purpose) replaces the old one.
         """
         return _charging.allocate(
             self._engine,
@@ -227,7 +232,8 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         """What charging ``event`` would do now, without charging (nothing is written).
 
         ``allowed`` is exactly what :meth:`charge` would decide now; the figures
-        are the tightest at the check's discretization (RDP, and PLD at 0.001).
+        are the privacy filter's (the admission figures, see
+        :mod:`privml.accounting.filter`).
 
         Examples
         --------
@@ -241,9 +247,8 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
             raise ConfigurationError("event must be a privml.accounting.PrivacyEvent")
         with read(self._engine) as conn:
             ds = lock_dataset(conn, dataset, lock=False)
-            decision = check(conn, self._plds, ds, event, principal=principal, purpose=purpose)
-            total = tightest(conn, self._plds, ds, decision)
-        refused = decision.refused
+            decision = check(conn, ds, event, principal=principal, purpose=purpose)
+        refused, total = decision.refused, decision.total
         return WhatIf(
             allowed=refused is None,
             epsilon_spent=total.before.epsilon,
@@ -256,13 +261,17 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         )
 
     def status(self, dataset: str) -> BudgetStatus:
-        """The dataset's budget: spent (tightest sound figure), total, remaining, by whom."""
-        return _report.status(self._engine, self._plds, dataset)
+        """The dataset's budget: spent (the privacy filter's figure), total, remaining, by whom.
+
+        Beside it, ``accounting.fixed_sequence_epsilon`` is the PLD figure of
+        the same events, valid only had they been fixed in advance.
+        """
+        return _report.status(self._engine, self._fixed, dataset)
 
     def events(self, dataset: str) -> pd.DataFrame:
         """Every ledger row of ``dataset`` (all statuses), oldest first, as a DataFrame."""
         return _report.events_frame(self._engine, dataset)
 
     def plot(self, dataset: str, *, ax: Axes | None = None) -> Axes:
-        """Plot cumulative ε over time (tight, and the naive sum) against the budget."""
+        """Plot cumulative ε over time (the filter's figure and the naive sum) and the budget."""
         return _report.plot(self._engine, dataset, ax=ax)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .composition import Accounting
 from .events import PrivacyEvent
+from .filter import Accounting
 
 __all__ = ["Allocation", "BudgetStatus", "Charge", "Share", "WhatIf"]
 
@@ -30,7 +30,7 @@ class Charge:
         The effective event (after a settle, the settled one).
     status : {"reserved", "committed", "released"}
     epsilon_before, epsilon_after : float
-        The dataset's ε before and after, as the check computed them.
+        The dataset's ε before and after: the privacy filter's figures.
     accounting : Accounting
         How ``epsilon_after`` was obtained.
     audit_seq : int
@@ -60,7 +60,8 @@ class Share:
     Attributes
     ----------
     epsilon_spent : float
-        ε of this principal's (purpose's) reserved and committed events together.
+        The filter's ε of this principal's reserved and committed events
+        together (for a purpose: its events and those of every purpose below it).
     epsilon_cap : float or None
         Its allocation (:meth:`privml.Vault.allocate`), if any.
     remaining : float or None
@@ -79,17 +80,20 @@ class Share:
 class BudgetStatus:
     """A dataset's privacy budget: spent, total, remaining, and by whom.
 
-    ``epsilon_spent`` is the tightest sound figure for every reserved and
-    committed event together at ``delta`` (the smallest of RDP, PLD at
-    ``discretization`` and, for pure ε-DP events, basic composition);
-    ``epsilon_naive`` is what adding up each release's own ε would give.
+    ``epsilon_spent`` is the **admission figure**: the privacy filter's ε for
+    every reserved and committed event together at ``delta`` (an RDP filter
+    whose orders share δ, or basic composition for pure ε-DP events; proven
+    for releases chosen adaptively, see :mod:`privml.accounting.filter`).
+    ``epsilon_fixed_sequence`` is the PLD figure of the same events, valid
+    only for a sequence fixed in advance: shown for comparison, never used to
+    admit. ``epsilon_naive`` is what adding up each release's own ε gives.
 
     Attributes
     ----------
     dataset : str
     epsilon_spent, epsilon_total, delta, remaining : float
     method : str
-        ``"none"``, ``"basic"``, ``"rdp"`` or ``"pld"``.
+        The filter member behind ``epsilon_spent``: ``"none"``, ``"basic"`` or ``"rdp"``.
     accounting : Accounting
         Every figure computed, with the library version and discretization.
     epsilon_naive : float
@@ -107,7 +111,7 @@ class BudgetStatus:
     ... )
     >>> status = vault.budget("patients")
     >>> round(status.epsilon_spent, 4), status.epsilon_total, status.method
-    (0.1, 1.0, 'pld')
+    (0.1, 1.0, 'basic')
     >>> round(status.by_principal["ana"].epsilon_spent, 4)
     0.1
     """
@@ -133,8 +137,13 @@ class BudgetStatus:
 
     @property
     def discretization(self) -> float | None:
-        """The PLD discretization of the PLD figure, if one was computed."""
+        """The PLD discretization of the fixed-sequence figure, if one was computed."""
         return self.accounting.discretization
+
+    @property
+    def epsilon_fixed_sequence(self) -> float | None:
+        """PLD ε of the same events, valid only for a sequence fixed in advance (not admission)."""
+        return self.accounting.fixed_sequence_epsilon
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (∞ as None)."""
@@ -147,6 +156,8 @@ class BudgetStatus:
             return obj
 
         out = asdict(self)
+        out["accounting"]["admission"] = self.accounting.describe()
+        out["epsilon_fixed_sequence"] = self.epsilon_fixed_sequence
         out["by_principal"] = {k: asdict(v) for k, v in self.by_principal.items()}
         out["by_purpose"] = {k: asdict(v) for k, v in self.by_purpose.items()}
         return dict(clean(out))
@@ -155,10 +166,17 @@ class BudgetStatus:
         lines = [
             f"{self.dataset}: spent ε={_num(self.epsilon_spent)} of ε={_num(self.epsilon_total)} "
             f"at δ={self.delta:g}; remaining ε={_num(self.remaining)}",
-            f"  method: {self.accounting.describe()}",
+            f"  admission figure: {self.accounting.describe()}",
             f"  naive sum: ε={_num(self.epsilon_naive)}; "
             f"{self.committed} committed, {self.reserved} reserved, {self.released} released",
         ]
+        fixed = self.epsilon_fixed_sequence
+        if fixed is not None:
+            lines.append(
+                f"  fixed-sequence figure (PLD, discretization {self.discretization:g}): "
+                f"ε={_num(fixed)}; valid only had these releases been fixed in advance, "
+                "never used for admission"
+            )
         for title, shares in (("principal", self.by_principal), ("purpose", self.by_purpose)):
             for name, s in shares.items():
                 cap = f" of {_num(s.epsilon_cap)}" if s.epsilon_cap is not None else ""
@@ -186,8 +204,8 @@ class WhatIf:
     allowed : bool
         Whether :meth:`~privml.accounting.Ledger.charge` would accept it now.
     epsilon_spent, epsilon_after, epsilon_total : float
-        The dataset's ε now and after the charge (the smallest of RDP, PLD at
-        0.001 and basic composition), and its budget.
+        The dataset's ε now and after the charge (the privacy filter's
+        admission figures), and its budget.
     remaining_after : float
     requested : float
         The event's own ε at the dataset's δ.

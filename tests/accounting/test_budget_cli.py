@@ -51,7 +51,8 @@ def test_budget_prints_every_dataset(charged, capsys):
     assert main(["budget", str(folder), "--key-file", str(key_file)]) == 0
     out = capsys.readouterr().out
     assert "counts: spent ε=0.5 of ε=2 at δ=0; remaining ε=1.5" in out
-    assert "model: spent ε=" in out and "PLD (dp_accounting" in out
+    assert "model: spent ε=" in out and "admission figure: RDP filter" in out
+    assert "fixed-sequence figure (PLD" in out and "never used for admission" in out
     assert "principal ana: ε=0.5" in out
 
 
@@ -63,6 +64,7 @@ def test_budget_json_with_the_key_from_the_environment(charged, capsys, monkeypa
     assert status["dataset"] == "counts"
     assert status["epsilon_spent"] == 0.5 and status["remaining"] == 1.5
     assert status["accounting"]["method"] == "basic"
+    assert status["accounting"]["admission"].startswith("basic-composition filter")
     assert status["by_purpose"]["stats"]["epsilon_spent"] == 0.5
 
 

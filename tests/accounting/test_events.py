@@ -89,7 +89,7 @@ def test_raw_parameters_and_provenance_are_kept():
             "disagrees",
         ),
         (lambda: PrivacyEvent.dp_sgd(noise_multiplier=1, steps=5, sample_rate=2), "(0, 1]"),
-        (lambda: PrivacyEvent.generic(epsilon=1, delta=1), "delta must lie in"),
+        (lambda: PrivacyEvent.generic(epsilon=1, delta=1), "delta must be 0 or lie in"),
         (lambda: PrivacyEvent.generic(epsilon=1, library=""), "library="),
         (lambda: PrivacyEvent.gaussian(sigma=1).with_steps(3), "dp_sgd"),
     ],
@@ -103,7 +103,11 @@ positive = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False)
 events = st.one_of(
     st.builds(lambda e, s: PrivacyEvent.laplace(epsilon=e, sensitivity=s), positive, positive),
     st.builds(lambda b, s: PrivacyEvent.laplace(scale=b, sensitivity=s), positive, positive),
-    st.builds(lambda g, s: PrivacyEvent.gaussian(sigma=g, sensitivity=s), positive, positive),
+    st.builds(
+        lambda g, s: PrivacyEvent.gaussian(sigma=g * s, sensitivity=s),
+        st.floats(min_value=0.01, max_value=1e3),
+        positive,
+    ),
     st.builds(
         lambda nm, b, extra, steps: PrivacyEvent.dp_sgd(
             noise_multiplier=nm, batch_size=b, n=b + extra, steps=steps, library="opacus"
@@ -116,7 +120,7 @@ events = st.one_of(
     st.builds(
         lambda e, d, r: PrivacyEvent.generic(epsilon=e, delta=d, reported_epsilon=r),
         positive,
-        st.floats(min_value=0, max_value=0.5),
+        st.just(0.0) | st.floats(min_value=1e-30, max_value=0.5),
         st.none() | positive,
     ),
 )

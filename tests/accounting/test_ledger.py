@@ -45,11 +45,11 @@ def test_refusal_states_the_figures_and_charges_nothing(make_vault):
     assert vault.audit.verify().ok
 
 
-def test_refusal_at_positive_delta_names_the_tight_method(make_vault):
-    vault = make_vault(epsilon=1.0, delta=1e-5)
+def test_refusal_at_positive_delta_names_the_filter(make_vault):
+    vault = make_vault(epsilon=1.5, delta=1e-5)
     sgd = PrivacyEvent.dp_sgd(noise_multiplier=1.1, sample_rate=256 / 60000, steps=2344)
     vault.ledger.charge("d", event=sgd, principal="ml", purpose="train")
-    with pytest.raises(BudgetExceededError, match=r"PLD \(dp_accounting .*discretization 0.001\)"):
+    with pytest.raises(BudgetExceededError, match=r"Admission by the RDP filter, α=\S+ of 17"):
         vault.ledger.charge("d", event=sgd, principal="ml", purpose="train")
 
 
