@@ -361,8 +361,8 @@ class ModelRegistry:
 
 
 def _check_owner(conn: sa.Connection, name: str, principal: str, purpose: str) -> None:
-    query = sa.select(models.c.metadata).where(models.c.name == name)
-    first = conn.execute(query.order_by(models.c.version).limit(1)).first()
+    known = _versions(conn, name)  # read whole and checked: the owner is in the first row
+    first = known[0] if known else None
     if first is None:
         return  # a new name: whoever registers version 1 owns it
     owner = json.loads(first.metadata).get(_REGISTRAR) or {"admin": True}

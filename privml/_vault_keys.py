@@ -150,11 +150,8 @@ class KeyMethods:
             old = [
                 row.file
                 for done in written
-                for row in conn.execute(
-                    sa.select(versions.c.file).where(
-                        versions.c.dataset == done.name, versions.c.version < done.version
-                    )
-                )
+                for row in sealed.scope_rows(conn, versions, done.name)
+                if row.version < done.version
             ]
         remove_files(Path(self.path), old)
         scrub(self.engine)
@@ -273,11 +270,11 @@ class KeyMethods:
             minimizer=True,
         )
         with read(self.engine) as conn:
-            files = conn.execute(
-                sa.select(models.c.file).where(
-                    models.c.name == old.name, models.c.version.in_(old.versions)
-                )
-            )
+            files = [
+                row
+                for row in sealed.scope_rows(conn, models, old.name)
+                if row.version in old.versions
+            ]
             remove_files(Path(self.path), [row.file for row in files])
         return done
 

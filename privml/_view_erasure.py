@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from ._datasets import DatasetStore
 from .exceptions import ConfigurationError, DecryptionError, PrivmlError
 from .schema import Schema
+from .storage import sealed
 from .storage.engine import read
 from .storage.tables import datasets, models
 
@@ -175,20 +176,14 @@ def _fixed(_version: int, _mask: np.ndarray, *, frame: pd.DataFrame) -> pd.DataF
 
 def _views_of(engine: sa.Engine, dataset: str) -> list[str]:
     with read(engine) as conn:
-        rows = conn.execute(
-            sa.select(datasets.c.name)
-            .where(datasets.c.derived_from == dataset)
-            .order_by(datasets.c.name)
-        )
-        return [r.name for r in rows]
+        rows = sealed.scope_rows(conn, datasets)  # checked: an unlinked view would escape
+        return sorted(r.name for r in rows if r.derived_from == dataset)
 
 
 def _minimizer_of(registry: Any, engine: sa.Engine, view: str) -> Registered | None:
     """The newest registered minimizer behind ``view``, or None."""
     with read(engine) as conn:
-        rows = conn.execute(
-            sa.select(models.c.name, models.c.version, models.c.metadata, models.c.dataset_version)
-        ).all()
+        rows = sealed.check_rows(conn, models)
     mine = [(r, json.loads(r.metadata)) for r in rows]
     mine = [(r, meta) for r, meta in mine if meta.get("view") == view]
     if not mine:
