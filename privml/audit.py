@@ -212,6 +212,16 @@ class AuditLog:
             self._checkpoint(tx, seq, digest)
         return seq
 
+    def next_seq(self, tx: Tx) -> int:
+        """The ``seq`` the next :meth:`append` in ``tx`` gets (``tx`` holds the write lock).
+
+        Lets a change that names its audit entry be written before the entry, so the
+        entry records the integrity heads the change moved (a rollback of the change
+        is then visible to :meth:`verify`).
+        """
+        last = tx.conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar()
+        return int(last or 0) + 1
+
     def checkpoint(self, tx: Tx) -> int | None:
         """Sign the current head if it has no checkpoint yet; return its seq."""
         last = tx.conn.execute(

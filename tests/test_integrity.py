@@ -320,6 +320,34 @@ def test_restoring_an_older_copy_of_the_ledger_is_reported(copy, tmp_path):
     assert any("older copy" in p or "rolled back" in p for p in report.row_problems)
 
 
+@pytest.mark.parametrize("change", ["charge", "settle", "release"])
+def test_rolling_back_only_the_newest_ledger_change_is_reported(copy, tmp_path, change):
+    """No audited action follows the change: its own audit entry must record the new heads."""
+    with Vault.open(copy, key=KEY) as vault:
+        if change != "charge":
+            request_id = vault.ledger.reserve(
+                "d", event=PrivacyEvent.laplace(epsilon=0.3), principal="ana", purpose="research"
+            ).request_id
+    older = tmp_path / "older.db"
+    shutil.copy(copy / "meta.db", older)
+    with Vault.open(copy, key=KEY) as vault:
+        if change == "charge":
+            _charge(vault, 0.3)
+        elif change == "settle":
+            vault.ledger.settle(request_id, event=PrivacyEvent.laplace(epsilon=0.1))
+        else:
+            vault.ledger.release(request_id)
+    with _db(copy) as con:
+        con.execute("ATTACH DATABASE ? AS old", (str(older),))
+        for table in ("ledger_events", "ledger_state", "row_heads"):
+            con.execute(f"DELETE FROM {table}")
+            con.execute(f"INSERT INTO {table} SELECT * FROM old.{table}")
+    with Vault.open(copy, key=KEY) as vault:
+        report = vault.audit.verify()
+    assert not report.ok
+    assert any("older copy" in p or "rolled back" in p for p in report.row_problems)
+
+
 def test_writes_that_bypass_the_row_seal_are_refused(copy):
     from privml.storage.engine import transaction
     from privml.storage.tables import grants

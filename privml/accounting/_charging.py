@@ -41,6 +41,7 @@ __all__ = [
     "make_request",
     "name",
     "retry_locked",
+    "same_seq",
     "submit",
 ]
 
@@ -180,7 +181,8 @@ def _record(
 ) -> Charge:
     event, total = decision.event, decision.total
     figures = _figures(total.before, total.after, ds)
-    seq = req.log(audit, tx, req.action, "ok", version, event=event.to_dict(), **figures)
+    # The rows first, then their audit entry: it records the ledger heads they moved.
+    seq = audit.next_seq(tx)
     now = utcnow()
     insert_event(
         tx.conn,
@@ -209,6 +211,8 @@ def _record(
     for scope in scopes_of(req.principal, req.purpose):
         before, revision = read_state(tx.conn, ds.name, scope)
         write_state(tx.conn, ds.name, scope, before.plus(event), revision + 1)
+    logged = req.log(audit, tx, req.action, "ok", version, event=event.to_dict(), **figures)
+    same_seq(seq, logged)
     return Charge(
         req.request_id, ds.name, version, req.principal, req.purpose, event, req.status,
         total.before.epsilon, total.after.epsilon, total.after, seq,
@@ -301,6 +305,12 @@ def allocate(
             details={kind: who, "epsilon": float(epsilon), "previous": previous},
         )
     return Allocation(dataset, principal, purpose, float(epsilon), used.epsilon)
+
+
+def same_seq(expected: int, logged: int) -> None:
+    """Check that the audit entry got the ``seq`` its rows name."""
+    if logged != expected:  # the transaction holds the write lock: never happens
+        raise RuntimeError(f"audit entry {logged} written where {expected} was expected")
 
 
 def who_of(scope: str) -> str:

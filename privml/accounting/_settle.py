@@ -16,7 +16,7 @@ from .._canonical import utcnow
 from ..audit import AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
 from ..storage.engine import Tx, transaction
-from ._charging import charge_from_row
+from ._charging import charge_from_row, same_seq
 from ._spend import spent
 from ._store import (
     DatasetRow,
@@ -117,7 +117,23 @@ def settle(engine: sa.Engine, audit: AuditLog, request_id: str, event: PrivacyEv
             others = [r for r in event_rows(tx.conn, ds.name) if r.id != row.id]
             before = filter_figure(tally, ds.budget.delta)
             after = filter_figure(Tally.of([*events_of(others), event]), ds.budget.delta)
-            seq = audit.append(
+            # The row first, then its audit entry: it records the ledger heads it moved.
+            seq = audit.next_seq(tx)
+            row = _update(
+                tx,
+                row,
+                ds,
+                seq,
+                event=event.to_json(),
+                status="committed",
+                rdp=encode_curve(rdp_curve(event)),
+                pure_epsilon=event.pure_epsilon,
+                epsilon_after=after.epsilon,
+                method=after.method,
+                accountant=after.accountant,
+                discretization=None,
+            )
+            logged = audit.append(
                 tx,
                 principal=row.principal,
                 purpose=row.purpose,
@@ -134,20 +150,7 @@ def settle(engine: sa.Engine, audit: AuditLog, request_id: str, event: PrivacyEv
                     "discretization": after.discretization,
                 },
             )
-            row = _update(
-                tx,
-                row,
-                ds,
-                seq,
-                event=event.to_json(),
-                status="committed",
-                rdp=encode_curve(rdp_curve(event)),
-                pure_epsilon=event.pure_epsilon,
-                epsilon_after=after.epsilon,
-                method=after.method,
-                accountant=after.accountant,
-                discretization=None,
-            )
+            same_seq(seq, logged)
             return _to_charge(row, ds, seq)
     raise error
 
@@ -162,7 +165,10 @@ def release(engine: sa.Engine, audit: AuditLog, request_id: str) -> Charge:
             raise ConfigurationError(
                 f"reservation {request_id!r} was settled; a committed charge is never refunded"
             )
-        seq = audit.append(
+        planned = PrivacyEvent.from_json(row.planned).to_dict()
+        seq = audit.next_seq(tx)  # the row first: its audit entry records the heads it moved
+        row = _update(tx, row, ds, seq, status="released")
+        logged = audit.append(
             tx,
             principal=row.principal,
             purpose=row.purpose,
@@ -170,10 +176,7 @@ def release(engine: sa.Engine, audit: AuditLog, request_id: str) -> Charge:
             outcome="ok",
             dataset=ds.name,
             version=row.version,
-            details={
-                "request_id": request_id,
-                "planned": PrivacyEvent.from_json(row.planned).to_dict(),
-            },
+            details={"request_id": request_id, "planned": planned},
         )
-        row = _update(tx, row, ds, seq, status="released")
+        same_seq(seq, logged)
         return _to_charge(row, ds, seq)
