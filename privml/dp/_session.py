@@ -351,8 +351,10 @@ class DPSession:
         ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5), batch_size=2,
         ...     epochs=2, max_grad_norm=1.0, target_epsilon=0.9, grad_sample_mode="bk",
         ... )
-        >>> history[["epoch", "steps"]].values.tolist(), float(history["epsilon"].iloc[-1].round(2))
-        ([[1, 2], [2, 4]], 0.9)
+        >>> history[["epoch", "steps"]].values.tolist(), history.attrs["binding"]
+        ([[1, 2], [2, 4]], 'budget')
+        >>> float(history["epsilon"].iloc[-1].round(2))  # the run's own (PLD) ε
+        0.8
         >>> model.predict(vault.session("analyst", purpose="research").read("patients")).shape
         (4,)
         """
