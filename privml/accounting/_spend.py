@@ -16,9 +16,8 @@ import sqlalchemy as sa
 
 from ..storage import sealed
 from ..storage.tables import purposes
-from ._store import DatasetRow, allocations, event_rows, read_state
+from ._store import DatasetRow, allocations, read_state
 from .composition import Tally
-from .events import PrivacyEvent
 
 __all__ = ["Scope", "lineage", "purpose_parents", "scopes_to_check", "spent", "subtree"]
 
@@ -85,18 +84,4 @@ def spent(conn: sa.Connection, dataset: str, members: tuple[str, ...]) -> tuple[
     for member in members:
         part, rev = read_state(conn, dataset, member)
         tally, revision = tally + part, revision + rev
-    if tally.impure == 0:
-        return tally, revision
-    # Generic (ε, δ > 0) events: their ε and δ are not in the running tallies.
-    rows = [
-        r.event
-        for member in members
-        for r in event_rows(conn, dataset, member)
-        if r.kind == "generic" and r.pure_epsilon is None
-    ]
-    for text in rows:
-        p = PrivacyEvent.from_json(text).params
-        tally.approx += 1
-        tally.approx_epsilon += p["epsilon"]
-        tally.approx_delta += p["delta"]
     return tally, revision

@@ -94,7 +94,15 @@ def read_state(conn: sa.Connection, dataset: str, scope: str) -> tuple[Tally, in
     row = _states(conn, dataset).get(scope)
     if row is None:
         return Tally.empty(), 0
-    tally = Tally(decode_curve(row.rdp), float(row.pure_epsilon), int(row.impure), int(row.events))
+    tally = Tally(
+        decode_curve(row.rdp),
+        float(row.pure_epsilon),
+        int(row.impure),
+        int(row.events),
+        int(row.approx),
+        float(row.approx_epsilon),
+        float(row.approx_delta),
+    )
     return tally, int(row.revision)
 
 
@@ -109,6 +117,9 @@ def write_state(conn: sa.Connection, dataset: str, scope: str, tally: Tally, rev
         "pure_epsilon": tally.pure_epsilon,
         "impure": tally.impure,
         "events": tally.count,
+        "approx": tally.approx,
+        "approx_epsilon": tally.approx_epsilon,
+        "approx_delta": tally.approx_delta,
         "revision": revision,
     }
     old = _states(conn, dataset).get(scope)

@@ -49,6 +49,10 @@ ledger_state = protected_table(
     sa.Column("pure_epsilon", sa.Float, nullable=False),
     sa.Column("impure", sa.Integer, nullable=False),
     sa.Column("events", sa.Integer, nullable=False),
+    # generic (ε, δ > 0) events: how many, and their summed ε and δ (the filter's δ reserve)
+    sa.Column("approx", sa.Integer, nullable=False),
+    sa.Column("approx_epsilon", sa.Float, nullable=False),
+    sa.Column("approx_delta", sa.Float, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
     scope="dataset",
 )
