@@ -183,11 +183,16 @@ def tally_of(rows: Iterable[Any]) -> Tally:
     tally = Tally.empty()
     for row in rows:
         pure = row.pure_epsilon
+        approx = row.kind == "generic" and pure is None  # (ε, δ > 0): the filter's δ reserve
+        params = PrivacyEvent.from_json(row.event).params if approx else {}
         tally = Tally(
             tally.rdp + decode_curve(row.rdp),
             tally.pure_epsilon + (pure or 0.0),
             tally.impure + (pure is None),
             tally.count + 1,
+            tally.approx + approx,
+            tally.approx_epsilon + params.get("epsilon", 0.0),
+            tally.approx_delta + params.get("delta", 0.0),
         )
     return tally
 

@@ -77,3 +77,53 @@ def test_random_charges_keep_every_invariant(shared_vault, budget, sequence):
         status = after
     with Vault.open(folder, key=key) as reopened:
         assert reopened.budget(name) == status
+
+
+actions = st.lists(
+    st.tuples(events, st.sampled_from(["charge", "settle", "release"]), st.sampled_from("ab")),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(sequence=actions)
+def test_running_tallies_always_equal_their_events(shared_vault, sequence):
+    """The check reads only the running tallies: they must equal a recomputation from the events,
+    generic (ε, δ) events' count, ε and δ included, after charges, settles and releases."""
+    from privml.accounting._spend import spent
+    from privml.accounting._store import event_rows
+    from privml.accounting.composition import Tally
+    from privml.storage.engine import read
+
+    vault, _, _ = shared_vault
+    name = next(_names)
+    add_dataset(vault, name, epsilon=1e6, delta=1e-3)
+    for event, action, who in sequence:
+        if action == "charge":
+            vault.ledger.charge(name, event=event, principal=who, purpose="p")
+            continue
+        held = vault.ledger.reserve(name, event=event, principal=who, purpose="p")
+        if action == "settle":
+            held.settle(event)
+        else:
+            held.release()
+    with read(vault._engine) as conn:
+        for scope in ("", "principal:a", "principal:b", "purpose:p"):
+            tally, _ = spent(conn, name, (scope,))
+            expected = Tally.of(
+                PrivacyEvent.from_json(r.event) for r in event_rows(conn, name, scope)
+            )
+            assert tally.rdp == pytest.approx(expected.rdp, rel=1e-12, abs=1e-12)
+            assert (tally.count, tally.impure, tally.approx) == (
+                expected.count,
+                expected.impure,
+                expected.approx,
+            )
+            assert tally.pure_epsilon == pytest.approx(expected.pure_epsilon, rel=1e-12)
+            assert tally.approx_epsilon == pytest.approx(expected.approx_epsilon, rel=1e-12)
+            assert tally.approx_delta == pytest.approx(expected.approx_delta, rel=1e-12)
