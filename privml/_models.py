@@ -230,7 +230,7 @@ class ModelRegistry:
             if not registrar["admin"]:
                 _check_owner(tx.conn, name, principal, purpose)
             source = _source(tx.conn, trained_on)
-            known = sealed.scope_rows(tx.conn, models, name)
+            known = _versions(tx.conn, name)
             version = max((int(r.version) for r in known), default=0) + 1
             key = new_data_key()
             slot = f"model|{name}|{version}"
@@ -293,7 +293,7 @@ class ModelRegistry:
     def list(self) -> pd.DataFrame:
         """Every registered model version with its provenance, oldest first."""
         with read(self._engine) as conn:
-            names = sorted({str(r.name) for r in sealed.check_rows(conn, models)})
+            names = sorted({str(r.name) for r in sealed.scope_rows(conn, models)})
             rows = [r for n in names for r in _versions(conn, n)]
             infos = [_info(r) for r in rows]
         return pd.DataFrame(
@@ -430,7 +430,8 @@ def _source(
 
 def _versions(conn: sa.Connection, name: str) -> list[Any]:
     """Every version of model ``name``, oldest first, read whole and checked."""
-    return sorted(sealed.scope_rows(conn, models, name), key=lambda r: int(r.version))
+    mine = [r for r in sealed.scope_rows(conn, models) if r.name == name]
+    return sorted(mine, key=lambda r: int(r.version))
 
 
 def _row(conn: sa.Connection, name: str, version: int | None) -> Any:

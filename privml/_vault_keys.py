@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ._view_erasure import ViewRefit, plan_view_erasures, subject_mask
 from .crypto.keys import VaultKey
 from .crypto.pseudonyms import pseudonymize
-from .exceptions import ConfigurationError, DecryptionError, NotFoundError
+from .exceptions import ConfigurationError, DecryptionError, IntegrityError, NotFoundError
 from .storage import sealed
 from .storage.engine import read, scrub, transaction
 from .storage.files import remove_files
@@ -96,21 +96,23 @@ class KeyMethods:
         >>> privml.Vault.open(vault.path, key=new).close()
         """
         fresh, kdf = VaultKey.new(key=new_key, key_file=key_file, passphrase=passphrase)
+        self._require_intact("rotate_vault_key")
         old = self._key
         with transaction(self.engine) as tx:
             count = self._keyring.rewrap(tx.conn, fresh)
             info = tx.conn.execute(sa.select(vault_info)).one()
             signing = old.unwrap(info.signing_key, purpose="audit-signing")
             mac = old.unwrap(info.mac_key, purpose="audit-mac")
-            tx.conn.execute(
-                vault_info.update().values(
-                    key_check=fresh.check_value,
-                    kdf=kdf,
-                    signing_key=fresh.wrap(signing, purpose="audit-signing"),
-                    mac_key=fresh.wrap(mac, purpose="audit-mac"),
-                )
-            )
-            for row in sealed.check_rows(tx.conn, models):
+            updated = {
+                **info._mapping,
+                "key_check": fresh.check_value,
+                "kdf": kdf,
+                "signing_key": fresh.wrap(signing, purpose="audit-signing"),
+                "mac_key": fresh.wrap(mac, purpose="audit-mac"),
+            }
+            updated["mac"] = sealed.mac_for(tx.conn, vault_info, updated)
+            tx.conn.execute(vault_info.update().values(**updated))
+            for row in sealed.scope_rows(tx.conn, models):
                 slot = f"model|{row.name}|{row.version}"
                 raw = old.unwrap(row.wrapped_key, purpose=slot)
                 where = sa.and_(models.c.name == row.name, models.c.version == row.version)
@@ -140,9 +142,24 @@ class KeyMethods:
         deleted. The audit entry lists the versions shredded. Pseudonyms keep
         their key, so they stay stable.
         """
+        self._require_intact("rotate_data_keys")
         written = self._store.rotate(dataset, actor=self._actor, action="dataset.rotate_keys")
         self._shred_files([written])
         return written
+
+    def _require_intact(self, operation: str) -> None:
+        """Refuse a key operation on a vault whose log or metadata fails verification.
+
+        Key operations act on what the metadata says is live or destroyed: on rows
+        put back from an older copy they would re-wrap shredded keys under a new
+        vault key, or shred the wrong ones. The full check reads the whole log once.
+        """
+        report = self.audit.verify()
+        if not report.ok:
+            raise IntegrityError(
+                f"{operation} refused: the vault fails verification ({report.reason}). "
+                "Investigate with vault.audit.verify() and restore meta.db from a backup"
+            )
 
     def _shred_files(self, written: list[DatasetVersion]) -> None:
         """Delete the files of every version older than ``written`` and empty the WAL."""
@@ -192,6 +209,7 @@ class KeyMethods:
         and the number of rows removed, never the identifier. Privacy budget
         already spent is not refunded: past releases may already reflect the subject.
         """
+        self._require_intact("erase_subject")
         key, column = self._pseudonym_key(dataset, column)
         schema = self._store.schema(dataset)
         # The audit gets the keyed pseudonym even when the column stores identifiers raw.
@@ -272,8 +290,8 @@ class KeyMethods:
         with read(self.engine) as conn:
             files = [
                 row
-                for row in sealed.scope_rows(conn, models, old.name)
-                if row.version in old.versions
+                for row in sealed.scope_rows(conn, models)
+                if row.name == old.name and row.version in old.versions
             ]
             remove_files(Path(self.path), [row.file for row in files])
         return done
@@ -327,6 +345,7 @@ class KeyMethods:
     def _drop_field_key(self, dataset: str, key_id: int) -> None:
         """Destroy the wrapped bytes of a field key (crypto-shredding), audited by key id."""
         prefix = f"{key_id:08x}"
+        self._require_intact("dropping a field key")
         with transaction(self.engine) as tx:
             live = self._keyring.live(tx.conn, dataset=dataset, purpose="field")
             ids = [row_id for row_id, _ in live if row_id[:8] == prefix]

@@ -183,7 +183,7 @@ def _views_of(engine: sa.Engine, dataset: str) -> list[str]:
 def _minimizer_of(registry: Any, engine: sa.Engine, view: str) -> Registered | None:
     """The newest registered minimizer behind ``view``, or None."""
     with read(engine) as conn:
-        rows = sealed.check_rows(conn, models)
+        rows = sealed.scope_rows(conn, models)
     mine = [(r, json.loads(r.metadata)) for r in rows]
     mine = [(r, meta) for r, meta in mine if meta.get("view") == view]
     if not mine:

@@ -443,16 +443,34 @@ class AuditLog:
 def _logged_heads(
     rows: Iterable[Any], problems: list[tuple[int, str]]
 ) -> dict[tuple[str, str], tuple[int, str]]:
-    """The newest (generation, digest) the log records for each metadata scope."""
+    """The newest (generation, digest) the log records for each metadata scope.
+
+    A scope's generation grows with every change, so along the log each scope's
+    recorded generations must strictly increase: a smaller one means the scope's
+    rows were put back to an older copy and then changed again (which would
+    otherwise hide the rollback behind the newest entry).
+    """
     out: dict[tuple[str, str], tuple[int, str]] = {}
     for row in rows:
         if row.heads is None:
             continue
         try:
-            for table, scope, generation, digest in json.loads(row.heads):
-                out[(str(table), str(scope))] = (int(generation), str(digest))
+            recorded = [(str(t), str(s), int(g), str(d)) for t, s, g, d in json.loads(row.heads)]
         except (ValueError, TypeError):
             problems.append((row.seq, "heads are not valid JSON (entry modified)"))
+            continue
+        for table, scope, generation, digest in recorded:
+            before = out.get((table, scope))
+            if before is not None and generation <= before[0]:
+                problems.append(
+                    (
+                        row.seq,
+                        f"{table} ({scope or 'whole table'}) went back from generation "
+                        f"{before[0]} to {generation}: its rows were rolled back to an older "
+                        "copy before this entry",
+                    )
+                )
+            out[(table, scope)] = (generation, digest)
     return out
 
 

@@ -108,8 +108,18 @@ class Session:
         self._policy = policy
         self._audit = audit
         self._engine = engine
-        self.principal = principal
-        self.purpose = purpose
+        self._principal = principal
+        self._purpose = purpose
+
+    @property
+    def principal(self) -> str:
+        """Who acts in this session (fixed when it is opened: open another session to change)."""
+        return self._principal
+
+    @property
+    def purpose(self) -> str:
+        """The purpose this session acts for (fixed when it is opened)."""
+        return self._purpose
 
     def __repr__(self) -> str:
         return f"<privml.Session principal={self.principal!r} purpose={self.purpose!r}>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import hmac
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from .crypto.keys import VaultKey, new_data_key
 from .exceptions import (
     AccessDenied,
     ConfigurationError,
+    IntegrityError,
     NotFoundError,
     SchemaError,
     VaultClosedError,
@@ -111,7 +113,9 @@ class Vault(PolicyMethods, KeyMethods):
         self._keyring = Keyring(vault_key)
         seed = vault_key.unwrap(info.signing_key, purpose="audit-signing")
         mac_key = vault_key.unwrap(info.mac_key, purpose="audit-mac")
-        sealed.bind(engine, sealed.RowSealer(mac_key, info.log_id))
+        sealer = sealed.RowSealer(mac_key, info.log_id)
+        _check_info(sealer, info, seed)
+        sealed.bind(engine, sealer)
         self.audit = AuditLog(
             engine,
             log_id=info.log_id,
@@ -184,22 +188,20 @@ class Vault(PolicyMethods, KeyMethods):
         log_id, mac_key = uuid.uuid4().hex, new_data_key()
         sealed.bind(engine, sealed.RowSealer(mac_key, log_id))
         with transaction(engine) as tx:
-            tx.conn.execute(
-                vault_info.insert().values(
-                    id=1,
-                    format=_FORMAT,
-                    log_id=log_id,
-                    created=utcnow(),
-                    key_check=vault_key.check_value,
-                    kdf=kdf,
-                    signing_key=vault_key.wrap(
-                        signing.private_bytes_raw(), purpose="audit-signing"
-                    ),
-                    verify_key=signing.public_key().public_bytes_raw(),
-                    mac_key=vault_key.wrap(mac_key, purpose="audit-mac"),
-                    checkpoint_every=checkpoint_every,
-                )
-            )
+            info = {
+                "id": 1,
+                "format": _FORMAT,
+                "log_id": log_id,
+                "created": utcnow(),
+                "key_check": vault_key.check_value,
+                "kdf": kdf,
+                "signing_key": vault_key.wrap(signing.private_bytes_raw(), purpose="audit-signing"),
+                "verify_key": signing.public_key().public_bytes_raw(),
+                "mac_key": vault_key.wrap(mac_key, purpose="audit-mac"),
+                "checkpoint_every": checkpoint_every,
+            }
+            info["mac"] = sealed.mac_for(tx.conn, vault_info, info)
+            tx.conn.execute(vault_info.insert().values(**info))
             sealed.create_heads(tx.conn, sealed.global_tables())
         vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
         vault._admin_event(
@@ -268,14 +270,18 @@ class Vault(PolicyMethods, KeyMethods):
         with read(engine) as conn:
             info = conn.execute(sa.select(vault_info)).one()
         anchor = Path(anchor_path) if anchor_path is not None else folder / "audit.anchor"
-        vault = cls(
-            path=folder,
-            engine=engine,
-            vault_key=vault_key,
-            info=info,
-            anchor_path=anchor,
-            actor=actor or _default_actor(),
-        )
+        try:
+            vault = cls(
+                path=folder,
+                engine=engine,
+                vault_key=vault_key,
+                info=info,
+                anchor_path=anchor,
+                actor=actor or _default_actor(),
+            )
+        except Exception:
+            engine.dispose()
+            raise
         return vault._state.guard(vault)
 
     def close(self) -> None:
@@ -520,3 +526,18 @@ def _write_marker(folder: Path, *, external: bool) -> None:
     tmp = folder / f".{_MARKER}.tmp"
     tmp.write_bytes(canonical_json(marker))
     os.replace(tmp, folder / _MARKER)
+
+
+def _check_info(sealer: sealed.RowSealer, info: Any, seed: bytes) -> None:
+    """Refuse a ``vault_info`` row edited without the key.
+
+    Its MAC covers the vault's identity, format, key-check value, wrapped audit keys,
+    verify key and checkpoint interval; the verify key must also be the signing key's.
+    """
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    intact = hmac.compare_digest(sealer.row_mac(vault_info, info._mapping), str(info.mac))
+    if not intact or bytes(info.verify_key) != public or int(info.checkpoint_every) < 1:
+        raise IntegrityError(
+            "the vault's own row (vault_info: identity, audit keys, checkpoint interval) was "
+            "edited without the key; restore meta.db from a backup"
+        )

@@ -365,3 +365,93 @@ def test_an_older_vault_format_is_refused_with_the_fix(copy):
         con.execute("UPDATE vault_info SET format = 1")
     with pytest.raises(privml.ConfigurationError, match="format 1"):
         Vault.open(copy, key=KEY)
+
+
+# --- rollbacks the owner's next change must not hide; the vault's own row ------------------
+def _restore(folder: Path, older: Path, tables: tuple[str, ...]) -> None:
+    with _db(folder) as con:
+        con.execute("ATTACH DATABASE ? AS old", (str(older),))
+        for table in tables:
+            con.execute(f"DELETE FROM {table}")
+            con.execute(f"INSERT INTO {table} SELECT * FROM old.{table}")
+
+
+@pytest.mark.parametrize(
+    "tables, change, later",
+    [
+        (("ledger_events", "ledger_state", "row_heads"), lambda v: _charge(v, 0.3), _charge),
+        (
+            ("grants", "policy_state", "row_heads"),
+            lambda v: v.revoke(v.grant(principal="ana", dataset="e", purpose="care", mode="raw")),
+            lambda v: v.grant(
+                principal="bob", dataset="e", purpose="research", mode="dp_aggregate"
+            ),
+        ),
+    ],
+    ids=["ledger", "grants"],
+)
+def test_a_rollback_stays_reported_after_the_owners_next_change(
+    copy, tmp_path, tables, change, later
+):
+    older = tmp_path / "older.db"
+    shutil.copy(copy / "meta.db", older)
+    with Vault.open(copy, key=KEY) as vault:
+        change(vault)
+        vault.datasets()  # an audited action logs the new heads
+    _restore(copy, older, tables)
+    with Vault.open(copy, key=KEY) as vault:
+        later(vault)  # not detected at use (the documented window) ...
+        vault.session("bob", purpose="care").read("d")
+        report = vault.audit.verify()  # ... but the log keeps the evidence
+    assert not report.ok
+    assert "rolled back" in report.reason
+
+
+def test_a_model_deleted_with_its_head_is_caught(copy):
+    with _db(copy) as con:
+        con.execute("DELETE FROM models WHERE name = 'm'")
+        con.execute("DELETE FROM row_heads WHERE table_name = 'models'")
+    with Vault.open(copy, key=KEY) as vault:
+        with pytest.raises(IntegrityError):
+            vault.models.load("m")
+        with pytest.raises(IntegrityError):  # the name is not free for someone else
+            vault.models.register("m", {"w": 3}, trained_on="d", epsilon=0.3, delta=None)
+        assert not vault.audit.verify().ok
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE vault_info SET checkpoint_every = 1000000000",
+        "UPDATE vault_info SET checkpoint_every = 0",
+        "UPDATE vault_info SET verify_key = zeroblob(32)",
+        "UPDATE vault_info SET log_id = '00000000000000000000000000000000'",
+        "UPDATE vault_info SET created = '2020-01-01T00:00:00+00:00'",
+        "UPDATE vault_info SET mac = '" + "0" * 64 + "'",
+    ],
+)
+def test_the_vaults_own_row_is_authenticated(copy, edit):
+    with _db(copy) as con:
+        con.execute(edit)
+    with pytest.raises(IntegrityError, match="vault_info"):
+        Vault.open(copy, key=KEY)
+
+
+def test_key_operations_refuse_a_vault_that_fails_verification(copy, tmp_path):
+    """A destroyed key row put back alone must not be re-wrapped under a new vault key."""
+    older = tmp_path / "older.db"
+    shutil.copy(copy / "meta.db", older)
+    with Vault.open(copy, key=KEY) as vault:
+        vault.rotate_data_keys("e")
+    _restore(copy, older, ("keys",))
+    new = privml.generate_key()
+    with Vault.open(copy, key=KEY) as vault:
+        for operation in (
+            lambda: vault.rotate_vault_key(new),
+            lambda: vault.rotate_data_keys("d"),
+            lambda: vault.erase_subject("d", identifier="x", column="age"),
+        ):
+            with pytest.raises(IntegrityError, match="refused"):
+                operation()
+    with pytest.raises(privml.InvalidKeyError):
+        Vault.open(copy, key=new)  # nothing was re-wrapped

@@ -210,3 +210,13 @@ def test_internal_values_seam_checks_modes_and_is_audited(vault, adult):
     with pytest.raises(AccessDenied):
         session._values_for("adult", columns=["age"], needed="dp_training", action="dp.fit")
     assert [e["outcome"] for e in _reads(vault, "otto")] == ["ok", "denied"]
+
+
+def test_a_sessions_principal_and_purpose_are_fixed(demo_vault):
+    """Changing who acts would make every later decision, charge and audit entry another's."""
+    session = demo_vault.session("analyst", purpose="research")
+    with pytest.raises(AttributeError):
+        session.principal = "admin"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        session.purpose = "administration"  # type: ignore[misc]
+    assert (session.principal, session.purpose) == ("analyst", "research")

@@ -56,6 +56,7 @@ __all__ = [
     "delete",
     "flush",
     "insert",
+    "mac_for",
     "scope_rows",
     "take_unlogged",
     "unbind",
@@ -141,6 +142,15 @@ class _TxState:
 
 
 _states: weakref.WeakKeyDictionary[sa.Connection, _TxState] = weakref.WeakKeyDictionary()
+
+
+def mac_for(conn: sa.Connection, table: sa.Table, row: Mapping[Any, Any]) -> str:
+    """The MAC of ``row`` of ``table`` under the vault bound to ``conn``'s engine.
+
+    For a single-row table outside :data:`~privml.storage.tables.PROTECTED`
+    (``vault_info``), whose MAC is checked when the vault opens.
+    """
+    return _sealer(conn).row_mac(table, row)
 
 
 def bind(engine: sa.Engine, sealer: RowSealer) -> None:

@@ -59,6 +59,9 @@ vault_info = sa.Table(
     sa.Column("verify_key", sa.LargeBinary, nullable=False),  # Ed25519 public key
     sa.Column("mac_key", sa.LargeBinary, nullable=False),  # HMAC key for audit entries, wrapped
     sa.Column("checkpoint_every", sa.Integer, nullable=False),
+    # HMAC of the other columns under the row key (privml.storage.sealed), checked at open:
+    # a raised checkpoint interval or a swapped verify key is caught before anything is used.
+    sa.Column("mac", sa.String(64), nullable=False),
 )
 
 datasets = protected_table(
@@ -190,7 +193,9 @@ models = protected_table(
     sa.Column("libraries", sa.Text, nullable=False),  # canonical JSON: name -> version
     sa.Column("metadata", sa.Text, nullable=False),  # canonical JSON: kind, notes, extras
     sa.Column("created", sa.String(40), nullable=False),
-    scope="name",
+    # One scope for the whole registry, with its head made with the vault: a model deleted
+    # together with a per-name head would read as "never registered" (and its name as free).
+    scope=None,
 )
 
 # One head per (table, scope) of a protected table: how many rows the scope holds and
