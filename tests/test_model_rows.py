@@ -11,7 +11,6 @@ import privml
 from privml import Budget
 
 
-
 @pytest.fixture
 def sites(tmp_path, key):
     """Rows of two sites; ana sees every row, bob site B only, carol site A only."""
@@ -49,9 +48,7 @@ def sites(tmp_path, key):
 
 def _train(vault, who: str, name: str) -> None:
     session = vault.session(who, purpose="research")
-    session.dp.fit(
-        GaussianNB(epsilon=1.0), "visits", features=["x"], target="label", name=name
-    )
+    session.dp.fit(GaussianNB(epsilon=1.0), "visits", features=["x"], target="label", name=name)
 
 
 def test_a_row_filtered_principal_is_refused_a_model_trained_on_all_rows(sites):
