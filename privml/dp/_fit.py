@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._model_access import TRAINING_ROWS, training_rows
 from .._optional import require
 from ..accounting.events import PrivacyEvent
-from ..exceptions import ConfigurationError, IntegrityError
-from . import _estimators, _stats
+from ..exceptions import ConfigurationError, IntegrityError, PrivmlError
+from . import _classifiers, _estimators, _stats
 from .scaling import SchemaScaler
 
 if TYPE_CHECKING:
@@ -98,11 +99,21 @@ def fit(
     frame, _, version = dp._release(dataset, columns, "dp_training", event, None, "dp.fit")
     X = scaler.transform(frame[list(features)])
     y = None if target is None else np.asarray(frame[target].tolist())
-    classes = _categories(schema, target) if naive_bayes else None
+    rows = training_rows(session, dataset, columns)
+    classified = naive_bayes or type(model).__name__ in _classifiers.OWN_FIT
+    classes = _classes(schema, target) if classified and y is not None else None
     if dp_priors and classes is not None:
         model.set_params(priors=_priors(y, classes, epsilon * PRIOR_SHARE))
     _estimators.seed(model)
-    _train(model, X, y, classes, PrivacyLeakWarning)
+    try:
+        _train(model, X, y, classes, PrivacyLeakWarning)
+    except Exception as err:
+        # Its message may quote the data (a class present, a count): say only what failed.
+        raise PrivmlError(
+            f"{type(model).__name__} failed to fit ({type(err).__name__}); the (ε={epsilon}, "
+            f"δ={delta}) charged stays spent. Check the estimator's parameters, the features "
+            "and the row filters that apply."
+        ) from None
     _estimators.forget_randomness(model)
     _estimators.strip(model)
     spent_epsilon, spent_delta = model.accountant.total()
@@ -121,7 +132,11 @@ def fit(
             epsilon=epsilon,
             delta=delta,
             notes=None,
-            extra={"features": list(features), "target": target},
+            extra={
+                "features": list(features),
+                "target": target,
+                TRAINING_ROWS: rows,
+            },
             principal=session.principal,
             purpose=session.purpose,
         )
@@ -152,7 +167,7 @@ def _settings(
             raise ConfigurationError(f"target {target!r} needs declared bounds")
         updates["bounds_y"] = field.bounds
     if "classes" in params:
-        updates["classes"] = _categories(schema, _target(model, target))
+        updates["classes"] = _classes(schema, _target(model, target))
     return updates
 
 
@@ -162,12 +177,15 @@ def _target(model: Any, target: str | None) -> str:
     return target
 
 
-def _categories(schema: Any, target: str | None) -> list[Any]:
-    """The target's declared classes: classes seen in the data are not a DP release."""
+def _classes(schema: Any, target: str | None) -> list[Any]:
+    """The target's declared classes, sorted: classes seen in the data are not a DP release.
+
+    Sorted because diffprivlib's trees map labels to classes by binary search.
+    """
     field = schema[target] if target is not None and target in schema else None
     if field is None or field.categories is None:
         raise ConfigurationError(f"target {target!r} must be a categorical column of the schema")
-    return list(field.categories)
+    return sorted(field.categories)
 
 
 def _train(
@@ -182,8 +200,9 @@ def _train(
         )
         if y is None:
             model.fit(X)
-        elif classes is not None:  # GaussianNB.fit would take its classes from the data
-            model.partial_fit(X, y, classes=classes)
+        elif classes is not None and type(model).__name__ in _classifiers.OWN_FIT:
+            # diffprivlib's fit would take the classes from the data (or skip absent ones)
+            _classifiers.OWN_FIT[type(model).__name__](model, X, y, classes)
         else:
             model.fit(X, y)
 

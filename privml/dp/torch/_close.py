@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..._model_access import TRAINING_ROWS
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
@@ -108,6 +109,8 @@ def register(
     features: list[str],
     target: str,
     optimizer: torch.optim.Optimizer,
+    *,
+    rows: str | None = None,
 ) -> None:
     """Register the trained network, its input view and its hyperparameters in vault.models."""
     session = dp._session
@@ -147,6 +150,7 @@ def register(
         },
         "opacus_epsilon": run.opacus_epsilon,
         "opacus_accountant": "rdp, q = 1/len(data_loader)",
+        TRAINING_ROWS: rows,  # the row filters it was read under (see privml._model_access)
     }
     run.model_info = session._models._register(
         run.name,

@@ -25,6 +25,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
+from ..._model_access import row_digest
 from ..._models import _NAME
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
@@ -131,6 +132,7 @@ def private_training(
     )
     # 3. Values, decrypted inside privml: N fixes q = batch_size / N. Nothing reaches the
     #    model or the caller until the reservation below is held.
+    rows = row_digest(auth.decisions, auth.columns)  # the rows read: recorded with the model
     loaded = session._load(auth, version=version)
     X, y, encoding = prepare(schema, loaded.frame, features, target, scaler)
     content_hash, rows_withheld = loaded.content_hash, loaded.rows_withheld
@@ -300,4 +302,4 @@ def private_training(
                 f"{guard.tampered} during the block: the model was not registered (the steps "
                 "released were charged). Update the parameters only through run.optimizer."
             )
-        register(dp, run, engine, encoding, features, target, optimizer)
+        register(dp, run, engine, encoding, features, target, optimizer, rows=rows)
