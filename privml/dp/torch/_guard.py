@@ -216,7 +216,7 @@ class StepGuard:
         self._versions = [p._version for p in self._params]
 
     def check_params(self) -> None:
-        """Raise (and remember) if a parameter, buffer or tensor attribute changed outside a release."""
+        """Raise (and remember) if a parameter, buffer or tensor attribute moved outside a step."""
         if self.tampered is None and self._frozen is not None:
             self._state_changed(self._frozen.moved())
         if self.tampered is None:

@@ -25,9 +25,9 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
+from ..._lifecycle import VaultState
 from ..._models import _NAME
 from ...accounting.composition import epsilon_alone
-from ..._lifecycle import VaultState
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
 from ._calibrate import calibrate
@@ -315,7 +315,6 @@ def private_training(
     if completed and run.steps_taken > 0:
         if guard.tampered is not None:
             raise ConfigurationError(
-                f"{guard.tampered}. The model was not registered (the steps released were "
-                "charged)."
+                f"{guard.tampered}. The model was not registered (the steps released were charged)."
             )
         register(dp, run, engine, encoding, features, target, optimizer)

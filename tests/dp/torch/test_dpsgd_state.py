@@ -68,12 +68,14 @@ def test_rows_written_into_the_module_are_never_registered(make_vault, digits, m
     v = make_vault("digits")
     net = Stash(how)
     mem = net.mem.clone()
-    with pytest.raises(ConfigurationError, match="besides its parameters changed") as caught:
-        with _block(v, digits, net, mode) as run:
-            _step(run)  # the write happens in this forward pass
-            if how != "list":  # seen by the next step already (versions, identities)
-                with pytest.raises(ConfigurationError, match="besides its parameters"):
-                    _step(run)
+    with (
+        pytest.raises(ConfigurationError, match="besides its parameters changed") as caught,
+        _block(v, digits, net, mode) as run,
+    ):
+        _step(run)  # the write happens in this forward pass
+        if how != "list":  # seen by the next step already (versions, identities)
+            with pytest.raises(ConfigurationError, match="besides its parameters"):
+                _step(run)
     assert "[" not in str(caught.value)  # names only, never values
     assert v.models.list().empty
     assert run.charge.status == "committed"  # what was drawn is charged
@@ -87,14 +89,16 @@ def test_rows_written_into_the_module_are_never_registered(make_vault, digits, m
 def test_a_no_grad_forward_after_the_last_step_is_caught_at_exit(make_vault, digits, mode):
     v = make_vault("digits")
     net = Stash("buffer")
-    with pytest.raises(ConfigurationError, match="model was not registered"):
-        with _block(v, digits, net, mode) as run:
-            net.how = "none"
-            _step(run)
-            net.how = "buffer"
-            X, _ = next(iter(run.data_loader))
-            with torch.no_grad():
-                run.model(X)  # an evaluation pass that writes the batch into the buffer
+    with (
+        pytest.raises(ConfigurationError, match="model was not registered"),
+        _block(v, digits, net, mode) as run,
+    ):
+        net.how = "none"
+        _step(run)
+        net.how = "buffer"
+        X, _ = next(iter(run.data_loader))
+        with torch.no_grad():
+            run.model(X)  # an evaluation pass that writes the batch into the buffer
     assert v.models.list().empty
 
 
@@ -116,20 +120,19 @@ def test_closing_the_vault_inside_a_block_stops_draws_and_steps(make_vault, digi
     v = make_vault("digits")
     net = make_mlp()
     handed: list[object] = []
-    with pytest.raises(VaultClosedError):
-        with _block(v, digits, net, mode) as run:
-            _step(run)
-            X, y = next(iter(run.data_loader))
-            run.optimizer.zero_grad()
-            run.criterion(run.model(X), y).backward()
-            before = [p.detach().clone() for p in net.parameters()]
-            v.close()
-            with pytest.raises(VaultClosedError):
-                run.optimizer.step()  # the batch drawn before the close is not stepped
-            with pytest.raises(VaultClosedError):
-                for batch in run.data_loader:
-                    handed.append(batch)
-                    run.optimizer.step()
+    with pytest.raises(VaultClosedError), _block(v, digits, net, mode) as run:
+        _step(run)
+        X, y = next(iter(run.data_loader))
+        run.optimizer.zero_grad()
+        run.criterion(run.model(X), y).backward()
+        before = [p.detach().clone() for p in net.parameters()]
+        v.close()
+        with pytest.raises(VaultClosedError):
+            run.optimizer.step()  # the batch drawn before the close is not stepped
+        with pytest.raises(VaultClosedError):
+            for batch in run.data_loader:
+                handed.append(batch)
+                run.optimizer.step()
     assert handed == []
     assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
     assert run.steps_taken == 1 and run.batches_drawn == 2
