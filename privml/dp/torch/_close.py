@@ -49,6 +49,14 @@ def finish(run: TrainingRun, end: Exit) -> None:
     the caller's code, so the conservative figure charges its sampling step
     as if it had been released (the guard lets at most one batch be drawn
     without a step, the last one). No batch drawn: the reservation is released.
+
+    If the vault was closed inside the block, the training wrappers still come
+    off and the rows are dropped, but nothing can be recorded, settled or
+    released (the ledger and the audit log are closed with the vault):
+    :class:`~privml.exceptions.VaultClosedError` is raised and the reservation
+    stays ``reserved``, so its whole planned cost keeps counting against the
+    budget (conservative). The guard refused every draw and step after the
+    close, so nothing left the data that the reservation does not cover.
     """
     guard = run._guard
     assert guard is not None
@@ -57,9 +65,11 @@ def finish(run: TrainingRun, end: Exit) -> None:
         run.model = end.engine.close()
         with contextlib.suppress(ConfigurationError):
             guard.check_params()  # a change after the last step: noted in guard.tampered
+        guard.check_state()  # the whole state besides the parameters, wrappers off
     finally:
         guard.close()
         drop(end.token)
+        guard.alive()  # a closed vault: the reservation stays reserved (see above)
         taken, drawn = guard.taken, guard.drawn
         charged = max(taken, drawn)
         try:
@@ -70,6 +80,7 @@ def finish(run: TrainingRun, end: Exit) -> None:
                     "steps_taken": taken,
                     "steps_charged": charged,
                     "parameters_changed_outside": guard.tampered is not None,
+                    "module_state_changed": guard.state_changed,
                 }
             )
         finally:

@@ -16,7 +16,13 @@ guard makes the code agree with that charge:
 * the trainable parameters may change only inside the run's own releases: an
   update by another optimizer (refused by the fence), by hand or by
   ``load_state_dict`` is detected by the parameters' version counters, and
-  the run then takes no more steps and registers no model.
+  the run then takes no more steps and registers no model;
+* nothing else in the module may change at all (buffers, attributes: see
+  :mod:`._frozen`): noise covers the parameters only, and all the rest is
+  pickled with the registered model. A change stops the run the same way;
+* once the vault is closed (``alive`` raises
+  :class:`~privml.exceptions.VaultClosedError`) no batch is drawn and no step
+  admitted: the ledger and the audit log can no longer record them.
 
 The guard holds counts and the current batch only (never the table).
 """
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ...exceptions import BudgetExceededError, ConfigurationError
+from ._frozen import Frozen
 
 __all__ = ["StepGuard"]
 
@@ -42,6 +49,10 @@ class _Drawn:
     device: torch.device
     backward: bool = False
     spoiled: bool = False
+
+
+def _always() -> None:
+    """No vault to outlive: nothing to check."""
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -58,11 +69,13 @@ class StepGuard:
         dataset: str,
         request_id: str,
         on_refuse: Callable[[int], None] | None = None,
+        alive: Callable[[], None] | None = None,
     ) -> None:
         self.limit = limit
         self.dataset = dataset
         self.request_id = request_id
         self.on_refuse = on_refuse
+        self.alive = alive if alive is not None else _always
         self.taken = 0
         self.drawn = 0
         self.rows = 0
@@ -73,10 +86,13 @@ class StepGuard:
         self.current: _Drawn | None = None
         self._params: list[torch.Tensor] = []
         self._versions: list[int] = []
+        self._frozen: Frozen | None = None
+        self.state_changed = False
 
     # -- batches --------------------------------------------------------------------------
     def before_draw(self) -> None:
         """Raise unless one more batch may be drawn now (nothing is sampled before this)."""
+        self.alive()
         if not self.open:
             raise ConfigurationError(
                 "this run has ended: its loader draws no more batches; start a new "
@@ -135,6 +151,7 @@ class StepGuard:
     # -- steps ----------------------------------------------------------------------------
     def admit(self) -> None:
         """Raise unless the coming step has its own batch, its gradients and room in the plan."""
+        self.alive()
         self.check_params()
         current = self.current
         if current is None:
@@ -185,9 +202,13 @@ class StepGuard:
         raise err
 
     # -- parameters -----------------------------------------------------------------------
-    def watch(self, params: Iterable[torch.Tensor]) -> None:
-        """Record the parameters' versions: from now on only the run's releases may change them."""
+    def watch(self, params: Iterable[torch.Tensor], frozen: Frozen | None = None) -> None:
+        """Record the parameters' versions: from now on only the run's releases may change them.
+
+        ``frozen``: the rest of the module's state, which may not change at all.
+        """
         self._params = list(params)
+        self._frozen = frozen
         self.note_release()
 
     def note_release(self) -> None:
@@ -195,7 +216,9 @@ class StepGuard:
         self._versions = [p._version for p in self._params]
 
     def check_params(self) -> None:
-        """Raise (and remember) if a parameter changed outside the run's releases."""
+        """Raise (and remember) if a parameter, buffer or tensor attribute moved outside a step."""
+        if self.tampered is None and self._frozen is not None:
+            self._state_changed(self._frozen.moved())
         if self.tampered is None:
             changed = [
                 i
@@ -206,13 +229,28 @@ class StepGuard:
                 self.tampered = (
                     f"{len(changed)} parameter tensor(s) of the module were modified outside "
                     "run.optimizer.step() (another optimizer, an update by hand, "
-                    "load_state_dict)"
+                    "load_state_dict): such updates skip clipping and noise. Update the "
+                    "parameters only through run.optimizer"
                 )
         if self.tampered is not None:
             raise ConfigurationError(
-                f"{self.tampered}: such updates skip clipping and noise, so this run takes "
-                "no more steps and registers no model. Update the parameters only through "
-                "run.optimizer."
+                f"{self.tampered}. This run takes no more steps and registers no model."
+            )
+
+    def check_state(self) -> None:
+        """Compare the module's whole non-parameter state with the start (noted in ``tampered``)."""
+        if self.tampered is None and self._frozen is not None:
+            self._state_changed(self._frozen.changed())
+
+    def _state_changed(self, names: list[str]) -> None:
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            self.state_changed = True
+            self.tampered = (
+                f"the module's state besides its parameters changed during the run ({shown}): "
+                "DP-SGD's noise covers the parameters only, and buffers and attributes are "
+                "saved with the model, so a module that writes to them (even under "
+                "torch.no_grad()) cannot be trained privately; keep such values out of the module"
             )
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
+from ..._lifecycle import VaultState
 from ..._model_access import row_digest
 from ..._models import _NAME
 from ...accounting.composition import epsilon_alone
@@ -36,6 +37,7 @@ from ._data import default_criterion, prepare, scaler_for, task_of
 from ._deps import OPACUS_VERSION
 from ._engine import build, loss_reduction, prepare_module
 from ._fence import Fence
+from ._frozen import Frozen
 from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._rows import drop, seal
@@ -83,6 +85,20 @@ def _check(
         )
 
 
+def _vault_check(*reached: object) -> Callable[[], None]:
+    """The check of the vault's lifecycle that guards the objects the run ``reached`` it through.
+
+    The ledger's reservation (and the session's ``dp``) are guarded by their vault's
+    :class:`~privml._lifecycle.VaultState`; the run checks that same state before each
+    draw and step, and at the end of the block.
+    """
+    for obj in reached:
+        state = getattr(type(obj), "_lifecycle_state", None)
+        if isinstance(state, VaultState):
+            return state.check
+    return lambda: None
+
+
 @contextmanager
 def private_training(
     dp: DPSession,
@@ -121,6 +137,7 @@ def private_training(
     module, optimizer = prepare_module(
         module, optimizer, mode=grad_sample_mode, fix_module=fix_module
     )
+    frozen = Frozen(module)  # its state besides the parameters, before any data is near
     # 2. The policy: dp_training (or more revealing) on every column used.
     version = session._store.latest_version(dataset)
     auth = session._authorize(
@@ -207,6 +224,7 @@ def private_training(
             limit=planned,
             dataset=dataset,
             request_id=request_id,
+            alive=_vault_check(reservation, dp),
             on_refuse=lambda step: session._write(
                 "dp.train.step",
                 "refused",
@@ -232,7 +250,7 @@ def private_training(
             fenced=[*engine.plain.parameters(), *given[0].parameters()],
             original=given[1],
         )
-        guard.watch(engine.plain.parameters())
+        guard.watch(engine.plain.parameters(), frozen)
         plain = engine.plain
         loader = PoissonLoader(
             token=token,
@@ -299,7 +317,6 @@ def private_training(
     if completed and run.steps_taken > 0:
         if guard.tampered is not None:
             raise ConfigurationError(
-                f"{guard.tampered} during the block: the model was not registered (the steps "
-                "released were charged). Update the parameters only through run.optimizer."
+                f"{guard.tampered}. The model was not registered (the steps released were charged)."
             )
         register(dp, run, engine, encoding, features, target, optimizer, rows=rows)

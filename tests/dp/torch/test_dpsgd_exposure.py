@@ -133,6 +133,7 @@ def test_leaving_without_a_step_charges_and_audits_the_batch_that_left(
         "steps_taken": 0,
         "steps_charged": 1,
         "parameters_changed_outside": False,
+        "module_state_changed": False,
     }
 
 

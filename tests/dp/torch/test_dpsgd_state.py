@@ -1,0 +1,139 @@
+"""Only the noised parameters leave a run, and a closed vault stops its block at once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from privml import ConfigurationError
+from privml.exceptions import VaultClosedError
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+
+MODES = ["ghost", "hooks", "bk"]
+
+
+class Stash(nn.Module):
+    """A plain MLP whose forward copies input rows into a buffer, under no_grad (the attack)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.how = how
+        self.register_buffer("mem", torch.zeros(64, 2))
+        self.rows: list[list[float]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.how == "buffer":  # in place: the buffer's version moves
+                self.mem[: len(x)] = x[:64, :2]
+            elif self.how == "attribute":  # a new tensor attribute, pickled with the module
+                self.leak = x.detach().clone()
+            elif self.how == "list":  # rows in a plain Python list
+                self.rows.append(x[0].tolist())
+            elif self.how == "replace":  # a new buffer tensor under the same name
+                self.mem = x[:2, :2].t().clone().repeat(32, 1)
+        out: torch.Tensor = self.body(x)
+        return out
+
+
+def _block(v, digits, net, mode):
+    _, features = digits
+    return v.session("eng", purpose="ml").dp.private_training(
+        "data",
+        features=features,
+        target="target",
+        module=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+        batch_size=64,
+        epochs=1,
+        max_grad_norm=1.0,
+        noise_multiplier=1.0,
+        grad_sample_mode=mode,
+    )
+
+
+def _step(run):
+    X, y = next(iter(run.data_loader))
+    run.optimizer.zero_grad()
+    run.criterion(run.model(X), y).backward()
+    run.optimizer.step()
+
+
+@pytest.mark.parametrize("how", ["buffer", "attribute", "list", "replace"])
+@pytest.mark.parametrize("mode", MODES)
+def test_rows_written_into_the_module_are_never_registered(make_vault, digits, mode, how):
+    v = make_vault("digits")
+    net = Stash(how)
+    mem = net.mem.clone()
+    with (
+        pytest.raises(ConfigurationError, match="besides its parameters changed") as caught,
+        _block(v, digits, net, mode) as run,
+    ):
+        _step(run)  # the write happens in this forward pass
+        if how != "list":  # seen by the next step already (versions, identities)
+            with pytest.raises(ConfigurationError, match="besides its parameters"):
+                _step(run)
+    assert "[" not in str(caught.value)  # names only, never values
+    assert v.models.list().empty
+    assert run.charge.status == "committed"  # what was drawn is charged
+    details = v.audit.entries(action="dp.train.batches").iloc[-1]["details"]
+    assert details["module_state_changed"] is True
+    if how == "buffer":
+        assert not torch.equal(net.mem, mem)  # the write did happen; it just never left
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_no_grad_forward_after_the_last_step_is_caught_at_exit(make_vault, digits, mode):
+    v = make_vault("digits")
+    net = Stash("buffer")
+    with (
+        pytest.raises(ConfigurationError, match="model was not registered"),
+        _block(v, digits, net, mode) as run,
+    ):
+        net.how = "none"
+        _step(run)
+        net.how = "buffer"
+        X, _ = next(iter(run.data_loader))
+        with torch.no_grad():
+            run.model(X)  # an evaluation pass that writes the batch into the buffer
+    assert v.models.list().empty
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_module_with_untouched_buffers_and_eval_passes_registers(make_vault, digits, mode):
+    v = make_vault("digits")
+    net = Stash("none")
+    with _block(v, digits, net, mode) as run:
+        _step(run)
+        run.model.eval()  # train()/eval() flags carry no data
+        with torch.no_grad():
+            run.model(torch.zeros(3, 64))
+    assert run.model_info is not None
+    assert torch.equal(v.models.load(run.name).module.mem, torch.zeros(64, 2))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_closing_the_vault_inside_a_block_stops_draws_and_steps(make_vault, digits, make_mlp, mode):
+    v = make_vault("digits")
+    net = make_mlp()
+    handed: list[object] = []
+    with pytest.raises(VaultClosedError), _block(v, digits, net, mode) as run:
+        _step(run)
+        X, y = next(iter(run.data_loader))
+        run.optimizer.zero_grad()
+        run.criterion(run.model(X), y).backward()
+        before = [p.detach().clone() for p in net.parameters()]
+        v.close()
+        with pytest.raises(VaultClosedError):
+            run.optimizer.step()  # the batch drawn before the close is not stepped
+        with pytest.raises(VaultClosedError):
+            for batch in run.data_loader:
+                handed.append(batch)
+                run.optimizer.step()
+    assert handed == []
+    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+    assert run.steps_taken == 1 and run.batches_drawn == 2
+    assert run.charge is None and run.model_info is None  # nothing settled: stays reserved
