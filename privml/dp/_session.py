@@ -145,11 +145,7 @@ class DPSession:
             labels: list[Any] = list(field.categories or ())
         elif field.kind in _NUMERIC:
             lo, hi = field.bounds or (0.0, 1.0)
-            edges = (
-                np.linspace(lo, hi, (bins or 10) + 1)
-                if bins is None or isinstance(bins, int)
-                else np.asarray(bins, dtype=float)
-            )
+            edges = _edges(bins, lo, hi)
             labels = list(pd.IntervalIndex.from_breaks(edges, closed="left"))
         else:
             raise ConfigurationError(
@@ -517,3 +513,35 @@ def _version(library: str) -> str | None:
         return version(library)
     except Exception:
         return None
+
+
+#: The most bins a histogram may have: each is a noisy count, and memory stays small.
+MAX_BINS = 10_000
+
+
+def _edges(bins: Any, lo: float, hi: float) -> np.ndarray:
+    """Bin edges over the declared bounds: ``bins`` equal bins (10 by default) or given edges.
+
+    Refused before any charge: a count that is not a whole number from 1 to
+    :data:`MAX_BINS` (``True`` and ``0`` included), or edges that are not finite and
+    strictly increasing, or more than ``MAX_BINS + 1`` of them.
+    """
+    if bins is None:
+        return np.linspace(lo, hi, 11)
+    if isinstance(bins, int | np.integer) and not isinstance(bins, bool | np.bool_):
+        if not 1 <= int(bins) <= MAX_BINS:
+            raise ConfigurationError(f"bins= takes a number of bins from 1 to {MAX_BINS}")
+        return np.linspace(lo, hi, int(bins) + 1)
+    if isinstance(bins, str | bytes | bool | float) or not isinstance(bins, Sequence | np.ndarray):
+        raise ConfigurationError(
+            f"bins= takes a number of bins (1 to {MAX_BINS}) or a list of bin edges"
+        )
+    if not 2 <= len(bins) <= MAX_BINS + 1:
+        raise ConfigurationError(f"bins= takes from 2 to {MAX_BINS + 1} bin edges")
+    try:
+        edges = np.asarray(bins, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigurationError("bins= edges must be numbers") from None
+    if edges.ndim != 1 or not np.isfinite(edges).all() or not (np.diff(edges) > 0).all():
+        raise ConfigurationError("bins= edges must be finite and strictly increasing")
+    return edges

@@ -128,3 +128,17 @@ def test_columns_without_bounds_are_refused(vault):
     with pytest.raises(privml.ConfigurationError, match="numeric column"):
         dp.mean("health", "smoker", epsilon=0.1)
     assert len(_charges(v)) == 0
+
+
+@pytest.mark.parametrize(
+    "bins",
+    [0, -3, True, 10**9, 2.5, "10", [0.0], [0, 50, 50], [50, 0], [0, float("nan")], [[0, 1]]],
+    ids=repr,
+)
+def test_bad_bins_are_refused_before_any_charge_or_allocation(vault, bins):
+    """Each bin is a noisy count: a billion bins would allocate gigabytes before any check."""
+    v, _frame = vault
+    dp = v.session("ana", purpose="stats").dp
+    with pytest.raises(privml.ConfigurationError, match="bins="):
+        dp.histogram("health", "bmi", epsilon=0.1, bins=bins)
+    assert v.budget("health").epsilon_spent == 0
