@@ -12,26 +12,13 @@ import pickle
 
 import pytest
 import torch
+from _torch_helpers import start_training
 
 from privml import BudgetExceededError, ConfigurationError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
 MODES = ["ghost", "hooks", "bk"]
-
-
-def _train(v, digits, net, mode, **kwargs):
-    _, features = digits
-    settings = {"batch_size": 64, "epochs": 1, "max_grad_norm": 1.0, "noise_multiplier": 1.0}
-    return v.session("eng", purpose="ml").dp.private_training(
-        "data",
-        features=features,
-        target="target",
-        module=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
-        grad_sample_mode=mode,
-        **{**settings, **kwargs},
-    )
 
 
 def _pass(run, X, y):
@@ -58,7 +45,7 @@ def test_twenty_steps_on_one_batch_are_refused_and_one_is_charged(
 ):
     v = make_vault("digits")
     net = make_mlp()
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         it = iter(run.data_loader)
         X, y = next(it)
         _step(run, X, y)
@@ -78,7 +65,7 @@ def test_drawing_batches_ahead_is_refused(make_vault, digits, make_mlp, mode):
     v = make_vault("digits")
     net = make_mlp()
     before = _params(net)
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         it = iter(run.data_loader)
         next(it)
         with pytest.raises(ConfigurationError, match="has not been stepped"):
@@ -94,7 +81,7 @@ def test_accumulating_gradients_over_two_batches_is_refused(make_vault, digits, 
     v = make_vault("digits")
     net = make_mlp()
     before = _params(net)
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         it = iter(run.data_loader)
         X, y = next(it)
         _pass(run, X, y)
@@ -109,7 +96,7 @@ def test_accumulating_gradients_over_two_batches_is_refused(make_vault, digits, 
 def test_a_step_on_an_older_batch_is_refused(make_vault, digits, make_mlp, mode):
     v = make_vault("digits")
     net = make_mlp()
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         it = iter(run.data_loader)
         X1, y1 = next(it)
         _step(run, X1, y1)
@@ -128,7 +115,7 @@ def test_a_step_on_an_older_batch_is_refused(make_vault, digits, make_mlp, mode)
 def test_a_backward_through_an_older_batchs_output_is_refused(make_vault, digits, make_mlp, mode):
     v = make_vault("digits")
     net = make_mlp()
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         it = iter(run.data_loader)
         X1, y1 = next(it)
         run.optimizer.zero_grad()
@@ -160,7 +147,7 @@ def test_rows_from_elsewhere_and_steps_before_any_batch_are_refused(
     before = _params(net)
     X = torch.as_tensor(frame[features].to_numpy()[:64] / 16.0, dtype=torch.float32)
     y = torch.tensor(frame["target"].to_numpy()[:64])
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         with pytest.raises(ConfigurationError, match="no batch is waiting"):
             _step(run, X, y)  # no batch drawn yet
         with pytest.raises(ConfigurationError, match="no batch of its own"):
@@ -183,7 +170,7 @@ def test_interleaved_iterators_are_refused_and_reiterating_is_charged_per_batch(
 ):
     v = make_vault("digits")
     net = make_mlp()
-    with _train(v, digits, net, mode, epochs=2) as run:
+    with start_training(v, digits, net, mode, epochs=2) as run:
         first = iter(run.data_loader)
         _step(run, *next(first))
         second = iter(run.data_loader)
@@ -206,7 +193,7 @@ def test_interleaved_iterators_are_refused_and_reiterating_is_charged_per_batch(
 def test_the_reservation_caps_batches_even_without_steps(make_vault, digits, make_mlp, mode):
     v = make_vault("digits")
     net = make_mlp()
-    with _train(v, digits, net, mode, batch_size=600) as run:  # 2 steps per epoch, 1 epoch
+    with start_training(v, digits, net, mode, batch_size=600) as run:  # 2 steps per epoch, 1 epoch
         assert run.steps_planned == 2
         for X, y in run.data_loader:
             _step(run, X, y)
@@ -223,7 +210,7 @@ def test_empty_poisson_batches_are_stepped_like_any_other(make_vault, digits, ma
     net = make_mlp()
     # q = 1/1797: a batch is empty with probability (1 - q)^1797 ≈ 0.37; 40 steps, and the
     # loop must accept empty and non-empty batches alike (no assertion on how many).
-    with _train(v, digits, net, mode, batch_size=1, noise_multiplier=5.0) as run:
+    with start_training(v, digits, net, mode, batch_size=1, noise_multiplier=5.0) as run:
         for X, y in run.data_loader:
             _step(run, X, y)
             if run.steps_taken == 40:

@@ -9,26 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _torch_helpers import start_training
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
 N = 1797  # digits
 # A Poisson batch at q = 64/N has ~64 rows; 600 or more has probability far below 1e-100.
 BATCH_BOUND = 600
-
-
-def _train(v, digits, net, mode="ghost", **kwargs):
-    _, features = digits
-    settings = {"batch_size": 64, "epochs": 1, "max_grad_norm": 1.0, "noise_multiplier": 1.0}
-    return v.session("eng", purpose="ml").dp.private_training(
-        "data",
-        features=features,
-        target="target",
-        module=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
-        grad_sample_mode=mode,
-        **{**settings, **kwargs},
-    )
 
 
 def _children(obj: Any) -> list[Any]:
@@ -95,7 +82,7 @@ def _largest_table(root: Any, limit: int = 400_000) -> tuple[int, str]:
 def test_nothing_reachable_from_the_run_holds_the_table(make_vault, digits, make_mlp, mode):
     v = make_vault("digits")
     net = make_mlp()
-    with _train(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         assert not hasattr(run.data_loader, "dataset")
         it = iter(run.data_loader)
         for _ in range(3):
@@ -116,7 +103,7 @@ def test_leaving_without_a_step_charges_and_audits_the_batch_that_left(
     make_vault, digits, make_mlp
 ):
     v = make_vault("digits")
-    with _train(v, digits, make_mlp()) as run:
+    with start_training(v, digits, make_mlp()) as run:
         _, y = next(iter(run.data_loader))  # seen by the caller's code, never stepped
     assert run.steps_taken == 0 and run.batches_drawn == 1
     assert run.charge.status == "committed" and run.charge.event.params["steps"] == 1
@@ -140,7 +127,7 @@ def test_leaving_without_a_step_charges_and_audits_the_batch_that_left(
 def test_a_trained_run_audits_every_row_handed_out(make_vault, digits, make_mlp, train_loop):
     v = make_vault("digits")
     sizes: list[int] = []
-    with _train(v, digits, make_mlp(), mode="bk") as run:
+    with start_training(v, digits, make_mlp(), mode="bk") as run:
         for X, y in run.data_loader:
             sizes.append(len(y))
             run.optimizer.zero_grad()

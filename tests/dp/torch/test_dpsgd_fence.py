@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _torch_helpers import start_training
 
 from privml import ConfigurationError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
 MODES = ["ghost", "hooks", "bk"]
-
-
-def _block(v, digits, net, optimizer, mode):
-    _, features = digits
-    return v.session("eng", purpose="ml").dp.private_training(
-        "data",
-        features=features,
-        target="target",
-        module=net,
-        optimizer=optimizer,
-        batch_size=64,
-        epochs=1,
-        max_grad_norm=1.0,
-        noise_multiplier=1.0,
-        grad_sample_mode=mode,
-    )
 
 
 def _params(net):
@@ -47,7 +32,7 @@ def test_the_callers_own_optimizer_and_its_twins_cannot_step(make_vault, digits,
     v = make_vault("digits")
     net = make_mlp()
     mine = torch.optim.SGD(net.parameters(), lr=0.5)
-    with _block(v, digits, net, mine, mode) as run:
+    with start_training(v, digits, net, mode, optimizer=mine) as run:
         _backward(run)
         before = _params(net)
         twins = [
@@ -76,7 +61,7 @@ def test_an_update_by_hand_stops_the_run_and_registers_nothing(make_vault, digit
     net = make_mlp()
     with (
         pytest.raises(ConfigurationError, match=r"modified outside run\.optimizer"),
-        _block(v, digits, net, torch.optim.SGD(net.parameters(), lr=0.5), mode) as run,
+        start_training(v, digits, net, mode) as run,
     ):
         _backward(run)
         run.optimizer.step()
@@ -104,7 +89,7 @@ def test_loading_weights_after_the_last_step_is_caught_at_exit(make_vault, digit
     other = make_mlp(seed=9)
     with (
         pytest.raises(ConfigurationError, match="model was not registered"),
-        _block(v, digits, net, torch.optim.SGD(net.parameters(), lr=0.5), mode) as run,
+        start_training(v, digits, net, mode) as run,
     ):
         _backward(run)
         run.optimizer.step()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _torch_helpers import start_training
 from torch import nn
 
 from privml import ConfigurationError
@@ -39,22 +40,6 @@ class Stash(nn.Module):
         return out
 
 
-def _block(v, digits, net, mode):
-    _, features = digits
-    return v.session("eng", purpose="ml").dp.private_training(
-        "data",
-        features=features,
-        target="target",
-        module=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
-        batch_size=64,
-        epochs=1,
-        max_grad_norm=1.0,
-        noise_multiplier=1.0,
-        grad_sample_mode=mode,
-    )
-
-
 def _step(run):
     X, y = next(iter(run.data_loader))
     run.optimizer.zero_grad()
@@ -70,7 +55,7 @@ def test_rows_written_into_the_module_are_never_registered(make_vault, digits, m
     mem = net.mem.clone()
     with (
         pytest.raises(ConfigurationError, match="besides its parameters changed") as caught,
-        _block(v, digits, net, mode) as run,
+        start_training(v, digits, net, mode) as run,
     ):
         _step(run)  # the write happens in this forward pass
         if how != "list":  # seen by the next step already (versions, identities)
@@ -91,7 +76,7 @@ def test_a_no_grad_forward_after_the_last_step_is_caught_at_exit(make_vault, dig
     net = Stash("buffer")
     with (
         pytest.raises(ConfigurationError, match="model was not registered"),
-        _block(v, digits, net, mode) as run,
+        start_training(v, digits, net, mode) as run,
     ):
         net.how = "none"
         _step(run)
@@ -106,7 +91,7 @@ def test_a_no_grad_forward_after_the_last_step_is_caught_at_exit(make_vault, dig
 def test_a_module_with_untouched_buffers_and_eval_passes_registers(make_vault, digits, mode):
     v = make_vault("digits")
     net = Stash("none")
-    with _block(v, digits, net, mode) as run:
+    with start_training(v, digits, net, mode) as run:
         _step(run)
         run.model.eval()  # train()/eval() flags carry no data
         with torch.no_grad():
@@ -120,7 +105,7 @@ def test_closing_the_vault_inside_a_block_stops_draws_and_steps(make_vault, digi
     v = make_vault("digits")
     net = make_mlp()
     handed: list[object] = []
-    with pytest.raises(VaultClosedError), _block(v, digits, net, mode) as run:
+    with pytest.raises(VaultClosedError), start_training(v, digits, net, mode) as run:
         _step(run)
         X, y = next(iter(run.data_loader))
         run.optimizer.zero_grad()
