@@ -26,8 +26,11 @@ ValueError`` keeps working around privml calls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+import typing
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "AccessDenied",
@@ -134,7 +137,7 @@ class InsecureKeyFileWarning(UserWarning):
     """A key file can be read by other users (fix: ``chmod 600 FILE``)."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SchemaViolation:
     """One kind of problem in one column.
 

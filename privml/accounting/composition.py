@@ -118,7 +118,7 @@ def _unit_rdp(unit: Unit) -> Curve:
             accountant.compose(event)
         finally:
             logger.removeFilter(quiet)
-        curve = np.array(accountant._rdp, dtype=np.float64)  # the composed curve
+        curve = np.array(accountant.rdp, dtype=np.float64)  # the composed curve
     curve.setflags(write=False)
     return curve
 
