@@ -15,8 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 import privml
+
+# Property tests run the same examples on every run, so CI never fails by chance, and have
+# no per-example deadline: a loaded two-core machine is slow, not wrong.
+settings.register_profile("privml", derandomize=True, deadline=None)
+settings.load_profile("privml")
 
 
 @pytest.fixture(autouse=True)
