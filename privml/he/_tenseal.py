@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..exceptions import OptionalDependencyError
+from .._optional import require
 
 __all__ = ["tenseal"]
 
 
 def tenseal() -> Any:
     """Return the ``tenseal`` module, or say how to install it."""
-    try:
-        import tenseal as ts
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise OptionalDependencyError(
-            "encrypted inference needs TenSEAL: pip install 'privml[he]'"
-        ) from err
-    return ts
+    return require("tenseal", feature="encrypted inference")

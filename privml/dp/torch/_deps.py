@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from ...exceptions import OptionalDependencyError
+from ..._optional import require
 
-try:
-    import opacus
-    import torch
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise OptionalDependencyError(
-        f"DP-SGD needs torch and opacus ({err.name} is missing): pip install 'privml[torch]'"
-    ) from err
+torch = require("torch", feature="DP-SGD")
+opacus = require("opacus", feature="DP-SGD")
 
 __all__ = ["OPACUS_VERSION", "TORCH_VERSION"]
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ...exceptions import OptionalDependencyError
+from ..._optional import require
 from ._engine import FIRST_LAYER_HOOK, loss_reduction
 from ._model import TorchModel
 from ._run import private_training
@@ -40,11 +40,7 @@ class TrainResult(NamedTuple):
 
 
 def _tqdm() -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as err:
-        raise OptionalDependencyError("progress=True needs tqdm: pip install tqdm") from err
-    return tqdm
+    return require("tqdm.auto", feature="progress=True").tqdm
 
 
 def train(

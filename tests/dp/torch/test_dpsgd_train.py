@@ -95,7 +95,7 @@ def test_progress_needs_tqdm_and_fails_before_reserving(make_vault, digits, make
     v = make_vault("digits")
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    with pytest.raises(OptionalDependencyError, match="pip install tqdm"):
+    with pytest.raises(OptionalDependencyError, match=r"pip install 'privml\[torch\]'"):
         _dp(v).train("data", **_args(make_mlp(), features, noise_multiplier=1.0), progress=True)
     assert v.ledger.events("data").empty
 
