@@ -535,8 +535,12 @@ def _check_info(sealer: sealed.RowSealer, info: Any, seed: bytes) -> None:
     verify key and checkpoint interval; the verify key must also be the signing key's.
     """
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-    intact = hmac.compare_digest(sealer.row_mac(vault_info, info._mapping), str(info.mac))
-    if not intact or bytes(info.verify_key) != public or int(info.checkpoint_every) < 1:
+    try:
+        intact = hmac.compare_digest(sealer.row_mac(vault_info, info._mapping), str(info.mac))
+        intact = intact and bytes(info.verify_key) == public and int(info.checkpoint_every) >= 1
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        intact = False  # a value of the wrong type (SQLite keeps any type in any column)
+    if not intact:
         raise IntegrityError(
             "the vault's own row (vault_info: identity, audit keys, checkpoint interval) was "
             "edited without the key; restore meta.db from a backup"

@@ -178,6 +178,34 @@ def test_modifying_any_column_is_caught(copy, table, column):
     _caught(copy, table)
 
 
+TYPED = [
+    (table, column)
+    for table, column in CASES
+    if metadata.tables[table].c[column].type.python_type in (float, int)
+    and not metadata.tables[table].c[column].primary_key
+]
+
+
+@pytest.mark.parametrize(("table", "column"), TYPED)
+def test_a_value_of_the_wrong_type_is_caught(copy, table, column):
+    """SQLite keeps any type in any column: text in a number column fails while it is read,
+    before its MAC is checked, and must still be an IntegrityError, not a raw ValueError."""
+    with _db(copy) as con:
+        con.execute(
+            f'UPDATE {table} SET "{column}" = ? WHERE rowid = (SELECT min(rowid) FROM {table})',
+            ("not a number",),
+        )
+    _caught(copy, table)
+
+
+@pytest.mark.parametrize("column", ["checkpoint_every", "format"])
+def test_a_value_of_the_wrong_type_in_the_vaults_own_row_is_refused(copy, column):
+    with _db(copy) as con:
+        con.execute(f'UPDATE vault_info SET "{column}" = ?', ("not a number",))
+    with pytest.raises((IntegrityError, privml.ConfigurationError)):
+        Vault.open(copy, key=KEY)
+
+
 @pytest.mark.parametrize("table", sorted(PROTECTED))
 def test_deleting_a_row_is_caught(copy, table):
     with _db(copy) as con:

@@ -36,7 +36,8 @@ import hashlib
 import hmac
 import json
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,23 +205,43 @@ def _scope_of(table: sa.Table, row: Mapping[Any, Any]) -> str:
     return "" if column is None else str(row[column])
 
 
+@contextmanager
+def _typed(what: str) -> Iterator[None]:
+    """Turn a stored value of the wrong type (SQLite keeps any type in any column) into an
+    :class:`~privml.exceptions.IntegrityError`: reading it fails before its MAC is checked."""
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        raise IntegrityError(
+            f"{what} holds a value of the wrong type: the vault's metadata was edited without "
+            "the key"
+        ) from None
+
+
 def _head(conn: sa.Connection, table: str, scope: str) -> _Head | None:
     state = _state(conn)
     if (table, scope) not in state.heads:
-        row = conn.execute(
-            sa.select(row_heads).where(row_heads.c.table_name == table, row_heads.c.scope == scope)
-        ).first()
-        head = None
-        if row is not None:
-            head = _Head(
-                table, scope, int(row.rows), str(row.digest), int(row.generation),
-                bool(row.logged), stored=True,
-            )  # fmt: skip
-            if not hmac.compare_digest(_sealer(conn).head_mac(head), str(row.mac)):
-                raise IntegrityError(
-                    f"the integrity head of {table} ({_scope_name(scope)}) fails its MAC: "
-                    "the vault's metadata was edited without the key"
+        with _typed(f"the integrity head of {table} ({_scope_name(scope)})"):
+            row = conn.execute(
+                sa.select(row_heads).where(
+                    row_heads.c.table_name == table, row_heads.c.scope == scope
                 )
+            ).first()
+            head = None
+            if row is not None:
+                head = _Head(
+                    table, scope, int(row.rows), str(row.digest), int(row.generation),
+                    bool(row.logged), stored=True,
+                )  # fmt: skip
+        if (
+            head is not None
+            and row is not None
+            and not hmac.compare_digest(_sealer(conn).head_mac(head), str(row.mac))
+        ):
+            raise IntegrityError(
+                f"the integrity head of {table} ({_scope_name(scope)}) fails its MAC: "
+                "the vault's metadata was edited without the key"
+            )
         state.heads[(table, scope)] = head
     return state.heads[(table, scope)]
 
@@ -424,10 +445,11 @@ def check_rows(
     query = sa.select(table)
     if where is not None:
         query = query.where(where)
-    rows = list(conn.execute(query.with_for_update() if lock else query))
     sealer = _sealer(conn)
-    for row in rows:
-        _check_mac(sealer, table, row)
+    with _typed(f"a row of {table.name}"):
+        rows = list(conn.execute(query.with_for_update() if lock else query))
+        for row in rows:
+            _check_mac(sealer, table, row)
     return rows
 
 
@@ -500,8 +522,17 @@ def verify_rows(conn: sa.Connection, logged: Mapping[HeadKey, Sequence[Any]]) ->
     names = set()
     for name in sorted(PROTECTED):
         table = metadata.tables[name]
-        for row in conn.execute(sa.select(table)):
-            if not hmac.compare_digest(sealer.row_mac(table, row._mapping), str(row.mac)):
+        try:
+            rows = list(conn.execute(sa.select(table)))
+        except (ValueError, TypeError, OverflowError):
+            problems.append(f"{name}: a row holds a value of the wrong type (modified)")
+            continue
+        for row in rows:
+            try:
+                intact = hmac.compare_digest(sealer.row_mac(table, row._mapping), str(row.mac))
+            except (ValueError, TypeError, OverflowError, AttributeError):
+                intact = False
+            if not intact:
                 problems.append(f"{name}: row {_describe(table, row)} fails its MAC (modified)")
                 continue
             found.setdefault((name, _scope_of(table, row._mapping)), []).append(row.mac)
@@ -527,10 +558,14 @@ def _stored_heads(
 ) -> dict[HeadKey, _Head]:
     heads = {}
     for row in conn.execute(sa.select(row_heads)):
-        head = _Head(
-            row.table_name, row.scope, int(row.rows), str(row.digest), int(row.generation),
-            bool(row.logged), stored=True,
-        )  # fmt: skip
+        try:
+            head = _Head(
+                row.table_name, row.scope, int(row.rows), str(row.digest), int(row.generation),
+                bool(row.logged), stored=True,
+            )  # fmt: skip
+        except (ValueError, TypeError, OverflowError):
+            problems.append("row_heads: a head holds a value of the wrong type (modified)")
+            continue
         if hmac.compare_digest(sealer.head_mac(head), str(row.mac)):
             heads[(head.table, head.scope)] = head
         else:
