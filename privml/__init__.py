@@ -30,8 +30,7 @@ from .exceptions import (
     VaultExistsError,
 )
 from .schema import Field, Schema
-from .session import Session
-from .vault import DatasetInfo, DatasetVersion, Vault
+from .vault import DatasetInfo, DatasetVersion, Session, Vault
 
 __version__ = "0.1.0"
 

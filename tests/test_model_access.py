@@ -43,7 +43,7 @@ def test_minimizing_with_a_model_of_a_denied_dataset_is_refused_and_audited(two_
 
 
 def test_the_mode_a_model_needs_follows_how_it_was_trained(two_copies):
-    from privml._model_access import authorize_model
+    from privml.vault._model_access import authorize_model
 
     two_copies.add_principal("carol", roles=["clerk"])  # dp_training on patients, no deny
     carol = two_copies.session("carol", purpose="research")

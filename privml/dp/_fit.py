@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._model_access import TRAINING_ROWS, training_rows
 from .._optional import require
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError, IntegrityError, PrivmlError
+from ..vault._model_access import TRAINING_ROWS, training_rows
 from . import _classifiers, _estimators, _stats
 from .scaling import SchemaScaler
 

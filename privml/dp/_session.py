@@ -18,7 +18,7 @@ from ._result import DPResult
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from ..session import Authorization, Session, Where
+    from ..vault._session import Authorization, Session, Where
     from .torch import TrainingRun, TrainResult
 
 __all__ = ["DPSession"]
@@ -457,7 +457,7 @@ class DPSession:
         """Authorize, charge, then read: the order that makes every release paid for.
 
         Every DP release reads through here, so each sees exactly the rows the
-        deciding grants' row filters admit (see :class:`privml.session.Authorization`).
+        deciding grants' row filters admit (see :class:`privml._gate.Authorization`).
         """
         session = self._session
         version = session._store.latest_version(dataset)

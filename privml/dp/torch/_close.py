@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..._model_access import TRAINING_ROWS
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
+from ...vault._model_access import TRAINING_ROWS
 from ._data import Encoding
 from ._engine import Engine
 from ._fence import Fence
@@ -161,7 +161,7 @@ def register(
         },
         "opacus_epsilon": run.opacus_epsilon,
         "opacus_accountant": "rdp, q = 1/len(data_loader)",
-        TRAINING_ROWS: rows,  # the row filters it was read under (see privml._model_access)
+        TRAINING_ROWS: rows,  # the row filters it was read under (see privml.vault._model_access)
     }
     run.model_info = session._models._register(
         run.name,

@@ -25,12 +25,12 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from ..._lifecycle import VaultState
-from ..._model_access import row_digest
-from ..._models import _NAME
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
+from ...vault._model_access import row_digest
+from ...vault._models import _NAME
+from ...vault._state import VaultState
 from ._calibrate import calibrate
 from ._close import Exit, finish, register
 from ._data import default_criterion, prepare, scaler_for, task_of
@@ -89,7 +89,7 @@ def _vault_check(*reached: object) -> Callable[[], None]:
     """The check of the vault's lifecycle that guards the objects the run ``reached`` it through.
 
     The ledger's reservation (and the session's ``dp``) are guarded by their vault's
-    :class:`~privml._lifecycle.VaultState`; the run checks that same state before each
+    :class:`~privml.vault._state.VaultState`; the run checks that same state before each
     draw and step, and at the end of the block.
     """
     for obj in reached:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ._datasets import DatasetInfo
     from ._policy_store import PolicyAdmin
-    from .session import Where
+    from ._session import Where
 
 __all__ = ["PolicyMethods"]
 

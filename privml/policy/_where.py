@@ -8,8 +8,8 @@ the expected kind, never the value itself (it may be personal data).
 
 from __future__ import annotations
 
-from .exceptions import ConfigurationError
-from .policy import Predicate
+from ..exceptions import ConfigurationError
+from ._model import Predicate
 
 __all__ = ["compare_error"]
 

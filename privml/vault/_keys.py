@@ -15,21 +15,21 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ..crypto.keys import VaultKey
+from ..crypto.pseudonyms import pseudonymize
+from ..exceptions import ConfigurationError, DecryptionError, IntegrityError, NotFoundError
+from ..storage import sealed
+from ..storage.engine import read, scrub, transaction
+from ..storage.files import remove_files
+from ..storage.tables import models, vault_info, versions
 from ._view_erasure import ViewRefit, plan_view_erasures, subject_mask
-from .crypto.keys import VaultKey
-from .crypto.pseudonyms import pseudonymize
-from .exceptions import ConfigurationError, DecryptionError, IntegrityError, NotFoundError
-from .storage import sealed
-from .storage.engine import read, scrub, transaction
-from .storage.files import remove_files
-from .storage.tables import models, vault_info, versions
 
 if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..crypto import FieldCipher
+    from ..crypto.keyring import Keyring
+    from ..storage.engine import Tx
     from ._datasets import DatasetStore, DatasetVersion
-    from .audit import AuditLog
-    from .crypto import FieldCipher
-    from .crypto.keyring import Keyring
-    from .storage.engine import Tx
 
 __all__ = ["KeyMethods"]
 
@@ -313,7 +313,7 @@ class KeyMethods:
         >>> vault.field_cipher("patients").decrypt(token, column="patient", row_key=7)
         'P-1001'
         """
-        from .crypto import FieldCipher, FieldKeyset
+        from ..crypto import FieldCipher, FieldKeyset
 
         self._store.schema(dataset)  # NotFoundError for an unknown dataset
         with transaction(self.engine) as tx:

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .exceptions import VaultClosedError
+from ..exceptions import VaultClosedError
 
 __all__ = ["SERVICES", "VaultState"]
 
@@ -53,8 +53,8 @@ T = TypeVar("T")
 #: Classes whose instances, when handed out by a guarded object, are guarded too.
 SERVICES = frozenset(
     {
-        "privml.session.Session",
-        "privml._he_session.HESession",
+        "privml.vault._session.Session",
+        "privml.he._session.HESession",
         "privml.dp._session.DPSession",
         "privml.crypto.field.FieldCipher",
         "privml.accounting.ledger.Reservation",

@@ -15,24 +15,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import _failures, _where
-from ._optional import require
-from ._validation import check_request
-from .exceptions import AccessDenied, BudgetExceededError, ConfigurationError
-from .policy import MODES, ROW_MODES, Decision, Predicate, mode_allows
-from .schema import Field, Schema
-from .storage.engine import transaction
+from .._optional import require
+from .._validation import check_request
+from ..exceptions import AccessDenied, BudgetExceededError, ConfigurationError
+from ..policy import _where
+from ..policy._model import MODES, ROW_MODES, Decision, Predicate, mode_allows
+from ..schema import Field, Schema
+from ..storage.engine import transaction
+from . import _failures
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from ..accounting.ledger import Ledger
+    from ..audit import AuditLog
+    from ..dp import DPSession
+    from ..he._session import HESession
     from ._datasets import DatasetStore, DatasetVersion
-    from ._he_session import HESession
     from ._models import ModelRegistry
     from ._policy_store import PolicyAdmin
-    from .accounting.ledger import Ledger
-    from .audit import AuditLog
-    from .dp import DPSession
 
 __all__ = ["Authorization", "LoadedValues", "Session"]
 
@@ -144,9 +145,9 @@ class Session:
         its source recorded); the fitted minimizer is registered as
         ``"<model_name>.minimizer"`` in ``vault.models``, linked to the model and the
         view, so a data-collection form can ask only for the generalized values. DP
-        releases run on the source, never on the view. See :mod:`privml._views`.
+        releases run on the source, never on the view. See :mod:`privml.minimization._view`.
         """
-        from ._views import minimize
+        from ..minimization._view import minimize
 
         return minimize(
             self,
@@ -163,7 +164,7 @@ class Session:
     def load_model(self, name: str, *, version: int | None = None) -> Any:
         """A registered model (the latest version by default), if the policy allows its use.
 
-        Decided on the model's training data like a read (see :mod:`privml._model_access`):
+        Decided on the model's training data like a read (see :mod:`privml.vault._model_access`):
         a DP model needs ``dp_aggregate`` or more on its training columns, any other
         ``raw``; refusals raise :class:`~privml.AccessDenied`. Audited as ``model.load``.
         """
@@ -173,16 +174,16 @@ class Session:
 
     @property
     def he(self) -> HESession:
-        """Encrypted inference with registered models (:class:`privml._he_session.HESession`)."""
+        """Encrypted inference with registered models (:class:`privml.he._session.HESession`)."""
         require("tenseal", feature="session.he (encrypted inference)")
-        from ._he_session import HESession
+        from ..he._session import HESession
 
         return HESession(self)
 
     @property
     def dp(self) -> DPSession:
         """Differentially private statistics and models (:class:`privml.dp.DPSession`)."""
-        from .dp import DPSession
+        from ..dp import DPSession
 
         return DPSession(self)
 

@@ -35,13 +35,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import AccessDenied
+from ..exceptions import AccessDenied
 
 if TYPE_CHECKING:
+    from ..policy._model import Decision
+    from ..schema import Schema
     from ._models import ModelInfo
-    from .policy import Decision
-    from .schema import Schema
-    from .session import Authorization, Session
+    from ._session import Authorization, Session
 
 __all__ = [
     "TRAINING_ROWS",
@@ -180,7 +180,7 @@ def _columns(info: ModelInfo, schema: Schema) -> list[str]:
 
 def serve_model(session: Session, name: str, version: int | None) -> Any:
     """Hand a registered model to the session's caller: decided, then audited as ``model.load``."""
-    from .storage.engine import transaction
+    from ..storage.engine import transaction
 
     model, use = load_model(session, name, version, action="model.load")
     dataset, trained_version = use.info.trained_on or (None, None)

@@ -18,8 +18,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .exceptions import PrivmlError
-from .policy import Predicate
+from ..exceptions import PrivmlError
+from ..policy._model import Predicate
 
 __all__ = ["WITHHELD", "is_audited", "mark_audited", "request_values", "safe_message"]
 

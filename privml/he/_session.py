@@ -1,6 +1,6 @@
 """``session.he``: serving registered models on encrypted inputs.
 
-Serving is a policy decision like any read (see :mod:`privml._model_access`):
+Serving is a policy decision like any read (see :mod:`privml.vault._model_access`):
 the spec and every prediction need, for the session's principal and purpose,
 ``dp_aggregate`` or more on the model's training columns for a DP model, ``raw``
 for one that is not DP; an explicit deny wins, and refusals are audited as
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._model_access import ModelUse, load_model
-from .exceptions import ConfigurationError
-from .storage.engine import transaction
+from ..exceptions import ConfigurationError
+from ..storage.engine import transaction
+from ..vault._model_access import ModelUse, load_model
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ..vault._session import Session
 
 __all__ = ["HESession"]
 
@@ -60,7 +60,7 @@ class HESession:
         key (refused with ``ValueError``); the result can only be decrypted by the
         client that encrypted the batch.
         """
-        from .he import EncryptedBatch
+        from . import EncryptedBatch
 
         model, use = self._model(model_name, version, action="he.predict")
         batch = EncryptedBatch.from_bytes(encrypted_batch)
@@ -80,7 +80,7 @@ class HESession:
         return bytes(result.to_bytes())
 
     def _model(self, model_name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
-        from .he import HEModel
+        from . import HEModel
 
         model, use = load_model(self._session, model_name, version, action=action)
         if not isinstance(model, HEModel):

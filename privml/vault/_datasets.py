@@ -18,19 +18,19 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from ._canonical import canonical_json, utcnow
-from ._validation import check_name
-from .accounting.budget import Budget
-from .audit import AuditLog
-from .crypto.keyring import Keyring
-from .crypto.parquet import ParquetCrypto
-from .crypto.pseudonyms import pseudonymize
-from .exceptions import ConfigurationError, DecryptionError, NotFoundError
-from .schema import Schema
-from .storage import sealed
-from .storage.engine import Tx, read, transaction
-from .storage.files import read_parquet, write_parquet
-from .storage.tables import datasets, versions
+from .._canonical import canonical_json, utcnow
+from .._validation import check_name
+from ..accounting.budget import Budget
+from ..audit import AuditLog
+from ..crypto.keyring import Keyring
+from ..crypto.parquet import ParquetCrypto
+from ..crypto.pseudonyms import pseudonymize
+from ..exceptions import ConfigurationError, DecryptionError, NotFoundError
+from ..schema import Schema
+from ..storage import sealed
+from ..storage.engine import Tx, read, transaction
+from ..storage.files import read_parquet, write_parquet
+from ..storage.tables import datasets, versions
 
 __all__ = ["DatasetInfo", "DatasetStore", "DatasetVersion", "load_frame"]
 

@@ -29,16 +29,16 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._canonical import canonical_json, utcnow
+from .._canonical import canonical_json, utcnow
+from .._validation import check_name
+from ..audit import AuditLog
+from ..crypto.keys import VaultKey, new_data_key
+from ..exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
+from ..storage import sealed
+from ..storage.engine import read, transaction
+from ..storage.files import read_checked, write_atomic
+from ..storage.tables import models, versions
 from ._datasets import DatasetVersion
-from ._validation import check_name
-from .audit import AuditLog
-from .crypto.keys import VaultKey, new_data_key
-from .exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
-from .storage import sealed
-from .storage.engine import read, transaction
-from .storage.files import read_checked, write_atomic
-from .storage.tables import models, versions
 
 __all__ = ["ModelInfo", "ModelRegistry"]
 
@@ -403,7 +403,7 @@ def _libraries() -> dict[str, str]:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "__version__"):
             out[name] = str(module.__version__)
-    from . import __version__
+    from .. import __version__
 
     out["privml"] = __version__
     return out

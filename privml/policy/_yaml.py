@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 __all__ = ["PolicyDocument", "dump", "parse"]
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 __all__ = ["MODES", "Decision", "Grant", "PolicyModel", "Predicate", "mode_allows"]
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._model_access import load_model
-from .exceptions import ConfigurationError
-from .schema import Schema
+from ..exceptions import ConfigurationError
+from ..schema import Schema
+from ..vault._model_access import load_model
 
 if TYPE_CHECKING:
-    from ._datasets import DatasetVersion
-    from .session import Session
+    from ..vault._datasets import DatasetVersion
+    from ..vault._session import Session
 
 __all__ = ["minimize"]
 
@@ -42,7 +42,7 @@ def minimize(
     random_state: int | None = 0,
 ) -> DatasetVersion:
     """Fit a :class:`~privml.minimization.Minimizer` for a registered model; store the view."""
-    from .minimization import Minimizer
+    from . import Minimizer
 
     models = session._models
     # The model is used like data: decided by the policy on its source (refusals audited).

@@ -21,21 +21,15 @@ import pandas as pd
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._canonical import canonical_json, utcnow
-from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
-from ._lifecycle import VaultState
-from ._models import ModelRegistry
-from ._policy_store import PolicyAdmin
-from ._validation import check_name
-from ._vault_keys import KeyMethods
-from ._vault_policy import PolicyMethods
-from .accounting.budget import Budget
-from .accounting.ledger import Ledger
-from .accounting.records import Allocation, BudgetStatus
-from .audit import AuditLog
-from .crypto.keyring import Keyring
-from .crypto.keys import VaultKey, new_data_key
-from .exceptions import (
+from .._canonical import canonical_json, utcnow
+from .._validation import check_name
+from ..accounting.budget import Budget
+from ..accounting.ledger import Ledger
+from ..accounting.records import Allocation, BudgetStatus
+from ..audit import AuditLog
+from ..crypto.keyring import Keyring
+from ..crypto.keys import VaultKey, new_data_key
+from ..exceptions import (
     AccessDenied,
     ConfigurationError,
     IntegrityError,
@@ -44,11 +38,17 @@ from .exceptions import (
     VaultClosedError,
     VaultExistsError,
 )
-from .schema import Schema
-from .session import Session
-from .storage import sealed
-from .storage.engine import create_tables, make_engine, read, transaction
-from .storage.tables import vault_info
+from ..schema import Schema
+from ..storage import sealed
+from ..storage.engine import create_tables, make_engine, read, transaction
+from ..storage.tables import vault_info
+from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
+from ._keys import KeyMethods
+from ._models import ModelRegistry
+from ._policy import PolicyMethods
+from ._policy_store import PolicyAdmin
+from ._session import Session
+from ._state import VaultState
 
 __all__ = ["DatasetInfo", "DatasetVersion", "Vault"]
 

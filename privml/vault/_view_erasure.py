@@ -29,12 +29,12 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
+from ..exceptions import ConfigurationError, DecryptionError, PrivmlError
+from ..schema import Schema
+from ..storage import sealed
+from ..storage.engine import read
+from ..storage.tables import datasets, models
 from ._datasets import DatasetStore
-from .exceptions import ConfigurationError, DecryptionError, PrivmlError
-from .schema import Schema
-from .storage import sealed
-from .storage.engine import read
-from .storage.tables import datasets, models
 
 __all__ = ["ViewRefit", "plan_view_erasures", "subject_mask"]
 
@@ -137,7 +137,7 @@ def _same(computed: pd.DataFrame, stored: pd.DataFrame, schema: Schema) -> bool:
 
 
 def _refit(registry: Any, found: Registered, schema: Schema, base: pd.DataFrame, view: str) -> Any:
-    from .minimization import Minimizer
+    from ..minimization import Minimizer
 
     old = found.model
     settings = found.metadata.get("settings") or {}

@@ -19,16 +19,16 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from . import _policy_yaml
-from ._canonical import canonical_json, utcnow
-from ._validation import check_name
-from .audit import AuditLog
-from .exceptions import ConfigurationError, NotFoundError
-from .policy import Grant, PolicyModel, Predicate, check_mode
-from .schema import Schema
-from .storage import sealed
-from .storage.engine import Tx, read, transaction
-from .storage.tables import datasets, grants, policy_state, principals, purposes
+from .._canonical import canonical_json, utcnow
+from .._validation import check_name
+from ..audit import AuditLog
+from ..exceptions import ConfigurationError, NotFoundError
+from ..policy import _yaml as _policy_yaml
+from ..policy._model import Grant, PolicyModel, Predicate, check_mode
+from ..schema import Schema
+from ..storage import sealed
+from ..storage.engine import Tx, read, transaction
+from ..storage.tables import datasets, grants, policy_state, principals, purposes
 
 __all__ = ["PolicyAdmin"]
 
