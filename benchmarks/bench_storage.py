@@ -101,7 +101,7 @@ def audit_appends_per_second(folder: Path, key: bytes, count: int) -> float:
     with privml.Vault.create(folder / "a", key=key) as vault:
         start = time.perf_counter()
         for i in range(count):
-            with transaction(vault.engine) as tx:
+            with transaction(vault._state.engine) as tx:
                 vault.audit.append(
                     tx,
                     principal="bench",

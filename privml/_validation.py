@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -46,17 +47,38 @@ def printable(name: object) -> str:
     return f"a value of type {type(name).__name__}"
 
 
-def check_name(value: object, what: str) -> str:
-    """Return ``value`` if it is a non-empty string of valid Unicode; else refuse.
+#: Names that become part of a file name (datasets, models): letters, digits, ``_.-``.
+_FILE_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
-    Used for the names a caller passes (datasets, columns, models, principals,
-    purposes) before they reach a query or the audit log.
+
+def check_name(value: object, what: str, *, file_safe: bool = False) -> str:
+    """Return ``value`` if it is a usable name; else refuse with the rule it breaks.
+
+    The one check for the names a caller passes (datasets, columns, models,
+    principals, purposes) before they reach a query, a file name or the audit log:
+    a non-blank string of valid Unicode; with ``file_safe`` (dataset and model
+    names, which name files) letters, digits, ``_``, ``.`` and ``-`` only, at most
+    128 characters, not starting with ``.`` or ``-``.
+
+    Examples
+    --------
+    >>> check_name("visits-2024", "dataset name", file_safe=True)
+    'visits-2024'
+    >>> check_name("../etc", "dataset name", file_safe=True)
+    Traceback (most recent call last):
+    ...
+    privml.exceptions.ConfigurationError: dataset name '../etc' is not allowed: ...
     """
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"{what} must be a non-empty string, got {printable(value)}")
     if not is_unicode(value):
         raise ConfigurationError(
             f"{what} {printable(value)} is not valid Unicode (it holds a lone surrogate)"
+        )
+    if file_safe and not _FILE_SAFE.match(value):
+        raise ConfigurationError(
+            f"{what} {printable(value)} is not allowed: use letters, digits, '_', '.', '-' "
+            "(at most 128 characters, not starting with '.' or '-')"
         )
     return value
 

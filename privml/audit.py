@@ -47,7 +47,11 @@ from .storage import sealed
 from .storage.engine import Tx, read
 from .storage.tables import audit_log, checkpoints
 
-__all__ = ["AuditLog", "VerifyReport"]
+__all__ = ["ADMIN_PURPOSE", "AuditLog", "VerifyReport"]
+
+#: The purpose recorded for the key holder's own acts (creating datasets, granting,
+#: rotating keys, erasing subjects); no grant can name it.
+ADMIN_PURPOSE = "administration"
 
 _ENTRY_TAG = b"privml/audit-entry/v1\x00"
 _MAC_TAG = b"privml/audit-mac/v1\x00"

@@ -71,7 +71,7 @@ def _verify(folder: Path, key: bytes) -> privml.VerifyReport:
         return vault.audit.verify()
     finally:
         # Close without signing a new checkpoint over the tampered log.
-        vault._engine.dispose()
+        vault._state.engine.dispose()
 
 
 def _db(folder: Path) -> sqlite3.Connection:

@@ -383,7 +383,7 @@ def test_writes_that_bypass_the_row_seal_are_refused(copy):
     with (
         Vault.open(copy, key=KEY) as vault,
         pytest.raises(IntegrityError, match=r"privml\.storage\.sealed"),
-        transaction(vault.engine) as tx,
+        transaction(vault._state.engine) as tx,
     ):
         tx.conn.execute(grants.update().values(revoked=None))
 

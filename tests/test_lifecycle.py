@@ -103,8 +103,9 @@ def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, d
 def test_close_drops_key_material(demo_vault):
     cipher = demo_vault.field_cipher("patients")
     demo_vault.close()
-    assert not hasattr(demo_vault, "_key")
-    assert not hasattr(demo_vault.models, "_vault_key")
+    keyring = demo_vault._keys._keyring
+    assert demo_vault._state._key is None and demo_vault._state._engine is None
+    assert not hasattr(keyring, "_vault_key") and not keyring._cache
     assert not hasattr(demo_vault.audit, "_mac_key")
     assert not hasattr(demo_vault.audit, "_signing_key")
     with pytest.raises(VaultClosedError):

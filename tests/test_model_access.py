@@ -47,13 +47,14 @@ def test_the_mode_a_model_needs_follows_how_it_was_trained(two_copies):
 
     two_copies.add_principal("carol", roles=["clerk"])  # dp_training on patients, no deny
     carol = two_copies.session("carol", purpose="research")
-    use = authorize_model(carol, "dp-model", None, action="model.use")
+    use = authorize_model(carol._door, "dp-model", None, action="model.use")
     assert use.details["needed"] == "dp_aggregate" and use.details["grant_ids"]
     with pytest.raises(privml.AccessDenied, match="needs 'raw'"):
-        authorize_model(carol, "plain-model", None, action="model.use")
+        authorize_model(carol._door, "plain-model", None, action="model.use")
     two_copies.add_purpose("ads", description="Ads", lawful_basis="consent")
     with pytest.raises(privml.AccessDenied):  # an unrelated purpose gets nothing
-        authorize_model(two_copies.session("carol", purpose="ads"), "dp-model", None, action="x")
+        ads = two_copies.session("carol", purpose="ads")._door
+        authorize_model(ads, "dp-model", None, action="x")
 
 
 def test_loading_a_model_through_a_session_is_decided_and_audited(two_copies):

@@ -169,7 +169,7 @@ def test_revoke_and_versioning(vault):
     assert vault.policy.version == before + 2
     with pytest.raises(AccessDenied):
         session.read("adult", columns=["age"])
-    actions = vault.audit.entries(principal=vault.policy._actor)["action"].tolist()
+    actions = vault.audit.entries(principal=vault._state.actor)["action"].tolist()
     assert actions[-2:] == ["policy.allow", "policy.revoke"]
     with pytest.raises(privml.NotFoundError):
         vault.revoke(gid)
@@ -201,15 +201,16 @@ def test_bad_grants_are_refused_with_the_fix(vault, kwargs, match):
 def test_internal_values_seam_checks_modes_and_is_audited(vault, adult):
     vault.grant(role="intern", dataset="adult", purpose="hr", mode="dp_aggregate",
                 columns=["age"])  # fmt: skip
-    session = vault.session("otto", purpose="hr")
-    frame, version, schema = session._values_for(
-        "adult", columns=["age"], needed="dp_aggregate", action="dp.query"
-    )
-    assert frame["age"].equals(adult["age"]) and version == 1
-    assert schema["age"].bounds == (17, 100)
+    door = vault.session("otto", purpose="hr")._door
+    auth = door.authorize("adult", columns=["age"], needed="dp_aggregate", action="dp.query")
+    loaded = door.load(auth)
+    assert loaded.frame["age"].equals(adult["age"]) and loaded.version == 1
+    assert auth.schema["age"].bounds == (17, 100)
     with pytest.raises(AccessDenied):
-        session._values_for("adult", columns=["age"], needed="dp_training", action="dp.fit")
-    assert [e["outcome"] for e in _reads(vault, "otto")] == ["ok", "denied"]
+        door.authorize("adult", columns=["age"], needed="dp_training", action="dp.fit")
+    entries = vault.audit.entries(principal="otto")
+    assert entries["action"].tolist()[-1] == "dp.fit"
+    assert entries["outcome"].tolist()[-1] == "denied"
 
 
 def test_a_sessions_principal_and_purpose_are_fixed(demo_vault):

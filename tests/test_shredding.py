@@ -331,7 +331,7 @@ def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_sche
         vault.rotate_vault_key(new)
         assert vault.scrub() is True
         assert sorted(p.name for p in (folder / "data" / "patients").iterdir()) == ["3.parquet"]
-        with vault.engine.connect() as conn:
+        with vault._state.engine.connect() as conn:
             wrapped = conn.exec_driver_sql(
                 "SELECT wrapped FROM keys WHERE destroyed IS NOT NULL"
             ).all()

@@ -161,7 +161,7 @@ def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema, all
 def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema):
     with Vault.create(tmp_path / "v", key=key) as vault:
         for bad in ["../escape", "", ".hidden", "a/b"]:
-            with pytest.raises(privml.ConfigurationError, match="not allowed"):
+            with pytest.raises(privml.ConfigurationError, match=r"not allowed|non-empty"):
                 vault.add_dataset(bad, patients, schema=patients_schema, budget=BUDGET)
         vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET)
         with pytest.raises(privml.ConfigurationError, match="add_version"):
@@ -215,8 +215,8 @@ def test_no_key_material_in_reprs(demo_vault, key):
         [
             repr(demo_vault),
             str(demo_vault),
-            repr(demo_vault._key),
-            repr(demo_vault._keyring),
+            repr(demo_vault._state.key),
+            repr(demo_vault._keys._keyring),
             repr(demo_vault.models),
             repr(demo_vault.session("analyst", purpose="research")),
         ]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from .._canonical import canonical_json, utcnow
-from ..audit import AuditLog
+from ..audit import ADMIN_PURPOSE, AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
 from ..storage.engine import Tx, transaction
 from ._check import Decision, check, refusal
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-ADMIN_PURPOSE = "administration"
 
 
 def name(what: str, value: Any) -> str:

@@ -116,8 +116,9 @@ class Keyring:
             ) from None
 
     def forget(self) -> None:
-        """Drop every unwrapped key from memory."""
+        """Drop every unwrapped key and the vault key from memory; later unwraps fail."""
         self._cache.clear()
+        self.__dict__.pop("_vault_key", None)
 
     def destroy(self, conn: sa.Connection, key_ids: list[str]) -> None:
         """Erase the wrapped bytes of ``key_ids`` for good (crypto-shredding), in ``conn``'s tx."""

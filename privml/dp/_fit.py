@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._gate import TRAINING_ROWS
 from .._optional import require
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError, IntegrityError, PrivmlError
-from ..vault._model_access import TRAINING_ROWS, training_rows
 from . import _classifiers, _estimators, _stats
+from ._release import release
 from .scaling import SchemaScaler
 
 if TYPE_CHECKING:
-    from ._session import DPSession
+    from .._gate import Gate
 
 __all__ = ["fit"]
 
@@ -40,7 +41,7 @@ PRIOR_SHARE = 0.25
 
 
 def fit(
-    dp: DPSession,
+    gate: Gate,
     estimator: Any,
     dataset: str,
     *,
@@ -71,12 +72,9 @@ def fit(
     _estimators.refuse_seeds(estimator)
     if isinstance(features, str):
         raise ConfigurationError("features= takes a list of column names")
-    session = dp._session
     if name is not None:  # refused before any budget is spent
-        session._models._check_may_register(
-            name, principal=session.principal, purpose=session.purpose
-        )
-    schema = session._store.schema(dataset)
+        gate.check_may_register(name)
+    schema = gate.schema(dataset)
     model = clone(estimator)
     params = model.get_params()
     # Norm-bounded estimators (logistic regression, PCA) get centred features scaled so every
@@ -96,10 +94,11 @@ def fit(
         epsilon=epsilon, delta=delta, library="diffprivlib", library_version=diffprivlib.__version__
     )
     columns = [*features, *([target] if target else [])]
-    frame, _, version = dp._release(dataset, columns, "dp_training", event, None, "dp.fit")
+    released = release(gate, dataset, columns, needed="dp_training", event=event, action="dp.fit")
+    frame, version = released.frame, released.version
     X = scaler.transform(frame[list(features)])
     y = None if target is None else np.asarray(frame[target].tolist())
-    rows = training_rows(session, dataset, columns)
+    rows = gate.rows_digest(dataset, columns)
     classified = naive_bayes or type(model).__name__ in _classifiers.OWN_FIT
     classes = _classes(schema, target) if classified and y is not None else None
     if dp_priors and classes is not None:
@@ -125,7 +124,7 @@ def fit(
         )
     fitted = Pipeline([("scale", scaler), ("model", model)])
     if name is not None:
-        session._models._register(
+        gate.register_model(
             name,
             fitted,
             trained_on=(dataset, version),
@@ -137,8 +136,6 @@ def fit(
                 "target": target,
                 TRAINING_ROWS: rows,
             },
-            principal=session.principal,
-            purpose=session.purpose,
         )
     return fitted
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +12,13 @@ from .._optional import require
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError
 from . import _stats
+from ._release import release
 from ._result import DPResult
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from ..vault._session import Authorization, Session, Where
+    from .._gate import Gate, Where
     from .torch import TrainingRun, TrainResult
 
 __all__ = ["DPSession"]
@@ -43,8 +43,8 @@ class DPSession:
     ('laplace (sum and count, ε/2 each)', 0.5)
     """
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
 
     # -- statistics -------------------------------------------------------------------
     def count(self, dataset: str, *, epsilon: float, where: Where | None = None) -> DPResult:
@@ -58,14 +58,14 @@ class DPSession:
             noisy = _stats.count(len(frame), epsilon)
             return noisy.value, noisy, "laplace"
 
-        with self._session._request("dp.count", dataset, where=where):
+        with self._gate.request("dp.count", dataset, where=where):
             return self._statistic(dataset, [], epsilon, where, "count", compute)
 
     def sum(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Sum of ``column`` clipped to its declared bounds, with Laplace noise."""
-        with self._session._request("dp.sum", dataset, where=where):
+        with self._gate.request("dp.sum", dataset, where=where):
             return self._numeric(dataset, column, epsilon, where, "sum", _stats.sum_, "laplace")
 
     def mean(
@@ -73,7 +73,7 @@ class DPSession:
     ) -> DPResult:
         """Mean of ``column`` (clipped): a noisy shifted sum over a noisy count."""
         mechanism = "laplace (sum and count, ε/2 each)"
-        with self._session._request("dp.mean", dataset, where=where):
+        with self._gate.request("dp.mean", dataset, where=where):
             return self._numeric(dataset, column, epsilon, where, "mean", _stats.mean, mechanism)
 
     def var(
@@ -81,7 +81,7 @@ class DPSession:
     ) -> DPResult:
         """Variance of ``column`` (clipped), from noisy sums of x, x² and a count."""
         mechanism = "laplace (sums of x, x² and count, ε/3 each)"
-        with self._session._request("dp.var", dataset, where=where):
+        with self._gate.request("dp.var", dataset, where=where):
             return self._numeric(dataset, column, epsilon, where, "var", _stats.var, mechanism)
 
     def std(
@@ -97,7 +97,7 @@ class DPSession:
             scaled = _stats.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
             return root, scaled, "laplace (sums of x, x² and count, ε/3 each)"
 
-        with self._session._request("dp.std", dataset, where=where):
+        with self._gate.request("dp.std", dataset, where=where):
             return self._statistic(dataset, [column], epsilon, where, "std", compute)
 
     def histogram(
@@ -110,7 +110,7 @@ class DPSession:
         where: Where | None = None,
     ) -> DPResult:
         """Noisy counts per category (from the schema) or per bin of the declared bounds."""
-        with self._session._request("dp.histogram", dataset, where=where):
+        with self._gate.request("dp.histogram", dataset, where=where):
             return self._histogram(dataset, column, epsilon, bins, where)
 
     def quantile(self, dataset: str, column: str, q: float, *, epsilon: float) -> DPResult:
@@ -121,7 +121,7 @@ class DPSession:
             value = _stats.quantile(_values(frame, column), q, bounds, epsilon)
             return value, None, "exponential (diffprivlib)"
 
-        with self._session._request("dp.quantile", dataset):
+        with self._gate.request("dp.quantile", dataset):
             if not 0 <= q <= 1:
                 raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
             return self._statistic(
@@ -176,8 +176,8 @@ class DPSession:
         """Fit a diffprivlib estimator on ``dataset``; see :func:`privml.dp._fit.fit`."""
         from ._fit import fit
 
-        with self._session._request("dp.fit", dataset):
-            return fit(self, estimator, dataset, features=features, target=target, name=name)
+        with self._gate.request("dp.fit", dataset):
+            return fit(self._gate, estimator, dataset, features=features, target=target, name=name)
 
     # -- deep learning (DP-SGD through Opacus) ------------------------------------------
     def private_training(
@@ -284,7 +284,7 @@ class DPSession:
         from .torch import private_training
 
         return private_training(
-            self,
+            self._gate,
             dataset,
             features=features,
             target=target,
@@ -357,7 +357,7 @@ class DPSession:
         from .torch import train
 
         return train(
-            self,
+            self._gate,
             dataset,
             features=features,
             target=target,
@@ -395,7 +395,7 @@ class DPSession:
         return self._statistic(dataset, [column], epsilon, where, what, compute)
 
     def _field(self, dataset: str, column: str) -> Any:
-        schema = self._session._store.schema(dataset)
+        schema = self._gate.schema(dataset)
         if column not in schema:
             raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
         return schema[column]
@@ -431,9 +431,16 @@ class DPSession:
             if library != "privml"
             else PrivacyEvent.laplace(epsilon=epsilon)
         )
-        frame, request_id, _ = self._release(
-            dataset, columns, "dp_aggregate", event, where, f"dp.{what}"
+        released = release(
+            self._gate,
+            dataset,
+            columns,
+            needed="dp_aggregate",
+            event=event,
+            action=f"dp.{what}",
+            where=where,
         )
+        frame, request_id = released.frame, released.request_id
         value, noisy, mechanism = compute(frame)
         return DPResult(
             value=value,
@@ -444,59 +451,6 @@ class DPSession:
             interval=noisy.interval if noisy else None,
             request_id=request_id,
         )
-
-    def _release(
-        self,
-        dataset: str,
-        columns: list[str],
-        needed: str,
-        event: PrivacyEvent,
-        where: Where | None,
-        action: str,
-    ) -> tuple[pd.DataFrame, str, int]:
-        """Authorize, charge, then read: the order that makes every release paid for.
-
-        Every DP release reads through here, so each sees exactly the rows the
-        deciding grants' row filters admit (see :class:`privml._gate.Authorization`).
-        """
-        session = self._session
-        version = session._store.latest_version(dataset)
-        auth = session._authorize(
-            dataset,
-            columns=columns,
-            needed=needed,
-            action=action,
-            where=where,
-            where_needs="dp_aggregate",
-            version=version,
-        )
-        request_id = f"{action}-{secrets.token_hex(8)}"
-        try:
-            session._ledger.charge(
-                dataset,
-                event=event,
-                principal=session.principal,
-                purpose=session.purpose,
-                request_id=request_id,
-                version=version,
-                context=_context(auth, action, auth.grant_ids),
-            )
-        except Exception as err:
-            session._charge_audited(err)
-            raise
-        loaded = session._load(auth, version=version)
-        return loaded.frame, request_id, version
-
-
-def _context(auth: Authorization, action: str, grant_ids: list[str]) -> dict[str, Any]:
-    """What the release's audit entry records besides the charge itself."""
-    return {
-        "release": action,
-        "columns": auth.columns,
-        "grant_ids": grant_ids,
-        "policy_hash": auth.policy_hash,
-        "where": [[p.column, p.op] for p in auth.conditions],
-    }
 
 
 def _values(frame: pd.DataFrame, column: str) -> np.ndarray:

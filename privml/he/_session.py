@@ -18,11 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
-from ..storage.engine import transaction
-from ..vault._model_access import ModelUse, load_model
 
 if TYPE_CHECKING:
-    from ..vault._session import Session
+    from .._gate import Gate, ModelUse
 
 __all__ = ["HESession"]
 
@@ -30,8 +28,8 @@ __all__ = ["HESession"]
 class HESession:
     """Encrypted inference for one session. Reach it as ``session.he``."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
 
     def spec(self, model_name: str, *, version: int | None = None) -> bytes:
         """The public spec clients need to make keys for ``model_name`` (no weights).
@@ -82,7 +80,7 @@ class HESession:
     def _model(self, model_name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
         from . import HEModel
 
-        model, use = load_model(self._session, model_name, version, action=action)
+        model, use = self._gate.use_model(model_name, version, action=action)
         if not isinstance(model, HEModel):
             raise ConfigurationError(
                 f"model {model_name!r} is a {type(model).__name__}, not an encrypted-inference "
@@ -92,16 +90,5 @@ class HESession:
         return model, use
 
     def _audit(self, action: str, outcome: str, use: ModelUse, details: dict[str, Any]) -> None:
-        session = self._session
         dataset, version = use.info.trained_on or (None, None)
-        with transaction(session._engine) as tx:
-            session._audit.append(
-                tx,
-                principal=session.principal,
-                purpose=session.purpose,
-                action=action,
-                outcome=outcome,
-                dataset=dataset,
-                version=version,
-                details=details,
-            )
+        self._gate.record(action, outcome, dataset, version, details)

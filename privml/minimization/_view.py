@@ -20,17 +20,16 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
 from ..schema import Schema
-from ..vault._model_access import load_model
 
 if TYPE_CHECKING:
+    from .._gate import Gate
     from ..vault._datasets import DatasetVersion
-    from ..vault._session import Session
 
 __all__ = ["minimize"]
 
 
 def minimize(
-    session: Session,
+    gate: Gate,
     dataset: str,
     model_name: str,
     *,
@@ -44,26 +43,20 @@ def minimize(
     """Fit a :class:`~privml.minimization.Minimizer` for a registered model; store the view."""
     from . import Minimizer
 
-    models = session._models
     # The model is used like data: decided by the policy on its source (refusals audited).
-    model, use = load_model(session, model_name, model_version, action="dataset.minimize")
+    model, use = gate.use_model(model_name, model_version, action="dataset.minimize")
     info = use.info
-    models._check_may_register(
-        f"{model_name}.minimizer",
-        principal=session.principal,
-        purpose=session.purpose,
-        minimizer=True,
-    )
+    gate.check_may_register(f"{model_name}.minimizer", minimizer=True)
     columns = list(features or info.metadata.get("features") or [])
     if not columns:
         raise ConfigurationError(
             f"model {model_name!r} does not record its features; pass features=[...]"
         )
     # Values reach only the minimizer; the creator of the view sees none of them.
-    auth = session._authorize(
+    auth = gate.authorize(
         dataset, columns=columns, needed="pseudonymized", action="dataset.minimize"
     )
-    loaded = session._load(auth)
+    loaded = gate.load(auth)
     frame = loaded.frame[columns]
     schema = auth.schema
     categorical = [c for c in columns if schema[c].kind in ("categorical", "text", "identifier")]
@@ -92,20 +85,14 @@ def minimize(
         "grant_ids": auth.grant_ids,
         "policy_hash": auth.policy_hash,
     }
-    source_budget = session._store.all_budgets()[dataset]
-    written = session._store.add(
+    written = gate.add_view(
         name,
         view.reset_index(drop=True),
         schema=Schema({c: schema[c] for c in columns}),
-        budget=source_budget,
-        clipped={},
-        actor=session.principal,
-        purpose=session.purpose,
-        action="dataset.minimize",
-        extra=summary,
-        derived_from=dataset,
+        source=dataset,
+        summary=summary,
     )
-    models._register(
+    gate.register_model(
         f"{model_name}.minimizer",
         Minimizer.from_dict(state),
         trained_on=(dataset, loaded.version),
@@ -118,8 +105,6 @@ def minimize(
             # the caller's settings, so that erasing a subject can refit it without them
             "settings": {"categorical": categorical, "random_state": random_state},
         },
-        principal=session.principal,
-        purpose=session.purpose,
         minimizer=True,
     )
     return written

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from .._canonical import canonical_json, utcnow
 from .._validation import check_name
 from ..accounting.budget import Budget
-from ..audit import AuditLog
+from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
 from ..crypto.parquet import ParquetCrypto
 from ..crypto.pseudonyms import pseudonymize
@@ -31,6 +31,9 @@ from ..storage import sealed
 from ..storage.engine import Tx, read, transaction
 from ..storage.files import read_parquet, write_parquet
 from ..storage.tables import datasets, versions
+
+if TYPE_CHECKING:
+    from ._state import VaultState
 
 __all__ = ["DatasetInfo", "DatasetStore", "DatasetVersion", "load_frame"]
 
@@ -123,22 +126,13 @@ def _read_file(path: Path, *, csv: bool) -> pd.DataFrame:
 class DatasetStore:
     """Writes and reads dataset versions; every write and read is audited."""
 
-    def __init__(self, root: Path, engine: sa.Engine, keyring: Keyring, audit: AuditLog) -> None:
+    def __init__(self, state: VaultState, root: Path, keyring: Keyring, audit: AuditLog) -> None:
+        self._state = state
         self._root = root
-        self._engine = engine
         self._keyring = keyring
         self._audit = audit
         self._crypto = ParquetCrypto(keyring.get)
-        self.closed = False
-
-    def close(self) -> None:
-        """Forget every unwrapped key; later calls fail."""
-        self._crypto.forget()
-        self.closed = True
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ConfigurationError("the vault is closed; open it again with Vault.open()")
+        state.on_close(self._crypto.forget)
 
     # -- writing ----------------------------------------------------------------------
     def add(
@@ -150,13 +144,12 @@ class DatasetStore:
         budget: Budget,
         clipped: dict[str, int],
         actor: str,
-        purpose: str = "administration",
+        purpose: str = ADMIN_PURPOSE,
         action: str = "dataset.add",
         extra: dict[str, Any] | None = None,
         derived_from: str | None = None,
     ) -> DatasetVersion:
-        self._check_open()
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             taken = sealed.scope_rows(tx.conn, datasets)
             if any(r.name == name for r in taken):  # checked again: another process may have won
                 raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
@@ -193,8 +186,7 @@ class DatasetStore:
     def append(
         self, name: str, frame: pd.DataFrame, *, schema: Schema, clipped: dict[str, int], actor: str
     ) -> DatasetVersion:
-        self._check_open()
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             last = _latest(tx.conn, name)
             return self._write(
                 tx, name, last + 1, frame, schema, clipped, actor, "dataset.add_version", {}
@@ -213,7 +205,7 @@ class DatasetStore:
         extra: dict[str, Any],
         *,
         stored: bool = False,
-        purpose: str = "administration",
+        purpose: str = ADMIN_PURPOSE,
     ) -> DatasetVersion:
         """Encrypt ``frame`` as version ``version``; ``stored`` frames hold pseudonyms already."""
         keys = self._keyring.active(tx.conn, dataset=name)
@@ -270,8 +262,7 @@ class DatasetStore:
 
     # -- reading ----------------------------------------------------------------------
     def all(self) -> list[DatasetInfo]:
-        self._check_open()
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             rows = sorted(sealed.scope_rows(conn, datasets), key=lambda r: str(r.name))
             vers = {r.name: _versions(conn, r.name) for r in rows}
         out = []
@@ -293,9 +284,8 @@ class DatasetStore:
 
     def schema(self, dataset: str) -> Schema:
         """The schema of ``dataset``; :class:`NotFoundError` if there is no such dataset."""
-        self._check_open()
         check_name(dataset, "dataset name")
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             row = _dataset_row(conn, dataset)
         if row is None:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
@@ -303,22 +293,28 @@ class DatasetStore:
 
     def all_budgets(self) -> dict[str, Budget]:
         """Every dataset's budget, by name."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             rows = sealed.scope_rows(conn, datasets)
         return {r.name: Budget(epsilon=r.budget_epsilon, delta=r.budget_delta) for r in rows}
+
+    def budget(self, dataset: str) -> Budget:
+        """The declared total budget of ``dataset``; :class:`NotFoundError` if unknown."""
+        budgets = self.all_budgets()
+        if dataset not in budgets:
+            raise NotFoundError(f"no dataset {dataset!r}; known datasets: {sorted(budgets)}")
+        return budgets[dataset]
 
     def derived_from(self, dataset: str) -> str | None:
         """The source dataset of a derived view (e.g. a minimized one), else None."""
         check_name(dataset, "dataset name")
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             row = _dataset_row(conn, dataset)
         return None if row is None else row.derived_from
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``; :class:`NotFoundError` if unknown."""
-        self._check_open()
         check_name(dataset, "dataset name")
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             found = _versions(conn, dataset)
         if not found:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
@@ -332,9 +328,8 @@ class DatasetStore:
         Only sessions call this, and they audit what they release.
         Returns the frame, the version number and the file's content hash.
         """
-        self._check_open()
         check_name(dataset, "dataset name")
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             found = _versions(conn, dataset)
             if version is not None:
                 found = [v for v in found if v.version == version]
@@ -375,7 +370,6 @@ class DatasetStore:
         selects the rows of the new version (all by default). The pseudonym key
         is kept, so pseudonyms stay stable across the rotation.
         """
-        self._check_open()
         schema = self.schema(name)
         latest = self.latest_version(name)
         frame, _, _ = self.load(name, list(schema.names), latest)
@@ -384,7 +378,7 @@ class DatasetStore:
             before = len(frame)
             frame = frame.loc[keep(frame)].reset_index(drop=True)
             extra["rows_removed"] = before - len(frame)
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             if _latest(tx.conn, name) != latest:
                 raise ConfigurationError(f"dataset {name!r} changed during the rotation; retry")
             old = self._keyring.active(tx.conn, dataset=name)
@@ -409,7 +403,7 @@ class DatasetStore:
         into the distinct tokens), so this costs one HMAC per distinct value,
         not per row. Nulls stay null.
         """
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             keys = self._keyring.active(conn, dataset=dataset)
         key = self._keyring.get(keys[(None, "pseudonym")])
         if isinstance(values.dtype, pd.CategoricalDtype):

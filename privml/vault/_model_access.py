@@ -29,19 +29,17 @@ caller's grants never admit is refused.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import AccessDenied
+from .._gate import TRAINING_ROWS, ModelUse
+from ..policy._digest import row_digest
 
 if TYPE_CHECKING:
-    from ..policy._model import Decision
+    from .._gate import Authorization
     from ..schema import Schema
+    from ._door import Door
     from ._models import ModelInfo
-    from ._session import Authorization, Session
 
 __all__ = [
     "TRAINING_ROWS",
@@ -49,31 +47,8 @@ __all__ = [
     "authorize_model",
     "load_model",
     "needed_mode",
-    "row_digest",
     "serve_model",
-    "training_rows",
 ]
-
-#: The registry metadata key recording which rows a model was trained on.
-TRAINING_ROWS = "training_rows"
-
-
-@dataclass(frozen=True)
-class ModelUse:
-    """A model use that passed the policy: the model's provenance and the deciding grants."""
-
-    info: ModelInfo
-    authorization: Authorization | None
-
-    @property
-    def details(self) -> dict[str, Any]:
-        """What the audit entry of the use records: model, version, grants, policy hash."""
-        out: dict[str, Any] = {"model": self.info.name, "model_version": self.info.version}
-        if self.authorization is not None:
-            out["needed"] = needed_mode(self.info)
-            out["grant_ids"] = self.authorization.grant_ids
-            out["policy_hash"] = self.authorization.policy_hash
-        return out
 
 
 def needed_mode(info: ModelInfo) -> str:
@@ -81,54 +56,25 @@ def needed_mode(info: ModelInfo) -> str:
     return "dp_aggregate" if info.epsilon is not None else "raw"
 
 
-def authorize_model(session: Session, name: str, version: int | None, *, action: str) -> ModelUse:
+def authorize_model(door: Door, name: str, version: int | None, *, action: str) -> ModelUse:
     """Decide whether ``session`` may use model ``name``; a refusal is audited as ``action``."""
-    info = session._models.info(name, version)
+    info = door.models.info(name, version)
     if info.trained_on is None:
         return ModelUse(info, None)
     dataset, trained_version = info.trained_on
-    source = session._store.derived_from(dataset) or dataset
-    schema = session._store.schema(source)
+    source = door.store.derived_from(dataset) or dataset
+    schema = door.schema(source)
     columns = _columns(info, schema)
     version = trained_version if source == dataset else None
-    auth = session._authorize(
+    auth = door.authorize(
         source, columns=columns, needed=needed_mode(info), action=action, version=version
     )
-    _check_rows(session, info, auth, columns, action=action, version=version)
+    _check_rows(door, info, auth, columns, action=action, version=version)
     return ModelUse(info, auth)
 
 
-def row_digest(decisions: Mapping[str, Decision], columns: Sequence[str]) -> str | None:
-    """A digest of the row conditions the deciding grants put on ``columns``; None: every row.
-
-    A row is seen if, for each column, one of its deciding grants admits it, so the
-    conditions are a set of clauses (one per column that some filter restricts),
-    each a set of alternatives (a grant's filter), each a set of predicates.
-    """
-    clauses = set()
-    for column in columns:
-        filters = decisions[column].row_filters
-        if not filters or any(not f for f in filters):
-            continue  # some deciding grant admits every row of this column
-        clauses.add(tuple(sorted({tuple(sorted(_predicate(p) for p in f)) for f in filters})))
-    if not clauses:
-        return None
-    encoded = json.dumps(sorted(clauses), separators=(",", ":")).encode("utf-8")
-    return "sha256:" + hashlib.sha256(encoded).hexdigest()
-
-
-def _predicate(predicate: Any) -> str:
-    return json.dumps(predicate.to_dict(), sort_keys=True, default=repr, separators=(",", ":"))
-
-
-def training_rows(session: Session, dataset: str, columns: Sequence[str]) -> str | None:
-    """The row conditions (see :func:`row_digest`) under which ``session`` reads ``columns``."""
-    decisions = session._decide(dataset, session._store.schema(dataset))
-    return row_digest(decisions, columns)
-
-
 def _check_rows(
-    session: Session,
+    door: Door,
     info: ModelInfo,
     auth: Authorization,
     columns: Sequence[str],
@@ -140,29 +86,21 @@ def _check_rows(
     own = row_digest(auth.decisions, columns)
     if own is None or own == info.metadata.get(TRAINING_ROWS):
         return
-    err = AccessDenied(
+    err = door.asker.denied(
         f"model {info.name!r} was trained on rows that the row filters of your grants on "
         f"{auth.dataset!r} do not admit: use a model trained under the same row filters",
-        principal=session.principal,
-        purpose=session.purpose,
         dataset=auth.dataset,
     )
     request = {"model": info.name, "model_version": info.version, "reason": "row filters"}
-    session._log(action, auth.dataset, version, err, auth.decisions, request)
+    door.log_failure(action, auth.dataset, version, err, auth.decisions, request)
     raise err
 
 
-def load_model(
-    session: Session, name: str, version: int | None, *, action: str
-) -> tuple[Any, ModelUse]:
+def load_model(door: Door, name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
     """Authorize (see :func:`authorize_model`), then decrypt the model; the caller audits."""
-    use = authorize_model(session, name, version, action=action)
-    model = session._models._load(
-        name,
-        use.info.version,
-        principal=session.principal,
-        purpose=session.purpose,
-        audit=False,
+    use = authorize_model(door, name, version, action=action)
+    model = door.models._load(
+        name, use.info.version, principal=door.principal, purpose=door.purpose, audit=False
     )
     return model, use
 
@@ -178,21 +116,9 @@ def _columns(info: ModelInfo, schema: Schema) -> list[str]:
     return known
 
 
-def serve_model(session: Session, name: str, version: int | None) -> Any:
+def serve_model(door: Door, name: str, version: int | None) -> Any:
     """Hand a registered model to the session's caller: decided, then audited as ``model.load``."""
-    from ..storage.engine import transaction
-
-    model, use = load_model(session, name, version, action="model.load")
+    model, use = load_model(door, name, version, action="model.load")
     dataset, trained_version = use.info.trained_on or (None, None)
-    with transaction(session._engine) as tx:
-        session._audit.append(
-            tx,
-            principal=session.principal,
-            purpose=session.purpose,
-            action="model.load",
-            outcome="ok",
-            dataset=dataset,
-            version=trained_version,
-            details=use.details,
-        )
+    door.record("model.load", "ok", dataset, trained_version, use.details)
     return model

@@ -17,12 +17,11 @@ from __future__ import annotations
 import importlib
 import json
 import pickle
-import re
 import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -31,21 +30,22 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._canonical import canonical_json, utcnow
 from .._validation import check_name
-from ..audit import AuditLog
-from ..crypto.keys import VaultKey, new_data_key
+from ..audit import ADMIN_PURPOSE, AuditLog
+from ..crypto.keys import new_data_key
 from ..exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
 from ..storage import sealed
 from ..storage.engine import read, transaction
 from ..storage.files import read_checked, write_atomic
 from ..storage.tables import models, versions
+
+if TYPE_CHECKING:
+    from ._state import VaultState
 from ._datasets import DatasetVersion
 
 __all__ = ["ModelInfo", "ModelRegistry"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _REGISTRAR = "registered_by"
 MINIMIZER_SUFFIX = ".minimizer"
-ADMIN_PURPOSE = "administration"
 _LIBRARIES = ("numpy", "sklearn", "diffprivlib", "torch", "opacus", "tenseal")
 
 
@@ -95,18 +95,10 @@ class ModelRegistry:
     [4.0]
     """
 
-    def __init__(
-        self, root: Path, engine: sa.Engine, vault_key: VaultKey, audit: AuditLog, *, actor: str
-    ) -> None:
+    def __init__(self, state: VaultState, root: Path, audit: AuditLog) -> None:
+        self._state = state
         self._root = root
-        self._engine = engine
-        self._vault_key = vault_key
         self._audit = audit
-        self._actor = actor
-
-    def close(self) -> None:
-        """Drop the vault key from memory (the vault calls this when it closes)."""
-        self.__dict__.pop("_vault_key", None)
 
     def register(
         self,
@@ -144,7 +136,7 @@ class ModelRegistry:
             delta=delta,
             notes=notes,
             extra=extra,
-            principal=self._actor,
+            principal=self._state.actor,
             purpose=ADMIN_PURPOSE,
             admin=True,
         )
@@ -168,7 +160,7 @@ class ModelRegistry:
                     principal=principal,
                     purpose=purpose,
                 )
-            with read(self._engine) as conn:
+            with read(self._state.engine) as conn:
                 _check_owner(conn, name, principal, purpose)
         except AccessDenied as err:
             self._refused(name, principal, purpose, err)
@@ -189,11 +181,7 @@ class ModelRegistry:
         admin: bool = False,
         minimizer: bool = False,
     ) -> ModelInfo:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigurationError(
-                f"model name {name!r} is not allowed: use letters, digits, "
-                "'_', '.', '-' (at most 128 characters)"
-            )
+        check_name(name, "model name", file_safe=True)
         kind, payload = _serialize(model)
         if not admin:
             self._check_may_register(
@@ -226,7 +214,7 @@ class ModelRegistry:
     ) -> ModelInfo:
         registrar = metadata[_REGISTRAR]
         principal, purpose = registrar["principal"], registrar["purpose"]
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             if not registrar["admin"]:
                 _check_owner(tx.conn, name, principal, purpose)
             source = _source(tx.conn, trained_on)
@@ -248,7 +236,7 @@ class ModelRegistry:
                     "format": kind,
                     "file": relative,
                     "content_hash": digest,
-                    "wrapped_key": self._vault_key.wrap(key, purpose=slot),
+                    "wrapped_key": self._state.key.wrap(key, purpose=slot),
                     "dataset": source[0] if source else None,
                     "dataset_version": source[1] if source else None,
                     "epsilon": epsilon,
@@ -280,7 +268,7 @@ class ModelRegistry:
         )
 
     def _refused(self, name: str, principal: str, purpose: str, err: AccessDenied) -> None:
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             self._audit.append(
                 tx,
                 principal=principal,
@@ -292,7 +280,7 @@ class ModelRegistry:
 
     def list(self) -> pd.DataFrame:
         """Every registered model version with its provenance, oldest first."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             names = sorted({str(r.name) for r in sealed.scope_rows(conn, models)})
             rows = [r for n in names for r in _versions(conn, n)]
             infos = [_info(r) for r in rows]
@@ -324,21 +312,21 @@ class ModelRegistry:
 
     def info(self, name: str, version: int | None = None) -> ModelInfo:
         """The provenance of one model version (the latest by default)."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             return _info(_row(conn, name, version))
 
     def load(self, name: str, version: int | None = None) -> Any:
         """Decrypt and return a registered model (the latest version by default)."""
-        return self._load(name, version, principal=self._actor, purpose=ADMIN_PURPOSE)
+        return self._load(name, version, principal=self._state.actor, purpose=ADMIN_PURPOSE)
 
     def _load(
         self, name: str, version: int | None, *, principal: str, purpose: str, audit: bool = True
     ) -> Any:
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             row = _row(conn, name, version)
         slot = f"model|{row.name}|{row.version}"
         blob = read_checked(self._root / row.file, expected_hash=row.content_hash)
-        key = self._vault_key.unwrap(row.wrapped_key, purpose=slot)
+        key = self._state.key.unwrap(row.wrapped_key, purpose=slot)
         try:
             payload = AESGCM(key).decrypt(blob[:12], blob[12:], slot.encode())
         except InvalidTag:
@@ -346,7 +334,7 @@ class ModelRegistry:
         model = _deserialize(row.format, payload, json.loads(row.metadata)["class"])
         if not audit:  # the caller audits the use of the model itself
             return model
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             self._audit.append(
                 tx,
                 principal=principal,

@@ -14,14 +14,14 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
 
 from .._canonical import canonical_json, utcnow
 from .._validation import check_name
-from ..audit import AuditLog
+from ..audit import ADMIN_PURPOSE, AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
 from ..policy import _yaml as _policy_yaml
 from ..policy._model import Grant, PolicyModel, Predicate, check_mode
@@ -30,18 +30,18 @@ from ..storage import sealed
 from ..storage.engine import Tx, read, transaction
 from ..storage.tables import datasets, grants, policy_state, principals, purposes
 
-__all__ = ["PolicyAdmin"]
+if TYPE_CHECKING:
+    from ._state import VaultState
 
-ADMIN_PURPOSE = "administration"
+__all__ = ["PolicyAdmin"]
 
 
 class PolicyAdmin:
     """Principals, purposes and grants of one vault. Reach it as ``vault.policy``."""
 
-    def __init__(self, engine: sa.Engine, audit: AuditLog, *, actor: str) -> None:
-        self._engine = engine
+    def __init__(self, state: VaultState, audit: AuditLog) -> None:
+        self._state = state
         self._audit = audit
-        self._actor = actor
         self._model: PolicyModel | None = None
         self._model_version = -1
 
@@ -49,18 +49,18 @@ class PolicyAdmin:
     @property
     def version(self) -> int:
         """Bumped by every policy change (0 for a new vault)."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             return _state(conn)[0]
 
     @property
     def hash(self) -> str:
         """SHA-256 of the canonical policy (principals, purposes, active grants)."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             return _state(conn)[1]
 
     def model(self) -> PolicyModel:
         """The compiled policy at the current version."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             version, digest = _state(conn)
             if self._model is None or version != self._model_version:
                 self._model = _compile(conn, digest)
@@ -69,7 +69,7 @@ class PolicyAdmin:
 
     def principals(self) -> pd.DataFrame:
         """Registered principals with their roles and attributes."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             rows = _principals(conn)
         return pd.DataFrame(
             [
@@ -85,7 +85,7 @@ class PolicyAdmin:
 
     def purposes(self) -> pd.DataFrame:
         """Registered purposes with their description, lawful basis and parent."""
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             rows = _purposes(conn)
         columns = ["name", "description", "lawful_basis", "parent"]
         records = [{c: getattr(r, c) for c in columns} for r in rows]
@@ -99,7 +99,7 @@ class PolicyAdmin:
         return frame
 
     def _grant_rows(self, include_revoked: bool = False) -> list[dict[str, Any]]:
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             rows = sorted(sealed.scope_rows(conn, grants), key=lambda r: (r.created, r.grant_id))
         return [_grant_dict(r) for r in rows if include_revoked or r.revoked is None]
 
@@ -108,10 +108,10 @@ class PolicyAdmin:
         self, name: str, *, roles: Sequence[str] = (), attributes: Mapping[str, Any] | None = None
     ) -> None:
         """Register a principal (a person or service) with its roles."""
-        _check_name(name, "principal")
+        check_name(name, "the principal name")
         if isinstance(roles, str):
             raise ConfigurationError("roles= takes a list, e.g. roles=['analyst']")
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             if any(r.name == name for r in _principals(tx.conn)):
                 raise ConfigurationError(f"principal {name!r} already exists")
             sealed.insert(
@@ -130,8 +130,8 @@ class PolicyAdmin:
         self, name: str, *, description: str, lawful_basis: str, parent: str | None = None
     ) -> None:
         """Register a purpose; a grant for ``parent`` also covers this purpose."""
-        _check_name(name, "purpose")
-        with transaction(self._engine) as tx:
+        check_name(name, "the purpose name")
+        with transaction(self._state.engine) as tx:
             known = {r.name for r in _purposes(tx.conn)}
             if name in known:
                 raise ConfigurationError(f"purpose {name!r} already exists")
@@ -157,7 +157,7 @@ class PolicyAdmin:
     def add_grant(self, *, effect: str, **selectors: Any) -> str:
         """Store one grant or deny after checking it against the vault; return its id."""
         item = _shape({"effect": effect, **selectors})
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             row = _resolve(item, *_context(tx.conn))
             sealed.insert(tx.conn, grants, row)
             self._changed(tx, f"policy.{effect}", _public(row))
@@ -165,7 +165,7 @@ class PolicyAdmin:
 
     def revoke(self, grant_id: str) -> None:
         """Revoke a grant or deny; it stops matching at once."""
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             found = sealed.update(
                 tx.conn,
                 grants,
@@ -191,7 +191,7 @@ class PolicyAdmin:
         >>> vault.policy.to_yaml() == text
         True
         """
-        with read(self._engine) as conn:
+        with read(self._state.engine) as conn:
             version = _state(conn)[0]
         people = {
             r["name"]: {"roles": r["roles"], "attributes": r["attributes"]}
@@ -226,7 +226,7 @@ class PolicyAdmin:
             self._load(doc)
 
     def _load(self, doc: _policy_yaml.PolicyDocument) -> None:
-        with transaction(self._engine) as tx:
+        with transaction(self._state.engine) as tx:
             schemas = _schemas(tx.conn)
             active = {r.grant_id: _grant_dict(r) for r in _active_grants(tx.conn)}
             keep, new_rows = set(), []
@@ -254,7 +254,7 @@ class PolicyAdmin:
             sealed.delete(tx.conn, purposes, None)
             now = utcnow()
             for name, p in doc.principals.items():
-                _check_name(name, "principal")
+                check_name(name, "the principal name")
                 sealed.insert(
                     tx.conn,
                     principals,
@@ -266,7 +266,7 @@ class PolicyAdmin:
                     },
                 )
             for name, p in doc.purposes.items():
-                _check_name(name, "purpose")
+                check_name(name, "the purpose name")
                 sealed.insert(
                     tx.conn,
                     purposes,
@@ -303,7 +303,7 @@ class PolicyAdmin:
             sealed.insert(tx.conn, policy_state, {"id": 1, **values})
         self._audit.append(
             tx,
-            principal=self._actor,
+            principal=self._state.actor,
             purpose=ADMIN_PURPOSE,
             action=action,
             outcome="ok",
@@ -318,12 +318,6 @@ class _Unchanged(Exception):
 
 def _json(value: Any) -> str:
     return canonical_json(value).decode()
-
-
-def _check_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigurationError(f"a {what} name must be a non-empty string, got {name!r}")
-    check_name(name, f"the {what} name")
 
 
 def _state(conn: sa.Connection) -> tuple[int, str]:

@@ -7,68 +7,24 @@ hash) whether it is served, refused or fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from .._optional import require
-from .._validation import check_request
-from ..exceptions import AccessDenied, BudgetExceededError, ConfigurationError
-from ..policy import _where
-from ..policy._model import MODES, ROW_MODES, Decision, Predicate, mode_allows
-from ..schema import Field, Schema
-from ..storage.engine import transaction
-from . import _failures
+from . import _decide
+from ._door import Door, policy_hash
+from ._fetch import fetch, render
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..accounting.ledger import Ledger
-    from ..audit import AuditLog
+    from .._gate import Where
     from ..dp import DPSession
     from ..he._session import HESession
-    from ._datasets import DatasetStore, DatasetVersion
-    from ._models import ModelRegistry
-    from ._policy_store import PolicyAdmin
+    from ..policy import Decision
+    from ._datasets import DatasetVersion
 
-__all__ = ["Authorization", "LoadedValues", "Session"]
-
-Where = Sequence[Predicate | Sequence[Any] | Mapping[str, Any]]
-
-
-@dataclass(frozen=True)
-class Authorization:
-    """A request that passed the policy: what may be used, and the deciding grants.
-
-    ``row_columns`` are the columns whose deciding grants' row filters decide
-    which rows the request sees: the columns used, the columns of its
-    conditions, and for a request that names no column (a row count) every
-    column usable at the mode needed. A row is seen only if, for each of them,
-    some deciding grant admits it.
-    """
-
-    dataset: str
-    columns: list[str]
-    schema: Schema
-    decisions: dict[str, Decision]
-    conditions: list[Predicate]
-    grant_ids: list[str]
-    policy_hash: str
-    row_columns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class LoadedValues:
-    """Decrypted values of an authorized request, for privml's own mechanisms."""
-
-    frame: pd.DataFrame
-    version: int
-    content_hash: str
-    rows_withheld: int
+__all__ = ["Session"]
 
 
 class Session:
@@ -91,36 +47,19 @@ class Session:
     3   35      5.0      ****
     """
 
-    def __init__(
-        self,
-        *,
-        store: DatasetStore,
-        policy: PolicyAdmin,
-        audit: AuditLog,
-        engine: sa.Engine,
-        ledger: Ledger,
-        models: ModelRegistry,
-        principal: str,
-        purpose: str,
-    ) -> None:
-        self._store = store
-        self._ledger = ledger
-        self._models = models
-        self._policy = policy
-        self._audit = audit
-        self._engine = engine
-        self._principal = principal
-        self._purpose = purpose
+    def __init__(self, door: Door) -> None:
+        # Make one with Vault.session(); the door is what privml's mechanisms are handed.
+        self._door = door
 
     @property
     def principal(self) -> str:
         """Who acts in this session (fixed when it is opened: open another session to change)."""
-        return self._principal
+        return self._door.principal
 
     @property
     def purpose(self) -> str:
         """The purpose this session acts for (fixed when it is opened)."""
-        return self._purpose
+        return self._door.purpose
 
     def __repr__(self) -> str:
         return f"<privml.Session principal={self.principal!r} purpose={self.purpose!r}>"
@@ -150,7 +89,7 @@ class Session:
         from ..minimization._view import minimize
 
         return minimize(
-            self,
+            self._door,
             dataset,
             model_name,
             target_accuracy=target_accuracy,
@@ -170,7 +109,7 @@ class Session:
         """
         from ._model_access import serve_model
 
-        return serve_model(self, name, version)
+        return serve_model(self._door, name, version)
 
     @property
     def he(self) -> HESession:
@@ -178,14 +117,14 @@ class Session:
         require("tenseal", feature="session.he (encrypted inference)")
         from ..he._session import HESession
 
-        return HESession(self)
+        return HESession(self._door)
 
     @property
     def dp(self) -> DPSession:
         """Differentially private statistics and models (:class:`privml.dp.DPSession`)."""
         from ..dp import DPSession
 
-        return DPSession(self)
+        return DPSession(self._door)
 
     # -- reading values ---------------------------------------------------------------
     def read(
@@ -221,24 +160,33 @@ class Session:
         pandas.DataFrame
             ``attrs["privml_modes"]`` maps each returned column to its mode.
         """
-        self._check_request("dataset.read", dataset, columns, version)
+        door, asker = self._door, self._door.asker
+        door.check_request("dataset.read", dataset, columns, version)
         request: dict[str, Any] = {
             "columns": list(columns) if columns is not None else None,
             "version": version,
         }
         decisions: dict[str, Decision] = {}
         try:
-            schema = self._store.schema(dataset)
-            decisions = self._decide(dataset, schema)
-            wanted = self._readable(dataset, schema, decisions, columns)
-            conditions = self._conditions(dataset, schema, decisions, where)
+            schema = door.schema(dataset)
+            decisions = door.decide(dataset, schema)
+            wanted = _decide.readable(asker, dataset, schema, decisions, columns)
+            conditions = _decide.conditions(asker, dataset, schema, decisions, where)
             request["where"] = [[p.column, p.op] for p in conditions]
-            rows_by = _row_columns(wanted, conditions)
-            result, used, digest, hidden = self._fetch(
-                dataset, schema, decisions, wanted, conditions, version, row_columns=rows_by
+            rows_by = _decide.row_columns(wanted, conditions)
+            got = fetch(
+                door.store,
+                dataset,
+                schema,
+                decisions,
+                wanted,
+                conditions,
+                version,
+                row_columns=rows_by,
             )
+            result = render(door.store, dataset, schema, decisions, got.frame)
         except Exception as err:
-            self._log("dataset.read", dataset, version, err, decisions, request, where=where)
+            door.log_failure("dataset.read", dataset, version, err, decisions, request, where=where)
             raise
         modes = {c: decisions[c].mode for c in wanted}
         omitted = {
@@ -252,369 +200,10 @@ class Session:
             "columns": modes,
             "omitted": omitted,
             "rows": len(result),
-            "rows_withheld": hidden,
+            "rows_withheld": got.rows_withheld,
             "grant_ids": used_ids,
-            "policy_hash": self._policy_hash(decisions),
-            "content_hash": digest,
+            "policy_hash": policy_hash(decisions),
+            "content_hash": got.content_hash,
         }
-        self._write("dataset.read", "ok", dataset, used, details)
+        door.record("dataset.read", "ok", dataset, got.version, details)
         return result
-
-    # -- the seam for privml's own DP / HE / minimization code -------------------------
-    # These hand decrypted values to privml's mechanisms, never to the caller.
-    def _authorize(
-        self,
-        dataset: str,
-        *,
-        columns: Sequence[str],
-        needed: str,
-        action: str,
-        where: Where | None = None,
-        where_needs: str = "raw",
-        version: int | None = None,
-    ) -> Authorization:
-        """Check that every column is allowed at least ``needed``; audit a refusal as ``action``.
-
-        Reads no data. ``where`` conditions need ``where_needs`` on their columns.
-        With no ``columns`` (a row count) at least one column must be usable at
-        ``needed``, and the row filters of every usable column's grants apply.
-        """
-        self._check_request(action, dataset, columns, version)
-        request = {"columns": list(columns), "needed": needed, "version": version}
-        decisions: dict[str, Decision] = {}
-        try:
-            schema = self._store.schema(dataset)
-            source = self._store.derived_from(dataset)
-            if source is not None and needed in ("dp_aggregate", "dp_training"):
-                raise ConfigurationError(
-                    f"{dataset!r} is a minimized view of {source!r} and carries no privacy "
-                    f"budget of its own: run DP releases on {source!r}"
-                )
-            decisions = self._decide(dataset, schema)
-            for column in columns:
-                self._require(dataset, schema, decisions, column, needed)
-            counted = list(columns) or self._countable(dataset, schema, decisions, needed)
-            conditions = self._conditions(dataset, schema, decisions, where, needs=where_needs)
-        except Exception as err:
-            self._log(action, dataset, version, err, decisions, request, where=where)
-            raise
-        used = sorted({g for c in counted for g in decisions[c].grant_ids})
-        return Authorization(
-            dataset,
-            list(columns),
-            schema,
-            decisions,
-            conditions,
-            used,
-            self._policy_hash(decisions) or "",
-            _row_columns(counted, conditions),
-        )
-
-    @contextmanager
-    def _request(
-        self, action: str, dataset: str, *, where: Any = None, version: int | None = None
-    ) -> Iterator[None]:
-        """Audit a request that fails anywhere inside, unless its failure is audited already.
-
-        Wrap every public entry point that serves a request, so that a refusal
-        raised before or after the policy decision (a bad argument, a missing
-        optional dependency, a failed comparison) leaves its audit entry.
-        """
-        try:
-            yield
-        except Exception as err:
-            if not _failures.is_audited(err):
-                self._log(action, dataset, version, err, {}, {}, where=where)
-            raise
-
-    def _charge_audited(self, err: BaseException) -> None:
-        """Mark a ledger refusal as audited: the ledger wrote its entry in its own transaction."""
-        if isinstance(err, BudgetExceededError):
-            _failures.mark_audited(err)
-
-    def _load(self, auth: Authorization, *, version: int | None = None) -> LoadedValues:
-        """Decrypt an authorized request's columns (row filters and conditions applied).
-
-        Not audited by itself: the caller records the release (e.g. with its ledger charge).
-        """
-        frame, used, digest, hidden = self._fetch(
-            auth.dataset,
-            auth.schema,
-            auth.decisions,
-            auth.columns,
-            auth.conditions,
-            version,
-            render=False,
-            row_columns=auth.row_columns or _row_columns(auth.columns, auth.conditions),
-        )
-        return LoadedValues(frame, used, digest, hidden)
-
-    def _values_for(
-        self,
-        dataset: str,
-        *,
-        columns: Sequence[str],
-        needed: str,
-        action: str,
-        version: int | None = None,
-    ) -> tuple[pd.DataFrame, int, Schema]:
-        """Authorize, decrypt and audit (as ``action``) in one step."""
-        auth = self._authorize(
-            dataset, columns=columns, needed=needed, action=action, version=version
-        )
-        loaded = self._load(auth, version=version)
-        details = {
-            "columns": list(columns),
-            "needed": needed,
-            "version": version,
-            "modes": {c: auth.decisions[c].mode for c in columns},
-            "rows": len(loaded.frame),
-            "rows_withheld": loaded.rows_withheld,
-            "grant_ids": auth.grant_ids,
-            "policy_hash": auth.policy_hash,
-            "content_hash": loaded.content_hash,
-        }
-        self._write(action, "ok", dataset, loaded.version, details)
-        return loaded.frame, loaded.version, auth.schema
-
-    # -- steps ------------------------------------------------------------------------
-    def _decide(self, dataset: str, schema: Schema) -> dict[str, Decision]:
-        model = self._policy.model()
-        if not model.knows_principal(self.principal):
-            raise AccessDenied(
-                f"unknown principal {self.principal!r}: register it with "
-                f"vault.add_principal({self.principal!r}, roles=[...])",
-                principal=self.principal,
-                purpose=self.purpose,
-                dataset=dataset,
-            )
-        if not model.knows_purpose(self.purpose):
-            raise AccessDenied(
-                f"unknown purpose {self.purpose!r}: register it with "
-                f"vault.add_purpose({self.purpose!r}, description=..., lawful_basis=...)",
-                principal=self.principal,
-                purpose=self.purpose,
-                dataset=dataset,
-            )
-        tags = {name: f.category for name, f in schema.items()}
-        return model.decide(self.principal, self.purpose, dataset, tags)
-
-    def _require(
-        self,
-        dataset: str,
-        schema: Schema,
-        decisions: dict[str, Decision],
-        column: str,
-        needed: str,
-    ) -> None:
-        if column not in schema:
-            raise ConfigurationError(
-                f"dataset {dataset!r} has no column {column!r}; columns are {list(schema.names)}"
-            )
-        mode = decisions[column].mode
-        if not mode_allows(mode, needed):
-            raise AccessDenied(
-                f"{self.principal!r} acting for {self.purpose!r} may not use column {column!r} "
-                f"of dataset {dataset!r} this way: its mode is {mode!r}, this needs {needed!r} "
-                f"or more revealing (modes, most revealing first: {', '.join(MODES[:-1])}). "
-                f"See vault.explain({self.principal!r}, purpose={self.purpose!r}, "
-                f"dataset={dataset!r}), or ask for vault.grant(..., mode={needed!r}, "
-                f"columns=[{column!r}]).",
-                principal=self.principal,
-                purpose=self.purpose,
-                dataset=dataset,
-                column=column,
-                mode=mode,
-                needed=needed,
-            )
-
-    def _countable(
-        self, dataset: str, schema: Schema, decisions: dict[str, Decision], needed: str
-    ) -> list[str]:
-        """The columns usable at ``needed``: a row count sees the rows all of them admit."""
-        usable = [c for c in schema.names if mode_allows(decisions[c].mode, needed)]
-        if not usable:
-            raise AccessDenied(
-                f"{self.principal!r} acting for {self.purpose!r} may use no column of "
-                f"{dataset!r} for this release (needs {needed!r}). See "
-                f"vault.explain({self.principal!r}, purpose={self.purpose!r}, "
-                f"dataset={dataset!r}).",
-                principal=self.principal,
-                purpose=self.purpose,
-                dataset=dataset,
-                mode="deny",
-                needed=needed,
-            )
-        return usable
-
-    def _readable(
-        self,
-        dataset: str,
-        schema: Schema,
-        decisions: dict[str, Decision],
-        columns: Sequence[str] | None,
-    ) -> list[str]:
-        if columns is not None:
-            for column in columns:
-                self._require(dataset, schema, decisions, column, "masked")
-            return list(dict.fromkeys(columns))
-        wanted = [c for c in schema.names if decisions[c].mode in ROW_MODES]
-        if not wanted:
-            raise AccessDenied(
-                f"{self.principal!r} acting for {self.purpose!r} may read no column of "
-                f"dataset {dataset!r}. See vault.explain({self.principal!r}, "
-                f"purpose={self.purpose!r}, dataset={dataset!r}).",
-                principal=self.principal,
-                purpose=self.purpose,
-                dataset=dataset,
-                mode="deny",
-                needed="masked",
-            )
-        return wanted
-
-    def _conditions(
-        self,
-        dataset: str,
-        schema: Schema,
-        decisions: dict[str, Decision],
-        where: Where | None,
-        *,
-        needs: str = "raw",
-    ) -> list[Predicate]:
-        if where is None:
-            return []
-        if isinstance(where, Predicate | Mapping) or (
-            isinstance(where, Sequence)
-            and len(where) == 3
-            and isinstance(where[1], str)
-            and not isinstance(where[0], Sequence | Mapping | Predicate)
-        ):
-            where = [where]
-        conditions = [Predicate.parse(p) for p in where]
-        kinds = {name: f.kind for name, f in schema.items()}
-        for p in conditions:
-            p.check(kinds)  # the value's kind, before any read or charge
-            # Filtering rows on a value reveals it, so reads need the column in raw;
-            # inside a DP release the filter is covered by the noise.
-            self._require(dataset, schema, decisions, p.column, needs)
-        return conditions
-
-    def _fetch(
-        self,
-        dataset: str,
-        schema: Schema,
-        decisions: dict[str, Decision],
-        wanted: list[str],
-        conditions: list[Predicate],
-        version: int | None,
-        *,
-        row_columns: Sequence[str],
-        render: bool = True,
-    ) -> tuple[pd.DataFrame, int, str, int]:
-        filters = [decisions[c].grants for c in row_columns]
-        extra = {p.column for gs in filters for g in gs for p in g.row_filter}
-        extra |= {p.column for p in conditions}
-        needed = list(dict.fromkeys([*wanted, *(c for c in schema.names if c in extra)]))
-        frame, used, digest = self._store.load(dataset, needed, version)
-        keep = np.ones(len(frame), dtype=bool)
-        for grants in filters:
-            # A row is visible in this column if any deciding grant admits it.
-            admitted = np.zeros(len(frame), dtype=bool)
-            for grant in grants:
-                admitted |= grant.admits(frame)
-            keep &= admitted
-        for predicate in conditions:
-            try:
-                keep &= predicate.mask(frame)
-            except (TypeError, ValueError):
-                raise _where.compare_error(predicate, schema[predicate.column].kind) from None
-        hidden = int((~keep).sum())
-        if hidden:
-            frame = frame.loc[keep].reset_index(drop=True)
-        if not render:
-            return frame[wanted], used, digest, hidden
-        out = {c: self._render(dataset, c, schema[c], decisions[c].mode, frame[c]) for c in wanted}
-        return pd.DataFrame(out, index=frame.index, copy=False), used, digest, hidden
-
-    def _render(self, dataset: str, column: str, field: Field, mode: str, values: pd.Series) -> Any:
-        if mode == "raw" or (
-            mode == "pseudonymized" and field.kind == "identifier" and field.pseudonymize
-        ):
-            return values
-        if mode == "pseudonymized":
-            return self._store.tokens(dataset, column, values)
-        return field.mask_values(values)
-
-    # -- audit ------------------------------------------------------------------------
-    def _policy_hash(self, decisions: Mapping[str, Decision]) -> str | None:
-        first = next(iter(decisions.values()), None)
-        return first.policy_hash if first is not None else None
-
-    def _check_request(
-        self, action: str, dataset: object, columns: object, version: object
-    ) -> None:
-        """Refuse a malformed request (names, column list, version), audited without its values.
-
-        Its names may be unprintable or personal data, so the entry records only that a
-        malformed request of this kind was refused, and the error's type.
-        """
-        try:
-            check_request(dataset, columns, version)
-        except ConfigurationError as err:
-            details = {"error": type(err).__name__, "message": "malformed request"}
-            self._write(action, "error", None, None, details)
-            _failures.mark_audited(err)
-            raise
-
-    def _log(
-        self,
-        action: str,
-        dataset: str,
-        version: int | None,
-        err: Exception,
-        decisions: Mapping[str, Decision],
-        request: dict[str, Any],
-        *,
-        where: Any = None,
-    ) -> None:
-        """Audit a failed request: the error's type and a message that quotes no request value."""
-        outcome = "denied" if isinstance(err, AccessDenied) else "error"
-        message = _failures.safe_message(err, _failures.request_values(where))
-        details: dict[str, Any] = {**request, "error": type(err).__name__, "message": message}
-        if isinstance(err, AccessDenied):
-            column = err.column
-            decision = decisions.get(column) if column else None
-            details.update(
-                column=column,
-                mode=err.mode,
-                needed=err.needed,
-                grant_ids=list(decision.grant_ids) if decision else [],
-            )
-        details["policy_hash"] = self._policy_hash(decisions) or self._policy.hash
-        self._write(action, outcome, dataset, version, details)
-        _failures.mark_audited(err)
-
-    def _write(
-        self,
-        action: str,
-        outcome: str,
-        dataset: str | None,
-        version: int | None,
-        details: dict[str, Any],
-    ) -> None:
-        with transaction(self._engine) as tx:
-            self._audit.append(
-                tx,
-                principal=self.principal,
-                purpose=self.purpose,
-                action=action,
-                outcome=outcome,
-                dataset=dataset,
-                version=version,
-                details=details,
-            )
-
-
-def _row_columns(columns: Sequence[str], conditions: Sequence[Predicate]) -> tuple[str, ...]:
-    """The columns whose grants' row filters apply: those used and those filtered on."""
-    return tuple(dict.fromkeys([*columns, *(p.column for p in conditions)]))

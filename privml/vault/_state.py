@@ -1,16 +1,19 @@
 """One lifecycle for a vault and everything reached through it.
 
-A :class:`VaultState` is shared by the vault, its services (``vault.policy``,
-``vault.models``, ``vault.audit``, ``vault.ledger``, the dataset store) and every
-object they hand out that can act on the vault later (sessions, ``session.he``,
-``session.dp``, field ciphers, ledger reservations). After
+A :class:`VaultState` holds what every service of an open vault shares: the
+metadata engine, the vault key and the actor of administrative actions. It is
+shared by the vault, its services (``vault.policy``, ``vault.models``,
+``vault.audit``, ``vault.ledger``, the dataset store, the key service) and every
+object they hand out that can act on the vault later (sessions and their doors,
+``session.he``, ``session.dp``, field ciphers, ledger reservations). After
 :meth:`VaultState.close`:
 
 - every public method and property of all of them raises
   :class:`~privml.exceptions.VaultClosedError` before doing anything;
 - the metadata engine refuses every new connection, so no code path that
   reaches the database (public or not) can read or write;
-- the close hooks have dropped the key material the services held.
+- the close hooks have dropped the key material the services held, the state
+  has dropped the vault key and disposed of the engine.
 
 :meth:`VaultState.guard` gives an object a subclass of its own class, made once
 per class and state, whose public methods and properties check the state
@@ -23,7 +26,7 @@ Examples
 >>> class Counter:
 ...     def bump(self) -> int:
 ...         return 1
->>> state = VaultState()
+>>> state = VaultState(actor="os:admin")
 >>> counter = state.guard(Counter())
 >>> counter.bump(), isinstance(counter, Counter)
 (1, True)
@@ -39,12 +42,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy import event
 
 from ..exceptions import VaultClosedError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..crypto.keys import VaultKey
 
 __all__ = ["SERVICES", "VaultState"]
 
@@ -54,6 +61,7 @@ T = TypeVar("T")
 SERVICES = frozenset(
     {
         "privml.vault._session.Session",
+        "privml.vault._door.Door",
         "privml.he._session.HESession",
         "privml.dp._session.DPSession",
         "privml.crypto.field.FieldCipher",
@@ -69,12 +77,51 @@ _MESSAGE = (
 
 
 class VaultState:
-    """Open until :meth:`close`; then every guarded object and the engine refuse."""
+    """Open until :meth:`close`; then every guarded object and the engine refuse.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    actor : str
+        Who performs administrative actions, for the audit log.
+    """
+
+    def __init__(self, *, actor: str) -> None:
+        self.actor = actor
         self._closed = False
+        self._engine: sa.Engine | None = None
+        self._key: VaultKey | None = None
         self._hooks: list[Callable[[], None]] = []
         self._classes: dict[type, type] = {}
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The metadata engine; :class:`~privml.exceptions.VaultClosedError` once closed."""
+        self.check()
+        if self._engine is None:
+            raise VaultClosedError("no metadata engine is bound to this vault state")
+        return self._engine
+
+    @property
+    def key(self) -> VaultKey:
+        """The vault key (KEK); :class:`~privml.exceptions.VaultClosedError` once closed."""
+        self.check()
+        if self._key is None:
+            raise VaultClosedError("no vault key is bound to this vault state")
+        return self._key
+
+    def bind(self, engine: sa.Engine, key: VaultKey) -> None:
+        """Hold ``engine`` and ``key``; the engine refuses every connection once closed."""
+
+        def _checkout(*_args: Any) -> None:
+            self.check()
+
+        event.listen(engine, "checkout", _checkout)
+        self._engine, self._key = engine, key
+
+    def rekey(self, key: VaultKey) -> None:
+        """Hold ``key`` from now on (after the vault key was rotated)."""
+        self.check()
+        self._key = key
 
     @property
     def closed(self) -> bool:
@@ -91,11 +138,13 @@ class VaultState:
         self._hooks.append(hook)
 
     def close(self) -> None:
-        """Refuse from now on, then run the close hooks (each once, all of them)."""
+        """Refuse from now on, run the close hooks (each once, all of them), drop the key
+        and dispose of the engine."""
         if self._closed:
             return
         self._closed = True
         hooks, self._hooks = self._hooks, []
+        hooks.append(self._release)
         failures: list[BaseException] = []
         for hook in hooks:
             try:
@@ -105,13 +154,11 @@ class VaultState:
         if failures:
             raise failures[0]
 
-    def bind_engine(self, engine: sa.Engine) -> None:
-        """Make ``engine`` refuse every connection checkout once the state is closed."""
-
-        def _checkout(*_args: Any) -> None:
-            self.check()
-
-        event.listen(engine, "checkout", _checkout)
+    def _release(self) -> None:
+        self._key = None
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = None
 
     def guard(self, obj: T) -> T:
         """Make every public method and property of ``obj`` check this state first."""

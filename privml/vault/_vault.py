@@ -7,66 +7,51 @@ Everything sensitive is reached through a :class:`Vault`: data goes in with
 from __future__ import annotations
 
 import base64
-import getpass
-import hmac
 import json
 import os
-import re
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .._canonical import canonical_json, utcnow
+from .._canonical import utcnow
 from .._validation import check_name
 from ..accounting.budget import Budget
 from ..accounting.ledger import Ledger
 from ..accounting.records import Allocation, BudgetStatus
-from ..audit import AuditLog
+from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
 from ..crypto.keys import VaultKey, new_data_key
-from ..exceptions import (
-    AccessDenied,
-    ConfigurationError,
-    IntegrityError,
-    NotFoundError,
-    SchemaError,
-    VaultClosedError,
-    VaultExistsError,
-)
+from ..exceptions import ConfigurationError, NotFoundError, SchemaError, VaultExistsError
 from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import create_tables, make_engine, read, transaction
 from ..storage.tables import vault_info
+from . import _erasure
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
-from ._keys import KeyMethods
+from ._decide import Asker
+from ._door import Door
+from ._keys import VaultKeys
 from ._models import ModelRegistry
-from ._policy import PolicyMethods
+from ._opening import FORMAT, MARKER, check_info, default_actor, write_marker
 from ._policy_store import PolicyAdmin
 from ._session import Session
 from ._state import VaultState
 
+if TYPE_CHECKING:
+    from .._gate import Where
+    from ..crypto import FieldCipher
+
 __all__ = ["DatasetInfo", "DatasetVersion", "Vault"]
 
-# 2: every security-relevant metadata row is authenticated (privml.storage.sealed).
-_FORMAT = 2
-_MARKER = "vault.json"
-ADMIN_PURPOSE = "administration"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
-
-def _default_actor() -> str:
-    try:
-        return f"os:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return f"os:uid-{os.getuid()}"
-
-
-class Vault(PolicyMethods, KeyMethods):
+class Vault:
     """An embedded privml vault. Create one with :meth:`create`, reopen it with :meth:`open`.
 
     Examples
@@ -105,17 +90,16 @@ class Vault(PolicyMethods, KeyMethods):
     ) -> None:
         # Use Vault.create / Vault.open.
         self.path = path
-        self._state = VaultState()
-        self._state.bind_engine(engine)
-        self._engine: sa.Engine | None = engine
-        self._key = vault_key
-        self._actor = actor
-        self._keyring = Keyring(vault_key)
+        state = self._state = VaultState(actor=actor)
         seed = vault_key.unwrap(info.signing_key, purpose="audit-signing")
         mac_key = vault_key.unwrap(info.mac_key, purpose="audit-mac")
         sealer = sealed.RowSealer(mac_key, info.log_id)
-        _check_info(sealer, info, seed)
+        check_info(sealer, info, seed)
         sealed.bind(engine, sealer)
+        state.on_close(lambda: sealed.unbind(engine))
+        state.bind(engine, vault_key)
+        keyring = Keyring(vault_key)
+        state.on_close(keyring.forget)
         self.audit = AuditLog(
             engine,
             log_id=info.log_id,
@@ -125,13 +109,22 @@ class Vault(PolicyMethods, KeyMethods):
             anchor_path=anchor_path,
             checkpoint_every=info.checkpoint_every,
         )
-        self._store = DatasetStore(path, engine, self._keyring, self.audit)
+        self._store = DatasetStore(state, path, keyring, self.audit)
         self.ledger = Ledger(engine, self.audit)
-        self.policy = PolicyAdmin(engine, self.audit, actor=actor)
-        self.models = ModelRegistry(path, engine, vault_key, self.audit, actor=actor)
-        for service in (self.audit, self._store, self.ledger, self.policy, self.models):
-            self._state.guard(service)
-        self._state.on_close(self._release)
+        self.policy = PolicyAdmin(state, self.audit)
+        self.models = ModelRegistry(state, path, self.audit)
+        self._keys = VaultKeys(
+            state,
+            path=path,
+            keyring=keyring,
+            store=self._store,
+            audit=self.audit,
+            models=self.models,
+        )
+        for service in (self.audit, self._store, self.ledger, self.policy, self.models, self._keys):
+            state.guard(service)
+        state.on_close(self.ledger.close)
+        state.on_close(self.audit.close)
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
@@ -170,7 +163,7 @@ class Vault(PolicyMethods, KeyMethods):
             the operating-system user.
         """
         folder = Path(path)
-        if (folder / _MARKER).exists():
+        if (folder / MARKER).exists():
             raise VaultExistsError(f"{str(folder)!r} already holds a vault; use Vault.open()")
         if folder.exists() and any(folder.iterdir()):
             raise VaultExistsError(f"{str(folder)!r} is not empty; give a new or empty folder")
@@ -178,7 +171,7 @@ class Vault(PolicyMethods, KeyMethods):
             raise ConfigurationError("checkpoint_every must be at least 1")
         vault_key, kdf = VaultKey.new(key=key, key_file=key_file, passphrase=passphrase)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_marker(folder, external=metadata_url is not None)
+        write_marker(folder, external=metadata_url is not None)
         if metadata_url is None:
             # SQLite gives its -wal and -shm files the database file's permissions.
             os.close(os.open(folder / "meta.db", os.O_WRONLY | os.O_CREAT, 0o600))
@@ -190,7 +183,7 @@ class Vault(PolicyMethods, KeyMethods):
         with transaction(engine) as tx:
             info = {
                 "id": 1,
-                "format": _FORMAT,
+                "format": FORMAT,
                 "log_id": log_id,
                 "created": utcnow(),
                 "key_check": vault_key.check_value,
@@ -227,9 +220,9 @@ class Vault(PolicyMethods, KeyMethods):
         Parameters are as for :meth:`create`.
         """
         folder = Path(path)
-        marker = folder / _MARKER
+        marker = folder / MARKER
         if not marker.exists():
-            raise NotFoundError(f"no vault at {str(folder)!r} (no {_MARKER}); use Vault.create()")
+            raise NotFoundError(f"no vault at {str(folder)!r} (no {MARKER}); use Vault.create()")
         external = json.loads(marker.read_text())["metadata"] == "external"
         if external and metadata_url is None:
             raise ConfigurationError(
@@ -238,11 +231,11 @@ class Vault(PolicyMethods, KeyMethods):
         engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
         with read(engine) as conn:
             info = conn.execute(sa.select(vault_info)).one()
-        if info.format != _FORMAT:
+        if info.format != FORMAT:
             engine.dispose()
             raise ConfigurationError(
                 f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
-                f"format {_FORMAT} only (authenticated metadata rows). Export its datasets "
+                f"format {FORMAT} only (authenticated metadata rows). Export its datasets "
                 "with the privml version that wrote it and add them to a new vault"
             )
         salt = None
@@ -277,7 +270,7 @@ class Vault(PolicyMethods, KeyMethods):
                 vault_key=vault_key,
                 info=info,
                 anchor_path=anchor,
-                actor=actor or _default_actor(),
+                actor=actor or default_actor(),
             )
         except Exception:
             engine.dispose()
@@ -295,22 +288,9 @@ class Vault(PolicyMethods, KeyMethods):
         """
         if self._state.closed:
             return
-        with transaction(self.engine) as tx:
+        with transaction(self._state.engine) as tx:
             self.audit.checkpoint(tx)
         self._state.close()
-
-    def _release(self) -> None:
-        """Drop every key this vault's objects hold and release the database (on close)."""
-        self._keyring.forget()
-        self._store.close()
-        self.ledger.close()
-        self.audit.close()
-        self.models.close()
-        self.__dict__.pop("_key", None)
-        if self._engine is not None:
-            sealed.unbind(self._engine)
-            self._engine.dispose()
-        self._engine = None
 
     def __enter__(self) -> Vault:
         return self
@@ -326,13 +306,6 @@ class Vault(PolicyMethods, KeyMethods):
     def __repr__(self) -> str:
         state = "closed" if self._state.closed else "open"
         return f"<privml.Vault {str(self.path)!r} ({state})>"
-
-    @property
-    def engine(self) -> sa.Engine:
-        self._state.check()
-        if self._engine is None:  # pragma: no cover - the state closes before the engine goes
-            raise VaultClosedError("the vault is closed; open it again with Vault.open()")
-        return self._engine
 
     # -- datasets ---------------------------------------------------------------------
     def add_dataset(
@@ -368,11 +341,7 @@ class Vault(PolicyMethods, KeyMethods):
         SchemaError
             The data does not match the schema; nothing was stored.
         """
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigurationError(
-                f"dataset name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
-                "(at most 128 characters, not starting with '.' or '-')"
-            )
+        check_name(name, "dataset name", file_safe=True)
         if not isinstance(schema, Schema):
             raise ConfigurationError("schema= must be a privml.Schema")
         if not isinstance(budget, Budget):
@@ -380,9 +349,8 @@ class Vault(PolicyMethods, KeyMethods):
         if any(d.name == name for d in self.datasets()):
             raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
         frame, clipped = self._validate(name, None, load_frame(data), schema, on_violation)
-        self.engine  # noqa: B018 - raises if closed
         return self._store.add(
-            name, frame, schema=schema, budget=budget, clipped=clipped, actor=self._actor
+            name, frame, schema=schema, budget=budget, clipped=clipped, actor=self._state.actor
         )
 
     def add_version(
@@ -398,12 +366,11 @@ class Vault(PolicyMethods, KeyMethods):
             name, info.latest.version + 1, load_frame(data), info.schema, on_violation
         )
         return self._store.append(
-            name, frame, schema=info.schema, clipped=clipped, actor=self._actor
+            name, frame, schema=info.schema, clipped=clipped, actor=self._state.actor
         )
 
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset with its schema, budget and versions."""
-        self.engine  # noqa: B018 - raises if closed
         return self._store.all()
 
     def dataset(self, name: str) -> DatasetInfo:
@@ -424,20 +391,10 @@ class Vault(PolicyMethods, KeyMethods):
         """
         check_name(principal, "principal")
         check_name(purpose, "purpose=")
-        model = self.policy.model()
-        problem = None
-        if not model.knows_principal(principal):
-            problem = (
-                f"unknown principal {principal!r}: register it with "
-                f"vault.add_principal({principal!r}, roles=[...])"
-            )
-        elif not model.knows_purpose(purpose):
-            problem = (
-                f"unknown purpose {purpose!r}: register it with vault.add_purpose("
-                f"{purpose!r}, description=..., lawful_basis=...)"
-            )
+        asker = Asker(principal, purpose)
+        problem = asker.unknown(self.policy.model())
         if problem:
-            with transaction(self.engine) as tx:
+            with transaction(self._state.engine) as tx:
                 self.audit.append(
                     tx,
                     principal=principal,
@@ -446,22 +403,21 @@ class Vault(PolicyMethods, KeyMethods):
                     outcome="denied",
                     details={"message": problem},
                 )
-            raise AccessDenied(problem, principal=principal, purpose=purpose)
-        return Session(
+            raise asker.denied(problem)
+        door = Door(
+            state=self._state,
             store=self._store,
             policy=self.policy,
             audit=self.audit,
-            engine=self.engine,
             ledger=self.ledger,
             models=self.models,
-            principal=principal,
-            purpose=purpose,
+            asker=asker,
         )
+        return Session(self._state.guard(door))
 
     # -- privacy budget ---------------------------------------------------------------
     def budget(self, dataset: str) -> BudgetStatus:
         """The privacy budget of ``dataset``: spent, total, remaining, and by whom."""
-        self.engine  # noqa: B018 - raises if closed
         return self.ledger.status(dataset)
 
     def allocate(
@@ -473,10 +429,246 @@ class Vault(PolicyMethods, KeyMethods):
         epsilon: float,
     ) -> Allocation:
         """Cap one principal's or one purpose's share of ``dataset``'s budget at ``epsilon``."""
-        self.engine  # noqa: B018 - raises if closed
         return self.ledger.allocate(
-            dataset, principal=principal, purpose=purpose, epsilon=epsilon, actor=self._actor
+            dataset, principal=principal, purpose=purpose, epsilon=epsilon, actor=self._state.actor
         )
+
+    # -- access policy ----------------------------------------------------------------
+    def add_principal(
+        self, name: str, *, roles: Sequence[str] = (), attributes: Mapping[str, Any] | None = None
+    ) -> None:
+        """Register a principal (a person or a service) with its roles; audited."""
+        self.policy.add_principal(name, roles=roles, attributes=attributes)
+
+    def add_purpose(
+        self, name: str, *, description: str, lawful_basis: str, parent: str | None = None
+    ) -> None:
+        """Register a purpose of processing; grants for ``parent`` cover it too. Audited."""
+        self.policy.add_purpose(
+            name, description=description, lawful_basis=lawful_basis, parent=parent
+        )
+
+    def grant(
+        self,
+        *,
+        role: str | None = None,
+        principal: str | None = None,
+        dataset: str,
+        purpose: str,
+        mode: str,
+        columns: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        row_filter: Where | None = None,
+        expires: datetime | str | None = None,
+    ) -> str:
+        """Allow a role or a principal to use a dataset for a purpose in ``mode``.
+
+        Parameters
+        ----------
+        role, principal : str
+            Exactly one: who the grant is for.
+        dataset, purpose : str
+            What, and why (the grant also covers the purpose's child purposes).
+        mode : str
+            ``"raw"``, ``"pseudonymized"``, ``"masked"``, ``"dp_training"`` or
+            ``"dp_aggregate"`` (most revealing first).
+        columns, categories : list of str, optional
+            Select columns by name or by the schema's category tag; all by default.
+        row_filter : list of (column, op, value), optional
+            Only rows meeting every condition are revealed through this grant.
+        expires : datetime or ISO string, optional
+            The grant stops matching at this time.
+
+        Returns
+        -------
+        str
+            The grant id (for :meth:`revoke` and in audit entries).
+        """
+        return self.policy.add_grant(
+            effect="allow",
+            role=role,
+            principal=principal,
+            dataset=dataset,
+            purpose=purpose,
+            mode=mode,
+            columns=columns,
+            categories=categories,
+            row_filter=row_filter,
+            expires=expires,
+        )
+
+    def deny(
+        self,
+        *,
+        role: str | None = None,
+        principal: str | None = None,
+        dataset: str,
+        purpose: str,
+        columns: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        row_filter: Where | None = None,
+        expires: datetime | str | None = None,
+    ) -> str:
+        """Forbid what the selectors match; an explicit deny wins over every grant."""
+        return self.policy.add_grant(
+            effect="deny",
+            role=role,
+            principal=principal,
+            dataset=dataset,
+            purpose=purpose,
+            mode="deny",
+            columns=columns,
+            categories=categories,
+            row_filter=row_filter,
+            expires=expires,
+        )
+
+    def revoke(self, grant_id: str) -> None:
+        """Revoke a grant or deny by id; audited."""
+        self.policy.revoke(grant_id)
+
+    def explain(self, principal: str, *, purpose: str, dataset: str) -> pd.DataFrame:
+        """What ``principal`` acting for ``purpose`` gets from each column, and why.
+
+        Returns a DataFrame with one row per column: its category tag, the
+        decided mode, the deciding grant ids and their row filters.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.add_purpose("studies", description="Studies", lawful_basis="GDPR 9(2)(j)")
+        >>> vault.add_principal("ana", roles=["statistician"])
+        >>> _ = vault.grant(role="statistician", dataset="patients", purpose="studies",
+        ...                 mode="dp_aggregate", categories=["health"])
+        >>> vault.explain("ana", purpose="studies", dataset="patients")[["column", "mode"]]
+            column          mode
+        0  patient          deny
+        1      age          deny
+        2      sex          deny
+        3  glucose  dp_aggregate
+        4     note  dp_aggregate
+        5     seen          deny
+        """
+        schema = self.dataset(dataset).schema
+        model = self.policy.model()
+        tags = {name: f.category for name, f in schema.items()}
+        rows = []
+        for column, decision in model.decide(principal, purpose, dataset, tags).items():
+            rows.append(
+                {
+                    "column": column,
+                    "category": tags[column],
+                    "mode": decision.mode,
+                    "grants": list(decision.grant_ids),
+                    "row_filter": [[p.to_dict() for p in f] for f in decision.row_filters if f],
+                }
+            )
+        return pd.DataFrame(rows, columns=["column", "category", "mode", "grants", "row_filter"])
+
+    # -- keys -------------------------------------------------------------------------
+    def scrub(self) -> bool:
+        """Make destroyed keys and erased data unrecoverable from a copy of the vault folder.
+
+        Every rotation, erasure and field-key drop already ends with this; call it
+        yourself only when one of them warned that another process kept it from
+        completing. SQLite: copies the write-ahead log into ``meta.db`` (where
+        ``secure_delete`` overwrote the deleted bytes) and truncates it to zero
+        bytes. PostgreSQL: nothing can be guaranteed (see SECURITY.md).
+
+        Returns
+        -------
+        bool
+            False (with a warning) if another connection still holds the log.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.scrub()
+        True
+        """
+        return self._keys.scrub()
+
+    def rotate_vault_key(
+        self,
+        new_key: bytes | str | None = None,
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+    ) -> None:
+        """Re-wrap every key of the vault under a new vault key, in one transaction.
+
+        A crash part-way leaves the vault openable with exactly one of the two
+        keys (the old one until the transaction commits, the new one after).
+        Data files are not rewritten: the data keys themselves do not change.
+        Afterwards the old wrappings are gone from ``meta.db`` and its
+        write-ahead log, so the old key opens nothing in a copy taken later.
+
+        Examples
+        --------
+        >>> import privml
+        >>> vault = getfixture("demo_vault")
+        >>> new = privml.generate_key()
+        >>> vault.rotate_vault_key(new)
+        >>> vault.close()
+        >>> privml.Vault.open(vault.path, key=new).close()
+        """
+        self._keys.rotate_vault_key(new_key, key_file=key_file, passphrase=passphrase)
+
+    def rotate_data_keys(self, dataset: str) -> DatasetVersion:
+        """Write a new version of ``dataset`` under fresh data keys and destroy the old keys.
+
+        Every earlier version becomes unreadable, even with the vault key
+        (crypto-shredding): the old keys' wrapped bytes are overwritten in
+        ``meta.db`` and its write-ahead log is emptied, and the old files are
+        deleted. The audit entry lists the versions shredded. Pseudonyms keep
+        their key, so they stay stable.
+        """
+        return self._keys.rotate_data_keys(dataset)
+
+    def pseudonymize(self, dataset: str, column: str, values: Iterable[Any]) -> list[str | None]:
+        """The stored pseudonyms of known identifiers (for look-ups and erasure requests).
+
+        Audited with the number of values, never the values.
+        """
+        return self._keys.pseudonymize(dataset, column, values)
+
+    def erase_subject(
+        self, dataset: str, *, identifier: Any, column: str | None = None
+    ) -> DatasetVersion:
+        """Erase one data subject (GDPR art. 17) from ``dataset`` and the views made from it.
+
+        Writes a new version without the subject's rows (found through the
+        identifier's pseudonym), under fresh keys, and crypto-shreds every
+        earlier version: their keys are destroyed, their files deleted, and
+        ``meta.db``'s write-ahead log emptied, so a copy of the vault folder
+        taken afterwards cannot bring them back. Every minimized view derived
+        from the dataset is rewritten without the subject by a minimizer fitted
+        again without them (the old one may release their values), and shredded
+        the same way; a view whose rows cannot be matched to the subject is
+        refused before anything changes. The audit records the keyed pseudonym
+        and the number of rows removed, never the identifier. Privacy budget
+        already spent is not refunded: past releases may already reflect the subject.
+        """
+        return _erasure.erase_subject(self._keys, dataset, identifier=identifier, column=column)
+
+    def field_cipher(self, dataset: str, *, deterministic: bool = False) -> FieldCipher:
+        """A :class:`~privml.crypto.FieldCipher` for ``dataset`` whose keys live in the vault.
+
+        The keyset is created on first use and stored wrapped by the vault key;
+        ``cipher.rotate()`` stores the new primary (audited, key ids only) before
+        using it, and older keys stay to decrypt until ``cipher.drop(key_id)``
+        destroys their wrapped bytes (audited, shredded like data keys). Rotating
+        the vault key re-wraps them without changing any token.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> cipher = vault.field_cipher("patients")
+        >>> token = cipher.encrypt("P-1001", column="patient", row_key=7)
+        >>> vault.field_cipher("patients").decrypt(token, column="patient", row_key=7)
+        'P-1001'
+        """
+        return self._keys.field_cipher(dataset, deterministic=deterministic)
 
     # -- internals --------------------------------------------------------------------
     def _validate(
@@ -509,39 +701,13 @@ class Vault(PolicyMethods, KeyMethods):
         dataset: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        with transaction(self.engine) as tx:
+        with transaction(self._state.engine) as tx:
             self.audit.append(
                 tx,
-                principal=self._actor,
+                principal=self._state.actor,
                 purpose=ADMIN_PURPOSE,
                 action=action,
                 outcome=outcome,
                 dataset=dataset,
                 details=details,
             )
-
-
-def _write_marker(folder: Path, *, external: bool) -> None:
-    marker = {"format": _FORMAT, "metadata": "external" if external else "sqlite"}
-    tmp = folder / f".{_MARKER}.tmp"
-    tmp.write_bytes(canonical_json(marker))
-    os.replace(tmp, folder / _MARKER)
-
-
-def _check_info(sealer: sealed.RowSealer, info: Any, seed: bytes) -> None:
-    """Refuse a ``vault_info`` row edited without the key.
-
-    Its MAC covers the vault's identity, format, key-check value, wrapped audit keys,
-    verify key and checkpoint interval; the verify key must also be the signing key's.
-    """
-    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-    try:
-        intact = hmac.compare_digest(sealer.row_mac(vault_info, info._mapping), str(info.mac))
-        intact = intact and bytes(info.verify_key) == public and int(info.checkpoint_every) >= 1
-    except (ValueError, TypeError, OverflowError, AttributeError):
-        intact = False  # a value of the wrong type (SQLite keeps any type in any column)
-    if not intact:
-        raise IntegrityError(
-            "the vault's own row (vault_info: identity, audit keys, checkpoint interval) was "
-            "edited without the key; restore meta.db from a backup"
-        )

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
+from ..audit import ADMIN_PURPOSE
 from ..exceptions import ConfigurationError, DecryptionError, PrivmlError
 from ..schema import Schema
 from ..storage import sealed
@@ -148,7 +149,7 @@ def _refit(registry: Any, found: Registered, schema: Schema, base: pd.DataFrame,
     try:
         name, version = found.metadata["for_model"]
         model = registry._load(
-            name, version, principal="privml", purpose="administration", audit=False
+            name, version, principal="privml", purpose=ADMIN_PURPOSE, audit=False
         )
         return Minimizer(
             model,
@@ -190,7 +191,7 @@ def _minimizer_of(registry: Any, engine: sa.Engine, view: str) -> Registered | N
         return None
     row, meta = max(mine, key=lambda item: item[0].version)
     model = registry._load(
-        row.name, row.version, principal="privml", purpose="administration", audit=False
+        row.name, row.version, principal="privml", purpose=ADMIN_PURPOSE, audit=False
     )
     versions = tuple(sorted(r.version for r, _ in mine if r.name == row.name))
     return Registered(model, row.name, versions, row.dataset_version, meta)

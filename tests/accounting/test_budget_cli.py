@@ -84,7 +84,7 @@ def test_ledger_lists_the_charges(charged, capsys):
 def test_exit_status_1_when_over_budget(charged, capsys):
     folder, key_file, key = charged
     # A budget lowered by the key holder.
-    with privml.Vault.open(folder, key=key) as vault, transaction(vault.engine) as tx:
+    with privml.Vault.open(folder, key=key) as vault, transaction(vault._state.engine) as tx:
         where = datasets.c.name == "counts"
         sealed.update(tx.conn, datasets, where, {"budget_epsilon": 0.25})
         vault.audit.append(

@@ -142,7 +142,7 @@ def test_a_workload_that_fits_only_by_pld_is_cut_short(make_vault):
 
 
 def _rows(vault):
-    with vault.engine.connect() as conn:
+    with vault._state.engine.connect() as conn:
         return [r[0] for r in conn.exec_driver_sql("SELECT event FROM ledger_events ORDER BY id")]
 
 

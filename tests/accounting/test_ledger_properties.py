@@ -112,7 +112,7 @@ def test_running_tallies_always_equal_their_events(shared_vault, sequence):
             held.settle(event)
         else:
             held.release()
-    with read(vault._engine) as conn:
+    with read(vault._state.engine) as conn:
         for scope in ("", "principal:a", "principal:b", "purpose:p"):
             tally, _ = spent(conn, name, (scope,))
             expected = Tally.of(

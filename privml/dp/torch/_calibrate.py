@@ -16,11 +16,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...accounting.composition import epsilon_alone, rdp_curve, rdp_epsilon
 from ...accounting.events import PrivacyEvent
-from ...accounting.ledger import Ledger
 from ...exceptions import BudgetExceededError, ConfigurationError
+
+if TYPE_CHECKING:
+    from ..._gate import Gate
 
 __all__ = ["Calibration", "calibrate"]
 
@@ -43,14 +46,12 @@ class Calibration:
 
 
 def calibrate(
-    ledger: Ledger,
+    gate: Gate,
     dataset: str,
     event_for: Callable[[float], PrivacyEvent],
     *,
     delta: float,
     target_epsilon: float,
-    principal: str,
-    purpose: str,
 ) -> Calibration:
     """The smallest σ whose run has ε <= ``target_epsilon`` and fits the budget now."""
     if not (isinstance(target_epsilon, int | float) and 0 < target_epsilon < math.inf):
@@ -72,7 +73,7 @@ def calibrate(
     # RDP alone is quick and never below the ledger's figure: it brackets the real search.
     rdp_sigma, _ = _smallest(by(lambda s: rdp_epsilon(rdp_curve(event_for(s)), delta)))
     sigma, _ = _smallest(by(lambda s: epsilon_alone(event_for(s), delta)), hi=rdp_sigma)
-    check = ledger.what_if(dataset, event_for(sigma), principal=principal, purpose=purpose)
+    check = gate.what_if(dataset, event_for(sigma))
     if check.allowed:
         note = (
             f"σ={sigma:.4g} from target_epsilon={target_epsilon:g}: the target binds (the "
@@ -83,7 +84,7 @@ def calibrate(
     refused_by = {sigma: check.refused_by}
 
     def fits(s: float) -> tuple[bool, float | None]:
-        w = ledger.what_if(dataset, event_for(s), principal=principal, purpose=purpose)
+        w = gate.what_if(dataset, event_for(s))
         refused_by[s] = w.refused_by
         ratio = (
             math.log(w.epsilon_after / w.epsilon_total)

@@ -23,8 +23,8 @@ from ._rows import drop
 from ._training_run import TrainingRun
 
 if TYPE_CHECKING:
+    from ..._gate import Gate
     from ...accounting.ledger import Reservation
-    from .._session import DPSession
 
 __all__ = ["Exit", "finish", "register"]
 
@@ -113,7 +113,7 @@ def _opacus_epsilon(accountant: Any, delta: float) -> tuple[float | None, list[s
 
 
 def register(
-    dp: DPSession,
+    gate: Gate,
     run: TrainingRun,
     engine: Engine,
     data: Encoding,
@@ -124,7 +124,6 @@ def register(
     rows: str | None = None,
 ) -> None:
     """Register the trained network, its input view and its hyperparameters in vault.models."""
-    session = dp._session
     trained = TorchModel(
         module=engine.plain,
         scaler=data.scaler,
@@ -163,7 +162,7 @@ def register(
         "opacus_accountant": "rdp, q = 1/len(data_loader)",
         TRAINING_ROWS: rows,  # the row filters it was read under (see privml.vault._model_access)
     }
-    run.model_info = session._models._register(
+    run.model_info = gate.register_model(
         run.name,
         trained,
         trained_on=(run.dataset, run.version),
@@ -171,7 +170,5 @@ def register(
         delta=run.delta,
         notes=f"DP-SGD ({run.grad_sample_mode}), {run.steps_taken} steps",
         extra=extra,
-        principal=session.principal,
-        purpose=session.purpose,
     )
     run.trained = trained

@@ -16,8 +16,7 @@ alone, is post-processing.
 from __future__ import annotations
 
 import math
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +24,10 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
+from ..._validation import check_name
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
-from ...vault._model_access import row_digest
-from ...vault._models import _NAME
-from ...vault._state import VaultState
 from ._calibrate import calibrate
 from ._close import Exit, finish, register
 from ._data import default_criterion, prepare, scaler_for, task_of
@@ -44,7 +41,7 @@ from ._rows import drop, seal
 from ._training_run import TrainingRun
 
 if TYPE_CHECKING:
-    from .._session import DPSession
+    from ..._gate import Gate
 
 __all__ = ["TrainingRun", "private_training"]
 
@@ -79,29 +76,12 @@ def _check(
         _positive("target_epsilon", target_epsilon)
     else:
         _positive("noise_multiplier", noise_multiplier)
-    if not _NAME.match(name):
-        raise ConfigurationError(
-            f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-'"
-        )
-
-
-def _vault_check(*reached: object) -> Callable[[], None]:
-    """The check of the vault's lifecycle that guards the objects the run ``reached`` it through.
-
-    The ledger's reservation (and the session's ``dp``) are guarded by their vault's
-    :class:`~privml.vault._state.VaultState`; the run checks that same state before each
-    draw and step, and at the end of the block.
-    """
-    for obj in reached:
-        state = getattr(type(obj), "_lifecycle_state", None)
-        if isinstance(state, VaultState):
-            return state.check
-    return lambda: None
+    check_name(name, "model name", file_safe=True)
 
 
 @contextmanager
 def private_training(
-    dp: DPSession,
+    gate: Gate,
     dataset: str,
     *,
     features: Sequence[str],
@@ -122,12 +102,11 @@ def private_training(
 
     See :meth:`privml.dp.DPSession.private_training` for the parameters.
     """
-    session = dp._session
     name = name if name is not None else f"{dataset}-dpsgd"
     _check(batch_size, epochs, max_grad_norm, target_epsilon, noise_multiplier, name)
-    session._models._check_may_register(name, principal=session.principal, purpose=session.purpose)
+    gate.check_may_register(name)
     # 1. Everything that needs no data: arguments, schema, module, loss.
-    schema = session._store.schema(dataset)
+    schema = gate.schema(dataset)
     scaler = scaler_for(schema, features)
     features = list(features)
     task, _ = task_of(schema, target)
@@ -139,83 +118,77 @@ def private_training(
     )
     frozen = Frozen(module)  # its state besides the parameters, before any data is near
     # 2. The policy: dp_training (or more revealing) on every column used.
-    version = session._store.latest_version(dataset)
-    auth = session._authorize(
+    version = gate.latest_version(dataset)
+    auth = gate.authorize(
         dataset,
         columns=[*features, target],
         needed="dp_training",
         action="dp.train",
         version=version,
     )
-    # 3. Values, decrypted inside privml: N fixes q = batch_size / N. Nothing reaches the
-    #    model or the caller until the reservation below is held.
-    rows = row_digest(auth.decisions, auth.columns)  # the rows read: recorded with the model
-    loaded = session._load(auth, version=version)
-    X, y, encoding = prepare(schema, loaded.frame, features, target, scaler)
-    content_hash, rows_withheld = loaded.content_hash, loaded.rows_withheld
-    del loaded  # the decrypted frame: from here the rows live only in the sealed table
-    n = len(y)
-    if batch_size > n:
-        raise ConfigurationError(f"batch_size={batch_size} exceeds the {n} rows available")
-    steps_per_epoch = int(1 / (batch_size / n))  # as Opacus's DPDataLoader
-    planned = epochs * steps_per_epoch
+    rows = auth.rows_digest  # the rows read: recorded with the model
+    delta = gate.budget(dataset).delta
+    found: dict[str, Any] = {}
 
-    def event_for(
-        sigma: float, steps: int = planned, reported: float | None = None
-    ) -> PrivacyEvent:
+    def event_for(sigma: float, steps: int, reported: float | None = None) -> PrivacyEvent:
         return PrivacyEvent.dp_sgd(
             noise_multiplier=sigma,
             steps=steps,
             batch_size=batch_size,
-            n=n,
+            n=found["n"],
             max_grad_norm=max_grad_norm,
             library="opacus",
             library_version=OPACUS_VERSION,
             reported_epsilon=reported,
         )
 
-    # 4. The plan: σ (given, or calibrated against the target and the budget), reserved.
-    delta = next(d.budget.delta for d in session._store.all() if d.name == dataset)
-    binding = note = None
-    if target_epsilon is not None:
-        cal = calibrate(
-            session._ledger,
-            dataset,
-            event_for,
-            delta=delta,
-            target_epsilon=target_epsilon,
-            principal=session.principal,
-            purpose=session.purpose,
-        )
-        sigma, binding, note = cal.noise_multiplier, cal.binding, cal.note
-    else:
-        assert noise_multiplier is not None
-        sigma = float(noise_multiplier)
-    plan = event_for(sigma)
-    request_id = f"dp.train-{secrets.token_hex(8)}"
-    reservation = session._ledger.reserve(
-        dataset,
-        event=plan,
-        principal=session.principal,
-        purpose=session.purpose,
-        request_id=request_id,
+    def plan(n: int) -> tuple[PrivacyEvent, dict[str, Any]]:
+        # 3. The plan, from N (which fixes q = batch_size / N): σ given, or calibrated
+        #    against the target and the budget. Nothing reaches the model or the caller
+        #    until the door holds its reservation.
+        if batch_size > n:
+            raise ConfigurationError(f"batch_size={batch_size} exceeds the {n} rows available")
+        found["n"] = n
+        found["steps_per_epoch"] = steps = int(1 / (batch_size / n))  # as Opacus's DPDataLoader
+        found["planned"] = planned = epochs * steps
+        if target_epsilon is not None:
+            cal = calibrate(
+                gate,
+                dataset,
+                lambda sigma: event_for(sigma, planned),
+                delta=delta,
+                target_epsilon=target_epsilon,
+            )
+            found.update(sigma=cal.noise_multiplier, binding=cal.binding, note=cal.note)
+        else:
+            assert noise_multiplier is not None
+            found.update(sigma=float(noise_multiplier), binding=None, note=None)
+        chosen = {"steps_per_epoch": steps, "binding": found["binding"]}
+        return event_for(found["sigma"], planned), chosen
+
+    # 4. The door reads N, reserves the plan, and only then hands out the values.
+    reserved = gate.reserve(
+        auth,
+        plan=plan,
+        action="dp.train",
         version=version,
         context={
-            "release": "dp.train",
-            "columns": auth.columns,
-            "grant_ids": auth.grant_ids,
-            "policy_hash": auth.policy_hash,
-            "where": [],
-            "content_hash": content_hash,
-            "rows_withheld": rows_withheld,
             "grad_sample_mode": grad_sample_mode,
             "epochs": epochs,
-            "steps_per_epoch": steps_per_epoch,
             "target_epsilon": target_epsilon,
-            "binding": binding,
             "model": name,
         },
     )
+    reservation, request_id = reserved.reservation, reserved.request_id
+    n, steps_per_epoch, planned = found["n"], found["steps_per_epoch"], found["planned"]
+    sigma, binding, note = found["sigma"], found["binding"], found["note"]
+    plan_event = event_for(sigma, planned)
+    try:
+        X, y, encoding = prepare(schema, reserved.values.frame, features, target, scaler)
+    except BaseException:
+        reservation.release()
+        raise
+    del reserved  # the decrypted frame: from here the rows live only in the sealed table
     # 5. From here every exit settles or releases the reservation.
     token = seal(X, y)
     del X, y
@@ -224,8 +197,8 @@ def private_training(
             limit=planned,
             dataset=dataset,
             request_id=request_id,
-            alive=_vault_check(reservation, dp),
-            on_refuse=lambda step: session._write(
+            alive=gate.check_open,
+            on_refuse=lambda step: gate.record(
                 "dp.train.step",
                 "refused",
                 dataset,
@@ -270,7 +243,7 @@ def private_training(
             data_loader=loader,
             criterion=engine.criterion,
             epochs=epochs,
-            epsilon_planned=epsilon_alone(plan, delta),
+            epsilon_planned=epsilon_alone(plan_event, delta),
             noise_multiplier=sigma,
             sample_rate=batch_size / n,
             batch_size=batch_size,
@@ -287,7 +260,7 @@ def private_training(
             binding=binding,
             calibration=note,
             _guard=guard,
-            _planned=plan,
+            _planned=plan_event,
         )
     except BaseException:
         drop(token)
@@ -301,7 +274,7 @@ def private_training(
         reservation=reservation,
         accountant=accountant,
         event_for=event_for,
-        record=lambda details: session._write(
+        record=lambda details: gate.record(
             "dp.train.batches",
             "handed_out" if details["batches_drawn"] else "none",
             dataset,
@@ -319,4 +292,4 @@ def private_training(
             raise ConfigurationError(
                 f"{guard.tampered}. The model was not registered (the steps released were charged)."
             )
-        register(dp, run, engine, encoding, features, target, optimizer, rows=rows)
+        register(gate, run, engine, encoding, features, target, optimizer, rows=rows)

@@ -17,7 +17,7 @@ from ._model import TorchModel
 from ._run import private_training
 
 if TYPE_CHECKING:
-    from .._session import DPSession
+    from ..._gate import Gate
 
 __all__ = ["TrainResult", "train"]
 
@@ -44,7 +44,7 @@ def _tqdm() -> Any:
 
 
 def train(
-    dp: DPSession,
+    gate: Gate,
     dataset: str,
     *,
     features: Sequence[str],
@@ -67,7 +67,7 @@ def train(
     reduction = loss_reduction(criterion) if criterion is not None else "mean"
     rows: list[dict[str, Any]] = []
     with private_training(
-        dp,
+        gate,
         dataset,
         features=features,
         target=target,

@@ -1,0 +1,262 @@
+"""The door: everything privml's mechanisms may ask of a session, and nothing more.
+
+``privml.dp``, ``privml.he`` and ``privml.minimization`` never see a
+:class:`~privml.Session`'s insides, the storage or the keys: they are handed a
+:class:`Gate` (the vault's implementation is :class:`privml.vault._door.Door`)
+and work through it. What it offers, in the order a release uses it:
+
+1. :meth:`Gate.authorize` decides a request by the policy, column by column,
+   reading no data (a refusal is audited);
+2. :meth:`Gate.release` charges a DP event to the ledger, then decrypts the
+   authorized values, in that order and in one place, so every value a
+   mechanism sees is paid for; :meth:`Gate.reserve` does the same for a run
+   whose final cost is settled later (DP-SGD), and :meth:`Gate.load` hands out
+   values that carry no budget (a minimized view needs ``pseudonymized``, so the
+   values reach only the minimizer);
+3. :meth:`Gate.register_model` and :meth:`Gate.add_view` store what a mechanism
+   made, owned by the session's principal;
+4. :meth:`Gate.record` and :meth:`Gate.request` write the audit log.
+
+The door is the seam the curator server serves over the network: an analyst's
+mechanism call becomes the same sequence of door calls inside the key holder's
+process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .accounting.budget import Budget
+    from .accounting.events import PrivacyEvent
+    from .accounting.ledger import Reservation
+    from .accounting.records import WhatIf
+    from .policy import Decision, Predicate
+    from .schema import Schema
+    from .vault._datasets import DatasetVersion
+    from .vault._models import ModelInfo
+
+__all__ = [
+    "TRAINING_ROWS",
+    "Authorization",
+    "Gate",
+    "Loaded",
+    "ModelUse",
+    "Released",
+    "Reserved",
+    "Where",
+]
+
+#: The registry metadata key recording which rows a model was trained on (see
+#: :mod:`privml.vault._model_access`).
+TRAINING_ROWS = "training_rows"
+
+#: Row conditions as a caller writes them: ``(column, op, value)`` triples, mappings or
+#: :class:`~privml.policy.Predicate` objects.
+Where = Sequence["Predicate | Sequence[Any] | Mapping[str, Any]"]
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A request that passed the policy: what may be used, and the deciding grants.
+
+    ``row_columns`` are the columns whose deciding grants' row filters decide
+    which rows the request sees: the columns used, the columns of its
+    conditions, and for a request that names no column (a row count) every
+    column usable at the mode needed. A row is seen only if, for each of them,
+    some deciding grant admits it.
+    """
+
+    dataset: str
+    columns: list[str]
+    schema: Schema
+    decisions: dict[str, Decision]
+    conditions: list[Predicate]
+    grant_ids: list[str]
+    policy_hash: str
+    row_columns: tuple[str, ...] = ()
+
+    @property
+    def rows_digest(self) -> str | None:
+        """The row conditions under which the columns were decided (None: every row)."""
+        from .policy._digest import row_digest
+
+        return row_digest(self.decisions, self.columns)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Decrypted values of an authorized request, for privml's own mechanisms."""
+
+    frame: pd.DataFrame
+    version: int
+    content_hash: str
+    rows_withheld: int
+
+
+@dataclass(frozen=True)
+class Released:
+    """Values handed out after their DP event was charged; ``request_id`` names the charge."""
+
+    frame: pd.DataFrame
+    version: int
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """Values handed out after a reservation was taken; settle or release ``reservation``."""
+
+    values: Loaded
+    reservation: Reservation
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """A model use that passed the policy: the model's provenance and the deciding grants."""
+
+    info: ModelInfo
+    authorization: Authorization | None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """What the audit entry of the use records: model, version, grants, policy hash."""
+        out: dict[str, Any] = {"model": self.info.name, "model_version": self.info.version}
+        if self.authorization is not None:
+            out["needed"] = "dp_aggregate" if self.info.epsilon is not None else "raw"
+            out["grant_ids"] = self.authorization.grant_ids
+            out["policy_hash"] = self.authorization.policy_hash
+        return out
+
+
+class Gate(Protocol):
+    """What a mechanism may ask of the session it acts for (see the module docstring)."""
+
+    @property
+    def principal(self) -> str:
+        """Who acts."""
+        ...
+
+    @property
+    def purpose(self) -> str:
+        """For which purpose."""
+        ...
+
+    def check_open(self) -> None:
+        """Raise :class:`~privml.exceptions.VaultClosedError` once the vault is closed."""
+        ...
+
+    def schema(self, dataset: str) -> Schema:
+        """The declared schema of ``dataset`` (no data is read)."""
+        ...
+
+    def budget(self, dataset: str) -> Budget:
+        """The declared total budget of ``dataset``."""
+        ...
+
+    def latest_version(self, dataset: str) -> int:
+        """The newest version number of ``dataset``."""
+        ...
+
+    def authorize(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str],
+        needed: str,
+        action: str,
+        where: Where | None = None,
+        where_needs: str = "raw",
+        version: int | None = None,
+    ) -> Authorization:
+        """Decide the request by the policy; reads no data; a refusal is audited as ``action``."""
+        ...
+
+    def release(
+        self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
+    ) -> Released:
+        """Charge ``event`` (with its audit entry), then decrypt the authorized values."""
+        ...
+
+    def reserve(
+        self,
+        auth: Authorization,
+        *,
+        plan: Callable[[int], tuple[PrivacyEvent, Mapping[str, Any]]],
+        action: str,
+        version: int,
+        context: Mapping[str, Any],
+    ) -> Reserved:
+        """Reserve the event ``plan(rows)`` makes for the rows the request sees, then hand out
+        their values; the plan's own context joins ``context`` in the reservation's audit entry."""
+        ...
+
+    def load(self, auth: Authorization) -> Loaded:
+        """Decrypt values that carry no budget (modes that reveal them to privml only)."""
+        ...
+
+    def what_if(self, dataset: str, event: PrivacyEvent) -> WhatIf:
+        """Whether ``event`` would be admitted now for this principal and purpose."""
+        ...
+
+    def rows_digest(self, dataset: str, columns: Sequence[str]) -> str | None:
+        """The row conditions under which this session reads ``columns`` (None: every row)."""
+        ...
+
+    def use_model(self, name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
+        """A registered model, if the policy allows this session's use of it (refusal audited)."""
+        ...
+
+    def check_may_register(self, name: str, *, minimizer: bool = False) -> None:
+        """Refuse (audited) before any work a model name this principal may not register."""
+        ...
+
+    def register_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        trained_on: tuple[str, int],
+        epsilon: float | None,
+        delta: float | None,
+        notes: str | None,
+        extra: dict[str, Any],
+        minimizer: bool = False,
+    ) -> ModelInfo:
+        """Store ``model`` in the registry, owned by this session's principal."""
+        ...
+
+    def add_view(
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        *,
+        schema: Schema,
+        source: str,
+        summary: dict[str, Any],
+    ) -> DatasetVersion:
+        """Store a minimized view of ``source`` as dataset ``name`` (its budget is the source's)."""
+        ...
+
+    def request(
+        self, action: str, dataset: str, *, where: Any = None, version: int | None = None
+    ) -> AbstractContextManager[None]:
+        """Audit a failure anywhere inside the block (once), as ``action`` on ``dataset``."""
+        ...
+
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        dataset: str | None,
+        version: int | None,
+        details: dict[str, Any],
+    ) -> None:
+        """Append one audit entry for this session's principal and purpose."""
+        ...

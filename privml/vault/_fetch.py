@@ -1,0 +1,93 @@
+"""Decrypting an authorized request: its columns, only the rows its grants and conditions admit.
+
+The one place values leave the dataset store on their way to a caller or a
+mechanism. Row filters are applied before anything leaves; a read's columns are
+then rendered in their decided mode (raw, keyed pseudonyms, masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..policy import _where
+from ..policy._model import Decision, Predicate
+from ..schema import Field, Schema
+from ._datasets import DatasetStore
+
+__all__ = ["Fetched", "fetch", "render"]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The rows a request sees, with the version read and what was withheld."""
+
+    frame: pd.DataFrame
+    version: int
+    content_hash: str
+    rows_withheld: int
+
+
+def fetch(
+    store: DatasetStore,
+    dataset: str,
+    schema: Schema,
+    decisions: Mapping[str, Decision],
+    columns: Sequence[str],
+    conditions: Sequence[Predicate],
+    version: int | None,
+    *,
+    row_columns: Sequence[str],
+) -> Fetched:
+    """Decrypt ``columns`` of the rows that every row column's grants and every condition admit."""
+    filters = [decisions[c].grants for c in row_columns]
+    extra = {p.column for gs in filters for g in gs for p in g.row_filter}
+    extra |= {p.column for p in conditions}
+    needed = list(dict.fromkeys([*columns, *(c for c in schema.names if c in extra)]))
+    frame, used, digest = store.load(dataset, needed, version)
+    keep = np.ones(len(frame), dtype=bool)
+    for grants in filters:
+        # A row is visible in this column if any deciding grant admits it.
+        admitted = np.zeros(len(frame), dtype=bool)
+        for grant in grants:
+            admitted |= grant.admits(frame)
+        keep &= admitted
+    for predicate in conditions:
+        try:
+            keep &= predicate.mask(frame)
+        except (TypeError, ValueError):
+            raise _where.compare_error(predicate, schema[predicate.column].kind) from None
+    hidden = int((~keep).sum())
+    if hidden:
+        frame = frame.loc[keep].reset_index(drop=True)
+    return Fetched(frame[list(columns)], used, digest, hidden)
+
+
+def render(
+    store: DatasetStore,
+    dataset: str,
+    schema: Schema,
+    decisions: Mapping[str, Decision],
+    frame: pd.DataFrame,
+) -> pd.DataFrame:
+    """Each column of ``frame`` in its decided mode: raw, keyed pseudonyms, or masked."""
+    out = {
+        c: _render(store, dataset, c, schema[c], decisions[c].mode, frame[c]) for c in frame.columns
+    }
+    return pd.DataFrame(out, index=frame.index, copy=False)
+
+
+def _render(
+    store: DatasetStore, dataset: str, column: str, field: Field, mode: str, values: pd.Series
+) -> Any:
+    if mode == "raw" or (
+        mode == "pseudonymized" and field.kind == "identifier" and field.pseudonymize
+    ):
+        return values
+    if mode == "pseudonymized":
+        return store.tokens(dataset, column, values)
+    return field.mask_values(values)
