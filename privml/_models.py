@@ -34,7 +34,13 @@ from ._datasets import DatasetVersion
 from ._validation import check_name
 from .audit import AuditLog
 from .crypto.keys import VaultKey, new_data_key
-from .exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
+from .exceptions import (
+    AccessDenied,
+    ConfigurationError,
+    DecryptionError,
+    IntegrityError,
+    NotFoundError,
+)
 from .storage import sealed
 from .storage.engine import read, transaction
 from .storage.files import read_checked, write_atomic
@@ -392,7 +398,10 @@ def _deserialize(kind: str, payload: bytes, class_path: str) -> Any:
     if kind == "bytes":
         module, _, qualname = class_path.rpartition(".")
         if module.split(".")[0] != "privml":
-            raise DecryptionError(f"refusing to load {class_path!r}: not a privml class")
+            raise IntegrityError(
+                f"refusing to load {class_path!r}: the model decrypted, but its metadata names "
+                "a class outside privml for a privml payload; the registry was modified"
+            )
         return getattr(importlib.import_module(module), qualname).from_bytes(payload)
     return pickle.loads(payload)  # authenticated with the vault key (see the module doc)
 

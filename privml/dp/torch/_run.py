@@ -224,6 +224,8 @@ def private_training(
             limit=planned,
             dataset=dataset,
             request_id=request_id,
+            plan=plan,
+            delta=delta,
             alive=_vault_check(reservation, dp),
             on_refuse=lambda step: session._write(
                 "dp.train.step",
