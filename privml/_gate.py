@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .accounting.events import PrivacyEvent
     from .accounting.ledger import Reservation
     from .accounting.records import WhatIf
+    from .exceptions import BudgetExceededError
     from .policy import Decision, Predicate
     from .schema import Schema
     from .vault._datasets import DatasetVersion
@@ -203,6 +204,10 @@ class Gate(Protocol):
 
     def what_if(self, dataset: str, event: PrivacyEvent) -> WhatIf:
         """Whether ``event`` would be admitted now for this principal and purpose."""
+        ...
+
+    def refusal(self, dataset: str, event: PrivacyEvent) -> BudgetExceededError | None:
+        """The error a charge of ``event`` would raise now (None: it would be admitted)."""
         ...
 
     def rows_digest(self, dataset: str, columns: Sequence[str]) -> str | None:

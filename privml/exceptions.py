@@ -5,7 +5,8 @@ The tree::
     PrivmlError
     ├── ConfigurationError (ValueError)      bad argument or setting; says which and how to fix it
     │   ├── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
-    │   └── VaultClosedError                 the vault (and every service on it) was closed
+    │   ├── VaultClosedError                 the vault (and every service on it) was closed
+    │   └── UnknownColumnError (KeyError)    ``schema[name]`` for a column the schema lacks
     ├── InvalidKeyError (ValueError)         the key does not open this vault
     │   └── KeyFormatError (ConfigurationError)  a key is not in an accepted encoding
     ├── SchemaError (ValueError)             data does not match its declared schema
@@ -13,7 +14,8 @@ The tree::
     ├── VaultExistsError (FileExistsError)   ``Vault.create`` on a folder that already holds a vault
     ├── AccessDenied (PermissionError)       a policy refused the request
     ├── BudgetExceededError (ValueError)     a DP release would overspend a privacy budget
-    ├── IntegrityError                       stored data or the audit log was tampered with
+    │   └── StepLimitExceeded                a DP-SGD batch or step past the run's reservation
+    ├── IntegrityError                       stored or decrypted data is not what was written
     ├── DecryptionError                      a ciphertext failed authentication
     └── OptionalDependencyError (ImportError)  an extra is not installed; says what to install
 
@@ -22,6 +24,10 @@ The tree::
 Each subclasses the built-in exception that callers already catch for the same
 kind of problem (as scikit-learn's ``NotFittedError`` does), so ``except
 ValueError`` keeps working around privml calls.
+
+Errors that carry context take it through one keyword-only constructor, so
+every raise site sets every attribute (see :class:`BudgetExceededError`), and
+they survive ``pickle`` and ``copy`` with it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import dataclasses
 import typing
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "AccessDenied",
@@ -46,6 +52,8 @@ __all__ = [
     "PrivmlError",
     "SchemaError",
     "SchemaViolation",
+    "StepLimitExceeded",
+    "UnknownColumnError",
     "VaultClosedError",
     "VaultExistsError",
     "InsecureKeyFileWarning",
@@ -54,6 +62,21 @@ __all__ = [
 
 class PrivmlError(Exception):
     """Base class of every error raised by privml."""
+
+
+def _rebuild(
+    cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
+) -> object:
+    """Unpickle an error without calling its keyword-only constructor."""
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+def _reduce(err: BaseException) -> tuple[object, ...]:
+    # BaseException pickles as ``cls(*args)``, which a keyword-only constructor refuses.
+    return (_rebuild, (type(err), err.args, dict(vars(err))))
 
 
 class ConfigurationError(PrivmlError, ValueError):
@@ -66,6 +89,37 @@ class MissingKeyError(ConfigurationError):
 
 class VaultClosedError(ConfigurationError):
     """The vault was closed: it and every service reached through it refuse (reopen it)."""
+
+
+class UnknownColumnError(ConfigurationError, KeyError):
+    """A schema has no column of that name (a ``KeyError`` too, as the Mapping contract asks).
+
+    Attributes
+    ----------
+    column : object
+        The name looked up.
+    known : tuple of str
+        The schema's columns, in order.
+
+    Examples
+    --------
+    >>> err = UnknownColumnError(column="agee", known=("age", "sex"))
+    >>> str(err)
+    "no column 'agee' in the schema; columns are ['age', 'sex']"
+    >>> isinstance(err, KeyError) and isinstance(err, ConfigurationError)
+    True
+    """
+
+    def __init__(self, *, column: object, known: Iterable[str]) -> None:
+        self.column = column
+        self.known = tuple(known)
+        super().__init__(f"no column {column!r} in the schema; columns are {list(self.known)}")
+
+    def __str__(self) -> str:  # KeyError's own __str__ would quote the message
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
 
 class InvalidKeyError(PrivmlError, ValueError):
@@ -118,15 +172,144 @@ class AccessDenied(PrivmlError, PermissionError):
 
 
 class BudgetExceededError(PrivmlError, ValueError):
-    """A differentially private release would exceed a privacy budget."""
+    """A differentially private release would exceed a privacy budget.
+
+    Every raise site passes every attribute, so a caller can act on them without
+    reading the message (which states the same figures and the fix).
+
+    Attributes
+    ----------
+    dataset : str or None
+        The dataset whose budget refused.
+    scope : str
+        What refused: ``"dataset"`` (the dataset's whole budget),
+        ``"principal:<name>"`` or ``"purpose:<name>"`` (an allocation of it; a
+        purpose's binds the purposes below it too), or ``"reservation"`` (the
+        steps a DP-SGD run reserved, see :class:`StepLimitExceeded`).
+    spent : float
+        ε already spent in that scope (committed and reserved), by ``method``.
+    requested : float
+        ε of the refused release on its own, at ``delta``.
+    after : float
+        ε of the scope with the release composed (what ``method`` computed;
+        composition makes it at most ``spent + requested``). ``inf`` when the
+        release can never fit (for instance it would use up the δ reserve).
+    remaining : float
+        ``max(total - spent, 0)``.
+    total : float
+        The scope's cap: the budget's ε, the allocation's ε or the
+        reservation's planned ε.
+    delta : float
+        The δ at which every ε above is stated.
+    method : str
+        What decided: the privacy filter's figure (``"basic"``, ``"rdp"``) for
+        the ledger, or ``"reservation"`` for a run's step count.
+
+    Examples
+    --------
+    >>> err = BudgetExceededError(
+    ...     "privacy budget exceeded for dataset 'd'", dataset="d", scope="dataset",
+    ...     spent=0.8, requested=0.5, after=1.3, remaining=0.2, total=1.0, delta=0.0,
+    ...     method="basic",
+    ... )
+    >>> err.remaining, err.scope, isinstance(err, ValueError)
+    (0.2, 'dataset', True)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str | None,
+        scope: str,
+        spent: float,
+        requested: float,
+        after: float,
+        remaining: float,
+        total: float,
+        delta: float,
+        method: str,
+    ) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.scope = scope
+        self.spent = float(spent)
+        self.requested = float(requested)
+        self.after = float(after)
+        self.remaining = float(remaining)
+        self.total = float(total)
+        self.delta = float(delta)
+        self.method = method
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
+
+
+class StepLimitExceeded(BudgetExceededError):
+    """A DP-SGD run asked for a batch or a step beyond the steps its reservation covers.
+
+    Nothing was drawn, stepped or charged for it. ``scope`` is
+    ``"reservation"`` and ``method`` ``"reservation"``; ``total`` is the
+    reservation's planned ε, ``spent`` the ε of the steps before the refused
+    one, ``requested`` the ε of one step on its own, ``after`` the ε the run
+    would reach with it.
+
+    Attributes
+    ----------
+    steps_reserved : int
+        The steps the reservation covers.
+    steps_attempted : int
+        The number of the refused batch or step (``steps_reserved + 1`` or more).
+    request_id : str
+        The reservation's request id in the ledger.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str | None,
+        spent: float,
+        requested: float,
+        after: float,
+        remaining: float,
+        total: float,
+        delta: float,
+        steps_reserved: int,
+        steps_attempted: int,
+        request_id: str,
+    ) -> None:
+        super().__init__(
+            message,
+            dataset=dataset,
+            scope="reservation",
+            spent=spent,
+            requested=requested,
+            after=after,
+            remaining=remaining,
+            total=total,
+            delta=delta,
+            method="reservation",
+        )
+        self.steps_reserved = steps_reserved
+        self.steps_attempted = steps_attempted
+        self.request_id = request_id
 
 
 class IntegrityError(PrivmlError):
-    """Stored data, metadata or the audit log does not match what was written."""
+    """Stored data, metadata or the audit log does not match what was written.
+
+    Also raised when a ciphertext authenticates but what it holds is not what
+    its metadata says (another class, an unknown layout): the key was right and
+    the bytes were not modified in transit, yet they cannot be what was stored.
+    """
 
 
 class DecryptionError(PrivmlError):
-    """A ciphertext failed authentication: wrong key, wrong context, or tampered bytes."""
+    """A ciphertext failed authentication: wrong key, wrong context, or tampered bytes.
+
+    Also raised when the key needed is gone (crypto-shredded) or not held.
+    """
 
 
 class OptionalDependencyError(PrivmlError, ImportError):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ._canonical import canonical_json
 from ._validation import canonical_dtype, column_problems, convert, is_unicode, printable
-from .exceptions import ConfigurationError, SchemaError, SchemaViolation
+from .exceptions import ConfigurationError, SchemaError, SchemaViolation, UnknownColumnError
 from .masks import Mask, check_mask, default_mask
 
 __all__ = ["Field", "Kind", "Schema"]
@@ -260,14 +260,30 @@ class Field:
         return cls(**kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # equality, hashing: the Mapping contract
 class Schema(Mapping[str, Field]):
     """An ordered mapping of column name to :class:`Field`.
+
+    It follows the :class:`collections.abc.Mapping` contract: ``schema[name]``
+    raises :class:`~privml.exceptions.UnknownColumnError` (a ``KeyError``)
+    for a column it lacks, ``get`` returns a default instead, and a schema
+    equals any mapping with the same columns and fields (order aside; the
+    :attr:`fingerprint` tells orders apart). Like a dict, it is unhashable.
 
     Parameters
     ----------
     fields : mapping of str to Field
         Columns in storage order.
+
+    Examples
+    --------
+    >>> schema = Schema({"age": Field.integer(bounds=(0, 120))})
+    >>> schema.get("agee") is None, "age" in schema, schema == {"age": schema["age"]}
+    (True, True, True)
+    >>> schema["agee"]
+    Traceback (most recent call last):
+    ...
+    privml.exceptions.UnknownColumnError: no column 'agee' in the schema; columns are ['age']
     """
 
     fields: Mapping[str, Field] = field(default_factory=dict)
@@ -293,9 +309,7 @@ class Schema(Mapping[str, Field]):
         try:
             return self.fields[name]
         except KeyError:
-            raise ConfigurationError(
-                f"no column {name!r} in the schema; columns are {list(self.fields)}"
-            ) from None
+            raise UnknownColumnError(column=name, known=self.fields) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self.fields

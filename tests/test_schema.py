@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,3 +164,59 @@ def test_clip_always_lands_in_bounds(values):
     frame, clipped = schema.validate(pd.DataFrame({"x": values}), on_violation="clip")
     assert frame["x"].between(-10.0, 10.0).all()
     assert clipped.get("x", 0) == int(np.sum(np.abs(np.array(values)) > 10.0))
+
+
+# -- the Mapping contract -----------------------------------------------------------------
+
+FIELDS = [
+    Field.integer(bounds=(0, 120)),
+    Field.numeric(bounds=(0.0, 1.0)),
+    Field.categorical(categories=["a", "b"]),
+    Field.text(),
+]
+_names = st.text(min_size=1, max_size=8).filter(lambda s: s.isprintable())
+
+
+@given(
+    st.dictionaries(_names, st.sampled_from(FIELDS), min_size=1, max_size=6),
+    st.one_of(_names, st.integers(), st.none()),
+)
+def test_a_schema_follows_the_mapping_contract(fields, probe):
+    schema = Schema(fields)
+    assert isinstance(schema, Mapping)
+    assert len(schema) == len(fields) and list(schema) == list(fields)
+    assert list(schema.keys()) == list(fields) and schema.keys() == fields.keys()
+    assert list(schema.values()) == list(fields.values())
+    assert list(schema.items()) == list(fields.items()) and schema.items() == fields.items()
+    assert schema == fields and fields == schema and schema == Schema(dict(fields))
+    assert (schema != fields) is False
+    assert (probe in schema) == (probe in fields)
+    sentinel = object()
+    assert schema.get(probe) == fields.get(probe)
+    assert schema.get(probe, sentinel) is fields.get(probe, sentinel)
+    if probe in fields:
+        assert schema[probe] is fields[probe]
+    else:
+        with pytest.raises(KeyError) as info:
+            schema[probe]
+        assert isinstance(info.value, privml.exceptions.UnknownColumnError)
+        assert info.value.known == tuple(fields)
+
+
+def test_a_schema_differs_from_other_mappings_and_from_non_mappings():
+    fields = dict(SCHEMA)
+    assert {**fields, "extra": Field.text()} != SCHEMA
+    assert {**fields, "age": Field.integer(bounds=(0, 99))} != SCHEMA
+    assert list(fields) != SCHEMA and SCHEMA != "age"
+    with pytest.raises(TypeError):
+        hash(SCHEMA)  # like a dict: equal to mutable mappings, so never hashable
+
+
+def test_an_unknown_column_names_the_known_ones_and_is_not_repr_quoted():
+    with pytest.raises(KeyError) as info:
+        SCHEMA["agee"]
+    assert str(info.value) == (
+        "no column 'agee' in the schema; columns are ['age', 'bmi', 'smoker', 'note', 'seen']"
+    )
+    assert isinstance(info.value, privml.ConfigurationError)  # ``except ValueError`` still works
+    assert SCHEMA.get("agee") is None and SCHEMA.get("agee", 0) == 0

@@ -124,15 +124,13 @@ def refusal(ds: DatasetRow, decision: Decision, scope: ScopeCheck) -> BudgetExce
         limit = f"the budget ε={_fmt(scope.cap)}"
     spent_eps, after = scope.before.epsilon, scope.after.epsilon
     remaining = max(scope.cap - spent_eps, 0.0)
-    err = BudgetExceededError(
+    return BudgetExceededError(
         f"privacy budget exceeded for {whose}: spent ε={_fmt(spent_eps)}, requested "
         f"{decision.event.describe()} (ε={_fmt(decision.requested)} on its own, "
         f"+{_fmt(after - spent_eps)} composed) would bring it to ε={_fmt(after)}, over {limit} "
         f"at δ={ds.budget.delta:g}; remaining ε={_fmt(remaining)}. Admission by the "
         f"{scope.after.describe()}.{_reserve_note(ds, scope.after)} Nothing was charged; see "
-        f"vault.budget({name!r}) for what was spent and by whom."
-    )
-    vars(err).update(
+        f"vault.budget({name!r}) for what was spent and by whom.",
         dataset=name,
         scope=scope.scope or "dataset",
         spent=spent_eps,
@@ -142,6 +140,4 @@ def refusal(ds: DatasetRow, decision: Decision, scope: ScopeCheck) -> BudgetExce
         total=scope.cap,
         delta=ds.budget.delta,
         method=scope.after.method,
-        accounting=scope.after,
     )
-    return err

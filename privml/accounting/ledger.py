@@ -21,13 +21,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..audit import AuditLog
-from ..exceptions import ConfigurationError
+from ..exceptions import BudgetExceededError, ConfigurationError
 from ..storage.engine import read
 from . import _charging, _report, _settle
 from ._charging import retry_locked
-from ._check import check
+from ._check import Decision, check, refusal
 from ._report import FixedSequenceCache
-from ._store import lock_dataset
+from ._store import DatasetRow, lock_dataset
 from .events import PrivacyEvent
 from .records import Allocation, BudgetStatus, Charge, WhatIf
 
@@ -243,11 +243,7 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         >>> w.allowed, round(w.epsilon_after, 4), round(w.remaining_after, 4)
         (True, 0.25, 0.75)
         """
-        if not isinstance(event, PrivacyEvent):
-            raise ConfigurationError("event must be a privml.accounting.PrivacyEvent")
-        with read(self._engine) as conn:
-            ds = lock_dataset(conn, dataset, lock=False)
-            decision = check(conn, ds, event, principal=principal, purpose=purpose)
+        ds, decision = self._decide(dataset, event, principal=principal, purpose=purpose)
         refused, total = decision.refused, decision.total
         return WhatIf(
             allowed=refused is None,
@@ -259,6 +255,23 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
             refused_by=None if refused is None else (refused.scope or "dataset"),
             accounting=total.after,
         )
+
+    def refusal(
+        self, dataset: str, event: PrivacyEvent, *, principal: str, purpose: str
+    ) -> BudgetExceededError | None:
+        """The error :meth:`charge` would raise now (None if it would charge); writes nothing."""
+        ds, decision = self._decide(dataset, event, principal=principal, purpose=purpose)
+        refused = decision.refused
+        return None if refused is None else refusal(ds, decision, refused)
+
+    def _decide(
+        self, dataset: str, event: PrivacyEvent, *, principal: str, purpose: str
+    ) -> tuple[DatasetRow, Decision]:
+        if not isinstance(event, PrivacyEvent):
+            raise ConfigurationError("event must be a privml.accounting.PrivacyEvent")
+        with read(self._engine) as conn:
+            ds = lock_dataset(conn, dataset, lock=False)
+            return ds, check(conn, ds, event, principal=principal, purpose=purpose)
 
     def status(self, dataset: str) -> BudgetStatus:
         """The dataset's budget: spent (the privacy filter's figure), total, remaining, by whom.

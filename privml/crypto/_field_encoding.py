@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from ..exceptions import ConfigurationError, DecryptionError
+from ..exceptions import ConfigurationError, IntegrityError
 
 __all__ = [
     "FORMAT_DETERMINISTIC",
@@ -172,8 +172,8 @@ def pack_values(values: list[Any], *, kind: type | None = None) -> list[bytes]:
     return [get(type(v), _pack_other)(v) for v in values]
 
 
-def _malformed() -> DecryptionError:
-    return DecryptionError(
+def _malformed() -> IntegrityError:
+    return IntegrityError(
         "an authenticated value has an unknown encoding: it was made by a newer privml "
         "or by other software using the same key"
     )

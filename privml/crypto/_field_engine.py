@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..exceptions import ConfigurationError, DecryptionError
+from ..exceptions import ConfigurationError, DecryptionError, IntegrityError
 from ._field_encoding import (
     FORMAT_DETERMINISTIC,
     FORMAT_RANDOMIZED,
@@ -120,6 +120,9 @@ class Engine:
     ) -> list[Value]:
         """Decrypt every token, or raise :class:`DecryptionError` naming the first bad one.
 
+        A token that authenticates but holds no known value encoding raises
+        :class:`IntegrityError`.
+
         ``rows`` holds each token's packed row key (``None`` when deterministic).
         """
         states = self._open.setdefault(column, {})
@@ -148,8 +151,8 @@ class Engine:
             raise DecryptionError(f"token {_where(column, len(plains), single)} {err}") from None
         try:
             return unpack_values(plains)
-        except DecryptionError as err:
-            raise DecryptionError(f"a token of column {column!r}: {err}") from None
+        except IntegrityError as err:  # authentic, but not a value this privml wrote
+            raise IntegrityError(f"a token of column {column!r}: {err}") from None
 
     # -- keys -----------------------------------------------------------------------------
 

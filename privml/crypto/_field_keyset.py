@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..exceptions import ConfigurationError, DecryptionError, InvalidKeyError
+from ..exceptions import ConfigurationError, DecryptionError, IntegrityError, InvalidKeyError
 from .keys import KEY_BYTES, _decode_key
 
 __all__ = ["FieldKeyset", "open_keyset", "seal_keyset"]
@@ -209,7 +209,7 @@ def _parse(payload: bytes) -> tuple[FieldKeyset, str, bool]:
         if at != len(payload) or payload[0] not in (0, 1):
             raise ValueError("trailing or missing bytes")
         return FieldKeyset(keys, primary=primary), dataset, payload[0] == 1
-    except (ValueError, ConfigurationError):
-        raise DecryptionError(
+    except (ValueError, ConfigurationError):  # authentic, but not a layout this privml wrote
+        raise IntegrityError(
             "the exported keyset has an unknown layout: it was made by a newer privml"
         ) from None

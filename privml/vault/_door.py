@@ -98,6 +98,10 @@ class Door:
         """Whether ``event`` would be admitted now for this principal and purpose."""
         return self._ledger.what_if(dataset, event, principal=self.principal, purpose=self.purpose)
 
+    def refusal(self, dataset: str, event: PrivacyEvent) -> BudgetExceededError | None:
+        """The error a charge of ``event`` would raise now (None: it would be admitted)."""
+        return self._ledger.refusal(dataset, event, principal=self.principal, purpose=self.purpose)
+
     def rows_digest(self, dataset: str, columns: Sequence[str]) -> str | None:
         """The row conditions under which this session reads ``columns`` (None: every row)."""
         return row_digest(self.decide(dataset, self.schema(dataset)), columns)

@@ -32,15 +32,21 @@ from .._canonical import canonical_json, utcnow
 from .._validation import check_name
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keys import new_data_key
-from ..exceptions import AccessDenied, ConfigurationError, DecryptionError, NotFoundError
+from ..exceptions import (
+    AccessDenied,
+    ConfigurationError,
+    DecryptionError,
+    IntegrityError,
+    NotFoundError,
+)
 from ..storage import sealed
 from ..storage.engine import read, transaction
 from ..storage.files import read_checked, write_atomic
 from ..storage.tables import models, versions
+from ._datasets import DatasetVersion
 
 if TYPE_CHECKING:
     from ._state import VaultState
-from ._datasets import DatasetVersion
 
 __all__ = ["ModelInfo", "ModelRegistry"]
 
@@ -380,7 +386,10 @@ def _deserialize(kind: str, payload: bytes, class_path: str) -> Any:
     if kind == "bytes":
         module, _, qualname = class_path.rpartition(".")
         if module.split(".")[0] != "privml":
-            raise DecryptionError(f"refusing to load {class_path!r}: not a privml class")
+            raise IntegrityError(
+                f"refusing to load {class_path!r}: the model decrypted, but its metadata names "
+                "a class outside privml for a privml payload; the registry was modified"
+            )
         return getattr(importlib.import_module(module), qualname).from_bytes(payload)
     return pickle.loads(payload)  # authenticated with the vault key (see the module doc)
 

@@ -96,19 +96,9 @@ def calibrate(
     try:
         sigma, below = _smallest(fits, lo=sigma)
     except _NoFit:
-        binding = _scope(check.refused_by)
-        err = BudgetExceededError(
-            f"no noise multiplier up to {SIGMA_MAX:g} lets this run fit the {binding} of dataset "
-            f"{dataset!r}: spent ε={check.epsilon_spent:.4g} of ε={check.epsilon_total:.4g} "
-            f"at δ={delta:g}. Nothing was charged or trained; see vault.budget({dataset!r})."
-        )
-        vars(err).update(
-            dataset=dataset,
-            spent=check.epsilon_spent,
-            total=check.epsilon_total,
-            remaining=max(check.epsilon_total - check.epsilon_spent, 0.0),
-            scope=binding,
-        )
+        err = _no_fit(gate, dataset, event_for(sigma))
+        if err is None:  # budget was freed meanwhile (a reservation released): search again
+            return calibrate(gate, dataset, event_for, delta=delta, target_epsilon=target_epsilon)
         raise err from None
     binding = _scope(refused_by[below])  # what refuses just under the chosen σ
     note = (
@@ -122,6 +112,29 @@ def calibrate(
 
 class _NoFit(Exception):
     pass
+
+
+def _no_fit(gate: Gate, dataset: str, event: PrivacyEvent) -> BudgetExceededError | None:
+    """The ledger's refusal of the run at the σ its target asks for, restated: no σ up to
+    :data:`SIGMA_MAX` fits. None if that run fits now after all."""
+    err = gate.refusal(dataset, event)
+    if err is None:
+        return None
+    binding = _scope(err.scope)
+    return BudgetExceededError(
+        f"no noise multiplier up to {SIGMA_MAX:g} lets this run fit the {binding} of dataset "
+        f"{dataset!r}: spent ε={err.spent:.4g} of ε={err.total:.4g} at δ={err.delta:g}. Nothing "
+        f"was charged or trained; see vault.budget({dataset!r}).",
+        dataset=err.dataset,
+        scope=err.scope,
+        spent=err.spent,
+        requested=err.requested,
+        after=err.after,
+        remaining=err.remaining,
+        total=err.total,
+        delta=err.delta,
+        method=err.method,
+    )
 
 
 def _scope(refused_by: str | None) -> str:

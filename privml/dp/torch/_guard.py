@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ...exceptions import BudgetExceededError, ConfigurationError
+from ...accounting.composition import epsilon_alone
+from ...accounting.events import PrivacyEvent
+from ...exceptions import ConfigurationError, StepLimitExceeded
 from ._frozen import Frozen
 
 __all__ = ["StepGuard"]
@@ -68,12 +70,16 @@ class StepGuard:
         limit: int,
         dataset: str,
         request_id: str,
+        plan: PrivacyEvent,
+        delta: float,
         on_refuse: Callable[[int], None] | None = None,
         alive: Callable[[], None] | None = None,
     ) -> None:
         self.limit = limit
         self.dataset = dataset
         self.request_id = request_id
+        self.plan = plan
+        self.delta = delta
         self.on_refuse = on_refuse
         self.alive = alive if alive is not None else _always
         self.taken = 0
@@ -191,15 +197,30 @@ class StepGuard:
         self.refused += 1
         if self.on_refuse is not None and self.refused == 1:
             self.on_refuse(step)
-        err = BudgetExceededError(
+        raise self._step_limit(step)
+
+    def _epsilon(self, steps: int) -> float:
+        return epsilon_alone(self.plan.with_steps(steps), self.delta) if steps > 0 else 0.0
+
+    def _step_limit(self, step: int) -> StepLimitExceeded:
+        total, spent = self._epsilon(self.limit), self._epsilon(step - 1)
+        return StepLimitExceeded(
             f"step {step} would exceed the {self.limit} DP-SGD steps reserved for this run on "
             f"dataset {self.dataset!r} (reservation {self.request_id}); no batch was drawn "
             "for it, the parameters were not updated and nothing more was charged. The "
             "reservation covers epochs × len(run.data_loader) steps: plan a longer run "
-            "(more epochs) in a new private_training(...) block."
+            "(more epochs) in a new private_training(...) block.",
+            dataset=self.dataset,
+            spent=spent,
+            requested=self._epsilon(1),
+            after=self._epsilon(step),
+            remaining=max(total - spent, 0.0),
+            total=total,
+            delta=self.delta,
+            steps_reserved=self.limit,
+            steps_attempted=step,
+            request_id=self.request_id,
         )
-        vars(err).update(dataset=self.dataset, steps_reserved=self.limit, steps_taken=self.taken)
-        raise err
 
     # -- parameters -----------------------------------------------------------------------
     def watch(self, params: Iterable[torch.Tensor], frozen: Frozen | None = None) -> None:

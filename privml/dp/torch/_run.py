@@ -197,6 +197,8 @@ def private_training(
             limit=planned,
             dataset=dataset,
             request_id=request_id,
+            plan=plan_event,
+            delta=delta,
             alive=gate.check_open,
             on_refuse=lambda step: gate.record(
                 "dp.train.step",
