@@ -72,6 +72,11 @@ def _single(unit: Unit, discretization: float) -> Any:
     return pld.from_privacy_parameters(params, value_discretization_interval=d)
 
 
+# The dp_accounting internals read here, for want of public accessors (pyproject keeps
+# dp-accounting below 0.7; tests/dp/test_library_symbols.py checks each), all inside
+# try/except so a change drops the PLD figure instead of failing: PrivacyLossDistribution's
+# _pmf_remove/_pmf_add (sizing a composition before running it), a dense PMF's _probs (for
+# pld_common.compute_self_convolve_bounds), and a PMF's _discretization (one interval to compose).
 def _pmfs(pld: Any) -> list[Any]:
     remove, add = pld._pmf_remove, pld._pmf_add  # dp_accounting internals, guarded by callers
     return [remove] if add is remove else [remove, add]

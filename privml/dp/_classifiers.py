@@ -11,8 +11,8 @@ diffprivlib's own mechanisms and the same budget split:
   (one for two classes) with ε divided among them, as diffprivlib does;
 - Gaussian naive Bayes: per declared class a noisy count (ε/3, a geometric
   mechanism, clipped to at least 1), then a noisy mean and variance per
-  feature (ε/3 each), from diffprivlib's ``_update_mean_variance``. Each row
-  belongs to one class, so the classes compose in parallel.
+  feature (ε/3 each), from diffprivlib's own update (:mod:`._diffprivlib`).
+  Each row belongs to one class, so the classes compose in parallel.
 """
 
 from __future__ import annotations
@@ -27,17 +27,19 @@ __all__ = ["OWN_FIT", "fit_gaussian_nb", "fit_logistic_regression"]
 
 def fit_logistic_regression(model: Any, X: np.ndarray, y: np.ndarray, classes: list[Any]) -> None:
     """Fit diffprivlib's ``LogisticRegression`` one-vs-rest on every declared class."""
-    from diffprivlib.models.logistic_regression import _logistic_regression_path
+    from diffprivlib.validation import clip_to_norm
     from sklearn.utils import check_random_state
+
+    from ._diffprivlib import logistic_regression_path
 
     model.accountant.check(model.epsilon, 0)
     random_state = check_random_state(model.random_state)
-    X = model._clip_to_norm(np.ascontiguousarray(X, dtype=float), model.data_norm)
+    X = clip_to_norm(np.ascontiguousarray(X, dtype=float), model.data_norm)
     labels = np.asarray(y, dtype=object)
     positive = classes[1:] if len(classes) == 2 else classes
     rows = []
     for label in positive:
-        coefs, _, _ = _logistic_regression_path(
+        coefs, _, _ = logistic_regression_path(
             X,
             labels,
             epsilon=model.epsilon / len(positive),
@@ -65,13 +67,16 @@ def fit_logistic_regression(model: Any, X: np.ndarray, y: np.ndarray, classes: l
 def fit_gaussian_nb(model: Any, X: np.ndarray, y: np.ndarray, classes: list[Any]) -> None:
     """Fit diffprivlib's ``GaussianNB`` with every declared class noised alike."""
     from diffprivlib.mechanisms import Geometric
+    from diffprivlib.validation import check_bounds, clip_to_bounds
     from sklearn.utils import check_random_state
+
+    from ._diffprivlib import update_mean_variance
 
     model.accountant.check(model.epsilon, 0)
     random_state = check_random_state(model.random_state)
     X = np.asarray(X, dtype=float)
-    model.bounds = model._check_bounds(model.bounds, shape=X.shape[1])
-    X = model._clip_to_bounds(X, model.bounds)
+    model.bounds = check_bounds(model.bounds, shape=X.shape[1])
+    X = clip_to_bounds(X, model.bounds)
     labels = np.asarray(y, dtype=object)
     counting = Geometric(epsilon=model.epsilon / 3, sensitivity=1, random_state=random_state)
     theta = np.zeros((len(classes), X.shape[1]))
@@ -80,8 +85,14 @@ def fit_gaussian_nb(model: Any, X: np.ndarray, y: np.ndarray, classes: list[Any]
     for i, label in enumerate(classes):
         member = labels == label
         counts[i] = max(int(counting.randomise(int(member.sum()))), 1)
-        theta[i], var[i] = model._update_mean_variance(
-            0, theta[i], var[i], X[member], random_state=random_state, n_noisy=counts[i]
+        theta[i], var[i] = update_mean_variance(
+            model,
+            X[member],
+            n_past=0,
+            mu=theta[i],
+            var=var[i],
+            random_state=random_state,
+            n_noisy=counts[i],
         )
     model.epsilon_ = model.var_smoothing
     model.classes_ = np.asarray(classes)

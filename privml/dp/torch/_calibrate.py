@@ -6,8 +6,11 @@ epsilon_alone` (what a charge reports as "requested": the smaller of RDP and
 PLD), and whether it fits the dataset's budget (and any allocation of the
 principal or purpose) is :meth:`~privml.accounting.Ledger.what_if`, the very
 check a reservation makes. Both fall as σ grows, so the smallest σ meeting
-each is found by a search in log σ (regula falsi, Illinois variant) that always
-keeps a σ known to fit as the upper end of its bracket, and returns it.
+each is found by SciPy's Brent method (:func:`scipy.optimize.brentq`) in log σ
+on log(figure / cap), for at most :data:`_MAXITER` probes after the bracket;
+the answer is the smallest σ probed that fits (the upper end of the final
+bracket), so it is always a σ known to fit, never Brent's estimate of the
+root, which may lie a hair on the side that does not.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from scipy.optimize import brentq
 
 from ...accounting.composition import epsilon_alone, rdp_curve, rdp_epsilon
 from ...accounting.events import PrivacyEvent
@@ -31,6 +36,7 @@ log = logging.getLogger("privml.dp.torch")
 
 SIGMA_MAX = 1e4  # beyond this a run learns nothing; refuse instead
 _RTOL = 1e-3  # stop when the bracket is this narrow (relative), or ε is this close under the cap
+_MAXITER = 60  # Brent iterations (one probe each) once the bracket is found
 
 # A probe of σ: (fits, log(figure / cap)), the latter None when there is no usable figure.
 Probe = Callable[[float], tuple[bool, float | None]]
@@ -170,28 +176,33 @@ def _smallest(
             if not look(lo)[0]:
                 break
             hi = lo
-    value_hi = look(hi)[1]  # log(figure / cap) at the end that fits
-    f_lo, f_hi = look(lo)[1], value_hi  # the same, as weighted for interpolation
-    side = 0
-    for _ in range(60):
-        if (hi - lo) / hi < _RTOL or (value_hi is not None and value_hi > -_RTOL):
-            break
-        x_lo, x_hi = math.log(lo), math.log(hi)
-        x = 0.5 * (x_lo + x_hi)
-        if f_lo is not None and f_hi is not None and f_lo > 0 >= f_hi:
-            guess = x_hi - f_hi * (x_hi - x_lo) / (f_hi - f_lo)
-            if x_lo < guess < x_hi:
-                x = guess
-        sigma = math.exp(x)
-        ok, value = look(sigma)
-        if ok:
-            hi, value_hi, f_hi = sigma, value, value
-            if side == 1 and f_lo is not None:
-                f_lo /= 2  # Illinois: keep the other end from sticking
-            side = 1
-        else:
-            lo, f_lo = sigma, value
-            if side == -1 and f_hi is not None:
-                f_hi /= 2
-            side = -1
+    value_hi = look(hi)[1]
+    if (hi - lo) / hi < _RTOL or (value_hi is not None and value_hi > -_RTOL):
+        return hi, lo
+
+    ends = {math.log(lo): lo, math.log(hi): hi}  # probe the ends themselves, not e^(log σ)
+
+    def signed(x: float) -> float:
+        """log(figure / cap) at σ = e^x: > 0 where σ fails, <= 0 where it fits (0: close under)."""
+        ok, value = look(ends.get(x, math.exp(x)))
+        if not ok:
+            return value if value is not None and value > 0 else 1.0
+        if value is None or value > 0:
+            return -1.0  # fits, without a usable figure: the sign alone
+        return 0.0 if value > -_RTOL else value  # 0.0 ends Brent's search there
+
+    x_lo, x_hi = ends
+    brentq(
+        signed,
+        x_lo,
+        x_hi,
+        xtol=-math.log1p(-_RTOL),  # a bracket this narrow in log σ is _RTOL wide relative to hi
+        maxiter=_MAXITER,
+        full_output=True,
+        disp=False,
+    )
+    # Every point Brent evaluated was probed: the final bracket is the largest σ that fails
+    # and the smallest probed σ above it that fits. Return that one, never Brent's estimate.
+    lo = max(s for s, (ok, _) in seen.items() if not ok)
+    hi = min(s for s, (ok, _) in seen.items() if ok and s > lo)
     return hi, lo

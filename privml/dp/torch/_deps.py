@@ -1,4 +1,4 @@
-"""torch and opacus, or an error that says how to install them."""
+"""torch and opacus, or an error that says how to install them (or which opacus is needed)."""
 
 from __future__ import annotations
 
@@ -11,3 +11,7 @@ __all__ = ["OPACUS_VERSION", "TORCH_VERSION"]
 
 OPACUS_VERSION = str(opacus.__version__)
 TORCH_VERSION = str(torch.__version__)
+
+from ._opacus import check  # noqa: E402  (only once opacus is known to import)
+
+check(OPACUS_VERSION)

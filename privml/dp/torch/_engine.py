@@ -27,6 +27,7 @@ from torch import nn
 from ...exceptions import ConfigurationError
 from ._bk import BookKeeping, check_bk_module
 from ._noise import NoiseSource
+from ._opacus import GhostModule, strip
 from ._optim import BKOptimizer, GhostOptimizer, HooksOptimizer, StepGuard
 
 __all__ = ["FIRST_LAYER_HOOK", "MODES", "Engine", "build", "loss_reduction", "prepare_module"]
@@ -35,24 +36,6 @@ MODES = ("ghost", "hooks", "bk")
 # torch warns when a hooked layer's inputs need no gradient: true of the first layer on
 # every data batch, harmless, and nothing the caller can act on.
 FIRST_LAYER_HOOK = "Full backward hook is firing when gradients are computed with respect to"
-_PARAM_ATTRS = ("grad_sample", "_forward_counter", "_current_grad_sample", "_norm_sample")
-_MODULE_ATTRS = ("activations", "max_batch_len")
-
-
-class _GhostModule(GradSampleModuleFastGradientClipping):  # type: ignore[misc]
-    """Opacus's ghost-clipping module, noting whether the last backward was the clipped pass."""
-
-    privml_clipped = False
-
-    def capture_backprops_hook(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if self.hooks_enabled:  # a first (unclipped) pass is under way
-            self.privml_clipped = False
-        return super().capture_backprops_hook(module, *args, **kwargs)
-
-    def enable_hooks(self) -> None:
-        if not getattr(self, "hooks_enabled", True):  # the clipped pass, run with hooks off, ended
-            self.privml_clipped = True
-        super().enable_hooks()
 
 
 class _PerSampleLoss:
@@ -132,6 +115,7 @@ def prepare_module(
             raise ConfigurationError("the optimizer holds parameters that are not the module's")
     module.train()
     for name, sub in module.named_modules():
+        # torch's base of every BatchNorm (1d/2d/3d, lazy, sync): it has no public name.
         if isinstance(sub, nn.modules.batchnorm._BatchNorm) and not any(
             p.requires_grad for p in sub.parameters(recurse=False)
         ):
@@ -223,7 +207,7 @@ def build(
 
         def close_bk() -> nn.Module:
             bk.detach()
-            _clean(module)
+            strip(module)
             return module
 
         return Engine(module, dp_optimizer, criterion, module, close_bk)
@@ -234,7 +218,7 @@ def build(
         dp_optimizer = HooksOptimizer(optimizer, **settings)
         loss = criterion
     else:
-        wrapped = _GhostModule(
+        wrapped = GhostModule(
             module,
             batch_first=True,
             loss_reduction=reduction,
@@ -248,19 +232,8 @@ def build(
     dp_optimizer.privml_noise = noise
 
     def close() -> nn.Module:
-        wrapped._close()
-        _clean(module)
-        return module
+        plain: nn.Module = wrapped.to_standard_module()  # hooks and per-sample attributes off
+        strip(plain)
+        return plain
 
     return Engine(wrapped, dp_optimizer, loss, module, close)
-
-
-def _clean(module: nn.Module) -> None:
-    """Remove what training left on the module, so it pickles as a plain module."""
-    for sub in module.modules():
-        for attr in _MODULE_ATTRS:
-            sub.__dict__.pop(attr, None)
-    for p in module.parameters():
-        for attr in (*_PARAM_ATTRS, "summed_grad"):
-            if hasattr(p, attr):
-                delattr(p, attr)

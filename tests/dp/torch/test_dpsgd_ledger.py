@@ -218,3 +218,32 @@ def test_training_needs_dp_training_on_every_column(make_vault, digits, make_mlp
     with pytest.raises(AccessDenied, match="dp_training"), training:
         pytest.fail("the block must not run")
     assert v.ledger.events("data").empty
+
+
+@pytest.mark.parametrize(("target", "binding"), [(0.6, "target"), (5.0, "budget")])
+def test_calibrated_sigma_fits_and_is_near_minimal(make_vault, target, binding):
+    from privml.accounting.composition import epsilon_alone
+    from privml.dp.torch._calibrate import _RTOL, calibrate
+
+    v = make_vault("digits", epsilon=1.0)
+
+    def event_for(sigma: float) -> PrivacyEvent:
+        return PrivacyEvent.dp_sgd(noise_multiplier=sigma, steps=56, batch_size=64, n=N)
+
+    def meets(sigma: float) -> bool:
+        event = event_for(sigma)
+        fits = v.ledger.what_if("data", event, principal="eng", purpose="ml").allowed
+        return fits and epsilon_alone(event, DELTA) <= target
+
+    cal = calibrate(
+        v.ledger,
+        "data",
+        event_for,
+        delta=DELTA,
+        target_epsilon=target,
+        principal="eng",
+        purpose="ml",
+    )
+    assert cal.binding == binding
+    assert meets(cal.noise_multiplier)  # a σ known to fit, not an estimate a hair below
+    assert not meets(cal.noise_multiplier * (1 - _RTOL))  # and the smallest, to _RTOL
