@@ -235,15 +235,8 @@ def test_calibrated_sigma_fits_and_is_near_minimal(make_vault, target, binding):
         fits = v.ledger.what_if("data", event, principal="eng", purpose="ml").allowed
         return fits and epsilon_alone(event, DELTA) <= target
 
-    cal = calibrate(
-        v.ledger,
-        "data",
-        event_for,
-        delta=DELTA,
-        target_epsilon=target,
-        principal="eng",
-        purpose="ml",
-    )
+    door = v.session("eng", purpose="ml")._door
+    cal = calibrate(door, "data", event_for, delta=DELTA, target_epsilon=target)
     assert cal.binding == binding
     assert meets(cal.noise_multiplier)  # a σ known to fit, not an estimate a hair below
     assert not meets(cal.noise_multiplier * (1 - _RTOL))  # and the smallest, to _RTOL
