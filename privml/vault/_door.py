@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
 from .._validation import check_request
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from ._state import VaultState
 
 __all__ = ["Door"]
+
+T = TypeVar("T")
 
 
 class Door:
@@ -166,20 +168,9 @@ class Door:
         The order is what makes every DP release paid for: nothing is read until
         the charge has committed, and a refused charge reads nothing.
         """
-        request_id = f"{action}-{secrets.token_hex(8)}"
-        try:
-            self._ledger.charge(
-                auth.dataset,
-                event=event,
-                principal=self.principal,
-                purpose=self.purpose,
-                request_id=request_id,
-                version=version,
-                context=release_context(auth, action),
-            )
-        except BudgetExceededError as err:
-            _failures.mark_audited(err)  # the ledger audited it in its own transaction
-            raise
+        _, request_id = self._admit(
+            self._ledger.charge, auth, event, action, version, release_context(auth, action)
+        )
         loaded = self._load(auth, version)
         return Released(loaded.frame, loaded.version, request_id)
 
@@ -199,27 +190,43 @@ class Door:
         """
         loaded = self._load(auth, version)
         event, chosen = plan(len(loaded.frame))
+        context = {
+            **release_context(auth, action),
+            "content_hash": loaded.content_hash,
+            "rows_withheld": loaded.rows_withheld,
+            **context,
+            **chosen,
+        }
+        reservation, request_id = self._admit(
+            self._ledger.reserve, auth, event, action, version, context
+        )
+        return Reserved(loaded, reservation, request_id)
+
+    def _admit(
+        self,
+        take: Callable[..., T],
+        auth: Authorization,
+        event: PrivacyEvent,
+        action: str,
+        version: int,
+        context: Mapping[str, Any],
+    ) -> tuple[T, str]:
+        """Charge or reserve ``event`` (``take``) under a fresh request id, with its audit entry."""
         request_id = f"{action}-{secrets.token_hex(8)}"
         try:
-            reservation = self._ledger.reserve(
+            held = take(
                 auth.dataset,
                 event=event,
                 principal=self.principal,
                 purpose=self.purpose,
                 request_id=request_id,
                 version=version,
-                context={
-                    **release_context(auth, action),
-                    "content_hash": loaded.content_hash,
-                    "rows_withheld": loaded.rows_withheld,
-                    **context,
-                    **chosen,
-                },
+                context=context,
             )
         except BudgetExceededError as err:
-            _failures.mark_audited(err)
+            _failures.mark_audited(err)  # the ledger audited it in its own transaction
             raise
-        return Reserved(loaded, reservation, request_id)
+        return held, request_id
 
     def load(self, auth: Authorization) -> Loaded:
         """Decrypt values that carry no budget, for a mechanism (never the caller) to use."""

@@ -7,20 +7,26 @@ and wrapped audit keys, authenticated under the vault's own MAC key.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import hmac
+import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .._canonical import canonical_json
-from ..exceptions import IntegrityError
+from .._canonical import canonical_json, utcnow
+from ..crypto.keys import VaultKey, new_data_key
+from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
 from ..storage import sealed
+from ..storage.engine import create_tables, make_engine, read, transaction
 from ..storage.tables import vault_info
 
-__all__ = ["FORMAT", "MARKER", "check_info", "default_actor", "write_marker"]
+__all__ = ["FORMAT", "MARKER", "check_info", "default_actor", "new_metadata", "open_metadata"]
 
 # 2: every security-relevant metadata row is authenticated (privml.storage.sealed).
 FORMAT = 2
@@ -58,3 +64,88 @@ def check_info(sealer: sealed.RowSealer, info: Any, seed: bytes) -> None:
             "the vault's own row (vault_info: identity, audit keys, checkpoint interval) was "
             "edited without the key; restore meta.db from a backup"
         )
+
+
+def new_metadata(
+    folder: Path,
+    *,
+    key: bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+    passphrase: str | None,
+    metadata_url: str | None,
+    checkpoint_every: int,
+) -> tuple[sa.Engine, VaultKey]:
+    """Make the vault folder, its marker and its metadata database with the identity row."""
+    if (folder / MARKER).exists():
+        raise VaultExistsError(f"{str(folder)!r} already holds a vault; use Vault.open()")
+    if folder.exists() and any(folder.iterdir()):
+        raise VaultExistsError(f"{str(folder)!r} is not empty; give a new or empty folder")
+    if checkpoint_every < 1:
+        raise ConfigurationError("checkpoint_every must be at least 1")
+    vault_key, kdf = VaultKey.new(key=key, key_file=key_file, passphrase=passphrase)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_marker(folder, external=metadata_url is not None)
+    if metadata_url is None:
+        # SQLite gives its -wal and -shm files the database file's permissions.
+        os.close(os.open(folder / "meta.db", os.O_WRONLY | os.O_CREAT, 0o600))
+    engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
+    create_tables(engine)
+    signing = Ed25519PrivateKey.generate()
+    log_id, mac_key = uuid.uuid4().hex, new_data_key()
+    sealed.bind(engine, sealed.RowSealer(mac_key, log_id))
+    with transaction(engine) as tx:
+        info = {
+            "id": 1,
+            "format": FORMAT,
+            "log_id": log_id,
+            "created": utcnow(),
+            "key_check": vault_key.check_value,
+            "kdf": kdf,
+            "signing_key": vault_key.wrap(signing.private_bytes_raw(), purpose="audit-signing"),
+            "verify_key": signing.public_key().public_bytes_raw(),
+            "mac_key": vault_key.wrap(mac_key, purpose="audit-mac"),
+            "checkpoint_every": checkpoint_every,
+        }
+        info["mac"] = sealed.mac_for(tx.conn, vault_info, info)
+        tx.conn.execute(vault_info.insert().values(**info))
+        sealed.create_heads(tx.conn, sealed.global_tables())
+    return engine, vault_key
+
+
+def open_metadata(
+    folder: Path,
+    *,
+    key: bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+    passphrase: str | None,
+    metadata_url: str | None,
+) -> tuple[sa.Engine, VaultKey]:
+    """The metadata engine of the vault in ``folder`` and its key, checked against the vault."""
+    marker = folder / MARKER
+    if not marker.exists():
+        raise NotFoundError(f"no vault at {str(folder)!r} (no {MARKER}); use Vault.create()")
+    external = json.loads(marker.read_text())["metadata"] == "external"
+    if external and metadata_url is None:
+        raise ConfigurationError(
+            "this vault keeps its metadata in an external database: pass metadata_url="
+        )
+    engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
+    with read(engine) as conn:
+        info = conn.execute(sa.select(vault_info)).one()
+    if info.format != FORMAT:
+        engine.dispose()
+        raise ConfigurationError(
+            f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
+            f"format {FORMAT} only (authenticated metadata rows). Export its datasets "
+            "with the privml version that wrote it and add them to a new vault"
+        )
+    salt = None
+    if info.kdf is not None:
+        salt = base64.b64decode(json.loads(info.kdf)["salt"])
+    try:
+        vault_key = VaultKey.resolve(key=key, key_file=key_file, passphrase=passphrase, salt=salt)
+        vault_key.verify(info.key_check)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine, vault_key

@@ -6,10 +6,7 @@ Everything sensitive is reached through a :class:`Vault`: data goes in with
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,18 +17,17 @@ import pandas as pd
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .._canonical import utcnow
 from .._validation import check_name
 from ..accounting.budget import Budget
 from ..accounting.ledger import Ledger
 from ..accounting.records import Allocation, BudgetStatus
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
-from ..crypto.keys import VaultKey, new_data_key
-from ..exceptions import ConfigurationError, NotFoundError, SchemaError, VaultExistsError
+from ..crypto.keys import VaultKey
+from ..exceptions import ConfigurationError, NotFoundError, SchemaError
 from ..schema import Schema
 from ..storage import sealed
-from ..storage.engine import create_tables, make_engine, read, transaction
+from ..storage.engine import read, transaction
 from ..storage.tables import vault_info
 from . import _erasure
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
@@ -39,7 +35,7 @@ from ._decide import Asker
 from ._door import Door
 from ._keys import VaultKeys
 from ._models import ModelRegistry
-from ._opening import FORMAT, MARKER, check_info, default_actor, write_marker
+from ._opening import check_info, default_actor, new_metadata, open_metadata
 from ._policy_store import PolicyAdmin
 from ._session import Session
 from ._state import VaultState
@@ -163,39 +159,14 @@ class Vault:
             the operating-system user.
         """
         folder = Path(path)
-        if (folder / MARKER).exists():
-            raise VaultExistsError(f"{str(folder)!r} already holds a vault; use Vault.open()")
-        if folder.exists() and any(folder.iterdir()):
-            raise VaultExistsError(f"{str(folder)!r} is not empty; give a new or empty folder")
-        if checkpoint_every < 1:
-            raise ConfigurationError("checkpoint_every must be at least 1")
-        vault_key, kdf = VaultKey.new(key=key, key_file=key_file, passphrase=passphrase)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_marker(folder, external=metadata_url is not None)
-        if metadata_url is None:
-            # SQLite gives its -wal and -shm files the database file's permissions.
-            os.close(os.open(folder / "meta.db", os.O_WRONLY | os.O_CREAT, 0o600))
-        engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
-        create_tables(engine)
-        signing = Ed25519PrivateKey.generate()
-        log_id, mac_key = uuid.uuid4().hex, new_data_key()
-        sealed.bind(engine, sealed.RowSealer(mac_key, log_id))
-        with transaction(engine) as tx:
-            info = {
-                "id": 1,
-                "format": FORMAT,
-                "log_id": log_id,
-                "created": utcnow(),
-                "key_check": vault_key.check_value,
-                "kdf": kdf,
-                "signing_key": vault_key.wrap(signing.private_bytes_raw(), purpose="audit-signing"),
-                "verify_key": signing.public_key().public_bytes_raw(),
-                "mac_key": vault_key.wrap(mac_key, purpose="audit-mac"),
-                "checkpoint_every": checkpoint_every,
-            }
-            info["mac"] = sealed.mac_for(tx.conn, vault_info, info)
-            tx.conn.execute(vault_info.insert().values(**info))
-            sealed.create_heads(tx.conn, sealed.global_tables())
+        engine, vault_key = new_metadata(
+            folder,
+            key=key,
+            key_file=key_file,
+            passphrase=passphrase,
+            metadata_url=metadata_url,
+            checkpoint_every=checkpoint_every,
+        )
         vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
         vault._admin_event(
             "vault.create",
@@ -220,35 +191,9 @@ class Vault:
         Parameters are as for :meth:`create`.
         """
         folder = Path(path)
-        marker = folder / MARKER
-        if not marker.exists():
-            raise NotFoundError(f"no vault at {str(folder)!r} (no {MARKER}); use Vault.create()")
-        external = json.loads(marker.read_text())["metadata"] == "external"
-        if external and metadata_url is None:
-            raise ConfigurationError(
-                "this vault keeps its metadata in an external database: pass metadata_url="
-            )
-        engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
-        with read(engine) as conn:
-            info = conn.execute(sa.select(vault_info)).one()
-        if info.format != FORMAT:
-            engine.dispose()
-            raise ConfigurationError(
-                f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
-                f"format {FORMAT} only (authenticated metadata rows). Export its datasets "
-                "with the privml version that wrote it and add them to a new vault"
-            )
-        salt = None
-        if info.kdf is not None:
-            salt = base64.b64decode(json.loads(info.kdf)["salt"])
-        try:
-            vault_key = VaultKey.resolve(
-                key=key, key_file=key_file, passphrase=passphrase, salt=salt
-            )
-            vault_key.verify(info.key_check)
-        except Exception:
-            engine.dispose()
-            raise
+        engine, vault_key = open_metadata(
+            folder, key=key, key_file=key_file, passphrase=passphrase, metadata_url=metadata_url
+        )
         return cls._from_engine(folder, engine, vault_key, anchor_path, actor)
 
     @classmethod
