@@ -294,7 +294,7 @@ def test_an_unknown_column_is_a_key_error_and_a_configuration_error():
 
 
 def test_a_model_whose_metadata_names_a_class_outside_privml_is_an_integrity_error():
-    from privml.vault._models import _deserialize
+    from privml.vault._model_bytes import deserialize as _deserialize
 
     with pytest.raises(IntegrityError, match="outside privml") as info:
         _deserialize("bytes", b"", "os.path.join")

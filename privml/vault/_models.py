@@ -14,19 +14,13 @@ by someone holding the vault key, not that they were harmless.
 
 from __future__ import annotations
 
-import importlib
 import json
-import pickle
-import secrets
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._canonical import canonical_json, utcnow
 from .._validation import check_name
@@ -35,8 +29,6 @@ from ..crypto.keys import new_data_key
 from ..exceptions import (
     AccessDenied,
     ConfigurationError,
-    DecryptionError,
-    IntegrityError,
     NotFoundError,
 )
 from ..storage import sealed
@@ -44,6 +36,7 @@ from ..storage.engine import read, transaction
 from ..storage.files import read_checked, write_atomic
 from ..storage.tables import models, versions
 from ._datasets import DatasetVersion
+from ._model_bytes import deserialize, libraries_in_use, seal, serialize, unseal
 
 if TYPE_CHECKING:
     from ._state import VaultState
@@ -52,7 +45,6 @@ __all__ = ["ModelInfo", "ModelRegistry"]
 
 _REGISTRAR = "registered_by"
 MINIMIZER_SUFFIX = ".minimizer"
-_LIBRARIES = ("numpy", "sklearn", "diffprivlib", "torch", "opacus", "tenseal")
 
 
 @dataclass(frozen=True)
@@ -188,7 +180,7 @@ class ModelRegistry:
         minimizer: bool = False,
     ) -> ModelInfo:
         check_name(name, "model name", file_safe=True)
-        kind, payload = _serialize(model)
+        kind, payload = serialize(model)
         if not admin:
             self._check_may_register(
                 name, principal=principal, purpose=purpose, minimizer=minimizer
@@ -200,7 +192,7 @@ class ModelRegistry:
             # Last, so no extra can forge it: who owns the name (see _check_may_register).
             _REGISTRAR: {"principal": principal, "purpose": purpose, "admin": admin},
         }
-        libraries = _libraries()
+        libraries = libraries_in_use()
         try:
             return self._write(name, kind, payload, trained_on, epsilon, delta, metadata, libraries)
         except AccessDenied as err:  # lost a race to another principal registering the name
@@ -228,8 +220,7 @@ class ModelRegistry:
             version = max((int(r.version) for r in known), default=0) + 1
             key = new_data_key()
             slot = f"model|{name}|{version}"
-            nonce = secrets.token_bytes(12)
-            blob = nonce + AESGCM(key).encrypt(nonce, payload, slot.encode())
+            blob = seal(key, slot, payload)
             relative = f"models/{name}/{version}.bin"
             digest = write_atomic(self._root / relative, blob)
             created = utcnow()
@@ -333,11 +324,8 @@ class ModelRegistry:
         slot = f"model|{row.name}|{row.version}"
         blob = read_checked(self._root / row.file, expected_hash=row.content_hash)
         key = self._state.key.unwrap(row.wrapped_key, purpose=slot)
-        try:
-            payload = AESGCM(key).decrypt(blob[:12], blob[12:], slot.encode())
-        except InvalidTag:
-            raise DecryptionError(f"model {name!r} v{row.version} failed authentication") from None
-        model = _deserialize(row.format, payload, json.loads(row.metadata)["class"])
+        payload = unseal(key, slot, blob, what=f"model {name!r} v{row.version}")
+        model = deserialize(row.format, payload, json.loads(row.metadata)["class"])
         if not audit:  # the caller audits the use of the model itself
             return model
         with transaction(self._state.engine) as tx:
@@ -370,40 +358,6 @@ def _check_owner(conn: sa.Connection, name: str, principal: str, purpose: str) -
         principal=principal,
         purpose=purpose,
     )
-
-
-def _serialize(model: Any) -> tuple[str, bytes]:
-    module = type(model).__module__
-    if module.split(".")[0] == "privml" and hasattr(model, "to_bytes"):
-        return "bytes", model.to_bytes()
-    try:
-        return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError) as err:
-        raise ConfigurationError(f"cannot store a {type(model).__name__}: {err}") from None
-
-
-def _deserialize(kind: str, payload: bytes, class_path: str) -> Any:
-    if kind == "bytes":
-        module, _, qualname = class_path.rpartition(".")
-        if module.split(".")[0] != "privml":
-            raise IntegrityError(
-                f"refusing to load {class_path!r}: the model decrypted, but its metadata names "
-                "a class outside privml for a privml payload; the registry was modified"
-            )
-        return getattr(importlib.import_module(module), qualname).from_bytes(payload)
-    return pickle.loads(payload)  # authenticated with the vault key (see the module doc)
-
-
-def _libraries() -> dict[str, str]:
-    out = {}
-    for name in _LIBRARIES:
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "__version__"):
-            out[name] = str(module.__version__)
-    from .. import __version__
-
-    out["privml"] = __version__
-    return out
 
 
 def _source(
