@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._records import DatasetVersion, ModelInfo
     from .accounting.budget import Budget
     from .accounting.events import PrivacyEvent
     from .accounting.ledger import Reservation
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from .exceptions import BudgetExceededError
     from .policy import Decision, Predicate
     from .schema import Schema
-    from .vault._datasets import DatasetVersion
-    from .vault._models import ModelInfo
 
 __all__ = [
     "TRAINING_ROWS",

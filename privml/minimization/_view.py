@@ -23,7 +23,7 @@ from ..schema import Schema
 
 if TYPE_CHECKING:
     from .._gate import Gate
-    from ..vault._datasets import DatasetVersion
+    from .._records import DatasetVersion
 
 __all__ = ["minimize"]
 

@@ -9,7 +9,6 @@ import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .._canonical import canonical_json, utcnow
+from .._records import DatasetInfo, DatasetVersion
 from .._validation import check_name
 from ..accounting.budget import Budget
 from ..audit import ADMIN_PURPOSE, AuditLog
@@ -36,45 +36,6 @@ if TYPE_CHECKING:
     from ._state import VaultState
 
 __all__ = ["DatasetInfo", "DatasetStore", "DatasetVersion", "load_frame"]
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """One immutable version of a dataset.
-
-    Attributes
-    ----------
-    name : str
-    version : int
-        1 for the first version, then 2, 3, ...
-    rows : int
-    content_hash : str
-        SHA-256 of the stored (encrypted) file; checked on every read and
-        recorded in the audit entry of every read.
-    created : str
-        ISO 8601 UTC time of writing.
-    """
-
-    name: str
-    version: int
-    rows: int
-    content_hash: str
-    created: str
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A dataset: its schema, budget and versions (oldest first)."""
-
-    name: str
-    schema: Schema
-    budget: Budget
-    versions: tuple[DatasetVersion, ...]
-
-    @property
-    def latest(self) -> DatasetVersion:
-        """The newest version."""
-        return self.versions[-1]
 
 
 def load_frame(data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:

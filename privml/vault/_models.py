@@ -15,7 +15,6 @@ by someone holding the vault key, not that they were harmless.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from .._canonical import canonical_json, utcnow
+from .._records import DatasetVersion, ModelInfo
 from .._validation import check_name
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keys import new_data_key
@@ -35,7 +35,6 @@ from ..storage import sealed
 from ..storage.engine import read, transaction
 from ..storage.files import read_checked, write_atomic
 from ..storage.tables import models, versions
-from ._datasets import DatasetVersion
 from ._model_bytes import deserialize, libraries_in_use, seal, serialize, unseal
 
 if TYPE_CHECKING:
@@ -45,36 +44,6 @@ __all__ = ["ModelInfo", "ModelRegistry"]
 
 _REGISTRAR = "registered_by"
 MINIMIZER_SUFFIX = ".minimizer"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One registered model version and where it came from.
-
-    Attributes
-    ----------
-    name, version : str, int
-    trained_on : tuple of (str, int) or None
-        The dataset and version it was trained on.
-    epsilon, delta : float or None
-        The privacy cost of training, as charged to the ledger (None: not DP).
-    libraries : dict
-        Versions of the libraries that produced it.
-    metadata : dict
-        Kind (class), notes, and extras such as the input view a model needs.
-    content_hash : str
-        SHA-256 of the stored (encrypted) file.
-    """
-
-    name: str
-    version: int
-    trained_on: tuple[str, int] | None
-    epsilon: float | None
-    delta: float | None
-    libraries: dict[str, str]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    content_hash: str = ""
-    created: str = ""
 
 
 class ModelRegistry:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..._gate import TRAINING_ROWS
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError
-from ...vault._model_access import TRAINING_ROWS
 from ._data import Encoding
 from ._engine import Engine
 from ._fence import Fence

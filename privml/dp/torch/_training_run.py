@@ -7,10 +7,10 @@ from typing import Any
 
 from torch import nn
 
+from ..._records import ModelInfo
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...accounting.records import Charge
-from ...vault._models import ModelInfo
 from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._model import TorchModel
