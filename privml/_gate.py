@@ -70,6 +70,10 @@ class Authorization:
     conditions, and for a request that names no column (a row count) every
     column usable at the mode needed. A row is seen only if, for each of them,
     some deciding grant admits it.
+
+    A door hands out values only for the authorizations it decided itself, as
+    they were decided: never for one built by hand, copied with changes, edited
+    in place, or decided for another session.
     """
 
     dataset: str

@@ -10,6 +10,7 @@ Every refusal and failure leaves one audit entry.
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,6 +65,9 @@ class Door:
         self._ledger = ledger
         self.models = models
         self.asker = asker
+        # The authorizations this door decided, by identity, with what they decided.
+        # Held weakly: an authorization nobody holds any more can never be presented again.
+        self._issued: dict[int, tuple[weakref.ref[Authorization], tuple[Any, ...]]] = {}
 
     @property
     def principal(self) -> str:
@@ -149,7 +153,7 @@ class Door:
             self.log_failure(action, dataset, version, err, decisions, request, where=where)
             raise
         used = sorted({g for c in counted for g in decisions[c].grant_ids})
-        return Authorization(
+        auth = Authorization(
             dataset,
             list(columns),
             schema,
@@ -159,6 +163,10 @@ class Door:
             policy_hash(decisions) or "",
             _decide.row_columns(counted, conditions),
         )
+        if len(self._issued) >= 64:
+            self._issued = {k: v for k, v in self._issued.items() if v[0]() is not None}
+        self._issued[id(auth)] = (weakref.ref(auth), _decided(auth))
+        return auth
 
     def release(
         self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
@@ -212,6 +220,7 @@ class Door:
         context: Mapping[str, Any],
     ) -> tuple[T, str]:
         """Charge or reserve ``event`` (``take``) under a fresh request id, with its audit entry."""
+        self._check_issued(auth)
         request_id = f"{action}-{secrets.token_hex(8)}"
         try:
             held = take(
@@ -232,7 +241,17 @@ class Door:
         """Decrypt values that carry no budget, for a mechanism (never the caller) to use."""
         return self._load(auth, None)
 
+    def _check_issued(self, auth: Authorization) -> None:
+        """Refuse an authorization this door did not decide (hand-built, or another session's)."""
+        issued = self._issued.get(id(auth))
+        if issued is None or issued[0]() is not auth or issued[1] != _decided(auth):
+            raise ConfigurationError(
+                "this authorization was not decided by this session's door: ask "
+                "authorize() of the session that will use it"
+            )
+
     def _load(self, auth: Authorization, version: int | None) -> Loaded:
+        self._check_issued(auth)
         got = fetch(
             self.store,
             auth.dataset,
@@ -385,6 +404,18 @@ class Door:
                 version=version,
                 details=details,
             )
+
+
+def _decided(auth: Authorization) -> tuple[Any, ...]:
+    """What an authorization decided, as values: an edit in place changes it."""
+    return (
+        auth.dataset,
+        tuple(auth.columns),
+        tuple((p.column, p.op, repr(p.value)) for p in auth.conditions),
+        auth.row_columns,
+        tuple(sorted((c, d.mode, tuple(d.grant_ids)) for c, d in auth.decisions.items())),
+        id(auth.schema),
+    )
 
 
 def policy_hash(decisions: Mapping[str, Decision]) -> str | None:
