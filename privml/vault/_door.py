@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
-from .._validation import check_request
-from ..exceptions import AccessDenied, BudgetExceededError, ConfigurationError
+from ..exceptions import BudgetExceededError, ConfigurationError
 from ..policy._digest import row_digest
-from ..storage.engine import transaction
 from . import _decide, _failures, _model_access
 from ._fetch import fetch
+from ._requests import RequestLog, policy_hash, release_context
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import pandas as pd
 
     from .._gate import Where
@@ -65,6 +65,7 @@ class Door:
         self._ledger = ledger
         self.models = models
         self.asker = asker
+        self.log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
         # The authorizations this door decided, by identity, with what they decided.
         # Held weakly: an authorization nobody holds any more can never be presented again.
         self._issued: dict[int, tuple[weakref.ref[Authorization], tuple[Any, ...]]] = {}
@@ -130,7 +131,7 @@ class Door:
         With no ``columns`` (a row count) at least one column must be usable at
         ``needed``, and the row filters of every usable column's grants apply.
         """
-        self.check_request(action, dataset, columns, version)
+        self.log.check_request(action, dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
         decisions: dict[str, Decision] = {}
         asker = self.asker
@@ -150,7 +151,7 @@ class Door:
                 asker, dataset, schema, decisions, where, needs=where_needs
             )
         except Exception as err:
-            self.log_failure(action, dataset, version, err, decisions, request, where=where)
+            self.log.failure(action, dataset, version, err, decisions, request, where=where)
             raise
         used = sorted({g for c in counted for g in decisions[c].grant_ids})
         auth = Authorization(
@@ -325,64 +326,11 @@ class Door:
         )
 
     # -- the audit log ----------------------------------------------------------------
-    @contextmanager
     def request(
         self, action: str, dataset: str, *, where: Any = None, version: int | None = None
-    ) -> Iterator[None]:
-        """Audit a request that fails anywhere inside, unless its failure is audited already.
-
-        Wrap every public entry point that serves a request, so that a refusal
-        raised before or after the policy decision (a bad argument, a missing
-        optional dependency, a failed comparison) leaves its audit entry.
-        """
-        try:
-            yield
-        except Exception as err:
-            if not _failures.is_audited(err):
-                self.log_failure(action, dataset, version, err, {}, {}, where=where)
-            raise
-
-    def check_request(self, action: str, dataset: object, columns: object, version: object) -> None:
-        """Refuse a malformed request (names, column list, version), audited without its values.
-
-        Its names may be unprintable or personal data, so the entry records only that a
-        malformed request of this kind was refused, and the error's type.
-        """
-        try:
-            check_request(dataset, columns, version)
-        except ConfigurationError as err:
-            details = {"error": type(err).__name__, "message": "malformed request"}
-            self.record(action, "error", None, None, details)
-            _failures.mark_audited(err)
-            raise
-
-    def log_failure(
-        self,
-        action: str,
-        dataset: str,
-        version: int | None,
-        err: Exception,
-        decisions: Mapping[str, Decision],
-        request: dict[str, Any],
-        *,
-        where: Any = None,
-    ) -> None:
-        """Audit a failed request: the error's type and a message that quotes no request value."""
-        outcome = "denied" if isinstance(err, AccessDenied) else "error"
-        message = _failures.safe_message(err, _failures.request_values(where))
-        details: dict[str, Any] = {**request, "error": type(err).__name__, "message": message}
-        if isinstance(err, AccessDenied):
-            column = err.column
-            decision = decisions.get(column) if column else None
-            details.update(
-                column=column,
-                mode=err.mode,
-                needed=err.needed,
-                grant_ids=list(decision.grant_ids) if decision else [],
-            )
-        details["policy_hash"] = policy_hash(decisions) or self.policy.hash
-        self.record(action, outcome, dataset, version, details)
-        _failures.mark_audited(err)
+    ) -> AbstractContextManager[None]:
+        """Audit a failure anywhere inside the block (once), as ``action`` on ``dataset``."""
+        return self.log.request(action, dataset, where=where, version=version)
 
     def record(
         self,
@@ -393,17 +341,7 @@ class Door:
         details: dict[str, Any],
     ) -> None:
         """Append one audit entry for this session's principal and purpose."""
-        with transaction(self._state.engine) as tx:
-            self._audit.append(
-                tx,
-                principal=self.principal,
-                purpose=self.purpose,
-                action=action,
-                outcome=outcome,
-                dataset=dataset,
-                version=version,
-                details=details,
-            )
+        self.log.record(action, outcome, dataset, version, details)
 
 
 def _decided(auth: Authorization) -> tuple[Any, ...]:
@@ -416,20 +354,3 @@ def _decided(auth: Authorization) -> tuple[Any, ...]:
         tuple(sorted((c, d.mode, tuple(d.grant_ids)) for c, d in auth.decisions.items())),
         id(auth.schema),
     )
-
-
-def policy_hash(decisions: Mapping[str, Decision]) -> str | None:
-    """The policy version the decisions were made under (None before any decision)."""
-    first = next(iter(decisions.values()), None)
-    return first.policy_hash if first is not None else None
-
-
-def release_context(auth: Authorization, action: str) -> dict[str, Any]:
-    """What a release's audit entry records besides the charge itself."""
-    return {
-        "release": action,
-        "columns": auth.columns,
-        "grant_ids": auth.grant_ids,
-        "policy_hash": auth.policy_hash,
-        "where": [[p.column, p.op] for p in auth.conditions],
-    }

@@ -92,7 +92,7 @@ def _check_rows(
         dataset=auth.dataset,
     )
     request = {"model": info.name, "model_version": info.version, "reason": "row filters"}
-    door.log_failure(action, auth.dataset, version, err, auth.decisions, request)
+    door.log.failure(action, auth.dataset, version, err, auth.decisions, request)
     raise err
 
 

@@ -14,8 +14,9 @@ import pandas as pd
 
 from .._optional import require
 from . import _decide
-from ._door import Door, policy_hash
+from ._door import Door
 from ._fetch import fetch, render
+from ._requests import policy_hash
 
 if TYPE_CHECKING:
     from .._gate import Where
@@ -161,7 +162,7 @@ class Session:
             ``attrs["privml_modes"]`` maps each returned column to its mode.
         """
         door, asker = self._door, self._door.asker
-        door.check_request("dataset.read", dataset, columns, version)
+        door.log.check_request("dataset.read", dataset, columns, version)
         request: dict[str, Any] = {
             "columns": list(columns) if columns is not None else None,
             "version": version,
@@ -186,7 +187,7 @@ class Session:
             )
             result = render(door.store, dataset, schema, decisions, got.frame)
         except Exception as err:
-            door.log_failure("dataset.read", dataset, version, err, decisions, request, where=where)
+            door.log.failure("dataset.read", dataset, version, err, decisions, request, where=where)
             raise
         modes = {c: decisions[c].mode for c in wanted}
         omitted = {
