@@ -8,6 +8,6 @@ reads and writes a whole policy as YAML. The vault keeps the grants
 before any data leaves.
 """
 
-from ._model import MODES, Decision, Grant, PolicyModel, Predicate, mode_allows
+from ._model import MODES, ColumnDecision, Grant, PolicyModel, Predicate, mode_allows
 
-__all__ = ["MODES", "Decision", "Grant", "PolicyModel", "Predicate", "mode_allows"]
+__all__ = ["MODES", "ColumnDecision", "Grant", "PolicyModel", "Predicate", "mode_allows"]

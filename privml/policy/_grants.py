@@ -29,7 +29,7 @@ from ..exceptions import ConfigurationError
 from ..schema import Schema
 from ._model import Grant, Predicate, check_mode
 
-__all__ = ["RECORD_FIELDS", "check", "expiry", "shape", "to_grant"]
+__all__ = ["RECORD_FIELDS", "TAGS_FIX", "check", "expiry", "shape", "to_grant"]
 
 #: The fields of a grant's record, in their stored and written order.
 RECORD_FIELDS = (
@@ -40,11 +40,16 @@ RECORD_FIELDS = (
     "purpose",
     "mode",
     "columns",
-    "categories",
+    "tags",
     "row_filter",
     "expires",
 )
-_SELECTORS = ("columns", "categories")
+_SELECTORS = ("columns", "tags")
+#: How to fix a grant that still selects by ``categories``, the old name of ``tags``.
+TAGS_FIX = (
+    "select columns by their schema tags with tags=, e.g. tags=['health'] "
+    "(a column is selected when any of its tags is listed)"
+)
 
 
 def bad(field: str, message: str) -> ConfigurationError:
@@ -73,6 +78,8 @@ def shape(item: Mapping[str, Any]) -> dict[str, Any]:
         out["mode"] = "deny" if effect == "deny" else check_mode(str(out.get("mode")))
     except ConfigurationError as err:
         raise bad("mode", str(err)) from None
+    if "categories" in out:
+        raise bad("categories", f"categories was renamed: {TAGS_FIX}")
     if (out.get("role") is None) == (out.get("principal") is None):
         raise ConfigurationError("give exactly one of role= or principal=")
     for key in _SELECTORS:
@@ -153,7 +160,7 @@ def check(
         "purpose": purpose,
         "mode": item["mode"],
         "columns": item.get("columns"),
-        "categories": item.get("categories"),
+        "tags": item.get("tags"),
         "row_filter": row_filter or None,
         "expires": expires.astimezone(UTC).isoformat() if expires else None,
     }
@@ -163,11 +170,11 @@ def _check_selectors(item: Mapping[str, Any], dataset: str, schema: Schema) -> N
     for column in item.get("columns") or []:
         if column not in schema:
             raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
-    tags = {f.category for f in schema.values() if f.category}
-    for tag in item.get("categories") or []:
+    tags = {tag for f in schema.values() for tag in f.tags}
+    for tag in item.get("tags") or []:
         if tag not in tags:
             raise ConfigurationError(
-                f"no column of {dataset!r} has category {tag!r}; categories are {sorted(tags)}"
+                f"no column of {dataset!r} has the tag {tag!r}; its tags are {sorted(tags)}"
             )
     kinds = {name: f.kind for name, f in schema.items()}
     for predicate in item["row_filter"]:
@@ -176,7 +183,7 @@ def _check_selectors(item: Mapping[str, Any], dataset: str, schema: Schema) -> N
 
 def to_grant(grant_id: str, record: Mapping[str, Any]) -> Grant:
     """The :class:`Grant` a decision uses, from a stored record."""
-    columns, tags = record["columns"], record["categories"]
+    columns, tags = record["columns"], record["tags"]
     return Grant(
         grant_id,
         record["effect"],
@@ -186,7 +193,7 @@ def to_grant(grant_id: str, record: Mapping[str, Any]) -> Grant:
         role=record["role"],
         principal=record["principal"],
         columns=frozenset(columns) if columns is not None else None,
-        categories=frozenset(tags) if tags is not None else None,
+        tags=frozenset(tags) if tags is not None else None,
         row_filter=tuple(Predicate.parse(p) for p in record["row_filter"] or []),
         expires=datetime.fromisoformat(record["expires"]) if record["expires"] else None,
     )

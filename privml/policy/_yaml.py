@@ -17,7 +17,7 @@ from ._grants import RECORD_FIELDS, shape
 
 __all__ = ["PolicyDocument", "dump", "parse"]
 
-_GRANT_KEYS = {"id", *RECORD_FIELDS}
+_GRANT_KEYS = {"id", *RECORD_FIELDS, "categories"}  # the old name of tags: shape() says so
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..accounting.ledger import Ledger
     from ..accounting.records import WhatIf
     from ..audit import AuditLog
-    from ..policy import Decision
+    from ..policy import ColumnDecision
     from ..schema import Schema
     from ._datasets import DatasetStore, DatasetVersion
     from ._models import ModelInfo, ModelRegistry
@@ -90,7 +90,7 @@ class Door:
         """The newest version number of ``dataset``."""
         return self.store.latest_version(dataset)
 
-    def decide(self, dataset: str, schema: Schema) -> dict[str, Decision]:
+    def decide(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
         """Every column's decision for this session's principal and purpose."""
         return _decide.decide(self.policy.model(), self.asker, dataset, schema)
 
@@ -126,7 +126,7 @@ class Door:
         """
         self.check_request(action, dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
-        decisions: dict[str, Decision] = {}
+        decisions: dict[str, ColumnDecision] = {}
         asker = self.asker
         try:
             schema = self.store.schema(dataset)
@@ -336,7 +336,7 @@ class Door:
         dataset: str,
         version: int | None,
         err: Exception,
-        decisions: Mapping[str, Decision],
+        decisions: Mapping[str, ColumnDecision],
         request: dict[str, Any],
         *,
         where: Any = None,
@@ -380,7 +380,7 @@ class Door:
             )
 
 
-def policy_hash(decisions: Mapping[str, Decision]) -> str | None:
+def policy_hash(decisions: Mapping[str, ColumnDecision]) -> str | None:
     """The policy version the decisions were made under (None before any decision)."""
     first = next(iter(decisions.values()), None)
     return first.policy_hash if first is not None else None

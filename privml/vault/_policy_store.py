@@ -235,7 +235,10 @@ class _Unchanged(Exception):
     """Raised inside a load whose result equals the current policy."""
 
 
-_JSON_FIELDS = ("columns", "categories", "row_filter")  # stored as canonical JSON text
+_JSON_FIELDS = ("columns", "tags", "row_filter")  # stored as canonical JSON text
+#: Record fields stored in a column of another name: tags live in the column first named
+#: ``categories``, so vaults written before the rename open and hash as before.
+_COLUMN = {"tags": "categories"}
 
 
 def _json(value: Any) -> str:
@@ -268,14 +271,17 @@ def _policy_hash(conn: sa.Connection) -> str:
     state = {
         "principals": [[r.name, r.roles, r.attributes] for r in _principals(conn)],
         "purposes": [[r.name, r.lawful_basis, r.parent] for r in _purposes(conn)],
-        "grants": [{"id": r.grant_id, **_record(r)} for r in _active_grants(conn)],
+        "grants": [
+            {"id": r.grant_id, **{_COLUMN.get(k, k): v for k, v in _record(r).items()}}
+            for r in _active_grants(conn)
+        ],
     }
     return hashlib.sha256(canonical_json(state)).hexdigest()
 
 
 def _record(row: Any) -> dict[str, Any]:
     """A stored grant row as its record (see :mod:`privml.policy._grants`)."""
-    out = {k: getattr(row, k) for k in RECORD_FIELDS}
+    out = {k: getattr(row, _COLUMN.get(k, k)) for k in RECORD_FIELDS}
     for key in _JSON_FIELDS:
         out[key] = json.loads(out[key]) if out[key] else None
     return out
@@ -299,7 +305,8 @@ def _insert_grant(conn: sa.Connection, record: Mapping[str, Any]) -> str:
     row = {k: record[k] for k in RECORD_FIELDS}
     for key in _JSON_FIELDS:
         row[key] = _json(record[key]) if record[key] is not None else None
-    values = {"grant_id": grant_id, **row, "created": utcnow(), "revoked": None}
+    stored = {_COLUMN.get(k, k): v for k, v in row.items()}
+    values = {"grant_id": grant_id, **stored, "created": utcnow(), "revoked": None}
     sealed.insert(conn, grants, values)
     return grant_id
 

@@ -17,9 +17,9 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 SCHEMAS = {
     "adult": Schema(
         {
-            "age": Field.integer(bounds=(17, 100), category="demographic"),
-            "sex": Field.categorical(categories=["F", "M"], category="demographic"),
-            "hours": Field.integer(bounds=(0, 100), category="employment"),
+            "age": Field.integer(bounds=(17, 100), tags="demographic"),
+            "sex": Field.categorical(categories=["F", "M"], tags="demographic"),
+            "hours": Field.integer(bounds=(0, 100), tags="employment"),
             "note": Field.text(),
         }
     )
@@ -38,7 +38,8 @@ def _check(**changes):
         ({"effect": "maybe"}, "effect", "effect must be 'allow' or 'deny'"),
         ({"mode": "rw"}, "mode", "unknown mode 'rw'"),
         ({"columns": "age"}, "columns", r"columns= takes a list of names"),
-        ({"categories": 7}, "categories", r"categories= takes a list of names"),
+        ({"tags": 7}, "tags", r"tags= takes a list of names"),
+        ({"categories": ["health"]}, "categories", r"categories was renamed: .*tags=\['health'\]"),
         ({"row_filter": [("age", "<")]}, "row_filter", "a row condition is"),
         ({"expires": "next tuesday"}, "expires", "ISO 8601"),
         ({"expires": 12}, "expires", "must be a datetime"),
@@ -68,7 +69,7 @@ def test_a_deny_has_mode_deny_whatever_it_says():
         ({"purpose": "marketing"}, r"register it with vault.add_purpose\('marketing'"),
         ({"role": None, "principal": "eve"}, r"register it with vault.add_principal\('eve'"),
         ({"columns": ["salary"]}, "dataset 'adult' has no column 'salary'"),
-        ({"categories": ["finance"]}, r"categories are \['demographic', 'employment'\]"),
+        ({"tags": ["finance"]}, r"tag 'finance'; its tags are \['demographic', 'employment'\]"),
         ({"row_filter": [("salary", ">", 3)]}, "unknown column 'salary'"),
         ({"row_filter": [("sex", "<", "M")]}, "needs an ordered column"),
         ({"expires": NOW}, "is already past"),
@@ -87,7 +88,7 @@ def test_check_returns_the_plain_record():
     )
     assert tuple(record) == RECORD_FIELDS
     assert record["columns"] == ["age", "sex"]
-    assert record["categories"] is None
+    assert record["tags"] is None
     assert record["row_filter"] == [{"column": "hours", "op": ">=", "value": 10}]
     assert record["expires"] == "2030-01-01T00:00:00+00:00"
 
@@ -98,18 +99,18 @@ def test_naive_expiry_is_utc():
 
 
 selectors = st.one_of(st.none(), st.lists(st.sampled_from(["age", "sex", "hours", "note"])))
-tags = st.one_of(st.none(), st.lists(st.sampled_from(["demographic", "employment"])))
+tag_lists = st.one_of(st.none(), st.lists(st.sampled_from(["demographic", "employment"])))
 
 
 @given(
     columns=selectors,
-    categories=tags,
+    tags=tag_lists,
     mode=st.sampled_from(["raw", "masked", "dp_aggregate"]),
     deny=st.booleans(),
     days=st.one_of(st.none(), st.integers(1, 3650)),
     low=st.integers(17, 100),
 )
-def test_records_are_stable_and_compile_to_the_same_grant(columns, categories, mode, deny, days,
+def test_records_are_stable_and_compile_to_the_same_grant(columns, tags, mode, deny, days,
                                                           low):  # fmt: skip
     expires = NOW + timedelta(days=days) if days is not None else None
     item = {
@@ -117,7 +118,7 @@ def test_records_are_stable_and_compile_to_the_same_grant(columns, categories, m
         "mode": mode,
         "effect": "deny" if deny else "allow",
         "columns": columns,
-        "categories": categories,
+        "tags": tags,
         "row_filter": [("age", ">=", low)],
         "expires": expires,
     }
@@ -127,6 +128,6 @@ def test_records_are_stable_and_compile_to_the_same_grant(columns, categories, m
     grant = to_grant("g-1", record)
     assert grant.mode == ("deny" if deny else mode)
     assert grant.columns == (frozenset(columns) if columns is not None else None)
-    assert grant.categories == (frozenset(categories) if categories is not None else None)
+    assert grant.tags == (frozenset(tags) if tags is not None else None)
     assert grant.row_filter == (Predicate("age", ">=", low),)
     assert grant.expires == expires
