@@ -72,10 +72,10 @@ def patients_schema() -> privml.Schema:
     return privml.Schema(
         {
             "patient": privml.Field.identifier(),
-            "age": privml.Field.integer(bounds=(0, 120), category="demographic"),
-            "sex": privml.Field.categorical(categories=["F", "M"], category="demographic"),
-            "glucose": privml.Field.numeric(bounds=(0.0, 50.0), category="health"),
-            "note": privml.Field.text(category="health"),
+            "age": privml.Field.integer(bounds=(0, 120), tags="demographic"),
+            "sex": privml.Field.categorical(categories=["F", "M"], tags="demographic"),
+            "glucose": privml.Field.numeric(bounds=(0.0, 50.0), tags="health"),
+            "note": privml.Field.text(tags="health"),
             "seen": privml.Field.datetime(sensitive=False),
         }
     )
@@ -126,14 +126,14 @@ def dp_vault(demo_vault: privml.Vault) -> privml.Vault:
         dataset="patients",
         purpose="studies",
         mode="dp_aggregate",
-        categories=["health"],
+        tags=["health"],
     )
     demo_vault.grant(
         role="statistician",
         dataset="patients",
         purpose="studies",
         mode="dp_training",
-        categories=["demographic"],
+        tags=["demographic"],
     )
     return demo_vault
 

@@ -22,7 +22,7 @@ import privml
 from privml.policy import MODES, Grant, PolicyModel
 
 DATASET = "claims"
-COLUMNS = {f"c{i:02d}": f"tag{i % 5}" for i in range(50)}
+COLUMNS = {f"c{i:02d}": (f"tag{i % 5}",) for i in range(50)}  # column -> its tags
 ROLES = [f"role{i}" for i in range(20)]
 PURPOSES = {f"purpose{i}": (f"purpose{i // 2}" if i >= 2 else None) for i in range(10)}
 PRINCIPALS = {f"user{i}": tuple(random.Random(i).sample(ROLES, 3)) for i in range(200)}
@@ -44,7 +44,7 @@ def make_grants(n: int = 2000) -> list[Grant]:
                 role=rng.choice(ROLES) if by_role else None,
                 principal=None if by_role else rng.choice(list(PRINCIPALS)),
                 columns=frozenset(rng.sample(list(COLUMNS), 5)) if kind < 0.5 else None,
-                categories=frozenset({f"tag{rng.randrange(5)}"}) if 0.5 <= kind < 0.8 else None,
+                tags=frozenset({f"tag{rng.randrange(5)}"}) if 0.5 <= kind < 0.8 else None,
             )
         )
     return [g if g.effect == "allow" else _as_deny(g) for g in grants]
@@ -52,7 +52,7 @@ def make_grants(n: int = 2000) -> list[Grant]:
 
 def _as_deny(g: Grant) -> Grant:
     return Grant(g.grant_id, "deny", g.dataset, g.purpose, "deny", role=g.role,
-                 principal=g.principal, columns=g.columns, categories=g.categories)  # fmt: skip
+                 principal=g.principal, columns=g.columns, tags=g.tags)  # fmt: skip
 
 
 def requests(n: int) -> list[tuple[str, str]]:
@@ -95,13 +95,14 @@ def bench_casbin(grants: list[Grant], reqs: list[tuple[str, str]], budget_s: flo
     for name, roles in PRINCIPALS.items():
         for role in roles:
             enforcer.add_grouping_policy(name, role)
-    for column, tag in COLUMNS.items():  # objects: dataset.column, grouped under dataset.tag
-        enforcer.add_named_grouping_policy("g2", f"{DATASET}.{column}", f"{DATASET}.{tag}")
+    for column, tags in COLUMNS.items():  # objects: dataset.column, grouped under dataset.tag
+        for tag in tags:
+            enforcer.add_named_grouping_policy("g2", f"{DATASET}.{column}", f"{DATASET}.{tag}")
         enforcer.add_named_grouping_policy("g2", f"{DATASET}.{column}", f"{DATASET}.*")
     for g in grants:
         subject = g.principal or g.role
         targets = (sorted(g.columns) if g.columns is not None
-                   else [f"{t}" for t in sorted(g.categories)] if g.categories is not None
+                   else [f"{t}" for t in sorted(g.tags)] if g.tags is not None
                    else ["*"])  # fmt: skip
         for target in targets:
             enforcer.add_policy(subject, f"{g.dataset}.{target}", g.purpose, g.effect)

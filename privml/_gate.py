@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .accounting.ledger import Reservation
     from .accounting.records import WhatIf
     from .exceptions import BudgetExceededError
-    from .policy import Decision, Predicate
+    from .policy import ColumnDecision, Predicate
     from .schema import Schema
 
 __all__ = [
@@ -79,7 +79,7 @@ class Authorization:
     dataset: str
     columns: list[str]
     schema: Schema
-    decisions: dict[str, Decision]
+    decisions: dict[str, ColumnDecision]
     conditions: list[Predicate]
     grant_ids: list[str]
     policy_hash: str

@@ -9,22 +9,22 @@ Examples
 >>> import pandas as pd
 >>> schema = Schema({
 ...     "patient": Field.identifier(),
-...     "age": Field.integer(bounds=(0, 120), category="demographic"),
-...     "sex": Field.categorical(categories=["F", "M"], category="demographic"),
-...     "glucose": Field.numeric(bounds=(0.0, 500.0), category="health"),
+...     "age": Field.integer(bounds=(0, 120), tags="demographic"),
+...     "sex": Field.categorical(categories=["F", "M"], tags="demographic"),
+...     "glucose": Field.numeric(bounds=(0.0, 500.0), tags=["health", "lab"]),
 ...     "outcome": Field.categorical(categories=[0, 1], target=True),
 ... })
 >>> schema.names
 ('patient', 'age', 'sex', 'glucose', 'outcome')
->>> schema["glucose"].bounds
-(0.0, 500.0)
+>>> schema["glucose"].bounds, schema["glucose"].tags
+((0.0, 500.0), ('health', 'lab'))
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ._canonical import canonical_json
+from ._renamed import renamed_keyword
 from ._validation import canonical_dtype, column_problems, convert, is_unicode, printable
 from .exceptions import ConfigurationError, SchemaError, SchemaViolation, UnknownColumnError
 from .masks import Mask, check_mask, default_mask
@@ -40,6 +41,13 @@ __all__ = ["Field", "Kind", "Schema"]
 
 Kind = Literal["identifier", "numeric", "integer", "categorical", "text", "datetime"]
 Category = str | int | float | bool
+
+
+_tags_keyword = renamed_keyword(
+    "category",
+    "a field's policy tags are tags=, e.g. tags='health' or tags=['health', 'lab'] "
+    "(categories= stays the list of a categorical field's values)",
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,10 @@ class Field:
         ``"text"`` or ``"datetime"``.
     sensitive : bool
         Encrypted at rest under its own data key (default ``True``).
-    category : str, optional
-        A tag such as ``"health"`` or ``"demographic"`` that policies can select.
+    tags : tuple of str
+        Policy tags such as ``"health"`` or ``"demographic"``: a grant or deny
+        with ``tags=[...]`` selects the fields that carry any of them. The
+        constructors take one tag as a string or several as a list.
     target : bool
         Marks the label column of a supervised task.
     nullable : bool
@@ -73,7 +83,7 @@ class Field:
 
     kind: Kind
     sensitive: bool = True
-    category: str | None = None
+    tags: tuple[str, ...] = ()
     target: bool = False
     nullable: bool = False
     bounds: tuple[float, float] | None = None
@@ -83,6 +93,7 @@ class Field:
     domain: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", _tags(self.tags))
         if self.mask is not None:  # every way of making a field, stored schemas included
             check_mask(self.mask, self.kind, bounds=self.bounds, categories=self.categories)
 
@@ -106,12 +117,13 @@ class Field:
 
     # -- constructors -----------------------------------------------------------------
     @classmethod
+    @_tags_keyword
     def identifier(
         cls,
         *,
         pseudonymize: bool = True,
         sensitive: bool = True,
-        category: str | None = None,
+        tags: str | Sequence[str] = (),
         mask: Mask | None = None,
         domain: str | None = None,
     ) -> Field:
@@ -129,19 +141,20 @@ class Field:
         return cls(
             "identifier",
             sensitive=sensitive,
-            category=category,
+            tags=_tags(tags),
             pseudonymize=pseudonymize,
             mask=mask,
             domain=domain,
         )
 
     @classmethod
+    @_tags_keyword
     def numeric(
         cls,
         *,
         bounds: tuple[float, float],
         sensitive: bool = True,
-        category: str | None = None,
+        tags: str | Sequence[str] = (),
         target: bool = False,
         nullable: bool = False,
         mask: Mask | None = None,
@@ -150,7 +163,7 @@ class Field:
         return cls(
             "numeric",
             sensitive=sensitive,
-            category=category,
+            tags=_tags(tags),
             target=target,
             nullable=nullable,
             bounds=_check_bounds(bounds),
@@ -158,12 +171,13 @@ class Field:
         )
 
     @classmethod
+    @_tags_keyword
     def integer(
         cls,
         *,
         bounds: tuple[int, int],
         sensitive: bool = True,
-        category: str | None = None,
+        tags: str | Sequence[str] = (),
         target: bool = False,
         nullable: bool = False,
         mask: Mask | None = None,
@@ -175,7 +189,7 @@ class Field:
         return cls(
             "integer",
             sensitive=sensitive,
-            category=category,
+            tags=_tags(tags),
             target=target,
             nullable=nullable,
             bounds=(int(lo), int(hi)),
@@ -183,12 +197,13 @@ class Field:
         )
 
     @classmethod
+    @_tags_keyword
     def categorical(
         cls,
         *,
         categories: Sequence[Category],
         sensitive: bool = True,
-        category: str | None = None,
+        tags: str | Sequence[str] = (),
         target: bool = False,
         nullable: bool = False,
         mask: Mask | None = None,
@@ -202,7 +217,7 @@ class Field:
         return cls(
             "categorical",
             sensitive=sensitive,
-            category=category,
+            tags=_tags(tags),
             target=target,
             nullable=nullable,
             categories=cats,
@@ -210,34 +225,38 @@ class Field:
         )
 
     @classmethod
+    @_tags_keyword
     def text(
         cls,
         *,
         sensitive: bool = True,
-        category: str | None = None,
+        tags: str | Sequence[str] = (),
         nullable: bool = False,
         mask: Mask | None = None,
     ) -> Field:
         """Free text (notes, addresses). Never used as a model feature directly."""
-        return cls("text", sensitive=sensitive, category=category, nullable=nullable, mask=mask)
+        return cls("text", sensitive=sensitive, tags=_tags(tags), nullable=nullable, mask=mask)
 
     @classmethod
+    @_tags_keyword
     def datetime(
         cls,
         *,
         sensitive: bool = True,
-        category: str | None = None,
+        tags: str | Sequence[str] = (),
         nullable: bool = False,
         mask: Mask | None = None,
     ) -> Field:
         """A timestamp, stored as microseconds; time-zone-aware values are converted to UTC."""
-        return cls("datetime", sensitive=sensitive, category=category, nullable=nullable, mask=mask)
+        return cls("datetime", sensitive=sensitive, tags=_tags(tags), nullable=nullable, mask=mask)
 
     # -- serialization ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready description of the field."""
         out: dict[str, Any] = {"kind": self.kind, "sensitive": self.sensitive}
-        for key in ("category", "bounds", "categories", "domain"):
+        if self.tags:
+            out["tags"] = list(self.tags)
+        for key in ("bounds", "categories", "domain"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -250,9 +269,12 @@ class Field:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Field:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (a stored ``"category"`` reads as the field's one tag)."""
         kwargs = dict(data)
-        for key in ("bounds", "categories"):
+        legacy = kwargs.pop("category", None)
+        if legacy is not None and "tags" not in kwargs:
+            kwargs["tags"] = (legacy,)
+        for key in ("bounds", "categories", "tags"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         if "mask" in kwargs:
@@ -478,6 +500,25 @@ class Schema(Mapping[str, Field]):
 
 
 # --- helpers -------------------------------------------------------------------------------
+def _tags(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A field's tags as a tuple of distinct strings, in the order given."""
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise ConfigurationError(f"tags= takes a string or a list of strings, got a {_kind(items)}")
+    out = tuple(dict.fromkeys(items))
+    for tag in out:
+        if not isinstance(tag, str) or not tag or not is_unicode(tag):
+            raise ConfigurationError(
+                f"tags must be non-empty strings of valid Unicode, e.g. tags=['health']; "
+                f"got a {_kind(tag)}"
+            )
+    return out
+
+
+def _kind(value: object) -> str:
+    return "empty string" if value == "" else type(value).__name__
+
+
 def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     try:
         lo, hi = bounds

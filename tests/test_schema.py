@@ -220,3 +220,40 @@ def test_an_unknown_column_names_the_known_ones_and_is_not_repr_quoted():
     )
     assert isinstance(info.value, privml.ConfigurationError)  # ``except ValueError`` still works
     assert SCHEMA.get("agee") is None and SCHEMA.get("agee", 0) == 0
+
+
+def test_tags_take_one_string_or_several_and_keep_their_order():
+    assert Field.numeric(bounds=(0, 1), tags="health").tags == ("health",)
+    assert Field.text(tags=["lab", "health", "lab"]).tags == ("lab", "health")
+    assert Field.integer(bounds=(0, 1)).tags == ()
+    field = Field.categorical(categories=["a", "b"], tags=("x", "y"))
+    assert Field.from_dict(field.to_dict()) == field
+    assert field.to_dict()["tags"] == ["x", "y"] and "category" not in field.to_dict()
+
+
+@pytest.mark.parametrize("bad", [[""], [3], 3, ["ok\ud800"]])
+def test_bad_tags_are_refused(bad):
+    with pytest.raises(privml.ConfigurationError, match="tags"):
+        Field.text(tags=bad)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Field.numeric(bounds=(0, 1), category="health"),
+        lambda: Field.identifier(category="id"),
+        lambda: Field.categorical(categories=["a", "b"], category="health"),
+        lambda: Field.text(category="notes"),
+        lambda: Field.datetime(category="visits"),
+        lambda: Field.integer(bounds=(0, 1), category="health"),
+    ],
+)
+def test_the_old_category_keyword_names_tags(make):
+    with pytest.raises(privml.ConfigurationError, match=r"category= was renamed: .*tags="):
+        make()
+
+
+def test_a_stored_schema_with_the_old_category_key_still_reads():
+    legacy = {"kind": "numeric", "sensitive": True, "category": "health", "bounds": [0, 1]}
+    assert Field.from_dict(legacy) == Field.numeric(bounds=(0, 1), tags="health")
+    assert Field.from_dict({"kind": "text", "sensitive": True}).tags == ()

@@ -22,12 +22,12 @@ def adult() -> pd.DataFrame:
 ADULT_SCHEMA = Schema(
     {
         "person": Field.identifier(pseudonymize=False),
-        "age": Field.integer(bounds=(17, 100), category="demographic"),
-        "education": Field.text(category="demographic"),
-        "occupation": Field.text(category="employment"),
-        "native-country": Field.text(category="demographic"),
-        "hours-per-week": Field.integer(bounds=(0, 100), category="employment"),
-        "sex": Field.categorical(categories=["Female", "Male"], category="demographic"),
+        "age": Field.integer(bounds=(17, 100), tags="demographic"),
+        "education": Field.text(tags="demographic"),
+        "occupation": Field.text(tags="employment"),
+        "native-country": Field.text(tags="demographic"),
+        "hours-per-week": Field.integer(bounds=(0, 100), tags="employment"),
+        "sex": Field.categorical(categories=["Female", "Male"], tags="demographic"),
     }
 )
 
@@ -77,9 +77,9 @@ def test_modes_are_rendered_and_raw_values_never_leak(vault, adult):
 
 
 def test_columns_outside_row_modes_are_left_out_and_listed(vault):
-    vault.grant(role="hr", dataset="adult", purpose="hr", mode="raw", categories=["employment"])
+    vault.grant(role="hr", dataset="adult", purpose="hr", mode="raw", tags=["employment"])
     vault.grant(role="hr", dataset="adult", purpose="hr", mode="dp_aggregate",
-                categories=["demographic"])  # fmt: skip
+                tags=["demographic"])  # fmt: skip
     out = vault.session("ines", purpose="hr").read("adult")
     assert list(out.columns) == ["occupation", "hours-per-week"]
     assert out.attrs["privml_omitted"] == {
@@ -180,7 +180,7 @@ def test_revoke_and_versioning(vault):
     [
         ({"mode": "rw"}, "unknown mode"),
         ({"mode": "raw", "columns": ["salary"]}, "no column 'salary'"),
-        ({"mode": "raw", "categories": ["finance"]}, "no column of 'adult' has category"),
+        ({"mode": "raw", "tags": ["finance"]}, "no column of 'adult' has the tag"),
         ({"mode": "raw", "purpose": "marketing"}, "unknown purpose"),
         ({"mode": "raw", "dataset": "payroll"}, "unknown dataset"),
         ({"mode": "raw", "expires": "2001-01-01T00:00:00+00:00"}, "already past"),
@@ -188,6 +188,7 @@ def test_revoke_and_versioning(vault):
         ({"mode": "raw", "row_filter": [("sex", "<", "M")]}, "needs an ordered column"),
         ({"mode": "raw", "principal": "ines"}, "exactly one of role= or principal="),
         ({"mode": "raw", "columns": "age"}, "takes a list"),
+        ({"mode": "raw", "categories": ["employment"]}, r"categories= was renamed: .*tags="),
     ],
 )
 def test_bad_grants_are_refused_with_the_fix(vault, kwargs, match):
@@ -221,3 +222,15 @@ def test_a_sessions_principal_and_purpose_are_fixed(demo_vault):
     with pytest.raises(AttributeError):
         session.purpose = "administration"  # type: ignore[misc]
     assert (session.principal, session.purpose) == ("analyst", "research")
+
+
+def test_a_deny_by_tag_wins_and_explain_lists_each_columns_tags(vault):
+    vault.grant(role="hr", dataset="adult", purpose="hr", mode="raw",
+                tags=["employment", "demographic"])  # fmt: skip
+    deny = vault.deny(principal="ines", dataset="adult", purpose="hr", tags=["employment"])
+    table = vault.explain("ines", purpose="hr", dataset="adult").set_index("column")
+    assert table.loc["occupation", "tags"] == ["employment"]
+    assert table.loc["occupation", "mode"] == "deny"
+    assert table.loc["occupation", "grants"] == [deny]
+    assert table.loc["age", "mode"] == "raw" and table.loc["person", "tags"] == []
+    assert table.loc["person", "mode"] == "deny"

@@ -15,7 +15,7 @@ from .._canonical import canonical_json, utcnow
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
 from ..storage.engine import Tx, transaction
-from ._check import Decision, check, refusal
+from ._check import Admission, check, refusal
 from ._spend import purpose_scope, spent
 from ._store import (
     DatasetRow,
@@ -175,7 +175,7 @@ def _record(
     tx: Tx,
     ds: DatasetRow,
     version: int | None,
-    decision: Decision,
+    decision: Admission,
     req: Request,
 ) -> Charge:
     event, total = decision.event, decision.total
@@ -243,7 +243,7 @@ def _log_refusal(
     version: int | None,
     req: Request,
     reason: str,
-    decision: Decision | None,
+    decision: Admission | None,
 ) -> None:
     details: dict[str, Any] = {"event": req.event.to_dict(), "reason": reason}
     if decision is not None and decision.refused is not None:

@@ -22,7 +22,7 @@ from .composition import epsilon_alone
 from .events import PrivacyEvent
 from .filter import GENERIC_DELTA_SHARE, TOLERANCE, Accounting, admits, filter_figure
 
-__all__ = ["Decision", "ScopeCheck", "check", "refusal"]
+__all__ = ["Admission", "ScopeCheck", "check", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,11 @@ class ScopeCheck:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """Every scope's check; ``refused`` is the first scope that refuses, if any."""
+class Admission:
+    """The ledger's admission decision for one event: every scope's check.
+
+    ``refused`` is the first scope that refuses, if any.
+    """
 
     event: PrivacyEvent
     requested: float
@@ -74,7 +77,7 @@ def check(
     principal: str,
     purpose: str,
     stop_at_refusal: bool = True,
-) -> Decision:
+) -> Admission:
     """Check ``event`` against the dataset's budget and every allocation it counts against.
 
     Raises
@@ -84,7 +87,7 @@ def check(
     """
     _refuse_impure_at_pure_budget(ds, event)
     delta = ds.budget.delta
-    decision = Decision(event, epsilon_alone(event, delta, tight=False))
+    decision = Admission(event, epsilon_alone(event, delta, tight=False))
     for scope in scopes_to_check(conn, ds, principal, purpose):
         tally, _ = spent(conn, ds.name, scope.members)
         before = filter_figure(tally, delta)
@@ -111,7 +114,7 @@ def _reserve_note(ds: DatasetRow, after: Accounting) -> str:
     )
 
 
-def refusal(ds: DatasetRow, decision: Decision, scope: ScopeCheck) -> BudgetExceededError:
+def refusal(ds: DatasetRow, decision: Admission, scope: ScopeCheck) -> BudgetExceededError:
     """The error for a refused check: spent, requested, remaining, and how they were computed."""
     name = ds.name
     if scope.scope:

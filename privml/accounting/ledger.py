@@ -25,7 +25,7 @@ from ..exceptions import BudgetExceededError, ConfigurationError
 from ..storage.engine import read
 from . import _charging, _report, _settle
 from ._charging import retry_locked
-from ._check import Decision, check, refusal
+from ._check import Admission, check, refusal
 from ._report import FixedSequenceCache
 from ._store import DatasetRow, lock_dataset
 from .events import PrivacyEvent
@@ -266,7 +266,7 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
 
     def _decide(
         self, dataset: str, event: PrivacyEvent, *, principal: str, purpose: str
-    ) -> tuple[DatasetRow, Decision]:
+    ) -> tuple[DatasetRow, Admission]:
         if not isinstance(event, PrivacyEvent):
             raise ConfigurationError("event must be a privml.accounting.PrivacyEvent")
         with read(self._engine) as conn:

@@ -106,16 +106,16 @@ def diabetes_schema() -> Schema:
     return Schema(
         {
             "patient": Field.identifier(),
-            "age": Field.numeric(bounds=(0, 120), category="demographic"),
-            "sex": Field.categorical(categories=[1, 2], category="demographic"),
-            "bmi": Field.numeric(bounds=(10, 70), category=health),
-            "bp": Field.numeric(bounds=(40, 200), category=health),
-            "s1": Field.numeric(bounds=(50, 400), category=health),
-            "s2": Field.numeric(bounds=(0, 300), category=health),
-            "s3": Field.numeric(bounds=(0, 150), category=health),
-            "s4": Field.numeric(bounds=(0, 15), category=health),
-            "s5": Field.numeric(bounds=(2, 8), category=health),
-            "s6": Field.numeric(bounds=(30, 300), category=health),
-            "target": Field.numeric(bounds=(0, 400), category=health, target=True),
+            "age": Field.numeric(bounds=(0, 120), tags="demographic"),
+            "sex": Field.categorical(categories=[1, 2], tags="demographic"),
+            "bmi": Field.numeric(bounds=(10, 70), tags=health),
+            "bp": Field.numeric(bounds=(40, 200), tags=health),
+            "s1": Field.numeric(bounds=(50, 400), tags=health),
+            "s2": Field.numeric(bounds=(0, 300), tags=health),
+            "s3": Field.numeric(bounds=(0, 150), tags=health),
+            "s4": Field.numeric(bounds=(0, 15), tags=health),
+            "s5": Field.numeric(bounds=(2, 8), tags=health),
+            "s6": Field.numeric(bounds=(30, 300), tags=health),
+            "target": Field.numeric(bounds=(0, 400), tags=health, target=True),
         }
     )

@@ -12,12 +12,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._model import Decision
+from ._model import ColumnDecision
 
 __all__ = ["row_digest"]
 
 
-def row_digest(decisions: Mapping[str, Decision], columns: Sequence[str]) -> str | None:
+def row_digest(decisions: Mapping[str, ColumnDecision], columns: Sequence[str]) -> str | None:
     """A digest of the row conditions the deciding grants put on ``columns``; None: every row.
 
     A row is seen if, for each column, one of its deciding grants admits it, so the

@@ -13,15 +13,15 @@ The decision rule, per column:
 A grant matches when its subject is the principal or one of the principal's
 roles, its purpose is the request's purpose or an ancestor of it (a grant for
 ``"research"`` covers ``"research/oncology"``), its dataset is the request's,
-and it selects the column by name or by the schema's category tag (or selects
-no columns, meaning all). Modes, most revealing first: :data:`MODES`.
+and it selects the column by name or by one of the tags the schema gives the
+column (or selects no columns, meaning all). Modes, most revealing first: :data:`MODES`.
 """
 
 from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["MODES", "Decision", "Grant", "PolicyModel", "Predicate", "mode_allows"]
+__all__ = ["MODES", "ColumnDecision", "Grant", "PolicyModel", "Predicate", "mode_allows"]
 
 MODES = ("raw", "pseudonymized", "masked", "dp_training", "dp_aggregate", "deny")
 _RANK = {mode: rank for rank, mode in enumerate(MODES)}
@@ -209,15 +209,16 @@ class Grant:
     role: str | None = None
     principal: str | None = None
     columns: frozenset[str] | None = None
-    categories: frozenset[str] | None = None
+    tags: frozenset[str] | None = None
     row_filter: tuple[Predicate, ...] = ()
     expires: datetime | None = None
 
-    def selects(self, column: str, category: str | None) -> bool:
-        if self.columns is None and self.categories is None:
+    def selects(self, column: str, tags: Collection[str]) -> bool:
+        """Whether the grant covers ``column`` (whose schema tags are ``tags``)."""
+        if self.columns is None and self.tags is None:
             return True
         return (self.columns is not None and column in self.columns) or (
-            self.categories is not None and category is not None and category in self.categories
+            self.tags is not None and not self.tags.isdisjoint(tags)
         )
 
     def live(self, now: datetime) -> bool:
@@ -232,7 +233,7 @@ class Grant:
 
 
 @dataclass(frozen=True)
-class Decision:
+class ColumnDecision:
     """The decision for one column: its mode and the grants that decided it."""
 
     column: str
@@ -262,13 +263,13 @@ class PolicyModel:
     ...         Grant("g2", "allow", "visits", "research", "raw", role="analyst",
     ...               columns=frozenset({"age"})),
     ...         Grant("g3", "deny", "visits", "research", "deny", principal="bob",
-    ...               categories=health),
+    ...               tags=health),
     ...     ],
     ...     parents={"research": None},
     ...     roles={"ann": ("analyst",), "bob": ("analyst",)},
     ...     policy_hash="h",
     ... )
-    >>> columns = {"age": None, "glucose": "health"}
+    >>> columns = {"age": ("demographic",), "glucose": ("health", "lab")}
     >>> [(d.column, d.mode) for d in model.decide("ann", "research", "visits", columns).values()]
     [('age', 'raw'), ('glucose', 'masked')]
     >>> model.decide("bob", "research", "visits", columns)["glucose"].mode
@@ -321,16 +322,16 @@ class PolicyModel:
         principal: str,
         purpose: str,
         dataset: str,
-        columns: Mapping[str, str | None],
+        columns: Mapping[str, Collection[str]],
         *,
         now: datetime | None = None,
-    ) -> dict[str, Decision]:
-        """Decide every column in ``columns`` (a mapping of column name to category tag)."""
+    ) -> dict[str, ColumnDecision]:
+        """Decide every column in ``columns`` (a mapping of column name to its schema tags)."""
         moment = now or datetime.now().astimezone()
         live = [g for g in self.candidates(principal, purpose, dataset) if g.live(moment)]
-        out: dict[str, Decision] = {}
-        for column, category in columns.items():
-            matching = [g for g in live if g.selects(column, category)]
+        out: dict[str, ColumnDecision] = {}
+        for column, tags in columns.items():
+            matching = [g for g in live if g.selects(column, tags)]
             denies = [g for g in matching if g.effect == "deny" or g.mode == "deny"]
             if denies:
                 deciding, mode = denies, "deny"
@@ -340,5 +341,5 @@ class PolicyModel:
             else:
                 deciding, mode = [], "deny"
             ids = tuple(sorted(g.grant_id for g in deciding))
-            out[column] = Decision(column, mode, ids, self.policy_hash, tuple(deciding))
+            out[column] = ColumnDecision(column, mode, ids, self.policy_hash, tuple(deciding))
         return out

@@ -6,22 +6,18 @@ the field at fault (``line 14, grants[2].mode: unknown mode 'rw'``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from ..exceptions import ConfigurationError
+from ._grants import RECORD_FIELDS, shape
 
 __all__ = ["PolicyDocument", "dump", "parse"]
 
-_GRANT_KEYS = {"id", "effect", "role", "principal", "dataset", "purpose", "mode"} | {
-    "columns",
-    "categories",
-    "row_filter",
-    "expires",
-}
+_GRANT_KEYS = {"id", *RECORD_FIELDS, "categories"}  # the old name of tags: shape() says so
 
 
 @dataclass(frozen=True)
@@ -64,11 +60,12 @@ class _Reader:
         return list(node.value)
 
 
-def parse(text: str, *, check_grant: Callable[[dict[str, Any]], object]) -> PolicyDocument:
-    """Parse and shape-check a policy document; ``check_grant`` validates each grant's values.
+def parse(text: str) -> PolicyDocument:
+    """Parse and check a policy document on its own (not yet against the vault).
 
-    ``check_grant`` raises :class:`ConfigurationError`; its message is prefixed
-    with the grant's line and path.
+    Each grant is checked with :func:`privml.policy._grants.shape` and each
+    purpose's parent must be a purpose of the document; errors name the line
+    and the field.
     """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -117,7 +114,7 @@ def parse(text: str, *, check_grant: Callable[[dict[str, Any]], object]) -> Poli
             reader, node, path, allowed=_GRANT_KEYS, required={"dataset", "purpose", "mode"}
         )
         try:
-            check_grant(item)
+            shape(item)
         except ConfigurationError as err:
             field = getattr(err, "field", None)
             if field is not None and f"{path}.{field}" in reader.lines:
@@ -125,7 +122,18 @@ def parse(text: str, *, check_grant: Callable[[dict[str, Any]], object]) -> Poli
                 raise ConfigurationError(f"policy YAML line {at}, {path}.{field}: {err}") from None
             raise reader.fail(node, path, str(err)) from None
         grants.append(item)
+    _check_parents(reader, purposes)
     return PolicyDocument(principals, purposes, grants, reader.lines)
+
+
+def _check_parents(reader: _Reader, purposes: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, item in purposes.items():
+        parent = item.get("parent")
+        if parent is not None and parent not in purposes:
+            path = f"purposes.{name}.parent"
+            raise ConfigurationError(
+                f"policy YAML line {reader.lines.get(path, 0)}, {path}: unknown purpose {parent!r}"
+            )
 
 
 def _fields(

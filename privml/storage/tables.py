@@ -160,7 +160,7 @@ grants = protected_table(
     sa.Column("purpose", sa.String(256), nullable=False),
     sa.Column("mode", sa.String(16), nullable=False),
     sa.Column("columns", sa.Text, nullable=True),  # canonical JSON list
-    sa.Column("categories", sa.Text, nullable=True),  # canonical JSON list
+    sa.Column("categories", sa.Text, nullable=True),  # the grant's tags= (canonical JSON list)
     sa.Column("row_filter", sa.Text, nullable=True),  # canonical JSON list of predicates
     sa.Column("expires", sa.String(40), nullable=True),
     sa.Column("created", sa.String(40), nullable=False),

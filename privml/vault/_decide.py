@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..exceptions import AccessDenied, ConfigurationError
-from ..policy._model import MODES, ROW_MODES, Decision, PolicyModel, Predicate, mode_allows
+from ..policy._model import MODES, ROW_MODES, ColumnDecision, PolicyModel, Predicate, mode_allows
 from ..schema import Schema
 
 __all__ = ["Asker", "conditions", "countable", "decide", "readable", "require", "row_columns"]
@@ -47,12 +47,14 @@ class Asker:
         return f"vault.explain({self.principal!r}, purpose={self.purpose!r}, dataset={dataset!r})"
 
 
-def decide(model: PolicyModel, asker: Asker, dataset: str, schema: Schema) -> dict[str, Decision]:
+def decide(
+    model: PolicyModel, asker: Asker, dataset: str, schema: Schema
+) -> dict[str, ColumnDecision]:
     """Every column's decision; an unknown principal or purpose is refused."""
     problem = asker.unknown(model)
     if problem:
         raise asker.denied(problem, dataset=dataset)
-    tags = {name: f.category for name, f in schema.items()}
+    tags = {name: f.tags for name, f in schema.items()}
     return model.decide(asker.principal, asker.purpose, dataset, tags)
 
 
@@ -60,7 +62,7 @@ def require(
     asker: Asker,
     dataset: str,
     schema: Schema,
-    decisions: Mapping[str, Decision],
+    decisions: Mapping[str, ColumnDecision],
     column: str,
     needed: str,
 ) -> None:
@@ -85,7 +87,7 @@ def require(
 
 
 def countable(
-    asker: Asker, dataset: str, schema: Schema, decisions: Mapping[str, Decision], needed: str
+    asker: Asker, dataset: str, schema: Schema, decisions: Mapping[str, ColumnDecision], needed: str
 ) -> list[str]:
     """The columns usable at ``needed``: a row count sees the rows all of them admit."""
     usable = [c for c in schema.names if mode_allows(decisions[c].mode, needed)]
@@ -104,7 +106,7 @@ def readable(
     asker: Asker,
     dataset: str,
     schema: Schema,
-    decisions: Mapping[str, Decision],
+    decisions: Mapping[str, ColumnDecision],
     columns: Sequence[str] | None,
 ) -> list[str]:
     """The columns a read returns: those asked for (each at least ``masked``), or all readable."""
@@ -128,7 +130,7 @@ def conditions(
     asker: Asker,
     dataset: str,
     schema: Schema,
-    decisions: Mapping[str, Decision],
+    decisions: Mapping[str, ColumnDecision],
     where: object,
     *,
     needs: str = "raw",

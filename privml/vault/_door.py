@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..accounting.ledger import Ledger
     from ..accounting.records import WhatIf
     from ..audit import AuditLog
-    from ..policy import Decision
+    from ..policy import ColumnDecision
     from ..schema import Schema
     from ._datasets import DatasetStore, DatasetVersion
     from ._models import ModelInfo, ModelRegistry
@@ -97,7 +97,7 @@ class Door:
         """The newest version number of ``dataset``."""
         return self.store.latest_version(dataset)
 
-    def decide(self, dataset: str, schema: Schema) -> dict[str, Decision]:
+    def decide(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
         """Every column's decision for this session's principal and purpose."""
         return _decide.decide(self.policy.model(), self.asker, dataset, schema)
 
@@ -133,7 +133,7 @@ class Door:
         """
         self.log.check_request(action, dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
-        decisions: dict[str, Decision] = {}
+        decisions: dict[str, ColumnDecision] = {}
         asker = self.asker
         try:
             schema = self.store.schema(dataset)

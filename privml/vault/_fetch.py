@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..policy import _where
-from ..policy._model import Decision, Predicate
+from ..policy._model import ColumnDecision, Predicate
 from ..schema import Field, Schema
 from ._datasets import DatasetStore
 
@@ -36,7 +36,7 @@ def fetch(
     store: DatasetStore,
     dataset: str,
     schema: Schema,
-    decisions: Mapping[str, Decision],
+    decisions: Mapping[str, ColumnDecision],
     columns: Sequence[str],
     conditions: Sequence[Predicate],
     version: int | None,
@@ -71,7 +71,7 @@ def render(
     store: DatasetStore,
     dataset: str,
     schema: Schema,
-    decisions: Mapping[str, Decision],
+    decisions: Mapping[str, ColumnDecision],
     frame: pd.DataFrame,
 ) -> pd.DataFrame:
     """Each column of ``frame`` in its decided mode: raw, keyed pseudonyms, or masked."""

@@ -23,8 +23,11 @@ from .._canonical import canonical_json, utcnow
 from .._validation import check_name
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..exceptions import ConfigurationError, NotFoundError
+from ..policy import _grants
 from ..policy import _yaml as _policy_yaml
-from ..policy._model import Grant, PolicyModel, Predicate, check_mode
+from ..policy._diff import plan, present
+from ..policy._grants import RECORD_FIELDS
+from ..policy._model import PolicyModel
 from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import Tx, read, transaction
@@ -70,38 +73,27 @@ class PolicyAdmin:
     def principals(self) -> pd.DataFrame:
         """Registered principals with their roles and attributes."""
         with read(self._state.engine) as conn:
-            rows = _principals(conn)
-        return pd.DataFrame(
-            [
-                {
-                    "name": r.name,
-                    "roles": json.loads(r.roles),
-                    "attributes": json.loads(r.attributes),
-                }
-                for r in rows
-            ],
-            columns=["name", "roles", "attributes"],
-        )
+            records = [{"name": r.name, **_principal(r)} for r in _principals(conn)]
+        return pd.DataFrame(records, columns=["name", "roles", "attributes"])
 
     def purposes(self) -> pd.DataFrame:
         """Registered purposes with their description, lawful basis and parent."""
         with read(self._state.engine) as conn:
-            rows = _purposes(conn)
+            records = [{"name": r.name, **_purpose(r)} for r in _purposes(conn)]
         columns = ["name", "description", "lawful_basis", "parent"]
-        records = [{c: getattr(r, c) for c in columns} for r in rows]
         return pd.DataFrame(records, columns=columns, dtype=object)
 
     def grants(self, *, include_revoked: bool = False) -> pd.DataFrame:
         """Grants and denies, one row each (active ones unless ``include_revoked``)."""
-        columns = ["id", "effect", "role", "principal", "dataset", "purpose", "mode"]
-        columns += ["columns", "categories", "row_filter", "expires", "created", "revoked"]
-        frame = pd.DataFrame(self._grant_rows(include_revoked), columns=columns, dtype=object)
-        return frame
-
-    def _grant_rows(self, include_revoked: bool = False) -> list[dict[str, Any]]:
         with read(self._state.engine) as conn:
-            rows = sorted(sealed.scope_rows(conn, grants), key=lambda r: (r.created, r.grant_id))
-        return [_grant_dict(r) for r in rows if include_revoked or r.revoked is None]
+            rows = _grants_in_order(conn)
+        records = [
+            {"id": r.grant_id, **_record(r), "created": r.created, "revoked": r.revoked}
+            for r in rows
+            if include_revoked or r.revoked is None
+        ]
+        columns = ["id", *RECORD_FIELDS, "created", "revoked"]
+        return pd.DataFrame(records, columns=columns, dtype=object)
 
     # -- changing ---------------------------------------------------------------------
     def add_principal(
@@ -114,16 +106,7 @@ class PolicyAdmin:
         with transaction(self._state.engine) as tx:
             if any(r.name == name for r in _principals(tx.conn)):
                 raise ConfigurationError(f"principal {name!r} already exists")
-            sealed.insert(
-                tx.conn,
-                principals,
-                {
-                    "name": name,
-                    "roles": _json(sorted(set(roles))),
-                    "attributes": _json(dict(attributes or {})),
-                    "created": utcnow(),
-                },
-            )
+            _insert_principal(tx.conn, name, roles, attributes or {}, utcnow())
             self._changed(tx, "policy.add_principal", {"principal": name, "roles": sorted(roles)})
 
     def add_purpose(
@@ -137,31 +120,25 @@ class PolicyAdmin:
                 raise ConfigurationError(f"purpose {name!r} already exists")
             if parent is not None and parent not in known:
                 raise ConfigurationError(f"parent purpose {parent!r} is not registered")
-            sealed.insert(
-                tx.conn,
-                purposes,
-                {
-                    "name": name,
-                    "description": description,
-                    "lawful_basis": lawful_basis,
-                    "parent": parent,
-                    "created": utcnow(),
-                },
-            )
-            self._changed(
-                tx,
-                "policy.add_purpose",
-                {"purpose": name, "parent": parent, "lawful_basis": lawful_basis},
-            )
+            about = {"description": description, "lawful_basis": lawful_basis, "parent": parent}
+            _insert_purpose(tx.conn, name, about, utcnow())
+            details = {"purpose": name, "parent": parent, "lawful_basis": lawful_basis}
+            self._changed(tx, "policy.add_purpose", details)
 
     def add_grant(self, *, effect: str, **selectors: Any) -> str:
         """Store one grant or deny after checking it against the vault; return its id."""
-        item = _shape({"effect": effect, **selectors})
+        item = _grants.shape({"effect": effect, **selectors})
         with transaction(self._state.engine) as tx:
-            row = _resolve(item, *_context(tx.conn))
-            sealed.insert(tx.conn, grants, row)
-            self._changed(tx, f"policy.{effect}", _public(row))
-        return str(row["grant_id"])
+            record = _grants.check(
+                item,
+                purposes=(r.name for r in _purposes(tx.conn)),
+                principals=(r.name for r in _principals(tx.conn)),
+                schemas=_schemas(tx.conn),
+                now=datetime.now(UTC),
+            )
+            grant_id = _insert_grant(tx.conn, record)
+            self._changed(tx, f"policy.{effect}", {"grant_id": grant_id, **present(record)})
+        return grant_id
 
     def revoke(self, grant_id: str) -> None:
         """Revoke a grant or deny; it stops matching at once."""
@@ -193,19 +170,10 @@ class PolicyAdmin:
         """
         with read(self._state.engine) as conn:
             version = _state(conn)[0]
-        people = {
-            r["name"]: {"roles": r["roles"], "attributes": r["attributes"]}
-            for r in self.principals().to_dict("records")
-        }
-        why = {
-            r["name"]: {k: r[k] for k in ("description", "lawful_basis", "parent")}
-            for r in self.purposes().to_dict("records")
-        }
-        rules = []
-        for g in self._grant_rows():
-            rules.append(
-                {k: v for k, v in g.items() if k not in ("created", "revoked") and v is not None}
-            )
+            people = {r.name: _principal(r) for r in _principals(conn)}
+            why = {r.name: _purpose(r) for r in _purposes(conn)}
+            rows = [r for r in _grants_in_order(conn) if r.revoked is None]
+        rules = [{"id": r.grant_id, **present(_record(r))} for r in rows]
         return _policy_yaml.dump(version=version, principals=people, purposes=why, grants=rules)
 
     def load_yaml(self, text: str) -> None:
@@ -214,40 +182,18 @@ class PolicyAdmin:
         Grants whose ``id`` and content are unchanged keep their ids; grants
         missing from the document are revoked. Errors name the line and field.
         """
-        doc = _policy_yaml.parse(text, check_grant=_shape)
-        for name, item in doc.purposes.items():
-            parent = item.get("parent")
-            if parent is not None and parent not in doc.purposes:
-                line = doc.lines.get(f"purposes.{name}.parent", 0)
-                raise ConfigurationError(
-                    f"policy YAML line {line}, purposes.{name}.parent: unknown purpose {parent!r}"
-                )
+        doc = _policy_yaml.parse(text)
         with contextlib.suppress(_Unchanged):
             self._load(doc)
 
     def _load(self, doc: _policy_yaml.PolicyDocument) -> None:
         with transaction(self._state.engine) as tx:
-            schemas = _schemas(tx.conn)
-            active = {r.grant_id: _grant_dict(r) for r in _active_grants(tx.conn)}
-            keep, new_rows = set(), []
-            for i, raw in enumerate(doc.grants):
-                item = _shape(raw)
-                try:
-                    row = _resolve(item, set(doc.purposes), set(doc.principals), schemas)
-                except ConfigurationError as err:
-                    line = doc.lines.get(f"grants[{i}]", 0)
-                    raise ConfigurationError(
-                        f"policy YAML line {line}, grants[{i}]: {err}"
-                    ) from None
-                old = active.get(raw.get("id", ""))
-                if old is not None and _same(old, row):
-                    keep.add(old["id"])
-                else:
-                    new_rows.append(row)
+            active = {r.grant_id: _record(r) for r in _active_grants(tx.conn)}
+            changes = plan(doc, active, schemas=_schemas(tx.conn), now=datetime.now(UTC))
             sealed.update(
                 tx.conn,
                 grants,
-                sa.and_(grants.c.revoked.is_(None), grants.c.grant_id.not_in(keep)),
+                sa.and_(grants.c.revoked.is_(None), grants.c.grant_id.not_in(changes.keep)),
                 {"revoked": utcnow()},
             )
             sealed.delete(tx.conn, principals, None)
@@ -255,44 +201,17 @@ class PolicyAdmin:
             now = utcnow()
             for name, p in doc.principals.items():
                 check_name(name, "the principal name")
-                sealed.insert(
-                    tx.conn,
-                    principals,
-                    {
-                        "name": name,
-                        "roles": _json(sorted(set(p["roles"]))),
-                        "attributes": _json(p["attributes"]),
-                        "created": now,
-                    },
-                )
+                _insert_principal(tx.conn, name, p["roles"], p["attributes"], now)
             for name, p in doc.purposes.items():
                 check_name(name, "the purpose name")
-                sealed.insert(
-                    tx.conn,
-                    purposes,
-                    {
-                        "name": name,
-                        "description": str(p["description"]),
-                        "lawful_basis": str(p["lawful_basis"]),
-                        "parent": p.get("parent"),
-                        "created": now,
-                    },
-                )
-            for row in new_rows:
-                sealed.insert(tx.conn, grants, row)
+                _insert_purpose(tx.conn, name, p, now)
+            for record in changes.add:
+                _insert_grant(tx.conn, record)
             if _policy_hash(tx.conn) == _state(tx.conn)[1]:
                 raise _Unchanged  # roll back the rewrite: same policy, same version
-            self._changed(
-                tx,
-                "policy.load",
-                {
-                    "principals": len(doc.principals),
-                    "purposes": len(doc.purposes),
-                    "grants_kept": len(keep),
-                    "grants_added": len(new_rows),
-                    "grants_revoked": len(active) - len(keep),
-                },
-            )
+            counts = {"principals": len(doc.principals), "purposes": len(doc.purposes)}
+            counts |= {"grants_kept": len(changes.keep), "grants_added": len(changes.add)}
+            self._changed(tx, "policy.load", {**counts, "grants_revoked": len(changes.revoke)})
 
     # -- internals --------------------------------------------------------------------
     def _changed(self, tx: Tx, action: str, details: dict[str, Any]) -> None:
@@ -314,6 +233,12 @@ class PolicyAdmin:
 # --- helpers --------------------------------------------------------------------------------
 class _Unchanged(Exception):
     """Raised inside a load whose result equals the current policy."""
+
+
+_JSON_FIELDS = ("columns", "tags", "row_filter")  # stored as canonical JSON text
+#: Record fields stored in a column of another name: tags live in the column first named
+#: ``categories``, so vaults written before the rename open and hash as before.
+_COLUMN = {"tags": "categories"}
 
 
 def _json(value: Any) -> str:
@@ -346,83 +271,63 @@ def _policy_hash(conn: sa.Connection) -> str:
     state = {
         "principals": [[r.name, r.roles, r.attributes] for r in _principals(conn)],
         "purposes": [[r.name, r.lawful_basis, r.parent] for r in _purposes(conn)],
-        "grants": [_grant_dict(r, with_times=False) for r in _active_grants(conn)],
+        "grants": [
+            {"id": r.grant_id, **{_COLUMN.get(k, k): v for k, v in _record(r).items()}}
+            for r in _active_grants(conn)
+        ],
     }
     return hashlib.sha256(canonical_json(state)).hexdigest()
 
 
-def _grant_dict(row: Any, *, with_times: bool = True) -> dict[str, Any]:
-    out = {
-        "id": row.grant_id,
-        "effect": row.effect,
-        "role": row.role,
-        "principal": row.principal,
-        "dataset": row.dataset,
-        "purpose": row.purpose,
-        "mode": row.mode,
-        "columns": json.loads(row.columns) if row.columns else None,
-        "categories": json.loads(row.categories) if row.categories else None,
-        "row_filter": json.loads(row.row_filter) if row.row_filter else None,
-        "expires": row.expires,
+def _record(row: Any) -> dict[str, Any]:
+    """A stored grant row as its record (see :mod:`privml.policy._grants`)."""
+    out = {k: getattr(row, _COLUMN.get(k, k)) for k in RECORD_FIELDS}
+    for key in _JSON_FIELDS:
+        out[key] = json.loads(out[key]) if out[key] else None
+    return out
+
+
+def _grants_in_order(conn: sa.Connection) -> list[Any]:
+    """Every grant and deny, revoked ones too, in the order they were made."""
+    return sorted(sealed.scope_rows(conn, grants), key=lambda r: (r.created, r.grant_id))
+
+
+def _principal(row: Any) -> dict[str, Any]:
+    return {"roles": json.loads(row.roles), "attributes": json.loads(row.attributes)}
+
+
+def _purpose(row: Any) -> dict[str, Any]:
+    return {"description": row.description, "lawful_basis": row.lawful_basis, "parent": row.parent}
+
+
+def _insert_grant(conn: sa.Connection, record: Mapping[str, Any]) -> str:
+    grant_id = "g-" + secrets.token_hex(6)
+    row = {k: record[k] for k in RECORD_FIELDS}
+    for key in _JSON_FIELDS:
+        row[key] = _json(record[key]) if record[key] is not None else None
+    stored = {_COLUMN.get(k, k): v for k, v in row.items()}
+    values = {"grant_id": grant_id, **stored, "created": utcnow(), "revoked": None}
+    sealed.insert(conn, grants, values)
+    return grant_id
+
+
+def _insert_principal(
+    conn: sa.Connection, name: str, roles: Iterable[str], attributes: Mapping[str, Any], now: str
+) -> None:
+    roles_json, attributes_json = _json(sorted(set(roles))), _json(dict(attributes))
+    values = {"name": name, "roles": roles_json, "attributes": attributes_json, "created": now}
+    sealed.insert(conn, principals, values)
+
+
+def _insert_purpose(conn: sa.Connection, name: str, about: Mapping[str, Any], now: str) -> None:
+    values = {
+        "name": name,
+        "description": str(about["description"]),
+        "lawful_basis": str(about["lawful_basis"]),
+        "parent": about.get("parent"),
+        "created": now,
     }
-    if with_times:
-        out.update(created=row.created, revoked=row.revoked)
-    return out
-
-
-def _bad(field: str, message: str) -> ConfigurationError:
-    err = ConfigurationError(message)
-    err.field = field  # type: ignore[attr-defined]  # lets YAML errors point at the field's line
-    return err
-
-
-def _shape(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Check one grant's fields on their own (no vault lookups)."""
-    out = dict(item)
-    effect = out.get("effect", "allow")
-    if effect not in ("allow", "deny"):
-        raise _bad("effect", f"effect must be 'allow' or 'deny', got {effect!r}")
-    out["effect"] = effect
-    try:
-        out["mode"] = "deny" if effect == "deny" else check_mode(str(out.get("mode")))
-    except ConfigurationError as err:
-        raise _bad("mode", str(err)) from None
-    if (out.get("role") is None) == (out.get("principal") is None):
-        raise ConfigurationError("give exactly one of role= or principal=")
-    for key in ("columns", "categories"):
-        value = out.get(key)
-        if value is not None and (isinstance(value, str) or not isinstance(value, Iterable)):
-            raise _bad(key, f"{key}= takes a list of names, e.g. {key}=['age']")
-        if value is not None:
-            out[key] = sorted({str(v) for v in value})
-    try:
-        out["row_filter"] = [Predicate.parse(p) for p in out.get("row_filter") or []]
-    except ConfigurationError as err:
-        raise _bad("row_filter", str(err)) from None
-    try:
-        out["expires"] = _expiry(out.get("expires"))
-    except ConfigurationError as err:
-        raise _bad("expires", str(err)) from None
-    return out
-
-
-def _expiry(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ConfigurationError(f"expires must be an ISO 8601 time, got {value!r}") from None
-    if not isinstance(value, datetime):
-        raise ConfigurationError(f"expires must be a datetime, got {value!r}")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _context(conn: sa.Connection) -> tuple[set[str], set[str], dict[str, Schema]]:
-    known_purposes = {r.name for r in _purposes(conn)}
-    known_principals = {r.name for r in _principals(conn)}
-    return known_purposes, known_principals, _schemas(conn)
+    sealed.insert(conn, purposes, values)
 
 
 def _schemas(conn: sa.Connection) -> dict[str, Schema]:
@@ -430,96 +335,8 @@ def _schemas(conn: sa.Connection) -> dict[str, Schema]:
     return {r.name: Schema.from_dict(json.loads(r.schema)) for r in rows}
 
 
-def _resolve(
-    item: dict[str, Any],
-    known_purposes: set[str],
-    known_principals: set[str],
-    schemas: Mapping[str, Schema],
-) -> dict[str, Any]:
-    """Check a shaped grant against the vault and return its table row."""
-    dataset, purpose = item["dataset"], item["purpose"]
-    if dataset not in schemas:
-        raise ConfigurationError(f"unknown dataset {dataset!r}; known: {sorted(schemas)}")
-    if purpose not in known_purposes:
-        raise ConfigurationError(
-            f"unknown purpose {purpose!r}; register it with vault.add_purpose({purpose!r}, ...)"
-        )
-    if item.get("principal") is not None and item["principal"] not in known_principals:
-        raise ConfigurationError(
-            f"unknown principal {item['principal']!r}; register it with "
-            f"vault.add_principal({item['principal']!r}, roles=[...])"
-        )
-    schema = schemas[dataset]
-    for column in item.get("columns") or []:
-        if column not in schema:
-            raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
-    tags = {f.category for f in schema.values() if f.category}
-    for tag in item.get("categories") or []:
-        if tag not in tags:
-            raise ConfigurationError(
-                f"no column of {dataset!r} has category {tag!r}; categories are {sorted(tags)}"
-            )
-    kinds = {name: f.kind for name, f in schema.items()}
-    for predicate in item["row_filter"]:
-        predicate.check(kinds)
-    expires = item["expires"]
-    if expires is not None and expires <= datetime.now(UTC):
-        raise ConfigurationError(f"expires={expires.isoformat()} is already past")
-    return {
-        "grant_id": "g-" + secrets.token_hex(6),
-        "effect": item["effect"],
-        "role": item.get("role"),
-        "principal": item.get("principal"),
-        "dataset": dataset,
-        "purpose": purpose,
-        "mode": item["mode"],
-        "columns": _json(item["columns"]) if item.get("columns") is not None else None,
-        "categories": _json(item["categories"]) if item.get("categories") is not None else None,
-        "row_filter": _json([p.to_dict() for p in item["row_filter"]])
-        if item["row_filter"]
-        else None,
-        "expires": expires.astimezone(UTC).isoformat() if expires else None,
-        "created": utcnow(),
-        "revoked": None,
-    }
-
-
-def _public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A grant row for the audit log (the selectors are policy, not personal data)."""
-    return {k: v for k, v in row.items() if k not in ("created", "revoked") and v is not None}
-
-
-def _same(old: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
-    new = _grant_dict(_Row(row), with_times=False)
-    return {k: v for k, v in old.items() if k not in ("id", "created", "revoked")} == {
-        k: v for k, v in new.items() if k != "id"
-    }
-
-
-class _Row:
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.__dict__.update(data)
-
-
 def _compile(conn: sa.Connection, digest: str) -> PolicyModel:
     roles = {r.name: tuple(json.loads(r.roles)) for r in _principals(conn)}
     parents = {r.name: r.parent for r in _purposes(conn)}
-    compiled = []
-    for r in _active_grants(conn):
-        g = _grant_dict(r)
-        compiled.append(
-            Grant(
-                g["id"],
-                g["effect"],
-                g["dataset"],
-                g["purpose"],
-                g["mode"],
-                role=g["role"],
-                principal=g["principal"],
-                columns=frozenset(g["columns"]) if g["columns"] is not None else None,
-                categories=frozenset(g["categories"]) if g["categories"] is not None else None,
-                row_filter=tuple(Predicate.parse(p) for p in g["row_filter"] or []),
-                expires=datetime.fromisoformat(g["expires"]) if g["expires"] else None,
-            )
-        )
+    compiled = [_grants.to_grant(r.grant_id, _record(r)) for r in _active_grants(conn)]
     return PolicyModel(compiled, parents=parents, roles=roles, policy_hash=digest)

@@ -19,7 +19,7 @@ from . import _failures
 if TYPE_CHECKING:
     from .._gate import Authorization
     from ..audit import AuditLog
-    from ..policy import Decision
+    from ..policy import ColumnDecision
     from ._decide import Asker
     from ._policy_store import PolicyAdmin
     from ._state import VaultState
@@ -75,7 +75,7 @@ class RequestLog:
         dataset: str,
         version: int | None,
         err: Exception,
-        decisions: Mapping[str, Decision],
+        decisions: Mapping[str, ColumnDecision],
         request: dict[str, Any],
         *,
         where: Any = None,
@@ -119,7 +119,7 @@ class RequestLog:
             )
 
 
-def policy_hash(decisions: Mapping[str, Decision]) -> str | None:
+def policy_hash(decisions: Mapping[str, ColumnDecision]) -> str | None:
     """The policy version the decisions were made under (None before any decision)."""
     first = next(iter(decisions.values()), None)
     return first.policy_hash if first is not None else None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .._gate import Where
     from ..dp import DPSession
     from ..he._session import HESession
-    from ..policy import Decision
+    from ..policy import ColumnDecision
     from ._datasets import DatasetVersion
 
 __all__ = ["Session"]
@@ -167,7 +167,7 @@ class Session:
             "columns": list(columns) if columns is not None else None,
             "version": version,
         }
-        decisions: dict[str, Decision] = {}
+        decisions: dict[str, ColumnDecision] = {}
         try:
             schema = door.schema(dataset)
             decisions = door.decide(dataset, schema)

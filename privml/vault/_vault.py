@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .._renamed import renamed_keyword
 from .._validation import check_name
 from ..accounting.budget import Budget
 from ..accounting.ledger import Ledger
@@ -25,6 +26,7 @@ from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
 from ..crypto.keys import VaultKey
 from ..exceptions import ConfigurationError, NotFoundError, SchemaError
+from ..policy._grants import TAGS_FIX
 from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import read, transaction
@@ -393,6 +395,7 @@ class Vault:
             name, description=description, lawful_basis=lawful_basis, parent=parent
         )
 
+    @renamed_keyword("categories", TAGS_FIX)
     def grant(
         self,
         *,
@@ -402,7 +405,7 @@ class Vault:
         purpose: str,
         mode: str,
         columns: Sequence[str] | None = None,
-        categories: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
         row_filter: Where | None = None,
         expires: datetime | str | None = None,
     ) -> str:
@@ -417,8 +420,9 @@ class Vault:
         mode : str
             ``"raw"``, ``"pseudonymized"``, ``"masked"``, ``"dp_training"`` or
             ``"dp_aggregate"`` (most revealing first).
-        columns, categories : list of str, optional
-            Select columns by name or by the schema's category tag; all by default.
+        columns, tags : list of str, optional
+            Select columns by name, or those whose schema tags include any of
+            ``tags``; all columns by default.
         row_filter : list of (column, op, value), optional
             Only rows meeting every condition are revealed through this grant.
         expires : datetime or ISO string, optional
@@ -437,11 +441,12 @@ class Vault:
             purpose=purpose,
             mode=mode,
             columns=columns,
-            categories=categories,
+            tags=tags,
             row_filter=row_filter,
             expires=expires,
         )
 
+    @renamed_keyword("categories", TAGS_FIX)
     def deny(
         self,
         *,
@@ -450,7 +455,7 @@ class Vault:
         dataset: str,
         purpose: str,
         columns: Sequence[str] | None = None,
-        categories: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
         row_filter: Where | None = None,
         expires: datetime | str | None = None,
     ) -> str:
@@ -463,7 +468,7 @@ class Vault:
             purpose=purpose,
             mode="deny",
             columns=columns,
-            categories=categories,
+            tags=tags,
             row_filter=row_filter,
             expires=expires,
         )
@@ -475,7 +480,7 @@ class Vault:
     def explain(self, principal: str, *, purpose: str, dataset: str) -> pd.DataFrame:
         """What ``principal`` acting for ``purpose`` gets from each column, and why.
 
-        Returns a DataFrame with one row per column: its category tag, the
+        Returns a DataFrame with one row per column: its schema tags, the
         decided mode, the deciding grant ids and their row filters.
 
         Examples
@@ -484,7 +489,7 @@ class Vault:
         >>> vault.add_purpose("studies", description="Studies", lawful_basis="GDPR 9(2)(j)")
         >>> vault.add_principal("ana", roles=["statistician"])
         >>> _ = vault.grant(role="statistician", dataset="patients", purpose="studies",
-        ...                 mode="dp_aggregate", categories=["health"])
+        ...                 mode="dp_aggregate", tags=["health"])
         >>> vault.explain("ana", purpose="studies", dataset="patients")[["column", "mode"]]
             column          mode
         0  patient          deny
@@ -496,19 +501,19 @@ class Vault:
         """
         schema = self.dataset(dataset).schema
         model = self.policy.model()
-        tags = {name: f.category for name, f in schema.items()}
+        tags = {name: f.tags for name, f in schema.items()}
         rows = []
         for column, decision in model.decide(principal, purpose, dataset, tags).items():
             rows.append(
                 {
                     "column": column,
-                    "category": tags[column],
+                    "tags": list(tags[column]),
                     "mode": decision.mode,
                     "grants": list(decision.grant_ids),
                     "row_filter": [[p.to_dict() for p in f] for f in decision.row_filters if f],
                 }
             )
-        return pd.DataFrame(rows, columns=["column", "category", "mode", "grants", "row_filter"])
+        return pd.DataFrame(rows, columns=["column", "tags", "mode", "grants", "row_filter"])
 
     # -- keys -------------------------------------------------------------------------
     def scrub(self) -> bool:

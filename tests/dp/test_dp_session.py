@@ -11,10 +11,10 @@ from privml import AccessDenied, Budget, BudgetExceededError, Field, Schema, Vau
 
 SCHEMA = Schema(
     {
-        "age": Field.integer(bounds=(0, 120), category="demographic"),
-        "bmi": Field.numeric(bounds=(10, 60), category="health"),
-        "smoker": Field.categorical(categories=["yes", "no"], category="health"),
-        "note": Field.text(category="notes"),
+        "age": Field.integer(bounds=(0, 120), tags="demographic"),
+        "bmi": Field.numeric(bounds=(10, 60), tags="health"),
+        "smoker": Field.categorical(categories=["yes", "no"], tags="health"),
+        "note": Field.text(tags="notes"),
     }
 )
 
@@ -41,7 +41,7 @@ def vault(tmp_path, key):
             dataset="health",
             purpose="stats",
             mode="dp_aggregate",
-            categories=["health", "demographic"],
+            tags=["health", "demographic"],
         )
         yield v, frame
 

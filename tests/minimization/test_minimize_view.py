@@ -24,10 +24,10 @@ def vault(tmp_path, key):
     frame = adult[[*FEATURES, "income"]].copy()
     schema = Schema(
         {
-            "age": Field.integer(bounds=(17, 100), category="demographic"),
-            "hours-per-week": Field.integer(bounds=(0, 100), category="employment"),
-            "education-num": Field.integer(bounds=(1, 16), category="demographic"),
-            "sex": Field.categorical(categories=["Female", "Male"], category="demographic"),
+            "age": Field.integer(bounds=(17, 100), tags="demographic"),
+            "hours-per-week": Field.integer(bounds=(0, 100), tags="employment"),
+            "education-num": Field.integer(bounds=(1, 16), tags="demographic"),
+            "sex": Field.categorical(categories=["Female", "Male"], tags="demographic"),
             "income": Field.categorical(categories=["<=50K", ">50K"], target=True),
         }
     )

@@ -17,7 +17,7 @@ def vault(demo_vault):
                            parent="care")  # fmt: skip
     demo_vault.add_principal("dr.lee", roles=["clinician"], attributes={"site": "A"})
     demo_vault.grant(role="clinician", dataset="patients", purpose="care", mode="masked",
-                     categories=["health"], row_filter=[("sex", "==", "F")],
+                     tags=["health"], row_filter=[("sex", "==", "F")],
                      expires="2099-01-01T00:00:00+00:00")  # fmt: skip
     demo_vault.deny(principal="dr.lee", dataset="patients", purpose="care/oncology",
                     columns=["note"])  # fmt: skip
@@ -120,3 +120,27 @@ def test_malformed_yaml_names_line_and_field(vault, text, where, problem):
         vault.policy.load_yaml(textwrap.dedent(text).lstrip("\n"))
     assert where in str(caught.value) and problem in str(caught.value)
     assert vault.policy.to_yaml() == before  # nothing changed
+
+
+def test_the_old_categories_key_is_refused_with_its_new_name(vault):
+    text = """
+    purposes:
+      care: {description: x, lawful_basis: y}
+    grants:
+      - role: clinician
+        dataset: patients
+        purpose: care
+        mode: masked
+        categories: [health]
+    """
+    with pytest.raises(privml.ConfigurationError) as caught:
+        vault.policy.load_yaml(textwrap.dedent(text).lstrip("\n"))
+    assert "line 8, grants[0].categories: categories was renamed" in str(caught.value)
+    assert "tags=['health']" in str(caught.value)
+
+
+def test_tags_are_written_and_read_as_tags(vault):
+    doc = yaml.safe_load(vault.policy.to_yaml())
+    [masked] = [g for g in doc["grants"] if g["mode"] == "masked"]
+    assert masked["tags"] == ["health"] and "categories" not in masked
+    assert vault.policy.grants().set_index("mode").loc["masked", "tags"] == ["health"]

@@ -13,12 +13,18 @@ from privml.exceptions import ConfigurationError
 from privml.policy import MODES, Grant, PolicyModel, Predicate, mode_allows
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-COLUMNS = {"age": "demographic", "sex": "demographic", "glucose": "health", "note": None}
+COLUMNS = {
+    "age": ("demographic",),
+    "sex": ("demographic", "protected"),
+    "glucose": ("health", "lab"),
+    "note": (),
+}
+TAGS = ["health", "demographic", "lab", "protected"]
 PURPOSES = {"research": None, "research/oncology": "research", "care": None, "billing": "care"}
 PRINCIPALS = {"ann": ("analyst",), "bob": ("analyst", "nurse"), "cy": ()}
 
 
-def reference(grants, principal, purpose, dataset, column, category, now):
+def reference(grants, principal, purpose, dataset, column, tags, now):
     """The decision rule written out plainly: deny by default, deny wins, else most revealing."""
     chain, p = [], purpose
     while p is not None:
@@ -27,9 +33,9 @@ def reference(grants, principal, purpose, dataset, column, category, now):
     matching = []
     for g in grants:
         subject = g.principal == principal if g.principal else g.role in PRINCIPALS[principal]
-        selected = (g.columns is None and g.categories is None) or (
+        selected = (g.columns is None and g.tags is None) or (
             (g.columns is not None and column in g.columns)
-            or (g.categories is not None and category in g.categories)
+            or (g.tags is not None and any(tag in g.tags for tag in tags))
         )
         alive = g.expires is None or now < g.expires
         if subject and g.purpose in chain and g.dataset == dataset and selected and alive:
@@ -50,7 +56,7 @@ def grants(draw):
     for i in range(n):
         effect = draw(st.sampled_from(["allow", "allow", "deny"]))
         by_role = draw(st.booleans())
-        selector = draw(st.sampled_from(["all", "columns", "categories"]))
+        selector = draw(st.sampled_from(["all", "columns", "tags"]))
         out.append(
             Grant(
                 f"g{i}",
@@ -63,8 +69,8 @@ def grants(draw):
                 columns=frozenset(draw(st.sets(st.sampled_from(list(COLUMNS)), min_size=1)))
                 if selector == "columns"
                 else None,
-                categories=frozenset(draw(st.sets(st.sampled_from(["health", "demographic"]))))
-                if selector == "categories"
+                tags=frozenset(draw(st.sets(st.sampled_from(TAGS))))
+                if selector == "tags"
                 else None,
                 expires=draw(st.sampled_from([None, NOW - timedelta(days=1), NOW + timedelta(1)])),
             )
@@ -82,8 +88,8 @@ def grants(draw):
 def test_model_equals_reference(rules, principal, purpose, dataset):
     model = PolicyModel(rules, parents=PURPOSES, roles=PRINCIPALS, policy_hash="h")
     decided = model.decide(principal, purpose, dataset, COLUMNS, now=NOW)
-    for column, category in COLUMNS.items():
-        expected = reference(rules, principal, purpose, dataset, column, category, NOW)
+    for column, tags in COLUMNS.items():
+        expected = reference(rules, principal, purpose, dataset, column, tags, NOW)
         assert (decided[column].mode, decided[column].grant_ids) == expected
         got = decided[column]
         # never more revealing than the most revealing matching grant
@@ -137,3 +143,21 @@ def test_predicates(predicate, expected):
 def test_bad_predicates(bad):
     with pytest.raises(ConfigurationError):
         Predicate.parse(bad)
+
+
+def test_a_column_with_several_tags_is_selected_by_any_and_a_deny_by_any_wins():
+    rules = [
+        Grant("a", "allow", "visits", "care", "raw", role="nurse", tags=frozenset({"lab"})),
+        Grant(
+            "d", "deny", "visits", "care", "deny", principal="bob", tags=frozenset({"protected"})
+        ),
+    ]
+    model = PolicyModel(rules, parents=PURPOSES, roles=PRINCIPALS, policy_hash="h")
+    decided = model.decide("bob", "care", "visits", COLUMNS, now=NOW)
+    assert {c: d.mode for c, d in decided.items()} == {
+        "age": "deny",  # no tag of it is granted
+        "sex": "deny",  # "protected" is denied; deny wins
+        "glucose": "raw",  # "lab" is one of its tags
+        "note": "deny",  # no tags: only a grant of all columns or by name reaches it
+    }
+    assert decided["sex"].grant_ids == ("d",)
