@@ -21,9 +21,10 @@ Importing this subpackage imports torch and opacus
 (``pip install 'privml[torch]'``); ``import privml`` does not.
 """
 
+from .._training_spec import TrainingSpec
 from . import _deps  # noqa: F401  (first: a missing torch/opacus raises OptionalDependencyError)
 from ._model import TorchModel
-from ._run import TrainingRun, private_training
-from ._train import TrainResult, train
+from ._private_training import TrainingRun, private_training
+from ._standard_loop import TrainResult, train
 
-__all__ = ["TorchModel", "TrainResult", "TrainingRun", "private_training", "train"]
+__all__ = ["TorchModel", "TrainResult", "TrainingRun", "TrainingSpec", "private_training", "train"]

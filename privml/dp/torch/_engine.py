@@ -25,14 +25,14 @@ from opacus.validators import ModuleValidator
 from torch import nn
 
 from ...exceptions import ConfigurationError
+from .._training_spec import loss_reduction
 from ._bk import BookKeeping, check_bk_module
 from ._noise import NoiseSource
 from ._opacus import GhostModule, strip
 from ._optim import BKOptimizer, GhostOptimizer, HooksOptimizer, StepGuard
 
-__all__ = ["FIRST_LAYER_HOOK", "MODES", "Engine", "build", "loss_reduction", "prepare_module"]
+__all__ = ["FIRST_LAYER_HOOK", "Engine", "build", "prepare_module"]
 
-MODES = ("ghost", "hooks", "bk")
 # torch warns when a hooked layer's inputs need no gradient: true of the first layer on
 # every data batch, harmless, and nothing the caller can act on.
 FIRST_LAYER_HOOK = "Full backward hook is firing when gradients are computed with respect to"
@@ -97,9 +97,10 @@ class Engine:
 def prepare_module(
     module: nn.Module, optimizer: torch.optim.Optimizer, *, mode: str, fix_module: bool
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """Check (and with ``fix_module``, fix) the module for DP-SGD in ``mode``; touches no data."""
-    if mode not in MODES:
-        raise ConfigurationError(f"grad_sample_mode must be one of {MODES}, got {mode!r}")
+    """Check (and with ``fix_module``, fix) the module for DP-SGD in ``mode``; touches no data.
+
+    ``mode`` is one of :data:`~privml.dp._training_spec.MODES` (the spec checked it).
+    """
     if not isinstance(module, nn.Module):
         raise ConfigurationError(f"module= takes a torch.nn.Module, got {type(module).__name__}")
     if isinstance(module, GradSampleModule | GradSampleModuleFastGradientClipping):
@@ -143,16 +144,6 @@ def prepare_module(
     if mode == "bk":
         check_bk_module(module)
     return module, optimizer
-
-
-def loss_reduction(criterion: Any) -> str:
-    """The criterion's reduction: 'mean' (also when it has none) or 'sum'."""
-    reduction = getattr(criterion, "reduction", "mean")
-    if reduction not in ("mean", "sum"):
-        raise ConfigurationError(
-            f"the criterion's reduction must be 'mean' or 'sum', got {reduction!r}"
-        )
-    return str(reduction)
 
 
 def _rebind(
