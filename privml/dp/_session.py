@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _statistics, _stats
+from . import _statistics
 from ._result import DPResult
 from ._training_spec import StandardLoopSpec, TrainingSpec, takes_spec
 
@@ -59,29 +59,21 @@ class DPSession:
     ) -> DPResult:
         """Sum of ``column`` clipped to its declared bounds, with Laplace noise."""
         with self._gate.request("dp.sum", dataset, where=where):
-            return _statistics.numeric(
-                self._gate, dataset, column, epsilon, where, "sum", _stats.sum_, "laplace"
-            )
+            return _statistics.numeric(self._gate, dataset, column, epsilon, where, "sum")
 
     def mean(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Mean of ``column`` (clipped): a noisy shifted sum over a noisy count."""
-        mechanism = "laplace (sum and count, ε/2 each)"
         with self._gate.request("dp.mean", dataset, where=where):
-            return _statistics.numeric(
-                self._gate, dataset, column, epsilon, where, "mean", _stats.mean, mechanism
-            )
+            return _statistics.numeric(self._gate, dataset, column, epsilon, where, "mean")
 
     def var(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None
     ) -> DPResult:
         """Variance of ``column`` (clipped), from noisy sums of x, x² and a count."""
-        mechanism = "laplace (sums of x, x² and count, ε/3 each)"
         with self._gate.request("dp.var", dataset, where=where):
-            return _statistics.numeric(
-                self._gate, dataset, column, epsilon, where, "var", _stats.var, mechanism
-            )
+            return _statistics.numeric(self._gate, dataset, column, epsilon, where, "var")
 
     def std(
         self, dataset: str, column: str, *, epsilon: float, where: Where | None = None

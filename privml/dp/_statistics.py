@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._gate import Gate, Where
     from ..schema import Field
 
-__all__ = ["MAX_BINS", "count", "histogram", "numeric", "quantile", "std"]
+__all__ = ["MAX_BINS", "NUMERIC", "count", "histogram", "numeric", "quantile", "std"]
 
 #: The most bins a histogram may have: each is a noisy count, and memory stays small.
 MAX_BINS = 10_000
@@ -35,8 +35,13 @@ _NUMERIC = ("numeric", "integer")
 
 #: What a statistic computes from the released rows: its value, its noise, its mechanism.
 Compute = Callable[[pd.DataFrame], tuple[Any, "_stats.Noisy | None", str]]
-#: A noisy statistic of one clipped column: ``mechanism(values, bounds, epsilon)``.
-Mechanism = Callable[[np.ndarray, tuple[float, float], float], _stats.Noisy]
+#: The statistics of one clipped numeric column: ``noisy(values, bounds, epsilon)`` and the
+#: mechanism's description.
+NUMERIC: dict[str, tuple[Callable[..., _stats.Noisy], str]] = {
+    "sum": (_stats.sum_, "laplace"),
+    "mean": (_stats.mean, "laplace (sum and count, ε/2 each)"),
+    "var": (_stats.var, "laplace (sums of x, x² and count, ε/3 each)"),
+}
 
 
 def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPResult:
@@ -50,16 +55,10 @@ def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPRe
 
 
 def numeric(
-    gate: Gate,
-    dataset: str,
-    column: str,
-    epsilon: float,
-    where: Where | None,
-    what: str,
-    mechanism: Mechanism,
-    name: str,
+    gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None, what: str
 ) -> DPResult:
-    """A statistic of one bounded numeric column: clip, add noise, release."""
+    """The statistic ``what`` (a key of :data:`NUMERIC`) of one bounded numeric column."""
+    mechanism, name = NUMERIC[what]
 
     def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
         noisy = mechanism(_values(frame, column), _bounds(gate, dataset, column), epsilon)
@@ -77,7 +76,7 @@ def std(gate: Gate, dataset: str, column: str, epsilon: float, where: Where | No
         low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
         high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
         scaled = _stats.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
-        return root, scaled, "laplace (sums of x, x² and count, ε/3 each)"
+        return root, scaled, NUMERIC["var"][1]
 
     return _statistic(gate, dataset, [column], epsilon, where, "std", compute)
 

@@ -6,10 +6,11 @@ gives those methods its keyword arguments (for type checkers and ``help()``)
 and turns a call's keywords into a spec. Importing this module imports
 neither torch nor opacus, so ``import privml`` stays light.
 
-The checks here need nothing but the values themselves. Those that need the
-dataset's schema (the columns exist, the target is categorical or bounded) or
-look inside the module (its layers, the optimizer's parameters) run when the
-run starts, still before any data is read or any budget reserved.
+The checks here need nothing but the values themselves (torch is imported
+when a spec is made, to check the module and the optimizer are torch's). Those
+that need the dataset's schema (the columns exist, the target is categorical
+or bounded) or look inside the module (its layers, the optimizer's parameters)
+run when the run starts, still before any data is read or any budget reserved.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from .._optional import require
 from .._validation import check_name
 from ..exceptions import ConfigurationError
 
@@ -29,10 +31,23 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["MODES", "StandardLoopSpec", "TrainingSpec", "loss_reduction", "takes_spec"]
+__all__ = [
+    "MODES",
+    "OPTIMIZER_EXPECTED",
+    "StandardLoopSpec",
+    "TrainingSpec",
+    "loss_reduction",
+    "takes_spec",
+]
 
 #: The training modes: Opacus ghost clipping, Opacus per-sample gradients, privml's book-keeping.
 MODES = ("ghost", "hooks", "bk")
+
+#: What ``optimizer=`` takes, for every refusal of one.
+OPTIMIZER_EXPECTED = (
+    "optimizer= takes a plain torch.optim.Optimizer over the module's parameters, "
+    "e.g. torch.optim.SGD(module.parameters(), lr=0.1); privml makes it private"
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,6 +138,7 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
+        _check_torch_objects(self.module, self.optimizer)
         if not isinstance(self.target, str):
             raise ConfigurationError(
                 f"target= takes a column name, got {type(self.target).__name__}"
@@ -232,6 +248,14 @@ def _check_keywords(
     missing = [name for name, p in accepted.items() if p.default is p.empty and name not in params]
     if missing:
         raise TypeError(f"{method}() is missing keyword arguments: {', '.join(missing)}")
+
+
+def _check_torch_objects(module: Any, optimizer: Any) -> None:
+    torch = require("torch", feature="DP-SGD (session.dp.private_training)")
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigurationError(f"module= takes a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigurationError(OPTIMIZER_EXPECTED)
 
 
 def _column_names(features: Any) -> tuple[str, ...]:

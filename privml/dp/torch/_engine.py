@@ -25,7 +25,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 
 from ...exceptions import ConfigurationError
-from .._training_spec import loss_reduction
+from .._training_spec import OPTIMIZER_EXPECTED, loss_reduction
 from ._bk import BookKeeping, check_bk_module
 from ._noise import NoiseSource
 from ._opacus import GhostModule, strip
@@ -99,17 +99,13 @@ def prepare_module(
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Check (and with ``fix_module``, fix) the module for DP-SGD in ``mode``; touches no data.
 
-    ``mode`` is one of :data:`~privml.dp._training_spec.MODES` (the spec checked it).
+    ``mode`` is one of :data:`~privml.dp._training_spec.MODES`, ``module`` a torch module and
+    ``optimizer`` a torch optimizer (a :class:`~privml.dp.torch.TrainingSpec` checked them).
     """
-    if not isinstance(module, nn.Module):
-        raise ConfigurationError(f"module= takes a torch.nn.Module, got {type(module).__name__}")
     if isinstance(module, GradSampleModule | GradSampleModuleFastGradientClipping):
         raise ConfigurationError("pass the plain nn.Module; privml wraps it itself")
-    if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigurationError(
-            "optimizer= takes a plain torch.optim.Optimizer over the module's parameters, "
-            "e.g. torch.optim.SGD(module.parameters(), lr=0.1); privml makes it private"
-        )
+    if isinstance(optimizer, DPOptimizer):
+        raise ConfigurationError(OPTIMIZER_EXPECTED)
     owned = {id(p) for p in module.parameters()}
     for group in optimizer.param_groups:
         if any(id(p) not in owned for p in group["params"]):

@@ -166,6 +166,10 @@ def _start(
     """Wire the reserved run: its guard, the private engine, the fence, the loader."""
     spec, dataset, planned = setup.spec, plan.dataset, plan.steps_planned
     event = plan.planned
+
+    def audit(action: str, outcome: str, details: dict[str, Any]) -> None:
+        gate.record(action, outcome, dataset, version, {"request_id": request_id, **details})
+
     guard = StepGuard(
         limit=planned,
         dataset=dataset,
@@ -173,12 +177,8 @@ def _start(
         plan=event,
         delta=plan.delta,
         alive=gate.check_open,
-        on_refuse=lambda step: gate.record(
-            "dp.train.step",
-            "refused",
-            dataset,
-            version,
-            {"request_id": request_id, "step": step, "steps_reserved": planned},
+        on_refuse=lambda step: audit(
+            "dp.train.step", "refused", {"step": step, "steps_reserved": planned}
         ),
     )
     engine = build(
@@ -244,12 +244,8 @@ def _start(
         reservation=reservation,
         accountant=accountant,
         event_for=plan.event,
-        record=lambda details: gate.record(
-            "dp.train.batches",
-            "handed_out" if details["batches_drawn"] else "none",
-            dataset,
-            version,
-            {"request_id": request_id, **details},
+        record=lambda details: audit(
+            "dp.train.batches", "handed_out" if details["batches_drawn"] else "none", details
         ),
     )
     return run, ending
