@@ -19,11 +19,31 @@ of Linear and Embedding layers: one backward pass, the same clipped sums).
 
 Importing this subpackage imports torch and opacus
 (``pip install 'privml[torch]'``); ``import privml`` does not.
+
+The files, in the order a run uses them::
+
+    ../_training_spec.py  TrainingSpec: the run's parameters, checked when made (no torch needed)
+    _private_training.py  the block: checks, policy, reservation, wiring, settling at exit
+    _data.py              columns to tensors by the schema
+    _engine.py            one training mode's module wrapper, optimizer and loss
+    _bk.py  _optim.py     book-keeping clipping; the DP optimizers behind the step guard
+    _opacus.py  _noise.py what privml takes from Opacus; the OS-seeded noise source
+    _frozen.py            the module's state besides its parameters, fixed for the run
+    _plan.py              the planned DP-SGD event, fixed from N (σ given or calibrated)
+    _calibrate.py         choosing σ for a target ε and the remaining budget
+    _rows.py  _loader.py  the sealed rows; Poisson batches drawn one step at a time
+    _guard.py  _fence.py  one batch per step, none past the reservation; hooks that hold to it
+    _training_run.py      TrainingRun, the object the block yields
+    _settle.py            the end of a block: unwrap, record, settle, register
+    _standard_loop.py     train(): the usual loop over the block, with a history
+    _model.py             TorchModel, the registered network with its input scaling
+    _deps.py              torch and opacus, or the install line
 """
 
+from .._training_spec import TrainingSpec
 from . import _deps  # noqa: F401  (first: a missing torch/opacus raises OptionalDependencyError)
 from ._model import TorchModel
-from ._run import TrainingRun, private_training
-from ._train import TrainResult, train
+from ._private_training import TrainingRun, private_training
+from ._standard_loop import TrainResult, train
 
-__all__ = ["TorchModel", "TrainResult", "TrainingRun", "private_training", "train"]
+__all__ = ["TorchModel", "TrainResult", "TrainingRun", "TrainingSpec", "private_training", "train"]

@@ -25,14 +25,14 @@ from opacus.validators import ModuleValidator
 from torch import nn
 
 from ...exceptions import ConfigurationError
+from .._training_spec import OPTIMIZER_EXPECTED, loss_reduction
 from ._bk import BookKeeping, check_bk_module
 from ._noise import NoiseSource
 from ._opacus import GhostModule, strip
 from ._optim import BKOptimizer, GhostOptimizer, HooksOptimizer, StepGuard
 
-__all__ = ["FIRST_LAYER_HOOK", "MODES", "Engine", "build", "loss_reduction", "prepare_module"]
+__all__ = ["FIRST_LAYER_HOOK", "Engine", "build", "prepare_module"]
 
-MODES = ("ghost", "hooks", "bk")
 # torch warns when a hooked layer's inputs need no gradient: true of the first layer on
 # every data batch, harmless, and nothing the caller can act on.
 FIRST_LAYER_HOOK = "Full backward hook is firing when gradients are computed with respect to"
@@ -97,18 +97,15 @@ class Engine:
 def prepare_module(
     module: nn.Module, optimizer: torch.optim.Optimizer, *, mode: str, fix_module: bool
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """Check (and with ``fix_module``, fix) the module for DP-SGD in ``mode``; touches no data."""
-    if mode not in MODES:
-        raise ConfigurationError(f"grad_sample_mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(module, nn.Module):
-        raise ConfigurationError(f"module= takes a torch.nn.Module, got {type(module).__name__}")
+    """Check (and with ``fix_module``, fix) the module for DP-SGD in ``mode``; touches no data.
+
+    ``mode`` is one of :data:`~privml.dp._training_spec.MODES`, ``module`` a torch module and
+    ``optimizer`` a torch optimizer (a :class:`~privml.dp.torch.TrainingSpec` checked them).
+    """
     if isinstance(module, GradSampleModule | GradSampleModuleFastGradientClipping):
         raise ConfigurationError("pass the plain nn.Module; privml wraps it itself")
-    if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigurationError(
-            "optimizer= takes a plain torch.optim.Optimizer over the module's parameters, "
-            "e.g. torch.optim.SGD(module.parameters(), lr=0.1); privml makes it private"
-        )
+    if isinstance(optimizer, DPOptimizer):
+        raise ConfigurationError(OPTIMIZER_EXPECTED)
     owned = {id(p) for p in module.parameters()}
     for group in optimizer.param_groups:
         if any(id(p) not in owned for p in group["params"]):
@@ -143,16 +140,6 @@ def prepare_module(
     if mode == "bk":
         check_bk_module(module)
     return module, optimizer
-
-
-def loss_reduction(criterion: Any) -> str:
-    """The criterion's reduction: 'mean' (also when it has none) or 'sum'."""
-    reduction = getattr(criterion, "reduction", "mean")
-    if reduction not in ("mean", "sum"):
-        raise ConfigurationError(
-            f"the criterion's reduction must be 'mean' or 'sum', got {reduction!r}"
-        )
-    return str(reduction)
 
 
 def _rebind(

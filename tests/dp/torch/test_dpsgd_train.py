@@ -168,8 +168,10 @@ def test_bad_arguments_are_refused_before_anything_is_reserved(make_vault, digit
     cases.append(({"noise_multiplier": 1.0, "columns": "pixel_0_0"}, "list of column names"))
     for kwargs, message in cases:
         columns = kwargs.pop("columns", features)
-        training = dp.private_training("data", **_args(net, columns, **kwargs))
-        with pytest.raises(ConfigurationError, match=message), training:
+        with (
+            pytest.raises(ConfigurationError, match=message),
+            dp.private_training("data", **_args(net, columns, **kwargs)),
+        ):
             pytest.fail("the block must not run")
     assert v.ledger.events("data").empty
     assert list(v.ledger.events("data").columns)  # the ledger is readable and empty

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
-import torch
-from torch import nn
 
 from ..._optional import require
-from ._engine import FIRST_LAYER_HOOK, loss_reduction
+from .._training_spec import TrainingSpec, loss_reduction
+from ._engine import FIRST_LAYER_HOOK
 from ._model import TorchModel
-from ._run import private_training
+from ._private_training import private_training
 
 if TYPE_CHECKING:
     from ..._gate import Gate
@@ -43,46 +41,12 @@ def _tqdm() -> Any:
     return require("tqdm.auto", feature="progress=True").tqdm
 
 
-def train(
-    gate: Gate,
-    dataset: str,
-    *,
-    features: Sequence[str],
-    target: str,
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch_size: int,
-    epochs: int,
-    max_grad_norm: float,
-    target_epsilon: float | None = None,
-    noise_multiplier: float | None = None,
-    criterion: Any = None,
-    grad_sample_mode: str = "ghost",
-    name: str | None = None,
-    fix_module: bool = False,
-    progress: bool = False,
-) -> TrainResult:
+def train(gate: Gate, dataset: str, spec: TrainingSpec, *, progress: bool = False) -> TrainResult:
     """Run the usual loop inside :func:`private_training`; see :meth:`DPSession.train`."""
     bar_class = _tqdm() if progress else None  # before anything is reserved
-    reduction = loss_reduction(criterion) if criterion is not None else "mean"
+    reduction = loss_reduction(spec.criterion) if spec.criterion is not None else "mean"
     rows: list[dict[str, Any]] = []
-    with private_training(
-        gate,
-        dataset,
-        features=features,
-        target=target,
-        module=module,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        epochs=epochs,
-        max_grad_norm=max_grad_norm,
-        target_epsilon=target_epsilon,
-        noise_multiplier=noise_multiplier,
-        criterion=criterion,
-        grad_sample_mode=grad_sample_mode,
-        name=name,
-        fix_module=fix_module,
-    ) as run:
+    with private_training(gate, dataset, spec) as run:
         device = next(run.model.parameters()).device
         bar = bar_class(total=run.steps_planned, unit="step") if bar_class else None
         try:

@@ -1,0 +1,238 @@
+"""The DP statistics of ``session.dp``: columns checked, the release charged, then the noise.
+
+Each function here checks its column against the schema (bounds and kinds
+come from the schema, never from the data), charges the statistic's event
+through :func:`~privml.dp._release.release` and only then computes the noisy
+value from the released rows with :mod:`privml.dp._stats`. Why each statistic
+is private is written beside its mechanism in :mod:`privml.dp._stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .._optional import require
+from ..accounting.events import PrivacyEvent
+from ..exceptions import ConfigurationError
+from . import _stats
+from ._release import release
+from ._result import DPResult
+
+if TYPE_CHECKING:
+    from .._gate import Gate, Where
+    from ..schema import Field
+
+__all__ = ["MAX_BINS", "NUMERIC", "count", "histogram", "numeric", "quantile", "std"]
+
+#: The most bins a histogram may have: each is a noisy count, and memory stays small.
+MAX_BINS = 10_000
+
+_NUMERIC = ("numeric", "integer")
+
+#: What a statistic computes from the released rows: its value, its noise, its mechanism.
+Compute = Callable[[pd.DataFrame], tuple[Any, "_stats.Noisy | None", str]]
+#: The statistics of one clipped numeric column: ``noisy(values, bounds, epsilon)`` and the
+#: mechanism's description.
+NUMERIC: dict[str, tuple[Callable[..., _stats.Noisy], str]] = {
+    "sum": (_stats.sum_, "laplace"),
+    "mean": (_stats.mean, "laplace (sum and count, ε/2 each)"),
+    "var": (_stats.var, "laplace (sums of x, x² and count, ε/3 each)"),
+}
+
+
+def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPResult:
+    """The number of rows released, with Laplace noise of scale 1/ε."""
+
+    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+        noisy = _stats.count(len(frame), epsilon)
+        return noisy.value, noisy, "laplace"
+
+    return _statistic(gate, dataset, [], epsilon, where, "count", compute)
+
+
+def numeric(
+    gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None, what: str
+) -> DPResult:
+    """The statistic ``what`` (a key of :data:`NUMERIC`) of one bounded numeric column."""
+    mechanism, name = NUMERIC[what]
+
+    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+        noisy = mechanism(_values(frame, column), _bounds(gate, dataset, column), epsilon)
+        return noisy.value, noisy, name
+
+    return _statistic(gate, dataset, [column], epsilon, where, what, compute)
+
+
+def std(gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None) -> DPResult:
+    """The square root of the noisy variance (post-processing), its interval mapped alike."""
+
+    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+        noisy = _stats.var(_values(frame, column), _bounds(gate, dataset, column), epsilon)
+        root = float(np.sqrt(noisy.value))
+        low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
+        high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
+        scaled = _stats.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
+        return root, scaled, NUMERIC["var"][1]
+
+    return _statistic(gate, dataset, [column], epsilon, where, "std", compute)
+
+
+def quantile(gate: Gate, dataset: str, column: str, q: float, epsilon: float) -> DPResult:
+    """The ``q``-quantile by diffprivlib's exponential mechanism over the declared bounds."""
+    if not 0 <= q <= 1:
+        raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
+
+    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy | None, str]:
+        bounds = _bounds(gate, dataset, column)
+        value = _stats.quantile(_values(frame, column), q, bounds, epsilon)
+        return value, None, "exponential (diffprivlib)"
+
+    return _statistic(
+        gate, dataset, [column], epsilon, None, "quantile", compute, library="diffprivlib"
+    )
+
+
+def histogram(
+    gate: Gate,
+    dataset: str,
+    column: str,
+    epsilon: float,
+    bins: int | Sequence[float] | None,
+    where: Where | None,
+) -> DPResult:
+    """Noisy counts per declared category, or per bin of the declared bounds."""
+    field = _field(gate, dataset, column)
+    if field.kind == "categorical":
+        if bins is not None:
+            raise ConfigurationError(
+                "bins= is for numeric columns; categories come from the schema"
+            )
+        labels: list[Any] = list(field.categories or ())
+    elif field.kind in _NUMERIC:
+        lo, hi = field.bounds or (0.0, 1.0)
+        edges = _edges(bins, lo, hi)
+        labels = list(pd.IntervalIndex.from_breaks(edges, closed="left"))
+    else:
+        raise ConfigurationError(
+            f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
+        )
+
+    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+        if field.kind == "categorical":
+            counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
+        else:
+            values = np.clip(_values(frame, column), edges[0], edges[-1])
+            counts, _ = np.histogram(values, bins=edges)
+        noisy, info = _stats.histogram(counts, epsilon)
+        return pd.Series(noisy, index=pd.Index(labels, name=column)), info, "laplace"
+
+    return _statistic(gate, dataset, [column], epsilon, where, "histogram", compute)
+
+
+def _statistic(
+    gate: Gate,
+    dataset: str,
+    columns: list[str],
+    epsilon: float,
+    where: Where | None,
+    what: str,
+    compute: Compute,
+    *,
+    library: str = "privml",
+) -> DPResult:
+    """Check the columns, charge the event and read (one release), then compute."""
+    for column in columns:
+        if what not in ("histogram",):
+            _bounds(gate, dataset, column)
+    require("diffprivlib", feature=f"session.dp.{what}")
+    event = (
+        PrivacyEvent.generic(
+            epsilon=epsilon, delta=0.0, library=library, library_version=_version(library)
+        )
+        if library != "privml"
+        else PrivacyEvent.laplace(epsilon=epsilon)
+    )
+    released = release(
+        gate,
+        dataset,
+        columns,
+        needed="dp_aggregate",
+        event=event,
+        action=f"dp.{what}",
+        where=where,
+    )
+    value, noisy, mechanism = compute(released.frame)
+    return DPResult(
+        value=value,
+        epsilon=epsilon,
+        delta=0.0,
+        mechanism=mechanism,
+        noise_scale=noisy.noise_scale if noisy else None,
+        interval=noisy.interval if noisy else None,
+        request_id=released.request_id,
+    )
+
+
+def _field(gate: Gate, dataset: str, column: str) -> Field:
+    schema = gate.schema(dataset)
+    if column not in schema:
+        raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
+    return schema[column]
+
+
+def _bounds(gate: Gate, dataset: str, column: str) -> tuple[float, float]:
+    field = _field(gate, dataset, column)
+    if field.kind not in _NUMERIC or field.bounds is None:
+        raise ConfigurationError(
+            f"{column!r} is {field.kind}; this statistic needs a "
+            "numeric column with declared bounds"
+        )
+    return field.bounds
+
+
+def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """The column's non-null values as floats (nulls contribute nothing)."""
+    values = np.asarray(frame[column].to_numpy(dtype=float, na_value=np.nan), dtype=float)
+    kept: np.ndarray = values[~np.isnan(values)]
+    return kept
+
+
+def _version(library: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(library)
+    except Exception:
+        return None
+
+
+def _edges(bins: Any, lo: float, hi: float) -> np.ndarray:
+    """Bin edges over the declared bounds: ``bins`` equal bins (10 by default) or given edges.
+
+    Refused before any charge: a count that is not a whole number from 1 to
+    :data:`MAX_BINS` (``True`` and ``0`` included), or edges that are not finite and
+    strictly increasing, or more than ``MAX_BINS + 1`` of them.
+    """
+    if bins is None:
+        return np.linspace(lo, hi, 11)
+    if isinstance(bins, int | np.integer) and not isinstance(bins, bool | np.bool_):
+        if not 1 <= int(bins) <= MAX_BINS:
+            raise ConfigurationError(f"bins= takes a number of bins from 1 to {MAX_BINS}")
+        return np.linspace(lo, hi, int(bins) + 1)
+    if isinstance(bins, str | bytes | bool | float) or not isinstance(bins, Sequence | np.ndarray):
+        raise ConfigurationError(
+            f"bins= takes a number of bins (1 to {MAX_BINS}) or a list of bin edges"
+        )
+    if not 2 <= len(bins) <= MAX_BINS + 1:
+        raise ConfigurationError(f"bins= takes from 2 to {MAX_BINS + 1} bin edges")
+    try:
+        edges = np.asarray(bins, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigurationError("bins= edges must be numbers") from None
+    if edges.ndim != 1 or not np.isfinite(edges).all() or not (np.diff(edges) > 0).all():
+        raise ConfigurationError("bins= edges must be finite and strictly increasing")
+    return edges

@@ -1,0 +1,280 @@
+"""The DP-SGD run a caller asks for: one frozen spec, checked before any data or budget is touched.
+
+:class:`TrainingSpec` is the one declaration of the parameters of
+``session.dp.private_training`` and ``session.dp.train``; :func:`takes_spec`
+gives those methods its keyword arguments (for type checkers and ``help()``)
+and turns a call's keywords into a spec. Importing this module imports
+neither torch nor opacus, so ``import privml`` stays light.
+
+The checks here need nothing but the values themselves (torch is imported
+when a spec is made, to check the module and the optimizer are torch's). Those
+that need the dataset's schema (the columns exist, the target is categorical
+or bounded) or look inside the module (its layers, the optimizer's parameters)
+run when the run starts, still before any data is read or any budget reserved.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from .._optional import require
+from .._validation import check_name
+from ..exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "MODES",
+    "OPTIMIZER_EXPECTED",
+    "StandardLoopSpec",
+    "TrainingSpec",
+    "loss_reduction",
+    "takes_spec",
+]
+
+#: The training modes: Opacus ghost clipping, Opacus per-sample gradients, privml's book-keeping.
+MODES = ("ghost", "hooks", "bk")
+
+#: What ``optimizer=`` takes, for every refusal of one.
+OPTIMIZER_EXPECTED = (
+    "optimizer= takes a plain torch.optim.Optimizer over the module's parameters, "
+    "e.g. torch.optim.SGD(module.parameters(), lr=0.1); privml makes it private"
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSpec:
+    """What a DP-SGD run trains, on what, and at which privacy: checked when made.
+
+    Every invalid value raises :class:`~privml.exceptions.ConfigurationError`
+    here, before the run reads any data or reserves any budget.
+    ``session.dp.private_training(dataset, **parameters)`` and
+    ``session.dp.train(dataset, **parameters)`` take these parameters as keywords.
+
+    Parameters
+    ----------
+    features : sequence of str
+        Numeric features are scaled into [0, 1] by their declared bounds
+        (clipped), categoricals one-hot encoded by their declared categories.
+        They and ``target`` need ``dp_training`` (or a more revealing mode).
+    target : str
+        A categorical column (classification: int64 class indices in the
+        schema's category order) or a numeric one with bounds (regression:
+        float32 ``(N, 1)`` values scaled into [0, 1] by those bounds; the
+        registered model's ``predict`` maps back).
+    module : torch.nn.Module
+        The network. Modules Opacus cannot train (BatchNorm, ...) are
+        refused unless ``fix_module=True``.
+    optimizer : torch.optim.Optimizer
+        A plain optimizer over ``module``'s parameters.
+    batch_size : int
+        The expected batch size; q = batch_size / N.
+    epochs : int
+        Planned epochs (``len(data_loader)`` steps each).
+    max_grad_norm : float
+        The per-sample clip norm C.
+    target_epsilon : float, optional
+        Choose σ so the run's ε is at most this and the run fits the
+        dataset's remaining budget (and any allocation); ``run.binding``
+        says which bound bound.
+    noise_multiplier : float, optional
+        σ, given instead of ``target_epsilon``.
+    criterion : torch loss, optional
+        ``reduction`` 'mean' (default) or 'sum'. By default cross-entropy
+        for a categorical target, mean squared error for a numeric one.
+    grad_sample_mode : {"ghost", "hooks", "bk"}
+        Opacus ghost clipping (default), Opacus per-sample gradients, or
+        privml's one-backward book-keeping for Linear/Embedding stacks.
+    name : str, optional
+        The name to register the model under (default ``"<dataset>-dpsgd"``).
+    fix_module : bool
+        Let Opacus's ``ModuleValidator.fix`` replace unsupported layers, in
+        a copy (``run.model`` then trains the copy, not ``module``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from privml.dp.torch import TrainingSpec
+    >>> net = torch.nn.Linear(1, 2)
+    >>> spec = TrainingSpec(
+    ...     features=["age"], target="sex", module=net,
+    ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+    ...     batch_size=2, epochs=1, max_grad_norm=1.0, noise_multiplier=8.0,
+    ... )
+    >>> spec.features, spec.model_name("patients")
+    (('age',), 'patients-dpsgd')
+    >>> TrainingSpec(**{**vars(spec), "epochs": 0})
+    Traceback (most recent call last):
+    ...
+    privml.exceptions.ConfigurationError: epochs must be an integer >= 1, got 0
+    """
+
+    features: Sequence[str]
+    target: str
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    batch_size: int
+    epochs: int
+    max_grad_norm: float
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    criterion: Any = None
+    grad_sample_mode: str = "ghost"
+    name: str | None = None
+    fix_module: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", _column_names(self.features))
+        _check_torch_objects(self.module, self.optimizer)
+        if not isinstance(self.target, str):
+            raise ConfigurationError(
+                f"target= takes a column name, got {type(self.target).__name__}"
+            )
+        _positive("batch_size", self.batch_size, int)
+        _positive("epochs", self.epochs, int)
+        _positive("max_grad_norm", self.max_grad_norm)
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ConfigurationError(
+                "give exactly one of target_epsilon= (privml chooses σ) or noise_multiplier= (σ)"
+            )
+        if self.target_epsilon is not None:
+            _positive("target_epsilon", self.target_epsilon)
+        else:
+            _positive("noise_multiplier", self.noise_multiplier)
+        if self.criterion is not None:
+            if not callable(self.criterion):
+                raise ConfigurationError(
+                    "criterion= takes a loss, e.g. torch.nn.CrossEntropyLoss()"
+                )
+            loss_reduction(self.criterion)
+        if self.grad_sample_mode not in MODES:
+            raise ConfigurationError(
+                f"grad_sample_mode must be one of {MODES}, got {self.grad_sample_mode!r}"
+            )
+        if self.name is not None:
+            check_name(self.name, "model name", file_safe=True)
+        if not isinstance(self.fix_module, bool):
+            raise ConfigurationError(f"fix_module must be True or False, got {self.fix_module!r}")
+
+    def model_name(self, dataset: str) -> str:
+        """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""
+        name = self.name if self.name is not None else f"{dataset}-dpsgd"
+        return check_name(name, "model name", file_safe=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandardLoopSpec(TrainingSpec):
+    """A :class:`TrainingSpec` for ``session.dp.train``, plus ``progress``.
+
+    Parameters
+    ----------
+    progress : bool
+        Show a tqdm progress bar over the run's steps.
+    """
+
+    progress: bool = False
+
+
+def loss_reduction(criterion: Any) -> str:
+    """The criterion's reduction: 'mean' (also when it has none) or 'sum'."""
+    reduction = getattr(criterion, "reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ConfigurationError(
+            f"the criterion's reduction must be 'mean' or 'sum', got {reduction!r}"
+        )
+    return str(reduction)
+
+
+def takes_spec(
+    spec: Callable[P, T],
+) -> Callable[[Callable[[S, str, T], R]], Callable[Concatenate[S, str, P], R]]:
+    """Give a method ``(self, dataset, spec)`` the spec's keywords: ``(self, dataset, **spec)``.
+
+    Type checkers and ``help()`` see the spec's parameters as the method's
+    keyword arguments; a call builds the spec (which checks itself) and hands
+    it on. A keyword the spec does not take, or a missing one, raises
+    ``TypeError`` naming it, as a misspelt keyword does in any call.
+    """
+    accepted = inspect.signature(spec).parameters
+
+    def decorate(method: Callable[[S, str, T], R]) -> Callable[Concatenate[S, str, P], R]:
+        @functools.wraps(method)
+        def forward(self: S, dataset: str, /, *args: P.args, **params: P.kwargs) -> R:
+            _check_keywords(method.__name__, args, params, accepted)
+            return method(self, dataset, spec(*args, **params))
+
+        own = inspect.signature(method)
+        head = list(own.parameters.values())[:2]
+        forward.__signature__ = own.replace(  # type: ignore[attr-defined]
+            parameters=[p.replace(kind=p.POSITIONAL_ONLY) for p in head] + list(accepted.values())
+        )
+        return forward
+
+    return decorate
+
+
+def _check_keywords(
+    method: str,
+    args: tuple[Any, ...],
+    params: Mapping[str, Any],
+    accepted: Mapping[str, inspect.Parameter],
+) -> None:
+    if args:
+        raise TypeError(
+            f"{method}() takes the dataset as its only positional argument; "
+            "give the rest by keyword (features=..., target=..., ...)"
+        )
+    for given in params:
+        if given not in accepted:
+            close = get_close_matches(given, list(accepted), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"{method}() got an unexpected keyword argument {given!r}{hint}; "
+                f"it takes: {', '.join(accepted)}"
+            )
+    missing = [name for name, p in accepted.items() if p.default is p.empty and name not in params]
+    if missing:
+        raise TypeError(f"{method}() is missing keyword arguments: {', '.join(missing)}")
+
+
+def _check_torch_objects(module: Any, optimizer: Any) -> None:
+    torch = require("torch", feature="DP-SGD (session.dp.private_training)")
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigurationError(f"module= takes a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigurationError(OPTIMIZER_EXPECTED)
+
+
+def _column_names(features: Any) -> tuple[str, ...]:
+    """``features`` as a tuple of column names: a non-empty collection of strings."""
+    message = "features= takes a non-empty list of column names"
+    if isinstance(features, str | bytes) or not hasattr(features, "__iter__"):
+        raise ConfigurationError(message)
+    names = tuple(features)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ConfigurationError(message)
+    return names
+
+
+def _positive(name: str, value: Any, kind: type = float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and isinstance(value, int) and value >= 1
+    elif ok:
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        what = "an integer >= 1" if kind is int else "finite and > 0"
+        raise ConfigurationError(f"{name} must be {what}, got {value!r}")

@@ -1,0 +1,251 @@
+"""``session.dp.private_training``: your loop; privml's sampling, clipping, noise and ledger.
+
+Why a run is private (add/remove one record): batches are Poisson samples
+(each row independently with probability q = batch_size / N, Opacus's
+``DPDataLoader``); every optimizer step clips each sample's whole gradient to
+``max_grad_norm`` and adds Gaussian noise of standard deviation
+σ·``max_grad_norm`` to their sum (Opacus's optimizers; privml's book-keeping
+for ``"bk"``), so each step is the Poisson-sampled Gaussian mechanism and the
+run is ``steps`` of them, self-composed: exactly the ``dp_sgd`` event the
+ledger reserves before the first batch and settles on the steps released. A
+step past the reservation is refused before the update, so the settled event
+always covers what left the data. The model, and anything computed from it
+alone, is post-processing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from opacus.accountants import RDPAccountant
+from torch import nn
+
+from ...accounting.composition import epsilon_alone
+from ...exceptions import ConfigurationError
+from .._training_spec import TrainingSpec
+from ._data import default_criterion, prepare, scaler_for, task_of
+from ._engine import build, prepare_module
+from ._fence import Fence
+from ._frozen import Frozen
+from ._guard import StepGuard
+from ._loader import PoissonLoader
+from ._plan import Plan
+from ._rows import drop, seal
+from ._settle import Exit, finish, register
+from ._training_run import TrainingRun
+
+if TYPE_CHECKING:
+    from ..._gate import Authorization, Gate
+    from ...accounting.ledger import Reservation
+    from ...schema import Schema
+    from ..scaling import SchemaScaler
+
+__all__ = ["TrainingRun", "private_training"]
+
+
+@contextmanager
+def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[TrainingRun]:
+    """Reserve a DP-SGD run, hand out its parts, settle and register it on exit.
+
+    See :meth:`privml.dp.DPSession.private_training`; ``spec`` checked itself when made.
+    """
+    name = spec.model_name(dataset)
+    gate.check_may_register(name)
+    setup = _Setup.check(gate.schema(dataset), spec)  # 1. schema, module, loss: no data
+    version = gate.latest_version(dataset)
+    auth = _authorize(gate, dataset, spec, version)  # 2. the policy: still no data
+    plan = Plan(gate, dataset, spec, gate.budget(dataset).delta)
+    # 3. The door reads N, fixes the plan from it (σ given, or calibrated), reserves it,
+    #    and only then hands out the values.
+    reserved = gate.reserve(
+        auth,
+        plan=plan,
+        action="dp.train",
+        version=version,
+        context={
+            "grad_sample_mode": spec.grad_sample_mode,
+            "epochs": spec.epochs,
+            "target_epsilon": spec.target_epsilon,
+            "model": name,
+        },
+    )
+    reservation, request_id = reserved.reservation, reserved.request_id
+    try:
+        X, y, encoding = prepare(
+            setup.schema, reserved.values.frame, setup.features, spec.target, setup.scaler
+        )
+    except BaseException:
+        reservation.release()
+        raise
+    del reserved  # the decrypted frame: from here the rows live only in the sealed table
+    # 4. From here every exit settles or releases the reservation.
+    token = seal(X, y)
+    del X, y
+    try:
+        run, ending = _start(gate, setup, plan, token, reservation, version, request_id, name)
+    except BaseException:
+        drop(token)
+        reservation.release()
+        raise
+    completed = False
+    try:
+        yield run
+        completed = True
+    finally:
+        finish(run, ending)
+    if completed and run.steps_taken > 0:
+        assert run._guard is not None
+        if run._guard.tampered is not None:
+            raise ConfigurationError(
+                f"{run._guard.tampered}. The model was not registered "
+                "(the steps released were charged)."
+            )
+        register(
+            gate,
+            run,
+            ending.engine,
+            encoding,
+            setup.features,
+            spec.target,
+            setup.optimizer,
+            rows=auth.rows_digest,  # the row filters it was read under
+        )
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a run needs besides its rows, all checked before the policy is asked."""
+
+    spec: TrainingSpec
+    schema: Schema
+    scaler: SchemaScaler
+    features: list[str]
+    criterion: Any
+    module: nn.Module  # the one trained: the caller's, or with fix_module a fixed copy
+    optimizer: torch.optim.Optimizer  # over ``module``
+    frozen: Frozen  # the module's state besides its parameters, taken before any data
+
+    @classmethod
+    def check(cls, schema: Schema, spec: TrainingSpec) -> _Setup:
+        """The columns against the schema, the loss, the module and optimizer; reads no data."""
+        scaler = scaler_for(schema, spec.features)
+        task, _ = task_of(schema, spec.target)
+        criterion = spec.criterion if spec.criterion is not None else default_criterion(task)
+        module, optimizer = prepare_module(
+            spec.module, spec.optimizer, mode=spec.grad_sample_mode, fix_module=spec.fix_module
+        )
+        frozen = Frozen(module)
+        return cls(spec, schema, scaler, list(spec.features), criterion, module, optimizer, frozen)
+
+
+def _authorize(gate: Gate, dataset: str, spec: TrainingSpec, version: int) -> Authorization:
+    """The policy's decision: ``dp_training`` (or more revealing) on every column used."""
+    return gate.authorize(
+        dataset,
+        columns=[*spec.features, spec.target],
+        needed="dp_training",
+        action="dp.train",
+        version=version,
+    )
+
+
+def _start(
+    gate: Gate,
+    setup: _Setup,
+    plan: Plan,
+    token: str,
+    reservation: Reservation,
+    version: int,
+    request_id: str,
+    name: str,
+) -> tuple[TrainingRun, Exit]:
+    """Wire the reserved run: its guard, the private engine, the fence, the loader."""
+    spec, dataset, planned = setup.spec, plan.dataset, plan.steps_planned
+    event = plan.planned
+
+    def audit(action: str, outcome: str, details: dict[str, Any]) -> None:
+        gate.record(action, outcome, dataset, version, {"request_id": request_id, **details})
+
+    guard = StepGuard(
+        limit=planned,
+        dataset=dataset,
+        request_id=request_id,
+        plan=event,
+        delta=plan.delta,
+        alive=gate.check_open,
+        on_refuse=lambda step: audit(
+            "dp.train.step", "refused", {"step": step, "steps_reserved": planned}
+        ),
+    )
+    engine = build(
+        spec.grad_sample_mode,
+        setup.module,
+        setup.optimizer,
+        setup.criterion,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=spec.max_grad_norm,
+        batch_size=spec.batch_size,
+        guard=guard,
+    )
+    fence = Fence.attach(
+        guard,
+        engine.plain,
+        inner=setup.optimizer,
+        fenced=[*engine.plain.parameters(), *spec.module.parameters()],
+        original=spec.optimizer,
+    )
+    guard.watch(engine.plain.parameters(), setup.frozen)
+    plain = engine.plain
+    loader = PoissonLoader(
+        token=token,
+        n=plan.n,
+        sample_rate=spec.batch_size / plan.n,
+        steps=plan.steps_per_epoch,
+        guard=guard,
+        device_of=lambda: next(plain.parameters()).device,
+    )
+    accountant = RDPAccountant()  # Opacus's own figure, for cross-checking only
+    engine.optimizer.attach_step_hook(
+        accountant.get_optimizer_hook_fn(sample_rate=1 / plan.steps_per_epoch)
+    )
+    run = TrainingRun(
+        model=engine.model,
+        optimizer=engine.optimizer,
+        data_loader=loader,
+        criterion=engine.criterion,
+        epochs=spec.epochs,
+        epsilon_planned=epsilon_alone(event, plan.delta),
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=spec.batch_size / plan.n,
+        batch_size=spec.batch_size,
+        n=plan.n,
+        max_grad_norm=float(spec.max_grad_norm),
+        delta=plan.delta,
+        steps_per_epoch=plan.steps_per_epoch,
+        steps_planned=planned,
+        grad_sample_mode=spec.grad_sample_mode,
+        dataset=dataset,
+        version=version,
+        request_id=request_id,
+        name=name,
+        binding=plan.binding,
+        calibration=plan.note,
+        _guard=guard,
+        _planned=event,
+    )
+    ending = Exit(
+        engine=engine,
+        fence=fence,
+        token=token,
+        reservation=reservation,
+        accountant=accountant,
+        event_for=plan.event,
+        record=lambda details: audit(
+            "dp.train.batches", "handed_out" if details["batches_drawn"] else "none", details
+        ),
+    )
+    return run, ending
