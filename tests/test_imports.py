@@ -236,6 +236,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone():
     """Each module imports in an interpreter that has no privml module loaded, so one that
     only works after another privml module was imported fails here."""
