@@ -1,25 +1,71 @@
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
+
+import pytest
 
 import privml
 from privml.cli import main
 
 
-def test_demo_runs_and_tells_the_story():
+def test_demo_runs_cleanly_from_the_command_line():
     out = subprocess.run(
         [sys.executable, "-m", "privml", "demo"], capture_output=True, text=True, check=True
     )
-    text = out.stdout
-    assert "registered 'diabetes' v1: 442 rows" in text
-    assert "patient numbers: 0 found" in text
-    assert "values identical: True" in text
-    assert "intern's DP mean of 'bmi' instead" in text and "ε=2.50 of 3 left" in text
-    assert "audit log OK" in text
-    assert "TAMPERED at seq 3" in text
-    assert out.stderr == ""
+    assert out.stdout and out.stderr == ""
+
+
+@pytest.fixture
+def demo_run(tmp_path, monkeypatch):
+    """Run the demo in ``tmp_path`` (kept afterwards) and return its folder and vault key."""
+    from privml import _demo
+
+    keys: list[bytes] = []
+
+    def kept_folder(prefix: str) -> contextlib.nullcontext[str]:
+        return contextlib.nullcontext(str(tmp_path))
+
+    def recorded_key() -> bytes:
+        keys.append(privml.generate_key())
+        return keys[-1]
+
+    monkeypatch.setattr(_demo.tempfile, "TemporaryDirectory", kept_folder)
+    monkeypatch.setattr(_demo, "generate_key", recorded_key)
+    _demo.run_demo(lambda line: None)
+    [key] = keys
+    return tmp_path, key
+
+
+def test_the_demo_does_what_it_shows(demo_run):
+    """What the demo tells is what happened: checked on the vault it leaves, not its sentences."""
+    folder, key = demo_run
+    vault_folder = folder / "clinic.vault"
+    with privml.Vault.open(vault_folder, key=key) as vault:
+        entries = vault.audit.entries()
+        done = list(zip(entries["action"], entries["principal"], entries["outcome"], strict=True))
+        assert ("dataset.add", "demo-admin", "ok") in done
+        reads = entries[entries["action"] == "dataset.read"].to_dict("records")
+        assert [(r["principal"], r["outcome"]) for r in reads] == [
+            ("dr.lee", "ok"),
+            ("intern", "denied"),
+        ]
+        assert reads[0]["details"]["rows"] == 442
+        assert (
+            reads[1]["details"]["column"] == "bmi" and reads[1]["details"]["mode"] == "dp_aggregate"
+        )
+        budget = vault.budget("diabetes")
+        assert budget.epsilon_spent == pytest.approx(0.5)
+        assert budget.remaining == pytest.approx(2.5)
+        assert vault.audit.verify().ok
+        assert vault.dataset("diabetes").latest.rows == 442
+    stored = b"".join(p.read_bytes() for p in vault_folder.rglob("*") if p.is_file())
+    assert b"DB-00441" not in stored  # no patient number anywhere in the vault
+    with privml.Vault.open(folder / "tampered.vault", key=key) as copy:
+        report = copy.audit.verify()
+        assert not report.ok and report.first_bad_seq == 3
 
 
 def _vault_with_key_file(tmp_path, patients, patients_schema):

@@ -42,10 +42,28 @@ PUBLIC = {
 }
 
 
+#: Where each public name is defined: privml re-exports them, it defines none itself.
+HOMES = {
+    "Session": "privml.vault._session",
+    "Vault": "privml.vault._vault",
+    "Budget": "privml.accounting.budget",
+    "PrivacyEvent": "privml.accounting.events",
+    "Reservation": "privml.accounting.ledger",
+    "Schema": "privml.schema",
+    "AccessDenied": "privml.exceptions",
+}
+
+
 def test_all_is_exactly_the_public_surface():
     assert set(privml.__all__) == PUBLIC
-    for name in privml.__all__:
-        assert getattr(privml, name) is not None
+    assert isinstance(privml.__version__, str) and privml.__version__[0].isdigit()
+    for name, home in HOMES.items():
+        # the name is the object its defining module holds, not a copy or a stand-in
+        assert getattr(privml, name) is getattr(importlib.import_module(home), name), name
+    for name in PUBLIC - {"__version__", "generate_key"}:
+        value = getattr(privml, name)
+        assert isinstance(value, type) and value.__module__.startswith("privml."), name
+    assert privml.generate_key.__module__ == "privml.crypto.keys"
 
 
 def test_every_error_is_a_privml_error_and_a_builtin_where_it_fits():
@@ -92,6 +110,8 @@ DOCUMENTED = [
     "privml.exceptions",
     "privml.he",
     "privml.minimization",
+    "privml.policy",
+    "privml.vault",
 ]
 
 

@@ -104,13 +104,21 @@ def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_key_from_environment_and_file(tmp_path, key, monkeypatch):
     monkeypatch.setenv("PRIVML_VAULT_KEY", key.decode())
-    Vault.create(tmp_path / "v").close()
+    with Vault.create(tmp_path / "v") as vault:
+        [created] = vault.audit.entries(action="vault.create").to_dict("records")
+        assert created["details"]["key_source"] == "env"
+        vault.add_purpose("care", description="Care", lawful_basis="consent")
     key_file = tmp_path / "vault.key"
-    key_file.write_bytes(key + b"\n")
+    key_file.write_bytes(key + b"\n")  # the environment's key, from a file
     key_file.chmod(0o600)
+    monkeypatch.setenv("PRIVML_VAULT_KEY", privml.generate_key().decode())
+    with pytest.raises(privml.InvalidKeyError):
+        Vault.open(tmp_path / "v")  # another key in the environment does not open it
     monkeypatch.delenv("PRIVML_VAULT_KEY")
-    Vault.open(tmp_path / "v", key_file=key_file).close()
-    Vault.open(tmp_path / "v", key=key.decode()).close()
+    for source in ({"key_file": key_file}, {"key": key.decode()}):
+        with Vault.open(tmp_path / "v", **source) as vault:
+            assert list(vault.policy.purposes()["name"]) == ["care"]
+            assert vault.audit.verify().ok
 
 
 def test_passphrase(tmp_path):

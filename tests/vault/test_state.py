@@ -1,4 +1,5 @@
-"""One lifecycle: after ``vault.close()`` the vault and everything reached through it refuse."""
+"""One lifecycle (privml.vault._state): after ``vault.close()`` the vault and everything reached
+through it refuse, and the key material is gone."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def _reached(vault: Vault) -> dict[str, Any]:
     )
     return {
         "vault": vault,
+        "session._door": session._door,
         "vault.policy": vault.policy,
         "vault.models": vault.models,
         "vault.audit": vault.audit,
@@ -49,10 +51,28 @@ def _reached(vault: Vault) -> dict[str, Any]:
     }
 
 
+class _Dummy:
+    """An argument no method accepts: if a method looked at it, it would fail otherwise."""
+
+
+def _dummy_arguments(method: Any) -> tuple[list[Any], dict[str, Any]]:
+    """One dummy for every required parameter of ``method``, positional or keyword-only."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for param in inspect.signature(method).parameters.values():
+        if param.default is not inspect.Parameter.empty:
+            continue
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            args.append(_Dummy())
+        elif param.kind is param.KEYWORD_ONLY:
+            kwargs[param.name] = _Dummy()
+    return args, kwargs
+
+
 def test_every_public_method_of_everything_reached_refuses_after_close(demo_vault):
     held = _reached(demo_vault)
     demo_vault.close()
-    called = 0
+    called = set()
     for label, obj in held.items():
         members = _public_members(obj)
         assert members, label
@@ -60,14 +80,33 @@ def test_every_public_method_of_everything_reached_refuses_after_close(demo_vaul
             if name == "close":
                 continue
             member = inspect.getattr_static(type(obj), name)
-            with pytest.raises(VaultClosedError, match="the vault is closed"):
-                if isinstance(member, property):
+            if isinstance(member, property):
+                with pytest.raises(VaultClosedError, match="the vault is closed"):
                     getattr(obj, name)
-                else:
-                    # No arguments: the refusal comes before any argument is looked at.
-                    getattr(obj, name)()
-            called += 1
-    assert called > 60  # the enumeration really covered the services
+            else:
+                method = getattr(obj, name)
+                args, kwargs = _dummy_arguments(method)
+                # With well-formed dummies, and with none: the refusal comes before any
+                # argument is looked at, so no TypeError or ValueError can come first.
+                with pytest.raises(VaultClosedError, match="the vault is closed"):
+                    method(*args, **kwargs)
+                with pytest.raises(VaultClosedError, match="the vault is closed"):
+                    method()
+            called.add(f"{label}.{name}")
+    # the enumeration really covered the services, the door's protocol included
+    assert {"session._door.authorize", "session._door.release", "session.read"} <= called
+    assert {"vault.ledger.charge", "vault.audit.verify", "reservation.settle"} <= called
+    assert len(called) > 80
+
+
+def test_a_method_added_later_is_refused_too(demo_vault, monkeypatch):
+    """The refusal is not a list of names: a public method is guarded because it is public."""
+    monkeypatch.setattr(privml.Session, "newly_added", lambda self, x: x, raising=False)
+    session = demo_vault.session("analyst", purpose="research")
+    assert session.newly_added(1) == 1
+    demo_vault.close()
+    with pytest.raises(VaultClosedError):
+        session.newly_added(1)
 
 
 def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, demo_vault):
@@ -100,14 +139,33 @@ def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, d
         assert reopened.audit.verify().ok
 
 
+class _Recording:
+    """Delegates to pyarrow's CryptoFactory and records when its key cache is dropped."""
+
+    def __init__(self, factory: Any) -> None:
+        self._factory, self.dropped = factory, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._factory, name)
+
+    def remove_cache_entries_for_all_tokens(self) -> None:
+        self.dropped += 1
+        self._factory.remove_cache_entries_for_all_tokens()
+
+
 def test_close_drops_key_material(demo_vault):
     cipher = demo_vault.field_cipher("patients")
+    demo_vault.session("analyst", purpose="research").read("patients")  # unwraps data keys
+    keyring, audit, crypto = demo_vault._keys._keyring, demo_vault.audit, demo_vault._store._crypto
+    factory = crypto._factory = _Recording(crypto._factory)
+    # what close() must drop is there before it
+    assert demo_vault._state._key is not None and keyring._vault_key is not None
+    assert keyring._cache and audit._mac_key and audit._signing_key
     demo_vault.close()
-    keyring = demo_vault._keys._keyring
     assert demo_vault._state._key is None and demo_vault._state._engine is None
     assert not hasattr(keyring, "_vault_key") and not keyring._cache
-    assert not hasattr(demo_vault.audit, "_mac_key")
-    assert not hasattr(demo_vault.audit, "_signing_key")
+    assert not hasattr(audit, "_mac_key") and not hasattr(audit, "_signing_key")
+    assert factory.dropped == 1
     with pytest.raises(VaultClosedError):
         cipher.encrypt("P-1001", column="patient", row_key=1)
 
@@ -120,12 +178,23 @@ def test_internal_database_paths_refuse_too(demo_vault):
         store.all_budgets()  # a method that never checked the state itself
 
 
+def _signed_checkpoints(folder: Any) -> int:
+    engine = sa.create_engine(f"sqlite:///{folder}/meta.db")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(checkpoints)).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def test_close_is_idempotent_and_repr_says_closed(demo_vault):
+    assert "open" in repr(demo_vault)
     demo_vault.close()
-    demo_vault.close()
+    signed = _signed_checkpoints(demo_vault.path)
+    demo_vault.close()  # nothing: no error, no second final checkpoint
+    assert _signed_checkpoints(demo_vault.path) == signed
     assert "closed" in repr(demo_vault)
-    assert isinstance(demo_vault, Vault)
-    assert issubclass(VaultClosedError, privml.ConfigurationError)
+    assert type(demo_vault).__name__ == "Vault" and isinstance(demo_vault, Vault)
 
 
 def test_standalone_field_ciphers_are_not_tied_to_any_vault(demo_vault):

@@ -51,6 +51,18 @@ def _train(vault, who: str, name: str) -> None:
     session.dp.fit(GaussianNB(epsilon=1.0), "visits", features=["x"], target="label", name=name)
 
 
+GRID = np.linspace(0.0, 10.0, 21).reshape(-1, 1)
+
+
+def _serves(vault, who: str, name: str) -> bool:
+    """``who`` gets the registered model ``name`` itself, and the use is audited as served."""
+    served = vault.session(who, purpose="research").load_model(name)
+    stored = vault.models.load(name)
+    np.testing.assert_array_equal(served.predict(GRID), stored.predict(GRID))
+    entries = vault.audit.entries(principal=who, action="model.load")
+    return entries["outcome"].tolist()[-1] == "ok"
+
+
 def test_a_row_filtered_principal_is_refused_a_model_trained_on_all_rows(sites):
     _train(sites, "ana", "everyone")
     bob = sites.session("bob", purpose="research")
@@ -66,8 +78,8 @@ def test_a_row_filtered_principal_is_refused_a_model_trained_on_all_rows(sites):
 
 def test_a_model_trained_under_a_filter_serves_that_filter_and_the_unfiltered(sites):
     _train(sites, "bob", "site-b")
-    assert sites.session("bob", purpose="research").load_model("site-b") is not None
-    assert sites.session("ana", purpose="research").load_model("site-b") is not None
+    assert _serves(sites, "bob", "site-b")
+    assert _serves(sites, "ana", "site-b")
     with pytest.raises(privml.AccessDenied, match="row filters"):
         sites.session("carol", purpose="research").load_model("site-b")
 
@@ -75,8 +87,7 @@ def test_a_model_trained_under_a_filter_serves_that_filter_and_the_unfiltered(si
 def test_an_unfiltered_principal_may_use_any_model(sites):
     _train(sites, "carol", "site-a")
     _train(sites, "ana", "everyone")
-    ana = sites.session("ana", purpose="research")
-    assert ana.load_model("site-a") is not None and ana.load_model("everyone") is not None
+    assert _serves(sites, "ana", "site-a") and _serves(sites, "ana", "everyone")
 
 
 def test_a_model_the_key_holder_registers_counts_as_trained_on_all_rows(sites):
@@ -89,4 +100,4 @@ def test_a_model_the_key_holder_registers_counts_as_trained_on_all_rows(sites):
     )
     with pytest.raises(privml.AccessDenied, match="row filters"):
         sites.session("bob", purpose="research").load_model("registered")
-    assert sites.session("ana", purpose="research").load_model("registered") is not None
+    assert _serves(sites, "ana", "registered")
