@@ -49,18 +49,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 #: The policy is pure: it decides, it reads and writes nothing.
 PURE = {"privml.policy": ("sqlalchemy", "pyarrow", "privml.storage", "privml.crypto")}
 #: Edges the code has today that break a rule above, named so that each can be removed.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # TRAINING_ROWS is defined in privml._gate too; import it from there.
-    ("privml.dp.torch._close", "privml.vault._model_access"): "TRAINING_ROWS",
-    # ModelInfo is only an annotation there: import it under TYPE_CHECKING.
-    ("privml.dp.torch._training_run", "privml.vault._models"): "ModelInfo",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: Import cycles the code has today, each broken here at one named edge so it can be removed.
-KNOWN_CYCLES: dict[tuple[str, str], str] = {
-    # composition imports _pld inside a function; _pld imports composition.Unit at module
-    # level. Unit belongs in a module below both of them.
-    ("privml.accounting.composition", "privml.accounting._pld"): "Unit",
-}
+KNOWN_CYCLES: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -20,11 +20,12 @@ import math
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .composition import Unit
+if TYPE_CHECKING:
+    from .composition import Unit
 
 __all__ = ["MAX_POINTS", "MAX_UNITS", "pld_epsilon", "pld_of", "support", "unit_pld"]
 
