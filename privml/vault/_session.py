@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._optional import require
+from .._validation import check_name
+from ..storage.engine import transaction
 from . import _decide
 from ._door import Door
 from ._fetch import fetch, render
@@ -20,12 +22,17 @@ from ._requests import policy_hash
 
 if TYPE_CHECKING:
     from .._gate import Where
+    from ..accounting.ledger import Ledger
+    from ..audit import AuditLog
     from ..dp import DPSession
     from ..he._session import HESession
     from ..policy import ColumnDecision
-    from ._datasets import DatasetVersion
+    from ._datasets import DatasetStore, DatasetVersion
+    from ._models import ModelRegistry
+    from ._policy_store import PolicyAdmin
+    from ._state import VaultState
 
-__all__ = ["Session"]
+__all__ = ["Session", "open_session"]
 
 
 class Session:
@@ -208,3 +215,42 @@ class Session:
         }
         door.record("dataset.read", "ok", dataset, got.version, details)
         return result
+
+
+def open_session(
+    principal: str,
+    purpose: str,
+    *,
+    state: VaultState,
+    store: DatasetStore,
+    policy: PolicyAdmin,
+    audit: AuditLog,
+    ledger: Ledger,
+    models: ModelRegistry,
+) -> Session:
+    """A new session and its door; an unknown principal or purpose is refused, and audited."""
+    check_name(principal, "principal")
+    check_name(purpose, "purpose=")
+    asker = _decide.Asker(principal, purpose)
+    problem = asker.unknown(policy.model())
+    if problem:
+        with transaction(state.engine) as tx:
+            audit.append(
+                tx,
+                principal=principal,
+                purpose=purpose,
+                action="session.open",
+                outcome="denied",
+                details={"message": problem},
+            )
+        raise asker.denied(problem)
+    door = Door(
+        state=state,
+        store=store,
+        policy=policy,
+        audit=audit,
+        ledger=ledger,
+        models=models,
+        asker=asker,
+    )
+    return Session(state.guard(door))

@@ -25,21 +25,21 @@ from ..accounting.records import Allocation, BudgetStatus
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
 from ..crypto.keys import VaultKey
-from ..exceptions import ConfigurationError, NotFoundError, SchemaError
+from ..exceptions import ConfigurationError, NotFoundError
+from ..policy._explain import explain
 from ..policy._grants import TAGS_FIX
 from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import read, transaction
 from ..storage.tables import vault_info
 from . import _erasure
-from ._datasets import DatasetInfo, DatasetStore, DatasetVersion, load_frame
-from ._decide import Asker
-from ._door import Door
+from ._datasets import DatasetInfo, DatasetStore, DatasetVersion
+from ._intake import load_frame, validate
 from ._keys import VaultKeys
 from ._models import ModelRegistry
 from ._opening import check_info, default_actor, new_metadata, open_metadata
 from ._policy_store import PolicyAdmin
-from ._session import Session
+from ._session import Session, open_session
 from ._state import VaultState
 
 if TYPE_CHECKING:
@@ -295,7 +295,9 @@ class Vault:
             raise ConfigurationError("budget= must be a privml.Budget(epsilon=..., delta=...)")
         if any(d.name == name for d in self.datasets()):
             raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
-        frame, clipped = self._validate(name, None, load_frame(data), schema, on_violation)
+        frame, clipped = validate(
+            self.audit, self._state, name, None, load_frame(data), schema, on_violation
+        )
         return self._store.add(
             name, frame, schema=schema, budget=budget, clipped=clipped, actor=self._state.actor
         )
@@ -309,9 +311,10 @@ class Vault:
     ) -> DatasetVersion:
         """Store a new immutable version of dataset ``name`` (same schema and budget)."""
         info = self.dataset(name)
-        frame, clipped = self._validate(
-            name, info.latest.version + 1, load_frame(data), info.schema, on_violation
-        )
+        frame, clipped = validate(
+            self.audit, self._state, name, info.latest.version + 1, load_frame(data),
+            info.schema, on_violation,
+        )  # fmt: skip
         return self._store.append(
             name, frame, schema=info.schema, clipped=clipped, actor=self._state.actor
         )
@@ -336,31 +339,16 @@ class Vault:
         Every request made through the session is decided by the policy and
         written to the audit log.
         """
-        check_name(principal, "principal")
-        check_name(purpose, "purpose=")
-        asker = Asker(principal, purpose)
-        problem = asker.unknown(self.policy.model())
-        if problem:
-            with transaction(self._state.engine) as tx:
-                self.audit.append(
-                    tx,
-                    principal=principal,
-                    purpose=purpose,
-                    action="session.open",
-                    outcome="denied",
-                    details={"message": problem},
-                )
-            raise asker.denied(problem)
-        door = Door(
+        return open_session(
+            principal,
+            purpose,
             state=self._state,
             store=self._store,
             policy=self.policy,
             audit=self.audit,
             ledger=self.ledger,
             models=self.models,
-            asker=asker,
         )
-        return Session(self._state.guard(door))
 
     # -- privacy budget ---------------------------------------------------------------
     def budget(self, dataset: str) -> BudgetStatus:
@@ -500,20 +488,7 @@ class Vault:
         5     seen          deny
         """
         schema = self.dataset(dataset).schema
-        model = self.policy.model()
-        tags = {name: f.tags for name, f in schema.items()}
-        rows = []
-        for column, decision in model.decide(principal, purpose, dataset, tags).items():
-            rows.append(
-                {
-                    "column": column,
-                    "tags": list(tags[column]),
-                    "mode": decision.mode,
-                    "grants": list(decision.grant_ids),
-                    "row_filter": [[p.to_dict() for p in f] for f in decision.row_filters if f],
-                }
-            )
-        return pd.DataFrame(rows, columns=["column", "tags", "mode", "grants", "row_filter"])
+        return explain(self.policy.model(), principal, purpose, dataset, schema)
 
     # -- keys -------------------------------------------------------------------------
     def scrub(self) -> bool:
@@ -621,28 +596,6 @@ class Vault:
         return self._keys.field_cipher(dataset, deterministic=deterministic)
 
     # -- internals --------------------------------------------------------------------
-    def _validate(
-        self,
-        name: str,
-        version: int | None,
-        frame: pd.DataFrame,
-        schema: Schema,
-        on_violation: Literal["reject", "clip"],
-    ) -> tuple[pd.DataFrame, dict[str, int]]:
-        try:
-            return schema.validate(frame, on_violation=on_violation)
-        except SchemaError as err:
-            summary = [
-                {"column": v.column, "kind": v.kind, "rows": v.count} for v in err.violations
-            ]
-            self._admin_event(
-                "dataset.add" if version is None else "dataset.add_version",
-                outcome="rejected",
-                dataset=name,
-                details={"name": name, "violations": summary},
-            )
-            raise
-
     def _admin_event(
         self,
         action: str,
