@@ -26,7 +26,7 @@ from .._gate import TRAINING_ROWS
 from .._optional import require
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError, IntegrityError, PrivmlError
-from . import _classifiers, _estimators, _stats
+from . import _classifiers, _estimators, _noisy
 from ._release import release
 from .scaling import SchemaScaler
 
@@ -233,7 +233,7 @@ def _priors(y: np.ndarray | None, classes: list[Any], epsilon: float) -> np.ndar
     """Class priors from a Laplace histogram of the target (each count at least 1)."""
     labels = np.asarray(y)
     exact = np.array([np.sum(labels == c) for c in classes], dtype=float)
-    noisy, _ = _stats.histogram(exact, epsilon)
+    noisy, _ = _noisy.histogram(exact, epsilon)
     clipped = np.maximum(noisy, 1.0)
     priors: np.ndarray = clipped / clipped.sum()
     return priors

@@ -3,8 +3,8 @@
 Each function here checks its column against the schema (bounds and kinds
 come from the schema, never from the data), charges the statistic's event
 through :func:`~privml.dp._release.release` and only then computes the noisy
-value from the released rows with :mod:`privml.dp._stats`. Why each statistic
-is private is written beside its mechanism in :mod:`privml.dp._stats`.
+value from the released rows with :mod:`privml.dp._noisy`. Why each statistic
+is private is written beside its mechanism in :mod:`privml.dp._noisy`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from .._optional import require
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError
-from . import _stats
+from . import _noisy
 from ._release import release
 from ._result import DPResult
 
@@ -34,21 +34,21 @@ MAX_BINS = 10_000
 _NUMERIC = ("numeric", "integer")
 
 #: What a statistic computes from the released rows: its value, its noise, its mechanism.
-Compute = Callable[[pd.DataFrame], tuple[Any, "_stats.Noisy | None", str]]
+Compute = Callable[[pd.DataFrame], tuple[Any, "_noisy.Noisy | None", str]]
 #: The statistics of one clipped numeric column: ``noisy(values, bounds, epsilon)`` and the
 #: mechanism's description.
-NUMERIC: dict[str, tuple[Callable[..., _stats.Noisy], str]] = {
-    "sum": (_stats.sum_, "laplace"),
-    "mean": (_stats.mean, "laplace (sum and count, ε/2 each)"),
-    "var": (_stats.var, "laplace (sums of x, x² and count, ε/3 each)"),
+NUMERIC: dict[str, tuple[Callable[..., _noisy.Noisy], str]] = {
+    "sum": (_noisy.sum_, "laplace"),
+    "mean": (_noisy.mean, "laplace (sum and count, ε/2 each)"),
+    "var": (_noisy.var, "laplace (sums of x, x² and count, ε/3 each)"),
 }
 
 
 def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPResult:
     """The number of rows released, with Laplace noise of scale 1/ε."""
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
-        noisy = _stats.count(len(frame), epsilon)
+    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+        noisy = _noisy.count(len(frame), epsilon)
         return noisy.value, noisy, "laplace"
 
     return _statistic(gate, dataset, [], epsilon, where, "count", compute)
@@ -60,7 +60,7 @@ def numeric(
     """The statistic ``what`` (a key of :data:`NUMERIC`) of one bounded numeric column."""
     mechanism, name = NUMERIC[what]
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
         noisy = mechanism(_values(frame, column), _bounds(gate, dataset, column), epsilon)
         return noisy.value, noisy, name
 
@@ -70,12 +70,12 @@ def numeric(
 def std(gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None) -> DPResult:
     """The square root of the noisy variance (post-processing), its interval mapped alike."""
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
-        noisy = _stats.var(_values(frame, column), _bounds(gate, dataset, column), epsilon)
+    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+        noisy = _noisy.var(_values(frame, column), _bounds(gate, dataset, column), epsilon)
         root = float(np.sqrt(noisy.value))
         low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
         high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
-        scaled = _stats.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
+        scaled = _noisy.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
         return root, scaled, NUMERIC["var"][1]
 
     return _statistic(gate, dataset, [column], epsilon, where, "std", compute)
@@ -86,9 +86,9 @@ def quantile(gate: Gate, dataset: str, column: str, q: float, epsilon: float) ->
     if not 0 <= q <= 1:
         raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy | None, str]:
+    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy | None, str]:
         bounds = _bounds(gate, dataset, column)
-        value = _stats.quantile(_values(frame, column), q, bounds, epsilon)
+        value = _noisy.quantile(_values(frame, column), q, bounds, epsilon)
         return value, None, "exponential (diffprivlib)"
 
     return _statistic(
@@ -121,13 +121,13 @@ def histogram(
             f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
         )
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _stats.Noisy, str]:
+    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
         if field.kind == "categorical":
             counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
         else:
             values = np.clip(_values(frame, column), edges[0], edges[-1])
             counts, _ = np.histogram(values, bins=edges)
-        noisy, info = _stats.histogram(counts, epsilon)
+        noisy, info = _noisy.histogram(counts, epsilon)
         return pd.Series(noisy, index=pd.Index(labels, name=column)), info, "laplace"
 
     return _statistic(gate, dataset, [column], epsilon, where, "histogram", compute)

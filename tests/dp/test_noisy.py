@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privml.dp import _stats
+from privml.dp import _noisy
 
 R = 10_000
 T = 0.03  # DKW: P(failure) < 2 exp(-2 R T²) < 3e-8
@@ -54,22 +54,22 @@ def _check_same(sample: np.ndarray, reference: np.ndarray) -> None:
 
 
 def test_count_noise_is_laplace_with_scale_one_over_epsilon():
-    _check_laplace(np.array([_stats.count(1000, 1.0).value for _ in range(R)]) - 1000, 1.0)
+    _check_laplace(np.array([_noisy.count(1000, 1.0).value for _ in range(R)]) - 1000, 1.0)
 
 
 def test_count_noise_scales_with_epsilon():
-    _check_laplace(np.array([_stats.count(10, 0.25).value for _ in range(R)]) - 10, 4.0)
+    _check_laplace(np.array([_noisy.count(10, 0.25).value for _ in range(R)]) - 10, 4.0)
 
 
 def test_count_interval_is_the_central_95_percent():
-    low, high = _stats.count(10, 0.5).interval
+    low, high = _noisy.count(10, 0.5).interval
     cdf = _laplace_cdf(2.0)
     assert np.isclose(cdf(np.array(high)) - cdf(np.array(low)), 0.95)
 
 
 def test_sum_noise(values):
     clipped = np.clip(values, 0, 100)
-    noise = np.array([_stats.sum_(values, (0, 100), 2.0).value for _ in range(R)])
+    noise = np.array([_noisy.sum_(values, (0, 100), 2.0).value for _ in range(R)])
     _check_laplace(noise - clipped.sum(), 100 / 2.0)
 
 
@@ -81,7 +81,7 @@ def test_mean_is_a_noisy_shifted_sum_over_a_noisy_count(values):
     s = shifted.sum() + rng.laplace(0, half / (eps / 2), M)
     c = len(values) + rng.laplace(0, 1 / (eps / 2), M)
     reference = mid + np.where(c >= 1, np.clip(s / np.maximum(c, 1), -half, half), 0.0)
-    sample = np.array([_stats.mean(values, (lo, hi), eps).value for _ in range(R)])
+    sample = np.array([_noisy.mean(values, (lo, hi), eps).value for _ in range(R)])
     _check_same(sample, reference)
 
 
@@ -97,7 +97,7 @@ def test_variance_is_post_processing_of_three_noisy_sums(values):
     safe = np.maximum(c, 1)
     m1, m2 = np.clip(s1 / safe, -half, half), np.clip(s2 / safe, 0, half * half)
     reference = np.where(c >= 1, np.maximum(m2 - m1 * m1, 0.0), 0.0)
-    results = [_stats.var(values, (lo, hi), eps) for _ in range(R)]
+    results = [_noisy.var(values, (lo, hi), eps) for _ in range(R)]
     _check_same(np.array([r.value for r in results]), reference)
     low, high = results[0].interval  # percentiles of simulated draws around the release
     assert low <= 0 <= high
@@ -105,6 +105,6 @@ def test_variance_is_post_processing_of_three_noisy_sums(values):
 
 def test_histogram_noise_per_bin():
     counts = np.array([100, 0, 50])
-    draws = np.array([_stats.histogram(counts, 0.5)[0] for _ in range(R)]) - counts
+    draws = np.array([_noisy.histogram(counts, 0.5)[0] for _ in range(R)]) - counts
     for b in range(3):  # three checks: P(any fails) < 1e-7
         _check_laplace(draws[:, b], 1 / 0.5)
