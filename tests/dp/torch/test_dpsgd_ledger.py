@@ -150,6 +150,31 @@ def test_a_target_epsilon_beyond_every_noise_multiplier_is_refused_by_name(
     assert v.ledger.events("data").empty and v.budget("data").reserved == 0
 
 
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"batch_size": N + 1, "noise_multiplier": 1.0}, ConfigurationError),
+        ({"features": ["no_such_column"], "noise_multiplier": 1.0}, ConfigurationError),
+        ({"target_epsilon": 1e-7}, ConfigurationError),
+        ({"epochs": 10**7, "batch_size": 1, "noise_multiplier": 1.0}, ConfigurationError),
+    ],
+)
+def test_a_run_refused_before_its_block_is_audited_once_and_charges_nothing(
+    make_vault, digits, make_mlp, settings, error
+):
+    v = make_vault("digits")
+    frame, features = digits
+    kwargs = {"features": features, **settings}
+    net = make_mlp()
+    before = len(v.audit.entries())
+    with pytest.raises(error), _train(v, (frame, kwargs.pop("features")), net, **kwargs):
+        pytest.fail("the block must not run")
+    entries = v.audit.entries().iloc[before:]
+    assert list(entries["action"]) == ["dp.train"] and list(entries["outcome"]) == ["error"]
+    assert entries["details"].iloc[0]["error"] == error.__name__
+    assert v.ledger.events("data").empty and v.budget("data").reserved == 0
+
+
 @pytest.mark.parametrize("mode", ["ghost", "hooks", "bk"])
 def test_a_batch_past_the_reservation_is_refused_before_it_is_drawn(
     make_vault, digits, make_mlp, mode
