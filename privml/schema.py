@@ -269,14 +269,23 @@ class Field:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Field:
-        """Inverse of :meth:`to_dict` (a stored ``"category"`` reads as the field's one tag)."""
+        """Inverse of :meth:`to_dict`.
+
+        ``"tags"`` reads as the constructors' ``tags=`` (one string is one tag). A
+        stored ``"category"``, the old name, is one more tag, so no tag is lost; it
+        was never checked, and one that is not a non-empty string (which no grant
+        could select) is no tag, so every schema stored before the rename reads.
+        """
         kwargs = dict(data)
         legacy = kwargs.pop("category", None)
-        if legacy is not None and "tags" not in kwargs:
-            kwargs["tags"] = (legacy,)
-        for key in ("bounds", "categories", "tags"):
+        tags = _tags(kwargs.pop("tags", ()))  # refuses what is not a string or a list of them
+        kwargs["tags"] = (legacy, *tags) if isinstance(legacy, str) and legacy else tags
+        for key in ("bounds", "categories"):
             if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
+                value = kwargs[key]
+                if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+                    raise ConfigurationError(f"{key} takes a list, got a {type(value).__name__}")
+                kwargs[key] = tuple(value)
         if "mask" in kwargs:
             kwargs["mask"] = Mask.from_dict(kwargs["mask"])
         return cls(**kwargs)

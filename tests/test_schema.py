@@ -257,3 +257,28 @@ def test_a_stored_schema_with_the_old_category_key_still_reads():
     legacy = {"kind": "numeric", "sensitive": True, "category": "health", "bounds": [0, 1]}
     assert Field.from_dict(legacy) == Field.numeric(bounds=(0, 1), tags="health")
     assert Field.from_dict({"kind": "text", "sensitive": True}).tags == ()
+
+
+@pytest.mark.parametrize("category", ["", 5, None])
+def test_an_old_category_no_grant_could_select_reads_as_no_tag(category):
+    # Before the rename category= was not checked: "" or 5 were stored, and a grant's
+    # categories (strings) never selected them. Such a schema still reads, without tags.
+    stored = {"kind": "numeric", "sensitive": True, "category": category, "bounds": [0, 1]}
+    assert Field.from_dict(stored) == Field.numeric(bounds=(0, 1))
+
+
+def test_a_schema_dict_reads_tags_as_the_constructors_do():
+    # One tag as a string is that tag, not its letters: a deny by tags=['health'] selects it.
+    one = Field.from_dict({"kind": "text", "sensitive": True, "tags": "health"})
+    assert one.tags == ("health",)
+    # A legacy "category" next to "tags" is one more tag, never dropped.
+    both = {"kind": "text", "sensitive": True, "category": "health", "tags": ["lab"]}
+    assert Field.from_dict(both).tags == ("health", "lab")
+    schema = Schema.from_dict({"fields": [{"name": "notes", **both}]})
+    assert schema["notes"].tags == ("health", "lab")
+
+
+@pytest.mark.parametrize("key", ["bounds", "categories"])
+def test_a_schema_dict_refuses_a_string_where_a_list_belongs(key):
+    with pytest.raises(privml.ConfigurationError, match=key):
+        Field.from_dict({"kind": "categorical", "sensitive": True, key: "FM"})

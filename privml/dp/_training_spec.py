@@ -18,10 +18,13 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+import numpy as np
 
 from .._optional import require
 from .._validation import check_name
@@ -143,17 +146,17 @@ class TrainingSpec:
             raise ConfigurationError(
                 f"target= takes a column name, got {type(self.target).__name__}"
             )
-        _positive("batch_size", self.batch_size, int)
-        _positive("epochs", self.epochs, int)
-        _positive("max_grad_norm", self.max_grad_norm)
         if (self.target_epsilon is None) == (self.noise_multiplier is None):
             raise ConfigurationError(
                 "give exactly one of target_epsilon= (privml chooses σ) or noise_multiplier= (σ)"
             )
-        if self.target_epsilon is not None:
-            _positive("target_epsilon", self.target_epsilon)
-        else:
-            _positive("noise_multiplier", self.noise_multiplier)
+        counts = ("batch_size", "epochs")
+        for name in (*counts, "max_grad_norm", "target_epsilon", "noise_multiplier"):
+            # numpy's numbers too (a batch size computed with numpy), held as Python's
+            value = getattr(self, name)
+            if value is not None:
+                kind = int if name in counts else float
+                object.__setattr__(self, name, _positive(name, value, kind))
         if self.criterion is not None:
             if not callable(self.criterion):
                 raise ConfigurationError(
@@ -269,12 +272,14 @@ def _column_names(features: Any) -> tuple[str, ...]:
     return names
 
 
-def _positive(name: str, value: Any, kind: type = float) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
+def _positive(name: str, value: Any, kind: type[int] | type[float]) -> int | float:
+    """``value`` as a Python ``kind``: an integer >= 1, or a finite float > 0 (never a bool)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
     if kind is int:
-        ok = ok and isinstance(value, int) and value >= 1
+        ok = ok and isinstance(value, numbers.Integral) and int(value) >= 1
     elif ok:
         ok = math.isfinite(value) and value > 0
     if not ok:
         what = "an integer >= 1" if kind is int else "finite and > 0"
         raise ConfigurationError(f"{name} must be {what}, got {value!r}")
+    return kind(value)

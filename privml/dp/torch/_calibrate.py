@@ -77,7 +77,14 @@ def calibrate(
         return probe
 
     # RDP alone is quick and never below the ledger's figure: it brackets the real search.
-    rdp_sigma, _ = _smallest(by(lambda s: rdp_epsilon(rdp_curve(event_for(s)), delta)))
+    try:
+        rdp_sigma, _ = _smallest(by(lambda s: rdp_epsilon(rdp_curve(event_for(s)), delta)))
+    except _NoFit:
+        raise ConfigurationError(
+            f"target_epsilon={target_epsilon:g} is out of reach: this run would need a noise "
+            f"multiplier above {SIGMA_MAX:g}, at which it learns nothing; raise target_epsilon "
+            "or plan fewer steps (fewer epochs or a smaller batch_size)"
+        ) from None
     sigma, _ = _smallest(by(lambda s: epsilon_alone(event_for(s), delta)), hi=rdp_sigma)
     check = gate.what_if(dataset, event_for(sigma))
     if check.allowed:

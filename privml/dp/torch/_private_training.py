@@ -27,7 +27,7 @@ from torch import nn
 from ...accounting.composition import epsilon_alone
 from ...exceptions import ConfigurationError
 from .._training_spec import TrainingSpec
-from ._data import default_criterion, prepare, scaler_for, task_of
+from ._data import Encoding, default_criterion, prepare, scaler_for, task_of
 from ._engine import build, prepare_module
 from ._fence import Fence
 from ._frozen import Frozen
@@ -52,7 +52,40 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
     """Reserve a DP-SGD run, hand out its parts, settle and register it on exit.
 
     See :meth:`privml.dp.DPSession.private_training`; ``spec`` checked itself when made.
+    A refusal before the block runs (a bad column, the policy, a batch larger than the
+    rows, no σ that fits) is audited once, as every refused request is.
     """
+    with gate.request("dp.train", dataset):
+        run, ending, setup, encoding, auth = _begin(gate, dataset, spec)
+    completed = False
+    try:
+        yield run
+        completed = True
+    finally:
+        finish(run, ending)
+    if completed and run.steps_taken > 0:
+        assert run._guard is not None
+        if run._guard.tampered is not None:
+            raise ConfigurationError(
+                f"{run._guard.tampered}. The model was not registered "
+                "(the steps released were charged)."
+            )
+        register(
+            gate,
+            run,
+            ending.engine,
+            encoding,
+            setup.features,
+            spec.target,
+            setup.optimizer,
+            rows=auth.rows_digest,  # the row filters it was read under
+        )
+
+
+def _begin(
+    gate: Gate, dataset: str, spec: TrainingSpec
+) -> tuple[TrainingRun, Exit, _Setup, Encoding, Authorization]:
+    """Check, authorize, reserve and wire the run; on any failure nothing stays reserved."""
     name = spec.model_name(dataset)
     gate.check_may_register(name)
     setup = _Setup.check(gate.schema(dataset), spec)  # 1. schema, module, loss: no data
@@ -91,29 +124,7 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
         drop(token)
         reservation.release()
         raise
-    completed = False
-    try:
-        yield run
-        completed = True
-    finally:
-        finish(run, ending)
-    if completed and run.steps_taken > 0:
-        assert run._guard is not None
-        if run._guard.tampered is not None:
-            raise ConfigurationError(
-                f"{run._guard.tampered}. The model was not registered "
-                "(the steps released were charged)."
-            )
-        register(
-            gate,
-            run,
-            ending.engine,
-            encoding,
-            setup.features,
-            spec.target,
-            setup.optimizer,
-            rows=auth.rows_digest,  # the row filters it was read under
-        )
+    return run, ending, setup, encoding, auth
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 from opacus.accountants import RDPAccountant as OpacusRDP
 
-from privml import AccessDenied, BudgetExceededError
+from privml import AccessDenied, BudgetExceededError, ConfigurationError
 from privml.accounting import PrivacyEvent
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -136,6 +136,43 @@ def test_target_epsilon_with_an_exhausted_budget_is_refused(make_vault, digits, 
     ):
         pytest.fail("the block must not run")
     assert list(v.ledger.events("data")["kind"]) == ["laplace"]
+
+
+def test_a_target_epsilon_beyond_every_noise_multiplier_is_refused_by_name(
+    make_vault, digits, make_mlp
+):
+    v = make_vault("digits")
+    with (
+        pytest.raises(ConfigurationError, match=r"target_epsilon=1e-07 .*noise multiplier"),
+        _train(v, digits, make_mlp(), target_epsilon=1e-7),
+    ):
+        pytest.fail("the block must not run")
+    assert v.ledger.events("data").empty and v.budget("data").reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"batch_size": N + 1, "noise_multiplier": 1.0}, ConfigurationError),
+        ({"features": ["no_such_column"], "noise_multiplier": 1.0}, ConfigurationError),
+        ({"target_epsilon": 1e-7}, ConfigurationError),
+        ({"epochs": 10**7, "batch_size": 1, "noise_multiplier": 1.0}, ConfigurationError),
+    ],
+)
+def test_a_run_refused_before_its_block_is_audited_once_and_charges_nothing(
+    make_vault, digits, make_mlp, settings, error
+):
+    v = make_vault("digits")
+    frame, features = digits
+    kwargs = {"features": features, **settings}
+    net = make_mlp()
+    before = len(v.audit.entries())
+    with pytest.raises(error), _train(v, (frame, kwargs.pop("features")), net, **kwargs):
+        pytest.fail("the block must not run")
+    entries = v.audit.entries().iloc[before:]
+    assert list(entries["action"]) == ["dp.train"] and list(entries["outcome"]) == ["error"]
+    assert entries["details"].iloc[0]["error"] == error.__name__
+    assert v.ledger.events("data").empty and v.budget("data").reserved == 0
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks", "bk"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,6 +44,7 @@ INVALID: list[tuple[str, object]] = [
     ("batch_size", -1),
     ("batch_size", 2.5),
     ("batch_size", True),
+    ("batch_size", np.bool_(True)),
     ("batch_size", "64"),
     ("epochs", 0),
     ("epochs", 1.5),
@@ -107,6 +109,23 @@ def test_the_public_call_refuses_it_before_any_charge_or_read(make_vault, change
     assert v.ledger.events("data").empty
     assert len(v.audit.entries()) == before
     assert v.budget("data").epsilon_spent == 0
+
+
+def test_numpy_numbers_are_taken_and_held_as_python_numbers():
+    change = {
+        "batch_size": np.int64(64),
+        "epochs": np.int32(2),
+        "max_grad_norm": np.float32(1.5),
+        "noise_multiplier": np.float64(1.25),
+    }
+    spec = TrainingSpec(**{**_valid(NET), **change})
+    assert (spec.batch_size, spec.epochs, spec.max_grad_norm, spec.noise_multiplier) == (
+        64,
+        2,
+        1.5,
+        1.25,
+    )
+    assert [type(getattr(spec, k)) for k in change] == [int, int, float, float]
 
 
 def test_the_spec_is_frozen_and_keeps_its_own_copy_of_the_features():
