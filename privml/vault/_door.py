@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
 from ..exceptions import BudgetExceededError, ConfigurationError
+from ..policy import mode_allows
 from ..policy._digest import row_digest
 from . import _decide, _failures, _model_access
 from ._fetch import fetch
@@ -43,6 +44,12 @@ __all__ = ["Door"]
 
 T = TypeVar("T")
 
+#: What a reservation's audit entry records from the door itself: a mechanism's context
+#: (or its plan's) adds to it and may not rewrite it.
+_OWN_CONTEXT = frozenset(
+    {"release", "columns", "grant_ids", "policy_hash", "where", "content_hash", "rows_withheld"}
+)
+
 
 class Door:
     """A session's door: what privml's mechanisms may ask on behalf of its principal and purpose."""
@@ -66,9 +73,11 @@ class Door:
         self.models = models
         self.asker = asker
         self.log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
-        # The authorizations this door decided, by identity, with what they decided.
-        # Held weakly: an authorization nobody holds any more can never be presented again.
-        self._issued: dict[int, tuple[weakref.ref[Authorization], tuple[Any, ...]]] = {}
+        # The authorizations this door decided, by identity, with what they decided and
+        # whether they reveal values uncharged (decided at pseudonymized or more, conditions
+        # included). Held weakly: an authorization nobody holds any more can never be
+        # presented again.
+        self._issued: dict[int, tuple[weakref.ref[Authorization], tuple[Any, ...], bool]] = {}
 
     @property
     def principal(self) -> str:
@@ -166,7 +175,10 @@ class Door:
         )
         if len(self._issued) >= 64:
             self._issued = {k: v for k, v in self._issued.items() if v[0]() is not None}
-        self._issued[id(auth)] = (weakref.ref(auth), _decided(auth))
+        uncharged = mode_allows(needed, "pseudonymized") and (
+            not conditions or mode_allows(where_needs, "pseudonymized")
+        )
+        self._issued[id(auth)] = (weakref.ref(auth), _decided(auth), uncharged)
         return auth
 
     def release(
@@ -197,14 +209,16 @@ class Door:
         The row count fixes a DP-SGD run's sampling rate, so it is read first; the
         values themselves leave the door only once the reservation is held.
         """
+        _check_context(context)
         loaded = self._load(auth, version)
         event, chosen = plan(len(loaded.frame))
+        _check_context(chosen)
         context = {
+            **context,
+            **chosen,
             **release_context(auth, action),
             "content_hash": loaded.content_hash,
             "rows_withheld": loaded.rows_withheld,
-            **context,
-            **chosen,
         }
         reservation, request_id = self._admit(
             self._ledger.reserve, auth, event, action, version, context
@@ -239,17 +253,34 @@ class Door:
         return held, request_id
 
     def load(self, auth: Authorization) -> Loaded:
-        """Decrypt values that carry no budget, for a mechanism (never the caller) to use."""
+        """Decrypt values that carry no budget, for a mechanism (never the caller) to use.
+
+        Only for an authorization decided at ``pseudonymized`` or more (its conditions
+        too): one decided for a DP release reveals its values only through a charge.
+        """
+        if not self._check_issued(auth):
+            raise ConfigurationError(
+                f"this authorization was decided for a release that carries a charge (a DP "
+                f"mode on {auth.dataset!r}): its values leave the door only through release() "
+                f"or reserve(); load() needs an authorization decided at 'pseudonymized' or more"
+            )
         return self._load(auth, None)
 
-    def _check_issued(self, auth: Authorization) -> None:
-        """Refuse an authorization this door did not decide (hand-built, or another session's)."""
+    def _check_issued(self, auth: Authorization) -> bool:
+        """Refuse an authorization this door did not decide (hand-built, or another session's)
+        or whose decisions the policy no longer makes; True if it reveals values uncharged."""
         issued = self._issued.get(id(auth))
         if issued is None or issued[0]() is not auth or issued[1] != _decided(auth):
             raise ConfigurationError(
                 "this authorization was not decided by this session's door: ask "
                 "authorize() of the session that will use it"
             )
+        if _decisions(self.decide(auth.dataset, auth.schema)) != _decisions(auth.decisions):
+            raise ConfigurationError(
+                f"the policy changed since this authorization on {auth.dataset!r} was decided: "
+                "authorize() again under the policy in force"
+            )
+        return issued[2]
 
     def _load(self, auth: Authorization, version: int | None) -> Loaded:
         self._check_issued(auth)
@@ -344,6 +375,21 @@ class Door:
         self.log.record(action, outcome, dataset, version, details)
 
 
+def _check_context(context: Mapping[str, Any]) -> None:
+    """Refuse context that would rewrite what the door itself records of a reservation."""
+    clash = sorted(_OWN_CONTEXT.intersection(context))
+    if clash:
+        raise ConfigurationError(
+            f"context keys {clash} are the door's own record of the request (the columns, "
+            "grants and policy it was decided under, the data it read); rename them"
+        )
+
+
+def _decisions(decisions: Mapping[str, ColumnDecision]) -> tuple[Any, ...]:
+    """Each column's mode and deciding grants (what a policy change would alter)."""
+    return tuple(sorted((c, d.mode, tuple(d.grant_ids)) for c, d in decisions.items()))
+
+
 def _decided(auth: Authorization) -> tuple[Any, ...]:
     """What an authorization decided, as values: an edit in place changes it."""
     return (
@@ -351,6 +397,6 @@ def _decided(auth: Authorization) -> tuple[Any, ...]:
         tuple(auth.columns),
         tuple((p.column, p.op, repr(p.value)) for p in auth.conditions),
         auth.row_columns,
-        tuple(sorted((c, d.mode, tuple(d.grant_ids)) for c, d in auth.decisions.items())),
+        _decisions(auth.decisions),
         id(auth.schema),
     )
