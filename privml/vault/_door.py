@@ -66,13 +66,13 @@ class Door:
         asker: _decide.Asker,
     ) -> None:
         self._state = state
-        self.store = store
-        self.policy = policy
+        self._store = store
+        self._policy = policy
         self._audit = audit
         self._ledger = ledger
-        self.models = models
-        self.asker = asker
-        self.log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
+        self._models = models
+        self._asker = asker
+        self._log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
         # The authorizations this door decided, by identity, with what they decided and
         # whether they reveal values uncharged (decided at pseudonymized or more, conditions
         # included). Held weakly: an authorization nobody holds any more can never be
@@ -82,12 +82,12 @@ class Door:
     @property
     def principal(self) -> str:
         """Who acts."""
-        return self.asker.principal
+        return self._asker.principal
 
     @property
     def purpose(self) -> str:
         """For which purpose."""
-        return self.asker.purpose
+        return self._asker.purpose
 
     def check_open(self) -> None:
         """Raise :class:`~privml.exceptions.VaultClosedError` once the vault is closed."""
@@ -96,19 +96,19 @@ class Door:
     # -- lookups (no data) ------------------------------------------------------------
     def schema(self, dataset: str) -> Schema:
         """The declared schema of ``dataset``."""
-        return self.store.schema(dataset)
+        return self._store.schema(dataset)
 
     def budget(self, dataset: str) -> Budget:
         """The declared total budget of ``dataset``."""
-        return self.store.budget(dataset)
+        return self._store.budget(dataset)
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``."""
-        return self.store.latest_version(dataset)
+        return self._store.latest_version(dataset)
 
-    def decide(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
+    def _column_decisions(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
         """Every column's decision for this session's principal and purpose."""
-        return _decide.decide(self.policy.model(), self.asker, dataset, schema)
+        return _decide.decide(self._policy.model(), self._asker, dataset, schema)
 
     def what_if(self, dataset: str, event: PrivacyEvent) -> WhatIf:
         """Whether ``event`` would be admitted now for this principal and purpose."""
@@ -120,7 +120,7 @@ class Door:
 
     def rows_digest(self, dataset: str, columns: Sequence[str]) -> str | None:
         """The row conditions under which this session reads ``columns`` (None: every row)."""
-        return row_digest(self.decide(dataset, self.schema(dataset)), columns)
+        return row_digest(self._column_decisions(dataset, self.schema(dataset)), columns)
 
     # -- the door ---------------------------------------------------------------------
     def authorize(
@@ -140,19 +140,19 @@ class Door:
         With no ``columns`` (a row count) at least one column must be usable at
         ``needed``, and the row filters of every usable column's grants apply.
         """
-        self.log.check_request(action, dataset, columns, version)
+        self._log.check_request(action, dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
         decisions: dict[str, ColumnDecision] = {}
-        asker = self.asker
+        asker = self._asker
         try:
-            schema = self.store.schema(dataset)
-            source = self.store.derived_from(dataset)
+            schema = self._store.schema(dataset)
+            source = self._store.derived_from(dataset)
             if source is not None and needed in ("dp_aggregate", "dp_training"):
                 raise ConfigurationError(
                     f"{dataset!r} is a minimized view of {source!r} and carries no privacy "
                     f"budget of its own: run DP releases on {source!r}"
                 )
-            decisions = self.decide(dataset, schema)
+            decisions = self._column_decisions(dataset, schema)
             for column in columns:
                 _decide.require(asker, dataset, schema, decisions, column, needed)
             counted = list(columns) or _decide.countable(asker, dataset, schema, decisions, needed)
@@ -160,7 +160,7 @@ class Door:
                 asker, dataset, schema, decisions, where, needs=where_needs
             )
         except Exception as err:
-            self.log.failure(action, dataset, version, err, decisions, request, where=where)
+            self._log.failure(action, dataset, version, err, decisions, request, where=where)
             raise
         used = sorted({g for c in counted for g in decisions[c].grant_ids})
         auth = Authorization(
@@ -275,7 +275,8 @@ class Door:
                 "this authorization was not decided by this session's door: ask "
                 "authorize() of the session that will use it"
             )
-        if _decisions(self.decide(auth.dataset, auth.schema)) != _decisions(auth.decisions):
+        now = self._column_decisions(auth.dataset, auth.schema)
+        if _decisions(now) != _decisions(auth.decisions):
             raise ConfigurationError(
                 f"the policy changed since this authorization on {auth.dataset!r} was decided: "
                 "authorize() again under the policy in force"
@@ -285,7 +286,7 @@ class Door:
     def _load(self, auth: Authorization, version: int | None) -> Loaded:
         self._check_issued(auth)
         got = fetch(
-            self.store,
+            self._store,
             auth.dataset,
             auth.schema,
             auth.decisions,
@@ -303,7 +304,7 @@ class Door:
 
     def check_may_register(self, name: str, *, minimizer: bool = False) -> None:
         """Refuse (audited) before any work a model name this principal may not register."""
-        self.models._check_may_register(
+        self._models._check_may_register(
             name, principal=self.principal, purpose=self.purpose, minimizer=minimizer
         )
 
@@ -320,7 +321,7 @@ class Door:
         minimizer: bool = False,
     ) -> ModelInfo:
         """Store ``model`` in the registry, owned by this session's principal."""
-        return self.models._register(
+        return self._models._register(
             name,
             model,
             trained_on=trained_on,
@@ -343,11 +344,11 @@ class Door:
         summary: dict[str, Any],
     ) -> DatasetVersion:
         """Store a minimized view of ``source`` as dataset ``name`` (its budget is the source's)."""
-        return self.store.add(
+        return self._store.add(
             name,
             frame,
             schema=schema,
-            budget=self.store.budget(source),
+            budget=self._store.budget(source),
             clipped={},
             actor=self.principal,
             purpose=self.purpose,
@@ -361,7 +362,7 @@ class Door:
         self, action: str, dataset: str, *, where: Any = None, version: int | None = None
     ) -> AbstractContextManager[None]:
         """Audit a failure anywhere inside the block (once), as ``action`` on ``dataset``."""
-        return self.log.request(action, dataset, where=where, version=version)
+        return self._log.request(action, dataset, where=where, version=version)
 
     def record(
         self,
@@ -372,7 +373,7 @@ class Door:
         details: dict[str, Any],
     ) -> None:
         """Append one audit entry for this session's principal and purpose."""
-        self.log.record(action, outcome, dataset, version, details)
+        self._log.record(action, outcome, dataset, version, details)
 
 
 def _check_context(context: Mapping[str, Any]) -> None:

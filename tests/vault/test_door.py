@@ -171,3 +171,14 @@ def test_a_reservation_cannot_rewrite_the_doors_own_audit_fields(door, demo_vaul
         )
     assert demo_vault.ledger.events("patients").empty
     assert "forged" not in demo_vault.audit.entries().to_string()
+
+
+def test_the_door_offers_exactly_the_gate_protocol(door):
+    """What serves the door serves no more than the protocol: no store, policy or registry."""
+    from privml._gate import Gate
+    from privml.vault._door import Door
+
+    def public(names: Any) -> set[str]:
+        return {n for n in names if not n.startswith("_")}
+
+    assert public(dir(door)) == public(dir(Door)) == public(vars(Gate))
