@@ -198,11 +198,13 @@ class Gate(Protocol):
         context: Mapping[str, Any],
     ) -> Reserved:
         """Reserve the event ``plan(rows)`` makes for the rows the request sees, then hand out
-        their values; the plan's own context joins ``context`` in the reservation's audit entry."""
+        their values; the plan's own context joins ``context`` in the reservation's audit entry
+        (neither may name the door's own fields: columns, grants, policy hash, content hash)."""
         ...
 
     def load(self, auth: Authorization) -> Loaded:
-        """Decrypt values that carry no budget (modes that reveal them to privml only)."""
+        """Decrypt values that carry no budget (modes that reveal them to privml only); an
+        authorization decided for a DP mode is refused: its values leave only through a charge."""
         ...
 
     def what_if(self, dataset: str, event: PrivacyEvent) -> WhatIf:

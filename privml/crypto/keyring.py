@@ -9,12 +9,30 @@ from typing import Any
 import sqlalchemy as sa
 
 from .._canonical import utcnow
-from ..exceptions import DecryptionError
+from ..exceptions import DecryptionError, InvalidKeyError
 from ..storage import sealed
-from ..storage.tables import keys
+from ..storage.tables import keys, vault_info
 from .keys import VaultKey, new_data_key
 
-__all__ = ["Keyring"]
+__all__ = ["Keyring", "check_current"]
+
+
+def check_current(conn: sa.Connection, vault_key: VaultKey) -> None:
+    """Refuse to wrap under ``vault_key`` unless it is still the vault's key.
+
+    Another process with the same vault open may have rotated it: a key wrapped
+    under the old one would be lost with it. Read in the wrapping transaction
+    (locking the row where the database can), so a rotation cannot slip between.
+    """
+    row = conn.execute(sa.select(vault_info.c.key_check).with_for_update()).one()
+    try:
+        vault_key.verify(str(row.key_check))
+    except InvalidKeyError:
+        raise InvalidKeyError(
+            "the vault key was rotated since this vault was opened (by another process or "
+            "Vault object on the same folder): nothing was written; close this vault and "
+            "reopen it with the new key"
+        ) from None
 
 
 class Keyring:
@@ -43,6 +61,7 @@ class Keyring:
         purpose: str,
     ) -> None:
         """Store a key made elsewhere (e.g. a field keyset's new primary), wrapped."""
+        check_current(conn, self._vault_key)
         wrapped = self._vault_key.wrap(raw, purpose=self._slot(key_id, dataset, column, purpose))
         sealed.insert(
             conn,

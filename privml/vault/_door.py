@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
 from ..exceptions import BudgetExceededError, ConfigurationError
+from ..policy import mode_allows
 from ..policy._digest import row_digest
 from . import _decide, _failures, _model_access
 from ._fetch import fetch
@@ -43,6 +44,12 @@ __all__ = ["Door"]
 
 T = TypeVar("T")
 
+#: What a reservation's audit entry records from the door itself: a mechanism's context
+#: (or its plan's) adds to it and may not rewrite it.
+_OWN_CONTEXT = frozenset(
+    {"release", "columns", "grant_ids", "policy_hash", "where", "content_hash", "rows_withheld"}
+)
+
 
 class Door:
     """A session's door: what privml's mechanisms may ask on behalf of its principal and purpose."""
@@ -59,26 +66,28 @@ class Door:
         asker: _decide.Asker,
     ) -> None:
         self._state = state
-        self.store = store
-        self.policy = policy
+        self._store = store
+        self._policy = policy
         self._audit = audit
         self._ledger = ledger
-        self.models = models
-        self.asker = asker
-        self.log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
-        # The authorizations this door decided, by identity, with what they decided.
-        # Held weakly: an authorization nobody holds any more can never be presented again.
-        self._issued: dict[int, tuple[weakref.ref[Authorization], tuple[Any, ...]]] = {}
+        self._models = models
+        self._asker = asker
+        self._log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
+        # The authorizations this door decided, by identity, with what they decided and
+        # whether they reveal values uncharged (decided at pseudonymized or more, conditions
+        # included). Held weakly: an authorization nobody holds any more can never be
+        # presented again.
+        self._issued: dict[int, tuple[weakref.ref[Authorization], tuple[Any, ...], bool]] = {}
 
     @property
     def principal(self) -> str:
         """Who acts."""
-        return self.asker.principal
+        return self._asker.principal
 
     @property
     def purpose(self) -> str:
         """For which purpose."""
-        return self.asker.purpose
+        return self._asker.purpose
 
     def check_open(self) -> None:
         """Raise :class:`~privml.exceptions.VaultClosedError` once the vault is closed."""
@@ -87,19 +96,19 @@ class Door:
     # -- lookups (no data) ------------------------------------------------------------
     def schema(self, dataset: str) -> Schema:
         """The declared schema of ``dataset``."""
-        return self.store.schema(dataset)
+        return self._store.schema(dataset)
 
     def budget(self, dataset: str) -> Budget:
         """The declared total budget of ``dataset``."""
-        return self.store.budget(dataset)
+        return self._store.budget(dataset)
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``."""
-        return self.store.latest_version(dataset)
+        return self._store.latest_version(dataset)
 
-    def decide(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
+    def _column_decisions(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
         """Every column's decision for this session's principal and purpose."""
-        return _decide.decide(self.policy.model(), self.asker, dataset, schema)
+        return _decide.decide(self._policy.model(), self._asker, dataset, schema)
 
     def what_if(self, dataset: str, event: PrivacyEvent) -> WhatIf:
         """Whether ``event`` would be admitted now for this principal and purpose."""
@@ -111,7 +120,7 @@ class Door:
 
     def rows_digest(self, dataset: str, columns: Sequence[str]) -> str | None:
         """The row conditions under which this session reads ``columns`` (None: every row)."""
-        return row_digest(self.decide(dataset, self.schema(dataset)), columns)
+        return row_digest(self._column_decisions(dataset, self.schema(dataset)), columns)
 
     # -- the door ---------------------------------------------------------------------
     def authorize(
@@ -131,19 +140,19 @@ class Door:
         With no ``columns`` (a row count) at least one column must be usable at
         ``needed``, and the row filters of every usable column's grants apply.
         """
-        self.log.check_request(action, dataset, columns, version)
+        self._log.check_request(action, dataset, columns, version)
         request = {"columns": list(columns), "needed": needed, "version": version}
         decisions: dict[str, ColumnDecision] = {}
-        asker = self.asker
+        asker = self._asker
         try:
-            schema = self.store.schema(dataset)
-            source = self.store.derived_from(dataset)
+            schema = self._store.schema(dataset)
+            source = self._store.derived_from(dataset)
             if source is not None and needed in ("dp_aggregate", "dp_training"):
                 raise ConfigurationError(
                     f"{dataset!r} is a minimized view of {source!r} and carries no privacy "
                     f"budget of its own: run DP releases on {source!r}"
                 )
-            decisions = self.decide(dataset, schema)
+            decisions = self._column_decisions(dataset, schema)
             for column in columns:
                 _decide.require(asker, dataset, schema, decisions, column, needed)
             counted = list(columns) or _decide.countable(asker, dataset, schema, decisions, needed)
@@ -151,7 +160,7 @@ class Door:
                 asker, dataset, schema, decisions, where, needs=where_needs
             )
         except Exception as err:
-            self.log.failure(action, dataset, version, err, decisions, request, where=where)
+            self._log.failure(action, dataset, version, err, decisions, request, where=where)
             raise
         used = sorted({g for c in counted for g in decisions[c].grant_ids})
         auth = Authorization(
@@ -166,7 +175,10 @@ class Door:
         )
         if len(self._issued) >= 64:
             self._issued = {k: v for k, v in self._issued.items() if v[0]() is not None}
-        self._issued[id(auth)] = (weakref.ref(auth), _decided(auth))
+        uncharged = mode_allows(needed, "pseudonymized") and (
+            not conditions or mode_allows(where_needs, "pseudonymized")
+        )
+        self._issued[id(auth)] = (weakref.ref(auth), _decided(auth), uncharged)
         return auth
 
     def release(
@@ -197,14 +209,16 @@ class Door:
         The row count fixes a DP-SGD run's sampling rate, so it is read first; the
         values themselves leave the door only once the reservation is held.
         """
+        _check_context(context)
         loaded = self._load(auth, version)
         event, chosen = plan(len(loaded.frame))
+        _check_context(chosen)
         context = {
+            **context,
+            **chosen,
             **release_context(auth, action),
             "content_hash": loaded.content_hash,
             "rows_withheld": loaded.rows_withheld,
-            **context,
-            **chosen,
         }
         reservation, request_id = self._admit(
             self._ledger.reserve, auth, event, action, version, context
@@ -239,22 +253,40 @@ class Door:
         return held, request_id
 
     def load(self, auth: Authorization) -> Loaded:
-        """Decrypt values that carry no budget, for a mechanism (never the caller) to use."""
+        """Decrypt values that carry no budget, for a mechanism (never the caller) to use.
+
+        Only for an authorization decided at ``pseudonymized`` or more (its conditions
+        too): one decided for a DP release reveals its values only through a charge.
+        """
+        if not self._check_issued(auth):
+            raise ConfigurationError(
+                f"this authorization was decided for a release that carries a charge (a DP "
+                f"mode on {auth.dataset!r}): its values leave the door only through release() "
+                f"or reserve(); load() needs an authorization decided at 'pseudonymized' or more"
+            )
         return self._load(auth, None)
 
-    def _check_issued(self, auth: Authorization) -> None:
-        """Refuse an authorization this door did not decide (hand-built, or another session's)."""
+    def _check_issued(self, auth: Authorization) -> bool:
+        """Refuse an authorization this door did not decide (hand-built, or another session's)
+        or whose decisions the policy no longer makes; True if it reveals values uncharged."""
         issued = self._issued.get(id(auth))
         if issued is None or issued[0]() is not auth or issued[1] != _decided(auth):
             raise ConfigurationError(
                 "this authorization was not decided by this session's door: ask "
                 "authorize() of the session that will use it"
             )
+        now = self._column_decisions(auth.dataset, auth.schema)
+        if _decisions(now) != _decisions(auth.decisions):
+            raise ConfigurationError(
+                f"the policy changed since this authorization on {auth.dataset!r} was decided: "
+                "authorize() again under the policy in force"
+            )
+        return issued[2]
 
     def _load(self, auth: Authorization, version: int | None) -> Loaded:
         self._check_issued(auth)
         got = fetch(
-            self.store,
+            self._store,
             auth.dataset,
             auth.schema,
             auth.decisions,
@@ -272,7 +304,7 @@ class Door:
 
     def check_may_register(self, name: str, *, minimizer: bool = False) -> None:
         """Refuse (audited) before any work a model name this principal may not register."""
-        self.models._check_may_register(
+        self._models._check_may_register(
             name, principal=self.principal, purpose=self.purpose, minimizer=minimizer
         )
 
@@ -289,7 +321,7 @@ class Door:
         minimizer: bool = False,
     ) -> ModelInfo:
         """Store ``model`` in the registry, owned by this session's principal."""
-        return self.models._register(
+        return self._models._register(
             name,
             model,
             trained_on=trained_on,
@@ -312,11 +344,11 @@ class Door:
         summary: dict[str, Any],
     ) -> DatasetVersion:
         """Store a minimized view of ``source`` as dataset ``name`` (its budget is the source's)."""
-        return self.store.add(
+        return self._store.add(
             name,
             frame,
             schema=schema,
-            budget=self.store.budget(source),
+            budget=self._store.budget(source),
             clipped={},
             actor=self.principal,
             purpose=self.purpose,
@@ -330,7 +362,7 @@ class Door:
         self, action: str, dataset: str, *, where: Any = None, version: int | None = None
     ) -> AbstractContextManager[None]:
         """Audit a failure anywhere inside the block (once), as ``action`` on ``dataset``."""
-        return self.log.request(action, dataset, where=where, version=version)
+        return self._log.request(action, dataset, where=where, version=version)
 
     def record(
         self,
@@ -341,7 +373,22 @@ class Door:
         details: dict[str, Any],
     ) -> None:
         """Append one audit entry for this session's principal and purpose."""
-        self.log.record(action, outcome, dataset, version, details)
+        self._log.record(action, outcome, dataset, version, details)
+
+
+def _check_context(context: Mapping[str, Any]) -> None:
+    """Refuse context that would rewrite what the door itself records of a reservation."""
+    clash = sorted(_OWN_CONTEXT.intersection(context))
+    if clash:
+        raise ConfigurationError(
+            f"context keys {clash} are the door's own record of the request (the columns, "
+            "grants and policy it was decided under, the data it read); rename them"
+        )
+
+
+def _decisions(decisions: Mapping[str, ColumnDecision]) -> tuple[Any, ...]:
+    """Each column's mode and deciding grants (what a policy change would alter)."""
+    return tuple(sorted((c, d.mode, tuple(d.grant_ids)) for c, d in decisions.items()))
 
 
 def _decided(auth: Authorization) -> tuple[Any, ...]:
@@ -351,6 +398,6 @@ def _decided(auth: Authorization) -> tuple[Any, ...]:
         tuple(auth.columns),
         tuple((p.column, p.op, repr(p.value)) for p in auth.conditions),
         auth.row_columns,
-        tuple(sorted((c, d.mode, tuple(d.grant_ids)) for c, d in auth.decisions.items())),
+        _decisions(auth.decisions),
         id(auth.schema),
     )

@@ -58,11 +58,11 @@ def needed_mode(info: ModelInfo) -> str:
 
 def authorize_model(door: Door, name: str, version: int | None, *, action: str) -> ModelUse:
     """Decide whether ``session`` may use model ``name``; a refusal is audited as ``action``."""
-    info = door.models.info(name, version)
+    info = door._models.info(name, version)
     if info.trained_on is None:
         return ModelUse(info, None)
     dataset, trained_version = info.trained_on
-    source = door.store.derived_from(dataset) or dataset
+    source = door._store.derived_from(dataset) or dataset
     schema = door.schema(source)
     columns = _columns(info, schema)
     version = trained_version if source == dataset else None
@@ -86,20 +86,20 @@ def _check_rows(
     own = row_digest(auth.decisions, columns)
     if own is None or own == info.metadata.get(TRAINING_ROWS):
         return
-    err = door.asker.denied(
+    err = door._asker.denied(
         f"model {info.name!r} was trained on rows that the row filters of your grants on "
         f"{auth.dataset!r} do not admit: use a model trained under the same row filters",
         dataset=auth.dataset,
     )
     request = {"model": info.name, "model_version": info.version, "reason": "row filters"}
-    door.log.failure(action, auth.dataset, version, err, auth.decisions, request)
+    door._log.failure(action, auth.dataset, version, err, auth.decisions, request)
     raise err
 
 
 def load_model(door: Door, name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
     """Authorize (see :func:`authorize_model`), then decrypt the model; the caller audits."""
     use = authorize_model(door, name, version, action=action)
-    model = door.models._load(
+    model = door._models._load(
         name, use.info.version, principal=door.principal, purpose=door.purpose, audit=False
     )
     return model, use

@@ -25,6 +25,7 @@ from .._canonical import canonical_json, utcnow
 from .._records import DatasetVersion, ModelInfo
 from .._validation import check_name
 from ..audit import ADMIN_PURPOSE, AuditLog
+from ..crypto.keyring import check_current
 from ..crypto.keys import new_data_key
 from ..exceptions import (
     AccessDenied,
@@ -193,6 +194,7 @@ class ModelRegistry:
             relative = f"models/{name}/{version}.bin"
             digest = write_atomic(self._root / relative, blob)
             created = utcnow()
+            check_current(tx.conn, self._state.key)
             sealed.insert(
                 tx.conn,
                 models,

@@ -89,6 +89,16 @@ def new_metadata(
         # SQLite gives its -wal and -shm files the database file's permissions.
         os.close(os.open(folder / "meta.db", os.O_WRONLY | os.O_CREAT, 0o600))
     engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
+    try:
+        _identity(engine, vault_key, kdf, checkpoint_every)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, vault_key
+
+
+def _identity(engine: sa.Engine, vault_key: VaultKey, kdf: Any, checkpoint_every: int) -> None:
+    """Create the tables and write the vault's identity row."""
     create_tables(engine)
     signing = Ed25519PrivateKey.generate()
     log_id, mac_key = uuid.uuid4().hex, new_data_key()
@@ -109,7 +119,6 @@ def new_metadata(
         info["mac"] = sealed.mac_for(tx.conn, vault_info, info)
         tx.conn.execute(vault_info.insert().values(**info))
         sealed.create_heads(tx.conn, sealed.global_tables())
-    return engine, vault_key
 
 
 def open_metadata(
@@ -121,31 +130,64 @@ def open_metadata(
     metadata_url: str | None,
 ) -> tuple[sa.Engine, VaultKey]:
     """The metadata engine of the vault in ``folder`` and its key, checked against the vault."""
-    marker = folder / MARKER
-    if not marker.exists():
-        raise NotFoundError(f"no vault at {str(folder)!r} (no {MARKER}); use Vault.create()")
-    external = json.loads(marker.read_text())["metadata"] == "external"
+    external = _read_marker(folder)["metadata"] == "external"
     if external and metadata_url is None:
         raise ConfigurationError(
             "this vault keeps its metadata in an external database: pass metadata_url="
         )
     engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
-    with read(engine) as conn:
-        info = conn.execute(sa.select(vault_info)).one()
-    if info.format != FORMAT:
-        engine.dispose()
-        raise ConfigurationError(
-            f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
-            f"format {FORMAT} only (authenticated metadata rows). Export its datasets "
-            "with the privml version that wrote it and add them to a new vault"
-        )
-    salt = None
-    if info.kdf is not None:
-        salt = base64.b64decode(json.loads(info.kdf)["salt"])
     try:
-        vault_key = VaultKey.resolve(key=key, key_file=key_file, passphrase=passphrase, salt=salt)
+        with read(engine) as conn:
+            info = conn.execute(sa.select(vault_info)).one_or_none()
+        if info is None:
+            raise IntegrityError(
+                "the vault's own row (vault_info) is missing; restore meta.db from a backup"
+            )
+        if info.format != FORMAT:
+            raise ConfigurationError(
+                f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
+                f"format {FORMAT} only (authenticated metadata rows). Export its datasets "
+                "with the privml version that wrote it and add them to a new vault"
+            )
+        vault_key = VaultKey.resolve(
+            key=key, key_file=key_file, passphrase=passphrase, salt=_salt(info.kdf)
+        )
         vault_key.verify(info.key_check)
-    except Exception:
+    except BaseException:
         engine.dispose()
         raise
     return engine, vault_key
+
+
+def _read_marker(folder: Path) -> dict[str, Any]:
+    """The marker's content; one edited into something else is an :class:`IntegrityError`."""
+    marker = folder / MARKER
+    if not marker.exists():
+        raise NotFoundError(f"no vault at {str(folder)!r} (no {MARKER}); use Vault.create()")
+    try:
+        content = json.loads(marker.read_text())
+    except (ValueError, UnicodeDecodeError):
+        content = None
+    if not isinstance(content, dict) or content.get("metadata") not in ("sqlite", "external"):
+        raise IntegrityError(
+            f"{MARKER} in {str(folder)!r} was edited: it says neither where the metadata "
+            'lives nor its format; restore it ({"format": 2, "metadata": "sqlite"} for a '
+            "vault whose metadata is meta.db)"
+        )
+    return content
+
+
+def _salt(kdf: Any) -> bytes | None:
+    """The passphrase salt recorded in ``vault_info.kdf`` (None: the vault has no passphrase)."""
+    if kdf is None:
+        return None
+    try:
+        salt = base64.b64decode(json.loads(kdf)["salt"], validate=True)
+    except (ValueError, TypeError, KeyError, IndexError):
+        salt = b""
+    if not salt:
+        raise IntegrityError(
+            "the vault's own row (vault_info: its passphrase salt) was edited without the key; "
+            "restore meta.db from a backup"
+        )
+    return salt

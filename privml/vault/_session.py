@@ -168,8 +168,8 @@ class Session:
         pandas.DataFrame
             ``attrs["privml_modes"]`` maps each returned column to its mode.
         """
-        door, asker = self._door, self._door.asker
-        door.log.check_request("dataset.read", dataset, columns, version)
+        door, asker = self._door, self._door._asker
+        door._log.check_request("dataset.read", dataset, columns, version)
         request: dict[str, Any] = {
             "columns": list(columns) if columns is not None else None,
             "version": version,
@@ -177,13 +177,13 @@ class Session:
         decisions: dict[str, ColumnDecision] = {}
         try:
             schema = door.schema(dataset)
-            decisions = door.decide(dataset, schema)
+            decisions = door._column_decisions(dataset, schema)
             wanted = _decide.readable(asker, dataset, schema, decisions, columns)
             conditions = _decide.conditions(asker, dataset, schema, decisions, where)
             request["where"] = [[p.column, p.op] for p in conditions]
             rows_by = _decide.row_columns(wanted, conditions)
             got = fetch(
-                door.store,
+                door._store,
                 dataset,
                 schema,
                 decisions,
@@ -192,9 +192,11 @@ class Session:
                 version,
                 row_columns=rows_by,
             )
-            result = render(door.store, dataset, schema, decisions, got.frame)
+            result = render(door._store, dataset, schema, decisions, got.frame)
         except Exception as err:
-            door.log.failure("dataset.read", dataset, version, err, decisions, request, where=where)
+            door._log.failure(
+                "dataset.read", dataset, version, err, decisions, request, where=where
+            )
             raise
         modes = {c: decisions[c].mode for c in wanted}
         omitted = {

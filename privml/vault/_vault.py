@@ -207,10 +207,10 @@ class Vault:
         anchor_path: str | os.PathLike[str] | None,
         actor: str | None,
     ) -> Vault:
-        with read(engine) as conn:
-            info = conn.execute(sa.select(vault_info)).one()
         anchor = Path(anchor_path) if anchor_path is not None else folder / "audit.anchor"
         try:
+            with read(engine) as conn:
+                info = conn.execute(sa.select(vault_info)).one()
             vault = cls(
                 path=folder,
                 engine=engine,

@@ -149,3 +149,36 @@ def test_load_hands_out_values_without_a_charge(door, demo_vault):
     assert loaded.frame["age"].tolist() == [34, 71, 52, 35] and loaded.version == 1
     assert demo_vault.budget("patients").epsilon_spent == 0
     pd.testing.assert_index_equal(loaded.frame.columns, pd.Index(["age"]))
+
+
+@pytest.mark.parametrize(
+    "own", ["columns", "grant_ids", "policy_hash", "where", "release", "content_hash"]
+)
+@pytest.mark.parametrize("by", ["context", "plan"])
+def test_a_reservation_cannot_rewrite_the_doors_own_audit_fields(door, demo_vault, own, by):
+    forged = {own: "forged"}
+
+    def plan(rows: int) -> tuple[PrivacyEvent, dict[str, Any]]:
+        return PrivacyEvent.laplace(epsilon=0.1), forged if by == "plan" else {}
+
+    with pytest.raises(privml.ConfigurationError, match=own):
+        door.reserve(
+            _authorized(door),
+            plan=plan,
+            action="test.train",
+            version=1,
+            context=forged if by == "context" else {},
+        )
+    assert demo_vault.ledger.events("patients").empty
+    assert "forged" not in demo_vault.audit.entries().to_string()
+
+
+def test_the_door_offers_exactly_the_gate_protocol(door):
+    """What serves the door serves no more than the protocol: no store, policy or registry."""
+    from privml._gate import Gate
+    from privml.vault._door import Door
+
+    def public(names: Any) -> set[str]:
+        return {n for n in names if not n.startswith("_")}
+
+    assert public(dir(door)) == public(dir(Door)) == public(vars(Gate))

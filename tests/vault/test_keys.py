@@ -281,3 +281,23 @@ def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_sche
     with Vault.open(folder, key=new, metadata_url=url) as vault:
         assert len(vault.session("analyst", purpose="research").read("patients")) == 2
         assert vault.audit.verify().ok
+
+
+def test_a_vault_open_elsewhere_refuses_to_wrap_under_a_rotated_out_key(
+    demo_vault, key, patients, patients_schema
+):
+    """Keys wrapped under the old vault key after a rotation would be lost with it."""
+    other = privml.Vault.open(demo_vault.path, key=key)
+    new = privml.generate_key()
+    demo_vault.rotate_vault_key(new)
+    budget = privml.Budget(epsilon=1.0, delta=1e-6)
+    with pytest.raises(privml.InvalidKeyError, match="rotated"):
+        other.add_dataset("later", patients, schema=patients_schema, budget=budget)
+    with pytest.raises(privml.InvalidKeyError, match="rotated"):
+        other.models.register("m", {"w": 1}, trained_on=None, epsilon=None, delta=None)
+    with pytest.raises(privml.InvalidKeyError, match="rotated"):
+        other.field_cipher("patients")
+    other.close()
+    demo_vault.add_dataset("later", patients, schema=patients_schema, budget=budget)
+    demo_vault.grant(principal="analyst", dataset="later", purpose="research", mode="raw")
+    assert len(demo_vault.session("analyst", purpose="research").read("later")) == 4

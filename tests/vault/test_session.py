@@ -204,8 +204,11 @@ def test_internal_values_seam_checks_modes_and_is_audited(vault, adult):
                 columns=["age"])  # fmt: skip
     door = vault.session("otto", purpose="hr")._door
     auth = door.authorize("adult", columns=["age"], needed="dp_aggregate", action="dp.query")
-    loaded = door.load(auth)
-    assert loaded.frame["age"].equals(adult["age"]) and loaded.version == 1
+    with pytest.raises(privml.ConfigurationError, match="carries a charge"):
+        door.load(auth)  # DP-only values leave the door only through a charge
+    event = privml.PrivacyEvent.laplace(epsilon=0.1)
+    released = door.release(auth, event=event, action="dp.query", version=1)
+    assert released.frame["age"].equals(adult["age"]) and released.version == 1
     assert auth.schema["age"].bounds == (17, 100)
     with pytest.raises(AccessDenied):
         door.authorize("adult", columns=["age"], needed="dp_training", action="dp.fit")
