@@ -210,6 +210,7 @@ class Door:
         values themselves leave the door only once the reservation is held.
         """
         _check_context(context)
+        self._check_issued(auth)
         loaded = self._load(auth, version)
         event, chosen = plan(len(loaded.frame))
         _check_context(chosen)
@@ -284,7 +285,7 @@ class Door:
         return issued[2]
 
     def _load(self, auth: Authorization, version: int | None) -> Loaded:
-        self._check_issued(auth)
+        # Every caller has checked the authorization (_check_issued) just before.
         got = fetch(
             self._store,
             auth.dataset,
