@@ -22,14 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .._canonical import canonical_json, utcnow
 from ..crypto.keys import VaultKey, new_data_key
 from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
-from ..storage import sealed
+from ..storage import migrations, sealed
 from ..storage.engine import create_tables, make_engine, read, transaction
 from ..storage.tables import vault_info
 
-__all__ = ["FORMAT", "MARKER", "check_info", "default_actor", "new_metadata", "open_metadata"]
+__all__ = ["MARKER", "check_info", "default_actor", "new_metadata", "open_metadata"]
 
-# 2: every security-relevant metadata row is authenticated (privml.storage.sealed).
-FORMAT = 2
 MARKER = "vault.json"
 
 
@@ -41,7 +39,7 @@ def default_actor() -> str:
 
 
 def write_marker(folder: Path, *, external: bool) -> None:
-    marker = {"format": FORMAT, "metadata": "external" if external else "sqlite"}
+    marker = {"format": migrations.current(), "metadata": "external" if external else "sqlite"}
     tmp = folder / f".{MARKER}.tmp"
     tmp.write_bytes(canonical_json(marker))
     os.replace(tmp, folder / MARKER)
@@ -61,8 +59,8 @@ def check_info(sealer: sealed.RowSealer, info: Any, seed: bytes) -> None:
         intact = False  # a value of the wrong type (SQLite keeps any type in any column)
     if not intact:
         raise IntegrityError(
-            "the vault's own row (vault_info: identity, audit keys, checkpoint interval) was "
-            "edited without the key; restore meta.db from a backup"
+            "the vault's own row (vault_info: identity, schema version, audit keys, checkpoint "
+            "interval) was edited without the key; restore meta.db from a backup"
         )
 
 
@@ -106,7 +104,7 @@ def _identity(engine: sa.Engine, vault_key: VaultKey, kdf: Any, checkpoint_every
     with transaction(engine) as tx:
         info = {
             "id": 1,
-            "format": FORMAT,
+            "format": migrations.current(),
             "log_id": log_id,
             "created": utcnow(),
             "key_check": vault_key.check_value,
@@ -138,25 +136,40 @@ def open_metadata(
     engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
     try:
         with read(engine) as conn:
-            info = conn.execute(sa.select(vault_info)).one_or_none()
+            info = migrations.read_info(conn)
         if info is None:
             raise IntegrityError(
                 "the vault's own row (vault_info) is missing; restore meta.db from a backup"
             )
-        if info.format != FORMAT:
-            raise ConfigurationError(
-                f"the vault at {str(folder)!r} has format {info.format}; this privml opens "
-                f"format {FORMAT} only (authenticated metadata rows). Export its datasets "
-                "with the privml version that wrote it and add them to a new vault"
-            )
+        version = migrations.check_version(info.format)  # a newer vault: refused here
         vault_key = VaultKey.resolve(
             key=key, key_file=key_file, passphrase=passphrase, salt=_salt(info.kdf)
         )
         vault_key.verify(info.key_check)
+        if version < migrations.current():
+            _upgrade(engine, vault_key, info)
+            write_marker(folder, external=external)
     except BaseException:
         engine.dispose()
         raise
     return engine, vault_key
+
+
+def _upgrade(engine: sa.Engine, vault_key: VaultKey, info: Any) -> None:
+    """Bring an older vault's metadata schema up to this privml's, in one transaction.
+
+    The version it records must pass ``vault_info``'s MAC first: lowered without the
+    key, it is an :class:`IntegrityError`, not a second run of a step.
+    """
+    seed = vault_key.unwrap(info.signing_key, purpose="audit-signing")
+    sealer = sealed.RowSealer(vault_key.unwrap(info.mac_key, purpose="audit-mac"), info.log_id)
+    check_info(sealer, info, seed)
+    sealed.bind(engine, sealer)
+    try:
+        migrations.upgrade(engine)
+    except BaseException:
+        sealed.unbind(engine)
+        raise
 
 
 def _read_marker(folder: Path) -> dict[str, Any]:

@@ -44,8 +44,17 @@ class RowSealer:
         self._vault = bytes.fromhex(log_id)
 
     def row_mac(self, table: sa.Table, row: Mapping[Any, Any]) -> str:
-        """The MAC of one row of ``table`` (every column but ``mac``)."""
-        body = {c.name: _canonical(c, row.get(c.name)) for c in table.columns if c.name != "mac"}
+        """The MAC of one row of ``table`` (every column but ``mac``).
+
+        A column a schema step added (``info={"added": version}``) counts only when
+        it holds a value, so rows stored before the step keep their MACs
+        (:mod:`privml.storage.migrations`).
+        """
+        body = {
+            c.name: _canonical(c, row.get(c.name))
+            for c in table.columns
+            if c.name != "mac" and not (c.info.get("added") and row.get(c.name) is None)
+        }
         message = _ROW_TAG + self._vault + _text(table.name) + _json(body)
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 

@@ -1,0 +1,32 @@
+"""The ordered list of schema steps this privml knows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+__all__ = ["BASELINE", "STEPS", "Step", "current"]
+
+#: The oldest version that can be upgraded: 2, every security-relevant row authenticated
+#: (privml.storage.sealed). Version 1 predates it and cannot be brought up to it.
+BASELINE = 2
+
+
+@dataclass(frozen=True)
+class Step:
+    """One schema change: ``upgrade`` takes a vault at ``version - 1`` to ``version``."""
+
+    version: int
+    name: str
+    upgrade: Callable[[sa.Connection], None]
+
+
+#: Every step after the baseline, in order: ``STEPS[i].version == BASELINE + 1 + i``.
+STEPS: list[Step] = []
+
+
+def current() -> int:
+    """The schema version this privml writes: the baseline plus every step it knows."""
+    return BASELINE + len(STEPS)
