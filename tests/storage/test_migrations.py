@@ -178,7 +178,7 @@ def test_a_newer_vault_is_refused(tmp_path, key, metadata_url, use_steps):
     with pytest.raises(privml.ConfigurationError) as raised:
         Vault.open(folder, key=key, metadata_url=metadata_url)
     message = str(raised.value)
-    assert f"schema version {NEXT}" in message and f"up to {NEXT - 1}" in message
+    assert f"format {NEXT}" in message and f"up to {NEXT - 1}" in message
     assert "pip install --upgrade privml" in message
     assert _snapshot(folder, metadata_url) == before
 
@@ -199,7 +199,7 @@ def test_a_version_lowered_without_the_key_is_refused_not_rerun(
 
 def test_a_version_from_before_authenticated_rows_is_refused(vault_at_current, key, metadata_url):
     _execute(vault_at_current, metadata_url, "UPDATE vault_info SET format = 1")
-    with pytest.raises(privml.ConfigurationError, match=f"version 1; .* version {BASELINE} and"):
+    with pytest.raises(privml.ConfigurationError, match=f"format 1 .* format {BASELINE} and later"):
         Vault.open(vault_at_current, key=key, metadata_url=metadata_url)
 
 

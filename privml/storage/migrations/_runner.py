@@ -45,15 +45,15 @@ def check_version(version: Any) -> int:
         from ... import __version__
 
         raise ConfigurationError(
-            f"this vault's metadata is at schema version {number}, written by a newer privml; "
-            f"privml {__version__} knows versions up to {current()}. Upgrade privml "
+            f"this vault's metadata has format {number} (its schema version), written by a newer "
+            f"privml; privml {__version__} knows formats up to {current()}. Upgrade privml "
             "(pip install --upgrade privml) to open it"
         )
     if number < BASELINE:
         raise ConfigurationError(
-            f"this vault's metadata is at schema version {number}; this privml opens version "
-            f"{BASELINE} and later only (authenticated metadata rows). Export its datasets with "
-            "the privml version that wrote it and add them to a new vault"
+            f"this vault's metadata has format {number} (its schema version); this privml opens "
+            f"format {BASELINE} and later only (authenticated metadata rows). Export its "
+            "datasets with the privml version that wrote it and add them to a new vault"
         )
     return number
 
