@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +14,7 @@ import sqlalchemy as sa
 from hypothesis import settings
 
 import privml
+from benchmarks.pg_server import pg_bin, private_postgres
 
 # Property tests run the same examples on every run, so CI never fails by chance, and have
 # no per-example deadline: a loaded two-core machine is slow, not wrong.
@@ -144,66 +141,16 @@ def dp_vault(demo_vault: privml.Vault) -> privml.Vault:
 # end of the session.
 
 
-def _pg_bin() -> Path | None:
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if Path(candidate, "initdb").exists():
-            return Path(candidate)
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
-
-
-def _as_postgres_user() -> list[str]:
-    # PostgreSQL refuses to run as root.
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--"]
-    return []
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     url = os.environ.get("PRIVML_TEST_POSTGRES_URL")
     if url:
         yield url
         return
-    bin_dir = _pg_bin()
-    if bin_dir is None:
+    if pg_bin() is None:
         pytest.skip("no PostgreSQL binaries and PRIVML_TEST_POSTGRES_URL is not set")
-    folder = Path(tempfile.mkdtemp(prefix="privml-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, user="postgres")
-    prefix = _as_postgres_user()
-    data = folder / "data"
-    subprocess.run(
-        [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "privml"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p 54329 -k {folder} -c listen_addresses='' -c fsync=on"
-    subprocess.run(
-        [
-            *prefix,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-w",
-            "-l",
-            str(folder / "log"),
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://privml@/postgres?host={folder}&port=54329"
-    finally:
-        subprocess.run(
-            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+    with private_postgres() as url:
+        yield url
 
 
 @pytest.fixture
