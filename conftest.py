@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ import sqlalchemy as sa
 from hypothesis import settings
 
 import privml
-from benchmarks.pg_server import pg_bin, private_postgres
 
 # Property tests run the same examples on every run, so CI never fails by chance, and have
 # no per-example deadline: a loaded two-core machine is slow, not wrong.
@@ -141,15 +141,29 @@ def dp_vault(demo_vault: privml.Vault) -> privml.Vault:
 # end of the session.
 
 
+def _load_pg_server():
+    # benchmarks/pg_server.py starts the server for the benchmarks too; loaded by path, as
+    # installed packages named "benchmarks" or "tests" may shadow this checkout's folders.
+    path = Path(__file__).parent / "benchmarks" / "pg_server.py"
+    spec = importlib.util.spec_from_file_location("privml_pg_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_pg_server = _load_pg_server()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     url = os.environ.get("PRIVML_TEST_POSTGRES_URL")
     if url:
         yield url
         return
-    if pg_bin() is None:
+    if _pg_server.pg_bin() is None:
         pytest.skip("no PostgreSQL binaries and PRIVML_TEST_POSTGRES_URL is not set")
-    with private_postgres() as url:
+    with _pg_server.private_postgres() as url:
         yield url
 
 

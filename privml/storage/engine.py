@@ -79,6 +79,9 @@ class Tx:
 
     conn: sa.Connection
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: The audit log's last ``(seq, hash)`` once read in this transaction: it holds the
+    #: writer lock, so only its own appends move it (saves a query per entry).
+    audit_head: tuple[int, str] | None = None
 
 
 @contextmanager
