@@ -212,6 +212,8 @@ def main() -> None:
     key = privml.generate_key()
     with postgres() as server, tempfile.TemporaryDirectory(prefix="privml-bench-") as tmp:
         bench = Bench(Path(tmp), server, key)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"{os.cpu_count()} CPUs, load average {load} (other work skews the 16-process row)")
         if args.profile:
             profile(bench, args.profile)
             return
