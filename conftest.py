@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import glob
+import importlib.util
 import os
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,19 +141,18 @@ def dp_vault(demo_vault: privml.Vault) -> privml.Vault:
 # end of the session.
 
 
-def _pg_bin() -> Path | None:
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if Path(candidate, "initdb").exists():
-            return Path(candidate)
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
+def _load_pg_server():
+    # benchmarks/pg_server.py starts the server for the benchmarks too; loaded by path, as
+    # installed packages named "benchmarks" or "tests" may shadow this checkout's folders.
+    path = Path(__file__).parent / "benchmarks" / "pg_server.py"
+    spec = importlib.util.spec_from_file_location("privml_pg_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _as_postgres_user() -> list[str]:
-    # PostgreSQL refuses to run as root.
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--"]
-    return []
+_pg_server = _load_pg_server()
 
 
 @pytest.fixture(scope="session")
@@ -165,45 +161,10 @@ def postgres_url() -> Iterator[str]:
     if url:
         yield url
         return
-    bin_dir = _pg_bin()
-    if bin_dir is None:
+    if _pg_server.pg_bin() is None:
         pytest.skip("no PostgreSQL binaries and PRIVML_TEST_POSTGRES_URL is not set")
-    folder = Path(tempfile.mkdtemp(prefix="privml-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, user="postgres")
-    prefix = _as_postgres_user()
-    data = folder / "data"
-    subprocess.run(
-        [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "privml"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p 54329 -k {folder} -c listen_addresses='' -c fsync=on"
-    subprocess.run(
-        [
-            *prefix,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-w",
-            "-l",
-            str(folder / "log"),
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://privml@/postgres?host={folder}&port=54329"
-    finally:
-        subprocess.run(
-            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+    with _pg_server.private_postgres() as url:
+        yield url
 
 
 @pytest.fixture

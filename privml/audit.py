@@ -186,10 +186,8 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Append one entry inside the open transaction ``tx``; return its ``seq``."""
-        last = tx.conn.execute(
-            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-        ).first()
-        seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
+        last_seq, prev = self._head(tx)
+        seq = last_seq + 1
         entry = {
             "time": utcnow(),
             "principal": principal,
@@ -212,9 +210,22 @@ class AuditLog:
                 seq=seq, prev_hash=prev, hash=digest, mac=self._mac(digest), **row
             )
         )
+        tx.audit_head = (seq, digest)
         if seq % self.checkpoint_every == 0:
             self._checkpoint(tx, seq, digest)
         return seq
+
+    def _head(self, tx: Tx) -> tuple[int, str]:
+        """The last entry's ``(seq, hash)``, ``(0, GENESIS)`` for an empty log; read once per
+        transaction (after its writer lock: see :func:`privml.storage.engine.transaction`)."""
+        if tx.audit_head is None:
+            last = tx.conn.execute(
+                sa.select(audit_log.c.seq, audit_log.c.hash)
+                .order_by(audit_log.c.seq.desc())
+                .limit(1)
+            ).first()
+            tx.audit_head = (int(last.seq), str(last.hash)) if last else (0, GENESIS)
+        return tx.audit_head
 
     def next_seq(self, tx: Tx) -> int:
         """The ``seq`` the next :meth:`append` in ``tx`` gets (``tx`` holds the write lock).
@@ -223,8 +234,7 @@ class AuditLog:
         entry records the integrity heads the change moved (a rollback of the change
         is then visible to :meth:`verify`).
         """
-        last = tx.conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar()
-        return int(last or 0) + 1
+        return self._head(tx)[0] + 1
 
     def checkpoint(self, tx: Tx) -> int | None:
         """Sign the current head if it has no checkpoint yet; return its seq."""

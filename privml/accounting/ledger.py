@@ -7,9 +7,11 @@ admits it within the budget and every allocation it counts against, records the 
 entry in one transaction before returning. Otherwise it raises
 :class:`~privml.exceptions.BudgetExceededError`, records the refusal in the
 audit log and charges nothing; a refusal changes no budget, so later smaller
-requests still succeed. SQLite transactions begin with ``BEGIN IMMEDIATE``;
-on PostgreSQL the dataset's row is locked (``SELECT ... FOR UPDATE``), so
-concurrent processes can never both spend the same remainder.
+requests still succeed. The check reads what was spent only after the
+transaction holds the vault's writer lock (:func:`privml.storage.engine.transaction`:
+``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL, at READ COMMITTED, a row lock on
+``vault_info`` and then on the dataset's row), so it sees every charge committed
+before it, and concurrent processes can never both spend the same remainder.
 """
 
 from __future__ import annotations

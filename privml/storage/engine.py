@@ -4,8 +4,16 @@ SQLite is set up for durability and for one writer at a time across processes:
 WAL journal, ``synchronous=FULL``, foreign keys on, and every transaction begun
 with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe), so that a
 check-then-write (the audit sequence, a budget charge) can never interleave
-with another process's. On PostgreSQL, write transactions take a row lock on
-the vault's single ``vault_info`` row for the same effect.
+with another process's.
+
+On PostgreSQL, a write transaction runs at READ COMMITTED (set here, whatever
+the server's ``default_transaction_isolation``) and its first statement locks
+the vault's single ``vault_info`` row (``SELECT ... FOR UPDATE``), so writers
+queue on that row. At READ COMMITTED every later statement takes a fresh
+snapshot, so everything the transaction reads (a budget's spent tally, the
+audit head) was read after the lock was granted and includes what the previous
+writer committed. Under REPEATABLE READ or SERIALIZABLE the snapshot would date
+from before the wait: a writer would decide on state one commit old.
 """
 
 from __future__ import annotations
@@ -71,12 +79,21 @@ class Tx:
 
     conn: sa.Connection
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: The audit log's last ``(seq, hash)`` once read in this transaction: it holds the
+    #: writer lock, so only its own appends move it (saves a query per entry).
+    audit_head: tuple[int, str] | None = None
 
 
 @contextmanager
 def transaction(engine: sa.Engine) -> Iterator[Tx]:
-    """Open a serialized write transaction; run ``after_commit`` hooks once it commits."""
+    """Open a serialized write transaction; run ``after_commit`` hooks once it commits.
+
+    Nothing is read before the writer lock: on PostgreSQL the lock is the
+    transaction's first statement (see the module's docstring).
+    """
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
         with conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(vault_info.c.id).with_for_update())
