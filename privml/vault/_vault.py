@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,9 +32,9 @@ from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import read, transaction
 from ..storage.location import StorageLocation, open_storage
-from ..storage.objects import Storage
+from ..storage.objects import Storage, StoredObject
 from ..storage.tables import vault_info
-from . import _erasure
+from . import _erasure, _orphans
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion
 from ._intake import load_frame, validate
 from ._keys import VaultKeys
@@ -524,6 +524,40 @@ class Vault:
         """
         schema = self.dataset(dataset).schema
         return explain(self.policy.model(), principal, purpose, dataset, schema)
+
+    # -- storage ----------------------------------------------------------------------
+    def storage_orphans(self) -> list[StoredObject]:
+        """Data files in the vault's storage that no metadata row names.
+
+        A file is written and checked before the row naming it commits, so a crash
+        in between leaves an orphan: ciphertext that no read reaches. A write still
+        in flight on another handle looks like one too; see
+        :meth:`remove_storage_orphans`.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.storage_orphans()
+        []
+        """
+        return _orphans.orphans(self._state, self._storage)
+
+    def remove_storage_orphans(self, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+        """Delete the orphans (:meth:`storage_orphans`) older than ``older_than``; audited.
+
+        The grace period spares files that another handle is writing right now (its
+        row not yet committed); keep it longer than your slowest write.
+        Returns the names of the files removed.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.remove_storage_orphans(older_than=timedelta(minutes=10))
+        []
+        """
+        return _orphans.remove_orphans(
+            self._state, self._storage, self.audit, older_than=older_than
+        )
 
     # -- keys -------------------------------------------------------------------------
     def scrub(self) -> bool:
