@@ -180,6 +180,7 @@ class Vault:
         folder = None if path is None else Path(path)
         if folder is None:
             check_folderless(metadata_url, anchor_path)
+        anchor = _anchor(folder, anchor_path)
         where = open_storage(storage, options=storage_options, folder=folder)
         engine, vault_key = new_metadata(
             folder,
@@ -190,7 +191,7 @@ class Vault:
             checkpoint_every=checkpoint_every,
             external_storage=storage is not None,
         )
-        vault = cls._from_engine(folder, where, engine, vault_key, anchor_path, actor)
+        vault = cls._from_engine(folder, where, engine, vault_key, anchor, actor)
         vault._admin_event(
             "vault.create",
             details={"key_source": vault_key.source.kind, "metadata": engine.dialect.name},
@@ -219,6 +220,7 @@ class Vault:
         folder = None if path is None else Path(path)
         if folder is None:
             check_folderless(metadata_url, anchor_path)
+        anchor = _anchor(folder, anchor_path)
         where = open_storage(storage, options=storage_options, folder=folder)
         engine, vault_key = open_metadata(
             folder,
@@ -228,7 +230,7 @@ class Vault:
             metadata_url=metadata_url,
             external_storage=storage is not None,
         )
-        return cls._from_engine(folder, where, engine, vault_key, anchor_path, actor)
+        return cls._from_engine(folder, where, engine, vault_key, anchor, actor)
 
     @classmethod
     def _from_engine(
@@ -237,10 +239,9 @@ class Vault:
         storage: Storage,
         engine: sa.Engine,
         vault_key: VaultKey,
-        anchor_path: str | os.PathLike[str] | None,
+        anchor: Path,
         actor: str | None,
     ) -> Vault:
-        anchor = _anchor(folder, anchor_path)
         try:
             with read(engine) as conn:
                 info = conn.execute(sa.select(vault_info)).one()
