@@ -40,8 +40,8 @@ class S3:
             region="us-east-1",
         )
 
-    def objects(self) -> dict[str, bytes]:
-        """Every object under this test's prefix, by key relative to the prefix."""
+    def objects(self, *, claim: bool = False) -> dict[str, bytes]:
+        """The data files under this test's prefix (and the vault's claim if ``claim``)."""
         fs = self.filesystem()
         base = f"{BUCKET}/{self.prefix}"
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
@@ -50,7 +50,7 @@ class S3:
             if info.type == pafs.FileType.File:
                 with fs.open_input_file(info.path) as handle:
                     out[info.path[len(base) + 1 :]] = handle.read_buffer().to_pybytes()
-        return out
+        return {k: v for k, v in out.items() if claim or k != "privml-vault.id"}
 
     def put(self, relative: str, data: bytes) -> None:
         with self.filesystem().open_output_stream(f"{BUCKET}/{self.prefix}/{relative}") as out:

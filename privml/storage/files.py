@@ -56,6 +56,18 @@ class FolderStorage(Storage):
         self.root = root
         self.unique_names = unique
 
+    def check_unclaimed(self) -> None:
+        if self.unique_names:  # the vault's own folder is checked by its marker
+            super().check_unclaimed()
+
+    def claim(self, vault_id: str) -> None:
+        if self.unique_names:
+            super().claim(vault_id)
+
+    def check_claim(self, vault_id: str) -> None:
+        if self.unique_names:
+            super().check_claim(vault_id)
+
     def write(self, relative: str, data: pa.Buffer | bytes) -> str:
         self._path(relative)  # refuses a name outside the folder
         return write_atomic(self.root / relative, data)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..exceptions import IntegrityError, NotFoundError
+from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
 
 __all__ = ["DATA_FOLDERS", "Storage", "StoredObject", "check_hash", "sha256_async"]
 
@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 #: The folders (key prefixes) under the base path that hold vault data files.
 DATA_FOLDERS = ("data", "models")
+#: The object that says which vault's files the base path holds (its log id).
+CLAIM = "privml-vault.id"
 
 # hashlib releases the GIL on large buffers, so the SHA-256 of a file runs on
 # another core while the file is written or parsed.
@@ -117,6 +119,38 @@ class Storage:
                 "the vault's storage; restore meta.db from a backup"
             )
         return f"{self._base}/{relative}" if self._base else relative
+
+    # -- which vault ---------------------------------------------------------------------
+    def check_unclaimed(self) -> None:
+        """Refuse storage that already holds a vault's files (before creating a vault)."""
+        if self._exists(CLAIM) or self.listing():
+            raise VaultExistsError(
+                f"the storage {self.uri!r} already holds a vault's files; give each vault "
+                "its own prefix or folder"
+            )
+
+    def claim(self, vault_id: str) -> None:
+        """Mark the storage as holding the files of the vault ``vault_id`` (its log id)."""
+        self.write(CLAIM, vault_id.encode())
+
+    def check_claim(self, vault_id: str) -> None:
+        """Refuse storage that holds no vault's files, or another vault's."""
+        try:
+            found = self.read_buffer(CLAIM).to_pybytes().decode(errors="replace")
+        except NotFoundError:
+            raise NotFoundError(
+                f"the storage {self.uri!r} holds no vault's files ({CLAIM} is missing): "
+                "pass the storage= the vault was created with"
+            ) from None
+        if found != vault_id:
+            raise ConfigurationError(
+                f"the storage {self.uri!r} holds another vault's files: pass the storage= "
+                "this vault was created with"
+            )
+
+    def _exists(self, relative: str) -> bool:
+        info = self._fs.get_file_info(self._path(relative))
+        return bool(info.type != pafs.FileType.NotFound)
 
     # -- writing ------------------------------------------------------------------------
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> str:

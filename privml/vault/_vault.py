@@ -182,6 +182,7 @@ class Vault:
             check_folderless(metadata_url, anchor_path)
         anchor = _anchor(folder, anchor_path)
         where = open_storage(storage, options=storage_options, folder=folder)
+        where.check_unclaimed()
         engine, vault_key = new_metadata(
             folder,
             key=key,
@@ -191,7 +192,7 @@ class Vault:
             checkpoint_every=checkpoint_every,
             external_storage=storage is not None,
         )
-        vault = cls._from_engine(folder, where, engine, vault_key, anchor, actor)
+        vault = cls._from_engine(folder, where, engine, vault_key, anchor, actor, new=True)
         vault._admin_event(
             "vault.create",
             details={"key_source": vault_key.source.kind, "metadata": engine.dialect.name},
@@ -241,10 +242,16 @@ class Vault:
         vault_key: VaultKey,
         anchor: Path,
         actor: str | None,
+        *,
+        new: bool = False,
     ) -> Vault:
         try:
             with read(engine) as conn:
                 info = conn.execute(sa.select(vault_info)).one()
+            if new:
+                storage.claim(str(info.log_id))
+            else:
+                storage.check_claim(str(info.log_id))
             vault = cls(
                 path=folder,
                 storage=storage,

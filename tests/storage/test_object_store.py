@@ -24,7 +24,7 @@ from sklearn.linear_model import LinearRegression
 
 import privml
 from privml import Budget, Field, Schema, Vault
-from privml.exceptions import ConfigurationError, IntegrityError, NotFoundError
+from privml.exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
 
 NAMES = ["ZEBRA-ANNA-8371", "QUOKKA-BORIS-9052"]
 DIAGNOSIS = "hypertension-XJ42"
@@ -97,8 +97,8 @@ def test_object_store_and_metadata_hold_no_plaintext_and_no_credentials(tmp_path
     with _vault(tmp_path, key, s3_env) as vault:
         vault.session("dr", purpose="care").read("people")
         vault.models.register("m", {"names": NAMES}, trained_on=None, epsilon=None, delta=None)
-    objects = s3_env.objects()
-    assert len(objects) == 2
+    objects = s3_env.objects(claim=True)
+    assert len(objects) == 3
     assert _scan(objects) == []
     folder = _folder_bytes(tmp_path / "v")  # meta.db (audit log included), marker, anchor
     assert _scan(folder, schema_public=True) == []
@@ -214,8 +214,9 @@ def test_a_shared_folder_as_storage(tmp_path, key):
     with Vault.create(tmp_path / "v", key=key, storage=shared) as vault:
         vault.add_dataset("people", _frame(10), schema=SCHEMA, budget=Budget(epsilon=1.0))
         vault.rotate_data_keys("people")
-    files = [p.relative_to(shared).as_posix() for p in shared.rglob("*") if p.is_file()]
-    assert len(files) == 1 and files[0].startswith("data/people/2-")
+    files = sorted(p.relative_to(shared).as_posix() for p in shared.rglob("*") if p.is_file())
+    assert len(files) == 2 and files[0].startswith("data/people/2-")
+    assert files[1] == "privml-vault.id"
     assert not (tmp_path / "v" / "data").exists()
     with Vault.open(tmp_path / "v", key=key, storage=str(shared)) as vault:
         assert vault.datasets()[0].versions[-1].version == 2
@@ -273,3 +274,18 @@ def test_a_write_whose_row_is_refused_leaves_no_object(tmp_path, key, s3_env):
         stale.models.register("m", [1, 2], trained_on=None, epsilon=None, delta=None)
     stale.close()
     assert set(s3_env.objects()) == before
+
+
+def test_each_vault_claims_its_storage(tmp_path, key, s3_env):
+    Vault.create(tmp_path / "a", key=key, storage=s3_env.uri).close()
+    other = f"{s3_env.uri}-other"
+    Vault.create(tmp_path / "b", key=key, storage=other).close()
+    assert s3_env.objects() == {} and list(s3_env.objects(claim=True)) == ["privml-vault.id"]
+    with pytest.raises(VaultExistsError, match="already holds a vault's files"):
+        Vault.create(tmp_path / "c", key=key, storage=s3_env.uri)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ConfigurationError, match="another vault's files"):
+        Vault.open(tmp_path / "a", key=key, storage=other)
+    with pytest.raises(NotFoundError, match="holds no vault's files"):
+        Vault.open(tmp_path / "a", key=key, storage=f"{s3_env.uri}-empty")
+    Vault.open(tmp_path / "a", key=key, storage=s3_env.uri).close()

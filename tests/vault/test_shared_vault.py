@@ -121,8 +121,8 @@ def test_two_machines_see_each_others_writes_at_once(pg_database_url, s3_env, tm
         assert actions == ["dataset.add", "policy.allow"]
         assert len(a.audit.entries().query("principal == 'ana'")) == 1  # B's DP release
         assert a.audit.verify().ok
-    objects = s3_env.objects()
-    assert len(objects) == 2
+    objects = s3_env.objects(claim=True)
+    assert len(objects) == 3
     stored = b"".join(objects.values()) + database_bytes(pg_database_url) + anchor.read_bytes()
     for needle in [n.encode() for n in NAMES] + credentials() + [s3_env.endpoint.encode()]:
         assert needle not in stored
