@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from _object_store import S3, credentials
+from _object_store import S3, credentials, s3_endpoint, s3_env
 from sklearn.linear_model import LinearRegression
 
 import privml
 from privml import Budget, Field, Schema, Vault
 from privml.exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
+
+__all__ = ["s3_endpoint", "s3_env"]  # fixtures, used by name
 
 NAMES = ["ZEBRA-ANNA-8371", "QUOKKA-BORIS-9052"]
 DIAGNOSIS = "hypertension-XJ42"

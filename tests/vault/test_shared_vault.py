@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _object_store import S3, credentials, database_bytes
 
 import privml
 from privml import Budget, Field, Schema, Vault
 from privml.exceptions import ConfigurationError, NotFoundError, VaultExistsError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
+from _object_store import S3, credentials, database_bytes, s3_endpoint, s3_env
+
+__all__ = ["s3_endpoint", "s3_env"]  # fixtures, used by name
 
 pytestmark = pytest.mark.postgres
 

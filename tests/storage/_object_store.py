@@ -1,5 +1,8 @@
 """An S3-compatible server on 127.0.0.1 for the storage tests (moto's server mode).
 
+Imported by name (tests/storage is on sys.path for its tests; tests/vault/test_shared_vault.py
+puts it there); a test module imports the fixtures ``s3_endpoint`` and ``s3_env`` too.
+
 ``s3`` (session scope) starts ``python -m moto.server`` on a free port and stops
 it at the end; ``s3_env`` (per test) points the standard AWS variables at it and
 gives the test its own bucket prefix: ``s3_env.uri`` is ``s3://bucket/<random>``.
