@@ -1,31 +1,93 @@
-"""Dataset files: written atomically, hashed, and checked against their hash on every read."""
+"""Vault files in a local folder: written atomically, hashed, and checked on every read.
+
+A local path (the vault folder by default, or a mounted shared folder) is a
+:class:`FolderStorage`: the general :class:`~privml.storage.objects.Storage`
+over ``pyarrow.fs.LocalFileSystem``, except that a write goes to a temporary
+file that is fsync'd and renamed into place (a POSIX folder has an atomic
+rename, an object store does not), and reads map the file into memory.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..exceptions import IntegrityError, NotFoundError
+from ..exceptions import NotFoundError
+from .objects import Storage, check_hash, sha256_async
 
-__all__ = ["read_checked", "read_parquet", "remove_files", "write_atomic", "write_parquet"]
+__all__ = [
+    "FolderStorage",
+    "read_checked",
+    "read_parquet",
+    "remove_files",
+    "write_atomic",
+    "write_parquet",
+]
 
 T = TypeVar("T")
-
-# hashlib releases the GIL on large buffers, so the SHA-256 of a file runs on the
-# other core while the file is written or parsed.
-_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privml-sha256")
+_sha256 = sha256_async
 
 
-def _sha256(data: pa.Buffer) -> Future[str]:
-    return _HASHER.submit(lambda: hashlib.sha256(memoryview(data)).hexdigest())
+class FolderStorage(Storage):
+    """Vault files in the local folder ``root``: atomic, durable writes; mapped reads.
+
+    ``unique`` gives every new file a random name part (as on object stores), for
+    folders that several machines share; the vault's own folder keeps the plain
+    ``data/<dataset>/<version>.parquet`` names.
+
+    Examples
+    --------
+    >>> store = FolderStorage(tmp_path, unique=False)
+    >>> digest = store.write("models/m/1.bin", b"sealed bytes")
+    >>> store.read_checked("models/m/1.bin", expected_hash=digest)
+    b'sealed bytes'
+    """
+
+    def __init__(self, root: Path, *, unique: bool) -> None:
+        super().__init__(pafs.LocalFileSystem(), str(root.absolute()), uri=str(root))
+        self.root = root
+        self.unique_names = unique
+
+    def check_unclaimed(self) -> None:
+        if self.unique_names:  # the vault's own folder is checked by its marker
+            super().check_unclaimed()
+
+    def claim(self, vault_id: str) -> None:
+        if self.unique_names:
+            super().claim(vault_id)
+
+    def check_claim(self, vault_id: str) -> None:
+        if self.unique_names:
+            super().check_claim(vault_id)
+
+    def write(self, relative: str, data: pa.Buffer | bytes) -> str:
+        self._path(relative)  # refuses a name outside the folder
+        return write_atomic(self.root / relative, data)
+
+    def read_buffer(self, relative: str) -> pa.Buffer:
+        self._path(relative)
+        path = self.root / relative
+        try:
+            return pa.memory_map(str(path)).read_buffer()
+        except FileNotFoundError:
+            raise NotFoundError(f"file {str(path)!r} is missing from the vault") from None
+
+    def _where(self, relative: str) -> str:
+        return str(self.root / relative)
+
+    def remove(self, relatives: Iterable[str]) -> None:
+        relatives = list(relatives)
+        for relative in relatives:
+            self._path(relative)
+        remove_files(self.root, relatives)
 
 
 def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
@@ -89,7 +151,7 @@ def read_checked(path: Path, *, expected_hash: str) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         raise NotFoundError(f"file {str(path)!r} is missing from the vault") from None
-    _check(path, hashlib.sha256(data).hexdigest(), expected_hash)
+    check_hash(str(path), hashlib.sha256(data).hexdigest(), expected_hash)
     return data
 
 
@@ -115,18 +177,10 @@ def read_parquet(
     try:
         result = convert(pq.read_table(pa.BufferReader(data), columns=columns, **options))
     except Exception:
-        _check(path, digest.result(), expected_hash)  # a tampered file: say so, not pyarrow's error
+        check_hash(str(path), digest.result(), expected_hash)  # tampered: say so, not pyarrow
         raise
-    _check(path, digest.result(), expected_hash)
+    check_hash(str(path), digest.result(), expected_hash)
     return result
-
-
-def _check(path: Path, actual: str, expected: str) -> None:
-    if actual != expected:
-        raise IntegrityError(
-            f"file {str(path)!r} does not match the content hash recorded when it "
-            "was written: it was modified or replaced"
-        )
 
 
 def _fsync_dir(folder: Path) -> None:

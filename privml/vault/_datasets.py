@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from ..exceptions import ConfigurationError, DecryptionError, NotFoundError
 from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import Tx, read, transaction
-from ..storage.files import read_parquet, write_parquet
+from ..storage.objects import Storage
 from ..storage.tables import datasets, versions
 
 if TYPE_CHECKING:
@@ -39,9 +38,11 @@ __all__ = ["DatasetInfo", "DatasetStore", "DatasetVersion"]
 class DatasetStore:
     """Writes and reads dataset versions; every write and read is audited."""
 
-    def __init__(self, state: VaultState, root: Path, keyring: Keyring, audit: AuditLog) -> None:
+    def __init__(
+        self, state: VaultState, storage: Storage, keyring: Keyring, audit: AuditLog
+    ) -> None:
         self._state = state
-        self._root = root
+        self._storage = storage
         self._keyring = keyring
         self._audit = audit
         self._crypto = ParquetCrypto(keyring.get)
@@ -136,42 +137,45 @@ class DatasetStore:
             footer_key=keys[(None, "footer")], column_keys=column_keys
         )
         used = sorted([keys[(None, "footer")], keys[(None, "pseudonym")], *column_keys])
-        relative = f"data/{name}/{version}.parquet"
-        digest = write_parquet(self._root / relative, table, encryption_properties=properties)
-        created = utcnow()
-        sealed.insert(
-            tx.conn,
-            versions,
-            {
-                "dataset": name,
-                "version": version,
+        relative = self._storage.name_for(f"data/{name}/{version}", ".parquet")
+        # Written and verified before the row that names it commits: a crash from here on
+        # leaves at most an orphan file, never a row without its file.
+        digest = self._storage.write_parquet(relative, table, encryption_properties=properties)
+        with self._storage.uncommitted(relative):
+            created = utcnow()
+            sealed.insert(
+                tx.conn,
+                versions,
+                {
+                    "dataset": name,
+                    "version": version,
+                    "rows": len(frame),
+                    "content_hash": digest,
+                    "file": relative,
+                    "schema_fingerprint": schema.fingerprint,
+                    "key_ids": canonical_json(used).decode(),
+                    "created": created,
+                },
+            )
+            details = {
                 "rows": len(frame),
+                "columns": list(schema.names),
                 "content_hash": digest,
-                "file": relative,
-                "schema_fingerprint": schema.fingerprint,
-                "key_ids": canonical_json(used).decode(),
-                "created": created,
-            },
-        )
-        details = {
-            "rows": len(frame),
-            "columns": list(schema.names),
-            "content_hash": digest,
-            "schema": schema.fingerprint,
-            "clipped": clipped,
-            **extra,
-        }
-        self._audit.append(
-            tx,
-            principal=actor,
-            purpose=purpose,
-            action=action,
-            outcome="ok",
-            dataset=name,
-            version=version,
-            details=details,
-        )
-        return DatasetVersion(name, version, len(frame), digest, created)
+                "schema": schema.fingerprint,
+                "clipped": clipped,
+                **extra,
+            }
+            self._audit.append(
+                tx,
+                principal=actor,
+                purpose=purpose,
+                action=action,
+                outcome="ok",
+                dataset=name,
+                version=version,
+                details=details,
+            )
+            return DatasetVersion(name, version, len(frame), digest, created)
 
     # -- reading ----------------------------------------------------------------------
     def all(self) -> list[DatasetInfo]:
@@ -258,8 +262,8 @@ class DatasetStore:
                 )
             self._keyring.active(conn, dataset=dataset)
         schema = self.schema(dataset)
-        frame = read_parquet(
-            self._root / ver.file,
+        frame = self._storage.read_parquet(
+            ver.file,
             expected_hash=ver.content_hash,
             convert=lambda table: schema.coerce(table.to_pandas()),
             columns=columns,

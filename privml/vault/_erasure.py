@@ -7,7 +7,6 @@ a minimizer fitted again without the subject (:mod:`privml.vault._view_erasure`)
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from ..crypto.pseudonyms import pseudonymize
 from ..exceptions import DecryptionError, NotFoundError
 from ..storage import sealed
 from ..storage.engine import read
-from ..storage.files import remove_files
 from ..storage.tables import models
 from ._view_erasure import ViewRefit, plan_view_erasures, subject_mask
 
@@ -118,5 +116,5 @@ def _rewrite_view(
             for row in sealed.scope_rows(conn, models)
             if row.name == old.name and row.version in old.versions
         ]
-        remove_files(Path(self._path), [row.file for row in files])
+        self._storage.remove([row.file for row in files])
     return done

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -19,7 +18,6 @@ from ..crypto.pseudonyms import pseudonymize
 from ..exceptions import ConfigurationError, IntegrityError, NotFoundError
 from ..storage import sealed
 from ..storage.engine import read, scrub, transaction
-from ..storage.files import remove_files
 from ..storage.tables import models, vault_info, versions
 
 if TYPE_CHECKING:
@@ -27,6 +25,7 @@ if TYPE_CHECKING:
     from ..crypto import FieldCipher
     from ..crypto.keyring import Keyring
     from ..storage.engine import Tx
+    from ..storage.objects import Storage
     from ._datasets import DatasetStore, DatasetVersion
     from ._models import ModelRegistry
     from ._state import VaultState
@@ -46,14 +45,14 @@ class VaultKeys:
         self,
         state: VaultState,
         *,
-        path: Path,
+        storage: Storage,
         keyring: Keyring,
         store: DatasetStore,
         audit: AuditLog,
         models: ModelRegistry,
     ) -> None:
         self._state = state
-        self._path = path
+        self._storage = storage
         self._keyring = keyring
         self._store = store
         self._audit = audit
@@ -143,7 +142,7 @@ class VaultKeys:
                 for row in sealed.scope_rows(conn, versions, done.name)
                 if row.version < done.version
             ]
-        remove_files(Path(self._path), old)
+        self._storage.remove(old)
         scrub(self._state.engine)
 
     def pseudonymize(self, dataset: str, column: str, values: Iterable[Any]) -> list[str | None]:

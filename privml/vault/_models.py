@@ -15,7 +15,6 @@ by someone holding the vault key, not that they were harmless.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -34,7 +33,7 @@ from ..exceptions import (
 )
 from ..storage import sealed
 from ..storage.engine import read, transaction
-from ..storage.files import read_checked, write_atomic
+from ..storage.objects import Storage
 from ..storage.tables import models, versions
 from ._model_bytes import deserialize, libraries_in_use, seal, serialize, unseal
 
@@ -63,9 +62,9 @@ class ModelRegistry:
     [4.0]
     """
 
-    def __init__(self, state: VaultState, root: Path, audit: AuditLog) -> None:
+    def __init__(self, state: VaultState, storage: Storage, audit: AuditLog) -> None:
         self._state = state
-        self._root = root
+        self._storage = storage
         self._audit = audit
 
     def register(
@@ -191,46 +190,48 @@ class ModelRegistry:
             key = new_data_key()
             slot = f"model|{name}|{version}"
             blob = seal(key, slot, payload)
-            relative = f"models/{name}/{version}.bin"
-            digest = write_atomic(self._root / relative, blob)
-            created = utcnow()
-            check_current(tx.conn, self._state.key)
-            sealed.insert(
-                tx.conn,
-                models,
-                {
-                    "name": name,
-                    "version": version,
-                    "format": kind,
-                    "file": relative,
-                    "content_hash": digest,
-                    "wrapped_key": self._state.key.wrap(key, purpose=slot),
-                    "dataset": source[0] if source else None,
-                    "dataset_version": source[1] if source else None,
-                    "epsilon": epsilon,
-                    "delta": delta,
-                    "libraries": canonical_json(libraries).decode(),
-                    "metadata": canonical_json(metadata).decode(),
-                    "created": created,
-                },
-            )
-            self._audit.append(
-                tx,
-                principal=principal,
-                purpose=purpose,
-                action="model.register",
-                outcome="ok",
-                dataset=source[0] if source else None,
-                version=source[1] if source else None,
-                details={
-                    "model": name,
-                    "model_version": version,
-                    "epsilon": epsilon,
-                    "delta": delta,
-                    "content_hash": digest,
-                    "class": metadata["class"],
-                },
-            )
+            relative = self._storage.name_for(f"models/{name}/{version}", ".bin")
+            # Written and verified before the row naming it commits (at worst an orphan).
+            digest = self._storage.write(relative, blob)
+            with self._storage.uncommitted(relative):
+                created = utcnow()
+                check_current(tx.conn, self._state.key)
+                sealed.insert(
+                    tx.conn,
+                    models,
+                    {
+                        "name": name,
+                        "version": version,
+                        "format": kind,
+                        "file": relative,
+                        "content_hash": digest,
+                        "wrapped_key": self._state.key.wrap(key, purpose=slot),
+                        "dataset": source[0] if source else None,
+                        "dataset_version": source[1] if source else None,
+                        "epsilon": epsilon,
+                        "delta": delta,
+                        "libraries": canonical_json(libraries).decode(),
+                        "metadata": canonical_json(metadata).decode(),
+                        "created": created,
+                    },
+                )
+                self._audit.append(
+                    tx,
+                    principal=principal,
+                    purpose=purpose,
+                    action="model.register",
+                    outcome="ok",
+                    dataset=source[0] if source else None,
+                    version=source[1] if source else None,
+                    details={
+                        "model": name,
+                        "model_version": version,
+                        "epsilon": epsilon,
+                        "delta": delta,
+                        "content_hash": digest,
+                        "class": metadata["class"],
+                    },
+                )
         return ModelInfo(
             name, version, source, epsilon, delta, libraries, metadata, digest, created
         )
@@ -293,7 +294,7 @@ class ModelRegistry:
         with read(self._state.engine) as conn:
             row = _row(conn, name, version)
         slot = f"model|{row.name}|{row.version}"
-        blob = read_checked(self._root / row.file, expected_hash=row.content_hash)
+        blob = self._storage.read_checked(row.file, expected_hash=row.content_hash)
         key = self._state.key.unwrap(row.wrapped_key, purpose=slot)
         payload = unseal(key, slot, blob, what=f"model {name!r} v{row.version}")
         model = deserialize(row.format, payload, json.loads(row.metadata)["class"])

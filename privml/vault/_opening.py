@@ -1,8 +1,14 @@
 """What creating and opening a vault check and write besides the services: marker, identity row.
 
-The marker file ``vault.json`` says a folder holds a vault and where its metadata
-lives; the ``vault_info`` row holds the vault's identity, format, key-check value
-and wrapped audit keys, authenticated under the vault's own MAC key.
+The marker file ``vault.json`` says a folder holds a vault, where its metadata
+lives and whether its data files live elsewhere (``storage=``); the ``vault_info``
+row holds the vault's identity, format, key-check value and wrapped audit keys,
+authenticated under the vault's own MAC key.
+
+A vault without a folder (PostgreSQL metadata, data on shared or object storage)
+has no marker: its ``vault_info`` row plays the marker's part (a database holds a
+vault when it has that row; the row says the format), and the audit anchor is
+given explicitly by every handle.
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ from ..storage import migrations, sealed
 from ..storage.engine import create_tables, make_engine, read, transaction
 from ..storage.tables import vault_info
 
-__all__ = ["MARKER", "check_info", "default_actor", "new_metadata", "open_metadata"]
+__all__ = [
+    "MARKER",
+    "check_folderless",
+    "check_info",
+    "default_actor",
+    "new_metadata",
+    "open_metadata",
+]
 
 MARKER = "vault.json"
 
@@ -38,8 +51,13 @@ def default_actor() -> str:
         return f"os:uid-{os.getuid()}"
 
 
-def write_marker(folder: Path, *, external: bool) -> None:
-    marker = {"format": migrations.current(), "metadata": "external" if external else "sqlite"}
+def write_marker(folder: Path, *, external: bool, storage: bool = False) -> None:
+    marker: dict[str, Any] = {
+        "format": migrations.current(),
+        "metadata": "external" if external else "sqlite",
+    }
+    if storage:
+        marker["storage"] = "external"  # where is not recorded: a URI may say too much
     tmp = folder / f".{MARKER}.tmp"
     tmp.write_bytes(canonical_json(marker))
     os.replace(tmp, folder / MARKER)
@@ -64,16 +82,44 @@ def check_info(sealer: sealed.RowSealer, info: Any, seed: bytes) -> None:
         )
 
 
+def check_folderless(metadata_url: str | None, anchor_path: object) -> None:
+    """Refuse a vault without a folder that lacks what the folder would have given."""
+    if metadata_url is None:
+        raise ConfigurationError(
+            "a vault without a folder keeps its metadata in PostgreSQL: pass "
+            "metadata_url='postgresql+psycopg://...' (or give the vault folder as path)"
+        )
+    if anchor_path is None:
+        raise ConfigurationError(
+            "a vault without a folder has no default place for its audit anchor: pass "
+            "anchor_path= (a local file every handle appends to, ideally on other storage "
+            "than the database, such as a shared or WORM mount)"
+        )
+
+
 def new_metadata(
-    folder: Path,
+    folder: Path | None,
     *,
     key: bytes | str | None,
     key_file: str | os.PathLike[str] | None,
     passphrase: str | None,
     metadata_url: str | None,
     checkpoint_every: int,
+    external_storage: bool = False,
 ) -> tuple[sa.Engine, VaultKey]:
-    """Make the vault folder, its marker and its metadata database with the identity row."""
+    """Make the vault folder, its marker and its metadata database with the identity row.
+
+    Without a folder (``folder`` None) only the database is made; one that already
+    holds a vault is refused.
+    """
+    if folder is None:
+        return _new_database(
+            key=key,
+            key_file=key_file,
+            passphrase=passphrase,
+            metadata_url=metadata_url,
+            checkpoint_every=checkpoint_every,
+        )
     if (folder / MARKER).exists():
         raise VaultExistsError(f"{str(folder)!r} already holds a vault; use Vault.open()")
     if folder.exists() and any(folder.iterdir()):
@@ -82,12 +128,39 @@ def new_metadata(
         raise ConfigurationError("checkpoint_every must be at least 1")
     vault_key, kdf = VaultKey.new(key=key, key_file=key_file, passphrase=passphrase)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_marker(folder, external=metadata_url is not None)
+    write_marker(folder, external=metadata_url is not None, storage=external_storage)
     if metadata_url is None:
         # SQLite gives its -wal and -shm files the database file's permissions.
         os.close(os.open(folder / "meta.db", os.O_WRONLY | os.O_CREAT, 0o600))
     engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
     try:
+        _identity(engine, vault_key, kdf, checkpoint_every)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, vault_key
+
+
+def _new_database(
+    *,
+    key: bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+    passphrase: str | None,
+    metadata_url: str | None,
+    checkpoint_every: int,
+) -> tuple[sa.Engine, VaultKey]:
+    if checkpoint_every < 1:
+        raise ConfigurationError("checkpoint_every must be at least 1")
+    vault_key, kdf = VaultKey.new(key=key, key_file=key_file, passphrase=passphrase)
+    engine = make_engine(sqlite_path=None, url=metadata_url)
+    try:
+        if sa.inspect(engine).has_table(vault_info.name):
+            with read(engine) as conn:
+                taken = conn.execute(sa.select(vault_info.c.id)).first() is not None
+            if taken:
+                raise VaultExistsError(
+                    "the database at metadata_url already holds a vault; use Vault.open()"
+                )
         _identity(engine, vault_key, kdf, checkpoint_every)
     except BaseException:
         engine.dispose()
@@ -120,27 +193,33 @@ def _identity(engine: sa.Engine, vault_key: VaultKey, kdf: Any, checkpoint_every
 
 
 def open_metadata(
-    folder: Path,
+    folder: Path | None,
     *,
     key: bytes | str | None,
     key_file: str | os.PathLike[str] | None,
     passphrase: str | None,
     metadata_url: str | None,
+    external_storage: bool = False,
 ) -> tuple[sa.Engine, VaultKey]:
-    """The metadata engine of the vault in ``folder`` and its key, checked against the vault."""
-    external = _read_marker(folder)["metadata"] == "external"
-    if external and metadata_url is None:
-        raise ConfigurationError(
-            "this vault keeps its metadata in an external database: pass metadata_url="
-        )
-    engine = make_engine(sqlite_path=folder / "meta.db", url=metadata_url)
+    """The metadata engine of the vault in ``folder`` (or at ``metadata_url`` when there
+    is no folder) and its key, checked against the vault.
+
+    ``external_storage`` says whether the caller named the data files' storage; a
+    folder's marker must agree.
+    """
+    if folder is not None:
+        marker = _read_marker(folder)
+        _check_storage(marker, external_storage)
+        if marker["metadata"] == "external" and metadata_url is None:
+            raise ConfigurationError(
+                "this vault keeps its metadata in an external database: pass metadata_url="
+            )
+    engine = make_engine(
+        sqlite_path=None if folder is None else folder / "meta.db", url=metadata_url
+    )
     try:
         with read(engine) as conn:
-            info = migrations.read_info(conn)
-        if info is None:
-            raise IntegrityError(
-                "the vault's own row (vault_info) is missing; restore meta.db from a backup"
-            )
+            info = _info_row(engine, conn, folder)
         version = migrations.check_version(info.format)  # a newer vault: refused here
         vault_key = VaultKey.resolve(
             key=key, key_file=key_file, passphrase=passphrase, salt=_salt(info.kdf)
@@ -148,7 +227,12 @@ def open_metadata(
         vault_key.verify(info.key_check)
         if version < migrations.current():
             _upgrade(engine, vault_key, info)
-            write_marker(folder, external=external)
+            if folder is not None:
+                write_marker(
+                    folder,
+                    external=marker["metadata"] == "external",
+                    storage=marker.get("storage") == "external",
+                )
     except BaseException:
         engine.dispose()
         raise
@@ -172,6 +256,35 @@ def _upgrade(engine: sa.Engine, vault_key: VaultKey, info: Any) -> None:
         raise
 
 
+def _info_row(engine: sa.Engine, conn: sa.Connection, folder: Path | None) -> Any:
+    """The ``vault_info`` row; a database without one holds no vault (no folder) or a
+    damaged one (a folder's ``meta.db``)."""
+    if folder is None and not sa.inspect(engine).has_table(vault_info.name):
+        info = None
+    else:
+        info = migrations.read_info(conn)
+    if info is None and folder is None:
+        raise NotFoundError("the database at metadata_url holds no vault; use Vault.create()")
+    if info is None:
+        raise IntegrityError(
+            "the vault's own row (vault_info) is missing; restore meta.db from a backup"
+        )
+    return info
+
+
+def _check_storage(marker: dict[str, Any], external_storage: bool) -> None:
+    elsewhere = marker.get("storage") == "external"
+    if elsewhere and not external_storage:
+        raise ConfigurationError(
+            "this vault keeps its data files outside its folder: pass storage= (and "
+            "storage_options=) as when it was created"
+        )
+    if external_storage and not elsewhere:
+        raise ConfigurationError(
+            "this vault keeps its data files in its folder: open it without storage="
+        )
+
+
 def _read_marker(folder: Path) -> dict[str, Any]:
     """The marker's content; one edited into something else is an :class:`IntegrityError`."""
     marker = folder / MARKER
@@ -181,7 +294,11 @@ def _read_marker(folder: Path) -> dict[str, Any]:
         content = json.loads(marker.read_text())
     except (ValueError, UnicodeDecodeError):
         content = None
-    if not isinstance(content, dict) or content.get("metadata") not in ("sqlite", "external"):
+    if (
+        not isinstance(content, dict)
+        or content.get("metadata") not in ("sqlite", "external")
+        or content.get("storage", "external") != "external"
+    ):
         raise IntegrityError(
             f"{MARKER} in {str(folder)!r} was edited: it says neither where the metadata "
             'lives nor its format; restore it ({"format": 2, "metadata": "sqlite"} for a '

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,13 +31,15 @@ from ..policy._grants import TAGS_FIX
 from ..schema import Schema
 from ..storage import sealed
 from ..storage.engine import read, transaction
+from ..storage.location import StorageLocation, open_storage
+from ..storage.objects import Storage, StoredObject
 from ..storage.tables import vault_info
-from . import _erasure
+from . import _erasure, _orphans
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion
 from ._intake import load_frame, validate
 from ._keys import VaultKeys
 from ._models import ModelRegistry
-from ._opening import check_info, default_actor, new_metadata, open_metadata
+from ._opening import check_folderless, check_info, default_actor, new_metadata, open_metadata
 from ._policy_store import PolicyAdmin
 from ._session import Session, open_session
 from ._state import VaultState
@@ -79,7 +81,8 @@ class Vault:
     def __init__(
         self,
         *,
-        path: Path,
+        path: Path | None,
+        storage: Storage,
         engine: sa.Engine,
         vault_key: VaultKey,
         info: Any,
@@ -88,6 +91,7 @@ class Vault:
     ) -> None:
         # Use Vault.create / Vault.open.
         self.path = path
+        self._storage = storage
         state = self._state = VaultState(actor=actor)
         seed = vault_key.unwrap(info.signing_key, purpose="audit-signing")
         mac_key = vault_key.unwrap(info.mac_key, purpose="audit-mac")
@@ -107,13 +111,13 @@ class Vault:
             anchor_path=anchor_path,
             checkpoint_every=info.checkpoint_every,
         )
-        self._store = DatasetStore(state, path, keyring, self.audit)
+        self._store = DatasetStore(state, storage, keyring, self.audit)
         self.ledger = Ledger(engine, self.audit)
         self.policy = PolicyAdmin(state, self.audit)
-        self.models = ModelRegistry(state, path, self.audit)
+        self.models = ModelRegistry(state, storage, self.audit)
         self._keys = VaultKeys(
             state,
-            path=path,
+            storage=storage,
             keyring=keyring,
             store=self._store,
             audit=self.audit,
@@ -128,12 +132,14 @@ class Vault:
     @classmethod
     def create(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         *,
         key: bytes | str | None = None,
         key_file: str | os.PathLike[str] | None = None,
         passphrase: str | None = None,
         metadata_url: str | None = None,
+        storage: StorageLocation | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         anchor_path: str | os.PathLike[str] | None = None,
         checkpoint_every: int = 100,
         actor: str | None = None,
@@ -142,25 +148,41 @@ class Vault:
 
         Parameters
         ----------
-        path : path-like
+        path : path-like, optional
             The vault folder: ``meta.db``, ``data/`` and (by default) the audit anchor.
+            Without it the vault has no folder: pass ``metadata_url`` (PostgreSQL),
+            ``storage`` and ``anchor_path``; every machine of a team opens it the same way.
         key, key_file, passphrase : optional
             Exactly one vault key source; without any, ``PRIVML_VAULT_KEY`` is used.
             A passphrase is stretched with scrypt (salt stored in the vault).
         metadata_url : str, optional
             SQLAlchemy URL of a PostgreSQL database for the metadata instead of
             ``meta.db`` (``postgresql+psycopg://...``). Pass it again at open.
+        storage : path-like, str or pyarrow.fs.FileSystem, optional
+            Where dataset versions and models are stored (encrypted): the vault
+            folder by default; a local or shared folder; ``"s3://bucket/prefix"``
+            (an S3-compatible object store; credentials from the standard AWS
+            environment, never stored); or a ``pyarrow.fs.FileSystem``. Pass it again
+            at open. See :mod:`privml.storage.location`.
+        storage_options : mapping, optional
+            Settings for ``pyarrow.fs.S3FileSystem`` (``endpoint_override``, ``region``).
         anchor_path : path-like, optional
             The append-only file that receives every signed audit checkpoint.
             Defaults to ``<path>/audit.anchor``; put it on other storage (another
             disk, a WORM bucket mount) so that truncating the log is detected.
+            Required without a folder.
         checkpoint_every : int
             Sign a checkpoint every this many audit entries (and at close).
         actor : str, optional
             Who performs administrative actions, for the audit log. Defaults to
             the operating-system user.
         """
-        folder = Path(path)
+        folder = None if path is None else Path(path)
+        if folder is None:
+            check_folderless(metadata_url, anchor_path)
+        anchor = _anchor(folder, anchor_path)
+        where = open_storage(storage, options=storage_options, folder=folder)
+        where.check_unclaimed()
         engine, vault_key = new_metadata(
             folder,
             key=key,
@@ -168,8 +190,9 @@ class Vault:
             passphrase=passphrase,
             metadata_url=metadata_url,
             checkpoint_every=checkpoint_every,
+            external_storage=storage is not None,
         )
-        vault = cls._from_engine(folder, engine, vault_key, anchor_path, actor)
+        vault = cls._from_engine(folder, where, engine, vault_key, anchor, actor, new=True)
         vault._admin_event(
             "vault.create",
             details={"key_source": vault_key.source.kind, "metadata": engine.dialect.name},
@@ -179,40 +202,59 @@ class Vault:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         *,
         key: bytes | str | None = None,
         key_file: str | os.PathLike[str] | None = None,
         passphrase: str | None = None,
         metadata_url: str | None = None,
+        storage: StorageLocation | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         anchor_path: str | os.PathLike[str] | None = None,
         actor: str | None = None,
     ) -> Vault:
         """Open an existing vault. A wrong key raises :class:`~privml.InvalidKeyError` here.
 
-        Parameters are as for :meth:`create`.
+        Parameters are as for :meth:`create`: a vault made without a folder is opened
+        with ``metadata_url``, ``storage`` and ``anchor_path`` and no ``path``.
         """
-        folder = Path(path)
+        folder = None if path is None else Path(path)
+        if folder is None:
+            check_folderless(metadata_url, anchor_path)
+        anchor = _anchor(folder, anchor_path)
+        where = open_storage(storage, options=storage_options, folder=folder)
         engine, vault_key = open_metadata(
-            folder, key=key, key_file=key_file, passphrase=passphrase, metadata_url=metadata_url
+            folder,
+            key=key,
+            key_file=key_file,
+            passphrase=passphrase,
+            metadata_url=metadata_url,
+            external_storage=storage is not None,
         )
-        return cls._from_engine(folder, engine, vault_key, anchor_path, actor)
+        return cls._from_engine(folder, where, engine, vault_key, anchor, actor)
 
     @classmethod
     def _from_engine(
         cls,
-        folder: Path,
+        folder: Path | None,
+        storage: Storage,
         engine: sa.Engine,
         vault_key: VaultKey,
-        anchor_path: str | os.PathLike[str] | None,
+        anchor: Path,
         actor: str | None,
+        *,
+        new: bool = False,
     ) -> Vault:
-        anchor = Path(anchor_path) if anchor_path is not None else folder / "audit.anchor"
         try:
             with read(engine) as conn:
                 info = conn.execute(sa.select(vault_info)).one()
+            if new:
+                storage.claim(str(info.log_id))
+            else:
+                storage.check_claim(str(info.log_id))
             vault = cls(
                 path=folder,
+                storage=storage,
                 engine=engine,
                 vault_key=vault_key,
                 info=info,
@@ -252,7 +294,8 @@ class Vault:
 
     def __repr__(self) -> str:
         state = "closed" if self._state.closed else "open"
-        return f"<privml.Vault {str(self.path)!r} ({state})>"
+        where = self._storage.uri if self.path is None else str(self.path)
+        return f"<privml.Vault {where!r} ({state})>"
 
     # -- datasets ---------------------------------------------------------------------
     def add_dataset(
@@ -490,6 +533,40 @@ class Vault:
         schema = self.dataset(dataset).schema
         return explain(self.policy.model(), principal, purpose, dataset, schema)
 
+    # -- storage ----------------------------------------------------------------------
+    def storage_orphans(self) -> list[StoredObject]:
+        """Data files in the vault's storage that no metadata row names.
+
+        A file is written and checked before the row naming it commits, so a crash
+        in between leaves an orphan: ciphertext that no read reaches. A write still
+        in flight on another handle looks like one too; see
+        :meth:`remove_storage_orphans`.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.storage_orphans()
+        []
+        """
+        return _orphans.orphans(self._state, self._storage)
+
+    def remove_storage_orphans(self, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+        """Delete the orphans (:meth:`storage_orphans`) older than ``older_than``; audited.
+
+        The grace period spares files that another handle is writing right now (its
+        row not yet committed); keep it longer than your slowest write.
+        Returns the names of the files removed.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.remove_storage_orphans(older_than=timedelta(minutes=10))
+        []
+        """
+        return _orphans.remove_orphans(
+            self._state, self._storage, self.audit, older_than=older_than
+        )
+
     # -- keys -------------------------------------------------------------------------
     def scrub(self) -> bool:
         """Make destroyed keys and erased data unrecoverable from a copy of the vault folder.
@@ -614,3 +691,17 @@ class Vault:
                 dataset=dataset,
                 details=details,
             )
+
+
+def _anchor(folder: Path | None, anchor_path: str | os.PathLike[str] | None) -> Path:
+    """The audit anchor's file: ``anchor_path``, else ``<folder>/audit.anchor``."""
+    if anchor_path is None:
+        if folder is None:
+            raise ConfigurationError("internal: a vault without a folder needs anchor_path")
+        return folder / "audit.anchor"
+    if "://" in os.fspath(anchor_path):
+        raise ConfigurationError(
+            "anchor_path must be a local file (appended to, never rewritten); object "
+            "stores cannot append: mount the storage, or use a file on another disk"
+        )
+    return Path(anchor_path)
