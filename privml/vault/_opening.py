@@ -200,9 +200,10 @@ def open_metadata(
     passphrase: str | None,
     metadata_url: str | None,
     external_storage: bool = False,
-) -> tuple[sa.Engine, VaultKey]:
+) -> tuple[sa.Engine, VaultKey, int | None]:
     """The metadata engine of the vault in ``folder`` (or at ``metadata_url`` when there
-    is no folder) and its key, checked against the vault.
+    is no folder) and its key, checked against the vault, with the schema version it was
+    upgraded from (None: it was current).
 
     ``external_storage`` says whether the caller named the data files' storage; a
     folder's marker must agree.
@@ -225,8 +226,10 @@ def open_metadata(
             key=key, key_file=key_file, passphrase=passphrase, salt=_salt(info.kdf)
         )
         vault_key.verify(info.key_check)
+        upgraded = None
         if version < migrations.current():
             _upgrade(engine, vault_key, info)
+            upgraded = version
             if folder is not None:
                 write_marker(
                     folder,
@@ -236,7 +239,7 @@ def open_metadata(
     except BaseException:
         engine.dispose()
         raise
-    return engine, vault_key
+    return engine, vault_key, upgraded
 
 
 def _upgrade(engine: sa.Engine, vault_key: VaultKey, info: Any) -> None:

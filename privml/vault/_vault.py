@@ -29,7 +29,7 @@ from ..exceptions import ConfigurationError, NotFoundError
 from ..policy._explain import explain
 from ..policy._grants import TAGS_FIX
 from ..schema import Schema
-from ..storage import sealed
+from ..storage import migrations, sealed
 from ..storage.engine import read, transaction
 from ..storage.location import StorageLocation, open_storage
 from ..storage.objects import Storage, StoredObject
@@ -223,7 +223,7 @@ class Vault:
             check_folderless(metadata_url, anchor_path)
         anchor = _anchor(folder, anchor_path)
         where = open_storage(storage, options=storage_options, folder=folder)
-        engine, vault_key = open_metadata(
+        engine, vault_key, upgraded = open_metadata(
             folder,
             key=key,
             key_file=key_file,
@@ -231,7 +231,12 @@ class Vault:
             metadata_url=metadata_url,
             external_storage=storage is not None,
         )
-        return cls._from_engine(folder, where, engine, vault_key, anchor, actor)
+        vault = cls._from_engine(folder, where, engine, vault_key, anchor, actor)
+        if upgraded is not None:  # the schema upgrade committed before the log could say so
+            vault._admin_event(
+                "vault.upgrade", details={"from": upgraded, "to": migrations.current()}
+            )
+        return vault
 
     @classmethod
     def _from_engine(

@@ -129,6 +129,8 @@ def test_an_older_vault_is_upgraded_once(vault_at_current, key, metadata_url, us
     folder = vault_at_current
     with Vault.open(folder, key=key, metadata_url=metadata_url) as vault:
         assert vault.audit.verify().ok  # every row and head still checks, re-MAC'd ones too
+        upgrades = vault.audit.entries(action="vault.upgrade")
+        assert upgrades["details"].tolist() == [{"from": NEXT - 1, "to": NEXT + 1}]
         assert set(vault.policy.purposes()["description"]) == {"TESTS"}
         vault.add_purpose("audit", description="Checks", lawful_basis="law")
         assert len(vault.session("analyst", purpose="research").read("patients")) == 4
@@ -137,6 +139,7 @@ def test_an_older_vault_is_upgraded_once(vault_at_current, key, metadata_url, us
     assert _version(folder, metadata_url) == _marker(folder) == NEXT + 1
     with Vault.open(folder, key=key, metadata_url=metadata_url) as vault:
         assert vault.audit.verify().ok
+        assert len(vault.audit.entries(action="vault.upgrade")) == 1
     assert calls == ["add_purpose_note", "reword_purposes"]  # not run again
 
 
