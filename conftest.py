@@ -212,6 +212,24 @@ class Vaults:
         url = self.metadata_url(folder) or f"sqlite:///{Path(folder) / 'meta.db'}"
         return sa.create_engine(url, poolclass=sa.NullPool)
 
+    def stored(self, folder: str | os.PathLike[str]) -> bytes:
+        """Everything the metadata database of the vault in ``folder`` holds, as bytes: the
+        meta.db file on SQLite, every value of every table on PostgreSQL."""
+        if self.metadata_url(folder) is None:
+            return (Path(folder) / "meta.db").read_bytes()
+        engine = self.database(folder)
+        try:
+            with engine.connect() as conn:
+                values = [
+                    value
+                    for table in sa.inspect(conn).get_table_names()
+                    for row in conn.execute(sa.text(f'SELECT * FROM "{table}"'))
+                    for value in row
+                ]
+        finally:
+            engine.dispose()
+        return b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
+
 
 @pytest.fixture
 def vaults(backend: str, request: pytest.FixtureRequest) -> Vaults:

@@ -91,8 +91,8 @@ HOSTILE = {
 
 
 @pytest.fixture
-def vault(tmp_path, key):
-    with Vault.create(tmp_path / "v", key=key) as v:
+def vault(tmp_path, key, vaults):
+    with vaults.create(tmp_path / "v", key=key) as v:
         yield v
 
 
@@ -158,12 +158,19 @@ HOSTILE_VALUES = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    # vaults is a factory: every example creates its own vault in its own folder
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(column=st.sampled_from(COLUMNS), values=st.lists(HOSTILE_VALUES, min_size=2, max_size=2))
-def test_fuzzed_columns_are_stored_or_refused_with_a_privml_error(tmp_path_factory, column, values):
+def test_fuzzed_columns_are_stored_or_refused_with_a_privml_error(
+    tmp_path_factory, column, values, vaults
+):
     frame = _with(column, values)
     path = tmp_path_factory.mktemp("fuzz") / "v"
-    with Vault.create(path, key=privml.generate_key()) as vault:
+    with vaults.create(path, key=privml.generate_key()) as vault:
         try:
             vault.add_dataset("d", frame, schema=SCHEMA, budget=Budget(epsilon=1))
         except PrivmlError as err:  # anything else fails the test

@@ -25,9 +25,7 @@ def add_small_dataset(vault: privml.Vault, name: str, *, epsilon: float, delta: 
 
 
 @pytest.fixture
-def make_vault(
-    tmp_path: Path, key: bytes, vaults: Vaults
-) -> Iterator[Callable[..., privml.Vault]]:
+def make_vault(tmp_path: Path, key: bytes, vaults: Vaults) -> Iterator[Callable[..., privml.Vault]]:
     """``make_vault(epsilon=, delta=)``: an open vault with dataset ``"d"`` of that budget,
     its metadata on the test's backend."""
     opened: list[privml.Vault] = []
@@ -42,7 +40,6 @@ def make_vault(
     yield make
     for vault in opened:
         vault.close()
-
 
 
 @pytest.fixture
