@@ -174,9 +174,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("backend", sorted(only) or BACKENDS, indirect=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def backend(request: pytest.FixtureRequest) -> str:
-    """The metadata backend of this test run: ``"sqlite"`` or ``"postgresql"``."""
+    """The metadata backend of this test run: ``"sqlite"`` or ``"postgresql"``.
+
+    Module-scoped, so that a module's shared fixtures (a vault built once and copied per
+    test) can follow it: a module runs its SQLite tests, then its PostgreSQL ones.
+    """
     return str(getattr(request, "param", "sqlite"))
 
 
@@ -192,6 +196,10 @@ class Vaults:
         self.backend = backend
         self._new_database = new_database
         self._urls: dict[Path, str | None] = {}
+
+    def register(self, folder: str | os.PathLike[str], metadata_url: str | None) -> None:
+        """Say where the metadata of a vault made elsewhere (a copy, a module's vault) lives."""
+        self._urls[Path(folder).resolve()] = metadata_url
 
     def metadata_url(self, folder: str | os.PathLike[str]) -> str | None:
         """The ``metadata_url=`` of the vault created in ``folder`` (None: SQLite)."""
@@ -322,27 +330,51 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class PostgresServer:
+    """Makes and drops databases on the test PostgreSQL server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+
+    def new_database(self, *, copy_of: str | None = None) -> str:
+        """A fresh database's URL; ``copy_of`` (a database URL nobody is connected to) makes
+        it a copy of that database, as a backup restored elsewhere would be."""
+        name = f"privml_{uuid.uuid4().hex[:12]}"
+        template = f' TEMPLATE "{self._name(copy_of)}"' if copy_of else ""
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
+        return self.url.replace("/postgres?", f"/{name}?")
+
+    def drop(self, url: str) -> None:
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self._name(url)}" WITH (FORCE)')
+
+    @staticmethod
+    def _name(url: str) -> str:
+        return sa.make_url(url).database or ""
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_url: str) -> PostgresServer:
+    return PostgresServer(postgres_url)
+
+
 @pytest.fixture
-def pg_databases(postgres_url: str) -> Iterator[Callable[[], str]]:
+def pg_databases(postgres_server: PostgresServer) -> Iterator[Callable[[], str]]:
     """``new()`` makes a fresh database on the PostgreSQL server and returns its URL.
 
     Every database is dropped when the test ends, so tests stay independent.
     """
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     made: list[str] = []
 
     def new() -> str:
-        name = f"privml_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return postgres_url.replace("/postgres?", f"/{name}?")
+        made.append(postgres_server.new_database())
+        return made[-1]
 
     yield new
-    with admin.connect() as conn:
-        for name in made:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    for url in made:
+        postgres_server.drop(url)
 
 
 @pytest.fixture
@@ -352,16 +384,11 @@ def pg_database_url(pg_databases: Callable[[], str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def _pg_shared_database(postgres_url: str) -> Iterator[str]:
+def _pg_shared_database(postgres_server: PostgresServer) -> Iterator[str]:
     """One database for the whole run, holding a schema per vault (see ``pg_schemas``)."""
-    name = f"privml_vaults_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield postgres_url.replace("/postgres?", f"/{name}?")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop(url)
 
 
 @pytest.fixture
