@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -245,6 +246,64 @@ def vaults(backend: str, request: pytest.FixtureRequest) -> Vaults:
     if backend == "postgresql":
         return Vaults(backend, request.getfixturevalue("pg_schemas"))
     return Vaults(backend, None)
+
+
+class Dba:
+    """Someone with the metadata database but not the key: edits rows with plain SQL, copies
+    a vault, keeps an older copy of its metadata to restore later.
+
+    On PostgreSQL a copy of the metadata is a database of its own (CREATE DATABASE from the
+    vault's database, which must be a database, not a schema), dropped when the test ends.
+    """
+
+    def __init__(self, vaults: Vaults, server: PostgresServer | None, tmp_path: Path) -> None:
+        self.vaults, self.server, self.tmp_path = vaults, server, tmp_path
+        self.copies: list[str] = []
+        # a row's physical address, for "the first row" and "this row" in an edit
+        self.rowid = "rowid" if server is None else "ctid"
+
+    def copy(self, folder: Path, url: str | None, target: Path) -> Path:
+        shutil.copytree(folder, target)
+        if url is not None and self.server is not None:
+            self.copies.append(self.server.new_database(copy_of=url))
+        self.vaults.register(target, self.copies[-1] if url else None)
+        return target
+
+    def snapshot(self, folder: Path) -> sa.Engine:
+        """An older copy of the (closed) vault's metadata, to restore tables from later."""
+        url = self.vaults.metadata_url(folder)
+        if url is None or self.server is None:
+            older = self.tmp_path / f"older-{len(list(self.tmp_path.glob('older-*')))}.db"
+            shutil.copy(folder / "meta.db", older)
+            return sa.create_engine(f"sqlite:///{older}", poolclass=sa.NullPool)
+        self.copies.append(self.server.new_database(copy_of=url))
+        return sa.create_engine(self.copies[-1], poolclass=sa.NullPool)
+
+    @contextmanager
+    def edit(self, folder: Path) -> Iterator[sa.Connection]:
+        """One transaction on the metadata as its database admin has it: no key."""
+        engine = self.vaults.database(folder)
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # an admin edits past the foreign keys too, as sqlite3 does by default
+                    conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+                yield conn
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def dba(
+    vaults: Vaults, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Dba]:
+    """Edit, copy and snapshot vault metadata without the key (see :class:`Dba`)."""
+    server = request.getfixturevalue("postgres_server") if backend == "postgresql" else None
+    admin = Dba(vaults, server, tmp_path)
+    yield admin
+    for url in admin.copies:
+        assert server is not None
+        server.drop(url)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

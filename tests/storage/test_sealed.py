@@ -1,18 +1,16 @@
 """Edits of the metadata made without the vault key are caught at use and by ``verify()``.
 
 The attacker here has the metadata database but not the key: a copy of the vault
-folder whose ``meta.db`` they edit (SQLite), or the PostgreSQL database they
+folder whose ``dba.db`` they edit (SQLite), or the PostgreSQL database they
 administer; they edit rows with plain SQL after the vault closed, then the key
 holder opens the vault again.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
@@ -23,6 +21,9 @@ from privml import Budget, Field, Schema, Vault
 from privml.accounting import PrivacyEvent
 from privml.exceptions import IntegrityError
 from privml.storage.tables import PROTECTED, metadata
+
+if TYPE_CHECKING:
+    from conftest import Dba
 
 KEY = privml.generate_key()
 SCHEMA = Schema(
@@ -69,67 +70,9 @@ def built(
         server.drop(url)
 
 
-class Metadata:
-    """The test's copy of the vault: its folder and metadata database, edited with plain SQL.
-
-    On PostgreSQL every copy of the database is a database of its own (CREATE DATABASE from
-    the built one), dropped when the test ends.
-    """
-
-    def __init__(self, vaults: Any, server: Any, tmp_path: Path) -> None:
-        self.vaults, self.server, self.tmp_path = vaults, server, tmp_path
-        self.copies: list[str] = []
-        # a row's physical address, for "the first row" and "this row" in an edit
-        self.rowid = "rowid" if server is None else "ctid"
-
-    def copy(self, folder: Path, url: str | None, target: Path) -> Path:
-        shutil.copytree(folder, target)
-        if url is not None:
-            self.copies.append(self.server.new_database(copy_of=url))
-        self.vaults.register(target, self.copies[-1] if url else None)
-        return target
-
-    def open(self, folder: Path, **kwargs: Any) -> Vault:
-        return self.vaults.open(folder, **{"key": KEY, **kwargs})
-
-    def snapshot(self, folder: Path) -> sa.Engine:
-        """An older copy of the (closed) vault's metadata, to restore tables from later."""
-        url = self.vaults.metadata_url(folder)
-        if url is None:
-            older = self.tmp_path / f"older-{len(list(self.tmp_path.glob('older-*')))}.db"
-            shutil.copy(folder / "meta.db", older)
-            return sa.create_engine(f"sqlite:///{older}", poolclass=sa.NullPool)
-        self.copies.append(self.server.new_database(copy_of=url))
-        return sa.create_engine(self.copies[-1], poolclass=sa.NullPool)
-
-    @contextmanager
-    def edit(self, folder: Path) -> Iterator[sa.Connection]:
-        """One transaction on the metadata as its database admin has it: no key."""
-        engine = self.vaults.database(folder)
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # an admin edits past the foreign keys too, as sqlite3 does by default
-                    conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-                yield conn
-        finally:
-            engine.dispose()
-
-
 @pytest.fixture
-def meta(
-    vaults: Any, backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Metadata]:
-    server = request.getfixturevalue("postgres_server") if backend == "postgresql" else None
-    metadata = Metadata(vaults, server, tmp_path)
-    yield metadata
-    for url in metadata.copies:
-        server.drop(url)
-
-
-@pytest.fixture
-def copy(built: tuple[Path, str | None], meta: Metadata, tmp_path: Path) -> Path:
-    return meta.copy(*built, tmp_path / "v")
+def copy(built: tuple[Path, str | None], dba: Dba, tmp_path: Path) -> Path:
+    return dba.copy(*built, tmp_path / "v")
 
 
 def _sql(conn: sa.Connection, statement: str, **params: Any) -> sa.CursorResult[Any]:
@@ -177,11 +120,15 @@ USES: dict[str, Callable[[Vault], None]] = {
 }
 
 
-def _caught(meta: Metadata, folder: Path, table: str) -> None:
+def _open(dba: Dba, folder: Path, key: bytes = KEY) -> Vault:
+    return dba.vaults.open(folder, key=key)
+
+
+def _caught(dba: Dba, folder: Path, table: str) -> None:
     """The use of ``table`` raises IntegrityError, and verify() reports the edit."""
-    with meta.open(folder) as vault, pytest.raises(IntegrityError):
+    with _open(dba, folder) as vault, pytest.raises(IntegrityError):
         USES[table](vault)
-    with meta.open(folder) as vault:
+    with _open(dba, folder) as vault:
         report = vault.audit.verify()
         assert not report.ok and report.row_problems, f"verify() missed an edit of {table}"
         with pytest.raises(IntegrityError):
@@ -194,8 +141,8 @@ def test_every_protected_table_has_a_use_and_a_mac():
         assert "mac" in metadata.tables[name].c
 
 
-def test_untouched_vault_works_and_verifies(meta, copy):
-    with meta.open(copy) as vault:
+def test_untouched_vault_works_and_verifies(dba, copy):
+    with _open(dba, copy) as vault:
         for use in USES.values():
             use(vault)
         assert vault.audit.verify().ok
@@ -224,18 +171,18 @@ CASES = [(table, column) for table in sorted(PROTECTED) for column in _columns(t
 
 
 @pytest.mark.parametrize(("table", "column"), CASES)
-def test_modifying_any_column_is_caught(meta, copy, table, column):
-    with meta.edit(copy) as conn:
+def test_modifying_any_column_is_caught(dba, copy, table, column):
+    with dba.edit(copy) as conn:
         row, value = _sql(
-            conn, f'SELECT {meta.rowid}, "{column}" FROM {table} ORDER BY {meta.rowid} LIMIT 1'
+            conn, f'SELECT {dba.rowid}, "{column}" FROM {table} ORDER BY {dba.rowid} LIMIT 1'
         ).one()
         _sql(
             conn,
-            f'UPDATE {table} SET "{column}" = :value WHERE {meta.rowid} = :row',
+            f'UPDATE {table} SET "{column}" = :value WHERE {dba.rowid} = :row',
             value=_other(table, column, value),
             row=row,
         )
-    _caught(meta, copy, table)
+    _caught(dba, copy, table)
 
 
 TYPED = [
@@ -248,42 +195,42 @@ TYPED = [
 
 @pytest.mark.sqlite_only("SQLite keeps any type in any column; PostgreSQL refuses such an edit")
 @pytest.mark.parametrize(("table", "column"), TYPED)
-def test_a_value_of_the_wrong_type_is_caught(meta, copy, table, column):
+def test_a_value_of_the_wrong_type_is_caught(dba, copy, table, column):
     """Text in a number column fails while it is read, before its MAC is checked, and must
     still be an IntegrityError, not a raw ValueError."""
-    with meta.edit(copy) as conn:
+    with dba.edit(copy) as conn:
         _sql(
             conn,
             f'UPDATE {table} SET "{column}" = :text WHERE rowid = (SELECT min(rowid) FROM {table})',
             text="not a number",
         )
-    _caught(meta, copy, table)
+    _caught(dba, copy, table)
 
 
 @pytest.mark.sqlite_only("SQLite keeps any type in any column; PostgreSQL refuses such an edit")
 @pytest.mark.parametrize("column", ["checkpoint_every", "format"])
-def test_a_value_of_the_wrong_type_in_the_vaults_own_row_is_refused(meta, copy, column):
-    with meta.edit(copy) as conn:
+def test_a_value_of_the_wrong_type_in_the_vaults_own_row_is_refused(dba, copy, column):
+    with dba.edit(copy) as conn:
         _sql(conn, f'UPDATE vault_info SET "{column}" = :text', text="not a number")
     with pytest.raises((IntegrityError, privml.ConfigurationError)):
-        meta.open(copy)
+        _open(dba, copy)
 
 
 @pytest.mark.parametrize("table", sorted(PROTECTED))
-def test_deleting_a_row_is_caught(meta, copy, table):
-    with meta.edit(copy) as conn:
+def test_deleting_a_row_is_caught(dba, copy, table):
+    with dba.edit(copy) as conn:
         # The last row: for the policy this is a whole scope's row (e.g. the policy state).
-        last = f"(SELECT max({meta.rowid}) FROM {table})"
-        _sql(conn, f"DELETE FROM {table} WHERE {meta.rowid} = {last}")
-    _caught(meta, copy, table)
+        last = f"(SELECT max({dba.rowid}) FROM {table})"
+        _sql(conn, f"DELETE FROM {table} WHERE {dba.rowid} = {last}")
+    _caught(dba, copy, table)
 
 
 @pytest.mark.parametrize("table", sorted(PROTECTED))
-def test_inserting_a_copied_row_under_a_new_key_is_caught(meta, copy, table):
+def test_inserting_a_copied_row_under_a_new_key_is_caught(dba, copy, table):
     keys = [c.name for c in metadata.tables[table].primary_key.columns]
-    with meta.edit(copy) as conn:
+    with dba.edit(copy) as conn:
         names = _columns(table)
-        first = _sql(conn, f"SELECT * FROM {table} ORDER BY {meta.rowid} LIMIT 1").one()
+        first = _sql(conn, f"SELECT * FROM {table} ORDER BY {dba.rowid} LIMIT 1").one()
         row = dict(zip(names, first, strict=True))
         if table == "ledger_events":
             del row["id"]  # a fresh autoincrement id
@@ -291,57 +238,57 @@ def test_inserting_a_copied_row_under_a_new_key_is_caught(meta, copy, table):
         else:
             row[keys[-1]] = _other(table, keys[-1], row[keys[-1]])
         conn.execute(metadata.tables[table].insert().values(row))
-    _caught(meta, copy, table)
+    _caught(dba, copy, table)
 
 
 @pytest.mark.parametrize("table", sorted(t for t in PROTECTED if t != "policy_state"))
-def test_swapping_two_rows_macs_is_caught(meta, copy, table):
-    with meta.edit(copy) as conn:
+def test_swapping_two_rows_macs_is_caught(dba, copy, table):
+    with dba.edit(copy) as conn:
         (a, mac_a), (b, mac_b) = _sql(
-            conn, f"SELECT {meta.rowid}, mac FROM {table} ORDER BY {meta.rowid} LIMIT 2"
+            conn, f"SELECT {dba.rowid}, mac FROM {table} ORDER BY {dba.rowid} LIMIT 2"
         ).all()
-        swap = f"UPDATE {table} SET mac = :mac WHERE {meta.rowid} = :row"
+        swap = f"UPDATE {table} SET mac = :mac WHERE {dba.rowid} = :row"
         _sql(conn, swap, mac=mac_b, row=a)
         _sql(conn, swap, mac=mac_a, row=b)
-    _caught(meta, copy, table)
+    _caught(dba, copy, table)
 
 
 # --- the attacks, one by one ---------------------------------------------------------------
-def test_deleting_the_ledger_does_not_restore_the_budget(meta, copy):
-    with meta.edit(copy) as conn:
+def test_deleting_the_ledger_does_not_restore_the_budget(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "DELETE FROM ledger_events WHERE dataset = 'd'")
         _sql(conn, "DELETE FROM ledger_state WHERE dataset = 'd'")
-    _caught(meta, copy, "ledger_state")
+    _caught(dba, copy, "ledger_state")
 
 
-def test_deleting_the_ledger_with_its_heads_is_caught(meta, copy):
-    with meta.edit(copy) as conn:
+def test_deleting_the_ledger_with_its_heads_is_caught(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "DELETE FROM ledger_events WHERE dataset = 'd'")
         _sql(conn, "DELETE FROM ledger_state WHERE dataset = 'd'")
         _sql(conn, "DELETE FROM row_heads WHERE scope = 'd' AND table_name LIKE 'ledger_%'")
-    _caught(meta, copy, "ledger_state")
+    _caught(dba, copy, "ledger_state")
 
 
-def test_an_inserted_raw_grant_gives_no_raw_read(meta, copy):
-    with meta.edit(copy) as conn:
+def test_an_inserted_raw_grant_gives_no_raw_read(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(
             conn,
             "INSERT INTO grants (grant_id, effect, principal, dataset, purpose, mode, created, mac)"
             " VALUES ('g-evil', 'allow', 'ana', 'd', 'research', 'raw', '2024-01-01', '00')",
         )
-    with meta.open(copy) as vault, pytest.raises(IntegrityError):
+    with _open(dba, copy) as vault, pytest.raises(IntegrityError):
         vault.session("ana", purpose="research").read("d")
-    _caught(meta, copy, "grants")
+    _caught(dba, copy, "grants")
 
 
-def test_unrevoking_a_grant_is_caught(meta, copy):
-    with meta.edit(copy) as conn:
+def test_unrevoking_a_grant_is_caught(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "UPDATE grants SET revoked = NULL")
-    _caught(meta, copy, "grants")
+    _caught(dba, copy, "grants")
 
 
-def test_pointing_version_2_at_version_1_is_caught(meta, copy):
-    with meta.edit(copy) as conn:
+def test_pointing_version_2_at_version_1_is_caught(dba, copy):
+    with dba.edit(copy) as conn:
         file, digest = _sql(
             conn, "SELECT file, content_hash FROM versions WHERE dataset = 'd' AND version = 1"
         ).one()
@@ -352,15 +299,15 @@ def test_pointing_version_2_at_version_1_is_caught(meta, copy):
             file=file,
             digest=digest,
         )
-    with meta.open(copy) as vault, pytest.raises(IntegrityError):
+    with _open(dba, copy) as vault, pytest.raises(IntegrityError):
         vault.session("bob", purpose="care").read("d")
-    _caught(meta, copy, "versions")
+    _caught(dba, copy, "versions")
 
 
-def test_a_raised_budget_is_caught(meta, copy):
-    with meta.edit(copy) as conn:
+def test_a_raised_budget_is_caught(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "UPDATE datasets SET budget_epsilon = 1000 WHERE name = 'd'")
-    _caught(meta, copy, "datasets")
+    _caught(dba, copy, "datasets")
 
 
 @pytest.mark.parametrize(
@@ -374,37 +321,37 @@ def test_a_raised_budget_is_caught(meta, copy):
          "(SELECT content_hash FROM models WHERE version = 1)"),
     ],
 )  # fmt: skip
-def test_added_principal_purpose_and_edited_allocation_or_model_are_caught(meta, copy, table, sql):
-    with meta.edit(copy) as conn:
+def test_added_principal_purpose_and_edited_allocation_or_model_are_caught(dba, copy, table, sql):
+    with dba.edit(copy) as conn:
         _sql(conn, sql)
-    _caught(meta, copy, table)
+    _caught(dba, copy, table)
 
 
-def test_undestroying_a_key_is_caught(meta, copy):
-    with meta.open(copy) as vault:
+def test_undestroying_a_key_is_caught(dba, copy):
+    with _open(dba, copy) as vault:
         vault.rotate_data_keys("d")
-    with meta.edit(copy) as conn:
+    with dba.edit(copy) as conn:
         _sql(conn, "UPDATE keys SET destroyed = NULL WHERE destroyed IS NOT NULL")
-    _caught(meta, copy, "keys")
+    _caught(dba, copy, "keys")
 
 
-def test_a_forged_head_is_caught(meta, copy):
-    with meta.edit(copy) as conn:
+def test_a_forged_head_is_caught(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "DELETE FROM ledger_state WHERE dataset = 'd' AND scope = 'principal:ana'")
         _sql(
             conn,
             "UPDATE row_heads SET rows = rows - 1 "
             "WHERE table_name = 'ledger_state' AND scope = 'd'",
         )
-    _caught(meta, copy, "ledger_state")
+    _caught(dba, copy, "ledger_state")
 
 
-def _restore(meta: Metadata, folder: Path, older: sa.Engine, tables: tuple[str, ...]) -> None:
+def _restore(dba: Dba, folder: Path, older: sa.Engine, tables: tuple[str, ...]) -> None:
     """Put back ``tables`` as they were in an older copy of the metadata."""
     with older.connect() as conn:
         saved = {t: conn.execute(sa.select(metadata.tables[t])).mappings().all() for t in tables}
     older.dispose()
-    with meta.edit(folder) as conn:
+    with dba.edit(folder) as conn:
         for table, rows in saved.items():
             conn.execute(metadata.tables[table].delete())
             if rows:
@@ -414,59 +361,59 @@ def _restore(meta: Metadata, folder: Path, older: sa.Engine, tables: tuple[str, 
 LEDGER = ("ledger_events", "ledger_state", "row_heads")
 
 
-def test_restoring_an_older_copy_of_the_ledger_is_reported(meta, copy):
-    older = meta.snapshot(copy)
-    with meta.open(copy) as vault:
+def test_restoring_an_older_copy_of_the_ledger_is_reported(dba, copy):
+    older = dba.snapshot(copy)
+    with _open(dba, copy) as vault:
         _charge(vault, 0.3)
         vault.datasets()  # any later audited action logs the ledger's new state
         vault.session("bob", purpose="care").read("d")
-    _restore(meta, copy, older, LEDGER)
-    with meta.open(copy) as vault:
+    _restore(dba, copy, older, LEDGER)
+    with _open(dba, copy) as vault:
         report = vault.audit.verify()
     assert not report.ok
     assert any("older copy" in p or "rolled back" in p for p in report.row_problems)
 
 
 @pytest.mark.parametrize("change", ["charge", "settle", "release"])
-def test_rolling_back_only_the_newest_ledger_change_is_reported(meta, copy, change):
+def test_rolling_back_only_the_newest_ledger_change_is_reported(dba, copy, change):
     """No audited action follows the change: its own audit entry must record the new heads."""
-    with meta.open(copy) as vault:
+    with _open(dba, copy) as vault:
         if change != "charge":
             request_id = vault.ledger.reserve(
                 "d", event=PrivacyEvent.laplace(epsilon=0.3), principal="ana", purpose="research"
             ).request_id
-    older = meta.snapshot(copy)
-    with meta.open(copy) as vault:
+    older = dba.snapshot(copy)
+    with _open(dba, copy) as vault:
         if change == "charge":
             _charge(vault, 0.3)
         elif change == "settle":
             vault.ledger.settle(request_id, event=PrivacyEvent.laplace(epsilon=0.1))
         else:
             vault.ledger.release(request_id)
-    _restore(meta, copy, older, LEDGER)
-    with meta.open(copy) as vault:
+    _restore(dba, copy, older, LEDGER)
+    with _open(dba, copy) as vault:
         report = vault.audit.verify()
     assert not report.ok
     assert any("older copy" in p or "rolled back" in p for p in report.row_problems)
 
 
-def test_writes_that_bypass_the_row_seal_are_refused(meta, copy):
+def test_writes_that_bypass_the_row_seal_are_refused(dba, copy):
     from privml.storage.engine import transaction
     from privml.storage.tables import grants
 
     with (
-        meta.open(copy) as vault,
+        _open(dba, copy) as vault,
         pytest.raises(IntegrityError, match=r"privml\.storage\.sealed"),
         transaction(vault._state.engine) as tx,
     ):
         tx.conn.execute(grants.update().values(revoked=None))
 
 
-def test_an_older_vault_format_is_refused_with_the_fix(meta, copy):
-    with meta.edit(copy) as conn:
+def test_an_older_vault_format_is_refused_with_the_fix(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "UPDATE vault_info SET format = 1")
     with pytest.raises(privml.ConfigurationError, match="format 1"):
-        meta.open(copy)
+        _open(dba, copy)
 
 
 # --- rollbacks the owner's next change must not hide; the vault's own row ------------------
@@ -484,13 +431,13 @@ def test_an_older_vault_format_is_refused_with_the_fix(meta, copy):
     ],
     ids=["ledger", "grants"],
 )
-def test_a_rollback_stays_reported_after_the_owners_next_change(meta, copy, tables, change, later):
-    older = meta.snapshot(copy)
-    with meta.open(copy) as vault:
+def test_a_rollback_stays_reported_after_the_owners_next_change(dba, copy, tables, change, later):
+    older = dba.snapshot(copy)
+    with _open(dba, copy) as vault:
         change(vault)
         vault.datasets()  # an audited action logs the new heads
-    _restore(meta, copy, older, tables)
-    with meta.open(copy) as vault:
+    _restore(dba, copy, older, tables)
+    with _open(dba, copy) as vault:
         later(vault)  # not detected at use (the documented window) ...
         vault.session("bob", purpose="care").read("d")
         report = vault.audit.verify()  # ... but the log keeps the evidence
@@ -498,11 +445,11 @@ def test_a_rollback_stays_reported_after_the_owners_next_change(meta, copy, tabl
     assert "rolled back" in report.reason
 
 
-def test_a_model_deleted_with_its_head_is_caught(meta, copy):
-    with meta.edit(copy) as conn:
+def test_a_model_deleted_with_its_head_is_caught(dba, copy):
+    with dba.edit(copy) as conn:
         _sql(conn, "DELETE FROM models WHERE name = 'm'")
         _sql(conn, "DELETE FROM row_heads WHERE table_name = 'models'")
-    with meta.open(copy) as vault:
+    with _open(dba, copy) as vault:
         with pytest.raises(IntegrityError):
             vault.models.load("m")
         with pytest.raises(IntegrityError):  # the name is not free for someone else
@@ -521,21 +468,21 @@ def test_a_model_deleted_with_its_head_is_caught(meta, copy):
         ("mac", "0" * 64),
     ],
 )
-def test_the_vaults_own_row_is_authenticated(meta, copy, column, value):
-    with meta.edit(copy) as conn:
+def test_the_vaults_own_row_is_authenticated(dba, copy, column, value):
+    with dba.edit(copy) as conn:
         _sql(conn, f'UPDATE vault_info SET "{column}" = :value', value=value)
     with pytest.raises(IntegrityError, match="vault_info"):
-        meta.open(copy)
+        _open(dba, copy)
 
 
-def test_key_operations_refuse_a_vault_that_fails_verification(meta, copy):
+def test_key_operations_refuse_a_vault_that_fails_verification(dba, copy):
     """A destroyed key row put back alone must not be re-wrapped under a new vault key."""
-    older = meta.snapshot(copy)
-    with meta.open(copy) as vault:
+    older = dba.snapshot(copy)
+    with _open(dba, copy) as vault:
         vault.rotate_data_keys("e")
-    _restore(meta, copy, older, ("keys",))
+    _restore(dba, copy, older, ("keys",))
     new = privml.generate_key()
-    with meta.open(copy) as vault:
+    with _open(dba, copy) as vault:
         for operation in (
             lambda: vault.rotate_vault_key(new),
             lambda: vault.rotate_data_keys("d"),
@@ -544,4 +491,4 @@ def test_key_operations_refuse_a_vault_that_fails_verification(meta, copy):
             with pytest.raises(IntegrityError, match="refused"):
                 operation()
     with pytest.raises(privml.InvalidKeyError):
-        meta.open(copy, key=new)  # nothing was re-wrapped
+        _open(dba, copy, key=new)  # nothing was re-wrapped
