@@ -22,8 +22,13 @@ __all__ = ["pg_bin", "private_postgres"]
 
 
 def pg_bin() -> Path | None:
-    """The folder of the newest local PostgreSQL binaries, or None if there are none."""
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+    """The folder of the newest local PostgreSQL binaries, or None if there are none.
+
+    ``PRIVML_TEST_POSTGRES_BIN`` (a glob) says where to look instead of
+    ``/usr/lib/postgresql/*/bin``.
+    """
+    pattern = os.environ.get("PRIVML_TEST_POSTGRES_BIN", "/usr/lib/postgresql/*/bin")
+    for candidate in sorted(glob.glob(pattern), reverse=True):
         if Path(candidate, "initdb").exists():
             return Path(candidate)
     found = shutil.which("initdb")

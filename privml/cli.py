@@ -3,13 +3,15 @@
 Exit status: 0 ok; 1 the audit log failed verification, or a dataset is over its
 privacy budget; 2 usage or access error.
 Keys come from ``--key-file`` or the ``PRIVML_VAULT_KEY`` environment variable,
-never from the command line (where other users could read them).
+never from the command line (where other users could read them). A vault whose
+metadata lives in PostgreSQL names it with ``--metadata-url`` or ``PRIVML_METADATA_URL``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -36,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("vault", help="the vault folder")
         sub.add_argument("--key-file", help="file holding the vault key (else PRIVML_VAULT_KEY)")
         sub.add_argument("--anchor", help="the audit anchor file, if kept outside the vault")
+        sub.add_argument(
+            "--metadata-url",
+            default=os.environ.get("PRIVML_METADATA_URL"),
+            help="the metadata database of a vault that keeps it outside the folder "
+            "(else PRIVML_METADATA_URL; the variable keeps a password out of the process list)",
+        )
         return sub
 
     vault_command(audit_commands, "verify", "verify the log; exit status 1 if it was tampered with")
@@ -107,7 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_demo(print)
         return 0
     try:
-        with Vault.open(args.vault, key_file=args.key_file, anchor_path=args.anchor) as vault:
+        with Vault.open(
+            args.vault,
+            key_file=args.key_file,
+            anchor_path=args.anchor,
+            metadata_url=args.metadata_url,
+        ) as vault:
             if args.command == "budget":
                 return _budget(vault, args.dataset, args.json)
             if args.command == "ledger":

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
 import privml
 from privml.cli import main
@@ -68,12 +68,14 @@ def test_the_demo_does_what_it_shows(demo_run):
         assert not report.ok and report.first_bad_seq == 3
 
 
-def _vault_with_key_file(tmp_path, patients, patients_schema):
+def _vault_with_key_file(tmp_path, patients, patients_schema, vaults, monkeypatch):
+    """A vault on the test's backend; the command line finds its metadata as an operator's
+    shell would, in PRIVML_METADATA_URL."""
     key = privml.generate_key()
     key_file = tmp_path / "vault.key"
     key_file.write_bytes(key)
     key_file.chmod(0o600)
-    with privml.Vault.create(tmp_path / "v", key=key) as vault:
+    with vaults.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset(
             "patients",
             patients,
@@ -84,11 +86,15 @@ def _vault_with_key_file(tmp_path, patients, patients_schema):
         vault.add_principal("dr.lee", roles=["clinician"])
         vault.grant(role="clinician", dataset="patients", purpose="care", mode="raw")
         vault.session("dr.lee", purpose="care").read("patients")
+    if vaults.metadata_url(tmp_path / "v"):
+        monkeypatch.setenv("PRIVML_METADATA_URL", vaults.metadata_url(tmp_path / "v"))
     return tmp_path / "v", key_file
 
 
-def test_verify_log_and_datasets(tmp_path, patients, patients_schema, capsys):
-    folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
+def test_verify_log_and_datasets(tmp_path, patients, patients_schema, capsys, vaults, monkeypatch):
+    folder, key_file = _vault_with_key_file(
+        tmp_path, patients, patients_schema, vaults, monkeypatch
+    )
     assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 0
     assert "audit log OK: 6 entries" in capsys.readouterr().out
     assert (
@@ -101,16 +107,44 @@ def test_verify_log_and_datasets(tmp_path, patients, patients_schema, capsys):
     assert "patients: 1 version(s), latest v1 (4 rows), budget ε=2" in capsys.readouterr().out
 
 
-def test_verify_exit_status_on_tampering(tmp_path, patients, patients_schema, capsys):
-    folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
-    with sqlite3.connect(folder / "meta.db") as con:
-        con.execute("UPDATE audit_log SET purpose = 'marketing' WHERE seq = 6")
+def test_verify_exit_status_on_tampering(
+    tmp_path, patients, patients_schema, capsys, vaults, monkeypatch
+):
+    folder, key_file = _vault_with_key_file(
+        tmp_path, patients, patients_schema, vaults, monkeypatch
+    )
+    engine = vaults.database(folder)  # edited by someone with the database, not the key
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_log SET purpose = 'marketing' WHERE seq = 6"))
+    engine.dispose()
     assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 1
     assert "TAMPERED at seq 6" in capsys.readouterr().out
 
 
-def test_wrong_key_is_reported_not_raised(tmp_path, patients, patients_schema, capsys):
-    folder, key_file = _vault_with_key_file(tmp_path, patients, patients_schema)
+def test_wrong_key_is_reported_not_raised(
+    tmp_path, patients, patients_schema, capsys, vaults, monkeypatch
+):
+    folder, key_file = _vault_with_key_file(
+        tmp_path, patients, patients_schema, vaults, monkeypatch
+    )
     key_file.write_bytes(privml.generate_key())
     assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 2
     assert "does not open the vault" in capsys.readouterr().err
+
+
+@pytest.mark.postgresql_only("the flag names a metadata database outside the folder")
+def test_metadata_url_flag_opens_a_postgresql_vault(
+    tmp_path, patients, patients_schema, capsys, vaults, monkeypatch
+):
+    folder, key_file = _vault_with_key_file(
+        tmp_path, patients, patients_schema, vaults, monkeypatch
+    )
+    monkeypatch.delenv("PRIVML_METADATA_URL")
+    assert main(["audit", "verify", str(folder), "--key-file", str(key_file)]) == 2
+    assert "metadata_url" in capsys.readouterr().err
+    url = vaults.metadata_url(folder)
+    assert (
+        main(["audit", "verify", str(folder), "--key-file", str(key_file), "--metadata-url", url])
+        == 0
+    )
+    assert "audit log OK: 6 entries" in capsys.readouterr().out

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import privml
 from privml import Budget, Field, Schema, Vault
 from privml.exceptions import ConfigurationError, PrivmlError, SchemaError
 
@@ -91,8 +90,8 @@ HOSTILE = {
 
 
 @pytest.fixture
-def vault(tmp_path, key):
-    with Vault.create(tmp_path / "v", key=key) as v:
+def vault(tmp_path, key, vaults):
+    with vaults.create(tmp_path / "v", key=key) as v:
         yield v
 
 
@@ -158,18 +157,22 @@ HOSTILE_VALUES = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    # one vault for every example; each example stores its own dataset
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(column=st.sampled_from(COLUMNS), values=st.lists(HOSTILE_VALUES, min_size=2, max_size=2))
-def test_fuzzed_columns_are_stored_or_refused_with_a_privml_error(tmp_path_factory, column, values):
+def test_fuzzed_columns_are_stored_or_refused_with_a_privml_error(vault, column, values):
     frame = _with(column, values)
-    path = tmp_path_factory.mktemp("fuzz") / "v"
-    with Vault.create(path, key=privml.generate_key()) as vault:
-        try:
-            vault.add_dataset("d", frame, schema=SCHEMA, budget=Budget(epsilon=1))
-        except PrivmlError as err:  # anything else fails the test
-            assert isinstance(err, SchemaError | ConfigurationError)
-            _no_secret_anywhere(vault, err)
-        assert vault.audit.verify().ok
+    name = f"d{len(vault.datasets())}"
+    try:
+        vault.add_dataset(name, frame, schema=SCHEMA, budget=Budget(epsilon=1))
+    except PrivmlError as err:  # anything else fails the test
+        assert isinstance(err, SchemaError | ConfigurationError)
+        _no_secret_anywhere(vault, err)
+    assert vault.audit.verify().ok
 
 
 READS = {

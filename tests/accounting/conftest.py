@@ -1,14 +1,18 @@
-"""Fixtures for the ledger tests: small vaults with a chosen budget, and PostgreSQL."""
+"""Fixtures for the ledger tests: small vaults with a chosen budget."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
 
 import privml
+
+if TYPE_CHECKING:
+    from conftest import Vaults
 
 SCHEMA = privml.Schema({"x": privml.Field.numeric(bounds=(0, 100))})
 
@@ -21,15 +25,14 @@ def add_small_dataset(vault: privml.Vault, name: str, *, epsilon: float, delta: 
 
 
 @pytest.fixture
-def make_vault(tmp_path: Path, key: bytes) -> Iterator[Callable[..., privml.Vault]]:
-    """``make_vault(epsilon=, delta=)``: an open vault with dataset ``"d"`` of that budget."""
+def make_vault(tmp_path: Path, key: bytes, vaults: Vaults) -> Iterator[Callable[..., privml.Vault]]:
+    """``make_vault(epsilon=, delta=)``: an open vault with dataset ``"d"`` of that budget,
+    its metadata on the test's backend."""
     opened: list[privml.Vault] = []
 
-    def make(
-        *, epsilon: float = 1.0, delta: float = 1e-5, metadata_url: str | None = None
-    ) -> privml.Vault:
+    def make(*, epsilon: float = 1.0, delta: float = 1e-5) -> privml.Vault:
         folder = tmp_path / f"v{len(opened)}"
-        vault = privml.Vault.create(folder, key=key, metadata_url=metadata_url, actor="admin")
+        vault = vaults.create(folder, key=key, actor="admin")
         add_small_dataset(vault, "d", epsilon=epsilon, delta=delta)
         opened.append(vault)
         return vault

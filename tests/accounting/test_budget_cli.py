@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 import privml
 from privml.accounting import PrivacyEvent
@@ -19,13 +19,13 @@ from privml.storage.tables import datasets
 
 
 @pytest.fixture
-def charged(tmp_path):
+def charged(tmp_path, vaults, monkeypatch):
     key = privml.generate_key()
     key_file = tmp_path / "vault.key"
     key_file.write_bytes(key)
     key_file.chmod(0o600)
     folder = tmp_path / "v"
-    with privml.Vault.create(folder, key=key) as vault:
+    with vaults.create(folder, key=key) as vault:
         schema = privml.Schema({"x": privml.Field.numeric(bounds=(0, 10))})
         for name, delta in (("counts", 0.0), ("model", 1e-5)):
             vault.add_dataset(
@@ -43,6 +43,8 @@ def charged(tmp_path):
             principal="ml",
             purpose="train",
         )
+    if vaults.metadata_url(folder):  # the command line finds it as an operator's shell would
+        monkeypatch.setenv("PRIVML_METADATA_URL", vaults.metadata_url(folder))
     return folder, key_file, key
 
 
@@ -81,10 +83,10 @@ def test_ledger_lists_the_charges(charged, capsys):
     assert record["kind"] == "dp_sgd" and record["params"]["steps"] == 100
 
 
-def test_exit_status_1_when_over_budget(charged, capsys):
+def test_exit_status_1_when_over_budget(charged, capsys, vaults):
     folder, key_file, key = charged
     # A budget lowered by the key holder.
-    with privml.Vault.open(folder, key=key) as vault, transaction(vault._state.engine) as tx:
+    with vaults.open(folder, key=key) as vault, transaction(vault._state.engine) as tx:
         where = datasets.c.name == "counts"
         sealed.update(tx.conn, datasets, where, {"budget_epsilon": 0.25})
         vault.audit.append(
@@ -94,10 +96,12 @@ def test_exit_status_1_when_over_budget(charged, capsys):
     assert "over budget: counts" in capsys.readouterr().err
 
 
-def test_a_budget_raised_without_the_key_stops_the_cli(charged, capsys):
+def test_a_budget_raised_without_the_key_stops_the_cli(charged, capsys, vaults):
     folder, key_file, _ = charged
-    with sqlite3.connect(folder / "meta.db") as con:
-        con.execute("UPDATE datasets SET budget_epsilon = 100 WHERE name = 'counts'")
+    engine = vaults.database(folder)  # someone with the database but not the key
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE datasets SET budget_epsilon = 100 WHERE name = 'counts'"))
+    engine.dispose()
     assert main(["budget", str(folder), "--key-file", str(key_file)]) == 2
     assert "fails its MAC" in capsys.readouterr().err
 

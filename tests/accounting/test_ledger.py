@@ -5,9 +5,8 @@ from __future__ import annotations
 import matplotlib
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
-from privml import BudgetExceededError, ConfigurationError, NotFoundError, Vault
+from privml import BudgetExceededError, ConfigurationError, NotFoundError
 from privml.accounting import BudgetStatus, PrivacyEvent, Reservation
 
 matplotlib.use("Agg")
@@ -251,9 +250,8 @@ def test_status_and_json(make_vault):
     assert data["epsilon_total"] == 2.0 and data["by_principal"]["ana"]["epsilon_cap"] is None
 
 
-@pytest.mark.postgres
-def test_ledger_on_postgresql(make_vault, key, pg_url):
-    vault = make_vault(epsilon=1.0, delta=0.0, metadata_url=pg_url)
+def test_ledger_survives_reopening(make_vault, key, vaults):
+    vault = make_vault(epsilon=1.0, delta=0.0)
     folder = vault.path
     charge(vault, 0.6, request_id="r1")
     charge(vault, 0.6, request_id="r1")  # replayed
@@ -262,10 +260,10 @@ def test_ledger_on_postgresql(make_vault, key, pg_url):
     reservation = vault.ledger.reserve("d", event=LAP(epsilon=0.3), principal="a", purpose="q")
     reservation.settle(LAP(epsilon=0.2))
     vault.close()
-    with Vault.open(folder, key=key, metadata_url=pg_url) as vault:
+    with vaults.open(folder, key=key) as vault:
         assert vault.budget("d").epsilon_spent == pytest.approx(0.8)
         assert vault.audit.verify().ok
-    engine = sa.create_engine(pg_url)
+    engine = vaults.database(folder)
     with engine.connect() as conn:
         rows = pd.read_sql("SELECT status FROM ledger_events ORDER BY id", conn)
     engine.dispose()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import privml
-from privml import BudgetExceededError, ConfigurationError, Vault
+from privml import BudgetExceededError, ConfigurationError
 from privml.accounting import PrivacyEvent
 
 TOL = 1e-9
@@ -34,11 +34,11 @@ charges = st.lists(st.tuples(events, st.sampled_from(["ana", "bob"])), min_size=
 budgets = st.tuples(st.floats(0.2, 3.0), st.sampled_from([0.0, 1e-6, 1e-5]))
 
 
-@pytest.fixture(scope="module")
-def shared_vault(tmp_path_factory):
+@pytest.fixture
+def shared_vault(tmp_path, vaults):
     """One vault for every example; each example adds its own dataset."""
-    folder, key = tmp_path_factory.mktemp("props") / "v", privml.generate_key()
-    with Vault.create(folder, key=key) as vault:
+    folder, key = tmp_path / "v", privml.generate_key()
+    with vaults.create(folder, key=key) as vault:
         yield vault, folder, key
 
 
@@ -57,7 +57,7 @@ _names = (f"d{i}" for i in itertools.count())
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(budget=budgets, sequence=charges)
-def test_random_charges_keep_every_invariant(shared_vault, budget, sequence):
+def test_random_charges_keep_every_invariant(shared_vault, budget, sequence, vaults):
     vault, folder, key = shared_vault
     name = next(_names)  # a fresh dataset per example
     epsilon, delta = budget
@@ -75,7 +75,7 @@ def test_random_charges_keep_every_invariant(shared_vault, budget, sequence):
         assert after.epsilon_spent >= status.epsilon_spent * (1 - TOL), "spent ε went down"
         assert after.committed == status.committed + 1
         status = after
-    with Vault.open(folder, key=key) as reopened:
+    with vaults.open(folder, key=key) as reopened:
         assert reopened.budget(name) == status
 
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from privml import Budget, Field, Schema, Vault
+from privml import Budget, Field, Schema
 
 
 @pytest.fixture
-def subjects(tmp_path, key, allow):
+def subjects(tmp_path, key, allow, vaults):
     """A vault with 300 rows of 100 subjects (raw identifiers) and a minimized view of them."""
     rng = np.random.default_rng(7)
     n = 300
@@ -33,7 +33,7 @@ def subjects(tmp_path, key, allow):
             "risk": Field.categorical(categories=["low", "high"], target=True),
         }
     )
-    vault = Vault.create(tmp_path / "v", key=key)
+    vault = vaults.create(tmp_path / "v", key=key)
     vault.add_dataset("people", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6))
     allow(vault, "people")
     tree = DecisionTreeClassifier(max_depth=3, random_state=0)

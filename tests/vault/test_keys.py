@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from _shredding import (
     containing,
     copy_of,
@@ -32,7 +33,7 @@ from privml import Budget, Vault
 from privml.exceptions import DecryptionError
 
 
-def test_rotate_vault_key(demo_vault, patients, key):
+def test_rotate_vault_key(demo_vault, patients, key, vaults):
     demo_vault.models.register("m", {"weights": [1, 2]}, trained_on=None, epsilon=None, delta=None)
     before = demo_vault.session("analyst", purpose="research").read("patients")
     new = privml.generate_key()
@@ -40,8 +41,8 @@ def test_rotate_vault_key(demo_vault, patients, key):
     folder = demo_vault.path
     demo_vault.close()
     with pytest.raises(privml.InvalidKeyError):
-        Vault.open(folder, key=key)
-    with Vault.open(folder, key=new) as vault:
+        vaults.open(folder, key=key)
+    with vaults.open(folder, key=new) as vault:
         pd.testing.assert_frame_equal(
             vault.session("analyst", purpose="research").read("patients"), before
         )
@@ -50,16 +51,16 @@ def test_rotate_vault_key(demo_vault, patients, key):
         assert vault.audit.entries(action="vault.rotate_key")["outcome"].tolist() == ["ok"]
 
 
-def test_rotate_to_a_passphrase(demo_vault, key):
+def test_rotate_to_a_passphrase(demo_vault, key, vaults):
     before = demo_vault.session("analyst", purpose="research").read("patients")
     demo_vault.rotate_vault_key(passphrase="a long and memorable phrase")
     folder = demo_vault.path
     demo_vault.close()
     with pytest.raises(privml.InvalidKeyError):
-        Vault.open(folder, key=key)
+        vaults.open(folder, key=key)
     with pytest.raises(privml.InvalidKeyError):
-        Vault.open(folder, passphrase="another phrase, not the one")
-    with Vault.open(folder, passphrase="a long and memorable phrase") as vault:
+        vaults.open(folder, passphrase="another phrase, not the one")
+    with vaults.open(folder, passphrase="a long and memorable phrase") as vault:
         read = vault.session("analyst", purpose="research").read("patients")
         pd.testing.assert_frame_equal(read, before)
         [entry] = vault.audit.entries(action="vault.rotate_key").to_dict("records")
@@ -78,17 +79,19 @@ CHILD = textwrap.dedent(
         time.sleep(60)
         return count
     Keyring.rewrap = stall
-    vault = privml.Vault.open(sys.argv[1], key=os.environ["OLD"])
+    url = os.environ.get("URL") or None
+    vault = privml.Vault.open(sys.argv[1], key=os.environ["OLD"], metadata_url=url)
     vault.rotate_vault_key(os.environ["NEW"])
     """
 )
 
 
-def test_crash_mid_rotation_leaves_exactly_the_old_key(demo_vault, key):
+def test_crash_mid_rotation_leaves_exactly_the_old_key(demo_vault, key, vaults):
     folder = demo_vault.path
     demo_vault.close()
     new = privml.generate_key()
-    env = {**os.environ, "OLD": key.decode(), "NEW": new.decode()}
+    url = vaults.metadata_url(folder) or ""
+    env = {**os.environ, "OLD": key.decode(), "NEW": new.decode(), "URL": url}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(folder)], env=env, stdout=subprocess.PIPE, text=True
     )
@@ -97,8 +100,8 @@ def test_crash_mid_rotation_leaves_exactly_the_old_key(demo_vault, key):
     child.wait(timeout=30)
     child.stdout.close()
     with pytest.raises(privml.InvalidKeyError):
-        Vault.open(folder, key=new)
-    with Vault.open(folder, key=key) as vault:
+        vaults.open(folder, key=new)
+    with vaults.open(folder, key=key) as vault:
         assert len(vault.session("analyst", purpose="research").read("patients")) == 4
         assert vault.audit.verify().ok
 
@@ -116,17 +119,18 @@ def test_rotate_data_keys_shreds_old_versions(demo_vault):
     assert demo_vault.audit.verify().ok
 
 
-def test_shredded_version_is_unreadable_even_with_the_keyring(demo_vault):
-    """Destroyed keys are gone from meta.db: nothing left to unwrap."""
+def test_shredded_version_is_unreadable_even_with_the_keyring(demo_vault, vaults):
+    """Destroyed keys are gone from the metadata: nothing left to unwrap."""
     demo_vault.rotate_data_keys("patients")
-    import sqlite3
-
-    with sqlite3.connect(Path(demo_vault.path) / "meta.db") as con:
-        rows = con.execute("SELECT wrapped FROM keys WHERE destroyed IS NOT NULL").fetchall()
+    engine = vaults.database(demo_vault.path)
+    with engine.connect() as conn:
+        query = "SELECT wrapped FROM keys WHERE destroyed IS NOT NULL"
+        rows = conn.execute(sa.text(query)).all()
+    engine.dispose()
     assert rows and all(len(r[0]) == 0 for r in rows)
 
 
-def test_vault_field_cipher_keys_live_in_the_vault(demo_vault, key):
+def test_vault_field_cipher_keys_live_in_the_vault(demo_vault, key, vaults):
     cipher = demo_vault.field_cipher("patients")
     old_token = cipher.encrypt("P-1001", column="patient", row_key=1)
     cipher.rotate()
@@ -137,7 +141,7 @@ def test_vault_field_cipher_keys_live_in_the_vault(demo_vault, key):
     demo_vault.rotate_vault_key(new_key)
     folder = demo_vault.path
     demo_vault.close()
-    with Vault.open(folder, key=new_key) as vault:
+    with vaults.open(folder, key=new_key) as vault:
         again = vault.field_cipher("patients")
         assert again.decrypt(old_token, column="patient", row_key=1) == "P-1001"
         assert again.decrypt(new_token, column="patient", row_key=2) == "P-1002"
@@ -149,7 +153,7 @@ def test_vault_field_cipher_keys_live_in_the_vault(demo_vault, key):
         assert len(keys) == 2 and all("key_id" in d for d in keys["details"])
 
 
-def test_pseudonym_domains_link_datasets_only_when_declared(tmp_path, key, allow):
+def test_pseudonym_domains_link_datasets_only_when_declared(tmp_path, key, allow, vaults):
     frame = pd.DataFrame({"pid": ["A-1", "A-2"], "x": [1.0, 2.0]})
 
     def schema(domain):
@@ -160,7 +164,7 @@ def test_pseudonym_domains_link_datasets_only_when_declared(tmp_path, key, allow
             }
         )
 
-    with Vault.create(tmp_path / "v", key=key) as vault:
+    with vaults.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset(
             "visits", frame, schema=schema("patient"), budget=privml.Budget(epsilon=1)
         )
@@ -177,6 +181,7 @@ def test_pseudonym_domains_link_datasets_only_when_declared(tmp_path, key, allow
         assert session.read("labs")["pid"].tolist() == [ids["visits"][1]]
 
 
+@pytest.mark.sqlite_only("a copy of the folder holds the metadata only on SQLite")
 def test_rotate_data_keys_leaves_nothing_to_unwrap(demo_vault, key, tmp_path):
     folder = Path(demo_vault.path)
     old = wrapped_now(folder, "purpose IN ('column', 'footer')")
@@ -195,6 +200,7 @@ def test_rotate_data_keys_leaves_nothing_to_unwrap(demo_vault, key, tmp_path):
             again.session("analyst", purpose="research").read("patients", version=1)
 
 
+@pytest.mark.sqlite_only("a copy of the folder holds the metadata only on SQLite")
 def test_rotate_vault_key_leaves_nothing_the_old_key_unwraps(demo_vault, key, tmp_path):
     folder = Path(demo_vault.path)
     demo_vault.models.register("m", {"w": [1]}, trained_on=None, epsilon=None, delta=None)
@@ -211,6 +217,7 @@ def test_rotate_vault_key_leaves_nothing_the_old_key_unwraps(demo_vault, key, tm
     assert len(unwrap_anywhere(copy, key_of(new), slots)) >= len(old)
 
 
+@pytest.mark.sqlite_only("a copy of the folder holds the metadata only on SQLite")
 def test_vault_field_keys_are_shredded_when_dropped(demo_vault, key, tmp_path):
     folder = Path(demo_vault.path)
     cipher = demo_vault.field_cipher("patients")
@@ -238,6 +245,7 @@ def test_vault_field_keys_are_shredded_when_dropped(demo_vault, key, tmp_path):
         again.drop(again.keyset.primary_id)
 
 
+@pytest.mark.sqlite_only("WAL scrubbing: PostgreSQL keeps dead rows until VACUUM (SECURITY.md)")
 def test_a_reader_holding_the_wal_is_reported_and_scrub_finishes_later(demo_vault):
     folder = Path(demo_vault.path)
     old = wrapped_now(folder, "purpose IN ('column', 'footer')")
@@ -255,12 +263,12 @@ def test_a_reader_holding_the_wal_is_reported_and_scrub_finishes_later(demo_vaul
     assert containing(folder, old) == []
 
 
-def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_schema, allow, request):
+@pytest.mark.postgresql_only("the counterpart of the copy-of-the-folder tests above")
+def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_schema, allow, vaults):
     """PostgreSQL keeps dead row versions until VACUUM (see SECURITY.md); the operations work
     the same, destroyed rows hold no bytes and shredded files are deleted."""
-    url = request.getfixturevalue("pg_database_url")
     folder = tmp_path / "v"
-    with Vault.create(folder, key=key, metadata_url=url) as vault:
+    with vaults.create(folder, key=key) as vault:
         vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
         allow(vault, "patients")
         cipher = vault.field_cipher("patients")
@@ -278,16 +286,16 @@ def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_sche
                 "SELECT wrapped FROM keys WHERE destroyed IS NOT NULL"
             ).all()
         assert wrapped and all(len(bytes(w[0])) == 0 for w in wrapped)
-    with Vault.open(folder, key=new, metadata_url=url) as vault:
+    with vaults.open(folder, key=new) as vault:
         assert len(vault.session("analyst", purpose="research").read("patients")) == 2
         assert vault.audit.verify().ok
 
 
 def test_a_vault_open_elsewhere_refuses_to_wrap_under_a_rotated_out_key(
-    demo_vault, key, patients, patients_schema
+    demo_vault, key, patients, patients_schema, vaults
 ):
     """Keys wrapped under the old vault key after a rotation would be lost with it."""
-    other = privml.Vault.open(demo_vault.path, key=key)
+    other = vaults.open(demo_vault.path, key=key)
     new = privml.generate_key()
     demo_vault.rotate_vault_key(new)
     budget = privml.Budget(epsilon=1.0, delta=1e-6)

@@ -75,7 +75,7 @@ def test_loading_a_model_through_a_session_is_decided_and_audited(two_copies):
     assert set(entries["dataset"]) == {"patients"}
 
 
-def test_a_minimizer_state_is_kept_only_in_the_encrypted_model(tmp_path, key):
+def test_a_minimizer_state_is_kept_only_in_the_encrypted_model(tmp_path, key, vaults):
     """Someone with the folder but not the key must not find the minimizer's training values."""
     from diffprivlib import models
 
@@ -91,7 +91,7 @@ def test_a_minimizer_state_is_kept_only_in_the_encrypted_model(tmp_path, key):
             "income": privml.Field.categorical(categories=["<=50K", ">50K"], target=True),
         }
     )
-    with privml.Vault.create(tmp_path / "v", key=key) as vault:
+    with vaults.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset("census", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6))
         vault.add_purpose("hr", description="Income model", lawful_basis="GDPR 6(1)(f)")
         vault.add_principal("ml", roles=[])
@@ -109,5 +109,5 @@ def test_a_minimizer_state_is_kept_only_in_the_encrypted_model(tmp_path, key):
         state = vault.models.load("income.minimizer").to_dict()
     assert "minimization" not in metadata and set(metadata) >= {"for_model", "view"}
     assert isinstance(Minimizer.from_dict(state), Minimizer)
-    stored = (tmp_path / "v" / "meta.db").read_bytes()
+    stored = vaults.stored(tmp_path / "v")
     assert b"representatives" not in stored and b'"features":{"age"' not in stored

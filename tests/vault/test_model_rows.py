@@ -12,7 +12,7 @@ from privml import Budget
 
 
 @pytest.fixture
-def sites(tmp_path, key):
+def sites(tmp_path, key, vaults):
     """Rows of two sites; ana sees every row, bob site B only, carol site A only."""
     rng = np.random.default_rng(0)
     n = 200
@@ -30,7 +30,7 @@ def sites(tmp_path, key):
             "label": privml.Field.categorical(categories=["lo", "hi"]),
         }
     )
-    vault = privml.Vault.create(tmp_path / "sites.vault", key=key)
+    vault = vaults.create(tmp_path / "sites.vault", key=key)
     vault.add_dataset("visits", frame, schema=schema, budget=Budget(epsilon=50.0, delta=1e-6))
     vault.add_purpose("research", description="Research", lawful_basis="GDPR 9(2)(j)")
     for who, rows in (("ana", None), ("bob", "B"), ("carol", "A")):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +25,11 @@ def engines(monkeypatch) -> list[sa.Engine]:
     return made
 
 
-def _edit(folder: Path, sql: str) -> None:
-    with sqlite3.connect(folder / "meta.db") as con:
-        con.execute(sql)
+def _edit(engine: sa.Engine, sql: str) -> None:
+    """Run ``sql`` as someone with the metadata database but not the key."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql))
+    engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -43,22 +43,22 @@ def _edit(folder: Path, sql: str) -> None:
     ],
 )
 def test_an_edited_identity_row_is_an_integrity_error_and_releases_the_database(
-    tmp_path, key, engines, sql
+    tmp_path, key, engines, sql, vaults
 ):
     folder = tmp_path / "v"
-    privml.Vault.create(folder, passphrase="correct horse battery").close()
-    _edit(folder, sql)
+    vaults.create(folder, passphrase="correct horse battery").close()
+    _edit(vaults.database(folder), sql)
     engines.clear()
     with pytest.raises(privml.IntegrityError, match="vault_info"):
-        privml.Vault.open(folder, passphrase="correct horse battery")
+        vaults.open(folder, passphrase="correct horse battery")
     [engine] = engines
     assert engine.pool.checkedin() == 0  # disposed: no connection is left open
 
 
 @pytest.mark.parametrize("marker", ["not json", "[]", '{"format": 2}'])
-def test_an_edited_marker_is_an_integrity_error(tmp_path, key, marker):
+def test_an_edited_marker_is_an_integrity_error(tmp_path, key, marker, vaults):
     folder = tmp_path / "v"
-    privml.Vault.create(folder, key=key).close()
+    vaults.create(folder, key=key).close()
     (folder / _opening.MARKER).write_text(marker)
     with pytest.raises(privml.IntegrityError, match=_opening.MARKER):
-        privml.Vault.open(folder, key=key)
+        vaults.open(folder, key=key)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import privml
-from privml import AccessDenied, Budget, Field, Schema, Vault
+from privml import AccessDenied, Budget, Field, Schema
 from privml.datasets import load_adult
 
 
@@ -33,8 +33,8 @@ ADULT_SCHEMA = Schema(
 
 
 @pytest.fixture
-def vault(tmp_path, key, adult):
-    with Vault.create(tmp_path / "v", key=key) as v:
+def vault(tmp_path, key, adult, vaults):
+    with vaults.create(tmp_path / "v", key=key) as v:
         v.add_dataset("adult", adult, schema=ADULT_SCHEMA, budget=Budget(epsilon=1, delta=1e-6))
         v.add_purpose("hr", description="Workforce planning", lawful_basis="GDPR 6(1)(f)")
         v.add_purpose("hr/payroll", description="Payroll", lawful_basis="GDPR 6(1)(b)", parent="hr")

@@ -109,7 +109,7 @@ def test_a_method_added_later_is_refused_too(demo_vault, monkeypatch):
         session.newly_added(1)
 
 
-def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, demo_vault):
+def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, demo_vault, vaults):
     policy, session = demo_vault.policy, demo_vault.session("analyst", purpose="research")
     demo_vault.close()
     attempts = [
@@ -125,7 +125,7 @@ def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, d
     for attempt in attempts:
         with pytest.raises(VaultClosedError):
             attempt()
-    engine = sa.create_engine(f"sqlite:///{demo_vault.path}/meta.db")
+    engine = vaults.database(demo_vault.path)
     try:
         with engine.connect() as conn:
             head = conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar()
@@ -135,7 +135,7 @@ def test_closed_vault_writes_nothing_after_its_final_checkpoint(tmp_path, key, d
         engine.dispose()
     assert head == signed  # nothing after the final checkpoint
     assert "mallory" not in names
-    with Vault.open(demo_vault.path, key=key) as reopened:
+    with vaults.open(demo_vault.path, key=key) as reopened:
         assert reopened.audit.verify().ok
 
 
@@ -178,8 +178,8 @@ def test_internal_database_paths_refuse_too(demo_vault):
         store.all_budgets()  # a method that never checked the state itself
 
 
-def _signed_checkpoints(folder: Any) -> int:
-    engine = sa.create_engine(f"sqlite:///{folder}/meta.db")
+def _signed_checkpoints(vaults: Any, folder: Any) -> int:
+    engine = vaults.database(folder)
     try:
         with engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(checkpoints)).scalar_one()
@@ -187,12 +187,12 @@ def _signed_checkpoints(folder: Any) -> int:
         engine.dispose()
 
 
-def test_close_is_idempotent_and_repr_says_closed(demo_vault):
+def test_close_is_idempotent_and_repr_says_closed(demo_vault, vaults):
     assert "open" in repr(demo_vault)
     demo_vault.close()
-    signed = _signed_checkpoints(demo_vault.path)
+    signed = _signed_checkpoints(vaults, demo_vault.path)
     demo_vault.close()  # nothing: no error, no second final checkpoint
-    assert _signed_checkpoints(demo_vault.path) == signed
+    assert _signed_checkpoints(vaults, demo_vault.path) == signed
     assert "closed" in repr(demo_vault)
     assert type(demo_vault).__name__ == "Vault" and isinstance(demo_vault, Vault)
 

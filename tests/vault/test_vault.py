@@ -16,12 +16,12 @@ def _non_identifier(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["patient"])
 
 
-def test_round_trip_after_reopen(tmp_path, key, patients, patients_schema, allow):
-    with Vault.create(tmp_path / "v", key=key) as vault:
+def test_round_trip_after_reopen(tmp_path, key, patients, patients_schema, allow, vaults):
+    with vaults.create(tmp_path / "v", key=key) as vault:
         added = vault.add_dataset("patients", patients, schema=patients_schema, budget=BUDGET)
         allow(vault, "patients")
     assert (added.name, added.version, added.rows) == ("patients", 1, 4)
-    with Vault.open(tmp_path / "v", key=key) as vault:
+    with vaults.open(tmp_path / "v", key=key) as vault:
         back = vault.session("analyst", purpose="research").read("patients")
     pd.testing.assert_frame_equal(_non_identifier(back), _non_identifier(patients))
     assert back["patient"].dtype == "str"
@@ -35,10 +35,10 @@ def test_identifiers_come_back_as_stable_pseudonyms(demo_vault, patients):
     assert all(len(p) == 32 for p in ids)
 
 
-def test_identifier_can_be_kept_in_clear(tmp_path, key, allow):
+def test_identifier_can_be_kept_in_clear(tmp_path, key, allow, vaults):
     schema = Schema({"id": Field.identifier(pseudonymize=False), "x": Field.numeric(bounds=(0, 1))})
     frame = pd.DataFrame({"id": ["a", "b"], "x": [0.1, 0.2]})
-    with Vault.create(tmp_path / "v", key=key) as vault:
+    with vaults.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset("d", frame, schema=schema, budget=BUDGET)
         allow(vault, "d")
         back = vault.session("analyst", purpose="research").read("d")
@@ -89,10 +89,10 @@ def test_failed_reads_are_audited(demo_vault, kwargs, error, allow):
     assert entry["details"]["error"] == error.__name__
 
 
-def test_wrong_key_fails_at_open(tmp_path, key):
-    Vault.create(tmp_path / "v", key=key).close()
+def test_wrong_key_fails_at_open(tmp_path, key, vaults):
+    vaults.create(tmp_path / "v", key=key).close()
     with pytest.raises(privml.InvalidKeyError, match="does not open the vault"):
-        Vault.open(tmp_path / "v", key=privml.generate_key())
+        vaults.open(tmp_path / "v", key=privml.generate_key())
 
 
 def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
@@ -102,9 +102,9 @@ def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "v").exists()
 
 
-def test_key_from_environment_and_file(tmp_path, key, monkeypatch):
+def test_key_from_environment_and_file(tmp_path, key, monkeypatch, vaults):
     monkeypatch.setenv("PRIVML_VAULT_KEY", key.decode())
-    with Vault.create(tmp_path / "v") as vault:
+    with vaults.create(tmp_path / "v") as vault:
         [created] = vault.audit.entries(action="vault.create").to_dict("records")
         assert created["details"]["key_source"] == "env"
         vault.add_purpose("care", description="Care", lawful_basis="consent")
@@ -113,19 +113,19 @@ def test_key_from_environment_and_file(tmp_path, key, monkeypatch):
     key_file.chmod(0o600)
     monkeypatch.setenv("PRIVML_VAULT_KEY", privml.generate_key().decode())
     with pytest.raises(privml.InvalidKeyError):
-        Vault.open(tmp_path / "v")  # another key in the environment does not open it
+        vaults.open(tmp_path / "v")  # another key in the environment does not open it
     monkeypatch.delenv("PRIVML_VAULT_KEY")
     for source in ({"key_file": key_file}, {"key": key.decode()}):
-        with Vault.open(tmp_path / "v", **source) as vault:
+        with vaults.open(tmp_path / "v", **source) as vault:
             assert list(vault.policy.purposes()["name"]) == ["care"]
             assert vault.audit.verify().ok
 
 
-def test_passphrase(tmp_path):
-    Vault.create(tmp_path / "v", passphrase="correct horse battery staple").close()
-    Vault.open(tmp_path / "v", passphrase="correct horse battery staple").close()
+def test_passphrase(tmp_path, vaults):
+    vaults.create(tmp_path / "v", passphrase="correct horse battery staple").close()
+    vaults.open(tmp_path / "v", passphrase="correct horse battery staple").close()
     with pytest.raises(privml.InvalidKeyError):
-        Vault.open(tmp_path / "v", passphrase="incorrect horse battery staple")
+        vaults.open(tmp_path / "v", passphrase="incorrect horse battery staple")
 
 
 @pytest.mark.parametrize(
@@ -142,10 +142,10 @@ def test_two_key_sources_refused(tmp_path, key):
         Vault.create(tmp_path / "v", key=key, passphrase="correct horse battery staple")
 
 
-def test_create_refuses_existing_vault(tmp_path, key):
-    Vault.create(tmp_path / "v", key=key).close()
+def test_create_refuses_existing_vault(tmp_path, key, vaults):
+    vaults.create(tmp_path / "v", key=key).close()
     with pytest.raises(privml.VaultExistsError):
-        Vault.create(tmp_path / "v", key=key)
+        vaults.create(tmp_path / "v", key=key)
 
 
 def test_open_missing_vault(tmp_path, key):
@@ -153,8 +153,8 @@ def test_open_missing_vault(tmp_path, key):
         Vault.open(tmp_path / "nothing", key=key)
 
 
-def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema, allow):
-    vault = Vault.create(tmp_path / "v", key=key)
+def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema, allow, vaults):
+    vault = vaults.create(tmp_path / "v", key=key)
     vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET)
     allow(vault, "p")
     session = vault.session("analyst", purpose="research")
@@ -166,8 +166,8 @@ def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema, all
         session.read("p")
 
 
-def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema):
-    with Vault.create(tmp_path / "v", key=key) as vault:
+def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema, vaults):
+    with vaults.create(tmp_path / "v", key=key) as vault:
         for bad in ["../escape", "", ".hidden", "a/b"]:
             with pytest.raises(privml.ConfigurationError, match=r"not allowed|non-empty"):
                 vault.add_dataset(bad, patients, schema=patients_schema, budget=BUDGET)
@@ -177,14 +177,14 @@ def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_add_from_file(tmp_path, key, suffix, allow):
+def test_add_from_file(tmp_path, key, suffix, allow, vaults):
     frame = pd.DataFrame({"age": [30, 40], "income": [1000.5, 2000.25]})
     path = tmp_path / f"input{suffix}"
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
     schema = Schema(
         {"age": Field.integer(bounds=(0, 120)), "income": Field.numeric(bounds=(0, 1e6))}
     )
-    with Vault.create(tmp_path / "v", key=key) as vault:
+    with vaults.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset("d", path, schema=schema, budget=BUDGET)
         allow(vault, "d")
         back = vault.session("analyst", purpose="research").read("d")
@@ -200,19 +200,21 @@ def test_tampered_dataset_file_is_detected(demo_vault):
         demo_vault.session("analyst", purpose="research").read("patients")
 
 
-def test_vault_files_are_private(demo_vault):
+def test_vault_files_are_private(demo_vault, backend):
     demo_vault.close()  # writes the final checkpoint to the anchor file
-    for name in ["meta.db", "audit.anchor", "data/patients/1.parquet"]:
+    names = ["audit.anchor", "data/patients/1.parquet"]
+    names += ["meta.db"] if backend == "sqlite" else []
+    for name in names:
         mode = os.stat(Path(demo_vault.path) / name).st_mode & 0o777
         assert mode & 0o077 == 0, f"{name} is readable by others ({oct(mode)})"
 
 
-def test_key_file_readable_by_others_warns(tmp_path, key):
+def test_key_file_readable_by_others_warns(tmp_path, key, vaults):
     key_file = tmp_path / "vault.key"
     key_file.write_bytes(key)
     key_file.chmod(0o644)
     with pytest.warns(privml.InsecureKeyFileWarning, match="chmod 600"):
-        Vault.create(tmp_path / "v", key_file=key_file).close()
+        vaults.create(tmp_path / "v", key_file=key_file).close()
 
 
 def test_no_key_material_in_reprs(demo_vault, key):
