@@ -21,6 +21,9 @@ def test_on_each_backend(backend):
 def run_without_postgres(tmp_path):
     """Run a one-test suite, with the root conftest, where no PostgreSQL can be found."""
     (tmp_path / "conftest.py").write_text((ROOT / "conftest.py").read_text())
+    (tmp_path / "benchmarks").mkdir()  # the conftest starts PostgreSQL through this helper
+    server = ROOT / "benchmarks" / "pg_server.py"
+    (tmp_path / "benchmarks" / "pg_server.py").write_text(server.read_text())
     (tmp_path / "test_backends.py").write_text(TESTS)
 
     def run(*, ci: bool) -> subprocess.CompletedProcess[str]:
