@@ -68,6 +68,9 @@ _ENTRY_FIELDS = (
     "details",
     "heads",
 )
+# Statements of every append, built once.
+_INSERT = audit_log.insert()
+_LAST = sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 
 
 @dataclass(frozen=True)
@@ -205,11 +208,8 @@ class AuditLog:
             "details": canonical_json(entry["details"]).decode("utf-8"),
             "heads": None if entry["heads"] is None else canonical_json(entry["heads"]).decode(),
         }
-        tx.conn.execute(
-            audit_log.insert().values(
-                seq=seq, prev_hash=prev, hash=digest, mac=self._mac(digest), **row
-            )
-        )
+        values = {"seq": seq, "prev_hash": prev, "hash": digest, "mac": self._mac(digest), **row}
+        tx.conn.execute(_INSERT, values)
         tx.audit_head = (seq, digest)
         if seq % self.checkpoint_every == 0:
             self._checkpoint(tx, seq, digest)
@@ -219,11 +219,7 @@ class AuditLog:
         """The last entry's ``(seq, hash)``, ``(0, GENESIS)`` for an empty log; read once per
         transaction (after its writer lock: see :func:`privml.storage.engine.transaction`)."""
         if tx.audit_head is None:
-            last = tx.conn.execute(
-                sa.select(audit_log.c.seq, audit_log.c.hash)
-                .order_by(audit_log.c.seq.desc())
-                .limit(1)
-            ).first()
+            last = tx.conn.execute(_LAST).first()
             tx.audit_head = (int(last.seq), str(last.hash)) if last else (0, GENESIS)
         return tx.audit_head
 

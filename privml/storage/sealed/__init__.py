@@ -26,8 +26,12 @@ edit must be caught before anything depends on it:
 * **No way around it.** :func:`bind` installs an engine hook that refuses any
   INSERT, UPDATE or DELETE of a protected table not made through this module.
 
-Heads are cached per connection and written once, by :func:`flush` (the
-vault's ``transaction`` calls it before committing).
+Heads are cached per connection: the first look at a scope reads all of its
+heads and every unlogged one in one query, and each changed head is written
+once, by :func:`flush` (:func:`take_unlogged` as the audit entry is written,
+and the vault's ``transaction`` before committing). A row with an
+autoincrement key takes its key first (:func:`~._rows.next_key`, under the
+writer lock), so its MAC goes in with its one INSERT.
 
 The package's modules: :mod:`._mac` (the MACs), :mod:`._binding` (the engine
 hook and per-transaction state), :mod:`._heads`, :mod:`._rows` (writing and

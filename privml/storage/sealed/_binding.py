@@ -15,7 +15,17 @@ from ...exceptions import ConfigurationError, IntegrityError
 from ..tables import PROTECTED
 from ._mac import Head, HeadKey, RowSealer
 
-__all__ = ["bind", "mac_for", "run", "sealer_of", "sealers", "tx_state", "typed", "unbind"]
+__all__ = [
+    "TxState",
+    "bind",
+    "mac_for",
+    "run",
+    "sealer_of",
+    "sealers",
+    "tx_state",
+    "typed",
+    "unbind",
+]
 
 SEALED = "privml_sealed"  # execution option that lets a write through the guard
 HEADS = "row_heads"
@@ -27,6 +37,12 @@ sealers: weakref.WeakKeyDictionary[sa.Engine, RowSealer] = weakref.WeakKeyDictio
 class TxState:
     heads: dict[HeadKey, Head | None] = field(default_factory=dict)
     scopes: dict[HeadKey, list[Any]] = field(default_factory=dict)
+    #: Head rows read ahead (by scope, with every unlogged head), their MACs not checked yet.
+    fetched: dict[HeadKey, Any] = field(default_factory=dict)
+    #: The scopes whose every head row is in ``fetched`` or ``heads``.
+    loaded: set[str] = field(default_factory=set)
+    #: The heads stored unlogged when first read, once that was read (else None).
+    unlogged: set[HeadKey] | None = None
 
 
 states: weakref.WeakKeyDictionary[sa.Connection, TxState] = weakref.WeakKeyDictionary()
@@ -82,8 +98,8 @@ def tx_state(conn: sa.Connection) -> TxState:
     return state
 
 
-def run(conn: sa.Connection, statement: Any) -> sa.CursorResult[Any]:
-    return conn.execute(statement, execution_options={SEALED: True})
+def run(conn: sa.Connection, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+    return conn.execute(statement, params, execution_options={SEALED: True})
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from ...exceptions import IntegrityError
 from ..tables import PROTECTED, row_heads
-from ._binding import run, sealer_of, sealers, states, tx_state, typed
+from ._binding import TxState, run, sealer_of, sealers, states, tx_state, typed
 from ._mac import MODULUS, Head
 
 __all__ = [
@@ -33,31 +33,49 @@ def scope_of(table: sa.Table, row: Mapping[Any, Any]) -> str:
 
 
 def head_of(conn: sa.Connection, table: str, scope: str) -> Head | None:
+    """The head of one scope, MAC checked, as this transaction has it (None if there is none).
+
+    The first look at a scope reads all of its heads, and every head not yet logged,
+    in one query (:func:`_load`); each is checked when first asked for.
+    """
     state = tx_state(conn)
-    if (table, scope) not in state.heads:
-        with typed(f"the integrity head of {table} ({scope_name(scope)})"):
-            row = conn.execute(
-                sa.select(row_heads).where(
-                    row_heads.c.table_name == table, row_heads.c.scope == scope
-                )
-            ).first()
-            head = None
-            if row is not None:
-                head = Head(
-                    table, scope, int(row.rows), str(row.digest), int(row.generation),
-                    bool(row.logged), stored=True,
-                )  # fmt: skip
-        if (
-            head is not None
-            and row is not None
-            and not hmac.compare_digest(sealer_of(conn).head_mac(head), str(row.mac))
-        ):
-            raise IntegrityError(
-                f"the integrity head of {table} ({scope_name(scope)}) fails its MAC: "
-                "the vault's metadata was edited without the key"
-            )
-        state.heads[(table, scope)] = head
-    return state.heads[(table, scope)]
+    key = (table, scope)
+    if key not in state.heads:
+        if scope not in state.loaded:
+            _load(conn, state, scope)
+        row = state.fetched.pop(key, None)
+        state.heads[key] = None if row is None else _checked(conn, table, scope, row)
+    return state.heads[key]
+
+
+def _load(conn: sa.Connection, state: TxState, scope: str | None) -> None:
+    """Read ``scope``'s head rows (none if None) and every unlogged one, in one query."""
+    unlogged = row_heads.c.logged == sa.false()
+    where = unlogged if scope is None else sa.or_(row_heads.c.scope == scope, unlogged)
+    with typed("the integrity heads"):
+        rows = conn.execute(sa.select(row_heads).where(where)).all()
+        found = {(str(r.table_name), str(r.scope)): r for r in rows}
+    for key, row in found.items():
+        if key not in state.heads:
+            state.fetched[key] = row
+    if scope is not None:
+        state.loaded.add(scope)
+    if state.unlogged is None:
+        state.unlogged = {key for key, row in found.items() if not row.logged}
+
+
+def _checked(conn: sa.Connection, table: str, scope: str, row: Any) -> Head:
+    with typed(f"the integrity head of {table} ({scope_name(scope)})"):
+        head = Head(
+            table, scope, int(row.rows), str(row.digest), int(row.generation),
+            bool(row.logged), stored=True,
+        )  # fmt: skip
+    if not hmac.compare_digest(sealer_of(conn).head_mac(head), str(row.mac)):
+        raise IntegrityError(
+            f"the integrity head of {table} ({scope_name(scope)}) fails its MAC: "
+            "the vault's metadata was edited without the key"
+        )
+    return head
 
 
 def scope_name(scope: str) -> str:
@@ -105,12 +123,19 @@ def adjust(conn: sa.Connection, table: str, scope: str, *, add: str = "", remove
     head.logged = False
 
 
+_UPDATE = row_heads.update().where(
+    row_heads.c.table_name == sa.bindparam("key_table"),
+    row_heads.c.scope == sa.bindparam("key_scope"),
+)
+
+
 def flush(conn: sa.Connection) -> None:
     """Write the heads changed in this transaction (call before it commits)."""
     state = states.get(conn)
     if state is None:
         return
     sealer = sealer_of(conn)
+    updates, inserts = [], []
     for head in state.heads.values():
         if head is None or not head.dirty:
             continue
@@ -122,35 +147,34 @@ def flush(conn: sa.Connection) -> None:
             "mac": sealer.head_mac(head),
         }
         if head.stored:
-            run(
-                conn,
-                row_heads.update()
-                .where(row_heads.c.table_name == head.table, row_heads.c.scope == head.scope)
-                .values(**values),
-            )
+            updates.append({"key_table": head.table, "key_scope": head.scope, **values})
         else:
-            run(conn, row_heads.insert().values(table_name=head.table, scope=head.scope, **values))
-            head.stored = True
-        head.dirty = False
+            inserts.append({"table_name": head.table, "scope": head.scope, **values})
+        head.stored, head.dirty = True, False
+    if updates:
+        run(conn, _UPDATE, updates)
+    if inserts:
+        run(conn, row_heads.insert(), inserts)
 
 
 def take_unlogged(conn: sa.Connection) -> list[list[Any]]:
     """Every head whose current generation the audit log does not record yet, now marked logged.
 
     Returns ``[[table, scope, generation, digest], ...]`` for the audit entry being written
-    in this transaction.
+    in this transaction. The heads stored unlogged are known from the transaction's first
+    read of them (it holds the writer lock: only its own writes move them since), the others
+    from what it changed.
     """
     if conn.engine not in sealers:
         return []
-    flush(conn)
-    rows = conn.execute(
-        sa.select(row_heads.c.table_name, row_heads.c.scope)
-        .where(row_heads.c.logged == sa.false())
-        .order_by(row_heads.c.table_name, row_heads.c.scope)
-    ).all()
+    state = tx_state(conn)
+    if state.unlogged is None:
+        _load(conn, state, None)
+    stored = state.unlogged or set()
+    changed = {key for key, head in state.heads.items() if head is not None and not head.logged}
     out = []
-    for row in rows:
-        head = head_of(conn, row.table_name, row.scope)
+    for table, scope in sorted(stored | changed):
+        head = head_of(conn, table, scope)
         if head is None or head.logged:
             continue
         head.logged, head.dirty = True, True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Mapping
 from typing import Any
@@ -14,11 +15,30 @@ from ._binding import run, sealer_of, tx_state, typed
 from ._heads import adjust, digest_of, head_of, scope_name, scope_of
 from ._mac import RowSealer
 
-__all__ = ["check_rows", "delete", "describe", "insert", "scope_rows", "update", "update_row"]
+__all__ = [
+    "check_rows",
+    "delete",
+    "describe",
+    "insert",
+    "next_key",
+    "scope_rows",
+    "update",
+    "update_row",
+]
 
 
-def _key_of(table: sa.Table, row: Mapping[Any, Any]) -> Any:
-    return sa.and_(*(c == row[c.name] for c in table.primary_key.columns))
+def _key_params(table: sa.Table, row: Mapping[Any, Any]) -> dict[str, Any]:
+    return {f"key_{c.name}": row[c.name] for c in table.primary_key.columns}
+
+
+@functools.cache
+def _by_key(table: sa.Table, kind: str) -> Any:
+    """``UPDATE`` or ``DELETE`` of one row by its key (bound as ``key_<column>``), built once.
+
+    An UPDATE sets the columns its parameters name.
+    """
+    where = sa.and_(*(c == sa.bindparam(f"key_{c.name}") for c in table.primary_key.columns))
+    return (table.update() if kind == "update" else table.delete()).where(where)
 
 
 def insert(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,18 +49,41 @@ def insert(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> d
     if unknown:
         raise ValueError(f"internal: {table.name} has no columns {sorted(unknown)}")
     missing = [c.name for c in table.primary_key.columns if row[c.name] is None]
-    if missing:  # an autoincrement key: the MAC covers it, so learn it first
-        body = {k: v for k, v in row.items() if k not in missing}
-        done = run(conn, table.insert().values(**body, mac=""))
-        row.update(zip(missing, tuple(done.inserted_primary_key or ()), strict=True))
-        mac = sealer.row_mac(table, row)
-        run(conn, table.update().where(_key_of(table, row)).values(mac=mac))
-    else:
-        mac = sealer.row_mac(table, row)
-        run(conn, table.insert().values(**row, mac=mac))
+    if missing:  # an autoincrement key: the MAC covers it, so take it before the INSERT
+        row[_autoincrement(table, missing).name] = next_key(conn, table)
+    mac = sealer.row_mac(table, row)
+    run(conn, table.insert(), {**row, "mac": mac})
     adjust(conn, table.name, scope_of(table, row), add=mac)
     _recache(conn, table, None, {**row, "mac": mac})
     return row
+
+
+def _autoincrement(table: sa.Table, missing: list[str]) -> sa.Column[Any]:
+    column = table.autoincrement_column
+    if column is None or missing != [column.name]:
+        raise ValueError(f"internal: {table.name} needs values for its key {missing}")
+    return column
+
+
+def next_key(conn: sa.Connection, table: sa.Table) -> int:
+    """The key the next row of ``table`` gets from the database (its autoincrement column).
+
+    Call it under the writer lock, so keys grow in the order rows are written: on
+    PostgreSQL the column's own sequence (as an INSERT without the key would take
+    it), on SQLite one past the largest key (as SQLite picks a missing rowid).
+    """
+    with typed(f"the largest key of {table.name}"):
+        return int(conn.execute(_next_key_query(table, conn.dialect.name)).scalar_one())
+
+
+@functools.cache
+def _next_key_query(table: sa.Table, dialect: str) -> Any:
+    column = table.autoincrement_column
+    if column is None:
+        raise ValueError(f"internal: {table.name} has no autoincrement key")
+    if dialect == "postgresql":
+        return sa.select(sa.func.nextval(sa.func.pg_get_serial_sequence(table.name, column.name)))
+    return sa.select(sa.func.coalesce(sa.func.max(column), 0) + 1)
 
 
 def update(conn: sa.Connection, table: sa.Table, where: Any, values: Mapping[str, Any]) -> int:
@@ -55,7 +98,8 @@ def update_row(conn: sa.Connection, table: sa.Table, old: Any, values: Mapping[s
     """Change ``values`` in one row already read checked (from :func:`scope_rows`)."""
     row = {**{k: v for k, v in old._mapping.items() if k != "mac"}, **values}
     mac = sealer_of(conn).row_mac(table, row)
-    run(conn, table.update().where(_key_of(table, old._mapping)).values(**values, mac=mac))
+    params = {**values, "mac": mac, **_key_params(table, old._mapping)}
+    run(conn, _by_key(table, "update"), params)
     adjust(conn, table.name, scope_of(table, old._mapping), remove=old.mac)
     adjust(conn, table.name, scope_of(table, row), add=mac)
     _recache(conn, table, old._mapping, {**row, "mac": mac})
@@ -65,7 +109,7 @@ def delete(conn: sa.Connection, table: sa.Table, where: Any) -> int:
     """Delete every (checked) row matching ``where``; return how many were deleted."""
     rows = check_rows(conn, table, where)
     for old in rows:
-        run(conn, table.delete().where(_key_of(table, old._mapping)))
+        run(conn, _by_key(table, "delete"), _key_params(table, old._mapping))
         adjust(conn, table.name, scope_of(table, old._mapping), remove=old.mac)
         _recache(conn, table, old._mapping, None)
     return len(rows)
@@ -114,12 +158,26 @@ def check_rows(
     query = sa.select(table)
     if where is not None:
         query = query.where(where)
+    return _checked_rows(conn, table, query.with_for_update() if lock else query)
+
+
+def _checked_rows(
+    conn: sa.Connection, table: sa.Table, query: Any, params: Mapping[str, Any] | None = None
+) -> list[Any]:
     sealer = sealer_of(conn)
     with typed(f"a row of {table.name}"):
-        rows = list(conn.execute(query.with_for_update() if lock else query))
+        rows = list(conn.execute(query, params))
         for row in rows:
             _check_mac(sealer, table, row)
     return rows
+
+
+@functools.cache
+def _scope_query(table: sa.Table) -> Any:
+    """Every row of one scope of ``table`` (the scope bound as ``scope_value``), built once."""
+    column = PROTECTED[table.name]
+    query = sa.select(table)
+    return query if column is None else query.where(table.c[column] == sa.bindparam("scope_value"))
 
 
 def _check_mac(sealer: RowSealer, table: sa.Table, row: Any) -> None:
@@ -145,9 +203,8 @@ def scope_rows(conn: sa.Connection, table: sa.Table, scope: str = "") -> list[An
     cached = state.scopes.get((table.name, scope))
     if cached is not None:
         return cached
-    column = PROTECTED[table.name]
-    where = None if column is None else table.c[column] == scope
-    rows = check_rows(conn, table, where)
+    params = None if PROTECTED[table.name] is None else {"scope_value": scope}
+    rows = _checked_rows(conn, table, _scope_query(table), params)
     head = head_of(conn, table.name, scope)
     if head is None:
         if rows or _head_required(conn, table.name, scope):
