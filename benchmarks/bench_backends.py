@@ -9,14 +9,15 @@
 (b) Check latency with 1,000 events recorded: ``ledger.what_if`` (the
     admission check, nothing written) and a committed charge, median and p95.
     Target: median <= 20 ms on both.
+(c) ``session.read`` of 1,000,000 rows from a local folder against an
+    S3-compatible server on 127.0.0.1 (``bench_reads.py``; ``--rows 0`` skips it).
 
 PostgreSQL is a private server started from the local binaries for this run
 (``pg_server.py``), or the server at ``PRIVML_BENCH_POSTGRES_URL`` (a database
-is created there per measurement). Reading data files from a local folder
-against an object store is ``bench_storage.py``'s subject, not this one's.
+is created there per measurement).
 
     .venv/bin/python benchmarks/bench_backends.py [--seconds 8] [--events 1000] [--quick]
-                                                  [--profile 200]
+                                                  [--rows 1000000] [--profile 200]
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200, help="calls timed in (b)")
     parser.add_argument("--quick", action="store_true", help="3 s per point, 100 calls")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N charges")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="read in (c); 0 skips it")
     args = parser.parse_args()
     seconds, repeat = (3.0, 100) if args.quick else (args.seconds, args.repeat)
     key = privml.generate_key()
@@ -219,6 +221,10 @@ def main() -> None:
             return
         throughput(bench, seconds)
         latency(bench, args.events, repeat)
+    if args.rows:
+        from bench_reads import compare  # beside this script, like pg_server
+
+        compare(args.rows, 3 if args.quick else 5)
 
 
 if __name__ == "__main__":

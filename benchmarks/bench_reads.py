@@ -110,23 +110,28 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    frame, schema = synthetic(args.rows)
+    compare(args.rows, args.reps)
+
+
+def compare(rows: int, reps: int) -> None:
+    """Time ``session.read`` of ``rows`` rows from a local folder and from S3; print both."""
+    frame, schema = synthetic(rows)
     server, _ = start_s3()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             uri = f"s3://bench/{uuid.uuid4().hex[:8]}"
             with build(Path(tmp) / "local", frame, schema) as local:
-                t_local = time_reads(local, args.reps)
+                t_local = time_reads(local, reps)
                 size = sum(p.stat().st_size for p in (Path(tmp) / "local/data").rglob("*"))
             with build(Path(tmp) / "s3", frame, schema, storage=uri) as remote:
-                t_s3 = time_reads(remote, args.reps)
+                t_s3 = time_reads(remote, reps)
     finally:
         server.terminate()
         server.wait()
-    print(f"session.read of {args.rows:,} rows x {frame.shape[1]} encrypted columns")
+    print(f"session.read of {rows:,} rows x {frame.shape[1]} encrypted columns")
     print(f"  encrypted Parquet file: {size / 1e6:.1f} MB")
-    print(f"  local folder         : {t_local * 1000:8.1f} ms (median of {args.reps})")
-    print(f"  S3 (moto, 127.0.0.1) : {t_s3 * 1000:8.1f} ms (median of {args.reps})")
+    print(f"  local folder         : {t_local * 1000:8.1f} ms (median of {reps})")
+    print(f"  S3 (moto, 127.0.0.1) : {t_s3 * 1000:8.1f} ms (median of {reps})")
     print(f"  ratio S3 / local     : {t_s3 / t_local:.2f}x")
 
 
