@@ -66,25 +66,38 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _start_moto() -> tuple[subprocess.Popen[bytes], int]:
+    """Start moto's S3 server on a free port and wait until it listens.
+
+    The port is free when chosen but another process may take it before moto binds
+    it; then moto exits and a new port is tried, so a start never fails by chance.
+    """
+    for _ in range(5):
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(600):  # up to a minute on a loaded machine
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return server, port
+            except OSError:
+                if server.poll() is not None:
+                    break  # exited (the port was taken): try another
+                time.sleep(0.1)
+        server.terminate()
+        server.wait(timeout=30)
+    pytest.fail("moto's S3 server did not start on any of 5 ports")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     if importlib.util.find_spec("moto") is None:
         pytest.skip('needs moto\'s S3 server: pip install "moto[server]" (in the dev extra)')
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, port = _start_moto()
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail("moto's S3 server did not start")
-                time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}"
         fs = pafs.S3FileSystem(
             endpoint_override=endpoint,
