@@ -22,6 +22,9 @@ EXTRAS = {
     "tqdm": "torch",
     "tenseal": "he",
     "psycopg": "postgres",
+    "httpx": "client",
+    "fastapi": "server",
+    "uvicorn": "server",
 }
 
 

@@ -20,7 +20,7 @@ from ..policy import mode_allows
 from ..policy._digest import row_digest
 from . import _decide, _failures, _model_access
 from ._fetch import fetch
-from ._requests import RequestLog, policy_hash, release_context
+from ._requests import RequestLog, Via, policy_hash, release_context
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -47,7 +47,16 @@ T = TypeVar("T")
 #: What a reservation's audit entry records from the door itself: a mechanism's context
 #: (or its plan's) adds to it and may not rewrite it.
 _OWN_CONTEXT = frozenset(
-    {"release", "columns", "grant_ids", "policy_hash", "where", "content_hash", "rows_withheld"}
+    {
+        "release",
+        "columns",
+        "grant_ids",
+        "policy_hash",
+        "where",
+        "content_hash",
+        "rows_withheld",
+        "via",
+    }
 )
 
 
@@ -64,6 +73,7 @@ class Door:
         ledger: Ledger,
         models: ModelRegistry,
         asker: _decide.Asker,
+        via: Via | None = None,
     ) -> None:
         self._state = state
         self._store = store
@@ -72,7 +82,9 @@ class Door:
         self._ledger = ledger
         self._models = models
         self._asker = asker
-        self._log = RequestLog(state=state, audit=audit, policy=policy, asker=asker)
+        self._log = RequestLog(state=state, audit=audit, policy=policy, asker=asker, via=via)
+        self._via = via
+        self._charges = 0  # charges and reservations taken: a served request's retry repeats them
         # The authorizations this door decided, by identity, with what they decided and
         # whether they reveal values uncharged (decided at pseudonymized or more, conditions
         # included). Held weakly: an authorization nobody holds any more can never be
@@ -237,7 +249,11 @@ class Door:
     ) -> tuple[T, str]:
         """Charge or reserve ``event`` (``take``) under a fresh request id, with its audit entry."""
         self._check_issued(auth)
-        request_id = f"{action}-{secrets.token_hex(8)}"
+        self._charges += 1
+        served = self._via.charge_id(self.principal, action, self._charges) if self._via else None
+        request_id = served or f"{action}-{secrets.token_hex(8)}"
+        if self._via is not None:
+            context = {**context, "via": self._via.details()}
         try:
             held = take(
                 auth.dataset,

@@ -7,8 +7,10 @@ message that quotes no value of the request (see :mod:`privml.vault._failures`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._validation import check_request
@@ -24,19 +26,57 @@ if TYPE_CHECKING:
     from ._policy_store import PolicyAdmin
     from ._state import VaultState
 
-__all__ = ["RequestLog", "policy_hash", "release_context"]
+__all__ = ["RequestLog", "Via", "policy_hash", "release_context"]
+
+
+@dataclass(frozen=True)
+class Via:
+    """How a served request reached the vault: recorded in each of its audit entries.
+
+    ``request_key`` is the client's id for the request: a retry carries the same
+    one, so the ledger charges of the retry carry the same request ids and are
+    charged once (:meth:`charge_id`).
+    """
+
+    client: str
+    token: str
+    request_key: str | None = None
+
+    def details(self) -> dict[str, str]:
+        """What an audit entry records of the route (no secret: the token's public id)."""
+        out = {"client": self.client, "token": self.token}
+        if self.request_key is not None:
+            out["request"] = self.request_key
+        return out
+
+    def charge_id(self, principal: str, action: str, n: int) -> str | None:
+        """The ledger request id of the ``n``-th charge a served request makes (None: fresh).
+
+        The same for a retry of the request, distinct across principals and requests.
+        """
+        if self.request_key is None:
+            return None
+        material = "\0".join((principal, self.request_key, action, str(n))).encode()
+        return f"{action}-svc-{hashlib.sha256(material).hexdigest()[:32]}"
 
 
 class RequestLog:
     """Writes the audit entries of one principal acting for one purpose."""
 
     def __init__(
-        self, *, state: VaultState, audit: AuditLog, policy: PolicyAdmin, asker: Asker
+        self,
+        *,
+        state: VaultState,
+        audit: AuditLog,
+        policy: PolicyAdmin,
+        asker: Asker,
+        via: Via | None = None,
     ) -> None:
         self._state = state
         self._audit = audit
         self._policy = policy
         self._asker = asker
+        self._via = via
 
     @contextmanager
     def request(
@@ -106,6 +146,8 @@ class RequestLog:
         details: dict[str, Any],
     ) -> None:
         """Append one audit entry for this session's principal and purpose."""
+        if self._via is not None:
+            details = {**details, "via": self._via.details()}
         with transaction(self._state.engine) as tx:
             self._audit.append(
                 tx,

@@ -7,6 +7,7 @@ hash) whether it is served, refused or fails.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from .._optional import require
 from .._validation import check_name
+from ..policy._explain import explain
 from ..storage.engine import transaction
 from . import _decide
 from ._door import Door
@@ -23,6 +25,7 @@ from ._requests import policy_hash
 if TYPE_CHECKING:
     from .._gate import Where
     from ..accounting.ledger import Ledger
+    from ..accounting.records import BudgetStatus
     from ..audit import AuditLog
     from ..dp import DPSession
     from ..he._session import HESession
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from ._datasets import DatasetStore, DatasetVersion
     from ._models import ModelRegistry
     from ._policy_store import PolicyAdmin
+    from ._requests import Via
     from ._state import VaultState
 
 __all__ = ["Session", "open_session"]
@@ -134,6 +138,65 @@ class Session:
 
         return DPSession(self._door)
 
+    # -- what this session may do ----------------------------------------------------
+    def budget(self, dataset: str) -> BudgetStatus:
+        """The privacy budget of ``dataset`` as this session may see it.
+
+        The dataset's totals (spent, total, remaining) and this principal's and
+        this purpose's shares; other principals' and purposes' shares are left out.
+        Needs some grant on ``dataset`` for this purpose (``dp_aggregate`` or more on
+        a column); refused with :class:`~privml.AccessDenied` otherwise. Audited.
+
+        Examples
+        --------
+        >>> session = getfixture("dp_vault").session("ana", purpose="studies")
+        >>> _ = session.dp.count("patients", epsilon=0.25)
+        >>> status = session.budget("patients")
+        >>> mine = status.by_principal
+        >>> status.epsilon_total, sorted(mine), mine["ana"].epsilon_spent
+        (1.0, ['ana'], 0.25)
+        """
+        door = self._door
+        with door.request("budget.view", dataset):
+            schema = door.schema(dataset)
+            _decide.countable(
+                door._asker,
+                dataset,
+                schema,
+                door._column_decisions(dataset, schema),
+                "dp_aggregate",
+            )
+            status = door._ledger.status(dataset)
+            mine = dataclasses.replace(
+                status,
+                by_principal={k: v for k, v in status.by_principal.items() if k == self.principal},
+                by_purpose={k: v for k, v in status.by_purpose.items() if k == self.purpose},
+            )
+        door.record("budget.view", "ok", dataset, None, {})
+        return mine
+
+    def explain(self, dataset: str) -> pd.DataFrame:
+        """What this session gets from each column of ``dataset``, and why (audited).
+
+        One row per column: its schema tags, the decided mode, the deciding grant
+        ids and their row filters (see :meth:`privml.Vault.explain`).
+
+        Examples
+        --------
+        >>> session = getfixture("dp_vault").session("ana", purpose="studies")
+        >>> session.explain("patients")[["column", "mode"]].head(2)
+            column         mode
+        0  patient         deny
+        1      age  dp_training
+        """
+        door = self._door
+        with door.request("policy.explain", dataset):
+            frame = explain(
+                door._policy.model(), self.principal, self.purpose, dataset, door.schema(dataset)
+            )
+        door.record("policy.explain", "ok", dataset, None, {})
+        return frame
+
     # -- reading values ---------------------------------------------------------------
     def read(
         self,
@@ -166,7 +229,8 @@ class Session:
         Returns
         -------
         pandas.DataFrame
-            ``attrs["privml_modes"]`` maps each returned column to its mode.
+            ``attrs["privml_modes"]`` maps each returned column to its mode,
+            ``attrs["privml_version"]`` is the version read.
         """
         door, asker = self._door, self._door._asker
         door._log.check_request("dataset.read", dataset, columns, version)
@@ -204,6 +268,7 @@ class Session:
         }
         result.attrs["privml_modes"] = modes
         result.attrs["privml_omitted"] = omitted
+        result.attrs["privml_version"] = got.version
         used_ids = sorted({g for c in wanted for g in decisions[c].grant_ids})
         details = {
             **request,
@@ -229,8 +294,13 @@ def open_session(
     audit: AuditLog,
     ledger: Ledger,
     models: ModelRegistry,
+    via: Via | None = None,
 ) -> Session:
-    """A new session and its door; an unknown principal or purpose is refused, and audited."""
+    """A new session and its door; an unknown principal or purpose is refused, and audited.
+
+    ``via`` (a served request: client address, token id, request id) joins every
+    audit entry of the session, and a retried request's charges keep their ids.
+    """
     check_name(principal, "principal")
     check_name(purpose, "purpose=")
     asker = _decide.Asker(principal, purpose)
@@ -243,7 +313,7 @@ def open_session(
                 purpose=purpose,
                 action="session.open",
                 outcome="denied",
-                details={"message": problem},
+                details={"message": problem, **({"via": via.details()} if via else {})},
             )
         raise asker.denied(problem)
     door = Door(
@@ -254,5 +324,6 @@ def open_session(
         ledger=ledger,
         models=models,
         asker=asker,
+        via=via,
     )
     return Session(state.guard(door))

@@ -47,6 +47,7 @@ from ._state import VaultState
 if TYPE_CHECKING:
     from .._gate import Where
     from ..crypto import FieldCipher
+    from ._requests import Via
 
 __all__ = ["DatasetInfo", "DatasetVersion", "Vault"]
 
@@ -396,6 +397,20 @@ class Vault:
             audit=self.audit,
             ledger=self.ledger,
             models=self.models,
+        )
+
+    def _served_session(self, principal: str, purpose: str, via: Via) -> Session:
+        """A session for a request served over the network (see :mod:`privml.service`)."""
+        return open_session(
+            principal,
+            purpose,
+            state=self._state,
+            store=self._store,
+            policy=self.policy,
+            audit=self.audit,
+            ledger=self.ledger,
+            models=self.models,
+            via=via,
         )
 
     # -- privacy budget ---------------------------------------------------------------
