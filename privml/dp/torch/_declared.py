@@ -174,10 +174,10 @@ class TrainingRequest:
     ... })
     >>> request.features, request.network.parameters
     (('age',), 4)
-    >>> TrainingRequest.parse({**request.raw, "target_epsilon": 1.0})
+    >>> TrainingRequest.parse({**request.raw, "target_epsilon": 1.0})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    privml.exceptions.ConfigurationError: the request: give exactly one of target_epsilon and noise_multiplier
+    privml.exceptions.ConfigurationError: the request: give exactly one of target_epsilon and ...
     """
 
     raw: Mapping[str, Any]

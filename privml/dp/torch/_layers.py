@@ -355,13 +355,13 @@ class Declared:
 
 
 def _width_taken(layer: Layer) -> int:
+    """The width of flat input ``layer`` expects (a layer that gives a flat input a shape)."""
     p = layer.params
-    return {
-        "Linear": lambda: p["in_features"],
-        "LayerNorm": lambda: p["normalized_shape"][0],
-        "GroupNorm": lambda: p["num_channels"],
-        "Unflatten": lambda: math.prod(p["unflattened_size"]),
-    }[layer.kind]()
+    if layer.kind == "Unflatten":
+        return math.prod(p["unflattened_size"])
+    if layer.kind == "LayerNorm":
+        return int(p["normalized_shape"][0])
+    return int(p["in_features"] if layer.kind == "Linear" else p["num_channels"])
 
 
 def _layer(value: Any, path: str) -> Layer:
@@ -434,8 +434,9 @@ def build_module(spec: Mapping[str, Any]) -> nn.Sequential:
     >>> sum(p.numel() for p in net.parameters())
     67
     >>> build_module({"layers": [{"type": "Linear", "in_features": 4, "out_features": 0}]})
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    privml.exceptions.ConfigurationError: layers[0].out_features: must be an integer between 1 and 65536
+    privml.exceptions.ConfigurationError: layers[0].out_features: must be an integer between ...
     """
     return declare(spec).build()
