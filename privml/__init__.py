@@ -15,6 +15,7 @@ from .audit import VerifyReport
 from .crypto.keys import generate_key
 from .exceptions import (
     AccessDenied,
+    AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
     DecryptionError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
+    "AuthenticationError",
     "Budget",
     "BudgetExceededError",
     "BudgetStatus",

@@ -13,6 +13,8 @@ The tree::
     ├── NotFoundError (LookupError)          unknown dataset, version, column, principal, ...
     ├── VaultExistsError (FileExistsError)   ``Vault.create`` on a folder that already holds a vault
     ├── AccessDenied (PermissionError)       a policy refused the request
+    ├── AuthenticationError (PermissionError)  a bearer token is missing, malformed, unknown,
+    │                                        revoked or expired (one message for all five)
     ├── BudgetExceededError (ValueError)     a DP release would overspend a privacy budget
     │   └── StepLimitExceeded                a DP-SGD batch or step past the run's reservation
     ├── IntegrityError                       stored or decrypted data is not what was written
@@ -40,6 +42,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "AccessDenied",
+    "AuthenticationError",
     "BudgetExceededError",
     "ConfigurationError",
     "DecryptionError",
@@ -169,6 +172,28 @@ class AccessDenied(PrivmlError, PermissionError):
         self.column = column
         self.mode = mode
         self.needed = needed
+
+
+class AuthenticationError(PrivmlError, PermissionError):
+    """A bearer token is missing, malformed, unknown, revoked or expired.
+
+    The message is the same for all five (:attr:`MESSAGE`), so
+    someone guessing tokens learns nothing from it; the vault's audit log
+    records which it was, for its owner.
+
+    Examples
+    --------
+    >>> str(AuthenticationError())
+    'invalid or expired token: ask the vault owner for a new one'
+    """
+
+    MESSAGE = "invalid or expired token: ask the vault owner for a new one"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
 
 class BudgetExceededError(PrivmlError, ValueError):

@@ -12,6 +12,7 @@ import privml.exceptions
 
 PUBLIC = {
     "AccessDenied",
+    "AuthenticationError",
     "Budget",
     "BudgetExceededError",
     "BudgetStatus",

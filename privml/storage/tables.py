@@ -19,7 +19,9 @@ __all__ = [
     "principals",
     "protected_table",
     "purposes",
+    "replies",
     "row_heads",
+    "tokens",
     "vault_info",
     "versions",
 ]
@@ -196,6 +198,39 @@ models = protected_table(
     # One scope for the whole registry, with its head made with the vault: a model deleted
     # together with a per-name head would read as "never registered" (and its name as free).
     scope=None,
+)
+
+# --- service mode (schema version 3) ----------------------------------------------------------
+# Bearer tokens of analysts. Only an HMAC of the secret is stored (``privml.vault._tokens``).
+# Each token is its own scope: authenticating reads one row and its head, and a revoke
+# rolled back to the row's older copy (``revoked`` cleared) breaks the head's sum.
+tokens = protected_table(
+    "tokens",
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("principal", sa.String(256), nullable=False, index=True),
+    sa.Column("purposes", sa.Text, nullable=False),  # canonical JSON list
+    sa.Column("dpo", sa.Boolean, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("expires", sa.String(40), nullable=True),  # None: never
+    sa.Column("revoked", sa.String(40), nullable=True),
+    sa.Column("digest", sa.String(64), nullable=False),  # HMAC-SHA256 of the secret
+    scope="id",
+)
+
+# The stored reply of each (principal, client request id), so that a retried request gets
+# the same answer. Not a protected table: every row is AES-GCM encrypted with its identity
+# (vault, principal, request id, action, media type, time) as associated data
+# (``privml.vault._replies``), so an edited or moved row fails to decrypt, and a deleted
+# one only makes the retry compute its answer again.
+replies = sa.Table(
+    "replies",
+    metadata,
+    sa.Column("principal", sa.String(256), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("media_type", sa.String(128), nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # nonce + AES-GCM ciphertext
 )
 
 # One head per (table, scope) of a protected table: how many rows the scope holds and

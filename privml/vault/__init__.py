@@ -10,6 +10,7 @@ its door (:mod:`privml.vault._door`) is what privml's mechanisms (``privml.dp``,
 
 from ._datasets import DatasetInfo, DatasetVersion
 from ._session import Session
+from ._tokens import IssuedToken, TokenInfo
 from ._vault import Vault
 
-__all__ = ["DatasetInfo", "DatasetVersion", "Session", "Vault"]
+__all__ = ["DatasetInfo", "DatasetVersion", "IssuedToken", "Session", "TokenInfo", "Vault"]

@@ -41,8 +41,10 @@ from ._keys import VaultKeys
 from ._models import ModelRegistry
 from ._opening import check_folderless, check_info, default_actor, new_metadata, open_metadata
 from ._policy_store import PolicyAdmin
+from ._replies import ReplyStore
 from ._session import Session, open_session
 from ._state import VaultState
+from ._tokens import TokenService
 
 if TYPE_CHECKING:
     from .._gate import Where
@@ -126,6 +128,10 @@ class Vault:
         )
         for service in (self.audit, self._store, self.ledger, self.policy, self.models, self._keys):
             state.guard(service)
+        self.tokens = state.guard(TokenService(state, self.audit, mac_key))
+        self._replies = state.guard(ReplyStore(state, mac_key, info.log_id))
+        state.on_close(self.tokens._forget)
+        state.on_close(self._replies._forget)
         state.on_close(self.ledger.close)
         state.on_close(self.audit.close)
 
@@ -276,7 +282,7 @@ class Vault:
         """Sign a final audit checkpoint, then close the vault and everything reached through it.
 
         Afterwards every method of the vault, of its services (``policy``, ``models``,
-        ``audit``, ``ledger``) and of every session, ``session.he``, ``session.dp``,
+        ``audit``, ``ledger``, ``tokens``) and of every session, ``session.he``, ``session.dp``,
         field cipher and reservation obtained from it raises
         :class:`~privml.exceptions.VaultClosedError`; keys are dropped from memory and
         the database is released. Closing again does nothing.

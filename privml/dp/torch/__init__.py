@@ -38,12 +38,41 @@ The files, in the order a run uses them::
     _standard_loop.py     train(): the usual loop over the block, with a history
     _model.py             TorchModel, the registered network with its input scaling
     _deps.py              torch and opacus, or the install line
+
+Declared runs (a network and run described as JSON, for clients that send no code)::
+
+    _layers.py            the allowlisted layers: checked, counted and traced before building
+    _weights.py           a state dict as bytes without pickle, loaded only if it fits exactly
+    _declared.py          TrainingRequest, train_declared (through train()), rebuild
 """
 
 from .._training_spec import TrainingSpec
 from . import _deps  # noqa: F401  (first: a missing torch/opacus raises OptionalDependencyError)
+from ._declared import (
+    DeclaredTraining,
+    TrainingRequest,
+    build_module,
+    load_weights,
+    rebuild,
+    train_declared,
+    weights_to_bytes,
+)
 from ._model import TorchModel
 from ._private_training import TrainingRun, private_training
 from ._standard_loop import TrainResult, train
 
-__all__ = ["TorchModel", "TrainResult", "TrainingRun", "TrainingSpec", "private_training", "train"]
+__all__ = [
+    "DeclaredTraining",
+    "TorchModel",
+    "TrainResult",
+    "TrainingRequest",
+    "TrainingRun",
+    "TrainingSpec",
+    "build_module",
+    "load_weights",
+    "private_training",
+    "rebuild",
+    "train",
+    "train_declared",
+    "weights_to_bytes",
+]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from . import v003_service
+
 __all__ = ["BASELINE", "STEPS", "Step", "current"]
 
 #: The oldest version that can be upgraded: 2, every security-relevant row authenticated
@@ -24,7 +26,9 @@ class Step:
 
 
 #: Every step after the baseline, in order: ``STEPS[i].version == BASELINE + 1 + i``.
-STEPS: list[Step] = []
+STEPS: list[Step] = [
+    Step(3, "service mode: tokens and replies", v003_service.upgrade),
+]
 
 
 def current() -> int:
