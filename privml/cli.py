@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="privml", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="create a vault with a real dataset and audit it")
+    from .service._cli import add_serve
+
+    add_serve(commands)
 
     audit = commands.add_parser("audit", help="verify or print the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -114,6 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_demo(print)
         return 0
+    if args.command == "serve":
+        from .service._cli import run_serve
+
+        try:
+            return run_serve(args)
+        except PrivmlError as err:
+            print(f"privml: error: {err}", file=sys.stderr)
+            return 2
     try:
         with Vault.open(
             args.vault,

@@ -1,0 +1,213 @@
+"""One server process's hold on the vault: who is calling, and how each request is run.
+
+:class:`Service` authenticates a bearer token, opens a session for the caller's
+principal and purpose (with the client's address, the token's id and the request
+id in every audit entry), runs the vault's work in a worker thread under a
+deadline, and keeps each release's answer so that a retry gets the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from .._validation import check_name
+from ..audit import ADMIN_PURPOSE
+from ..exceptions import AccessDenied, ConfigurationError, PrivmlError
+from ..storage.engine import transaction
+from ..vault._requests import Via
+from ._errors import ServiceError
+from ._limits import FailureThrottle, Limits, RateLimiter
+
+if TYPE_CHECKING:
+    from ..vault import Session, Vault
+
+__all__ = ["ANONYMOUS", "Caller", "Reply", "Service"]
+
+T = TypeVar("T")
+log = logging.getLogger("privml.service")
+
+#: The principal recorded for a request that named no valid token.
+ANONYMOUS = "anonymous"
+#: The header naming the purpose a request acts for.
+PURPOSE_HEADER = "privml-purpose"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated request's principal, purpose, token and client address."""
+
+    principal: str
+    purpose: str
+    token: str
+    client: str
+    dpo: bool
+
+    def via(self, request_key: str | None = None) -> Via:
+        """What the vault records of the route this caller's request took."""
+        return Via(self.client, self.token, request_key)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A release's answer as stored for retries."""
+
+    body: bytes
+    media_type: str
+    replayed: bool
+
+
+class Service:
+    """The vault, its limits and counters, for one server process."""
+
+    def __init__(self, vault: Vault, limits: Limits) -> None:
+        self.vault = vault
+        self.limits = limits
+        self.rates = RateLimiter(limits.rate, limits.burst)
+        self.throttle = FailureThrottle(limits.failures_before_delay, limits.failure_window)
+
+    # -- who calls ----------------------------------------------------------------------
+    async def authenticate(self, headers: Mapping[str, str], client: str) -> Caller:
+        """The caller of a request, or :class:`~privml.AuthenticationError` (audited)."""
+        delay = self.throttle.delay(client)
+        if delay:
+            await anyio.sleep(delay)
+        try:
+            return await self.call(lambda: self._authenticate(headers, client), timeout=None)
+        except PrivmlError as err:
+            if type(err).__name__ == "AuthenticationError":
+                self.throttle.failed(client)
+            raise
+
+    def _authenticate(self, headers: Mapping[str, str], client: str) -> Caller:
+        scheme, _, secret = (headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            self.record(None, client, "token.use", "denied", {"reason": "missing"})
+            secret = ""
+        info = self.vault.tokens.authenticate(secret.strip(), client=client)
+        purpose = headers.get(PURPOSE_HEADER)
+        if purpose is None:
+            raise ConfigurationError(
+                "name the purpose this request acts for in the Privml-Purpose header "
+                "(privml.connect(..., purpose=...) sends it)"
+            )
+        check_name(purpose, "the Privml-Purpose header")
+        caller = Caller(info.principal, purpose, info.id, client, info.dpo)
+        if purpose not in info.purposes:
+            self.record(caller, client, "token.use", "denied", {"reason": "purpose"})
+            raise AccessDenied(
+                f"this token may act for {sorted(info.purposes)}, not {purpose!r}: ask the "
+                "vault owner for a token for that purpose",
+                principal=info.principal,
+                purpose=purpose,
+            )
+        return caller
+
+    def admit(self, caller: Caller, action: str) -> None:
+        """Refuse (429, audited) a caller over its rate."""
+        wait = self.rates.take(caller.principal)
+        if wait is not None:
+            self.record(caller, caller.client, action, "denied", {"reason": "rate_limited"})
+            raise ServiceError(
+                f"too many requests from {caller.principal!r}: retry in {wait:.2f} s",
+                status=429,
+                kind="rate_limited",
+                retry_after=wait,
+            )
+
+    # -- running the vault's work -----------------------------------------------------------
+    async def call(self, work: Callable[[], T], *, timeout: float | None) -> T:
+        """Run ``work`` in a worker thread; past ``timeout`` the client is told to retry."""
+        if timeout is None:
+            return await anyio.to_thread.run_sync(work)
+        try:
+            with anyio.fail_after(timeout):
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except TimeoutError:
+            raise ServiceError(
+                f"the request took longer than {timeout:g} s; retry it with the same request "
+                "id to get its answer once it is ready (a release is charged once)",
+                status=503,
+                kind="timeout",
+                retry_after=1.0,
+            ) from None
+
+    def session(self, caller: Caller, request_key: str | None = None) -> Session:
+        """A session for the caller; its audit entries name the route, its charges the key."""
+        return self.vault._served_session(caller.principal, caller.purpose, caller.via(request_key))
+
+    async def release(
+        self,
+        caller: Caller,
+        key: str,
+        action: str,
+        request: Mapping[str, Any],
+        compute: Callable[[Session], tuple[bytes, str]],
+        *,
+        timeout: float,
+    ) -> Reply:
+        """Serve a release once per request id: a retry gets the stored answer, uncharged.
+
+        The answer is stored (encrypted) before it is sent. A retry after a crash
+        that came before the store finds the charge already in the ledger under
+        the same id (charged once) and gets an answer no one has seen.
+        """
+        tag = f"{action}:{_digest(caller.purpose, request)}"
+        replies = self.vault._replies
+
+        def work() -> Reply:
+            stored = replies.get(caller.principal, key, action=tag)
+            if stored is not None:
+                self.record(caller, caller.client, action, "replayed", {"request": key})
+                return Reply(stored.body, stored.media_type, True)
+            body, media_type = compute(self.session(caller, key))
+            kept = replies.put(caller.principal, key, action=tag, body=body, media_type=media_type)
+            return Reply(kept.body, kept.media_type, kept.body != body)
+
+        return await self.call(work, timeout=timeout)
+
+    # -- the audit log ------------------------------------------------------------------
+    def record(
+        self,
+        caller: Caller | None,
+        client: str,
+        action: str,
+        outcome: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Append an audit entry for a request refused before any session was opened."""
+        via = caller.via() if caller is not None else Via(client, "-")
+        with transaction(self.vault._state.engine) as tx:
+            self.vault.audit.append(
+                tx,
+                principal=caller.principal if caller is not None else ANONYMOUS,
+                purpose=caller.purpose if caller is not None else ADMIN_PURPOSE,
+                action=action,
+                outcome=outcome,
+                details={**details, "via": via.details()},
+            )
+
+    def incident(self, caller: Caller | None, client: str, action: str, err: BaseException) -> str:
+        """Record an unexpected failure; return the id the client is given."""
+        incident = secrets.token_hex(8)
+        log.error("incident %s in %s: %s", incident, action, type(err).__name__, exc_info=err)
+        try:
+            details = {"incident": incident, "error": type(err).__name__}
+            self.record(caller, client, action, "error", details)
+        except Exception:  # the log itself failing must not hide the first failure
+            log.exception("incident %s could not be audited", incident)
+        return incident
+
+
+def _digest(purpose: str, request: Mapping[str, Any]) -> str:
+    """A short digest of what a release asked: a reused request id with other values is refused."""
+    import json
+
+    text = json.dumps([purpose, request], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
