@@ -333,7 +333,7 @@ class RemoteDP:
             "POST", f"/v1/datasets/{_part(dataset)}/dp/train", json={"spec": spec}, key=_key()
         )
         out = response.json()
-        module = rebuild(request.module, base64.b64decode(out["weights"]))
+        module = rebuild(request.raw["module"], base64.b64decode(out["weights"]))
         history = pd.DataFrame(out["history"])
         history.attrs.update(
             epsilon=out["epsilon"], delta=out["delta"], model=out["model"], version=out["version"]
