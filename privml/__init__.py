@@ -7,7 +7,17 @@ Everything sensitive goes through one audited vault::
     vault.add_dataset("visits", df, schema=schema, budget=privml.Budget(epsilon=3, delta=1e-6))
     df = vault.session("dr.lee", purpose="care").read("visits")
     vault.audit.verify()
+
+Or, for analysts who must never hold the key, served by a curator server::
+
+    privml.serve("clinic.vault", key_file="clinic.key")            # the key holder's machine
+    session = privml.connect(url, token=token, purpose="research")  # the analyst's
 """
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
 
 from .accounting import BudgetStatus, Charge, PrivacyEvent, Reservation
 from .accounting.budget import Budget
@@ -32,6 +42,9 @@ from .exceptions import (
 )
 from .schema import Field, Schema
 from .vault import DatasetInfo, DatasetVersion, Session, Vault
+
+if TYPE_CHECKING:
+    from .service._client import RemoteSession
 
 __version__ = "0.1.0"
 
@@ -64,5 +77,24 @@ __all__ = [
     "VaultExistsError",
     "VerifyReport",
     "__version__",
+    "connect",
     "generate_key",
+    "serve",
 ]
+
+
+def connect(url: str, *, token: str | None = None, purpose: str, **options: Any) -> RemoteSession:
+    """Connect to a curator server: a session with :class:`Session`'s methods and no key.
+
+    See :func:`privml.service.connect` (``verify=``, ``timeout=``, ``retries=``).
+    """
+    from .service._client import connect as _connect
+
+    return _connect(url, token=token, purpose=purpose, **options)
+
+
+def serve(vault: str | os.PathLike[str] | None = None, **options: Any) -> None:
+    """Serve ``vault`` to token holders until interrupted; see :func:`privml.service.serve`."""
+    from .service._serve import serve as _serve
+
+    _serve(vault, **options)

@@ -42,9 +42,21 @@ FOUNDATIONS = (
     "privml.exceptions",
 )
 #: What each layer must never import (a module is "in" a package if it is it or lies under it).
+#: The analyst's side of service mode: it talks HTTP and holds no vault, key or server code.
+CLIENT = (
+    "privml.service._client",
+    "privml.service._wire",
+    "privml.service._problems",
+    "privml.service._errors",
+)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    **{mechanism: ("privml.vault",) for mechanism in MECHANISMS},
-    **{foundation: ("privml.vault", *MECHANISMS) for foundation in FOUNDATIONS},
+    "privml.vault": ("privml.service",),
+    **{mechanism: ("privml.vault", "privml.service") for mechanism in MECHANISMS},
+    **{foundation: ("privml.vault", "privml.service", *MECHANISMS) for foundation in FOUNDATIONS},
+    **{
+        client: ("privml.vault", "privml.service._service", "fastapi", "starlette", "uvicorn")
+        for client in CLIENT
+    },
 }
 #: The policy is pure: it decides, it reads and writes nothing.
 PURE = {"privml.policy": ("sqlalchemy", "pyarrow", "privml.storage", "privml.crypto")}

@@ -14,5 +14,23 @@ the server needs ``fastapi`` and ``uvicorn`` too (``pip install 'privml[server]'
 from __future__ import annotations
 
 from ._errors import ServiceError
+from ._limits import Limits
 
-__all__ = ["ServiceError"]
+__all__ = ["Limits", "RemoteSession", "ServiceError", "connect", "create_app", "serve"]
+
+
+def __getattr__(name: str) -> object:
+    # The client needs httpx, the server fastapi and uvicorn: each loads when first asked for.
+    if name in ("connect", "RemoteSession"):
+        from . import _client
+
+        return getattr(_client, name)
+    if name == "create_app":
+        from ._app import create_app
+
+        return create_app
+    if name == "serve":
+        from ._serve import serve
+
+        return serve
+    raise AttributeError(f"module 'privml.service' has no attribute {name!r}")

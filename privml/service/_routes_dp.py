@@ -27,42 +27,11 @@ _JSON = "application/json"
 
 
 def dp_routes(service: Service) -> APIRouter:
-    """The routes of :class:`~privml.service.RemoteDP`."""
+    """The routes of :class:`~privml.service.RemoteDP` (``/fit`` and ``/train`` before
+    ``/{statistic}``, which would match them)."""
     api = APIRouter(prefix="/v1/datasets/{dataset}/dp")
     Who = Annotated[Caller, Depends(caller_of(service))]
     limits = service.limits
-
-    @api.post("/{statistic}", name="dp.statistic", response_class=Response)
-    async def statistic(
-        caller: Who, dataset: Dataset, statistic: Statistic, body: StatisticRequest, key: RequestKey
-    ) -> Response:
-        """A DP statistic of the dataset, charged to its budget before any value is read."""
-
-        def compute(session: Any) -> tuple[bytes, str]:
-            dp = session.dp
-            where = body.where
-            if statistic == "count":
-                _no(body.column, "column", statistic)
-                result = dp.count(dataset, epsilon=body.epsilon, where=where)
-            elif statistic == "quantile":
-                if body.q is None:
-                    raise ConfigurationError("a quantile needs q (between 0 and 1)")
-                result = dp.quantile(dataset, _column(body), body.q, epsilon=body.epsilon)
-            elif statistic == "histogram":
-                result = dp.histogram(
-                    dataset, _column(body), epsilon=body.epsilon, bins=body.bins, where=where
-                )
-            else:
-                result = getattr(dp, statistic)(
-                    dataset, _column(body), epsilon=body.epsilon, where=where
-                )
-            return json.dumps(result_to_json(result)).encode(), _JSON
-
-        request = {"dataset": dataset, "statistic": statistic, **body.model_dump()}
-        reply = await service.release(
-            caller, key, f"dp.{statistic}", request, compute, timeout=limits.timeout
-        )
-        return _send(reply)
 
     @api.post("/fit", name="dp.fit", response_class=Response)
     async def fit(caller: Who, dataset: Dataset, body: FitRequest, key: RequestKey) -> Response:
@@ -106,6 +75,38 @@ def dp_routes(service: Service) -> APIRouter:
         request = {"dataset": dataset, **body.model_dump()}
         reply = await service.release(
             caller, key, "dp.train", request, compute, timeout=limits.training_timeout
+        )
+        return _send(reply)
+
+    @api.post("/{statistic}", name="dp.statistic", response_class=Response)
+    async def statistic(
+        caller: Who, dataset: Dataset, statistic: Statistic, body: StatisticRequest, key: RequestKey
+    ) -> Response:
+        """A DP statistic of the dataset, charged to its budget before any value is read."""
+
+        def compute(session: Any) -> tuple[bytes, str]:
+            dp = session.dp
+            where = body.where
+            if statistic == "count":
+                _no(body.column, "column", statistic)
+                result = dp.count(dataset, epsilon=body.epsilon, where=where)
+            elif statistic == "quantile":
+                if body.q is None:
+                    raise ConfigurationError("a quantile needs q (between 0 and 1)")
+                result = dp.quantile(dataset, _column(body), body.q, epsilon=body.epsilon)
+            elif statistic == "histogram":
+                result = dp.histogram(
+                    dataset, _column(body), epsilon=body.epsilon, bins=body.bins, where=where
+                )
+            else:
+                result = getattr(dp, statistic)(
+                    dataset, _column(body), epsilon=body.epsilon, where=where
+                )
+            return json.dumps(result_to_json(result)).encode(), _JSON
+
+        request = {"dataset": dataset, "statistic": statistic, **body.model_dump()}
+        reply = await service.release(
+            caller, key, f"dp.{statistic}", request, compute, timeout=limits.timeout
         )
         return _send(reply)
 
