@@ -55,7 +55,8 @@ def dp_routes(service: Service) -> APIRouter:
     @api.post("/train", name="dp.train", response_class=Response)
     async def train(caller: Who, dataset: Dataset, body: TrainRequest, key: RequestKey) -> Response:
         """Train a declared network with DP-SGD on the server: the DP weights and the curve
-        come back, never a batch. Reserved, guarded and settled as in-process training."""
+        of ε by epoch come back, never a batch or a loss computed on one. Reserved,
+        guarded and settled as in-process training."""
         from ..dp.torch._declared import TrainingRequest, train_declared
 
         spec = TrainingRequest.parse(body.spec)  # refused before any work
@@ -64,7 +65,8 @@ def dp_routes(service: Service) -> APIRouter:
             done = train_declared(session.dp, dataset, spec)
             out = {
                 "weights": base64.b64encode(done.weights).decode(),
-                "history": done.history,
+                # the loss is computed on private batches and is not DP: it stays here
+                "history": [{k: v for k, v in row.items() if k != "loss"} for row in done.history],
                 "epsilon": done.epsilon,
                 "delta": done.delta,
                 "model": done.model_name,
