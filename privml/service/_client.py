@@ -324,7 +324,8 @@ class RemoteDP:
         ``spec`` holds the keywords of :class:`privml.dp.torch._declared.TrainingRequest`:
         ``module`` as data (``{"layers": [...]}``), ``optimizer`` as data, and
         the DP-SGD settings. The module comes back with the DP weights, in eval
-        mode; the history has one row per epoch (loss and ε so far).
+        mode; the history has one row per epoch: steps and ε so far (the loss is not
+        DP and stays on the server).
         """
         from ..dp.torch._declared import TrainingRequest, rebuild
 

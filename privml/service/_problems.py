@@ -140,7 +140,12 @@ def from_problem(status: int, body: Any) -> PrivmlError:
         )
     err: PrivmlError = cls.__new__(cls)
     err.args = (detail,)
-    state = {k: v for k, v in fields.items() if isinstance(k, str) and not k.startswith("_")}
+    # an error's attributes are records: a sequence travels as a list and is a tuple again
+    state = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in fields.items()
+        if isinstance(k, str) and not k.startswith("_")
+    }
     if cls is SchemaError or issubclass(cls, SchemaError):
         state["violations"] = tuple(_violation(v) for v in state.get("violations") or ())
     for key in ("spent", "requested", "after", "remaining", "total", "delta"):
