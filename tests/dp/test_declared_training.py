@@ -478,6 +478,18 @@ def test_requests_that_do_not_fit_the_schema_are_refused_before_reserving(
     assert len(vault.audit.entries(action="dp.train")) >= 1  # the refusal is audited
 
 
+def test_a_caller_without_a_grant_is_denied_before_the_network_is_compared(digits_vault):
+    from privml import AccessDenied
+
+    vault, _, features = digits_vault
+    vault.add_principal("eve", roles=[])
+    wrong = {"layers": [{"type": "Linear", "in_features": 63, "out_features": 3}]}
+    request = TrainingRequest.parse(_request(features, module=wrong))
+    with pytest.raises(AccessDenied):
+        train_declared(vault.session("eve", purpose="ml").dp, "data", request)
+    _nothing_happened(vault)
+
+
 # --- weights -----------------------------------------------------------------------------------
 def test_weights_round_trip_exactly():
     torch.manual_seed(0)
