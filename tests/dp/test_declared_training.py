@@ -202,6 +202,7 @@ REFUSED = [
     ),
     ({"layers": [{"type": "GroupNorm", "num_groups": 4, "num_channels": 6}]}, "num_groups"),
     ({"layers": "Linear"}, "layers: must be a list"),
+    ({"layers": [{"type": "Flatten", "end_dim": -1.0}]}, "layers[0].end_dim"),
     (["Linear"], "the request: must be an object"),
     ({"layers": [{"type": "Linear", "in_features": 2, "out_features": 2}], "code": "x"}, "code"),
     ({"layers": [["Linear", 2, 2]]}, "layers[0]: must be an object"),
