@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,15 +71,16 @@ MAX_FEATURES = 4_096
 #: The losses a request may name, by the task each fits.
 LOSSES = {"cross_entropy": "classification", "mse": "regression"}
 
-_UNIT = (0.0, 1.0)  # momentum, betas, alpha, dampening: in [0, 1)
+_UNIT = (0.0, 1.0 - 1e-7)  # momentum, dampening, alpha, each beta: in [0, 1)
+_DECAY = (0.0, 1.0)
 _OPTIMIZERS: dict[str, dict[str, Any]] = {
-    "SGD": {"momentum": _UNIT, "dampening": _UNIT, "weight_decay": _UNIT, "nesterov": bool},
-    "Adam": {"betas": "betas", "eps": "eps", "weight_decay": _UNIT, "amsgrad": bool},
-    "AdamW": {"betas": "betas", "eps": "eps", "weight_decay": _UNIT, "amsgrad": bool},
+    "SGD": {"momentum": _UNIT, "dampening": _UNIT, "weight_decay": _DECAY, "nesterov": bool},
+    "Adam": {"betas": "betas", "eps": "eps", "weight_decay": _DECAY, "amsgrad": bool},
+    "AdamW": {"betas": "betas", "eps": "eps", "weight_decay": _DECAY, "amsgrad": bool},
     "RMSprop": {
         "alpha": _UNIT,
         "eps": "eps",
-        "weight_decay": _UNIT,
+        "weight_decay": _DECAY,
         "momentum": _UNIT,
         "centered": bool,
     },
@@ -128,9 +130,9 @@ def _setting(rule: Any, value: Any, path: str) -> Any:
         return number(value, path, 0.0, 1.0, open_low=True)
     if rule == "betas":
         items = sequence(value, path, min_items=2, max_items=2)
-        return tuple(number(v, at(path, i), 0.0, 0.9999999) for i, v in enumerate(items))
+        return tuple(number(v, at(path, i), *_UNIT) for i, v in enumerate(items))
     low, high = rule
-    return number(value, path, low, high if path.endswith("weight_decay") else 0.9999999)
+    return number(value, path, low, high)
 
 
 _KEYS = (
@@ -279,13 +281,25 @@ class DeclaredTraining:
 
 
 def _check_against_schema(gate: Gate, dataset: str, request: TrainingRequest) -> None:
-    """The network's input and output against the features and target; reads no data."""
+    """The network's input and output against the features and target; reads no data.
+
+    The columns' existence and kinds are checked as ``dp.train`` checks them; the policy
+    is asked before the network is compared with them, so a caller without
+    ``dp_training`` on them learns nothing of their encoded width or classes.
+    """
     schema = gate.schema(dataset)
     width = len(scaler_for(schema, request.features).get_feature_names_out())
     task, classes = task_of(schema, request.target)
+    gate.authorize(
+        dataset,
+        columns=[*request.features, request.target],
+        needed="dp_training",
+        action="dp.train",
+        version=gate.latest_version(dataset),
+    )
     if request.loss is not None and LOSSES[request.loss] != task:
         raise refuse("loss", f"{request.loss} does not fit a {task} target")
-    fixed, out, held = request.network.trace(None)
+    fixed, _, _ = request.network.trace(None)
     if fixed is not None and fixed != width:
         raise refuse("module", "its input width is not the features' encoded width")
     _, out, held = request.network.trace(width)
@@ -299,12 +313,17 @@ def _check_against_schema(gate: Gate, dataset: str, request: TrainingRequest) ->
         )
 
 
+#: Held while torch's global generator is seeded, so concurrent seeded builds do not interleave.
+_SEEDING = threading.Lock()
+
+
 @contextlib.contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw from torch's global generator seeded with ``seed``, restoring its state after."""
     if seed is None:
         yield
         return
-    with torch.random.fork_rng(devices=[]):
+    with _SEEDING, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
 

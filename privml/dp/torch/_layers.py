@@ -98,7 +98,9 @@ def _dims(v: Any, path: str) -> tuple[int, ...]:
 
 
 def _end_dim(v: Any, path: str) -> int:
-    return -1 if v == -1 and not isinstance(v, bool) else integer(v, path, 1, 8)
+    if isinstance(v, int) and not isinstance(v, bool) and v == -1:
+        return -1
+    return integer(v, path, 1, 8)
 
 
 _BOOL = (boolean, True)
