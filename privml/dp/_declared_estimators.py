@@ -38,7 +38,15 @@ from ._wire import (
 from ._wire_arrays import from_wire, to_wire
 from .scaling import SchemaScaler
 
-__all__ = ["ESTIMATORS", "FORMAT", "build_estimator", "fitted_from_wire", "fitted_to_wire"]
+__all__ = [
+    "ESTIMATORS",
+    "FORMAT",
+    "build_estimator",
+    "fitted_from_wire",
+    "fitted_to_wire",
+    "scaler_from_wire",
+    "scaler_to_wire",
+]
 
 #: The format tag of :func:`fitted_to_wire`'s output.
 FORMAT = "privml.estimator/1"
@@ -185,7 +193,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _scaler_to_wire(scaler: SchemaScaler) -> dict[str, Any]:
+def scaler_to_wire(scaler: SchemaScaler) -> dict[str, Any]:
+    """A schema scaler as strict JSON (bounds and categories: the schema's, not the data's)."""
     features = list(scaler.features or [])
     categories = {
         f: [to_wire(c, f"scaler.categories.{f}")["data"] for c in cats]  # type: ignore[index]
@@ -235,7 +244,7 @@ def fitted_to_wire(fitted: Any) -> dict[str, Any]:
         "class": name,
         "params": params,
         "fitted": attributes,
-        "scaler": None if scaler is None else _scaler_to_wire(scaler),
+        "scaler": None if scaler is None else scaler_to_wire(scaler),
     }
 
 
@@ -247,7 +256,8 @@ def _category(value: Any, path: str) -> Any:
     raise refuse(path, "must be a string, a finite number or a boolean")
 
 
-def _scaler_from_wire(value: Any, path: str = "scaler") -> SchemaScaler:
+def scaler_from_wire(value: Any, path: str = "scaler") -> SchemaScaler:
+    """The scaler :func:`scaler_to_wire` wrote; anything else is refused, naming the path."""
     given = keys(
         value,
         path,
@@ -310,7 +320,7 @@ def fitted_from_wire(wire: Any) -> Any:
     values = {attr: from_wire(v, at("fitted", attr)) for attr, v in attributes.items()}
     scaler = None
     if given.get("scaler") is not None:
-        scaler = _scaler_from_wire(given["scaler"])
+        scaler = scaler_from_wire(given["scaler"])
     model = build_estimator(name, given["params"])
     for attr, value in values.items():
         setattr(model, attr, value)

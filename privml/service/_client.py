@@ -319,14 +319,17 @@ class RemoteDP:
         return fitted_from_wire(response.json()["model"])
 
     def train(self, dataset: str, **spec: Any) -> tuple[Any, pd.DataFrame]:
-        """Train a declared network with DP-SGD on the server; return (module, history).
+        """Train a declared network with DP-SGD on the server; return (model, history).
 
         ``spec`` holds the keywords of :class:`privml.dp.torch._declared.TrainingRequest`:
         ``module`` as data (``{"layers": [...]}``), ``optimizer`` as data, and
-        the DP-SGD settings. The module comes back with the DP weights, in eval
-        mode; the history has one row per epoch: steps and ε so far (the loss is not
-        DP and stays on the server).
+        the DP-SGD settings. The model is a :class:`~privml.dp.torch.TorchModel`
+        (``predict`` takes raw feature values) with the DP weights, in eval mode;
+        the history has one row per epoch: steps and ε so far (the loss is not DP
+        and stays on the server).
         """
+        from ..dp._declared_estimators import scaler_from_wire
+        from ..dp.torch import TorchModel
         from ..dp.torch._declared import TrainingRequest, rebuild
 
         request = TrainingRequest.parse(spec)  # refused here before anything is sent
@@ -334,12 +337,21 @@ class RemoteDP:
             "POST", f"/v1/datasets/{_part(dataset)}/dp/train", json={"spec": spec}, key=_key()
         )
         out = response.json()
-        module = rebuild(request.raw["module"], base64.b64decode(out["weights"]))
+        bounds = out.get("target_bounds")
+        model = TorchModel(
+            module=rebuild(request.raw["module"], base64.b64decode(out["weights"])),
+            scaler=scaler_from_wire(out["scaler"]),
+            features=list(request.features),
+            target=request.target,
+            task="classification" if out.get("classes") is not None else "regression",
+            classes=out.get("classes"),
+            target_bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
+        )
         history = pd.DataFrame(out["history"])
         history.attrs.update(
             epsilon=out["epsilon"], delta=out["delta"], model=out["model"], version=out["version"]
         )
-        return module, history
+        return model, history
 
 
 class RemoteHE:
@@ -425,9 +437,25 @@ def _params(estimator: Any) -> dict[str, Any]:
         raise ConfigurationError(
             "dp.fit takes a diffprivlib estimator (its class and parameters are sent)"
         )
-    params = {k: v for k, v in get(deep=False).items() if k != "accountant"}
+    # only what the caller set: the server fills bounds, norms and classes from the schema
+    try:
+        defaults = type(estimator)().get_params(deep=False)
+    except TypeError:
+        defaults = {}
+    params = {
+        k: v
+        for k, v in get(deep=False).items()
+        if k != "accountant" and not (k in defaults and _same(defaults[k], v))
+    }
     sendable: dict[str, Any] = json.loads(json.dumps(params, default=_plain))
     return sendable
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a is b or (type(a) is type(b) and a == b))
+    except (TypeError, ValueError):  # arrays compare elementwise
+        return False
 
 
 def _plain(value: Any) -> Any:

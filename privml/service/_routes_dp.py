@@ -71,6 +71,11 @@ def dp_routes(service: Service) -> APIRouter:
                 "delta": done.delta,
                 "model": done.model_name,
                 "version": done.model_version,
+                "classes": done.classes,
+                "target_bounds": done.target_bounds,
+                "scaler": done.scaler,
+                "features": list(spec.features),
+                "target": spec.target,
             }
             return json.dumps(out).encode(), _JSON
 

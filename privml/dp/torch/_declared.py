@@ -29,6 +29,7 @@ from torch import nn
 
 from ..._validation import check_name
 from ...exceptions import ConfigurationError
+from .._declared_estimators import scaler_to_wire
 from .._training_spec import MODES
 from .._wire import (
     at,
@@ -268,6 +269,9 @@ class DeclaredTraining:
         A classifier's classes, in the order of the network's outputs.
     target_bounds : [float, float] or None
         A regression target's bounds: the network predicts in [0, 1] of them.
+    scaler : dict or None
+        The input scaling (from the schema), as :mod:`privml.dp._declared_estimators`
+        writes a scaler: a client rebuilds the :class:`~privml.dp.torch.TorchModel`.
     """
 
     weights: bytes
@@ -278,6 +282,7 @@ class DeclaredTraining:
     model_version: int | None
     classes: list[Any] | None = None
     target_bounds: list[float] | None = None
+    scaler: dict[str, Any] | None = None
 
 
 def _check_against_schema(gate: Gate, dataset: str, request: TrainingRequest) -> None:
@@ -394,6 +399,7 @@ def train_declared(dp: DPSession, dataset: str, request: TrainingRequest) -> Dec
         model_name=str(attrs["model"]),
         model_version=None if attrs["model_version"] is None else int(attrs["model_version"]),
         classes=None if model.classes is None else [_plain(c) for c in model.classes],
+        scaler=scaler_to_wire(model.scaler),
         target_bounds=None if bounds is None else [float(bounds[0]), float(bounds[1])],
     )
 
