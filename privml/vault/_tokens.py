@@ -330,7 +330,7 @@ class TokenService:
             )
 
     def _forget(self) -> None:
-        self._key = b""
+        del self._key
 
 
 # --- helpers --------------------------------------------------------------------------------
