@@ -330,3 +330,15 @@ def test_a_revocation_rolled_back_from_an_older_copy_is_refused(vault, vaults, d
         pytest.raises(IntegrityError, match="tokens"),
     ):
         reopened.tokens.authenticate(issued.secret, client=CLIENT)
+
+
+def test_a_token_row_deleted_without_the_key_is_caught(issued, vault, vaults, dba, key):
+    """Deleting a row only denies its token, but it is still seen: by list, use and verify."""
+    _edit(dba, vault, "DELETE FROM tokens WHERE id = :id", id=issued["revoked"].id)
+    with vaults.open(vault.path, key=key) as reopened:
+        with pytest.raises(IntegrityError, match="tokens"):
+            reopened.tokens.list()
+        with pytest.raises(IntegrityError, match="tokens"):
+            reopened.tokens.authenticate(issued["revoked"].secret, client=CLIENT)
+        assert reopened.tokens.list(principal="ana", include_inactive=True)  # others still work
+        assert not reopened.audit.verify().ok
