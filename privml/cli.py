@@ -1,7 +1,9 @@
-"""The privml command: a demo, and audit and budget tools for data-protection officers.
+"""The privml command: a demo, audit and budget tools for data-protection officers, and tokens.
 
 Exit status: 0 ok; 1 the audit log failed verification, or a dataset is over its
 privacy budget; 2 usage or access error.
+``privml token issue`` prints a token's secret once: hand it to the analyst, it is
+not stored and cannot be shown again (issue a new token if it is lost).
 Keys come from ``--key-file`` or the ``PRIVML_VAULT_KEY`` environment variable,
 never from the command line (where other users could read them). A vault whose
 metadata lives in PostgreSQL names it with ``--metadata-url`` or ``PRIVML_METADATA_URL``.
@@ -14,13 +16,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
 from .exceptions import PrivmlError
-from .vault import Vault
+from .vault import TokenInfo, Vault
 
 __all__ = ["main"]
 
@@ -68,7 +70,43 @@ def _parser() -> argparse.ArgumentParser:
     ledger = vault_command(commands, "ledger", "print a dataset's privacy ledger")
     ledger.add_argument("--dataset", required=True, help="the dataset")
     ledger.add_argument("--json", action="store_true", help="print JSON records")
+
+    token = commands.add_parser("token", help="issue, list and revoke analysts' bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    issue = vault_command(token_commands, "issue", "issue a token; prints its secret once")
+    issue.add_argument("--principal", required=True, help="the registered principal")
+    issue.add_argument(
+        "--purpose",
+        action="append",
+        required=True,
+        dest="purposes",
+        help="a registered purpose the token may act for (repeat for several)",
+    )
+    expiry = issue.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-in", type=_days, default=30.0, help="days until it expires (default 30)"
+    )
+    expiry.add_argument("--no-expiry", action="store_true", help="a token that never expires")
+    issue.add_argument(
+        "--dpo", action="store_true", help="may use the read-only oversight endpoints"
+    )
+    listing = vault_command(token_commands, "list", "list tokens (never their secrets)")
+    listing.add_argument("--principal", help="only this principal's tokens")
+    listing.add_argument("--all", action="store_true", help="revoked and expired tokens too")
+    listing.add_argument("--json", action="store_true", help="print JSON records")
+    revoke = vault_command(token_commands, "revoke", "revoke a token at once")
+    revoke.add_argument("token_id", help="the token's id (tok_...), as token list shows it")
     return parser
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = float("nan")
+    if not 0 < days <= 36_500:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days in (0, 36500]")
+    return days
 
 
 def _since(text: str) -> int | datetime:
@@ -109,6 +147,61 @@ def _ledger(vault: Vault, dataset: str, as_json: bool) -> int:
     return 0
 
 
+def _token(vault: Vault, args: argparse.Namespace) -> int:
+    if args.token_command == "issue":
+        issued = vault.tokens.issue(
+            args.principal,
+            purposes=args.purposes,
+            expires=None if args.no_expiry else timedelta(days=args.expires_in),
+            dpo=args.dpo,
+        )
+        until = "never" if issued.expires is None else issued.expires.isoformat()
+        print(f"token:   {issued.id}")
+        print(f"for:     {issued.principal} ({', '.join(issued.purposes)})")
+        print(f"dpo:     {'yes' if issued.dpo else 'no'}")
+        print(f"expires: {until}")
+        print(f"secret:  {issued.secret}")
+        print("The secret is shown only now: hand it to the analyst over a private channel.")
+        return 0
+    if args.token_command == "revoke":
+        known = {t.id: t for t in vault.tokens.list(include_inactive=True)}
+        before = known.get(args.token_id)
+        vault.tokens.revoke(args.token_id)
+        if before is not None and before.revoked is not None:
+            print(f"{args.token_id} was already revoked at {before.revoked.isoformat()}")
+        else:
+            print(f"{args.token_id} revoked")
+        return 0
+    found = vault.tokens.list(principal=args.principal, include_inactive=args.all)
+    records = [_token_record(t) for t in found]
+    if args.json:
+        print(json.dumps(records, ensure_ascii=False, indent=2))
+    elif records:
+        frame = pd.DataFrame(records)
+        frame["purposes"] = [", ".join(p) for p in frame["purposes"]]
+        with pd.option_context("display.width", 200, "display.max_rows", None):
+            print(frame.fillna("").to_string(index=False))
+    else:
+        print("no tokens")
+    return 0
+
+
+def _token_record(info: TokenInfo) -> dict[str, Any]:
+    def stamp(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat()
+
+    return {
+        "id": info.id,
+        "principal": info.principal,
+        "purposes": list(info.purposes),
+        "dpo": info.dpo,
+        "created": stamp(info.created),
+        "expires": stamp(info.expires),
+        "revoked": stamp(info.revoked),
+        "active": info.active,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
@@ -136,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _budget(vault, args.dataset, args.json)
             if args.command == "ledger":
                 return _ledger(vault, args.dataset, args.json)
+            if args.command == "token":
+                return _token(vault, args)
             if args.command == "audit" and args.audit_command == "verify":
                 report = vault.audit.verify()
                 print(report)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -48,7 +49,7 @@ from ..audit import ADMIN_PURPOSE, AuditLog
 from ..exceptions import AuthenticationError, ConfigurationError, IntegrityError, NotFoundError
 from ..storage import sealed
 from ..storage.engine import read, transaction
-from ..storage.tables import principals, purposes, tokens
+from ..storage.tables import principals, purposes, row_heads, tokens
 
 if TYPE_CHECKING:
     from ._state import VaultState
@@ -226,14 +227,21 @@ class TokenService:
         self, *, principal: str | None = None, include_inactive: bool = False
     ) -> builtins.list[TokenInfo]:
         """The tokens (of ``principal``), oldest first; only active ones unless
-        ``include_inactive``. Each row is checked against its MAC and its head."""
+        ``include_inactive``.
+
+        Each row is checked against its MAC and its head; without ``principal``, every
+        head is checked to have its row, so a token row deleted without the key is an
+        :class:`~privml.exceptions.IntegrityError` here too.
+        """
+        query: sa.Select[Any] | sa.CompoundSelect[Any]
         if principal is not None:
             check_name(principal, "the principal")
-        query = tokens.select().with_only_columns(tokens.c.id)
-        if principal is not None:
-            query = query.where(tokens.c.principal == principal)
+            query = sa.select(tokens.c.id).where(tokens.c.principal == principal)
+        else:
+            heads = sa.select(row_heads.c.scope).where(row_heads.c.table_name == tokens.name)
+            query = sa.union(sa.select(tokens.c.id), heads)
         with read(self._state.engine) as conn:
-            ids = [str(i) for i in conn.execute(query).scalars()]
+            ids = sorted(str(i) for i in conn.execute(query).scalars())
             rows = [row for i in ids for row in sealed.scope_rows(conn, tokens, i)]
         found = sorted((_info(row) for row in rows), key=lambda t: (t.created, t.id))
         return [t for t in found if include_inactive or t.active]
@@ -330,7 +338,7 @@ class TokenService:
             )
 
     def _forget(self) -> None:
-        self._key = b""
+        del self._key
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from privml import Budget, Vault
 from privml.storage import migrations, sealed
 from privml.storage.engine import make_engine
 from privml.storage.migrations import BASELINE, Step, _registry, add_column
-from privml.storage.tables import metadata, purposes
+from privml.storage.tables import metadata, purposes, replies, tokens
 
 SHIPPED = list(_registry.STEPS)
 NEXT = BASELINE + len(SHIPPED) + 1  # the version a test's first step produces
@@ -244,3 +244,37 @@ def test_add_column_refuses_a_column_rows_would_need_a_value_for(vault_at_curren
             add_column(conn, "purposes", sa.Column("x", sa.Text, nullable=False))
     finally:
         engine.dispose()
+
+
+# --- the shipped steps -----------------------------------------------------------------------
+def test_step_3_gives_a_version_2_vault_the_tables_of_service_mode(
+    tmp_path, key, patients, patients_schema, metadata_url, allow, monkeypatch
+):
+    """A vault as privml wrote it at version 2 (without ``tokens`` and ``replies``)."""
+    folder = tmp_path / "v"
+    monkeypatch.setattr(_registry, "STEPS", [])
+    with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
+        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        allow(vault, "patients")
+    _execute(folder, metadata_url, "DROP TABLE tokens")
+    _execute(folder, metadata_url, "DROP TABLE replies")
+    assert _version(folder, metadata_url) == BASELINE == 2
+    assert {"tokens", "replies"}.isdisjoint(_snapshot(folder, metadata_url))
+    monkeypatch.setattr(_registry, "STEPS", SHIPPED)
+    with Vault.open(folder, key=key, metadata_url=metadata_url) as vault:
+        upgrades = vault.audit.entries(action="vault.upgrade")
+        assert upgrades["details"].tolist() == [{"from": 2, "to": migrations.current()}]
+        issued = vault.tokens.issue("analyst", purposes=["research"])
+        assert vault.tokens.authenticate(issued.secret, client="test").principal == "analyst"
+        vault._replies.put("analyst", "r", action="a", body=b"x", media_type="text/plain")
+        assert vault.audit.verify().ok
+    after = _snapshot(folder, metadata_url)
+    assert after["tokens"][0] == [c.name for c in tokens.columns]
+    assert after["replies"][0] == [c.name for c in replies.columns]
+    assert _version(folder, metadata_url) == _marker(folder) == migrations.current() >= 3
+    engine = _engine(folder, metadata_url)
+    try:
+        indexes = sa.inspect(engine).get_indexes("tokens")
+    finally:
+        engine.dispose()
+    assert [i["column_names"] for i in indexes] == [["principal"]]

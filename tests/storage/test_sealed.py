@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from conftest import Dba
 
 KEY = privml.generate_key()
+SECRETS: dict[str, str] = {}  # token id -> secret, of the tokens issued in ``built``
 SCHEMA = Schema(
     {"age": Field.integer(bounds=(0, 120)), "bp": Field.numeric(bounds=(50, 250), sensitive=True)}
 )
@@ -65,6 +66,9 @@ def built(
         _charge(vault, 0.1, principal="bob")
         vault.models.register("m", {"w": 1}, trained_on="d", epsilon=0.3, delta=None)
         vault.models.register("m", {"w": 2}, trained_on="d", epsilon=0.3, delta=None)
+        for principal, purpose in (("ana", "research"), ("bob", "care")):
+            issued = vault.tokens.issue(principal, purposes=[purpose])
+            SECRETS[issued.id] = issued.secret
     yield folder, url
     if server and url:
         server.drop(url)
@@ -105,6 +109,11 @@ def _use_models(vault: Vault) -> None:
     vault.models.load("m", 2)
 
 
+def _use_tokens(vault: Vault) -> None:
+    for token in vault.tokens.list(include_inactive=True):
+        vault.tokens.authenticate(SECRETS[token.id], client="test")
+
+
 USES: dict[str, Callable[[Vault], None]] = {
     "datasets": _use_datasets,
     "keys": _use_data,
@@ -117,6 +126,7 @@ USES: dict[str, Callable[[Vault], None]] = {
     "ledger_events": _use_ledger,
     "ledger_state": _use_ledger,
     "ledger_allocations": _use_ledger,
+    "tokens": _use_tokens,
 }
 
 
@@ -157,6 +167,8 @@ def _other(table: str, column: str, value: Any) -> Any:
     kind = metadata.tables[table].c[column].type.python_type
     if value is None:
         return {float: 0.5, int: 7, bytes: b"\x01"}.get(kind, "2020-01-01T00:00:00+00:00")
+    if isinstance(value, bool):
+        return not value
     if isinstance(value, bytes):
         return value + b"\x00" if value else b"\x01"
     if isinstance(value, float):

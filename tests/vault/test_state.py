@@ -43,6 +43,8 @@ def _reached(vault: Vault) -> dict[str, Any]:
         "vault.models": vault.models,
         "vault.audit": vault.audit,
         "vault.ledger": vault.ledger,
+        "vault.tokens": vault.tokens,
+        "vault._replies": vault._replies,
         "session": session,
         "session.he": session.he,
         "session.dp": session.dp,
@@ -96,6 +98,7 @@ def test_every_public_method_of_everything_reached_refuses_after_close(demo_vaul
     # the enumeration really covered the services, the door's protocol included
     assert {"session._door.authorize", "session._door.release", "session.read"} <= called
     assert {"vault.ledger.charge", "vault.audit.verify", "reservation.settle"} <= called
+    assert {"vault.tokens.authenticate", "vault.tokens.issue", "vault._replies.put"} <= called
     assert len(called) > 80
 
 
@@ -161,7 +164,10 @@ def test_close_drops_key_material(demo_vault):
     # what close() must drop is there before it
     assert demo_vault._state._key is not None and keyring._vault_key is not None
     assert keyring._cache and audit._mac_key and audit._signing_key
+    tokens, replies = demo_vault.tokens, demo_vault._replies
+    assert tokens._key and replies._aead is not None
     demo_vault.close()
+    assert not hasattr(tokens, "_key") and replies._aead is None
     assert demo_vault._state._key is None and demo_vault._state._engine is None
     assert not hasattr(keyring, "_vault_key") and not keyring._cache
     assert not hasattr(audit, "_mac_key") and not hasattr(audit, "_signing_key")
