@@ -18,23 +18,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .._validation import check_name
-from ..audit import ADMIN_PURPOSE
 from ..exceptions import AccessDenied, ConfigurationError, PrivmlError
 from ..storage.engine import transaction
 from ..vault._requests import Via
+from ..vault._tokens import AUTH_PURPOSE, UNAUTHENTICATED
 from ._errors import ServiceError
 from ._limits import FailureThrottle, Limits, RateLimiter
 
 if TYPE_CHECKING:
     from ..vault import Session, Vault
 
-__all__ = ["ANONYMOUS", "Caller", "Reply", "Service"]
+__all__ = ["Caller", "Reply", "Service"]
 
 T = TypeVar("T")
 log = logging.getLogger("privml.service")
 
-#: The principal recorded for a request that named no valid token.
-ANONYMOUS = "anonymous"
 #: The header naming the purpose a request acts for.
 PURPOSE_HEADER = "privml-purpose"
 
@@ -185,8 +183,8 @@ class Service:
         with transaction(self.vault._state.engine) as tx:
             self.vault.audit.append(
                 tx,
-                principal=caller.principal if caller is not None else ANONYMOUS,
-                purpose=caller.purpose if caller is not None else ADMIN_PURPOSE,
+                principal=caller.principal if caller is not None else UNAUTHENTICATED,
+                purpose=caller.purpose if caller is not None else AUTH_PURPOSE,
                 action=action,
                 outcome=outcome,
                 details={**details, "via": via.details()},
