@@ -19,8 +19,9 @@ import anyio
 
 from .._validation import check_name
 from ..audit import ADMIN_PURPOSE
-from ..exceptions import AccessDenied, ConfigurationError, PrivmlError
+from ..exceptions import AccessDenied, AuthenticationError, ConfigurationError, PrivmlError
 from ..storage.engine import transaction
+from ..vault._failures import mark_audited
 from ..vault._requests import Via
 from ._errors import ServiceError
 from ._limits import FailureThrottle, Limits, RateLimiter
@@ -89,7 +90,7 @@ class Service:
         scheme, _, secret = (headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             self.record(None, client, "token.use", "denied", {"reason": "missing"})
-            secret = ""
+            raise AuthenticationError()  # recorded once, here (not again as malformed)
         info = self.vault.tokens.authenticate(secret.strip(), client=client)
         purpose = headers.get(PURPOSE_HEADER)
         if purpose is None:
@@ -114,12 +115,14 @@ class Service:
         wait = self.rates.take(caller.principal)
         if wait is not None:
             self.record(caller, caller.client, action, "denied", {"reason": "rate_limited"})
-            raise ServiceError(
+            err = ServiceError(
                 f"too many requests from {caller.principal!r}: retry in {wait:.2f} s",
                 status=429,
                 kind="rate_limited",
                 retry_after=wait,
             )
+            mark_audited(err)
+            raise err
 
     # -- running the vault's work -----------------------------------------------------------
     async def call(self, work: Callable[[], T], *, timeout: float | None) -> T:
