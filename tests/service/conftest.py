@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _server import Server, server
 
 import privml
 from privml.service._client import RemoteSession, connect
-
-from _server import Server, server
 
 ROWS = 400
 

@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from _server import Server, server
 
+from conftest import AuditWatch, Setup, entry_client
 from privml import AccessDenied, AuthenticationError, BudgetExceededError, NotFoundError
 from privml.service._client import RemoteSession
-
-from _server import Server, server
-from conftest import AuditWatch, Setup, entry_client
 
 DS = "patients"
 
