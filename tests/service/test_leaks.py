@@ -165,3 +165,19 @@ def test_the_vault_folder_holds_no_token_secret_and_no_reply_in_clear(
     assert len(bodies) >= 4
     for body in bodies:
         assert b"epsilon" not in body and not body.lstrip().startswith(b"{")
+
+
+def test_the_audit_log_and_the_server_log_hold_no_secret(
+    received: list[bytes], setup: Setup, live: Server
+) -> None:
+    secrets = _secrets(setup)
+    del secrets["a server path"]  # the operator's own log may name its files
+    vault = setup.open()
+    try:
+        entries = vault.audit.entries()
+    finally:
+        vault.close()
+    assert len(entries) > 20
+    logged = [str(e).encode() for e in entries.to_dict(orient="records")]
+    assert _scan(logged, secrets) == []
+    assert _scan([live.log.read_bytes()], secrets) == []
