@@ -180,5 +180,9 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    """A streamed body went over the limit."""
+class _TooLarge(BaseException):
+    """A streamed body went over the limit.
+
+    A BaseException, so that FastAPI's body parsing (which turns any Exception
+    into a 422 "malformed request") lets it through to :class:`BodyLimit`.
+    """

@@ -45,6 +45,13 @@ def add_serve(commands: Any) -> None:
     sub.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body")
     sub.add_argument("--max-rows", type=int, default=250_000, help="rows per read response")
     sub.add_argument("--rate", type=float, default=200.0, help="requests/s per principal")
+    sub.add_argument("--burst", type=int, default=100, help="requests at once per principal")
+    sub.add_argument(
+        "--auth-failures",
+        type=int,
+        default=5,
+        help="failed authentications per address and minute before each next one is delayed",
+    )
     sub.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     sub.add_argument("--log-level", default="info", help="uvicorn's log level")
 
@@ -58,6 +65,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_rows=args.max_rows,
         rate=args.rate,
+        burst=args.burst,
+        failures_before_delay=args.auth_failures,
         timeout=args.timeout,
     )
     serve(

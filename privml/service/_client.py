@@ -81,7 +81,7 @@ def connect(
     client = httpx.Client(
         base_url=url.rstrip("/"),
         headers={"Authorization": f"Bearer {secret}", "Privml-Purpose": purpose},
-        verify=os.fspath(verify) if isinstance(verify, os.PathLike) else verify,
+        verify=_tls(verify),
         timeout=timeout,
     )
     session = RemoteSession(client, retries=retries)
@@ -206,6 +206,14 @@ class RemoteSession:
             try:
                 response = self._client.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as err:
+                if _unverified(err):  # no retry fixes a certificate the client does not trust
+                    raise ServiceError(
+                        f"the TLS certificate of {self._client.base_url} could not be verified "
+                        "against the trusted CAs: connect with verify= naming the CA bundle "
+                        "that signed it (a PEM file from the server's operator)",
+                        status=502,
+                        kind="unavailable",
+                    ) from None
                 if attempt >= self._retries:
                     raise ServiceError(
                         f"no answer from {self._client.base_url} after {attempt + 1} attempts "
@@ -403,6 +411,37 @@ class RemoteOversight:
         """The server's verification of its whole audit log: ``ok``, summary, problems."""
         report: dict[str, Any] = self._session._json("GET", "/v1/oversight/audit/verify")
         return report
+
+
+def _tls(verify: bool | str | os.PathLike[str]) -> Any:
+    """What httpx takes for ``verify=``: True, False, or a context trusting a CA bundle."""
+    if isinstance(verify, bool):
+        return verify
+    if isinstance(verify, str | os.PathLike):
+        import ssl
+
+        try:
+            return ssl.create_default_context(cafile=os.fspath(verify))
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigurationError(
+                f"verify= names no readable CA bundle (PEM): {os.fspath(verify)!r} "
+                f"({type(err).__name__})"
+            ) from None
+    raise ConfigurationError("verify= takes True, False or the path of a CA bundle (PEM)")
+
+
+def _unverified(err: BaseException) -> bool:
+    """Whether a connection failed because the server's certificate was not trusted."""
+    import ssl
+
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(err)
 
 
 def _refusal(response: Any) -> Exception:

@@ -55,13 +55,16 @@ def caller_of(service: Service, *, dpo: bool = False) -> Callable[..., Awaitable
         if dpo and not who.dpo:
             service.record(who, who.client, action, "denied", {"reason": "not_dpo"})
             from ..exceptions import AccessDenied
+            from ..vault._failures import mark_audited
 
-            raise AccessDenied(
+            err = AccessDenied(
                 "oversight endpoints need a token issued with dpo=True "
                 "(privml token issue ... --dpo)",
                 principal=who.principal,
                 purpose=who.purpose,
             )
+            mark_audited(err)  # recorded above, once
+            raise err
         return who
 
     return caller

@@ -19,6 +19,7 @@ from typing import Any
 from .. import exceptions
 from ..exceptions import (
     AccessDenied,
+    AuthenticationError,
     BudgetExceededError,
     DecryptionError,
     IntegrityError,
@@ -57,7 +58,7 @@ def status_of(err: BaseException) -> int:
     """The HTTP status a privml error is sent with (401 for a bad token, 500 if unknown)."""
     if isinstance(err, ServiceError):
         return err.status
-    if type(err).__name__ == "AuthenticationError":
+    if isinstance(err, AuthenticationError):
         return 401
     for cls, status in _STATUS:
         if isinstance(err, cls):

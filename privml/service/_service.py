@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .._validation import check_name
-from ..exceptions import AccessDenied, ConfigurationError, PrivmlError
+from ..exceptions import AccessDenied, AuthenticationError, ConfigurationError, PrivmlError
 from ..storage.engine import transaction
+from ..vault._failures import mark_audited
 from ..vault._requests import Via
 from ..vault._tokens import AUTH_PURPOSE, UNAUTHENTICATED
 from ._errors import ServiceError
@@ -79,7 +80,7 @@ class Service:
         try:
             return await self.call(lambda: self._authenticate(headers, client), timeout=None)
         except PrivmlError as err:
-            if type(err).__name__ == "AuthenticationError":
+            if isinstance(err, AuthenticationError):
                 self.throttle.failed(client)
             raise
 
@@ -111,12 +112,14 @@ class Service:
         wait = self.rates.take(caller.principal)
         if wait is not None:
             self.record(caller, caller.client, action, "denied", {"reason": "rate_limited"})
-            raise ServiceError(
+            err = ServiceError(
                 f"too many requests from {caller.principal!r}: retry in {wait:.2f} s",
                 status=429,
                 kind="rate_limited",
                 retry_after=wait,
             )
+            mark_audited(err)
+            raise err
 
     # -- running the vault's work -----------------------------------------------------------
     async def call(self, work: Callable[[], T], *, timeout: float | None) -> T:

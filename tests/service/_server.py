@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,7 +48,12 @@ class Server:
                     f"the server exited ({self.process.returncode}): {self.output()}"
                 )
             try:
-                if httpx.get(f"{self.url}/v1/health", verify=self.verify, timeout=2).is_success:
+                verify = (
+                    ssl.create_default_context(cafile=self.verify)
+                    if isinstance(self.verify, str)
+                    else self.verify
+                )
+                if httpx.get(f"{self.url}/v1/health", verify=verify, timeout=2).is_success:
                     return self
             except httpx.TransportError:
                 pass

@@ -124,3 +124,38 @@ def as_(live: Server, setup: Setup) -> Iterator[object]:
     yield make
     for session in opened:
         session.close()
+
+
+class AuditWatch:
+    """The audit entries a server wrote since the last look (read with a second open)."""
+
+    def __init__(self, vault: privml.Vault) -> None:
+        self.vault = vault
+        self.seq = self._head()
+
+    def _head(self) -> int:
+        frame = self.vault.audit.entries(since=getattr(self, "seq", 0))
+        return int(frame["seq"].max()) if len(frame) else getattr(self, "seq", 0)
+
+    def new(self) -> list[dict[str, object]]:
+        """The entries written since the previous call, oldest first."""
+        frame = self.vault.audit.entries(since=self.seq + 1)
+        if len(frame):
+            self.seq = int(frame["seq"].max())
+        return list(frame.to_dict(orient="records"))
+
+
+def entry_client(entry: dict[str, object]) -> object:
+    """The client address an audit entry names (a served request's route, or a token refusal)."""
+    details = entry["details"]
+    assert isinstance(details, dict)
+    via = details.get("via")
+    return via.get("client") if isinstance(via, dict) else details.get("client")
+
+
+@pytest.fixture(scope="module")
+def watch(setup: Setup) -> Iterator[AuditWatch]:
+    """The module's vault opened a second time, to read what the servers wrote."""
+    vault = setup.open()
+    yield AuditWatch(vault)
+    vault.close()
