@@ -54,7 +54,7 @@ MODES: dict[str, tuple[str | None, str, str]] = {
     "kim": ("kim", "care", "kim"),
     "dora": ("dora", "oversight", "dora"),
     "eve": ("eve", "research", "eve"),
-    "no-token": (None, "research", "anonymous"),
+    "no-token": (None, "research", "unauthenticated"),
     "garbage": ("garbage", "research", "unauthenticated"),
     "revoked": ("revoked", "research", "unauthenticated"),
     "ana-for-care": ("ana", "care", "ana"),  # a valid token, a purpose it was not issued for

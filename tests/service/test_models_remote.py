@@ -40,8 +40,8 @@ def test_a_server_side_run_returns_the_registered_model(as_, setup):
     assert list(model.predict(NEW)) == list(served.predict(NEW))
     assert info.epsilon == pytest.approx(history.attrs["epsilon"])
     assert history["epsilon"].iloc[-1] == pytest.approx(info.epsilon)
-    run = charged[charged["description"].str.contains("dp.train", na=False)]
-    assert len(run) >= 1
+    run = charged[charged["request_id"].str.startswith("dp.train-svc-")]
+    assert list(run["status"]) == ["committed"]  # reserved, then settled on the batches drawn
 
 
 def test_a_remote_fit_predicts_as_the_registered_pipeline(as_, setup):
