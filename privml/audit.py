@@ -30,7 +30,9 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,11 +49,47 @@ from .storage import sealed
 from .storage.engine import Tx, read
 from .storage.tables import audit_log, checkpoints
 
-__all__ = ["ADMIN_PURPOSE", "AuditLog", "VerifyReport"]
+__all__ = ["ADMIN_PURPOSE", "AuditLog", "VerifyReport", "route"]
 
 #: The purpose recorded for the key holder's own acts (creating datasets, granting,
 #: rotating keys, erasing subjects); no grant can name it.
 ADMIN_PURPOSE = "administration"
+
+#: How the request being served in this context reached the vault (client, token, request
+#: id), set by the curator server around each request's work: see :func:`route`.
+_ROUTE: ContextVar[Mapping[str, str] | None] = ContextVar("privml_route", default=None)
+
+
+@contextmanager
+def route(via: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, every audit entry written in this context records ``via``.
+
+    The curator server wraps each request's work in it, so that every entry a served
+    request causes (its release, a settlement, a model registered, a refusal written by
+    the ledger) names the client's address, the token's id and the request id, as
+    ``details["via"]``. An entry that names its own ``via`` keeps it.
+
+    Examples
+    --------
+    >>> with route({"client": "10.0.0.7", "token": "tok_1"}):
+    ...     _routed({"rows": 3})
+    {'rows': 3, 'via': {'client': '10.0.0.7', 'token': 'tok_1'}}
+    >>> _routed({"rows": 3})
+    {'rows': 3}
+    """
+    token = _ROUTE.set(dict(via))
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
+
+
+def _routed(details: dict[str, Any]) -> dict[str, Any]:
+    via = _ROUTE.get()
+    if via is None or "via" in details:
+        return details
+    return {**details, "via": dict(via)}
+
 
 _ENTRY_TAG = b"privml/audit-entry/v1\x00"
 _MAC_TAG = b"privml/audit-mac/v1\x00"
@@ -199,7 +237,7 @@ class AuditLog:
             "dataset": dataset,
             "version": version,
             "outcome": outcome,
-            "details": details or {},
+            "details": _routed(details or {}),
             "heads": sealed.take_unlogged(tx.conn) or None,
         }
         digest = entry_hash(self.log_id, seq, prev, entry)

@@ -36,15 +36,14 @@ def caller_of(service: Service, *, dpo: bool = False) -> Callable[..., Awaitable
 
     async def caller(
         request: Request,
+        # declared for the schema, checked (and a refusal audited) after the token
         purpose: Annotated[
-            str,
+            str | None,
             Header(
                 alias="Privml-Purpose",
-                min_length=1,
-                max_length=256,
                 description="The purpose this request acts for (one of the token's purposes).",
             ),
-        ],
+        ] = None,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
     ) -> Caller:
         who = await service.authenticate(request.headers, client_of(request))

@@ -38,7 +38,9 @@ def he_routes(service: Service) -> APIRouter:
         def work() -> bytes:
             return service.session(caller).he.spec(model, version=version)
 
-        return Response(await service.call(work, timeout=limits.timeout), media_type=_BYTES)
+        return Response(
+            await service.call(work, timeout=limits.timeout, via=caller.via()), media_type=_BYTES
+        )
 
     @api.post("/predict", name="he.predict", response_class=Response)
     async def predict(caller: Who, model: Model, body: PredictRequest) -> Response:
@@ -51,7 +53,9 @@ def he_routes(service: Service) -> APIRouter:
                 model, batch, public_context=context, version=body.version
             )
 
-        return Response(await service.call(work, timeout=limits.timeout), media_type=_BYTES)
+        return Response(
+            await service.call(work, timeout=limits.timeout, via=caller.via()), media_type=_BYTES
+        )
 
     return api
 

@@ -96,7 +96,15 @@ def serve(
     }
     tls = {} if certfile is None else {"ssl_certfile": os.fspath(certfile), "ssl_keyfile": keyfile}
     common: dict[str, Any] = dict(
-        host=host, port=port, log_level=log_level, server_header=False, **tls
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        # the client's address is what the socket says: X-Forwarded-For is believed only from
+        # a TLS proxy on this host (allow_insecure), else any local client could forge it
+        proxy_headers=allow_insecure,
+        forwarded_allow_ips="127.0.0.1,::1",
+        **tls,
     )
     if workers == 1:
         app = _app(config, passphrase)

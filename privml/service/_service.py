@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .._validation import check_name
+from ..audit import route
 from ..exceptions import AccessDenied, AuthenticationError, ConfigurationError, PrivmlError
 from ..storage.engine import transaction
 from ..vault._failures import mark_audited
@@ -90,12 +91,18 @@ class Service:
             secret = ""  # refused, and audited as malformed, by authenticate
         info = self.vault.tokens.authenticate(secret.strip(), client=client)
         purpose = headers.get(PURPOSE_HEADER)
-        if purpose is None:
-            raise ConfigurationError(
-                "name the purpose this request acts for in the Privml-Purpose header "
-                "(privml.connect(..., purpose=...) sends it)"
-            )
-        check_name(purpose, "the Privml-Purpose header")
+        try:
+            if purpose is None:
+                raise ConfigurationError(
+                    "name the purpose this request acts for in the Privml-Purpose header "
+                    "(privml.connect(..., purpose=...) sends it)"
+                )
+            check_name(purpose, "the Privml-Purpose header")
+        except ConfigurationError as err:
+            who = Caller(info.principal, AUTH_PURPOSE, info.id, client, info.dpo)
+            self.record(who, client, "token.use", "error", {"reason": "purpose_header"})
+            mark_audited(err)
+            raise
         caller = Caller(info.principal, purpose, info.id, client, info.dpo)
         if purpose not in info.purposes:
             self.record(caller, client, "token.use", "denied", {"reason": "purpose"})
@@ -122,8 +129,15 @@ class Service:
             raise err
 
     # -- running the vault's work -----------------------------------------------------------
-    async def call(self, work: Callable[[], T], *, timeout: float | None) -> T:
-        """Run ``work`` in a worker thread; past ``timeout`` the client is told to retry."""
+    async def call(
+        self, work: Callable[[], T], *, timeout: float | None, via: Via | None = None
+    ) -> T:
+        """Run ``work`` in a worker thread; past ``timeout`` the client is told to retry.
+
+        With ``via``, every audit entry the work causes records the request's route.
+        """
+        if via is not None:
+            work = _routed(work, via)
         if timeout is None:
             return await anyio.to_thread.run_sync(work)
         try:
@@ -170,7 +184,7 @@ class Service:
             kept = replies.put(caller.principal, key, action=tag, body=body, media_type=media_type)
             return Reply(kept.body, kept.media_type, kept.body != body)
 
-        return await self.call(work, timeout=timeout)
+        return await self.call(work, timeout=timeout, via=caller.via(key))
 
     # -- the audit log ------------------------------------------------------------------
     def record(
@@ -203,6 +217,14 @@ class Service:
         except Exception:  # the log itself failing must not hide the first failure
             log.exception("incident %s could not be audited", incident)
         return incident
+
+
+def _routed(work: Callable[[], T], via: Via) -> Callable[[], T]:
+    def run() -> T:
+        with route(via.details()):
+            return work()
+
+    return run
 
 
 def _digest(purpose: str, request: Mapping[str, Any]) -> str:
