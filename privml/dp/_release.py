@@ -7,12 +7,13 @@ sees exactly the rows the deciding grants' row filters admit (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._gate import Gate, Released, Where
     from ..accounting.events import PrivacyEvent
+    from ..schema import Schema
 
 __all__ = ["release"]
 
@@ -26,8 +27,14 @@ def release(
     event: PrivacyEvent,
     action: str,
     where: Where | None = None,
+    check: Callable[[Schema], None] | None = None,
 ) -> Released:
-    """Authorize ``columns`` at ``needed`` on the latest version, charge ``event``, read."""
+    """Authorize ``columns`` at ``needed`` on the latest version, charge ``event``, read.
+
+    ``check`` sees the authorized schema before the charge: a request the schema
+    refuses (a column's kind or bounds) is refused only once the policy allowed the
+    columns, so a caller without a grant learns nothing of them, and costs nothing.
+    """
     version = gate.latest_version(dataset)
     auth = gate.authorize(
         dataset,
@@ -38,4 +45,7 @@ def release(
         where_needs="dp_aggregate",
         version=version,
     )
+    if check is not None:
+        with gate.request(action, dataset, where=where, version=version):
+            check(auth.schema)
     return gate.release(auth, event=event, action=action, version=version)

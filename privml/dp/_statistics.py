@@ -1,9 +1,10 @@
 """The DP statistics of ``session.dp``: columns checked, the release charged, then the noise.
 
-Each function here checks its column against the schema (bounds and kinds
-come from the schema, never from the data), charges the statistic's event
-through :func:`~privml.dp._release.release` and only then computes the noisy
-value from the released rows with :mod:`privml.dp._noisy`. Why each statistic
+Each function here has the policy allow its columns, checks them against the
+authorized schema (bounds and kinds come from the schema, never from the data),
+charges the statistic's event through :func:`~privml.dp._release.release` and
+only then computes the noisy value from the released rows with
+:mod:`privml.dp._noisy`. Why each statistic
 is private is written beside its mechanism in :mod:`privml.dp._noisy`.
 """
 
@@ -24,7 +25,7 @@ from ._result import DPResult
 
 if TYPE_CHECKING:
     from .._gate import Gate, Where
-    from ..schema import Field
+    from ..schema import Field, Schema
 
 __all__ = ["MAX_BINS", "NUMERIC", "count", "histogram", "numeric", "quantile", "std"]
 
@@ -47,11 +48,14 @@ NUMERIC: dict[str, tuple[Callable[..., _noisy.Noisy], str]] = {
 def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPResult:
     """The number of rows released, with Laplace noise of scale 1/ε."""
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
-        noisy = _noisy.count(len(frame), epsilon)
-        return noisy.value, noisy, "laplace"
+    def prepare(schema: Schema) -> Compute:
+        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+            noisy = _noisy.count(len(frame), epsilon)
+            return noisy.value, noisy, "laplace"
 
-    return _statistic(gate, dataset, [], epsilon, where, "count", compute)
+        return compute
+
+    return _statistic(gate, dataset, [], epsilon, where, "count", prepare)
 
 
 def numeric(
@@ -60,25 +64,35 @@ def numeric(
     """The statistic ``what`` (a key of :data:`NUMERIC`) of one bounded numeric column."""
     mechanism, name = NUMERIC[what]
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
-        noisy = mechanism(_values(frame, column), _bounds(gate, dataset, column), epsilon)
-        return noisy.value, noisy, name
+    def prepare(schema: Schema) -> Compute:
+        bounds = _bounds(schema, dataset, column)
 
-    return _statistic(gate, dataset, [column], epsilon, where, what, compute)
+        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+            noisy = mechanism(_values(frame, column), bounds, epsilon)
+            return noisy.value, noisy, name
+
+        return compute
+
+    return _statistic(gate, dataset, [column], epsilon, where, what, prepare)
 
 
 def std(gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None) -> DPResult:
     """The square root of the noisy variance (post-processing), its interval mapped alike."""
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
-        noisy = _noisy.var(_values(frame, column), _bounds(gate, dataset, column), epsilon)
-        root = float(np.sqrt(noisy.value))
-        low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
-        high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
-        scaled = _noisy.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
-        return root, scaled, NUMERIC["var"][1]
+    def prepare(schema: Schema) -> Compute:
+        bounds = _bounds(schema, dataset, column)
 
-    return _statistic(gate, dataset, [column], epsilon, where, "std", compute)
+        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+            noisy = _noisy.var(_values(frame, column), bounds, epsilon)
+            root = float(np.sqrt(noisy.value))
+            low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
+            high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
+            scaled = _noisy.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
+            return root, scaled, NUMERIC["var"][1]
+
+        return compute
+
+    return _statistic(gate, dataset, [column], epsilon, where, "std", prepare)
 
 
 def quantile(gate: Gate, dataset: str, column: str, q: float, epsilon: float) -> DPResult:
@@ -86,13 +100,17 @@ def quantile(gate: Gate, dataset: str, column: str, q: float, epsilon: float) ->
     if not 0 <= q <= 1:
         raise ConfigurationError(f"q must lie in [0, 1], got {q!r}")
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy | None, str]:
-        bounds = _bounds(gate, dataset, column)
-        value = _noisy.quantile(_values(frame, column), q, bounds, epsilon)
-        return value, None, "exponential (diffprivlib)"
+    def prepare(schema: Schema) -> Compute:
+        bounds = _bounds(schema, dataset, column)
+
+        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy | None, str]:
+            value = _noisy.quantile(_values(frame, column), q, bounds, epsilon)
+            return value, None, "exponential (diffprivlib)"
+
+        return compute
 
     return _statistic(
-        gate, dataset, [column], epsilon, None, "quantile", compute, library="diffprivlib"
+        gate, dataset, [column], epsilon, None, "quantile", prepare, library="diffprivlib"
     )
 
 
@@ -105,32 +123,36 @@ def histogram(
     where: Where | None,
 ) -> DPResult:
     """Noisy counts per declared category, or per bin of the declared bounds."""
-    field = _field(gate, dataset, column)
-    if field.kind == "categorical":
-        if bins is not None:
-            raise ConfigurationError(
-                "bins= is for numeric columns; categories come from the schema"
-            )
-        labels: list[Any] = list(field.categories or ())
-    elif field.kind in _NUMERIC:
-        lo, hi = field.bounds or (0.0, 1.0)
-        edges = _edges(bins, lo, hi)
-        labels = list(pd.IntervalIndex.from_breaks(edges, closed="left"))
-    else:
-        raise ConfigurationError(
-            f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
-        )
 
-    def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+    def prepare(schema: Schema) -> Compute:
+        field = _field(schema, dataset, column)
         if field.kind == "categorical":
-            counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
+            if bins is not None:
+                raise ConfigurationError(
+                    "bins= is for numeric columns; categories come from the schema"
+                )
+            labels: list[Any] = list(field.categories or ())
+        elif field.kind in _NUMERIC:
+            lo, hi = field.bounds or (0.0, 1.0)
+            edges = _edges(bins, lo, hi)
+            labels = list(pd.IntervalIndex.from_breaks(edges, closed="left"))
         else:
-            values = np.clip(_values(frame, column), edges[0], edges[-1])
-            counts, _ = np.histogram(values, bins=edges)
-        noisy, info = _noisy.histogram(counts, epsilon)
-        return pd.Series(noisy, index=pd.Index(labels, name=column)), info, "laplace"
+            raise ConfigurationError(
+                f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
+            )
 
-    return _statistic(gate, dataset, [column], epsilon, where, "histogram", compute)
+        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+            if field.kind == "categorical":
+                counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
+            else:
+                values = np.clip(_values(frame, column), edges[0], edges[-1])
+                counts, _ = np.histogram(values, bins=edges)
+            noisy, info = _noisy.histogram(counts, epsilon)
+            return pd.Series(noisy, index=pd.Index(labels, name=column)), info, "laplace"
+
+        return compute
+
+    return _statistic(gate, dataset, [column], epsilon, where, "histogram", prepare)
 
 
 def _statistic(
@@ -140,14 +162,13 @@ def _statistic(
     epsilon: float,
     where: Where | None,
     what: str,
-    compute: Compute,
+    prepare: Callable[[Schema], Compute],
     *,
     library: str = "privml",
 ) -> DPResult:
-    """Check the columns, charge the event and read (one release), then compute."""
-    for column in columns:
-        if what not in ("histogram",):
-            _bounds(gate, dataset, column)
+    """Authorize the columns, check them against the schema, charge the event and read (one
+    release), then compute. Nothing about a column (its kind, its bounds) is checked before
+    the policy allows it, and nothing is charged before it is checked."""
     require("diffprivlib", feature=f"session.dp.{what}")
     event = (
         PrivacyEvent.generic(
@@ -156,6 +177,7 @@ def _statistic(
         if library != "privml"
         else PrivacyEvent.laplace(epsilon=epsilon)
     )
+    computes: list[Compute] = []
     released = release(
         gate,
         dataset,
@@ -164,8 +186,9 @@ def _statistic(
         event=event,
         action=f"dp.{what}",
         where=where,
+        check=lambda schema: computes.append(prepare(schema)),
     )
-    value, noisy, mechanism = compute(released.frame)
+    value, noisy, mechanism = computes[0](released.frame)
     return DPResult(
         value=value,
         epsilon=epsilon,
@@ -177,15 +200,14 @@ def _statistic(
     )
 
 
-def _field(gate: Gate, dataset: str, column: str) -> Field:
-    schema = gate.schema(dataset)
+def _field(schema: Schema, dataset: str, column: str) -> Field:
     if column not in schema:
         raise ConfigurationError(f"dataset {dataset!r} has no column {column!r}")
     return schema[column]
 
 
-def _bounds(gate: Gate, dataset: str, column: str) -> tuple[float, float]:
-    field = _field(gate, dataset, column)
+def _bounds(schema: Schema, dataset: str, column: str) -> tuple[float, float]:
+    field = _field(schema, dataset, column)
     if field.kind not in _NUMERIC or field.bounds is None:
         raise ConfigurationError(
             f"{column!r} is {field.kind}; this statistic needs a "

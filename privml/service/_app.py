@@ -52,6 +52,7 @@ def create_app(vault: Vault, *, limits: Limits | None = None) -> FastAPI:
     ['/v1/oversight/audit/verify']
     """
     service = Service(vault, limits or Limits())
+    vault._store.keep_frames(service.limits.frame_cache_bytes)
     app = FastAPI(
         title="privml curator",
         version=__version__,

@@ -42,6 +42,9 @@ class Limits:
         before each further attempt from it is delayed, doubling up to 5 s.
     failure_window : float
         Seconds over which failed authentications are counted.
+    frame_cache_bytes : int
+        Memory for decrypted dataset versions kept between releases (each version
+        is read and decrypted once, its keys still checked at every read).
 
     Examples
     --------
@@ -57,9 +60,16 @@ class Limits:
     training_timeout: float = 900.0
     failures_before_delay: int = 5
     failure_window: float = 60.0
+    frame_cache_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_rows", "burst", "failures_before_delay"):
+        for name in (
+            "max_body_bytes",
+            "max_rows",
+            "burst",
+            "failures_before_delay",
+            "frame_cache_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"Limits({name}=...) must be a positive integer")

@@ -28,6 +28,7 @@ from ..storage import sealed
 from ..storage.engine import Tx, read, transaction
 from ..storage.objects import Storage
 from ..storage.tables import datasets, versions
+from ._frame_cache import FrameCache
 
 if TYPE_CHECKING:
     from ._state import VaultState
@@ -46,6 +47,9 @@ class DatasetStore:
         self._keyring = keyring
         self._audit = audit
         self._crypto = ParquetCrypto(keyring.get)
+        # decrypted versions kept between reads: only in a curator server (keep_frames),
+        # whose callers are not in its process; in-process, nothing keeps a table reachable
+        self._frames: FrameCache | None = None
         state.on_close(self._crypto.forget)
 
     # -- writing ----------------------------------------------------------------------
@@ -261,6 +265,10 @@ class DatasetStore:
                     "read a newer version"
                 )
             self._keyring.active(conn, dataset=dataset)
+        key = (dataset, ver.version, ver.content_hash, ver.file, tuple(columns))
+        kept = self._frames.get(key) if self._frames is not None else None
+        if kept is not None:
+            return kept, ver.version, ver.content_hash
         schema = self.schema(dataset)
         frame = self._storage.read_parquet(
             ver.file,
@@ -269,7 +277,19 @@ class DatasetStore:
             columns=columns,
             decryption_properties=self._crypto.decryption(),
         )
+        if self._frames is not None:
+            self._frames.put(key, frame)
         return frame, ver.version, ver.content_hash
+
+    def keep_frames(self, max_bytes: int) -> None:
+        """Keep decrypted versions between reads, up to ``max_bytes`` (dropped at close).
+
+        For a curator server only: its callers reach the vault through its routes,
+        never through its process's memory (see :mod:`privml.vault._frame_cache`).
+        """
+        if self._frames is None:
+            self._frames = FrameCache(max_bytes)
+            self._state.on_close(self._frames.clear)
 
     # -- rotation and erasure ---------------------------------------------------------
     def rotate(
