@@ -111,7 +111,7 @@ def test_killed_after_the_answer_was_stored_the_retry_gets_it_uncharged(
     before = query(setup, "SELECT count(*) FROM ledger_events")[0][0]
     sock = send_unread(srv.url, COUNT, headers(setup, key), body)
     until("the stored reply", lambda: query(setup, "SELECT 1 FROM replies WHERE key = :k", k=key))
-    charged = query(setup, "SELECT request_id, status FROM ledger_events")[before:]
+    charged = query(setup, "SELECT request_id, status FROM ledger_events ORDER BY id")[before:]
     assert [status for _, status in charged] == ["committed"]
     srv.kill()
     sock.close()  # the client never read the reply
@@ -125,7 +125,7 @@ def test_killed_after_the_answer_was_stored_the_retry_gets_it_uncharged(
         assert again.headers["Privml-Replayed"] == "true"
         assert again.content == first
     assert json.loads(first)["request_id"] == charged[0][0]
-    rows = query(setup, "SELECT request_id, status FROM ledger_events")[before:]
+    rows = query(setup, "SELECT request_id, status FROM ledger_events ORDER BY id")[before:]
     assert rows == charged  # charged once, by the first request
 
 
@@ -143,14 +143,16 @@ def test_killed_during_training_the_retry_is_charged_once_and_answered(
     srv.kill()
     sock.close()
     # Killed between the reservation and the answer: nothing settled, nothing stored.
-    assert query(setup, "SELECT status FROM ledger_events")[before:] == [("reserved",)]
+    assert query(setup, "SELECT status FROM ledger_events ORDER BY id")[before:] == [("reserved",)]
     assert query(setup, "SELECT 1 FROM replies WHERE key = :k", k=key) == []
     srv.start()
 
     answer = httpx.post(srv.url + TRAIN, json=body, headers=headers(setup, key), timeout=300)
     assert answer.status_code == 200, answer.text
     assert "Privml-Replayed" not in answer.headers  # no one had seen an answer: a fresh one
-    rows = query(setup, "SELECT request_id, status, pure_epsilon FROM ledger_events")[before:]
+    rows = query(setup, "SELECT request_id, status, pure_epsilon FROM ledger_events ORDER BY id")[
+        before:
+    ]
     assert [(r[0], r[1]) for r in rows] == [(reserved[0], "committed")]
     again = httpx.post(srv.url + TRAIN, json=body, headers=headers(setup, key), timeout=300)
     assert again.status_code == 200
