@@ -4,7 +4,9 @@ Each point runs the same release, ``dp.mean`` of a 10,000-row dataset's column
 with a pure-ε Laplace mechanism (ε = 1e-6, δ = 0: the budget, ε = 1e6, fits
 every release), from 1, 8 and 32 concurrent clients for a fixed time:
 
-* in-process: threads, each with its own ``vault.session(...)`` on one open vault;
+* in-process: threads, each with its own ``vault.session(...)`` on one open vault, as an
+  embedded vault (decrypting at every release) and with the server's kept frames (its
+  same work per release, without HTTP, tokens and stored answers);
 * served: ``privml serve`` with 1 and 2 workers on 127.0.0.1, and threads in this
   process, each with its own ``privml.connect`` (its own HTTP connection).
 
@@ -16,8 +18,8 @@ too) before it is answered; the ledger's committed count is checked against the
 count after each point. Clients and servers share this machine's cores, so the
 figures are a floor, not a capacity plan.
 
-Targets: p50 overhead (service p50 - in-process p50, one client, one worker)
-<= 5 ms; >= 300 durable releases/s with 2 workers.
+Targets: p50 overhead (service p50 - in-process p50 with the server's kept frames, one
+client, one worker) <= 5 ms; >= 300 durable releases/s with 2 workers.
 
     .venv/bin/python benchmarks/bench_service.py [--quick] [--seconds 8]
                                                  [--backends sqlite,postgresql]
@@ -232,8 +234,12 @@ def run_clients(makers: list[Callable[[], Callable[[], Any]]], seconds: float) -
     return Point(len(flat), elapsed, flat)
 
 
-def in_process(setup: Setup, clients: int, seconds: float) -> Point:
+def in_process(setup: Setup, clients: int, seconds: float, *, kept: bool = False) -> Point:
+    """Releases from threads in this process; ``kept``: with the server's kept frames (the
+    same work a server does per release, without HTTP, tokens and stored answers)."""
     with setup.open() as vault:
+        if kept:
+            vault._store.keep_frames(256 * 2**20)
 
         def make() -> Callable[[], Any]:
             dp = vault.session("ana", purpose="bench").dp
@@ -273,6 +279,8 @@ def measure(vaults: Vaults, backend: str, seconds: float, log: Path) -> dict[Any
     for clients in CLIENTS:
         point = out["in-process", clients] = in_process(vaults.new(backend), clients, seconds)
         print(f"  {backend} in-process {clients:>2} clients: {point.rate:.0f}/s", flush=True)
+        point = out["kept", clients] = in_process(vaults.new(backend), clients, seconds, kept=True)
+        print(f"  {backend} in-process, frames kept {clients:>2}: {point.rate:.0f}/s", flush=True)
     for workers in (1, 2):
         for clients in CLIENTS:
             setup = vaults.new(backend)
@@ -288,24 +296,30 @@ def measure(vaults: Vaults, backend: str, seconds: float, log: Path) -> dict[Any
 
 def report(backend: str, points: dict[Any, Point]) -> None:
     print(f"\n{backend}: dp.mean releases/s and latency p50 / p99 (ms)")
-    print(f"  {'clients':>7}  {'in-process':>22}  {'1 worker':>22}  {'2 workers':>22}  "
-          f"{'1w/in':>6}  {'2w/in':>6}  {'p50 +ms (1w)':>12}")  # fmt: skip
+    print("  in-process: an embedded vault (decrypts at every release); kept: in-process with")
+    print("  the server's kept frames (its same work, without HTTP, tokens, stored answers)")
+    modes = ("in-process", "kept", 1, 2)
+    names = ("in-process", "kept", "1 worker", "2 workers")
+    print(f"  {'clients':>7}  " + "  ".join(f"{n:>22}" for n in names)
+          + f"  {'1w/kept':>7}  {'2w/kept':>7}  {'p50 +ms (1w)':>12}")  # fmt: skip
     for clients in CLIENTS:
-        cells = []
-        for mode in ("in-process", 1, 2):
-            p = points[mode, clients]
-            cells.append(f"{p.rate:>7.0f} {p.p50:>6.1f} / {p.p(0.99):>6.1f}")
-        base = points["in-process", clients]
+        cells = [
+            f"{points[m, clients].rate:>7.0f} {points[m, clients].p50:>6.1f} / "
+            f"{points[m, clients].p(0.99):>6.1f}"
+            for m in modes
+        ]
+        base = points["kept", clients]
         one, two = points[1, clients], points[2, clients]
         print(
-            f"  {clients:>7}  {cells[0]:>22}  {cells[1]:>22}  {cells[2]:>22}  "
-            f"{one.rate / base.rate:>5.2f}x  {two.rate / base.rate:>5.2f}x  "
-            f"{one.p50 - base.p50:>12.1f}"
-        )
-    overhead = points[1, 1].p50 - points["in-process", 1].p50
+            f"  {clients:>7}  " + "  ".join(f"{c:>22}" for c in cells)
+            + f"  {one.rate / base.rate:>6.2f}x  {two.rate / base.rate:>6.2f}x"
+            f"  {one.p50 - base.p50:>12.1f}"
+        )  # fmt: skip
+    overhead = points[1, 1].p50 - points["kept", 1].p50
     best = max(points[2, c].rate for c in CLIENTS)
     met = "met" if overhead <= 5.0 else "missed"
-    print(f"  target p50 overhead <= 5 ms (1 client, 1 worker): {overhead:.1f} ms  {met}")
+    print(f"  target p50 overhead <= 5 ms (1 client, 1 worker, against kept): {overhead:.1f} ms"
+          f"  {met}")  # fmt: skip
     met = "met" if best >= 300 else "missed"
     print(f"  target >= 300 durable releases/s with 2 workers: {best:.0f}/s (best of "
           f"{', '.join(map(str, CLIENTS))} clients)  {met}")  # fmt: skip
