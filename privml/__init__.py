@@ -16,8 +16,7 @@ Or, for analysts who must never hold the key, served by a curator server::
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from .accounting import BudgetStatus, Charge, PrivacyEvent, Reservation
 from .accounting.budget import Budget
@@ -43,7 +42,10 @@ from .exceptions import (
 from .schema import Field, Schema
 from .vault import DatasetInfo, DatasetVersion, Session, Vault
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
+    import os
+    from typing import Any
+
     from .service._client import RemoteSession
 
 __version__ = "0.1.0"

@@ -39,7 +39,9 @@ PUBLIC = {
     "VaultExistsError",
     "VerifyReport",
     "__version__",
+    "connect",
     "generate_key",
+    "serve",
 }
 
 
@@ -61,10 +63,12 @@ def test_all_is_exactly_the_public_surface():
     for name, home in HOMES.items():
         # the name is the object its defining module holds, not a copy or a stand-in
         assert getattr(privml, name) is getattr(importlib.import_module(home), name), name
-    for name in PUBLIC - {"__version__", "generate_key"}:
+    for name in PUBLIC - {"__version__", "generate_key", "connect", "serve"}:
         value = getattr(privml, name)
         assert isinstance(value, type) and value.__module__.startswith("privml."), name
     assert privml.generate_key.__module__ == "privml.crypto.keys"
+    # the service's entry points load their dependencies (httpx, fastapi) only when called
+    assert callable(privml.connect) and callable(privml.serve)
 
 
 def test_every_error_is_a_privml_error_and_a_builtin_where_it_fits():
