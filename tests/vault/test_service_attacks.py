@@ -1,0 +1,88 @@
+"""The vault's side of service mode, attacked: a curious analyst whose requests are served,
+and someone with the metadata database but not the key.
+
+Served requests run here through :class:`privml.service._service.Service` in-process (no
+HTTP server): the same release path, session and audit log a server process uses.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+from privml import PrivmlError
+from privml.service._limits import Limits
+from privml.service._service import Caller, Reply, Service
+from privml.storage.tables import replies
+
+JSON = "application/json"
+
+
+def _caller(principal: str = "analyst", purpose: str = "research") -> Caller:
+    return Caller(principal, purpose, "tok_00000000000000aa", "203.0.113.7:5000", False)
+
+
+def _mean(service: Service, caller: Caller, key: str, column: str = "glucose") -> Reply:
+    """One served DP mean, as the /dp/mean route runs it."""
+
+    def compute(session: Any) -> tuple[bytes, str]:
+        result = session.dp.mean("patients", column, epsilon=0.1)
+        return json.dumps({"value": result.value}).encode(), JSON
+
+    request = {"dataset": "patients", "column": column, "epsilon": 0.1}
+
+    async def run() -> Reply:
+        return await service.release(caller, key, "dp.mean", request, compute, timeout=60)
+
+    return anyio.run(run)
+
+
+def _charges(vault: Any) -> int:
+    return len(vault.ledger.events("patients"))
+
+
+# --- stored answers --------------------------------------------------------------------------
+def test_a_purged_answer_retried_is_charged_again_never_free(demo_vault):
+    """The analyst keeps a request id; after the owner purges stored answers, the same
+    request is a new release: a fresh answer is paid for, never released uncharged."""
+    service = Service(demo_vault, Limits())
+    caller = _caller()
+    first = _mean(service, caller, "req-1")
+    assert _charges(demo_vault) == 1
+    assert _mean(service, caller, "req-1").replayed  # a retry: the stored answer, uncharged
+    assert _charges(demo_vault) == 1
+    assert demo_vault._replies.purge(older_than=timedelta(0)) == 1
+    again = _mean(service, caller, "req-1")
+    assert _charges(demo_vault) == 2, "a second answer was released without a charge"
+    assert not again.replayed and again.body != first.body
+    # another column under the kept id is a new release too, charged
+    demo_vault._replies.purge(older_than=timedelta(0))
+    _mean(service, caller, "req-1", column="age")
+    assert _charges(demo_vault) == 3
+
+
+def test_a_stored_answer_deleted_without_the_key_makes_the_retry_pay(demo_vault, dba):
+    service = Service(demo_vault, Limits())
+    caller = _caller()
+    _mean(service, caller, "req-1")
+    with dba.edit(demo_vault.path) as conn:
+        assert conn.execute(replies.delete()).rowcount == 1
+    _mean(service, caller, "req-1")
+    assert _charges(demo_vault) == 2
+
+
+def test_an_answer_turned_into_a_claim_without_the_key_is_refused(demo_vault, dba):
+    """Marking a stored answer as an unanswered claim (to have its charges replayed for a
+    fresh answer) fails authentication: the claim is encrypted as an answer is."""
+    service = Service(demo_vault, Limits())
+    caller = _caller()
+    _mean(service, caller, "req-1")
+    with dba.edit(demo_vault.path) as conn:
+        conn.execute(replies.update().values(media_type=""))
+    with pytest.raises(PrivmlError, match="fails authentication"):
+        _mean(service, caller, "req-1")
+    assert _charges(demo_vault) == 1
