@@ -8,13 +8,14 @@ HTTP server): the same release path, session and audit log a server process uses
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import anyio
 import pytest
 
-from privml import PrivmlError
+from privml import AccessDenied, PrivmlError
 from privml.service._limits import Limits
 from privml.service._service import Caller, Reply, Service
 from privml.storage.tables import replies
@@ -86,3 +87,53 @@ def test_an_answer_turned_into_a_claim_without_the_key_is_refused(demo_vault, db
     with pytest.raises(PrivmlError, match="fails authentication"):
         _mean(service, caller, "req-1")
     assert _charges(demo_vault) == 1
+
+
+# --- schema facts ----------------------------------------------------------------------------
+@pytest.fixture
+def outsider(demo_vault):
+    """A session of a principal with no grant at all on ``patients``."""
+    demo_vault.add_principal("eve", roles=[])
+    return demo_vault.session("eve", purpose="research")
+
+
+SCHEMA_FACTS = ("'patient'", "glucose", "note", "seen", "health", "demographic", "50.0", "120")
+KINDS = ("numeric", "categorical", "integer", "identifier", "text", "datetime")
+
+
+def _says_nothing_of_the_schema(err: BaseException) -> None:
+    text = str(err)
+    for fact in (*SCHEMA_FACTS, *KINDS):
+        assert fact not in text, fact
+
+
+def test_explain_without_a_grant_is_refused_and_names_no_column(outsider, demo_vault):
+    with pytest.raises(AccessDenied) as refused:
+        outsider.explain("patients")
+    _says_nothing_of_the_schema(refused.value)
+    entry = demo_vault.audit.entries().iloc[-1]
+    assert (entry["action"], entry["outcome"]) == ("policy.explain", "denied")
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        lambda s: s.dp.mean("patients", "nope", epsilon=0.1),
+        lambda s: s.dp.histogram("patients", "nope", epsilon=0.1),
+        lambda s: s.dp.count("patients", epsilon=0.1, where=[("nope", "==", 1)]),
+        lambda s: s.read("patients", columns=["nope"]),
+        lambda s: s.dp.mean("patients", "glucose", epsilon=0.1),
+        lambda s: s.dp.count("patients", epsilon=0.1, where=[("glucose", "==", "high")]),
+        lambda s: s.dp.count("patients", epsilon=0.1, where=[("sex", ">", 3)]),
+    ],
+    ids=["mean", "histogram", "where", "read", "denied", "where-kind", "where-op"],
+)
+def test_an_unknown_column_asked_without_a_grant_is_a_refusal_naming_no_column(
+    outsider, demo_vault, ask: Callable[[Any], Any]
+):
+    """Asking for a column that does not exist must not list the columns that do, nor
+    answer differently from a column that exists but is denied."""
+    with pytest.raises(AccessDenied) as refused:
+        ask(outsider)
+    _says_nothing_of_the_schema(refused.value)
+    assert _charges(demo_vault) == 0
