@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 from privml import AccessDenied, PrivmlError
 from privml.service._limits import Limits
@@ -137,3 +138,50 @@ def test_an_unknown_column_asked_without_a_grant_is_a_refusal_naming_no_column(
         ask(outsider)
     _says_nothing_of_the_schema(refused.value)
     assert _charges(demo_vault) == 0
+
+
+# --- the audit log's route -------------------------------------------------------------------
+def test_a_route_stays_with_its_request_not_its_worker_thread(demo_vault):
+    """Work run for one request, then work run for none on the same worker threads: the
+    second's entries name no route, the first's name its own."""
+    service = Service(demo_vault, Limits())
+    caller = _caller()
+
+    def read() -> None:
+        demo_vault.session("analyst", purpose="research").read("patients")
+
+    async def go() -> None:
+        for n in range(3):
+            await service.call(read, timeout=60, via=caller.via(f"req-{n}"))
+            await service.call(read, timeout=60)
+
+    anyio.run(go)
+    reads = demo_vault.audit.entries().query("action == 'dataset.read'")["details"].tolist()
+    assert [d.get("via", {}).get("request") for d in reads] == [
+        "req-0", None, "req-1", None, "req-2", None,
+    ]  # fmt: skip
+
+
+# --- tokens ----------------------------------------------------------------------------------
+def test_a_token_row_copied_into_another_vault_is_refused(tmp_path, vaults, dba, key):
+    """The same principal and purpose in both vaults: the copied row (its digest and MAC)
+    is not a token of the second vault."""
+    from privml import IntegrityError
+    from privml.storage.tables import tokens
+
+    made = []
+    for name in ("a", "b"):
+        vault = vaults.create(tmp_path / name, key=key)
+        vault.add_purpose("research", description="Tests", lawful_basis="consent")
+        vault.add_principal("analyst", roles=[])
+        made.append(vault)
+    first, second = made
+    issued = first.tokens.issue("analyst", purposes=["research"])
+    with dba.edit(first.path) as conn:
+        row = conn.execute(sa.select(tokens)).one()._asdict()
+    with dba.edit(second.path) as conn:
+        conn.execute(tokens.insert().values(**row))
+    with pytest.raises(IntegrityError, match="tokens"):
+        second.tokens.authenticate(issued.secret, client="203.0.113.7")
+    for vault in made:
+        vault.close()
