@@ -49,9 +49,9 @@ class Caller:
     client: str
     dpo: bool
 
-    def via(self, request_key: str | None = None) -> Via:
+    def via(self, request_key: str | None = None, attempt: str | None = None) -> Via:
         """What the vault records of the route this caller's request took."""
-        return Via(self.client, self.token, request_key)
+        return Via(self.client, self.token, request_key, attempt)
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,12 @@ class Service:
                 retry_after=1.0,
             ) from None
 
-    def session(self, caller: Caller, request_key: str | None = None) -> Session:
+    def session(
+        self, caller: Caller, request_key: str | None = None, attempt: str | None = None
+    ) -> Session:
         """A session for the caller; its audit entries name the route, its charges the key."""
-        return self.vault._served_session(caller.principal, caller.purpose, caller.via(request_key))
+        via = caller.via(request_key, attempt)
+        return self.vault._served_session(caller.principal, caller.purpose, via)
 
     async def release(
         self,
@@ -169,18 +172,19 @@ class Service:
         """Serve a release once per request id: a retry gets the stored answer, uncharged.
 
         The answer is stored (encrypted) before it is sent. A retry after a crash
-        that came before the store finds the charge already in the ledger under
-        the same id (charged once) and gets an answer no one has seen.
+        that came before the store finds the request's claim, hence its charges
+        already in the ledger under the same ids (charged once), and gets an answer
+        no one has seen; a retry after the answer was purged is a new, charged release.
         """
         tag = f"{action}:{_digest(caller.purpose, request)}"
         replies = self.vault._replies
 
         def work() -> Reply:
-            stored = replies.get(caller.principal, key, action=tag)
-            if stored is not None:
+            claimed = replies.claim(caller.principal, key, action=tag)
+            if not isinstance(claimed, str):
                 self.record(caller, caller.client, action, "replayed", {"request": key})
-                return Reply(stored.body, stored.media_type, True)
-            body, media_type = compute(self.session(caller, key))
+                return Reply(claimed.body, claimed.media_type, True)
+            body, media_type = compute(self.session(caller, key, claimed))
             kept = replies.put(caller.principal, key, action=tag, body=body, media_type=media_type)
             return Reply(kept.body, kept.media_type, kept.body != body)
 

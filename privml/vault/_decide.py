@@ -66,10 +66,18 @@ def require(
     column: str,
     needed: str,
 ) -> None:
-    """Refuse unless ``column`` exists and its mode allows ``needed``."""
+    """Refuse unless ``column`` exists and its mode allows ``needed``.
+
+    The schema is told only to an asker the policy lets use some column: anyone else
+    is refused alike for a column that exists and one that does not, naming none.
+    """
+    usable = [c for c in schema.names if decisions[c].mode != "deny"]
+    if not usable:
+        raise _nothing(asker, dataset, needed)
     if column not in schema:
         raise ConfigurationError(
-            f"dataset {dataset!r} has no column {column!r}; columns are {list(schema.names)}"
+            f"dataset {dataset!r} has no column {column!r}; the columns "
+            f"{asker.principal!r} may use for {asker.purpose!r} are {usable}"
         )
     mode = decisions[column].mode
     if not mode_allows(mode, needed):
@@ -92,14 +100,19 @@ def countable(
     """The columns usable at ``needed``: a row count sees the rows all of them admit."""
     usable = [c for c in schema.names if mode_allows(decisions[c].mode, needed)]
     if not usable:
-        raise asker.denied(
-            f"{asker.principal!r} acting for {asker.purpose!r} may use no column of "
-            f"{dataset!r} for this release (needs {needed!r}). See {asker.explain(dataset)}.",
-            dataset=dataset,
-            mode="deny",
-            needed=needed,
-        )
+        raise _nothing(asker, dataset, needed)
     return usable
+
+
+def _nothing(asker: Asker, dataset: str, needed: str) -> AccessDenied:
+    """The refusal of an asker who may use no column of ``dataset`` (naming none)."""
+    return asker.denied(
+        f"{asker.principal!r} acting for {asker.purpose!r} may use no column of "
+        f"{dataset!r} for this release (needs {needed!r}). See {asker.explain(dataset)}.",
+        dataset=dataset,
+        mode="deny",
+        needed=needed,
+    )
 
 
 def readable(
@@ -154,8 +167,9 @@ def conditions(
     parsed = [Predicate.parse(p) for p in where]
     kinds = {name: f.kind for name, f in schema.items()}
     for p in parsed:
-        p.check(kinds)  # the value's kind, before any read or charge
+        # the column's mode first: its kind is told only to an asker allowed to use it
         require(asker, dataset, schema, decisions, p.column, needs)
+        p.check(kinds)  # the value's kind, before any read or charge
     return parsed
 
 

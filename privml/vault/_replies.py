@@ -14,11 +14,21 @@ Why this is safe:
   id, the principal, the request id, the action, the media type and the time, so
   a row edited, or moved to another principal or request id, fails to decrypt
   (:class:`~privml.exceptions.IntegrityError`).
-* **Not a protected table, on purpose.** Rows are written once and never
-  changed, so an older copy of a row is the row; deleting one only makes the
-  retry compute (and charge) its answer again, as a first request would. The
-  AEAD binding covers every other edit, without an integrity head to update on
-  every request.
+* **A lost answer is paid for again.** Before it computes, a request claims
+  its id (:meth:`ReplyStore.claim`): a row holding a random attempt id,
+  encrypted as a body is, which the server folds into the ledger request ids of
+  the request's charges (:meth:`~privml.vault._requests.Via.charge_id`). A retry
+  after a crash finds the claim and repeats those ids, so the ledger charges it
+  once and its answer, which nobody has seen, is sent. A retry after the answer
+  was purged, or its row deleted without the key, finds no claim: it makes a new
+  one, and its charges are new charges, as a first request's would be. A
+  purged answer is never released again with fresh noise for free.
+* **Not a protected table, on purpose.** A row is a claim, then its answer;
+  deleting one makes the retry a new, charged request, and the AEAD binding
+  covers every other edit, without an integrity head to update on every request.
+  Restoring a claim row from an older copy of the database, after its answer was
+  stored, is a rollback: not detected (as for every row changed since the last
+  audit entry, see SECURITY.md).
 * **Once per request id.** :meth:`~ReplyStore.put` inserts under the vault's
   writer lock; when another thread, process or machine stored a reply for the
   same request id first, it returns that one, which the caller sends instead of
@@ -59,6 +69,7 @@ _NONCE = 12
 _KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _ACTION = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
 _MEDIA_TYPE = re.compile(r"[!-~][ -~]{0,127}")  # printable ASCII, at most 128 characters
+_CLAIMED = ""  # the media type of a claim: no answer yet (never a valid media type)
 
 
 @dataclass(frozen=True)
@@ -106,10 +117,57 @@ class ReplyStore:
         _check(principal, key, action)
         with read(self._state.engine) as conn:
             row = conn.execute(_lookup(principal, key)).first()
-        return None if row is None else self._open(row, principal, key, action)
+        if row is None:
+            return None
+        found = self._open_any(row, principal, key, action)
+        return found if isinstance(found, StoredReply) else None
+
+    def claim(self, principal: str, key: str, *, action: str) -> StoredReply | str:
+        """The stored reply to ``principal``'s request ``key``, or the id of its attempt.
+
+        A request not yet answered is claimed: the first caller stores a random attempt
+        id (encrypted), every later one gets the same id until the answer is stored
+        (:meth:`put`). A request whose row is gone (purged, or deleted without the
+        key) gets a new attempt id, so its charges are new ones.
+
+        Raises
+        ------
+        ConfigurationError
+            The request id was used for another action: the client must use a new one.
+        IntegrityError
+            The stored row was edited or moved without the key.
+        """
+        _check(principal, key, action)
+        attempt = secrets.token_hex(16)
+        created = utcnow()
+        nonce = secrets.token_bytes(_NONCE)
+        sealed_id = nonce + self._cipher().encrypt(
+            nonce, attempt.encode(), self._ad(principal, key, action, _CLAIMED, created)
+        )
+        with transaction(self._state.engine) as tx:
+            row = tx.conn.execute(_lookup(principal, key)).first()
+            if row is None:
+                tx.conn.execute(
+                    replies.insert().values(
+                        principal=principal,
+                        key=key,
+                        action=action,
+                        media_type=_CLAIMED,
+                        created=created,
+                        body=sealed_id,
+                    )
+                )
+                return attempt
+        return self._open_any(row, principal, key, action)
 
     def put(
-        self, principal: str, key: str, *, action: str, body: bytes, media_type: str
+        self,
+        principal: str,
+        key: str,
+        *,
+        action: str,
+        body: bytes,
+        media_type: str,
     ) -> StoredReply:
         """Store the reply to ``principal``'s request ``key``, unless one is stored already.
 
@@ -134,19 +192,28 @@ class ReplyStore:
         sealed_body = nonce + self._cipher().encrypt(
             nonce, body, self._ad(principal, key, action, media_type, created)
         )
+        values = {"action": action, "media_type": media_type, "created": created}
         with transaction(self._state.engine) as tx:
             row = tx.conn.execute(_lookup(principal, key)).first()
-            if row is None:
+            if row is not None and str(row.media_type) == _CLAIMED:
+                self._open_any(row, principal, key, action)  # an authentic claim of this action
+                tx.conn.execute(
+                    replies.update()
+                    .where(
+                        replies.c.principal == principal,
+                        replies.c.key == key,
+                        replies.c.media_type == _CLAIMED,
+                    )
+                    .values(**values, body=sealed_body)
+                )
+                row = None
+            elif row is None:
                 tx.conn.execute(
                     replies.insert().values(
-                        principal=principal,
-                        key=key,
-                        action=action,
-                        media_type=media_type,
-                        created=created,
-                        body=sealed_body,
+                        principal=principal, key=key, **values, body=sealed_body
                     )
                 )
+            if row is None:
                 return StoredReply(action, body, media_type, datetime.fromisoformat(created))
         return self._open(row, principal, key, action)
 
@@ -175,7 +242,14 @@ class ReplyStore:
         return _AD_TAG + self._vault + b"".join(_text(p) for p in parts)
 
     def _open(self, row: Any, principal: str, key: str, action: str) -> StoredReply:
-        """Decrypt a stored row (checked against the identity it was asked under)."""
+        """Decrypt a stored answer (checked against the identity it was asked under)."""
+        found = self._open_any(row, principal, key, action)
+        if not isinstance(found, StoredReply):
+            raise ConfigurationError("internal: a claimed request has no answer yet")
+        return found
+
+    def _open_any(self, row: Any, principal: str, key: str, action: str) -> StoredReply | str:
+        """Decrypt a stored row: an answer, or a claim's attempt id."""
         try:
             stored = bytes(row.body)
             ad = self._ad(principal, key, str(row.action), str(row.media_type), str(row.created))
@@ -191,6 +265,8 @@ class ReplyStore:
             raise ConfigurationError(
                 f"request id {key!r} already used for a different request; use a new one"
             )
+        if str(row.media_type) == _CLAIMED:
+            return body.decode("ascii")
         return StoredReply(str(row.action), body, str(row.media_type), created)
 
     def _forget(self) -> None:

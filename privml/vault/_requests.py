@@ -33,14 +33,17 @@ __all__ = ["RequestLog", "Via", "policy_hash", "release_context"]
 class Via:
     """How a served request reached the vault: recorded in each of its audit entries.
 
-    ``request_key`` is the client's id for the request: a retry carries the same
-    one, so the ledger charges of the retry carry the same request ids and are
-    charged once (:meth:`charge_id`).
+    ``request_key`` is the client's id for the request, and ``attempt`` the id the
+    server's claim on it holds (:meth:`privml.vault._replies.ReplyStore.claim`): a
+    retry of an unanswered request carries both again, so its ledger charges carry
+    the same request ids and are charged once (:meth:`charge_id`). A request whose
+    stored answer is gone makes a new claim, hence new charges.
     """
 
     client: str
     token: str
     request_key: str | None = None
+    attempt: str | None = None
 
     def details(self) -> dict[str, str]:
         """What an audit entry records of the route (no secret: the token's public id)."""
@@ -52,11 +55,13 @@ class Via:
     def charge_id(self, principal: str, action: str, n: int) -> str | None:
         """The ledger request id of the ``n``-th charge a served request makes (None: fresh).
 
-        The same for a retry of the request, distinct across principals and requests.
+        The same for a retry of the same attempt at the request, distinct across
+        principals, requests and attempts.
         """
         if self.request_key is None:
             return None
-        material = "\0".join((principal, self.request_key, action, str(n))).encode()
+        parts = (principal, self.request_key, self.attempt or "", action, str(n))
+        material = "\0".join(parts).encode()
         return f"{action}-svc-{hashlib.sha256(material).hexdigest()[:32]}"
 
 

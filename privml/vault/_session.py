@@ -179,7 +179,10 @@ class Session:
         """What this session gets from each column of ``dataset``, and why (audited).
 
         One row per column: its schema tags, the decided mode, the deciding grant
-        ids and their row filters (see :meth:`privml.Vault.explain`).
+        ids and their row filters (see :meth:`privml.Vault.explain`). Needs some
+        grant on ``dataset`` for this purpose (``dp_aggregate`` or more on a column):
+        a session without one is refused with :class:`~privml.AccessDenied` and
+        learns nothing of the dataset's columns.
 
         Examples
         --------
@@ -191,9 +194,16 @@ class Session:
         """
         door = self._door
         with door.request("policy.explain", dataset):
-            frame = explain(
-                door._policy.model(), self.principal, self.purpose, dataset, door.schema(dataset)
+            schema = door.schema(dataset)
+            # the schema is told only to a session the policy lets use some column
+            _decide.countable(
+                door._asker,
+                dataset,
+                schema,
+                door._column_decisions(dataset, schema),
+                "dp_aggregate",
             )
+            frame = explain(door._policy.model(), self.principal, self.purpose, dataset, schema)
         door.record("policy.explain", "ok", dataset, None, {})
         return frame
 

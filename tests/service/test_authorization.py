@@ -77,6 +77,7 @@ _analyst = {
     "over-budget": BudgetExceededError,
 }
 _no_grant = {
+    "explain": AccessDenied,
     **dict.fromkeys((*_DP, "budget", "read", "read-glucose", "over-budget"), AccessDenied),
     **dict.fromkeys(_HE, NotFoundError),
 }

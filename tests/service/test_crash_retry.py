@@ -110,7 +110,8 @@ def test_killed_after_the_answer_was_stored_the_retry_gets_it_uncharged(
     body = {"epsilon": 0.1}
     before = query(setup, "SELECT count(*) FROM ledger_events")[0][0]
     sock = send_unread(srv.url, COUNT, headers(setup, key), body)
-    until("the stored reply", lambda: query(setup, "SELECT 1 FROM replies WHERE key = :k", k=key))
+    stored = "SELECT 1 FROM replies WHERE key = :k AND media_type <> ''"  # not a claim
+    until("the stored reply", lambda: query(setup, stored, k=key))
     charged = query(setup, "SELECT request_id, status FROM ledger_events ORDER BY id")[before:]
     assert [status for _, status in charged] == ["committed"]
     srv.kill()
@@ -142,9 +143,9 @@ def test_killed_during_training_the_retry_is_charged_once_and_answered(
     )
     srv.kill()
     sock.close()
-    # Killed between the reservation and the answer: nothing settled, nothing stored.
+    # Killed between the reservation and the answer: nothing settled, only the claim stored.
     assert query(setup, "SELECT status FROM ledger_events ORDER BY id")[before:] == [("reserved",)]
-    assert query(setup, "SELECT 1 FROM replies WHERE key = :k", k=key) == []
+    assert query(setup, "SELECT media_type FROM replies WHERE key = :k", k=key) == [("",)]
     srv.start()
 
     answer = httpx.post(srv.url + TRAIN, json=body, headers=headers(setup, key), timeout=300)

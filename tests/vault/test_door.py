@@ -55,14 +55,15 @@ def test_authorize_refuses_an_ungranted_column_and_audits_it(demo_vault, loads):
     guest = demo_vault.session("guest", purpose="research")._door
     with pytest.raises(privml.AccessDenied) as caught:
         guest.authorize("patients", columns=["age"], needed="dp_aggregate", action="test.read")
-    assert caught.value.column == "age"
+    # no grant on the dataset: refused alike whether the column exists or not
+    assert caught.value.column is None and caught.value.mode == "deny"
     [entry] = _entries(demo_vault, "test.read")
     assert (entry["principal"], entry["outcome"], entry["dataset"]) == (
         "guest",
         "denied",
         "patients",
     )
-    assert entry["details"]["column"] == "age" and entry["details"]["needed"] == "dp_aggregate"
+    assert entry["details"]["columns"] == ["age"] and entry["details"]["needed"] == "dp_aggregate"
     assert loads == []  # deciding reads no data
 
 
