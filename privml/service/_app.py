@@ -57,6 +57,10 @@ def create_app(vault: Vault, *, limits: Limits | None = None) -> FastAPI:
         title="privml curator",
         version=__version__,
         description="A privml vault served to analysts who never hold its key.",
+        # the schema is served (clients and fuzzers read it); the interactive pages are
+        # not: they load scripts from a CDN into the page where an analyst types a token
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     for routes in (session_routes, dp_routes, he_routes, oversight_routes):

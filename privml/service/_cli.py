@@ -53,6 +53,9 @@ def add_serve(commands: Any) -> None:
         help="failed authentications per address and minute before each next one is delayed",
     )
     sub.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    sub.add_argument(
+        "--training-timeout", type=float, default=900.0, help="seconds per DP-SGD run request"
+    )
     sub.add_argument("--log-level", default="info", help="uvicorn's log level")
 
 
@@ -68,6 +71,7 @@ def run_serve(args: argparse.Namespace) -> int:
         burst=args.burst,
         failures_before_delay=args.auth_failures,
         timeout=args.timeout,
+        training_timeout=args.training_timeout,
     )
     serve(
         args.vault,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "FitRequest",
@@ -21,9 +21,48 @@ __all__ = [
 
 Name = Field(min_length=1, max_length=256)
 
+#: How deeply a body's JSON may nest (a declared network is the deepest legitimate body).
+MAX_DEPTH = 32
+#: How many values a body's free-form parts (``where``, ``params``, ``spec``) may hold in all.
+MAX_VALUES = 100_000
+
+
+def check_shape(value: Any, *, depth: int = MAX_DEPTH, values: int = MAX_VALUES) -> None:
+    """Refuse JSON nested deeper than ``depth`` or holding more than ``values`` values.
+
+    Walked without recursion, so that no nesting exhausts the stack here or later
+    (digests, audit checks and parsers that walk a request recursively).
+
+    Examples
+    --------
+    >>> check_shape({"where": [["age", "in", [1, 2, 3]]]})
+    >>> check_shape([[[[1]]]], depth=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: the body nests deeper than 3 levels
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen = 0
+    while stack:
+        item, level = stack.pop()
+        seen += 1
+        if seen > values:
+            raise ValueError(f"the body holds more than {values} values; send fewer")
+        if isinstance(item, dict | list):
+            if level >= depth:
+                raise ValueError(f"the body nests deeper than {depth} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        check_shape(data)
+        return data
 
 
 class ReadRequest(_Body):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,6 +72,10 @@ class Service:
         self.limits = limits
         self.rates = RateLimiter(limits.rate, limits.burst)
         self.throttle = FailureThrottle(limits.failures_before_delay, limits.failure_window)
+        # releases running in this process, by (principal, request id): a retry waits for
+        # the first run instead of computing (and drawing noise) a second time
+        self._running: dict[tuple[str, str], threading.Event] = {}
+        self._running_lock = threading.Lock()
 
     # -- who calls ----------------------------------------------------------------------
     async def authenticate(self, headers: Mapping[str, str], client: str) -> Caller:
@@ -179,13 +184,30 @@ class Service:
         tag = f"{action}:{_digest(caller.purpose, request)}"
         replies = self.vault._replies
 
+        slot = (caller.principal, key)
+
         def work() -> Reply:
-            claimed = replies.claim(caller.principal, key, action=tag)
-            if not isinstance(claimed, str):
-                self.record(caller, caller.client, action, "replayed", {"request": key})
-                return Reply(claimed.body, claimed.media_type, True)
-            body, media_type = compute(self.session(caller, key, claimed))
-            kept = replies.put(caller.principal, key, action=tag, body=body, media_type=media_type)
+            while True:
+                claimed = replies.claim(caller.principal, key, action=tag)
+                if not isinstance(claimed, str):
+                    self.record(caller, caller.client, action, "replayed", {"request": key})
+                    return Reply(claimed.body, claimed.media_type, True)
+                with self._running_lock:
+                    first = self._running.get(slot)
+                    if first is None:
+                        mine = self._running[slot] = threading.Event()
+                if first is None:
+                    break
+                first.wait()  # then its stored answer, or (had it failed) a run of our own
+            try:
+                body, media_type = compute(self.session(caller, key, claimed))
+                kept = replies.put(
+                    caller.principal, key, action=tag, body=body, media_type=media_type
+                )
+            finally:
+                with self._running_lock:
+                    del self._running[slot]
+                mine.set()
             return Reply(kept.body, kept.media_type, kept.body != body)
 
         return await self.call(work, timeout=timeout, via=caller.via(key))

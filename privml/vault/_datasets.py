@@ -222,7 +222,7 @@ class DatasetStore:
         """The declared total budget of ``dataset``; :class:`NotFoundError` if unknown."""
         budgets = self.all_budgets()
         if dataset not in budgets:
-            raise NotFoundError(f"no dataset {dataset!r}; known datasets: {sorted(budgets)}")
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
         return budgets[dataset]
 
     def derived_from(self, dataset: str) -> str | None:

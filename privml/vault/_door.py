@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
-from ..exceptions import BudgetExceededError, ConfigurationError
+from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
 from ..policy import mode_allows
 from ..policy._digest import row_digest
 from . import _decide, _failures, _model_access
@@ -107,15 +107,27 @@ class Door:
 
     # -- lookups (no data) ------------------------------------------------------------
     def schema(self, dataset: str) -> Schema:
-        """The declared schema of ``dataset``."""
-        return self._store.schema(dataset)
+        """The declared schema of ``dataset``.
+
+        Served over the network, a dataset on which this principal, for this purpose,
+        may use no column at all is answered as an unknown one: a token holder learns
+        neither its existence nor its columns.
+        """
+        schema = self._store.schema(dataset)
+        if self._via is not None and all(
+            d.mode == "deny" for d in self._column_decisions(dataset, schema).values()
+        ):
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+        return schema
 
     def budget(self, dataset: str) -> Budget:
         """The declared total budget of ``dataset``."""
+        self.schema(dataset)
         return self._store.budget(dataset)
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``."""
+        self.schema(dataset)
         return self._store.latest_version(dataset)
 
     def _column_decisions(self, dataset: str, schema: Schema) -> dict[str, ColumnDecision]:
@@ -157,7 +169,7 @@ class Door:
         decisions: dict[str, ColumnDecision] = {}
         asker = self._asker
         try:
-            schema = self._store.schema(dataset)
+            schema = self.schema(dataset)
             source = self._store.derived_from(dataset)
             if source is not None and needed in ("dp_aggregate", "dp_training"):
                 raise ConfigurationError(

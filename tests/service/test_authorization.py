@@ -76,9 +76,10 @@ _analyst = {
     **dict.fromkeys(_OVERSIGHT, AccessDenied),
     "over-budget": BudgetExceededError,
 }
-_no_grant = {
-    "explain": AccessDenied,
-    **dict.fromkeys((*_DP, "budget", "read", "read-glucose", "over-budget"), AccessDenied),
+_no_grant = {  # a dataset without any grant is answered as an unknown one
+    **dict.fromkeys(
+        (*_DP, "budget", "explain", "read", "read-glucose", "over-budget"), NotFoundError
+    ),
     **dict.fromkeys(_HE, NotFoundError),
 }
 EXPECTED: dict[str, dict[str, Outcome]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from privml import AccessDenied, ConfigurationError
+from privml import AccessDenied, ConfigurationError, NotFoundError
 
 NET = {
     "layers": [
@@ -76,6 +76,6 @@ def test_models_are_refused_as_data_before_any_charge(as_, setup):
     with pytest.raises(AccessDenied):  # glucose is dp_aggregate for ana, not dp_training
         ana.dp.train("patients", **{**RUN, "features": ["glucose"]})
     eve = as_("eve", "research")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(NotFoundError):  # no grant on the dataset: answered as an unknown one
         eve.dp.train("patients", **RUN)
     assert ana.budget("patients").epsilon_spent == before
