@@ -53,14 +53,14 @@ def test_a_purged_answer_retried_is_charged_again_never_free(demo_vault):
     request is a new release: a fresh answer is paid for, never released uncharged."""
     service = Service(demo_vault, Limits())
     caller = _caller()
-    first = _mean(service, caller, "req-1")
+    _mean(service, caller, "req-1")
     assert _charges(demo_vault) == 1
     assert _mean(service, caller, "req-1").replayed  # a retry: the stored answer, uncharged
     assert _charges(demo_vault) == 1
     assert demo_vault._replies.purge(older_than=timedelta(0)) == 1
     again = _mean(service, caller, "req-1")
     assert _charges(demo_vault) == 2, "a second answer was released without a charge"
-    assert not again.replayed and again.body != first.body
+    assert not again.replayed  # computed afresh (its value may equal the first: clipped)
     # another column under the kept id is a new release too, charged
     demo_vault._replies.purge(older_than=timedelta(0))
     _mean(service, caller, "req-1", column="age")
