@@ -56,6 +56,9 @@ def add_serve(commands: Any) -> None:
     sub.add_argument(
         "--training-timeout", type=float, default=900.0, help="seconds per DP-SGD run request"
     )
+    sub.add_argument(
+        "--in-flight", type=int, default=16, help="requests of one principal running at once"
+    )
     sub.add_argument("--log-level", default="info", help="uvicorn's log level")
 
 
@@ -72,6 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         failures_before_delay=args.auth_failures,
         timeout=args.timeout,
         training_timeout=args.training_timeout,
+        in_flight=args.in_flight,
     )
     serve(
         args.vault,

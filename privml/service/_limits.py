@@ -42,6 +42,8 @@ class Limits:
         before each further attempt from it is delayed, doubling up to 5 s.
     failure_window : float
         Seconds over which failed authentications are counted.
+    in_flight : int
+        Requests of one principal running at once (per worker); more are refused (429).
     frame_cache_bytes : int
         Memory for decrypted dataset versions kept between releases (each version
         is read and decrypted once, its keys still checked at every read).
@@ -61,6 +63,7 @@ class Limits:
     failures_before_delay: int = 5
     failure_window: float = 60.0
     frame_cache_bytes: int = 256 * 2**20
+    in_flight: int = 16
 
     def __post_init__(self) -> None:
         for name in (
@@ -69,6 +72,7 @@ class Limits:
             "burst",
             "failures_before_delay",
             "frame_cache_bytes",
+            "in_flight",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -39,7 +39,7 @@ def he_routes(service: Service) -> APIRouter:
             return service.session(caller).he.spec(model, version=version)
 
         return Response(
-            await service.call(work, timeout=limits.timeout, via=caller.via()), media_type=_BYTES
+            await service.call(work, timeout=limits.timeout, caller=caller), media_type=_BYTES
         )
 
     @api.post("/predict", name="he.predict", response_class=Response)
@@ -54,7 +54,7 @@ def he_routes(service: Service) -> APIRouter:
             )
 
         return Response(
-            await service.call(work, timeout=limits.timeout, via=caller.via()), media_type=_BYTES
+            await service.call(work, timeout=limits.timeout, caller=caller), media_type=_BYTES
         )
 
     return api

@@ -36,7 +36,7 @@ def oversight_routes(service: Service) -> APIRouter:
             audited(caller, "oversight.budgets")
             return out
 
-        return await service.call(work, timeout=limits.timeout, via=caller.via())
+        return await service.call(work, timeout=limits.timeout, caller=caller)
 
     @api.get("/datasets/{dataset}/ledger", name="oversight.ledger", response_class=Response)
     async def ledger(caller: Who, dataset: Dataset) -> Response:
@@ -48,7 +48,7 @@ def oversight_routes(service: Service) -> APIRouter:
             return str(text)
 
         return Response(
-            await service.call(work, timeout=limits.timeout, via=caller.via()),
+            await service.call(work, timeout=limits.timeout, caller=caller),
             media_type="application/json",
         )
 
@@ -65,6 +65,6 @@ def oversight_routes(service: Service) -> APIRouter:
                 "problems": [[seq, reason] for seq, reason in report.problems],
             }
 
-        return await service.call(work, timeout=limits.timeout, via=caller.via())
+        return await service.call(work, timeout=limits.timeout, caller=caller)
 
     return api

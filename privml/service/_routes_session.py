@@ -39,7 +39,7 @@ def session_routes(service: Service) -> APIRouter:
         def work() -> BudgetStatus:
             return service.session(caller).budget(dataset)
 
-        return (await service.call(work, timeout=limits.timeout, via=caller.via())).to_dict()
+        return (await service.call(work, timeout=limits.timeout, caller=caller)).to_dict()
 
     @api.get("/datasets/{dataset}/explain", name="policy.explain")
     async def explain(caller: Who, dataset: Dataset) -> list[dict[str, Any]]:
@@ -49,7 +49,7 @@ def session_routes(service: Service) -> APIRouter:
             frame = service.session(caller).explain(dataset)
             return list(frame.to_dict(orient="records"))
 
-        return await service.call(work, timeout=limits.timeout, via=caller.via())
+        return await service.call(work, timeout=limits.timeout, caller=caller)
 
     @api.post(
         "/datasets/{dataset}/read",
@@ -76,7 +76,7 @@ def session_routes(service: Service) -> APIRouter:
                 headers["Privml-Next-Offset"] = str(body.offset + limit)
             return Response(frame_to_ipc(page), media_type=ARROW, headers=headers)
 
-        return await service.call(work, timeout=limits.timeout, via=caller.via())
+        return await service.call(work, timeout=limits.timeout, caller=caller)
 
     return api
 

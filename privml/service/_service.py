@@ -76,6 +76,7 @@ class Service:
         # the first run instead of computing (and drawing noise) a second time
         self._running: dict[tuple[str, str], threading.Event] = {}
         self._running_lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
 
     # -- who calls ----------------------------------------------------------------------
     async def authenticate(self, headers: Mapping[str, str], client: str) -> Caller:
@@ -135,14 +136,22 @@ class Service:
 
     # -- running the vault's work -----------------------------------------------------------
     async def call(
-        self, work: Callable[[], T], *, timeout: float | None, via: Via | None = None
+        self,
+        work: Callable[[], T],
+        *,
+        timeout: float | None,
+        caller: Caller | None = None,
+        key: str | None = None,
     ) -> T:
         """Run ``work`` in a worker thread; past ``timeout`` the client is told to retry.
 
-        With ``via``, every audit entry the work causes records the request's route.
+        For a ``caller``, every audit entry the work causes records the request's route,
+        and a principal with ``limits.in_flight`` requests still running (a timed-out
+        one runs on) is refused (429, audited) before any work: one principal cannot
+        hold every worker thread.
         """
-        if via is not None:
-            work = _routed(work, via)
+        if caller is not None:
+            work = self._counted(caller, _routed(work, caller.via(key)))
         if timeout is None:
             return await anyio.to_thread.run_sync(work)
         try:
@@ -156,6 +165,38 @@ class Service:
                 kind="timeout",
                 retry_after=1.0,
             ) from None
+
+    def _counted(self, caller: Caller, work: Callable[[], T]) -> Callable[[], T]:
+        """``work``, counted among the caller's requests in progress until it ends."""
+        principal = caller.principal
+        with self._running_lock:
+            busy = self._in_flight.get(principal, 0)
+            if busy < self.limits.in_flight:
+                self._in_flight[principal] = busy + 1
+        if busy >= self.limits.in_flight:
+            self.record(caller, caller.client, "request", "denied", {"reason": "in_flight"})
+            err = ServiceError(
+                f"{principal!r} has {busy} requests in progress, the most this server runs "
+                "at once for one principal: wait for one to finish",
+                status=429,
+                kind="rate_limited",
+                retry_after=1.0,
+            )
+            mark_audited(err)
+            raise err
+
+        def run() -> T:
+            try:
+                return work()
+            finally:
+                with self._running_lock:
+                    left = self._in_flight[principal] - 1
+                    if left:
+                        self._in_flight[principal] = left
+                    else:
+                        del self._in_flight[principal]
+
+        return run
 
     def session(
         self, caller: Caller, request_key: str | None = None, attempt: str | None = None
@@ -210,7 +251,7 @@ class Service:
                 mine.set()
             return Reply(kept.body, kept.media_type, kept.body != body)
 
-        return await self.call(work, timeout=timeout, via=caller.via(key))
+        return await self.call(work, timeout=timeout, caller=caller, key=key)
 
     # -- the audit log ------------------------------------------------------------------
     def record(

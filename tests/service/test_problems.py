@@ -155,3 +155,45 @@ def test_the_rate_limiter_and_the_throttle_count() -> None:
     assert delays[:2] == [0.0, 0.0] and delays[2] > 0 and delays[5] > delays[3]
     assert max(delays) <= 5.0
     assert throttle.delay("10.0.0.10") == 0.0
+
+
+def test_a_principal_with_too_many_requests_running_is_refused(demo_vault):
+    """One principal cannot hold every worker thread: past ``in_flight`` it gets a 429,
+    audited; another principal is served meanwhile."""
+    import threading
+
+    import anyio
+
+    from privml.service._service import Caller, Service
+
+    service = Service(demo_vault, Limits(in_flight=2))
+    ana = Caller("analyst", "research", "tok_00000000000000aa", "127.0.0.1", False)
+    kim = Caller("kim", "research", "tok_00000000000000bb", "127.0.0.1", False)
+    release = threading.Event()
+    started = threading.Barrier(3)
+
+    def slow() -> str:
+        started.wait()
+        release.wait(30)
+        return "done"
+
+    async def main() -> list[object]:
+        results: list[object] = []
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(lambda: _collect(results, service.call(slow, timeout=60, caller=ana)))
+            await anyio.to_thread.run_sync(started.wait)
+            with pytest.raises(ServiceError) as refused:
+                await service.call(lambda: "x", timeout=60, caller=ana)
+            assert refused.value.status == 429
+            assert await service.call(lambda: "served", timeout=60, caller=kim) == "served"
+            release.set()
+        return results
+
+    async def _collect(results: list[object], pending: object) -> None:
+        results.append(await pending)  # type: ignore[misc]
+
+    assert anyio.run(main) == ["done", "done"]
+    assert anyio.run(lambda: service.call(lambda: "again", timeout=60, caller=ana)) == "again"
+    entry = demo_vault.audit.entries(principal="analyst").iloc[-1]
+    assert entry["outcome"] == "denied" and entry["details"]["reason"] == "in_flight"
