@@ -25,8 +25,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy privml
 
+# Two processes (pytest-xdist): the suite waits on fsyncs and servers as much as on the CPU.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist

@@ -105,7 +105,11 @@ def test_keyset_validation(keys, primary, match):
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
-@pytest.mark.parametrize("wrap_key", [generate_key(), generate_key().decode(), bytes(range(32))])
+@pytest.mark.parametrize(
+    "wrap_key",
+    [generate_key(), generate_key().decode(), bytes(range(32))],
+    ids=["key-bytes", "key-text", "raw-32-bytes"],  # the same names in every collection
+)
 def test_export_round_trip(deterministic, wrap_key):
     cipher = known_cipher(deterministic=deterministic)
     token = cipher.encrypt(3.5, column="c", row_key=1)

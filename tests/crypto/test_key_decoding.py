@@ -132,7 +132,11 @@ def test_passphrases_go_through_the_kdf_strictly(tmp_path):
         Vault.open(tmp_path / "v", passphrase="correct horse ? battery")
 
 
-@pytest.mark.parametrize("wrap_key", ["é" * 32, "a" * 32, privml.generate_key()[:-2] + b"B="])
+@pytest.mark.parametrize(
+    "wrap_key",
+    ["é" * 32, "a" * 32, privml.generate_key()[:-2] + b"B="],
+    ids=["non-ascii", "32-ascii-chars", "non-canonical-base64"],  # the same in every collection
+)
 def test_field_keyset_export_keys_are_decoded_strictly(wrap_key):
     cipher = FieldCipher.generate(dataset="d")
     with pytest.raises(KeyFormatError, match="wrap_key"):

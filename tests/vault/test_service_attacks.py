@@ -152,7 +152,7 @@ def test_a_route_stays_with_its_request_not_its_worker_thread(demo_vault):
 
     async def go() -> None:
         for n in range(3):
-            await service.call(read, timeout=60, via=caller.via(f"req-{n}"))
+            await service.call(read, timeout=60, caller=caller, key=f"req-{n}")
             await service.call(read, timeout=60)
 
     anyio.run(go)
