@@ -138,7 +138,16 @@ def serving(setup: Setup, workers: int, log: Path) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "privml", "serve", str(setup.folder)]
     command += ["--key-file", str(setup.key_file), "--port", str(port)]
-    command += ["--workers", str(workers), "--rate", "1000000", "--log-level", "warning"]
+    command += [
+        "--workers",
+        str(workers),
+        "--rate",
+        "1000000",
+        "--in-flight",
+        "100000",
+        "--log-level",
+        "warning",
+    ]
     if setup.url is not None:
         command += ["--metadata-url", setup.url]
     env = {k: v for k, v in os.environ.items() if k != "PRIVML_VAULT_KEY"}
@@ -338,6 +347,7 @@ def profile(vaults: Vaults, releases: int) -> None:
     setup = vaults.new("sqlite")
     with setup.open() as vault:
         service = Service(vault, Limits(rate=1e9))
+        vault._store.keep_frames(256 * 2**20)  # as create_app does
         headers = {"authorization": f"Bearer {setup.token}", "privml-purpose": "bench"}
         request = {"dataset": "d", "statistic": "mean", "column": "x", "epsilon": EPSILON}
 

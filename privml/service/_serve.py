@@ -81,6 +81,8 @@ def serve(
     """
     uvicorn = require("uvicorn", feature="privml serve", extra="server")
     require("fastapi", feature="privml serve", extra="server")
+    from ._protocol import NoDelayH11Protocol
+
     check_bind(host, tls=certfile is not None, allow_insecure=allow_insecure)
     if (certfile is None) != (keyfile is None):
         raise ConfigurationError("TLS needs both certfile= and keyfile=")
@@ -104,6 +106,7 @@ def serve(
         # a TLS proxy on this host (allow_insecure), else any local client could forge it
         proxy_headers=allow_insecure,
         forwarded_allow_ips="127.0.0.1,::1",
+        http=NoDelayH11Protocol,
         **tls,
     )
     if workers == 1:
