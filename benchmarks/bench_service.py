@@ -49,8 +49,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
-from pg_server import private_postgres
+from bench_backends import new_database, postgres
 
 import privml
 
@@ -68,25 +67,6 @@ SCHEMA = privml.Schema(
 
 
 # --- vaults -------------------------------------------------------------------------------
-@contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("PRIVML_BENCH_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    with private_postgres(port=54349) as started:
-        yield started
-
-
-def new_database(server: str) -> str:
-    name = f"privml_bench_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
 @dataclass
 class Setup:
     folder: Path

@@ -42,6 +42,20 @@ SCHEMA = privml.Schema(
 )
 
 
+#: A server-side DP-SGD run of a second or more of steps on the test vault: long enough
+#: to be seen holding its reservation, or to outlive a short deadline.
+SLOW_RUN = {
+    "module": {"layers": [{"type": "Linear", "in_features": 1, "out_features": 2}]},
+    "features": ["age"],
+    "target": "sex",
+    "optimizer": {"type": "SGD", "lr": 0.1},
+    "batch_size": 16,
+    "epochs": 3,
+    "noise_multiplier": 2.0,
+    "max_grad_norm": 1.0,
+}
+
+
 @dataclass
 class Setup:
     """A vault folder, its key file, and a token (secret) per name."""

@@ -19,21 +19,12 @@ import pandas as pd
 import pytest
 from _server import Server, server
 
-from conftest import AuditWatch, Setup, build
+from conftest import SLOW_RUN, AuditWatch, Setup, build
 
 pytestmark = pytest.mark.sqlite_only("request shapes and one process's retries; no locking here")
 
 DP = "/v1/datasets/{d}/dp/{s}"
-SPEC = {
-    "module": {"layers": [{"type": "Linear", "in_features": 1, "out_features": 2}]},
-    "features": ["age"],
-    "target": "sex",
-    "optimizer": {"type": "SGD", "lr": 0.1},
-    "batch_size": 16,
-    "epochs": 3,  # a second or more of steps: it outlives the 0.3 s deadline
-    "noise_multiplier": 2.0,
-    "max_grad_norm": 1.0,
-}
+SPEC = SLOW_RUN
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from _server import Server, server
 
-from conftest import Setup, build
+from conftest import SLOW_RUN, Setup, build
 from privml.service._schemas import StatisticRequest
 from privml.service._service import _digest
 
@@ -28,16 +28,7 @@ pytestmark = pytest.mark.sqlite_only("a kill and a restart; the ledger's locks a
 
 COUNT = "/v1/datasets/patients/dp/count"
 TRAIN = "/v1/datasets/patients/dp/train"
-SPEC = {
-    "module": {"layers": [{"type": "Linear", "in_features": 1, "out_features": 2}]},
-    "features": ["age"],
-    "target": "sex",
-    "optimizer": {"type": "SGD", "lr": 0.1},
-    "batch_size": 16,
-    "epochs": 3,  # a second or more of steps: time to see the reservation and kill
-    "noise_multiplier": 2.0,
-    "max_grad_norm": 1.0,
-}
+SPEC = SLOW_RUN
 
 
 @pytest.fixture(scope="module")
