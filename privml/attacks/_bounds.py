@@ -33,7 +33,7 @@ from ..exceptions import ConfigurationError
 __all__ = ["clopper_pearson", "epsilon_lower_bound", "one_run_lower_bound"]
 
 #: The most canaries :func:`one_run_lower_bound` accepts (its work is linear in them).
-MAX_CANARIES = 10_000_000
+MAX_CANARIES = 1_000_000
 #: ε beyond which no search goes: ``exp(ε)`` overflows long before any audit shows this much.
 _EPS_CEILING = 700.0
 
@@ -213,7 +213,7 @@ def one_run_lower_bound(
     Parameters
     ----------
     m : int
-        Canaries, at most 10,000,000.
+        Canaries, at most 1,000,000 (the work is linear in them: seconds at the limit).
     guesses : int
         Guesses made, ``guesses <= m``.
     correct : int
