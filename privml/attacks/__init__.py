@@ -1,0 +1,29 @@
+"""Empirical privacy measurement: attacks whose success gives a lower bound on ε.
+
+The ledger states what a release *claims* (an upper bound on ε); an attack
+measures what it *leaks*. If an attack proves an ε above the claim, the claim
+is wrong (a bug, a mis-set parameter); if it proves much less, the claim may be
+loose, or the attack weak — a lower bound never certifies privacy.
+
+* :func:`loss_threshold_attack`, :func:`lira_offline_attack` — membership
+  inference on a fitted model, given members and non-members;
+* :func:`epsilon_lower_bound`, :func:`one_run_lower_bound`,
+  :func:`clopper_pearson` — the arithmetic from attack counts to ε.
+
+These are measurements, not the vault's audit log (:mod:`privml.audit`).
+"""
+
+from ._bounds import clopper_pearson, epsilon_lower_bound, one_run_lower_bound
+from ._membership import lira_offline_attack, loss_threshold_attack
+from ._result import MembershipResult
+from ._scores import scores
+
+__all__ = [
+    "MembershipResult",
+    "clopper_pearson",
+    "epsilon_lower_bound",
+    "lira_offline_attack",
+    "loss_threshold_attack",
+    "one_run_lower_bound",
+    "scores",
+]
