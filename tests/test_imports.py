@@ -30,7 +30,7 @@ NOT_IMPORTABLE = {"privml.__main__": "importing it runs the command line"}
 
 # --- the layers of DESIGN.md -------------------------------------------------------------------
 #: Mechanisms: they work through the door's protocol, never through the vault or a Session.
-MECHANISMS = ("privml.dp", "privml.he", "privml.minimization")
+MECHANISMS = ("privml.dp", "privml.he", "privml.minimization", "privml.attacks")
 #: The layers below the mechanisms, and schema and exceptions under everything.
 FOUNDATIONS = (
     "privml.policy",

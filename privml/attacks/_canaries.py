@@ -195,7 +195,7 @@ def tally_guesses(scores: np.ndarray, included: np.ndarray) -> tuple[int, int]:
     """Guess "in" on the top ``k`` scores and "out" on the bottom ``k``; count the correct.
 
     >>> tally_guesses(np.array([3.0, 2.0, 1.0, 0.0] * 5), np.array([1, 1, 0, 0] * 5, bool))
-    (4, 3)
+    (4, 4)
     """
     m = len(scores)
     k = min(math.ceil(m * GUESS_FRACTION), m // 2)

@@ -118,7 +118,7 @@ def test_canaries_lie_within_the_schema_and_are_coin_flipped():
 
 # --- the charge, validity and provenance ---------------------------------------------------------
 def test_the_charge_is_the_real_rows_event_and_the_bound_stays_below_it(vault, seeded_entropy):
-    model, history = _train(vault, sigma=1.0, epochs=3, canaries=400)
+    _, history = _train(vault, sigma=1.0, epochs=3, canaries=400)
     found = history.attrs["canary_measurement"]
     charged = vault.models.info("digits-mlp").epsilon
     # the ledger's event is q = batch_size / N for the REAL rows, the steps taken

@@ -254,7 +254,6 @@ def _start(
     loader = PoissonLoader(
         token=token,
         n=rows,  # the real rows (plan.n), then any included canaries; q is the real rows'
-
         sample_rate=spec.batch_size / plan.n,
         steps=plan.steps_per_epoch,
         guard=guard,
