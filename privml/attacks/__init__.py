@@ -8,7 +8,9 @@ loose, or the attack weak — a lower bound never certifies privacy.
 * :func:`loss_threshold_attack`, :func:`lira_offline_attack` — membership
   inference on a fitted model, given members and non-members;
 * :func:`epsilon_lower_bound`, :func:`one_run_lower_bound`,
-  :func:`clopper_pearson` — the arithmetic from attack counts to ε.
+  :func:`clopper_pearson` — the arithmetic from attack counts to ε;
+* the one-run canary measurement of DP-SGD, asked for with
+  ``session.dp.train(..., canaries=m)`` (:mod:`privml.attacks._canaries`).
 
 These are measurements, not the vault's audit log (:mod:`privml.audit`).
 """

@@ -106,6 +106,12 @@ class TrainingSpec:
     fix_module : bool
         Let Opacus's ``ModuleValidator.fix`` replace unsupported layers, in
         a copy (``run.model`` then trains the copy, not ``module``).
+    canaries : int
+        Measure the run: this many synthetic canaries (never real records),
+        each trained on with probability 1/2 at the same q as the real rows,
+        give an empirical ε lower bound beside the charged ε
+        (``run.canary_measurement``; see :mod:`privml.attacks._canaries`).
+        0 (default) is off; at most 10,000 and at most one per real row.
 
     Examples
     --------
@@ -138,6 +144,7 @@ class TrainingSpec:
     grad_sample_mode: str = "ghost"
     name: str | None = None
     fix_module: bool = False
+    canaries: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
@@ -171,6 +178,7 @@ class TrainingSpec:
             check_name(self.name, "model name", file_safe=True)
         if not isinstance(self.fix_module, bool):
             raise ConfigurationError(f"fix_module must be True or False, got {self.fix_module!r}")
+        object.__setattr__(self, "canaries", _canary_count(self.canaries))
 
     def model_name(self, dataset: str) -> str:
         """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""
@@ -270,6 +278,16 @@ def _column_names(features: Any) -> tuple[str, ...]:
     if not names or not all(isinstance(n, str) for n in names):
         raise ConfigurationError(message)
     return names
+
+
+def _canary_count(value: Any) -> int:
+    """``value`` as a Python int in ``[0, CANARIES_MAX]`` (never a bool)."""
+    from ..attacks._canaries import check_canary_count
+
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_) or value < 0:
+        raise ConfigurationError(f"canaries must be an integer >= 0 (0: off), got {value!r}")
+    check_canary_count(int(value))
+    return int(value)
 
 
 def _positive(name: str, value: Any, kind: type[int] | type[float]) -> int | float:

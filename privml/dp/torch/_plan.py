@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...accounting.events import PrivacyEvent
+from ...attacks._canaries import check_canary_count
 from ...exceptions import ConfigurationError
 from .._training_spec import TrainingSpec
 from ._calibrate import calibrate
@@ -63,6 +64,7 @@ class Plan:
         spec = self.spec
         if spec.batch_size > n:
             raise ConfigurationError(f"batch_size={spec.batch_size} exceeds the {n} rows available")
+        check_canary_count(spec.canaries, n)  # n: the real rows, which alone fix q
         self.n = n
         self.steps_per_epoch = steps = int(1 / (spec.batch_size / n))  # as Opacus's DPDataLoader
         self.steps_planned = planned = spec.epochs * steps

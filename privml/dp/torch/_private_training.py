@@ -11,6 +11,12 @@ ledger reserves before the first batch and settles on the steps released. A
 step past the reservation is refused before the update, so the settled event
 always covers what left the data. The model, and anything computed from it
 alone, is post-processing.
+
+With ``canaries=m``, the included synthetic canaries join the sealed table and
+are Poisson-sampled with the same q = batch_size / N (N: the real rows), so
+the same event bounds every real record and every canary; the plan, the
+reservation and the registered provenance are those of the real rows (see
+:mod:`privml.attacks._canaries` for the argument and the scoring).
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 
 from ...accounting.composition import epsilon_alone
+from ...attacks._canaries import Canaries
 from ...exceptions import ConfigurationError
+from .. import _random
 from .._training_spec import TrainingSpec
 from ._data import Encoding, default_criterion, prepare, scaler_for, task_of
 from ._engine import build, prepare_module
@@ -70,6 +78,7 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
                 f"{run._guard.tampered}. The model was not registered "
                 "(the steps released were charged)."
             )
+        _measure(run)
         register(
             gate,
             run,
@@ -80,6 +89,14 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
             setup.optimizer,
             rows=auth.rows_digest,  # the row filters it was read under
         )
+
+
+def _measure(run: TrainingRun) -> None:
+    """Score the run's canaries on the final model (post-processing); forget them after."""
+    canaries, run._canaries = run._canaries, None
+    if canaries is not None and run.epsilon is not None:
+        tally = canaries.tally(run.model, epsilon=run.epsilon, delta=run.delta)
+        run.canary_measurement = tally.as_dict()
 
 
 def _begin(
@@ -104,6 +121,7 @@ def _begin(
             "epochs": spec.epochs,
             "target_epsilon": spec.target_epsilon,
             "model": name,
+            **({"canaries": spec.canaries} if spec.canaries else {}),
         },
     )
     reservation, request_id = reserved.reservation, reserved.request_id
@@ -116,10 +134,30 @@ def _begin(
         raise
     del reserved  # the decrypted frame: from here the rows live only in the sealed table
     # 4. From here every exit settles or releases the reservation.
+    canaries = None
+    try:
+        if spec.canaries:  # synthetic rows after the real ones, sampled at the same q
+            canaries = Canaries.draw(
+                setup.schema,
+                setup.features,
+                spec.target,
+                setup.scaler,
+                spec.canaries,
+                rng=_random.fresh_generator(),  # keyed from the OS, as the Poisson coins
+            )
+            X_in, y_in = canaries.joined()
+            X, y = torch.cat([X, X_in]), torch.cat([y, y_in])
+    except BaseException:
+        reservation.release()
+        raise
     token = seal(X, y)
+    rows = len(y)
     del X, y
     try:
-        run, ending = _start(gate, setup, plan, token, reservation, version, request_id, name)
+        run, ending = _start(
+            gate, setup, plan, token, reservation, version, request_id, name, rows=rows
+        )
+        run._canaries = canaries
     except BaseException:
         drop(token)
         reservation.release()
@@ -173,6 +211,8 @@ def _start(
     version: int,
     request_id: str,
     name: str,
+    *,
+    rows: int,
 ) -> tuple[TrainingRun, Exit]:
     """Wire the reserved run: its guard, the private engine, the fence, the loader."""
     spec, dataset, planned = setup.spec, plan.dataset, plan.steps_planned
@@ -213,7 +253,7 @@ def _start(
     plain = engine.plain
     loader = PoissonLoader(
         token=token,
-        n=plan.n,
+        n=rows,  # the real rows (plan.n), then any included canaries; q is the real rows'
         sample_rate=spec.batch_size / plan.n,
         steps=plan.steps_per_epoch,
         guard=guard,

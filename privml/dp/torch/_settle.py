@@ -162,6 +162,8 @@ def register(
         "opacus_accountant": "rdp, q = 1/len(data_loader)",
         TRAINING_ROWS: rows,  # the row filters it was read under (see privml.vault._model_access)
     }
+    if run.canary_measurement is not None:
+        extra["canary_measurement"] = run.canary_measurement  # counts and bounds only
     run.model_info = gate.register_model(
         run.name,
         trained,

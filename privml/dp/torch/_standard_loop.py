@@ -88,5 +88,6 @@ def train(gate: Gate, dataset: str, spec: TrainingSpec, *, progress: bool = Fals
         model=run.name,
         model_version=run.model_info.version if run.model_info else None,
         request_id=run.request_id,
+        canary_measurement=run.canary_measurement,
     )
     return TrainResult(run.trained, history)

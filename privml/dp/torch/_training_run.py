@@ -11,6 +11,7 @@ from ..._records import ModelInfo
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...accounting.records import Charge
+from ...attacks._canaries import Canaries
 from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._model import TorchModel
@@ -78,6 +79,10 @@ class TrainingRun:
         After a block that ended normally with steps taken: the registered model.
     trained : TorchModel or None
         The registered model (network plus the input scaling it expects).
+    canary_measurement : dict or None
+        With ``canaries=m``, after a block that ended normally with steps
+        taken: m, guesses, correct, threat model, the empirical ε lower bound
+        and the charged ε at δ (see :mod:`privml.attacks._canaries`).
     """
 
     model: nn.Module
@@ -107,6 +112,8 @@ class TrainingRun:
     charge: Charge | None = None
     model_info: ModelInfo | None = None
     trained: TorchModel | None = None
+    canary_measurement: dict[str, Any] | None = None
+    _canaries: Canaries | None = field(default=None, repr=False)
     _guard: StepGuard | None = field(default=None, repr=False)
     _planned: PrivacyEvent | None = field(default=None, repr=False)
 

@@ -69,6 +69,9 @@ INVALID: list[tuple[str, object]] = [
     ("name", 5),
     ("fix_module", "yes"),
     ("fix_module", 1),
+    ("canaries", -1),
+    ("canaries", True),
+    ("canaries", 10_001),
 ]
 
 BAD_TARGET_EPSILON = [0, -1.0, math.inf, math.nan, True]
