@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..dp import DPSession
     from ..he._session import HESession
     from ..policy import ColumnDecision
+    from ..schema import Schema
     from ._datasets import DatasetStore, DatasetVersion
     from ._models import ModelRegistry
     from ._policy_store import PolicyAdmin
@@ -158,14 +159,7 @@ class Session:
         """
         door = self._door
         with door.request("budget.view", dataset):
-            schema = door.schema(dataset)
-            _decide.countable(
-                door._asker,
-                dataset,
-                schema,
-                door._column_decisions(dataset, schema),
-                "dp_aggregate",
-            )
+            self._require_some_grant(dataset)
             status = door._ledger.status(dataset)
             mine = dataclasses.replace(
                 status,
@@ -194,18 +188,19 @@ class Session:
         """
         door = self._door
         with door.request("policy.explain", dataset):
-            schema = door.schema(dataset)
-            # the schema is told only to a session the policy lets use some column
-            _decide.countable(
-                door._asker,
-                dataset,
-                schema,
-                door._column_decisions(dataset, schema),
-                "dp_aggregate",
-            )
+            schema = self._require_some_grant(dataset)
             frame = explain(door._policy.model(), self.principal, self.purpose, dataset, schema)
         door.record("policy.explain", "ok", dataset, None, {})
         return frame
+
+    def _require_some_grant(self, dataset: str) -> Schema:
+        """The schema, if the policy lets this session use some column of ``dataset``
+        (``dp_aggregate`` or more); else :class:`~privml.AccessDenied`, naming no column."""
+        door = self._door
+        schema = door.schema(dataset)
+        decisions = door._column_decisions(dataset, schema)
+        _decide.countable(door._asker, dataset, schema, decisions, "dp_aggregate")
+        return schema
 
     # -- reading values ---------------------------------------------------------------
     def read(
