@@ -57,7 +57,7 @@ def check_holdout(value: Any) -> float:
 
 def held_out_count(n: int, fraction: float) -> int:
     """How many of ``n`` readable rows are held out at ``fraction`` (fixed before any value)."""
-    return int(math.floor(fraction * n))
+    return math.floor(fraction * n)
 
 
 def version_rows(read: int, positions: Any) -> int:
