@@ -89,7 +89,7 @@ def test_an_overfit_model_is_caught_with_a_positive_lower_bound(vault):
 
 def test_a_false_claim_raises_and_is_audited_with_figures_only(vault):
     members, non_members = _overfit(vault, epsilon=0.01, delta=1e-5, name="liar")
-    with pytest.raises(PrivacyAuditFailure, match="claims ε = 0.01") as caught:
+    with pytest.raises(PrivacyAuditFailure, match=r"claims ε = 0\.01") as caught:
         vault.models.privacy_report("liar", members=members, non_members=non_members)
     report = caught.value.report
     assert report.exceeded and "contradicted" in report.verdict
@@ -215,7 +215,7 @@ def test_a_session_with_raw_on_every_row_gets_the_report_and_it_is_audited(vault
 
 def test_a_model_without_membership_gets_a_clear_error(vault):
     _overfit(vault, name="tree")
-    with pytest.raises(ConfigurationError, match="holdout=0.3.*members= and non_members="):
+    with pytest.raises(ConfigurationError, match=r"holdout=0\.3.*members= and non_members="):
         vault.models.privacy_report("tree")
 
 
