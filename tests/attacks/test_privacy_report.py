@@ -259,3 +259,12 @@ def test_an_he_model_without_its_plaintext_source_is_refused(vault):
             extra={"class": "privml.he.HEModel"},
         )
         vault.models.privacy_report("tree-he", members=members, non_members=non_members)
+
+
+def test_a_membership_record_under_row_filters_names_only_rows_read():
+    record = Membership.draw(rows=10, positions=np.array([1, 3, 5, 7, 9]), fraction=0.4)
+    assert int(record.held_out.sum()) == 2 and int(record.members.sum()) == 3
+    assert not (record.members | record.held_out)[::2].any()  # rows never read: neither
+    back = Membership.from_record(record.to_record())
+    assert (back.members == record.members).all() and (back.held_out == record.held_out).all()
+    assert record.training_rows(np.array([1, 3, 5, 7, 9])).sum() == 3
