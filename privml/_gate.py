@@ -101,6 +101,8 @@ class Loaded:
     version: int
     content_hash: str
     rows_withheld: int
+    #: The version's row position of each row of ``frame`` (None: every row, in order).
+    positions: Any = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class Released:
     frame: pd.DataFrame
     version: int
     request_id: str
+    #: The version's row position of each row of ``frame`` (None: every row, in order).
+    positions: Any = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ The tree::
     ├── BudgetExceededError (ValueError)     a DP release would overspend a privacy budget
     │   └── StepLimitExceeded                a DP-SGD batch or step past the run's reservation
     ├── IntegrityError                       stored or decrypted data is not what was written
+    ├── PrivacyAuditFailure                  an attack proved more ε than a model's claim
     ├── DecryptionError                      a ciphertext failed authentication
     └── OptionalDependencyError (ImportError)  an extra is not installed; says what to install
 
@@ -52,6 +53,7 @@ __all__ = [
     "MissingKeyError",
     "NotFoundError",
     "OptionalDependencyError",
+    "PrivacyAuditFailure",
     "PrivmlError",
     "SchemaError",
     "SchemaViolation",
@@ -328,6 +330,29 @@ class IntegrityError(PrivmlError):
     its metadata says (another class, an unknown layout): the key was right and
     the bytes were not modified in transit, yet they cannot be what was stored.
     """
+
+
+class PrivacyAuditFailure(PrivmlError):
+    """An attack proved an ε lower bound above the ε the ledger claims for a model.
+
+    The claim is then wrong (a bug, a mis-set parameter, a model registered with
+    the wrong figure): the measurement is sound at its stated confidence. The
+    message states the figures; ``report`` holds the whole
+    :class:`~privml.attacks.PrivacyReport` (which was written to the audit log).
+
+    Examples
+    --------
+    >>> err = PrivacyAuditFailure("ε ≥ 1.2 proved; ε = 0.01 claimed", report=None)
+    >>> err.report is None, isinstance(err, PrivmlError)
+    (True, True)
+    """
+
+    def __init__(self, message: str, *, report: typing.Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
 
 class DecryptionError(PrivmlError):

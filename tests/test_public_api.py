@@ -28,6 +28,7 @@ PUBLIC = {
     "MissingKeyError",
     "NotFoundError",
     "OptionalDependencyError",
+    "PrivacyAuditFailure",
     "PrivacyEvent",
     "PrivmlError",
     "Reservation",

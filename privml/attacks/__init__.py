@@ -9,6 +9,8 @@ loose, or the attack weak — a lower bound never certifies privacy.
   inference on a fitted model, given members and non-members;
 * :func:`epsilon_lower_bound`, :func:`one_run_lower_bound`,
   :func:`clopper_pearson` — the arithmetic from attack counts to ε;
+* :class:`PrivacyReport` — what ``vault.models.privacy_report`` measured on a
+  registered model: the claimed ε beside the attacks' lower bounds;
 * the one-run canary measurement of DP-SGD, asked for with
   ``session.dp.train(..., canaries=m)`` (:mod:`privml.attacks._canaries`).
 
@@ -17,11 +19,13 @@ These are measurements, not the vault's audit log (:mod:`privml.audit`).
 
 from ._bounds import clopper_pearson, epsilon_lower_bound, one_run_lower_bound
 from ._membership import lira_offline_attack, loss_threshold_attack
+from ._report import PrivacyReport
 from ._result import MembershipResult
 from ._scores import scores
 
 __all__ = [
     "MembershipResult",
+    "PrivacyReport",
     "clopper_pearson",
     "epsilon_lower_bound",
     "lira_offline_attack",

@@ -25,6 +25,7 @@ import numpy as np
 from .._gate import TRAINING_ROWS
 from .._optional import require
 from ..accounting.events import PrivacyEvent
+from ..attacks._holdout import MEMBERSHIP, Membership, check_holdout, version_rows
 from ..exceptions import ConfigurationError, IntegrityError, PrivmlError
 from . import _classifiers, _estimators, _noisy
 from ._release import release
@@ -48,6 +49,7 @@ def fit(
     features: Sequence[str],
     target: str | None,
     name: str | None,
+    holdout: float = 0.0,
 ) -> Any:
     """Fit a clone of ``estimator`` privately; return a fitted ``Pipeline(scale, model)``.
 
@@ -60,7 +62,11 @@ def fit(
     bounds (``bounds_y``) and ``classes`` are set from the schema.
 
     With ``name``, the fitted pipeline is registered in ``vault.models`` with
-    the dataset version it was trained on and its (ε, δ).
+    the dataset version it was trained on and its (ε, δ). ``holdout=h`` keeps
+    ``floor(h · n)`` of the ``n`` rows read out of training (drawn from the
+    operating system's randomness) and records which version rows were trained
+    on and which were held out (:mod:`privml.attacks._holdout`), for
+    ``vault.models.privacy_report``; the charge is unchanged (ε, δ of one fit).
     """
     diffprivlib = require("diffprivlib", feature="session.dp.fit")
     from diffprivlib.accountant import BudgetAccountant
@@ -70,6 +76,11 @@ def fit(
 
     _estimators.check_supported(estimator)
     _estimators.refuse_seeds(estimator)
+    holdout = check_holdout(holdout)
+    if holdout and name is None:
+        raise ConfigurationError(
+            "holdout= needs name=: the held-out rows are recorded with the registered model"
+        )
     if isinstance(features, str):
         raise ConfigurationError("features= takes a list of column names")
     if name is not None:  # refused before any budget is spent
@@ -96,6 +107,15 @@ def fit(
     columns = [*features, *([target] if target else [])]
     released = release(gate, dataset, columns, needed="dp_training", event=event, action="dp.fit")
     frame, version = released.frame, released.version
+    membership = None
+    if holdout:  # the held-out rows never reach the estimator
+        membership = Membership.draw(
+            rows=version_rows(len(frame), released.positions),
+            positions=released.positions,
+            fraction=holdout,
+        )
+        frame = frame.loc[membership.training_rows(released.positions)].reset_index(drop=True)
+    del released
     X = scaler.transform(frame[list(features)])
     y = None if target is None else np.asarray(frame[target].tolist())
     rows = gate.rows_digest(dataset, columns)
@@ -135,6 +155,7 @@ def fit(
                 "features": list(features),
                 "target": target,
                 TRAINING_ROWS: rows,
+                **({MEMBERSHIP: membership.to_record()} if membership is not None else {}),
             },
         )
     return fitted

@@ -113,12 +113,25 @@ class DPSession:
         features: Sequence[str],
         target: str | None = None,
         name: str | None = None,
+        holdout: float = 0.0,
     ) -> Any:
-        """Fit a diffprivlib estimator on ``dataset``; see :func:`privml.dp._fit.fit`."""
+        """Fit a diffprivlib estimator on ``dataset``; see :func:`privml.dp._fit.fit`.
+
+        ``holdout=h`` (0 to 0.5, with ``name``) keeps a random share of the rows out of
+        training and records which, for ``vault.models.privacy_report``.
+        """
         from ._fit import fit
 
         with self._gate.request("dp.fit", dataset):
-            return fit(self._gate, estimator, dataset, features=features, target=target, name=name)
+            return fit(
+                self._gate,
+                estimator,
+                dataset,
+                features=features,
+                target=target,
+                name=name,
+                holdout=holdout,
+            )
 
     # -- deep learning (DP-SGD through Opacus) ------------------------------------------
     @takes_spec(TrainingSpec)

@@ -112,6 +112,12 @@ class TrainingSpec:
         give an empirical ε lower bound beside the charged ε
         (``run.canary_measurement``; see :mod:`privml.attacks._canaries`).
         0 (default) is off; at most 10,000 and at most one per real row.
+    holdout : float
+        Keep ``floor(holdout · n)`` of the ``n`` rows read out of training
+        (0 to 0.5, drawn from the operating system's randomness); N and q are
+        the training rows', and the registered model records which version
+        rows it trained on and which it never saw, for
+        ``vault.models.privacy_report``. 0 (default): train on every row.
 
     Examples
     --------
@@ -145,6 +151,7 @@ class TrainingSpec:
     name: str | None = None
     fix_module: bool = False
     canaries: int = 0
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
@@ -179,6 +186,7 @@ class TrainingSpec:
         if not isinstance(self.fix_module, bool):
             raise ConfigurationError(f"fix_module must be True or False, got {self.fix_module!r}")
         object.__setattr__(self, "canaries", _canary_count(self.canaries))
+        object.__setattr__(self, "holdout", _holdout(self.holdout))
 
     def model_name(self, dataset: str) -> str:
         """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""
@@ -288,6 +296,12 @@ def _canary_count(value: Any) -> int:
         raise ConfigurationError(f"canaries must be an integer >= 0 (0: off), got {value!r}")
     check_canary_count(int(value))
     return int(value)
+
+
+def _holdout(value: Any) -> float:
+    from ..attacks._holdout import check_holdout
+
+    return check_holdout(value)
 
 
 def _positive(name: str, value: Any, kind: type[int] | type[float]) -> int | float:

@@ -217,7 +217,7 @@ class Door:
             self._ledger.charge, auth, event, action, version, release_context(auth, action)
         )
         loaded = self._load(auth, version)
-        return Released(loaded.frame, loaded.version, request_id)
+        return Released(loaded.frame, loaded.version, request_id, loaded.positions)
 
     def reserve(
         self,
@@ -324,7 +324,7 @@ class Door:
             version,
             row_columns=auth.row_columns or _decide.row_columns(auth.columns, auth.conditions),
         )
-        return Loaded(got.frame, got.version, got.content_hash, got.rows_withheld)
+        return Loaded(got.frame, got.version, got.content_hash, got.rows_withheld, got.positions)
 
     # -- what mechanisms make ---------------------------------------------------------
     def use_model(self, name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:

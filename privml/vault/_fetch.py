@@ -30,6 +30,8 @@ class Fetched:
     version: int
     content_hash: str
     rows_withheld: int
+    #: The version's row position of each row of ``frame`` (None: every row, in order).
+    positions: np.ndarray | None = None
 
 
 def fetch(
@@ -62,9 +64,11 @@ def fetch(
         except (TypeError, ValueError):
             raise _where.compare_error(predicate, schema[predicate.column].kind) from None
     hidden = int((~keep).sum())
+    positions = None
     if hidden:
+        positions = np.flatnonzero(keep)
         frame = frame.loc[keep].reset_index(drop=True)
-    return Fetched(frame[list(columns)], used, digest, hidden)
+    return Fetched(frame[list(columns)], used, digest, hidden, positions)
 
 
 def render(

@@ -15,6 +15,7 @@ by someone holding the vault key, not that they were harmless.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -38,6 +39,8 @@ from ..storage.tables import models, versions
 from ._model_bytes import deserialize, libraries_in_use, seal, serialize, unseal
 
 if TYPE_CHECKING:
+    from ..attacks import PrivacyReport
+    from ._datasets import DatasetStore
     from ._state import VaultState
 
 __all__ = ["ModelInfo", "ModelRegistry"]
@@ -62,10 +65,17 @@ class ModelRegistry:
     [4.0]
     """
 
-    def __init__(self, state: VaultState, storage: Storage, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        state: VaultState,
+        storage: Storage,
+        audit: AuditLog,
+        datasets: DatasetStore | None = None,
+    ) -> None:
         self._state = state
         self._storage = storage
         self._audit = audit
+        self._datasets = datasets  # read by privacy_report only
 
     def register(
         self,
@@ -283,6 +293,99 @@ class ModelRegistry:
         """The provenance of one model version (the latest by default)."""
         with read(self._state.engine) as conn:
             return _info(_row(conn, name, version))
+
+    def privacy_report(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        attacks: Sequence[str] = ("loss-threshold", "lira-offline"),
+        delta: float | None = None,
+        confidence: float = 0.95,
+        random_state: int = 0,
+        references: int = 4,
+        target: str | None = None,
+        members: pd.DataFrame | None = None,
+        non_members: pd.DataFrame | None = None,
+    ) -> PrivacyReport:
+        """Attack a registered model; put the ε its attacks prove beside the ledger's claim.
+
+        Members are the rows of the dataset version the model trained on, non-members
+        the rows its training held out (``holdout=`` of ``session.dp.fit`` and
+        ``session.dp.train``), read from the model's authenticated membership record.
+        A model registered by hand has none: pass ``members=`` and ``non_members=``
+        (DataFrames of its features and ``target``). An HE-compiled model is attacked
+        through the plaintext model its metadata names (``source_model``).
+
+        It charges no privacy budget: it reads raw member rows, and its figures go only
+        to the vault owner, who may read those rows anyway (``session.privacy_report``
+        needs ``raw`` on every column and row). One audit entry records its figures.
+
+        Parameters
+        ----------
+        name, version : str, int, optional
+            The model (its latest version by default).
+        attacks : sequence of str
+            ``"loss-threshold"`` and/or ``"lira-offline"``. LiRA refits the model on half
+            the held-out rows; a torch model whose layers cannot be re-initialized gets
+            the loss-threshold attack only (noted).
+        references : int
+            LiRA's reference models, 2 to 16 (each a full refit).
+        delta : float, optional
+            The δ of the bounds; by default the model's claimed δ (1e-5 if it has none).
+        confidence : float
+            Of every lower bound.
+        random_state : int
+            Seeds the attacks' splits, reference models and any subsampling (sets above
+            the attacks' row limit are subsampled, and the report says so).
+        target : str, optional
+            The target column, for a model whose metadata records none.
+        members, non_members : pandas.DataFrame, optional
+            Rows the model was / was not trained on (its features and target), for a
+            model without a membership record (registered by hand): the owner vouches.
+
+        Returns
+        -------
+        privml.attacks.PrivacyReport
+
+        Raises
+        ------
+        privml.PrivacyAuditFailure
+            If a lower bound exceeds the claimed ε (the report is still audited).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.tree import DecisionTreeClassifier
+        >>> vault = getfixture("demo_vault")
+        >>> rng = np.random.default_rng(0)
+        >>> data = pd.DataFrame({"x": rng.normal(size=300), "y": rng.integers(0, 2, 300)})
+        >>> tree = DecisionTreeClassifier(random_state=0).fit(data[:150][["x"]], data[:150]["y"])
+        >>> _ = vault.models.register("tree", tree, trained_on=None, epsilon=None, delta=None,
+        ...                           extra={"features": ["x"], "target": "y"})
+        >>> report = vault.models.privacy_report("tree", members=data[:150],
+        ...                                      non_members=data[150:])
+        >>> report.verdict.startswith("Non-private model: the attacks prove ε ≥")
+        True
+        """
+        from ._privacy_report import owner_report
+
+        if self._datasets is None:
+            raise ConfigurationError("this registry was opened without its vault's datasets")
+        return owner_report(
+            self,
+            self._datasets,
+            name,
+            version,
+            attacks=attacks,
+            delta=delta,
+            confidence=confidence,
+            random_state=random_state,
+            references=references,
+            target=target,
+            members=members,
+            non_members=non_members,
+        )
 
     def load(self, name: str, version: int | None = None) -> Any:
         """Decrypt and return a registered model (the latest version by default)."""

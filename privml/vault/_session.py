@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._gate import Where
     from ..accounting.ledger import Ledger
     from ..accounting.records import BudgetStatus
+    from ..attacks import PrivacyReport
     from ..audit import AuditLog
     from ..dp import DPSession
     from ..he._session import HESession
@@ -111,6 +112,37 @@ class Session:
             features=features,
             model_version=model_version,
             random_state=random_state,
+        )
+
+    def privacy_report(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        attacks: Sequence[str] = ("loss-threshold", "lira-offline"),
+        delta: float | None = None,
+        confidence: float = 0.95,
+        random_state: int = 0,
+        references: int = 4,
+    ) -> PrivacyReport:
+        """Attack a registered model; see :meth:`privml.vault._models.ModelRegistry.privacy_report`.
+
+        Needs ``raw`` on every column the model uses, on every row (no row filter),
+        for this principal and purpose: the report reads the member rows, and charges
+        no budget because its figures go only to a party that may read them raw.
+        A refusal is audited, and so is every report, with its figures.
+        """
+        from ._privacy_report import session_report
+
+        return session_report(
+            self._door,
+            name,
+            version,
+            attacks=attacks,
+            delta=delta,
+            confidence=confidence,
+            random_state=random_state,
+            references=references,
         )
 
     def load_model(self, name: str, *, version: int | None = None) -> Any:

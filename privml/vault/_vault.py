@@ -117,7 +117,7 @@ class Vault:
         self._store = DatasetStore(state, storage, keyring, self.audit)
         self.ledger = Ledger(engine, self.audit)
         self.policy = PolicyAdmin(state, self.audit)
-        self.models = ModelRegistry(state, storage, self.audit)
+        self.models = ModelRegistry(state, storage, self.audit, self._store)
         self._keys = VaultKeys(
             state,
             storage=storage,

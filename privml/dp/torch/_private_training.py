@@ -32,6 +32,7 @@ from torch import nn
 
 from ...accounting.composition import epsilon_alone
 from ...attacks._canaries import Canaries
+from ...attacks._holdout import Membership, held_out_count, version_rows
 from ...exceptions import ConfigurationError
 from .. import _random
 from .._training_spec import TrainingSpec
@@ -47,7 +48,7 @@ from ._settle import Exit, finish, register
 from ._training_run import TrainingRun
 
 if TYPE_CHECKING:
-    from ..._gate import Authorization, Gate
+    from ..._gate import Authorization, Gate, Loaded
     from ...accounting.ledger import Reservation
     from ...schema import Schema
     from ..scaling import SchemaScaler
@@ -64,7 +65,7 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
     rows, no σ that fits) is audited once, as every refused request is.
     """
     with gate.request("dp.train", dataset):
-        run, ending, setup, encoding, auth = _begin(gate, dataset, spec)
+        run, ending, setup, encoding, auth, membership = _begin(gate, dataset, spec)
     completed = False
     try:
         yield run
@@ -88,6 +89,7 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
             spec.target,
             setup.optimizer,
             rows=auth.rows_digest,  # the row filters it was read under
+            membership=membership,
         )
 
 
@@ -101,7 +103,7 @@ def _measure(run: TrainingRun) -> None:
 
 def _begin(
     gate: Gate, dataset: str, spec: TrainingSpec
-) -> tuple[TrainingRun, Exit, _Setup, Encoding, Authorization]:
+) -> tuple[TrainingRun, Exit, _Setup, Encoding, Authorization, dict[str, Any] | None]:
     """Check, authorize, reserve and wire the run; on any failure nothing stays reserved."""
     name = spec.model_name(dataset)
     gate.check_may_register(name)
@@ -113,7 +115,8 @@ def _begin(
     #    and only then hands out the values.
     reserved = gate.reserve(
         auth,
-        plan=plan,
+        # N (and so q) counts the training rows only: the held-out ones are never trained on
+        plan=lambda n: plan(n - held_out_count(n, spec.holdout)),
         action="dp.train",
         version=version,
         context={
@@ -122,13 +125,14 @@ def _begin(
             "target_epsilon": spec.target_epsilon,
             "model": name,
             **({"canaries": spec.canaries} if spec.canaries else {}),
+            **({"holdout": spec.holdout} if spec.holdout else {}),
         },
     )
     reservation, request_id = reserved.reservation, reserved.request_id
     try:
-        X, y, encoding = prepare(
-            setup.schema, reserved.values.frame, setup.features, spec.target, setup.scaler
-        )
+        frame, membership = _hold_out(reserved.values, spec.holdout)
+        X, y, encoding = prepare(setup.schema, frame, setup.features, spec.target, setup.scaler)
+        del frame
     except BaseException:
         reservation.release()
         raise
@@ -162,7 +166,17 @@ def _begin(
         drop(token)
         reservation.release()
         raise
-    return run, ending, setup, encoding, auth
+    return run, ending, setup, encoding, auth, membership
+
+
+def _hold_out(values: Loaded, fraction: float) -> tuple[Any, dict[str, Any] | None]:
+    """The training rows of ``values`` and the membership record (None without holdout)."""
+    if not fraction:
+        return values.frame, None
+    rows = version_rows(len(values.frame), values.positions)
+    drawn = Membership.draw(rows=rows, positions=values.positions, fraction=fraction)
+    kept = drawn.training_rows(values.positions)
+    return values.frame.loc[kept].reset_index(drop=True), drawn.to_record()
 
 
 @dataclass(frozen=True)

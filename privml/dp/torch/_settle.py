@@ -14,6 +14,7 @@ import torch
 from ..._gate import TRAINING_ROWS
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
+from ...attacks._holdout import MEMBERSHIP
 from ...exceptions import ConfigurationError
 from ._data import Encoding
 from ._engine import Engine
@@ -122,6 +123,7 @@ def register(
     optimizer: torch.optim.Optimizer,
     *,
     rows: str | None = None,
+    membership: dict[str, Any] | None = None,
 ) -> None:
     """Register the trained network, its input view and its hyperparameters in vault.models."""
     trained = TorchModel(
@@ -162,6 +164,8 @@ def register(
         "opacus_accountant": "rdp, q = 1/len(data_loader)",
         TRAINING_ROWS: rows,  # the row filters it was read under (see privml.vault._model_access)
     }
+    if membership is not None:  # which version rows it trained on and which it never saw
+        extra[MEMBERSHIP] = membership
     if run.canary_measurement is not None:
         extra["canary_measurement"] = run.canary_measurement  # counts and bounds only
     run.model_info = gate.register_model(

@@ -72,6 +72,11 @@ INVALID: list[tuple[str, object]] = [
     ("canaries", -1),
     ("canaries", True),
     ("canaries", 10_001),
+    ("holdout", 0.6),
+    ("holdout", -0.1),
+    ("holdout", math.nan),
+    ("holdout", True),
+    ("holdout", "0.3"),
 ]
 
 BAD_TARGET_EPSILON = [0, -1.0, math.inf, math.nan, True]
