@@ -167,6 +167,7 @@ class DiracCanaries:
         self.clip = float(clip)
         flat = rng.choice(total, size=m, replace=False)  # distinct, uniform
         self.included = rng.random(m) < 0.5
+        self._flat = flat  # canary j sits at coordinate _flat[j] of the flattened parameters
         bounds = np.cumsum((0, *self._sizes))
         owner = np.searchsorted(bounds, flat, side="right") - 1
         self._slots = [
