@@ -4,7 +4,7 @@ Runs that train use ``seeded_entropy`` (privml's coins from a seeded stream),
 so each assertion on a measurement either always holds or never does. The
 soundness test asserts a bound computed at confidence 1 - 1e-7: with the OS's
 coins instead of the seeded ones, the one-run theorem (Steinke, Nasr &
-Jagielski 2023, Theorem 3.2) puts the chance that it exceeds the true ε of
+Jagielski 2023, with δ) puts the chance that it exceeds the true ε of
 the run, hence the charged ε, at most 1e-7; the seeded stream is one fixed
 draw of those coins, a failing one with probability at most 1e-7.
 """
