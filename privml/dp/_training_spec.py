@@ -107,11 +107,14 @@ class TrainingSpec:
         Let Opacus's ``ModuleValidator.fix`` replace unsupported layers, in
         a copy (``run.model`` then trains the copy, not ``module``).
     canaries : int
-        Measure the run: this many synthetic canaries (never real records),
-        each trained on with probability 1/2 at the same q as the real rows,
-        give an empirical ε lower bound beside the charged ε
-        (``run.canary_measurement``; see :mod:`privml.attacks._canaries`).
-        0 (default) is off; at most 10,000 and at most one per real row.
+        Measure the run: this many synthetic input canaries (never real
+        records) and as many gradient (Dirac) canaries, each trained on with
+        probability 1/2 at the same q as the real rows, give two empirical ε
+        lower bounds (black-box, final model; white-box, every noisy gradient)
+        beside the charged ε (``run.canary_measurement``; see
+        :mod:`privml.attacks._canaries` and :mod:`privml.attacks._dirac`).
+        0 (default) is off; at most 10,000, at most one per real row and one
+        per trainable parameter coordinate.
     holdout : float
         Keep ``floor(holdout · n)`` of the ``n`` rows read out of training
         (0 to 0.5, drawn from the operating system's randomness); N and q are

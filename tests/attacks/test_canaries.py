@@ -119,7 +119,7 @@ def test_canaries_lie_within_the_schema_and_are_coin_flipped():
 # --- the charge, validity and provenance ---------------------------------------------------------
 def test_the_charge_is_the_real_rows_event_and_the_bound_stays_below_it(vault, seeded_entropy):
     _, history = _train(vault, sigma=1.0, epochs=3, canaries=400)
-    found = history.attrs["canary_measurement"]
+    found = history.attrs["canary_measurement"]["black_box"]
     charged = vault.models.info("digits-mlp").epsilon
     # the ledger's event is q = batch_size / N for the REAL rows, the steps taken
     q, steps = 100 / ROWS, int(history["steps"].iloc[-1])
@@ -147,7 +147,16 @@ def _nothing_of_the_canaries_is_registered(v):
     assert info.trained_on == ("data", 1)
     [dataset] = v.datasets()  # no dataset or version holds a canary
     assert dataset.name == "data" and [x.rows for x in dataset.versions] == [ROWS]
-    measured = info.metadata["canary_measurement"]
+    both = info.metadata["canary_measurement"]
+    assert set(both) == {"black_box", "white_box"}
+    for measured in both.values():
+        _counts_only(measured)
+    loaded = v.models.load("digits-mlp")
+    assert not any(isinstance(x, Canaries) for x in vars(loaded).values())
+    assert b"Canaries" not in pickle.dumps(loaded)
+
+
+def _counts_only(measured):
     assert set(measured) == {
         "m",
         "guesses",
@@ -159,14 +168,11 @@ def _nothing_of_the_canaries_is_registered(v):
         "delta",
     }
     assert all(isinstance(x, str | int | float | type(None)) for x in measured.values())
-    loaded = v.models.load("digits-mlp")
-    assert not any(isinstance(x, Canaries) for x in vars(loaded).values())
-    assert b"Canaries" not in pickle.dumps(loaded)
 
 
 def test_an_under_noised_run_gives_a_lower_bound_clearly_above_zero(vault, seeded_entropy):
     _, history = _train(vault, sigma=0.1, epochs=10, canaries=ROWS)
-    found = history.attrs["canary_measurement"]
+    found = history.attrs["canary_measurement"]["black_box"]
     assert found["guesses"] == 160 and found["correct"] >= 120
     bound = pure_epsilon_lower_bound(found["guesses"], found["correct"])
     assert 0.5 < bound <= found["epsilon_claimed"]

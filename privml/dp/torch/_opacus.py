@@ -72,6 +72,7 @@ _OPTIMIZER = (
     ),
     *_STEP,
     ("signal_skip_step", ("do_skip",)),
+    ("add_noise", ()),  # overridden: the white-box canaries join p.summed_grad before the noise
     ("attach_step_hook", ("fn",)),
     ("params", ()),
     ("defaults", ()),

@@ -9,6 +9,12 @@ parameters untouched (and the step's gradients cleared). Skipped ("virtual")
 steps, which would fold several batches into one release, are refused. The
 noise comes from the run's :class:`~._noise.NoiseSource`, never from torch's
 global generator, so ``torch.manual_seed`` cannot replay it.
+
+With ``canaries=m`` the run's white-box canaries
+(:mod:`privml.attacks._dirac`) enter in ``add_noise``: each included one,
+Poisson-sampled at the run's q, adds ``C·e_i`` to the clipped sum before the
+noise is drawn, and the noisy sum at every canary's coordinate is recorded.
+Every mode builds ``p.summed_grad`` before Opacus's ``add_noise`` reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
+from ...attacks._dirac import DiracCanaries
 from ...exceptions import BudgetExceededError, ConfigurationError
 from ._bk import BookKeeping
 from ._guard import StepGuard
@@ -33,6 +40,7 @@ class _Guarded:
     privml_guard: StepGuard | None = None
     privml_noise: NoiseSource
     generator: torch.Generator | None
+    privml_dirac: DiracCanaries | None = None
 
     def _before_release(self) -> None:
         """A mode's last check before clipping and noise (nothing by default)."""
@@ -67,6 +75,17 @@ class _Guarded:
         if done and guard is not None:
             guard.record()
         return done
+
+    def add_noise(self) -> None:
+        """Opacus's noise, with the sampled white-box canaries in the sum it is added to."""
+        dirac = self.privml_dirac
+        if dirac is None:
+            super().add_noise()  # type: ignore[misc]
+            return
+        params = self.params  # type: ignore[attr-defined]
+        dirac.add(params)
+        super().add_noise()  # type: ignore[misc]
+        dirac.observe(params)  # the released noisy sums, before the 1/batch_size scaling
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:
         """Opacus's step, with the wrapped optimizer let through the run's fence."""

@@ -16,7 +16,9 @@ With ``canaries=m``, the included synthetic canaries join the sealed table and
 are Poisson-sampled with the same q = batch_size / N (N: the real rows), so
 the same event bounds every real record and every canary; the plan, the
 reservation and the registered provenance are those of the real rows (see
-:mod:`privml.attacks._canaries` for the argument and the scoring).
+:mod:`privml.attacks._canaries` for the argument and the scoring). The run
+also draws m white-box (Dirac) canaries, gradients ``C·e_i`` that the
+optimizer adds to the clipped sum at the same q (:mod:`privml.attacks._dirac`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 
 from ...accounting.composition import epsilon_alone
 from ...attacks._canaries import Canaries
+from ...attacks._dirac import DiracCanaries, check_dirac_count, coordinates, trainable
 from ...attacks._holdout import Membership, held_out_count, version_rows
 from ...exceptions import ConfigurationError
 from .. import _random
@@ -71,6 +74,7 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
         yield run
         completed = True
     finally:
+        measured = _take_canaries(run)  # off the run on every exit
         finish(run, ending)
     if completed and run.steps_taken > 0:
         assert run._guard is not None
@@ -79,7 +83,7 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
                 f"{run._guard.tampered}. The model was not registered "
                 "(the steps released were charged)."
             )
-        _measure(run)
+        _measure(run, *measured)
         register(
             gate,
             run,
@@ -93,12 +97,22 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
         )
 
 
-def _measure(run: TrainingRun) -> None:
-    """Score the run's canaries on the final model (post-processing); forget them after."""
-    canaries, run._canaries = run._canaries, None
-    if canaries is not None and run.epsilon is not None:
-        tally = canaries.tally(run.model, epsilon=run.epsilon, delta=run.delta)
-        run.canary_measurement = tally.as_dict()
+def _take_canaries(run: TrainingRun) -> tuple[Canaries | None, DiracCanaries | None]:
+    """The run's canaries, taken off the run and its optimizer (only the caller holds them)."""
+    canaries, dirac, run._canaries, run._dirac = run._canaries, run._dirac, None, None
+    if getattr(run.optimizer, "privml_dirac", None) is not None:
+        run.optimizer.privml_dirac = None
+    return canaries, dirac
+
+
+def _measure(run: TrainingRun, canaries: Canaries | None, dirac: DiracCanaries | None) -> None:
+    """Score both kinds of canary (post-processing of what was released); then drop them."""
+    if canaries is not None and dirac is not None and run.epsilon is not None:
+        claim = {"epsilon": run.epsilon, "delta": run.delta}
+        run.canary_measurement = {
+            "black_box": canaries.tally(run.model, **claim).as_dict(),
+            "white_box": dirac.tally(**claim).as_dict(),
+        }
 
 
 def _begin(
@@ -138,9 +152,16 @@ def _begin(
         raise
     del reserved  # the decrypted frame: from here the rows live only in the sealed table
     # 4. From here every exit settles or releases the reservation.
-    canaries = None
+    canaries = dirac = None
     try:
         if spec.canaries:  # synthetic rows after the real ones, sampled at the same q
+            dirac = DiracCanaries(  # C·e_i added to the clipped sums, sampled at the same q
+                [p.numel() for p in trainable(setup.optimizer)],
+                spec.canaries,
+                rate=spec.batch_size / plan.n,
+                clip=float(spec.max_grad_norm),
+                rng=_random.fresh_generator(),
+            )
             canaries = Canaries.draw(
                 setup.schema,
                 setup.features,
@@ -161,7 +182,8 @@ def _begin(
         run, ending = _start(
             gate, setup, plan, token, reservation, version, request_id, name, rows=rows
         )
-        run._canaries = canaries
+        run._canaries, run._dirac = canaries, dirac
+        run.optimizer.privml_dirac = dirac
     except BaseException:
         drop(token)
         reservation.release()
@@ -201,6 +223,8 @@ class _Setup:
         module, optimizer = prepare_module(
             spec.module, spec.optimizer, mode=spec.grad_sample_mode, fix_module=spec.fix_module
         )
+        if spec.canaries:  # each white-box canary needs a coordinate of its own
+            check_dirac_count(spec.canaries, coordinates(trainable(optimizer)))
         frozen = Frozen(module)
         return cls(spec, schema, scaler, list(spec.features), criterion, module, optimizer, frozen)
 

@@ -12,6 +12,7 @@ from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...accounting.records import Charge
 from ...attacks._canaries import Canaries
+from ...attacks._dirac import DiracCanaries
 from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._model import TorchModel
@@ -81,8 +82,11 @@ class TrainingRun:
         The registered model (network plus the input scaling it expects).
     canary_measurement : dict or None
         With ``canaries=m``, after a block that ended normally with steps
-        taken: m, guesses, correct, threat model, the empirical ε lower bound
-        and the charged ε at δ (see :mod:`privml.attacks._canaries`).
+        taken: ``{"black_box": ..., "white_box": ...}``, each with m, guesses,
+        correct, threat model, confidence, the empirical ε lower bound and the
+        charged ε at δ: the input canaries scored on the final model
+        (:mod:`privml.attacks._canaries`) and the gradient (Dirac) canaries
+        scored on every noisy gradient (:mod:`privml.attacks._dirac`).
     """
 
     model: nn.Module
@@ -114,6 +118,7 @@ class TrainingRun:
     trained: TorchModel | None = None
     canary_measurement: dict[str, Any] | None = None
     _canaries: Canaries | None = field(default=None, repr=False)
+    _dirac: DiracCanaries | None = field(default=None, repr=False)
     _guard: StepGuard | None = field(default=None, repr=False)
     _planned: PrivacyEvent | None = field(default=None, repr=False)
 
