@@ -98,10 +98,11 @@ def connect(
 class RemoteSession:
     """A session served by a curator server: :class:`privml.Session`'s methods, no key.
 
-    Make one with :func:`privml.connect`. ``read``, ``dp``, ``he``, ``budget`` and
-    ``explain`` take the arguments of the in-process session and raise the same
-    exceptions; ``dp.fit`` sends the estimator's class and parameters, and
-    ``dp.train`` takes a declared network (:mod:`privml.dp.torch._declared`).
+    Make one with :func:`privml.connect`. ``read``, ``dp``, ``he``, ``budget``,
+    ``explain`` and ``privacy_report`` take the arguments of the in-process session
+    and raise the same exceptions; ``dp.fit`` sends the estimator's class and
+    parameters, and ``dp.train`` takes a declared network
+    (:mod:`privml.dp.torch._declared`).
     """
 
     def __init__(self, client: httpx.Client, *, retries: int = 3) -> None:
