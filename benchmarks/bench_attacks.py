@@ -41,18 +41,20 @@ registered by hand (``vault.models.register``) and reported with
 threshold) is printed beside a loss-threshold attack written here directly
 (``roc_auc_score`` on minus the per-example cross-entropy), with their ratio.
 LiRA attacks half the non-members (the other half trains its reference
-models), so its AUC is over a different (smaller) set than the plain attack's.
+models), so its AUC is over a different (smaller) set than the plain attack's;
+its reference models are privml's own fixed recipe (plain Adam, 20 epochs), not
+the target's SGD settings.
 
 Seeds: the weights' initialization, the non-private split and shuffling, and
 the attacks' splits and reference models are seeded. The DP-SGD noise, the
 Poisson batches, the held-out rows of each DP run and the canaries' values and
 coins come from the operating system's CSPRNG (privml refuses a caller's seed
 for anything a release depends on), so the figures vary slightly run to run.
-One round (one training run per ε) by default; ``--rounds r`` repeats them in
-alternating order and prints every round's figures and the medians. Torch runs
+Three rounds (one training run per ε in each) by default, in alternating order;
+every round's figures are printed, the tables hold the medians. Torch runs
 on one thread.
 
-    .venv/bin/python benchmarks/bench_attacks.py [--quick] [--rounds 1] [--canaries 1000]
+    .venv/bin/python benchmarks/bench_attacks.py [--quick] [--rounds 3] [--canaries 1000]
 """
 
 from __future__ import annotations
@@ -349,7 +351,7 @@ def print_plain(runs: list[dict[str, Any]], rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (< 1 min)")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--canaries", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
