@@ -47,6 +47,11 @@ models), so its AUC is over a different (smaller) set than the plain attack's;
 its reference models are privml's own fixed recipe (plain Adam, 20 epochs), not
 the target's SGD settings.
 
+A second non-private model is made to leak: the same network trained on only
+the first 200 members for 300 epochs (``--overfit-members``, ``--overfit-epochs``).
+At the DP runs' settings the non-private network generalizes too well on
+digits for any membership attack to get far.
+
 Seeds: the weights' initialization, the non-private split and shuffling, and
 the attacks' splits and reference models are seeded. The DP-SGD noise, the
 Poisson batches, the held-out rows of each DP run and the canaries' values and
@@ -197,12 +202,27 @@ def _losses(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     return np.asarray(loss.numpy(), dtype=float)
 
 
-def plain_run(vault: privml.Vault, frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Any]:
-    """The same network, non-private (plain SGD loop), registered by hand and reported."""
+def plain_run(
+    vault: privml.Vault,
+    frame: pd.DataFrame,
+    args: argparse.Namespace,
+    *,
+    name: str = "digits-plain",
+    epochs: int | None = None,
+    members_cap: int | None = None,
+) -> dict[str, Any]:
+    """The same network, non-private (plain SGD loop), registered by hand and reported.
+
+    ``epochs`` and ``members_cap`` (train on only the first that many members)
+    make the overfit variant; by default the DP runs' settings are used.
+    """
+    epochs = args.epochs if epochs is None else epochs
     rng = np.random.default_rng(SEED)
     held = np.zeros(len(frame), dtype=bool)
     held[rng.choice(len(frame), size=int(args.holdout * len(frame)), replace=False)] = True
     members = frame.loc[~held].reset_index(drop=True)
+    if members_cap is not None:
+        members = members.iloc[:members_cap].reset_index(drop=True)
     non_members = frame.loc[held].reset_index(drop=True)
     scaler = SchemaScaler(bounds={f: (0.0, 16.0) for f in FEATURES}, features=FEATURES).fit(None)
 
@@ -218,7 +238,7 @@ def plain_run(vault: privml.Vault, frame: pd.DataFrame, args: argparse.Namespace
     gen = torch.Generator().manual_seed(SEED)
     net.train()
     steps = 0
-    for _ in range(args.epochs):
+    for _ in range(epochs):
         for batch in torch.split(torch.randperm(len(X), generator=gen), args.batch_size):
             optimizer.zero_grad()
             criterion(net(X[batch]), y[batch]).backward()
@@ -240,7 +260,7 @@ def plain_run(vault: privml.Vault, frame: pd.DataFrame, args: argparse.Namespace
         classes=CLASSES,
     )
     vault.models.register(
-        "digits-plain",
+        name,
         model,
         trained_on="digits",
         epsilon=None,
@@ -249,7 +269,7 @@ def plain_run(vault: privml.Vault, frame: pd.DataFrame, args: argparse.Namespace
         extra={"features": FEATURES, "target": TARGET},
     )
     start = time.perf_counter()
-    report, _ = _report(vault, "digits-plain", members=members, non_members=non_members)
+    report, _ = _report(vault, name, members=members, non_members=non_members)
     attack_s = time.perf_counter() - start
     return {
         **_attack_figures(report),
@@ -324,13 +344,13 @@ def print_private(results: dict[float, list[dict[str, Any]]], rounds: int) -> No
     print(f"claims contradicted by a measurement (PrivacyAuditFailure): {over or 'none'}")
 
 
-def print_plain(runs: list[dict[str, Any]], rounds: int) -> None:
+def print_plain(runs: list[dict[str, Any]], rounds: int, title: str) -> None:
     def med(key: str) -> float:
         return _median(runs, key)
 
     r0 = runs[0]
     print(
-        f"\nnon-private baseline (same MLP, SGD, batch, epochs; {r0['steps']} steps; "
+        f"\nnon-private baseline ({title}; {r0['steps']} steps; "
         f"{r0['n_in']} members, {r0['n_out']} non-members; median of {rounds} round(s))"
     )
     print(
@@ -366,10 +386,16 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--holdout", type=float, default=0.3)
+    parser.add_argument(
+        "--overfit-members", type=int, default=200, help="members of the overfit baseline"
+    )
+    parser.add_argument(
+        "--overfit-epochs", type=int, default=300, help="epochs of the overfit baseline"
+    )
     args = parser.parse_args()
     epsilons = EPSILONS
     if args.quick:
-        args.rounds, args.epochs, args.canaries = 1, 3, 200
+        args.rounds, args.epochs, args.canaries, args.overfit_epochs = 1, 3, 200, 100
         epsilons = (1.0, 8.0)
     torch.set_num_threads(1)
     phases: dict[str, float] = defaultdict(float)
@@ -377,12 +403,13 @@ def main() -> None:
     frame, schema = digits()
     results: dict[float, list[dict[str, Any]]] = {e: [] for e in epsilons}
     plain: list[dict[str, Any]] = []
+    overfit: list[dict[str, Any]] = []
     print(
         f"digits: {len(frame)} rows, {len(FEATURES)} features, 10 classes; "
         f"MLP 64-{args.hidden}-10, "
         f"SGD lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, clip {args.clip}, "
         f"holdout {args.holdout}, canaries m = {args.canaries}; torch {torch.__version__}, "
-        f"1 thread; {args.rounds} round(s) of {len(epsilons)} DP runs + 1 non-private run"
+        f"1 thread; {args.rounds} round(s) of {len(epsilons)} DP runs + 2 non-private runs"
     )
     with tempfile.TemporaryDirectory() as tmp, vault_with(frame, schema, Path(tmp) / "v") as vault:
         phases["vault setup"] += time.perf_counter() - start
@@ -409,10 +436,32 @@ def main() -> None:
                 f"plain {out['plain_auc']:.3f}",
                 flush=True,
             )
+            out = plain_run(
+                vault,
+                frame,
+                args,
+                name="digits-overfit",
+                epochs=args.overfit_epochs,
+                members_cap=args.overfit_members,
+            )
+            overfit.append(out)
+            phases["non-private training"] += out["train_s"]
+            phases["privacy report of the non-private model"] += out["attack_s"]
+            phases["plain loss-threshold attack"] += out["plain_s"]
+            print(
+                f"  round {r + 1}: overfit      AUC LiRA {out['lira_auc']:.3f}, "
+                f"plain {out['plain_auc']:.3f}",
+                flush=True,
+            )
         spent = vault.budget("digits").epsilon_spent
     total = time.perf_counter() - start
     print_private(results, args.rounds)
-    print_plain(plain, args.rounds)
+    print_plain(plain, args.rounds, "same MLP, SGD, batch, epochs")
+    print_plain(
+        overfit,
+        args.rounds,
+        f"overfit: first {args.overfit_members} members, {args.overfit_epochs} epochs",
+    )
     print(f"\n(the ledger charged ε = {spent:.3f} at δ = {DELTA:g} for all DP runs together)")
     print(f"\nwhere the time went ({total:.1f} s in all)")
     for phase, seconds in phases.items():
