@@ -211,6 +211,15 @@ def _build(
     notes = [note] if note else []
     if (members is None) != (non_members is None):
         raise ConfigurationError("pass both members= and non_members=, or neither")
+    model = registry._load(
+        twin.name, twin.version, principal=principal, purpose=purpose, audit=False
+    )
+    if not callable(getattr(model, "predict", None)):
+        raise ConfigurationError(
+            f"model {twin.name!r} v{twin.version} is a {type(model).__name__}, which has no "
+            "predict(): a report attacks models that predict rows (scikit-learn, diffprivlib, "
+            "privml's DP-SGD models)"
+        )
     if members is not None:
         inside = _given(members, "members", columns)
         outside = _given(non_members, "non_members", columns)
@@ -226,9 +235,6 @@ def _build(
             f"a report needs at least 4 members and 4 held-out rows; model {twin.name!r} has "
             f"{len(inside)} and {len(outside)}: train with a larger holdout= or more rows"
         )
-    model = registry._load(
-        twin.name, twin.version, principal=principal, purpose=purpose, audit=False
-    )
     if members is not None:
         _check_labels(model, inside, target, "members")
         _check_labels(model, outside, target, "non_members")
