@@ -447,3 +447,30 @@ def test_a_non_model_registered_by_hand_is_refused_clearly(vault):
     )
     with pytest.raises(ConfigurationError, match="no predict"):
         vault.models.privacy_report("notes", members=members, non_members=non_members)
+
+
+def test_a_network_whose_layers_cannot_be_reset_gets_no_reference_models():
+    torch = pytest.importorskip("torch")
+    from privml.attacks._references import reference_fitter
+    from privml.dp.torch import TorchModel
+
+    class Scale(torch.nn.Module):  # parameters, but no reset_parameters()
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            return x * self.weight
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 2), Scale())
+    model = TorchModel(
+        module=net,
+        scaler=None,
+        features=FEATURES,
+        target=TARGET,
+        task="classification",
+        classes=[0, 1],
+        target_bounds=None,
+    )
+    fit, why = reference_fitter(model, random_state=0)
+    assert fit is None and "Scale layer cannot be re-initialized" in why
