@@ -119,7 +119,8 @@ def test_dp_fit_with_holdout_records_membership_and_stays_below_its_claim(vault)
         holdout=0.3,
     )
     info = vault.models.info("logit")
-    record = Membership.from_record(info.metadata[MEMBERSHIP])
+    record = Membership.from_record(vault.models._membership_record(info))
+    assert set(info.metadata[MEMBERSHIP]) == {"rows", "n_members", "n_held_out", "sealed"}
     held = int(np.floor(0.3 * 569))
     assert int(record.held_out.sum()) == held and int(record.members.sum()) == 569 - held
     report = vault.models.privacy_report("logit", random_state=1)
@@ -180,7 +181,7 @@ def test_dp_sgd_with_holdout_trains_on_members_only_and_stays_below_its_claim(va
     held = int(np.floor(0.3 * 569))
     assert run.n == sealed_rows == 569 - held  # N (and q) count the training rows only
     assert run.sample_rate == pytest.approx(64 / (569 - held))
-    record = Membership.from_record(vault.models.info("mlp").metadata[MEMBERSHIP])
+    record = Membership.from_record(vault.models._membership_record(vault.models.info("mlp")))
     assert int(record.members.sum()) == run.n
     report = vault.models.privacy_report("mlp", references=2)
     assert report.epsilon_claimed is not None and report.epsilon_claimed <= 1.0 + 1e-9
@@ -235,10 +236,11 @@ def test_editing_the_membership_record_without_the_key_is_detected(vault, dba):
     with dba.edit(vault.path) as conn:
         row = conn.execute(sa.select(models).where(models.c.name == "nb")).one()
         metadata = json.loads(row.metadata)
-        # Swap members and held-out rows: the attacks would then read the wrong sets.
+        # Swap the counts and the sealed record's halves: the attacks would read other sets.
         record = metadata[MEMBERSHIP]
-        record["members"], record["held_out"] = record["held_out"], record["members"]
         record["n_members"], record["n_held_out"] = record["n_held_out"], record["n_members"]
+        half = len(record["sealed"]) // 2
+        record["sealed"] = record["sealed"][half:] + record["sealed"][:half]
         conn.execute(
             models.update().where(models.c.name == "nb").values(metadata=json.dumps(metadata))
         )
@@ -246,19 +248,19 @@ def test_editing_the_membership_record_without_the_key_is_detected(vault, dba):
         vault.models.privacy_report("nb")
 
 
-def test_an_he_model_without_its_plaintext_source_is_refused(vault):
-    members, non_members = _overfit(vault, name="tree")
-    # A stand-in for an HE model: what matters is the class the registry records for it.
-    with pytest.raises(ConfigurationError, match="HE-compiled"):
-        vault.models.register(
-            "tree-he",
-            DecisionTreeClassifier(),
-            trained_on="cancer",
-            epsilon=None,
-            delta=None,
-            extra={"class": "privml.he.HEModel"},
-        )
-        vault.models.privacy_report("tree-he", members=members, non_members=non_members)
+def test_an_extra_cannot_forge_the_recorded_class(vault):
+    # The class decides how a model is loaded and whether it is attacked through a twin.
+    tree = DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1])
+    info = vault.models.register(
+        "tree-he",
+        tree,
+        trained_on="cancer",
+        epsilon=None,
+        delta=None,
+        extra={"class": "privml.he.HEModel"},
+    )
+    assert info.metadata["class"] == "sklearn.tree._classes.DecisionTreeClassifier"
+    assert vault.models.info("tree-he").metadata["class"] == info.metadata["class"]
 
 
 def test_a_membership_record_under_row_filters_names_only_rows_read():
