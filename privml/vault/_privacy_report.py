@@ -185,12 +185,24 @@ def _check_labels(model: Any, frame: pd.DataFrame, target: str, what: str) -> No
 
 
 def _canaries(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every canary measurement the model's training recorded, by its metadata key."""
-    return {
-        key: value
-        for key, value in sorted(metadata.items())
-        if "canary" in key and isinstance(value, dict) and "epsilon_lower_bound" in value
-    }
+    """Every canary measurement the model's training recorded, by its metadata key.
+
+    A measurement is a dict holding ``epsilon_lower_bound``, found under a key
+    naming canaries, either directly or one level down (DP-SGD records
+    ``canary_measurement = {"black_box": {...}, "white_box": {...}}``, listed
+    here as ``canary_measurement.black_box`` and ``canary_measurement.white_box``).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in sorted(metadata.items()):
+        if "canary" not in key or not isinstance(value, dict):
+            continue
+        if "epsilon_lower_bound" in value:
+            found[key] = value
+            continue
+        for part, inner in sorted(value.items()):
+            if isinstance(inner, dict) and "epsilon_lower_bound" in inner:
+                found[f"{key}.{part}"] = inner
+    return found
 
 
 def _build(

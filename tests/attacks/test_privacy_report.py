@@ -82,8 +82,10 @@ def test_an_overfit_model_is_caught_with_a_positive_lower_bound(vault):
     frame = report.to_frame()
     assert list(frame["measurement"]) == ["loss-threshold", "lira-offline"]
     assert not frame["exceeds_claim"].any()
+    plt = pytest.importorskip("matplotlib.pyplot")
     ax = report.plot()
     assert len(ax.get_lines()) == 3  # chance and two ROC curves
+    plt.close(ax.figure)
     assert "tree" in str(report) and report.verdict in report._repr_html_()
 
 
@@ -189,6 +191,65 @@ def test_dp_sgd_with_holdout_trains_on_members_only_and_stays_below_its_claim(va
     assert all(r.epsilon_lower_bound <= report.epsilon_claimed for r in report.results)
     assert report.verdict.startswith("No attack exceeded")
     assert 0.0 <= report.score_held_out <= 1.0
+
+
+def test_a_dp_sgd_runs_canary_measurements_are_in_its_report(vault):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("opacus")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    vault.session("eng", purpose="ml").dp.train(
+        "cancer",
+        features=FEATURES,
+        target=TARGET,
+        module=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+        batch_size=64,
+        epochs=2,
+        max_grad_norm=1.0,
+        target_epsilon=1.0,
+        grad_sample_mode="bk",
+        name="mlp",
+        holdout=0.3,
+        canaries=100,
+    )
+    report = vault.models.privacy_report("mlp", references=2)
+    assert sorted(report.canaries) == [
+        "canary_measurement.black_box",
+        "canary_measurement.white_box",
+    ]
+    assert all(m["epsilon_lower_bound"] <= report.epsilon_claimed for m in report.canaries.values())
+    kinds = set(report.to_frame()["kind"])
+    assert any("white-box" in k for k in kinds) and any("black-box" in k for k in kinds)
+    entry = vault.audit.entries(action="model.privacy_report").iloc[-1]
+    assert "canary_measurement.white_box" in json.dumps(entry["details"])
+
+
+def test_a_canary_bound_above_the_claim_fails_the_report(vault):
+    """A recorded canary measurement that proves more than the claim is a failure too."""
+    members, non_members = _overfit(vault, name="tree", epsilon=50.0)
+    info = vault.models.info("tree")
+    model = vault.models.load("tree")
+    measured = {"m": 1000, "guesses": 200, "correct": 200, "threat_model": "white-box",
+                "confidence": 0.95, "epsilon_lower_bound": 4.0, "epsilon_claimed": 1.0,
+                "delta": 1e-5}  # fmt: skip
+    vault.models.register(
+        "tree",
+        model,
+        trained_on=info.trained_on,
+        epsilon=1.0,
+        delta=1e-5,
+        extra={
+            "features": FEATURES,
+            "target": TARGET,
+            "canary_measurement": {"white_box": measured},
+        },
+    )
+    with pytest.raises(PrivacyAuditFailure) as caught:
+        vault.models.privacy_report(
+            "tree", members=members, non_members=non_members, attacks=["loss-threshold"]
+        )
+    assert "canary_measurement.white_box" in str(caught.value)
 
 
 def test_an_analyst_without_raw_is_refused_and_the_refusal_audited(vault):
