@@ -17,11 +17,14 @@ loose, or the attack weak — a lower bound never certifies privacy.
 These are measurements, not the vault's audit log (:mod:`privml.audit`).
 """
 
-from ._bounds import clopper_pearson, epsilon_lower_bound, one_run_lower_bound
-from ._membership import lira_offline_attack, loss_threshold_attack
-from ._report import PrivacyReport
-from ._result import MembershipResult
-from ._scores import scores
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._bounds import clopper_pearson, epsilon_lower_bound, one_run_lower_bound
+    from ._membership import lira_offline_attack, loss_threshold_attack
+    from ._report import PrivacyReport
+    from ._result import MembershipResult
+    from ._scores import scores
 
 __all__ = [
     "MembershipResult",
@@ -33,3 +36,30 @@ __all__ = [
     "one_run_lower_bound",
     "scores",
 ]
+
+#: Where each public name lives. The attacks need scikit-learn and SciPy, which
+#: ``import privml`` does not load: the DP-SGD and registry code import only the
+#: light modules here (holdout records, canary counts), so the names load lazily.
+_HOME = {
+    "clopper_pearson": "_bounds",
+    "epsilon_lower_bound": "_bounds",
+    "one_run_lower_bound": "_bounds",
+    "lira_offline_attack": "_membership",
+    "loss_threshold_attack": "_membership",
+    "PrivacyReport": "_report",
+    "MembershipResult": "_result",
+    "scores": "_scores",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'privml.attacks' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{home}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -115,8 +115,8 @@ def test_a_remote_run_with_canaries_and_holdout_returns_the_measurement(as_, set
         assert kind["m"] == 16 and 0.0 <= kind["epsilon_lower_bound"] <= kind["epsilon_claimed"]
     with setup.open() as vault:
         info = vault.models.info("canaried")
+        record = Membership.from_record(vault.models._membership_record(info))
     assert info.metadata["canary_measurement"] == measured
-    record = Membership.from_record(info.metadata[MEMBERSHIP])
     assert int(record.held_out.sum()) == HELD and int(record.members.sum()) == ROWS - HELD
 
 
@@ -127,7 +127,8 @@ def test_a_run_without_canaries_says_so_as_in_process(as_):
 
 def test_a_remote_fit_with_holdout_records_membership(fitted, setup):
     with setup.open() as vault:
-        record = Membership.from_record(vault.models.info(fitted).metadata[MEMBERSHIP])
+        info = vault.models.info(fitted)
+        record = Membership.from_record(vault.models._membership_record(info))
     assert int(record.held_out.sum()) == HELD and int(record.members.sum()) == ROWS - HELD
 
 
