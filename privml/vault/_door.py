@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
-from ..dp._bounding import bound_rows
 from ..accounting._unit import ROW
+from ..dp._bounding import bound_rows
 from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
 from ..policy import mode_allows
 from ..policy._digest import row_digest
