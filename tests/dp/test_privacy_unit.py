@@ -190,9 +190,49 @@ def test_unit_values_never_reach_the_analyst_nor_the_audit_log(vault):
     with pytest.raises(privml.exceptions.AccessDenied):
         session.read("people", columns=["pid"])
     text = " ".join(
-        [repr(result), str(vars(result)), str(refused.value), vault.audit.entries().to_json(date_format="iso")]
+        [
+            repr(result),
+            str(vars(result)),
+            str(refused.value),
+            vault.audit.entries().to_json(date_format="iso"),
+        ]
     )
     # the values the door bounds on, as stored
     pseudonyms = vault.pseudonymize("people", "pid", ["P-heavy", "P-000"])
     for secret in ["P-heavy", "P-000", *pseudonyms]:
         assert secret not in text
+
+
+# --- diffprivlib models ----------------------------------------------------------------------
+def test_a_pure_epsilon_fit_runs_at_epsilon_over_k_and_is_charged_epsilon(tmp_path, key):
+    from diffprivlib.models import LogisticRegression
+
+    schema = Schema({**dict(SCHEMA.items()), "y": Field.categorical(categories=[0, 1])})
+    frame = _frame().assign(y=[i % 2 for i in range(K + 60)])
+    with Vault.create(tmp_path / "v", key=key) as v:
+        v.add_dataset(
+            "people", frame, schema=schema, budget=Budget(epsilon=10),
+            privacy_unit="pid", max_rows_per_unit=4,
+        )  # fmt: skip
+        v.add_purpose("ml", description="Models", lawful_basis="consent")
+        v.add_principal("eng", roles=[])
+        v.grant(
+            principal="eng", dataset="people", purpose="ml", mode="dp_training", columns=["x", "y"]
+        )
+        fitted = v.session("eng", purpose="ml").dp.fit(
+            LogisticRegression(epsilon=2.0), "people", features=["x"], target="y", name="lr"
+        )
+        assert fitted.named_steps["model"].epsilon == pytest.approx(2.0 / 4)
+        assert v.budget("people").epsilon_spent == pytest.approx(2.0)
+        assert v.models.info("lr").metadata["privacy_unit"] == {
+            "unit": "pid",
+            "max_rows_per_unit": 4,
+        }
+
+
+def test_an_epsilon_delta_fit_with_several_rows_per_person_is_refused():
+    from privml.dp._fit import _group_size
+
+    with pytest.raises(ConfigurationError, match=r"k·e\^\(\(k-1\)ε\)·δ"):
+        _group_size(3, 1e-6, "pid")
+    assert _group_size(1, 1e-6, "pid") == 1 and _group_size(5, 0.0, "pid") == 5
