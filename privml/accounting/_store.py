@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from ..exceptions import IntegrityError, NotFoundError
 from ..storage import sealed
 from ..storage.tables import datasets, versions
-from ._unit import ROW, PrivacyUnit
 from ._tables import ledger_allocations, ledger_events, ledger_state
+from ._unit import ROW, PrivacyUnit
 from .budget import Budget
 from .composition import ORDERS, Curve, Tally
 from .events import PrivacyEvent
