@@ -18,7 +18,6 @@ import numpy as np
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
 from ..accounting._unit import ROW
-from ..dp._bounding import bound_rows
 from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
 from ..policy import mode_allows
 from ..policy._digest import row_digest
@@ -363,6 +362,8 @@ class Door:
         )
         frame, positions = got.frame, got.positions
         if column is not None and got.units is not None:
+            from ..dp._bounding import bound_rows  # here: privml.dp imports scikit-learn
+
             kept = bound_rows(got.units, max_rows, self._store.bounding_key(auth.dataset, key))
             if len(kept) < len(frame):
                 frame = frame.iloc[kept].reset_index(drop=True)
