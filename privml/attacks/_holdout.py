@@ -50,7 +50,7 @@ def check_holdout(value: Any) -> float:
     if not ok or not math.isfinite(float(value)) or not 0.0 <= float(value) <= MAX_HOLDOUT:
         raise ConfigurationError(
             f"holdout must be a fraction from 0 to {MAX_HOLDOUT} (0: train on every row), "
-            f"got {value!r}"
+            + (f"got {value!r}" if ok else f"got a {type(value).__name__}")
         )
     return float(value)
 

@@ -196,9 +196,9 @@ class PrivacyReport:
 
         Needs matplotlib (``pip install privml[notebooks]``). Returns the Axes.
         """
-        if ax is None:
-            figure = require("matplotlib.figure", feature="PrivacyReport.plot")
-            ax = figure.Figure(figsize=(5, 5)).subplots()
+        if ax is None:  # through pyplot, so a notebook shows the figure
+            plt = require("matplotlib.pyplot", feature="PrivacyReport.plot")
+            _, ax = plt.subplots(figsize=(5, 5))
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
         for r in self.results:
             ax.plot(

@@ -26,6 +26,7 @@ from ._problems import MEDIA_TYPE, to_problem
 from ._routes_dp import dp_routes
 from ._routes_he import he_routes
 from ._routes_oversight import oversight_routes
+from ._routes_report import report_routes
 from ._routes_session import session_routes
 from ._service import Service
 
@@ -63,7 +64,7 @@ def create_app(vault: Vault, *, limits: Limits | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
-    for routes in (session_routes, dp_routes, he_routes, oversight_routes):
+    for routes in (session_routes, dp_routes, he_routes, report_routes, oversight_routes):
         app.include_router(routes(service))
 
     @app.get("/v1/health", name="health")

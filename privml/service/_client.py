@@ -27,10 +27,12 @@ from ..dp._result import DPResult
 from ..exceptions import ConfigurationError
 from ._errors import ServiceError
 from ._problems import from_problem
-from ._wire import ARROW, frame_from_ipc, result_from_json, where_to_json
+from ._wire import ARROW, frame_from_ipc, plain_from_json, result_from_json, where_to_json
 
 if TYPE_CHECKING:
     import httpx
+
+    from ._reports import RemotePrivacyReport
 
 __all__ = ["RemoteDP", "RemoteHE", "RemoteOversight", "RemoteSession", "connect"]
 
@@ -96,10 +98,11 @@ def connect(
 class RemoteSession:
     """A session served by a curator server: :class:`privml.Session`'s methods, no key.
 
-    Make one with :func:`privml.connect`. ``read``, ``dp``, ``he``, ``budget`` and
-    ``explain`` take the arguments of the in-process session and raise the same
-    exceptions; ``dp.fit`` sends the estimator's class and parameters, and
-    ``dp.train`` takes a declared network (:mod:`privml.dp.torch._declared`).
+    Make one with :func:`privml.connect`. ``read``, ``dp``, ``he``, ``budget``,
+    ``explain`` and ``privacy_report`` take the arguments of the in-process session
+    and raise the same exceptions; ``dp.fit`` sends the estimator's class and
+    parameters, and ``dp.train`` takes a declared network
+    (:mod:`privml.dp.torch._declared`).
     """
 
     def __init__(self, client: httpx.Client, *, retries: int = 3) -> None:
@@ -191,6 +194,41 @@ class RemoteSession:
         """What this session gets from each column, and why (see Session.explain)."""
         rows = self._json("GET", f"/v1/datasets/{_part(dataset)}/explain")
         return pd.DataFrame(rows, columns=["column", "tags", "mode", "grants", "row_filter"])
+
+    def privacy_report(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        attacks: Sequence[str] = ("loss-threshold", "lira-offline"),
+        delta: float | None = None,
+        confidence: float = 0.95,
+        random_state: int = 0,
+        references: int = 4,
+    ) -> RemotePrivacyReport:
+        """Attack a registered model on the server; its figures and verdict (see
+        Session.privacy_report).
+
+        Needs ``raw`` on every column the model uses, on every row. Charges no
+        budget. Raises :class:`~privml.exceptions.PrivacyAuditFailure` (its
+        ``report`` holding the figures) when an attack proves more than the
+        model's claimed ε. The report has no ROC curves: ``plot()`` is not
+        available; ``to_frame()``, ``str()`` and ``to_dict()`` are. Reference
+        models are refitted on the server: raise ``connect(timeout=...)`` for
+        large models.
+        """
+        from ._reports import report_from_json
+
+        body = {
+            "version": version,
+            "attacks": [attacks] if isinstance(attacks, str) else list(attacks),
+            "delta": delta,
+            "confidence": confidence,
+            "random_state": random_state,
+            "references": references,
+        }
+        path = f"/v1/models/{_part(name)}/privacy-report"
+        return report_from_json(self._json("POST", path, json=body))
 
     # -- the wire -------------------------------------------------------------------------
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -306,12 +344,16 @@ class RemoteDP:
         features: Sequence[str],
         target: str | None = None,
         name: str | None = None,
+        holdout: float = 0.0,
     ) -> Any:
         """Fit a diffprivlib estimator on the server; return the fitted DP model.
 
         Only the estimator's class name and parameters are sent (the server
         accepts an allowlist of diffprivlib classes), never the object itself.
+        ``holdout=h`` (0 to 0.5, with ``name``) keeps a random share of the rows
+        out of training and records which, for a privacy report (see DPSession.fit).
         """
+        from ..attacks._holdout import check_holdout
         from ..dp._declared_estimators import fitted_from_wire
 
         body = {
@@ -320,6 +362,7 @@ class RemoteDP:
             "features": list(features),
             "target": target,
             "name": name,
+            "holdout": check_holdout(holdout),
         }
         response = self._session._send(
             "POST", f"/v1/datasets/{_part(dataset)}/dp/fit", json=body, key=_key()
@@ -334,15 +377,25 @@ class RemoteDP:
         the DP-SGD settings. The model is a :class:`~privml.dp.torch.TorchModel`
         (``predict`` takes raw feature values) with the DP weights, in eval mode;
         the history has one row per epoch: steps and ε so far (the loss is not DP
-        and stays on the server).
+        and stays on the server). ``canaries=m`` and ``holdout=h`` are dp.train's:
+        ``history.attrs["canary_measurement"]`` then holds the run's canary counts
+        and ε lower bounds, and the registered model records its held-out rows.
         """
         from ..dp._declared_estimators import scaler_from_wire
+        from ..dp._training_spec import _canary_count, _holdout
         from ..dp.torch import TorchModel
         from ..dp.torch._declared import TrainingRequest, rebuild
 
+        options = {
+            "canaries": _canary_count(spec.pop("canaries", 0)),
+            "holdout": _holdout(spec.pop("holdout", 0.0)),
+        }
         request = TrainingRequest.parse(spec)  # refused here before anything is sent
         response = self._session._send(
-            "POST", f"/v1/datasets/{_part(dataset)}/dp/train", json={"spec": spec}, key=_key()
+            "POST",
+            f"/v1/datasets/{_part(dataset)}/dp/train",
+            json={"spec": spec, **options},
+            key=_key(),
         )
         out = response.json()
         bounds = out.get("target_bounds")
@@ -357,7 +410,11 @@ class RemoteDP:
         )
         history = pd.DataFrame(out["history"])
         history.attrs.update(
-            epsilon=out["epsilon"], delta=out["delta"], model=out["model"], version=out["version"]
+            epsilon=out["epsilon"],
+            delta=out["delta"],
+            model=out["model"],
+            version=out["version"],
+            canary_measurement=plain_from_json(out.get("canary_measurement")),
         )
         return model, history
 

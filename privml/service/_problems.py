@@ -25,6 +25,7 @@ from ..exceptions import (
     IntegrityError,
     NotFoundError,
     OptionalDependencyError,
+    PrivacyAuditFailure,
     PrivmlError,
     SchemaError,
     SchemaViolation,
@@ -42,6 +43,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (AccessDenied, 403),
     (NotFoundError, 404),
     (BudgetExceededError, 409),
+    (PrivacyAuditFailure, 409),  # the model's claim conflicts with what the attacks prove
     (VaultClosedError, 503),
     (OptionalDependencyError, 501),
     (IntegrityError, 500),
@@ -97,7 +99,14 @@ def to_problem(err: BaseException, *, incident: str | None = None) -> tuple[int,
             "fields": {"kind": "internal", "incident": incident, "status": 500},
         }
         return code, body
-    fields = {k: _plain(v) for k, v in vars(err).items() if not k.startswith("_")}
+    state = {k: v for k, v in vars(err).items() if not k.startswith("_")}
+    report = state.pop("report", None) if isinstance(err, PrivacyAuditFailure) else None
+    fields = {k: _plain(v) for k, v in state.items()}
+    if isinstance(err, PrivacyAuditFailure):
+        from ._reports import report_to_json
+
+        # its figures and verdict, never its ROC curves
+        fields["report"] = None if report is None else report_to_json(report)
     body = {
         "type": _TYPE_BASE + _slug(name),
         "title": _title(name),
@@ -147,6 +156,11 @@ def from_problem(status: int, body: Any) -> PrivmlError:
         for k, v in fields.items()
         if isinstance(k, str) and not k.startswith("_")
     }
+    if issubclass(cls, PrivacyAuditFailure):
+        from ._reports import report_from_json
+
+        report = fields.get("report")
+        state["report"] = None if report is None else report_from_json(report)
     if cls is SchemaError or issubclass(cls, SchemaError):
         state["violations"] = tuple(_violation(v) for v in state.get("violations") or ())
     for key in ("spent", "requested", "after", "remaining", "total", "delta"):

@@ -17,7 +17,7 @@ from ..exceptions import ConfigurationError
 from ._deps import RequestKey, caller_of
 from ._schemas import FitRequest, StatisticRequest, TrainRequest
 from ._service import Caller, Reply, Service
-from ._wire import result_to_json
+from ._wire import plain_json, result_to_json
 
 __all__ = ["dp_routes"]
 
@@ -42,7 +42,12 @@ def dp_routes(service: Service) -> APIRouter:
 
         def compute(session: Any) -> tuple[bytes, str]:
             model = session.dp.fit(
-                estimator, dataset, features=body.features, target=body.target, name=body.name
+                estimator,
+                dataset,
+                features=body.features,
+                target=body.target,
+                name=body.name,
+                holdout=body.holdout,
             )
             return json.dumps({"model": fitted_to_wire(model)}).encode(), _JSON
 
@@ -62,7 +67,9 @@ def dp_routes(service: Service) -> APIRouter:
         spec = TrainingRequest.parse(body.spec)  # refused before any work
 
         def compute(session: Any) -> tuple[bytes, str]:
-            done = train_declared(session.dp, dataset, spec)
+            done = train_declared(
+                session.dp, dataset, spec, canaries=body.canaries, holdout=body.holdout
+            )
             out = {
                 "weights": base64.b64encode(done.weights).decode(),
                 # the loss is computed on private batches and is not DP: it stays here
@@ -76,6 +83,8 @@ def dp_routes(service: Service) -> APIRouter:
                 "scaler": done.scaler,
                 "features": list(spec.features),
                 "target": spec.target,
+                # counts and ε lower bounds only: which canaries were trained on stays here
+                "canary_measurement": plain_json(done.canary_measurement),
             }
             return json.dumps(out).encode(), _JSON
 

@@ -7,14 +7,17 @@ checked by the vault as for an in-process session.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..attacks._holdout import MAX_HOLDOUT
 
 __all__ = [
     "FitRequest",
     "PredictRequest",
     "ReadRequest",
+    "ReportRequest",
     "StatisticRequest",
     "TrainRequest",
 ]
@@ -25,6 +28,14 @@ Name = Field(min_length=1, max_length=256)
 MAX_DEPTH = 32
 #: How many values a body's free-form parts (``where``, ``params``, ``spec``) may hold in all.
 MAX_VALUES = 100_000
+#: The most canaries a DP-SGD run takes (``privml.attacks._canaries.CANARIES_MAX``,
+#: restated so that this module does not import torch; a test checks they agree).
+MAX_CANARIES = 10_000
+#: The most LiRA reference models a report trains (``privml.attacks._report``'s).
+MAX_REFERENCES = 16
+
+#: ``holdout``: a fraction of the rows read kept out of training (0 to 0.5), as in-process.
+Holdout = Field(default=0.0, ge=0.0, le=MAX_HOLDOUT, strict=True, allow_inf_nan=False)
 
 
 def check_shape(value: Any, *, depth: int = MAX_DEPTH, values: int = MAX_VALUES) -> None:
@@ -93,12 +104,36 @@ class FitRequest(_Body):
     features: list[str] = Field(min_length=1, max_length=4096)
     target: str | None = Field(default=None, min_length=1, max_length=256)
     name: str | None = Field(default=None, min_length=1, max_length=256)
+    holdout: float = Holdout
 
 
 class TrainRequest(_Body):
-    """A DP-SGD run on the server, described by data: see :mod:`privml.dp.torch._declared`."""
+    """A DP-SGD run on the server, described by data: see :mod:`privml.dp.torch._declared`.
+
+    ``canaries`` and ``holdout`` are ``session.dp.train``'s: the run's canary
+    measurement (0: off) and the share of rows held out for a privacy report.
+    """
 
     spec: dict[str, Any]
+    canaries: int = Field(default=0, ge=0, le=MAX_CANARIES, strict=True)
+    holdout: float = Holdout
+
+
+class ReportRequest(_Body):
+    """A privacy report on a registered model: ``session.privacy_report``'s options.
+
+    The rows attacked are the ones the model's training recorded: frames of
+    members and non-members are the vault owner's option, never sent here.
+    """
+
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    attacks: list[Literal["loss-threshold", "lira-offline"]] = Field(
+        default=["loss-threshold", "lira-offline"], min_length=1, max_length=2
+    )
+    delta: float | None = Field(default=None, ge=0.0, lt=1.0, strict=True, allow_inf_nan=False)
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0, strict=True, allow_inf_nan=False)
+    random_state: int = Field(default=0, ge=0, le=2**63 - 1, strict=True)
+    references: int = Field(default=4, ge=2, le=MAX_REFERENCES, strict=True)
 
 
 class PredictRequest(_Body):

@@ -22,6 +22,8 @@ __all__ = [
     "ARROW",
     "frame_from_ipc",
     "frame_to_ipc",
+    "plain_from_json",
+    "plain_json",
     "result_from_json",
     "result_to_json",
     "where_to_json",
@@ -139,6 +141,30 @@ def where_to_json(where: Sequence[Any] | None) -> list[Any] | None:
         else:
             out.append(list(condition))
     return out
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` with JSON's types only: mappings, lists, and numbers as :func:`_num` writes them.
+
+    Examples
+    --------
+    >>> plain_json({"m": 8, "bound": float("inf"), "pair": (1, 2)})
+    {'m': 8, 'bound': 'inf', 'pair': [1, 2]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(v) for v in value]
+    return _num(value)
+
+
+def plain_from_json(value: Any) -> Any:
+    """What :func:`plain_json` wrote, with its non-finite numbers as floats again."""
+    if isinstance(value, Mapping):
+        return {k: plain_from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_from_json(v) for v in value]
+    return _back(value)
 
 
 def _num(value: Any) -> Any:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from .._canonical import canonical_json, utcnow
 from .._records import DatasetVersion, ModelInfo
 from .._validation import check_name
+from ..attacks._holdout import MEMBERSHIP
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import check_current
 from ..crypto.keys import new_data_key
@@ -37,6 +38,7 @@ from ..storage.engine import read, transaction
 from ..storage.objects import Storage
 from ..storage.tables import models, versions
 from ._model_bytes import deserialize, libraries_in_use, seal, serialize, unseal
+from ._sealed_membership import open_membership, seal_membership
 
 if TYPE_CHECKING:
     from ..attacks import PrivacyReport
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["ModelInfo", "ModelRegistry"]
 
 _REGISTRAR = "registered_by"
+#: The metadata key naming the plaintext model an HE model was compiled from.
+SOURCE_MODEL = "source_model"
 MINIMIZER_SUFFIX = ".minimizer"
 
 
@@ -164,11 +168,16 @@ class ModelRegistry:
             self._check_may_register(
                 name, principal=principal, purpose=purpose, minimizer=minimizer
             )
+        kind_of = f"{type(model).__module__}.{type(model).__qualname__}"
+        if extra and SOURCE_MODEL in extra:
+            _check_source_shape(kind_of, extra[SOURCE_MODEL])
         metadata = {
-            "class": f"{type(model).__module__}.{type(model).__qualname__}",
             "notes": notes,
             **(extra or {}),
-            # Last, so no extra can forge it: who owns the name (see _check_may_register).
+            # Last, so no extra can forge them: the class stored (it decides how the model
+            # is loaded and whether it is attacked through a twin), and who owns the name
+            # (see _check_may_register).
+            "class": kind_of,
             _REGISTRAR: {"principal": principal, "purpose": purpose, "admin": admin},
         }
         libraries = libraries_in_use()
@@ -195,11 +204,15 @@ class ModelRegistry:
             if not registrar["admin"]:
                 _check_owner(tx.conn, name, principal, purpose)
             source = _source(tx.conn, trained_on)
+            if SOURCE_MODEL in metadata:
+                _check_source_twin(tx.conn, metadata[SOURCE_MODEL], source)
             known = _versions(tx.conn, name)
             version = max((int(r.version) for r in known), default=0) + 1
             key = new_data_key()
             slot = f"model|{name}|{version}"
             blob = seal(key, slot, payload)
+            if MEMBERSHIP in metadata:  # positions can reflect row filters: stored encrypted
+                metadata = {**metadata, MEMBERSHIP: seal_membership(key, slot, metadata)}
             relative = self._storage.name_for(f"models/{name}/{version}", ".bin")
             # Written and verified before the row naming it commits (at worst an orphan).
             digest = self._storage.write(relative, blob)
@@ -387,6 +400,16 @@ class ModelRegistry:
             non_members=non_members,
         )
 
+    def _membership_record(self, info: ModelInfo) -> dict[str, Any] | None:
+        """The decrypted membership record of ``info``'s model version (None: it has none)."""
+        if info.metadata.get(MEMBERSHIP) is None:
+            return None
+        with read(self._state.engine) as conn:
+            row = _row(conn, info.name, info.version)
+        slot = f"model|{row.name}|{row.version}"
+        key = self._state.key.unwrap(row.wrapped_key, purpose=slot)
+        return open_membership(key, slot, json.loads(row.metadata).get(MEMBERSHIP))
+
     def load(self, name: str, version: int | None = None) -> Any:
         """Decrypt and return a registered model (the latest version by default)."""
         return self._load(name, version, principal=self._state.actor, purpose=ADMIN_PURPOSE)
@@ -433,6 +456,45 @@ def _check_owner(conn: sa.Connection, name: str, principal: str, purpose: str) -
         principal=principal,
         purpose=purpose,
     )
+
+
+def _check_source_shape(kind: str, source: Any) -> None:
+    """``source_model`` only on an HE model, as ``{"name": str, "version": int}``."""
+    if not kind.startswith("privml.he."):
+        raise ConfigurationError(
+            f"extra={{{SOURCE_MODEL!r}: ...}} names the plaintext model an HE-compiled model was "
+            f"compiled from; this model is a {kind}, not a privml.he model"
+        )
+    version = source.get("version") if isinstance(source, dict) else None
+    if (
+        not isinstance(source, dict)
+        or set(source) != {"name", "version"}
+        or not isinstance(source["name"], str)
+        or not isinstance(version, int)
+        or isinstance(version, bool)
+    ):
+        raise ConfigurationError(
+            f"extra={{{SOURCE_MODEL!r}: ...}} takes {{'name': str, 'version': int}}: the exact "
+            "registered plaintext model version it was compiled from"
+        )
+
+
+def _check_source_twin(
+    conn: sa.Connection, source: dict[str, Any], trained_on: tuple[str, int] | None
+) -> None:
+    """The named plaintext twin exists, is no HE model itself, and has the same training data."""
+    twin = _info(_row(conn, source["name"], source["version"]))
+    if str(twin.metadata.get("class", "")).startswith("privml.he."):
+        raise ConfigurationError(
+            f"source_model {twin.name!r} v{twin.version} is itself an HE model; name the "
+            "plaintext model it was compiled from"
+        )
+    if twin.trained_on != trained_on:
+        raise ConfigurationError(
+            f"source_model {twin.name!r} v{twin.version} was trained on {twin.trained_on}, "
+            f"but this model is registered with trained_on={trained_on}: an HE model records "
+            f"the training data of the model it was compiled from (trained_on={twin.trained_on})"
+        )
 
 
 def _source(

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .._canonical import canonical_json
 from ..attacks._bounds import check_confidence, check_delta
-from ..attacks._holdout import MEMBERSHIP, Membership
+from ..attacks._holdout import Membership
 from ..attacks._references import reference_fitter
 from ..attacks._report import (
     MAX_REPORT_REFERENCES,
@@ -34,8 +34,9 @@ from ..attacks._report import (
     score,
     subsample,
 )
+from ..attacks._scores import is_classifier
 from ..audit import ADMIN_PURPOSE
-from ..exceptions import ConfigurationError, IntegrityError, PrivacyAuditFailure
+from ..exceptions import ConfigurationError, IntegrityError, PrivacyAuditFailure, PrivmlError
 from ..storage.engine import transaction
 
 if TYPE_CHECKING:
@@ -81,8 +82,12 @@ class _Options:
 
 def _attacked(
     registry: ModelRegistry, name: str, version: int | None
-) -> tuple[Any, Any, str | None]:
-    """The model's info, the info of the model to attack, and a note (HE: its plaintext twin)."""
+) -> tuple[ModelInfo, ModelInfo, str | None]:
+    """The model's info, the info of the model to attack, and a note (HE: its plaintext twin).
+
+    Both are resolved here, once, to fixed versions: everything after (the policy
+    decision, the rows read, the model loaded) concerns exactly these two.
+    """
     info = registry.info(name, version)
     if not str(info.metadata.get("class", "")).startswith("privml.he."):
         return info, info, None
@@ -95,6 +100,11 @@ def _attacked(
             "plaintext model itself."
         )
     twin = registry.info(source["name"], source.get("version"))
+    if twin.trained_on != info.trained_on:
+        raise IntegrityError(
+            f"HE model {name!r} v{info.version} names {twin.name!r} v{twin.version} as its "
+            "plaintext source, but the two record different training data"
+        )
     note = f"HE-compiled: attacked through its plaintext source model {twin.name} v{twin.version}"
     return info, twin, note
 
@@ -111,10 +121,10 @@ def _columns(info: ModelInfo, target: str | None) -> tuple[list[str], str]:
 
 
 def _recorded(
-    store: DatasetStore, info: ModelInfo, columns: list[str]
+    registry: ModelRegistry, store: DatasetStore, info: ModelInfo, columns: list[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Members and held-out rows of the version the model trained on, by its membership record."""
-    record = info.metadata.get(MEMBERSHIP)
+    record = registry._membership_record(info)
     if record is None or info.trained_on is None:
         raise ConfigurationError(
             f"model {info.name!r} v{info.version} has no record of which rows it trained on "
@@ -140,28 +150,65 @@ def _recorded(
 
 
 def _given(data: Any, what: str, columns: list[str]) -> pd.DataFrame:
+    """The owner's ``members=`` / ``non_members=`` frame, checked; errors quote no value."""
     if not isinstance(data, pd.DataFrame):
         raise ConfigurationError(f"{what}= takes a pandas DataFrame, got {type(data).__name__}")
+    if not data.columns.is_unique:
+        raise ConfigurationError(f"{what} has repeated column names; give each column once")
     missing = [c for c in columns if c not in data.columns]
     if missing:
         raise ConfigurationError(f"{what} lacks the model's columns {missing}")
-    return data[columns].reset_index(drop=True)
+    frame = data[columns].reset_index(drop=True)
+    empty = [c for c in columns if bool(frame[c].isna().any())]
+    if empty:
+        raise ConfigurationError(
+            f"{what} has missing values (NaN/None) in columns {empty}: a report attacks "
+            "complete rows only; drop or fill them first"
+        )
+    return frame
+
+
+def _check_labels(model: Any, frame: pd.DataFrame, target: str, what: str) -> None:
+    """Refuse target values a classifier does not know (counted, never quoted)."""
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        classes = getattr(model, "classes", None) if getattr(model, "task", "") else None
+    if classes is None or not is_classifier(model):
+        return
+    known = set(np.asarray(classes, dtype=object).tolist())
+    unknown = int(sum(1 for v in frame[target].tolist() if v not in known))
+    if unknown:
+        raise ConfigurationError(
+            f"{what} has {unknown} rows whose {target!r} is not one of the model's classes; "
+            "give rows of the data the model was trained for"
+        )
 
 
 def _canaries(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every canary measurement the model's training recorded, by its metadata key."""
-    return {
-        key: value
-        for key, value in sorted(metadata.items())
-        if "canary" in key and isinstance(value, dict) and "epsilon_lower_bound" in value
-    }
+    """Every canary measurement the model's training recorded, by its metadata key.
+
+    A measurement is a dict holding ``epsilon_lower_bound``, found under a key
+    naming canaries, either directly or one level down (DP-SGD records
+    ``canary_measurement = {"black_box": {...}, "white_box": {...}}``, listed
+    here as ``canary_measurement.black_box`` and ``canary_measurement.white_box``).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in sorted(metadata.items()):
+        if "canary" not in key or not isinstance(value, dict):
+            continue
+        if "epsilon_lower_bound" in value:
+            found[key] = value
+            continue
+        for part, inner in sorted(value.items()):
+            if isinstance(inner, dict) and "epsilon_lower_bound" in inner:
+                found[f"{key}.{part}"] = inner
+    return found
 
 
 def _build(
     registry: ModelRegistry,
     store: DatasetStore,
-    name: str,
-    version: int | None,
+    attacked: tuple[ModelInfo, ModelInfo, str | None],
     opts: _Options,
     *,
     principal: str,
@@ -170,18 +217,27 @@ def _build(
     members: Any = None,
     non_members: Any = None,
 ) -> PrivacyReport:
-    info, twin, note = _attacked(registry, name, version)
+    info, twin, note = attacked
     features, target = _columns(twin, target)
     columns = [*features, target]
     notes = [note] if note else []
     if (members is None) != (non_members is None):
         raise ConfigurationError("pass both members= and non_members=, or neither")
+    model = registry._load(
+        twin.name, twin.version, principal=principal, purpose=purpose, audit=False
+    )
+    if not callable(getattr(model, "predict", None)):
+        raise ConfigurationError(
+            f"model {twin.name!r} v{twin.version} is a {type(model).__name__}, which has no "
+            "predict(): a report attacks models that predict rows (scikit-learn, diffprivlib, "
+            "privml's DP-SGD models)"
+        )
     if members is not None:
         inside = _given(members, "members", columns)
         outside = _given(non_members, "non_members", columns)
         notes.append("members and non-members given by the vault owner, not recorded provenance")
     else:
-        inside, outside = _recorded(store, twin, columns)
+        inside, outside = _recorded(registry, store, twin, columns)
     rng = np.random.default_rng(opts.random_state)
     inside, sampled_in = subsample(inside, "members", rng)
     outside, sampled_out = subsample(outside, "non-members", rng)
@@ -191,9 +247,9 @@ def _build(
             f"a report needs at least 4 members and 4 held-out rows; model {twin.name!r} has "
             f"{len(inside)} and {len(outside)}: train with a larger holdout= or more rows"
         )
-    model = registry._load(
-        twin.name, twin.version, principal=principal, purpose=purpose, audit=False
-    )
+    if members is not None:
+        _check_labels(model, inside, target, "members")
+        _check_labels(model, outside, target, "non_members")
     attacks = opts.attacks
     fit_reference = None
     if "lira-offline" in attacks:
@@ -206,21 +262,31 @@ def _build(
     delta = opts.delta
     if delta is None:
         delta = twin.delta if twin.delta is not None and 0 < twin.delta < 1 else 1e-5
-    metric, on_members = score(model, inside, target)
-    _, on_held_out = score(model, outside, target)
-    results = measure(
-        model,
-        inside,
-        outside,
-        target,
-        attacks=attacks,
-        fit_reference=fit_reference,
-        references=opts.references,
-        delta=delta,
-        confidence=opts.confidence,
-        random_state=opts.random_state,
-    )
-    report = PrivacyReport(
+    try:
+        metric, on_members = score(model, inside, target)
+        _, on_held_out = score(model, outside, target)
+        results = measure(
+            model,
+            inside,
+            outside,
+            target,
+            attacks=attacks,
+            fit_reference=fit_reference,
+            references=opts.references,
+            delta=delta,
+            confidence=opts.confidence,
+            random_state=opts.random_state,
+        )
+    except PrivmlError:
+        raise
+    except Exception as err:
+        # A library's message may quote a row (a label, a value): say only what failed.
+        raise PrivmlError(
+            f"the privacy report on model {twin.name!r} v{twin.version} failed while scoring "
+            f"or refitting it ({type(err).__name__}); check that the rows match the model's "
+            "features and target"
+        ) from None
+    return PrivacyReport(
         model=info.name,
         model_version=info.version,
         dataset=twin.trained_on[0] if twin.trained_on else None,
@@ -236,7 +302,6 @@ def _build(
         canaries=_canaries(twin.metadata),
         notes=tuple(notes),
     )
-    return report
 
 
 def _failure(report: PrivacyReport) -> PrivacyAuditFailure:
@@ -270,22 +335,54 @@ def owner_report(
     members: Any = None,
     non_members: Any = None,
 ) -> PrivacyReport:
-    """The vault owner's report (see :meth:`privml.vault._models.ModelRegistry.privacy_report`)."""
+    """The vault owner's report (see :meth:`privml.vault._models.ModelRegistry.privacy_report`).
+
+    A report that fails once the model is found (its rows, a reference fit, the
+    scoring) is audited as an error, with the error's type only, before it raises.
+    """
     opts = _Options(attacks, delta, confidence, random_state, references)
     actor = registry._state.actor
-    report = _build(
-        registry,
-        store,
-        name,
-        version,
-        opts,
-        principal=actor,
-        purpose=ADMIN_PURPOSE,
-        target=target,
-        members=members,
-        non_members=non_members,
-    )
+    attacked = _attacked(registry, name, version)
+    info, twin, _ = attacked
+    dataset, trained = twin.trained_on or (None, None)
+    try:
+        report = _build(
+            registry,
+            store,
+            attacked,
+            opts,
+            principal=actor,
+            purpose=ADMIN_PURPOSE,
+            target=target,
+            members=members,
+            non_members=non_members,
+        )
+        details = _details(report)
+    except Exception as err:
+        _append(
+            registry,
+            actor,
+            "error",
+            dataset,
+            trained,
+            {"model": info.name, "model_version": info.version, "error": type(err).__name__},
+        )
+        raise
     outcome = "exceeded" if report.exceeded else "ok"
+    _append(registry, actor, outcome, report.dataset, report.dataset_version, details)
+    if report.exceeded:
+        raise _failure(report)
+    return report
+
+
+def _append(
+    registry: ModelRegistry,
+    actor: str,
+    outcome: str,
+    dataset: str | None,
+    version: int | None,
+    details: dict[str, Any],
+) -> None:
     with transaction(registry._state.engine) as tx:
         registry._audit.append(
             tx,
@@ -293,13 +390,10 @@ def owner_report(
             purpose=ADMIN_PURPOSE,
             action=ACTION,
             outcome=outcome,
-            dataset=report.dataset,
-            version=report.dataset_version,
-            details=_details(report),
+            dataset=dataset,
+            version=version,
+            details=details,
         )
-    if report.exceeded:
-        raise _failure(report)
-    return report
 
 
 def session_report(
@@ -313,9 +407,15 @@ def session_report(
     random_state: Any,
     references: Any,
 ) -> PrivacyReport:
-    """A session's report: needs ``raw`` on every column the model uses, on every row."""
+    """A session's report: needs ``raw`` on every column the model uses, on every row.
+
+    The model (and an HE model's plaintext twin) is resolved once, to fixed
+    versions: the policy is decided on the twin's training data, and exactly
+    that twin is attacked, whatever is registered meanwhile.
+    """
     opts = _Options(attacks, delta, confidence, random_state, references)
-    _, twin, _ = _attacked(door._models, name, version)
+    attacked = _attacked(door._models, name, version)
+    twin = attacked[1]
     if twin.trained_on is None:
         raise ConfigurationError(
             f"model {twin.name!r} records no training data; only the vault owner can report on it"
@@ -339,13 +439,16 @@ def session_report(
         report = _build(
             door._models,
             door._store,
-            name,
-            version,
+            attacked,
             opts,
             principal=door.principal,
             purpose=door.purpose,
         )
-    details = {**_details(report), "grant_ids": auth.grant_ids, "policy_hash": auth.policy_hash}
+        details = {
+            **_details(report),
+            "grant_ids": auth.grant_ids,
+            "policy_hash": auth.policy_hash,
+        }
     door.record(
         ACTION,
         "exceeded" if report.exceeded else "ok",

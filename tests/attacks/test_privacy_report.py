@@ -82,8 +82,10 @@ def test_an_overfit_model_is_caught_with_a_positive_lower_bound(vault):
     frame = report.to_frame()
     assert list(frame["measurement"]) == ["loss-threshold", "lira-offline"]
     assert not frame["exceeds_claim"].any()
+    plt = pytest.importorskip("matplotlib.pyplot")
     ax = report.plot()
     assert len(ax.get_lines()) == 3  # chance and two ROC curves
+    plt.close(ax.figure)
     assert "tree" in str(report) and report.verdict in report._repr_html_()
 
 
@@ -119,7 +121,8 @@ def test_dp_fit_with_holdout_records_membership_and_stays_below_its_claim(vault)
         holdout=0.3,
     )
     info = vault.models.info("logit")
-    record = Membership.from_record(info.metadata[MEMBERSHIP])
+    record = Membership.from_record(vault.models._membership_record(info))
+    assert set(info.metadata[MEMBERSHIP]) == {"rows", "n_members", "n_held_out", "sealed"}
     held = int(np.floor(0.3 * 569))
     assert int(record.held_out.sum()) == held and int(record.members.sum()) == 569 - held
     report = vault.models.privacy_report("logit", random_state=1)
@@ -180,7 +183,7 @@ def test_dp_sgd_with_holdout_trains_on_members_only_and_stays_below_its_claim(va
     held = int(np.floor(0.3 * 569))
     assert run.n == sealed_rows == 569 - held  # N (and q) count the training rows only
     assert run.sample_rate == pytest.approx(64 / (569 - held))
-    record = Membership.from_record(vault.models.info("mlp").metadata[MEMBERSHIP])
+    record = Membership.from_record(vault.models._membership_record(vault.models.info("mlp")))
     assert int(record.members.sum()) == run.n
     report = vault.models.privacy_report("mlp", references=2)
     assert report.epsilon_claimed is not None and report.epsilon_claimed <= 1.0 + 1e-9
@@ -188,6 +191,65 @@ def test_dp_sgd_with_holdout_trains_on_members_only_and_stays_below_its_claim(va
     assert all(r.epsilon_lower_bound <= report.epsilon_claimed for r in report.results)
     assert report.verdict.startswith("No attack exceeded")
     assert 0.0 <= report.score_held_out <= 1.0
+
+
+def test_a_dp_sgd_runs_canary_measurements_are_in_its_report(vault):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("opacus")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    vault.session("eng", purpose="ml").dp.train(
+        "cancer",
+        features=FEATURES,
+        target=TARGET,
+        module=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+        batch_size=64,
+        epochs=2,
+        max_grad_norm=1.0,
+        target_epsilon=1.0,
+        grad_sample_mode="bk",
+        name="mlp",
+        holdout=0.3,
+        canaries=100,
+    )
+    report = vault.models.privacy_report("mlp", references=2)
+    assert sorted(report.canaries) == [
+        "canary_measurement.black_box",
+        "canary_measurement.white_box",
+    ]
+    assert all(m["epsilon_lower_bound"] <= report.epsilon_claimed for m in report.canaries.values())
+    kinds = set(report.to_frame()["kind"])
+    assert any("white-box" in k for k in kinds) and any("black-box" in k for k in kinds)
+    entry = vault.audit.entries(action="model.privacy_report").iloc[-1]
+    assert "canary_measurement.white_box" in json.dumps(entry["details"])
+
+
+def test_a_canary_bound_above_the_claim_fails_the_report(vault):
+    """A recorded canary measurement that proves more than the claim is a failure too."""
+    members, non_members = _overfit(vault, name="tree", epsilon=50.0)
+    info = vault.models.info("tree")
+    model = vault.models.load("tree")
+    measured = {"m": 1000, "guesses": 200, "correct": 200, "threat_model": "white-box",
+                "confidence": 0.95, "epsilon_lower_bound": 4.0, "epsilon_claimed": 1.0,
+                "delta": 1e-5}  # fmt: skip
+    vault.models.register(
+        "tree",
+        model,
+        trained_on=info.trained_on,
+        epsilon=1.0,
+        delta=1e-5,
+        extra={
+            "features": FEATURES,
+            "target": TARGET,
+            "canary_measurement": {"white_box": measured},
+        },
+    )
+    with pytest.raises(PrivacyAuditFailure) as caught:
+        vault.models.privacy_report(
+            "tree", members=members, non_members=non_members, attacks=["loss-threshold"]
+        )
+    assert "canary_measurement.white_box" in str(caught.value)
 
 
 def test_an_analyst_without_raw_is_refused_and_the_refusal_audited(vault):
@@ -235,10 +297,11 @@ def test_editing_the_membership_record_without_the_key_is_detected(vault, dba):
     with dba.edit(vault.path) as conn:
         row = conn.execute(sa.select(models).where(models.c.name == "nb")).one()
         metadata = json.loads(row.metadata)
-        # Swap members and held-out rows: the attacks would then read the wrong sets.
+        # Swap the counts and the sealed record's halves: the attacks would read other sets.
         record = metadata[MEMBERSHIP]
-        record["members"], record["held_out"] = record["held_out"], record["members"]
         record["n_members"], record["n_held_out"] = record["n_held_out"], record["n_members"]
+        half = len(record["sealed"]) // 2
+        record["sealed"] = record["sealed"][half:] + record["sealed"][:half]
         conn.execute(
             models.update().where(models.c.name == "nb").values(metadata=json.dumps(metadata))
         )
@@ -246,19 +309,19 @@ def test_editing_the_membership_record_without_the_key_is_detected(vault, dba):
         vault.models.privacy_report("nb")
 
 
-def test_an_he_model_without_its_plaintext_source_is_refused(vault):
-    members, non_members = _overfit(vault, name="tree")
-    # A stand-in for an HE model: what matters is the class the registry records for it.
-    with pytest.raises(ConfigurationError, match="HE-compiled"):
-        vault.models.register(
-            "tree-he",
-            DecisionTreeClassifier(),
-            trained_on="cancer",
-            epsilon=None,
-            delta=None,
-            extra={"class": "privml.he.HEModel"},
-        )
-        vault.models.privacy_report("tree-he", members=members, non_members=non_members)
+def test_an_extra_cannot_forge_the_recorded_class(vault):
+    # The class decides how a model is loaded and whether it is attacked through a twin.
+    tree = DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1])
+    info = vault.models.register(
+        "tree-he",
+        tree,
+        trained_on="cancer",
+        epsilon=None,
+        delta=None,
+        extra={"class": "privml.he.HEModel"},
+    )
+    assert info.metadata["class"] == "sklearn.tree._classes.DecisionTreeClassifier"
+    assert vault.models.info("tree-he").metadata["class"] == info.metadata["class"]
 
 
 def test_a_membership_record_under_row_filters_names_only_rows_read():

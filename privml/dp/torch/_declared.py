@@ -272,6 +272,8 @@ class DeclaredTraining:
     scaler : dict or None
         The input scaling (from the schema), as :mod:`privml.dp._declared_estimators`
         writes a scaler: a client rebuilds the :class:`~privml.dp.torch.TorchModel`.
+    canary_measurement : dict or None
+        With ``canaries=m``: the run's canary counts and ε lower bounds (``history.attrs``).
     """
 
     weights: bytes
@@ -283,6 +285,7 @@ class DeclaredTraining:
     classes: list[Any] | None = None
     target_bounds: list[float] | None = None
     scaler: dict[str, Any] | None = None
+    canary_measurement: dict[str, Any] | None = None
 
 
 def _check_against_schema(gate: Gate, dataset: str, request: TrainingRequest) -> None:
@@ -333,14 +336,21 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def train_declared(dp: DPSession, dataset: str, request: TrainingRequest) -> DeclaredTraining:
+def train_declared(
+    dp: DPSession,
+    dataset: str,
+    request: TrainingRequest,
+    *,
+    canaries: int = 0,
+    holdout: float = 0.0,
+) -> DeclaredTraining:
     """Train a declared network on ``dataset`` through ``dp.train``; return its weights as bytes.
 
     Checks the network against the schema (input width, output per class or
     value, the loss, activation memory) before anything is reserved or read,
     builds it (initialized from ``seed`` when given), and hands it to
     ``dp.train``: the usual reservation, guard, settlement and registration in
-    ``vault.models``.
+    ``vault.models``. ``canaries`` and ``holdout`` are ``dp.train``'s (checked there).
 
     Examples
     --------
@@ -379,6 +389,8 @@ def train_declared(dp: DPSession, dataset: str, request: TrainingRequest) -> Dec
         criterion=criterion[request.loss]() if request.loss is not None else None,
         grad_sample_mode=request.grad_sample_mode,
         name=request.name,
+        canaries=canaries,
+        holdout=holdout,
     )
     rows = [
         {
@@ -401,6 +413,7 @@ def train_declared(dp: DPSession, dataset: str, request: TrainingRequest) -> Dec
         classes=None if model.classes is None else [_plain(c) for c in model.classes],
         scaler=scaler_to_wire(model.scaler),
         target_bounds=None if bounds is None else [float(bounds[0]), float(bounds[1])],
+        canary_measurement=attrs.get("canary_measurement"),
     )
 
 
