@@ -113,7 +113,11 @@ def demo_vault(
     """
     vault = vaults.create(tmp_path / "demo.vault", key=key)
     vault.add_dataset(
-        "patients", patients, schema=patients_schema, budget=privml.Budget(epsilon=1.0, delta=1e-6)
+        "patients",
+        patients,
+        schema=patients_schema,
+        budget=privml.Budget(epsilon=1.0, delta=1e-6),
+        privacy_unit="row",
     )
     allow_raw(vault, "patients")
     yield vault

@@ -29,7 +29,11 @@ def run_demo(say: Callable[[str], None]) -> None:
         with Vault.create(folder, key=key, actor="demo-admin") as vault:
             say("  created it: meta.db (SQLite) + encrypted Parquet, key from generate_key()")
             version = vault.add_dataset(
-                "diabetes", frame, schema=diabetes_schema(), budget=Budget(epsilon=3.0, delta=1e-6)
+                "diabetes",
+                frame,
+                schema=diabetes_schema(),
+                budget=Budget(epsilon=3.0, delta=1e-6),
+                privacy_unit="row",
             )
             encrypted = len(vault.dataset("diabetes").schema.sensitive)
             say(

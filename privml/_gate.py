@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._records import DatasetVersion, ModelInfo
+    from .accounting._unit import PrivacyUnit
     from .accounting.budget import Budget
     from .accounting.events import PrivacyEvent
     from .accounting.ledger import Reservation
@@ -168,6 +169,12 @@ class Gate(Protocol):
         """The declared total budget of ``dataset``."""
         ...
 
+    def privacy_unit(self, dataset: str) -> PrivacyUnit:
+        """What ``dataset``'s budget protects: one row, or one person with at most
+        ``max_rows`` rows per release. :meth:`release` hands out values bounded to it;
+        a mechanism calibrates its noise (and its event) to ``max_rows`` rows."""
+        ...
+
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``."""
         ...
@@ -189,7 +196,8 @@ class Gate(Protocol):
     def release(
         self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
     ) -> Released:
-        """Charge ``event`` (with its audit entry), then decrypt the authorized values."""
+        """Charge ``event`` (with its audit entry), then decrypt the authorized values, at most
+        the unit's ``max_rows`` rows per person (a keyed random sample fixed per release)."""
         ...
 
     def reserve(
@@ -203,7 +211,8 @@ class Gate(Protocol):
     ) -> Reserved:
         """Reserve the event ``plan(rows)`` makes for the rows the request sees, then hand out
         their values; the plan's own context joins ``context`` in the reservation's audit entry
-        (neither may name the door's own fields: columns, grants, policy hash, content hash)."""
+        (neither may name the door's own fields: columns, grants, policy hash, content hash).
+        With a person-level unit the values keep one row per person, so ``rows`` counts people."""
         ...
 
     def load(self, auth: Authorization) -> Loaded:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accounting._unit import ROW, PrivacyUnit
 from .accounting.budget import Budget
 from .schema import Schema
 
@@ -41,12 +42,18 @@ class DatasetVersion:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset: its schema, budget and versions (oldest first)."""
+    """A dataset: its schema, budget, versions (oldest first) and privacy unit.
+
+    ``privacy_unit`` is what the budget protects: one row, or all rows of one
+    person (an identifier column, each person contributing at most
+    ``privacy_unit.max_rows`` rows to a release).
+    """
 
     name: str
     schema: Schema
     budget: Budget
     versions: tuple[DatasetVersion, ...]
+    privacy_unit: PrivacyUnit = ROW
 
     @property
     def latest(self) -> DatasetVersion:

@@ -32,7 +32,11 @@ def pristine(tmp_path_factory, patients, patients_schema, backend, request):
     url = server.new_database() if server else None
     with Vault.create(folder, key=key, checkpoint_every=10, metadata_url=url) as vault:
         vault.add_dataset(
-            "patients", patients, schema=patients_schema, budget=privml.Budget(epsilon=1)
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=privml.Budget(epsilon=1),
+            privacy_unit="row",
         )
         vault.add_purpose("research", description="Tests", lawful_basis="consent")
         vault.add_principal("analyst")

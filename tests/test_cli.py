@@ -81,6 +81,7 @@ def _vault_with_key_file(tmp_path, patients, patients_schema, vaults, monkeypatc
             patients,
             schema=patients_schema,
             budget=privml.Budget(epsilon=2, delta=1e-6),
+            privacy_unit="row",
         )
         vault.add_purpose("care", description="Treatment", lawful_basis="GDPR 9(2)(h)")
         vault.add_principal("dr.lee", roles=["clinician"])

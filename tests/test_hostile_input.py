@@ -105,7 +105,7 @@ def _no_secret_anywhere(vault: Vault, err: Exception) -> None:
 def test_hostile_frames_raise_schema_errors_naming_column_and_problem(vault, case):
     frame, column, kind = HOSTILE[case]
     with pytest.raises(SchemaError) as caught:
-        vault.add_dataset("d", frame, schema=SCHEMA, budget=Budget(epsilon=1))
+        vault.add_dataset("d", frame, schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row")
     found = {(v.column, v.kind) for v in caught.value.violations}
     assert any(c == column and k.startswith(kind) for c, k in found), found
     assert f"column {column!r}" in str(caught.value)
@@ -132,16 +132,20 @@ FILES = {
 def test_malformed_files_raise_configuration_errors_naming_the_file(vault, tmp_path, name):
     path = _write(tmp_path / name, FILES[name])
     with pytest.raises(ConfigurationError, match=r"cannot read data file .* as (CSV|Parquet)"):
-        vault.add_dataset("d", path, schema=SCHEMA, budget=Budget(epsilon=1))
+        vault.add_dataset("d", path, schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row")
     with pytest.raises(ConfigurationError) as caught:
-        vault.add_dataset("d", str(path), schema=SCHEMA, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "d", str(path), schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row"
+        )
     _no_secret_anywhere(vault, caught.value)
 
 
 def test_a_folder_named_like_a_data_file_is_refused(vault, tmp_path):
     (tmp_path / "d.csv").mkdir()
     with pytest.raises(ConfigurationError, match="not a regular file"):
-        vault.add_dataset("d", tmp_path / "d.csv", schema=SCHEMA, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "d", tmp_path / "d.csv", schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row"
+        )
 
 
 HOSTILE_VALUES = st.one_of(
@@ -168,7 +172,7 @@ def test_fuzzed_columns_are_stored_or_refused_with_a_privml_error(vault, column,
     frame = _with(column, values)
     name = f"d{len(vault.datasets())}"
     try:
-        vault.add_dataset(name, frame, schema=SCHEMA, budget=Budget(epsilon=1))
+        vault.add_dataset(name, frame, schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row")
     except PrivmlError as err:  # anything else fails the test
         assert isinstance(err, SchemaError | ConfigurationError)
         _no_secret_anywhere(vault, err)
@@ -196,7 +200,7 @@ READS = {
 
 @pytest.mark.parametrize("case", list(READS), ids=list(READS))
 def test_hostile_read_requests_are_refused_with_configuration_errors(vault, case):
-    vault.add_dataset("d", good(), schema=SCHEMA, budget=Budget(epsilon=1))
+    vault.add_dataset("d", good(), schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row")
     vault.add_purpose("p", description="Tests", lawful_basis="consent")
     vault.add_principal("u", roles=[])
     vault.grant(principal="u", dataset="d", purpose="p", mode="raw")

@@ -140,6 +140,8 @@ def status(engine: sa.Engine, cache: FixedSequenceCache, dataset: str) -> Budget
         released=counts.get("released", 0),
         by_principal=shares["principal"],
         by_purpose=shares["purpose"],
+        privacy_unit=ds.unit.name,
+        max_rows_per_unit=ds.unit.max_rows,
     )
 
 

@@ -13,6 +13,7 @@ from ..exceptions import IntegrityError, NotFoundError
 from ..storage import sealed
 from ..storage.tables import datasets, versions
 from ._tables import ledger_allocations, ledger_events, ledger_state
+from ._unit import ROW, PrivacyUnit
 from .budget import Budget
 from .composition import ORDERS, Curve, Tally
 from .events import PrivacyEvent
@@ -62,6 +63,7 @@ class DatasetRow:
     name: str
     budget: Budget
     latest_version: int | None
+    unit: PrivacyUnit = ROW
 
 
 def lock_dataset(conn: sa.Connection, dataset: str, *, lock: bool = True) -> DatasetRow:
@@ -77,7 +79,8 @@ def lock_dataset(conn: sa.Connection, dataset: str, *, lock: bool = True) -> Dat
     row = found[0]
     numbers = [int(v.version) for v in sealed.scope_rows(conn, versions, dataset)]
     budget = Budget(epsilon=row.budget_epsilon, delta=row.budget_delta)
-    return DatasetRow(dataset, budget, max(numbers) if numbers else None)
+    unit = PrivacyUnit.stored(row.privacy_unit, row.max_rows_per_unit)
+    return DatasetRow(dataset, budget, max(numbers) if numbers else None, unit)
 
 
 def version_exists(conn: sa.Connection, dataset: str, version: int) -> bool:

@@ -7,7 +7,11 @@ batch_size / N, steps), the library that produced the release, its version and
 the ε that library reported itself. It round-trips through canonical JSON,
 which is how the ledger stores it.
 
-The neighbouring relation throughout is add/remove one record.
+The neighbouring relation throughout is add/remove one privacy unit of the dataset
+charged (:mod:`privml.accounting._unit`): one row, or all rows of one person, each
+person contributing at most the dataset's ``max_rows_per_unit`` rows. A mechanism
+builds its event at that unit (e.g. a Laplace release calibrated to the bounded
+person's sensitivity), so an event's ε is always the unit's ε.
 
 Parameters are validated when an event is built, each against an accepted
 range (see :mod:`privml.accounting._params`): ε in [1e-9, 1e6], σ/Δ in

@@ -101,6 +101,13 @@ class BudgetStatus:
     committed, reserved, released : int
         Ledger rows by status.
     by_principal, by_purpose : mapping of str to Share
+    privacy_unit : str
+        What the ε protects, the neighbouring relation of every figure here:
+        ``"row"`` (add/remove one row) or the identifier column whose every row of
+        one value (one person, at most ``max_rows_per_unit`` rows per release) is
+        added or removed.
+    max_rows_per_unit : int
+        The contribution bound of a person-level unit (1 for ``"row"``).
 
     Examples
     --------
@@ -129,6 +136,8 @@ class BudgetStatus:
     released: int
     by_principal: Mapping[str, Share] = field(default_factory=dict)
     by_purpose: Mapping[str, Share] = field(default_factory=dict)
+    privacy_unit: str = "row"
+    max_rows_per_unit: int = 1
 
     @property
     def accountant(self) -> str:
@@ -166,6 +175,7 @@ class BudgetStatus:
         lines = [
             f"{self.dataset}: spent ε={_num(self.epsilon_spent)} of ε={_num(self.epsilon_total)} "
             f"at δ={self.delta:g}; remaining ε={_num(self.remaining)}",
+            f"  privacy unit: {self._unit()}",
             f"  admission figure: {self.accounting.describe()}",
             f"  naive sum: ε={_num(self.epsilon_naive)}; "
             f"{self.committed} committed, {self.reserved} reserved, {self.released} released",
@@ -182,6 +192,14 @@ class BudgetStatus:
                 cap = f" of {_num(s.epsilon_cap)}" if s.epsilon_cap is not None else ""
                 lines.append(f"  {title} {name}: ε={_num(s.epsilon_spent)}{cap}")
         return "\n".join(lines)
+
+    def _unit(self) -> str:
+        if self.privacy_unit == "row":
+            return "one row (add/remove one row)"
+        return (
+            f"one person (add/remove every row of one {self.privacy_unit!r} value, at most "
+            f"{self.max_rows_per_unit} rows each per release)"
+        )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ Its randomness is drawn fresh from the operating system (a caller's
 class priors from a Laplace histogram of the target with ε/4 (sensitivity 1)
 and fits with the remaining 3ε/4: diffprivlib's own priors sum to the exact
 row count.
+
+Person-level units: on a dataset whose unit is a person with at most k rows,
+the door hands over at most k rows per person and the estimator fits at ε/k
+(group privacy, exact for pure ε-DP), so the person-level ε asked for is what
+the ledger is charged. Estimators with δ > 0 are refused when k > 1: group
+privacy for (ε, δ)-DP costs k·e^{(k−1)ε}·δ in δ, far more than the δ charged.
 """
 
 from __future__ import annotations
@@ -99,8 +105,10 @@ def fit(
     delta = float(getattr(model, "delta", 0.0) or 0.0)
     naive_bayes = type(model).__name__ == "GaussianNB"
     dp_priors = naive_bayes and params.get("priors") is None
-    if dp_priors:
-        model.set_params(epsilon=epsilon * (1 - PRIOR_SHARE))
+    unit = gate.privacy_unit(dataset)
+    row_epsilon = epsilon / _group_size(unit.max_rows, delta, unit.name)
+    if dp_priors or unit.max_rows > 1:
+        model.set_params(epsilon=row_epsilon * ((1 - PRIOR_SHARE) if dp_priors else 1.0))
     event = PrivacyEvent.generic(
         epsilon=epsilon, delta=delta, library="diffprivlib", library_version=diffprivlib.__version__
     )
@@ -122,7 +130,7 @@ def fit(
     classified = naive_bayes or type(model).__name__ in _classifiers.OWN_FIT
     classes = _classes(schema, target) if classified and y is not None else None
     if dp_priors and classes is not None:
-        model.set_params(priors=_priors(y, classes, epsilon * PRIOR_SHARE))
+        model.set_params(priors=_priors(y, classes, row_epsilon * PRIOR_SHARE))
     _estimators.seed(model)
     try:
         _train(model, X, y, classes, PrivacyLeakWarning)
@@ -136,8 +144,8 @@ def fit(
     _estimators.forget_randomness(model)
     _estimators.strip(model)
     spent_epsilon, spent_delta = model.accountant.total()
-    spent_epsilon += epsilon * PRIOR_SHARE if dp_priors else 0.0
-    if spent_epsilon > epsilon * (1 + 1e-9) or spent_delta > delta + 1e-15:
+    spent_epsilon += row_epsilon * PRIOR_SHARE if dp_priors else 0.0
+    if spent_epsilon > row_epsilon * (1 + 1e-9) or spent_delta > delta + 1e-15:
         raise IntegrityError(
             f"{type(model).__name__} spent (ε={spent_epsilon}, δ={spent_delta}), "
             f"more than the (ε={epsilon}, δ={delta}) charged"
@@ -155,10 +163,24 @@ def fit(
                 "features": list(features),
                 "target": target,
                 TRAINING_ROWS: rows,
+                "privacy_unit": {"unit": unit.name, "max_rows_per_unit": unit.max_rows},
                 **({MEMBERSHIP: membership.to_record()} if membership is not None else {}),
             },
         )
     return fitted
+
+
+def _group_size(max_rows: int, delta: float, unit: str) -> int:
+    """The rows one unit may contribute, by which a pure-ε fit divides its ε; refuses δ > 0
+    with more than one row per person (group privacy would cost k·e^{(k−1)ε}·δ in δ)."""
+    if max_rows > 1 and delta > 0:
+        raise ConfigurationError(
+            f"this estimator is (ε, δ)-DP with δ > 0, and the dataset's privacy unit {unit!r} "
+            f"lets one person contribute up to {max_rows} rows: group privacy for (ε, δ) costs "
+            f"k·e^((k-1)ε)·δ in δ for k = {max_rows}, so privml cannot charge an exact figure. "
+            "Use a pure-ε estimator (δ = 0), or DP-SGD (session.dp.train), which samples people"
+        )
+    return max_rows
 
 
 def _settings(

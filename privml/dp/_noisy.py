@@ -1,7 +1,7 @@
 """The noisy statistics themselves: pure functions of clipped values and ε.
 
 Why each is private (add/remove one record, values clipped to the schema's
-bounds [lo, hi]):
+bounds [lo, hi]; for a person with several rows, see the group-privacy note below):
 
 - count: one record changes the count by 1; Laplace noise of scale 1/ε.
 - sum: one record changes the sum by at most max(|lo|, |hi|); Laplace(Δ/ε).
@@ -15,6 +15,17 @@ bounds [lo, hi]):
 
 - quantile: the exponential mechanism over the bounds (diffprivlib's
   ``quantile``), utility -|rank - q·n|, sensitivity 1.
+
+Person-level units (group privacy): on a dataset whose unit is a person with
+at most k rows (the door keeps a keyed random sample of k rows per person), the
+caller runs each function here at ε/k. A mechanism that is ε/k-DP when one
+record changes is (k · ε/k) = ε-DP when k records change (apply the one-record
+bound k times along a path of k neighbours), so the release is ε-DP for one
+person. For pure ε-DP this is exact, with no loss: count's noise becomes
+Laplace(k/ε), sum's Laplace(k·Δ/ε), each bin of a histogram Laplace(k/ε) (one
+person moves at most k bins by 1 in all), and so on. (For (ε, δ)-DP the same
+argument costs k·e^{(k−1)ε}·δ in δ, which is why privml only scales pure-ε
+mechanisms this way.)
 
 Noise comes from diffprivlib's Laplace mechanism (Holohan–Braghin secure
 sampling) driven by the OS CSPRNG, and the quantile's from a generator keyed

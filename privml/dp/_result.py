@@ -29,6 +29,12 @@ class DPResult:
         ``None`` where no such interval exists (the exponential mechanism).
     request_id : str
         The ledger charge of this release.
+    privacy_unit : str
+        What ε protects: ``"row"``, or the identifier column whose every row of one
+        value (one person) is one unit.
+    max_rows_per_unit : int
+        The most rows of one unit the release used (1 for ``"row"``); the noise
+        is calibrated to a person contributing that many rows.
     """
 
     value: Any
@@ -38,6 +44,8 @@ class DPResult:
     noise_scale: float | None
     interval: tuple[float, float] | None
     request_id: str
+    privacy_unit: str = "row"
+    max_rows_per_unit: int = 1
 
     def __float__(self) -> float:
         return float(self.value)

@@ -6,6 +6,11 @@ charges the statistic's event through :func:`~privml.dp._release.release` and
 only then computes the noisy value from the released rows with
 :mod:`privml.dp._noisy`. Why each statistic
 is private is written beside its mechanism in :mod:`privml.dp._noisy`.
+
+Privacy unit: on a person-level dataset the door hands over at most ``k =
+max_rows_per_unit`` rows per person, and each mechanism here runs at ε/k (its
+noise calibrated to a person's k rows, group privacy, exact for pure ε-DP) while
+the ledger is charged the person-level ε the caller asked for.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ MAX_BINS = 10_000
 
 _NUMERIC = ("numeric", "integer")
 
-#: What a statistic computes from the released rows: its value, its noise, its mechanism.
-Compute = Callable[[pd.DataFrame], tuple[Any, "_noisy.Noisy | None", str]]
+#: What a statistic computes from the released rows at a row-level ε (the person-level ε
+#: divided by the rows one person may contribute): its value, its noise, its mechanism.
+Compute = Callable[[pd.DataFrame, float], tuple[Any, "_noisy.Noisy | None", str]]
 #: The statistics of one clipped numeric column: ``noisy(values, bounds, epsilon)`` and the
 #: mechanism's description.
 NUMERIC: dict[str, tuple[Callable[..., _noisy.Noisy], str]] = {
@@ -49,7 +55,7 @@ def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPRe
     """The number of rows released, with Laplace noise of scale 1/ε."""
 
     def prepare(schema: Schema) -> Compute:
-        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
             noisy = _noisy.count(len(frame), epsilon)
             return noisy.value, noisy, "laplace"
 
@@ -67,7 +73,7 @@ def numeric(
     def prepare(schema: Schema) -> Compute:
         bounds = _bounds(schema, dataset, column)
 
-        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
             noisy = mechanism(_values(frame, column), bounds, epsilon)
             return noisy.value, noisy, name
 
@@ -82,7 +88,7 @@ def std(gate: Gate, dataset: str, column: str, epsilon: float, where: Where | No
     def prepare(schema: Schema) -> Compute:
         bounds = _bounds(schema, dataset, column)
 
-        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
             noisy = _noisy.var(_values(frame, column), bounds, epsilon)
             root = float(np.sqrt(noisy.value))
             low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
@@ -103,7 +109,7 @@ def quantile(gate: Gate, dataset: str, column: str, q: float, epsilon: float) ->
     def prepare(schema: Schema) -> Compute:
         bounds = _bounds(schema, dataset, column)
 
-        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy | None, str]:
+        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy | None, str]:
             value = _noisy.quantile(_values(frame, column), q, bounds, epsilon)
             return value, None, "exponential (diffprivlib)"
 
@@ -141,7 +147,7 @@ def histogram(
                 f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
             )
 
-        def compute(frame: pd.DataFrame) -> tuple[Any, _noisy.Noisy, str]:
+        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
             if field.kind == "categorical":
                 counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
             else:
@@ -170,6 +176,7 @@ def _statistic(
     release), then compute. Nothing about a column (its kind, its bounds) is checked before
     the policy allows it, and nothing is charged before it is checked."""
     require("diffprivlib", feature=f"session.dp.{what}")
+    unit = gate.privacy_unit(dataset)
     event = (
         PrivacyEvent.generic(
             epsilon=epsilon, delta=0.0, library=library, library_version=_version(library)
@@ -188,7 +195,8 @@ def _statistic(
         where=where,
         check=lambda schema: computes.append(prepare(schema)),
     )
-    value, noisy, mechanism = computes[0](released.frame)
+    # Group privacy: ε/k-DP for one row changed is ε-DP for k rows (one bounded person) changed.
+    value, noisy, mechanism = computes[0](released.frame, epsilon / unit.max_rows)
     return DPResult(
         value=value,
         epsilon=epsilon,
@@ -197,6 +205,8 @@ def _statistic(
         noise_scale=noisy.noise_scale if noisy else None,
         interval=noisy.interval if noisy else None,
         request_id=released.request_id,
+        privacy_unit=unit.name,
+        max_rows_per_unit=unit.max_rows,
     )
 
 

@@ -588,6 +588,8 @@ def _budget(body: Mapping[str, Any]) -> BudgetStatus:
         released=body["released"],
         by_principal={k: share(v) for k, v in body["by_principal"].items()},
         by_purpose={k: share(v) for k, v in body["by_purpose"].items()},
+        privacy_unit=str(body.get("privacy_unit", "row")),
+        max_rows_per_unit=int(body.get("max_rows_per_unit", 1)),
     )
 
 

@@ -92,6 +92,8 @@ def result_to_json(result: DPResult) -> dict[str, Any]:
         "noise_scale": _num(result.noise_scale),
         "interval": None if result.interval is None else [_num(x) for x in result.interval],
         "request_id": result.request_id,
+        "privacy_unit": result.privacy_unit,
+        "max_rows_per_unit": result.max_rows_per_unit,
     }
 
 
@@ -121,6 +123,8 @@ def result_from_json(body: Mapping[str, Any]) -> DPResult:
         noise_scale=None if body.get("noise_scale") is None else float(body["noise_scale"]),
         interval=None if interval is None else (float(interval[0]), float(interval[1])),
         request_id=str(body["request_id"]),
+        privacy_unit=str(body.get("privacy_unit", "row")),
+        max_rows_per_unit=int(body.get("max_rows_per_unit", 1)),
     )
 
 

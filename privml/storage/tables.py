@@ -74,6 +74,10 @@ datasets = protected_table(
     sa.Column("budget_delta", sa.Float, nullable=False),
     sa.Column("derived_from", sa.String(128), nullable=True),  # source of a minimized view
     sa.Column("created", sa.String(40), nullable=False),
+    # The privacy unit (schema version 4): "row" or an identifier column, with the most rows
+    # one unit contributes. NULL in rows from before: those datasets are row-level.
+    sa.Column("privacy_unit", sa.String(128), nullable=True, info={"added": 4}),
+    sa.Column("max_rows_per_unit", sa.Integer, nullable=True, info={"added": 4}),
     scope=None,
 )
 

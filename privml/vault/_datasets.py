@@ -13,10 +13,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .._canonical import canonical_json, utcnow
 from .._records import DatasetInfo, DatasetVersion
 from .._validation import check_name
+from ..accounting._unit import ROW, PrivacyUnit
 from ..accounting.budget import Budget
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
@@ -66,6 +69,7 @@ class DatasetStore:
         action: str = "dataset.add",
         extra: dict[str, Any] | None = None,
         derived_from: str | None = None,
+        unit: PrivacyUnit = ROW,
     ) -> DatasetVersion:
         with transaction(self._state.engine) as tx:
             taken = sealed.scope_rows(tx.conn, datasets)
@@ -81,6 +85,9 @@ class DatasetStore:
                     "budget_delta": budget.delta,
                     "derived_from": derived_from,
                     "created": utcnow(),
+                    # NULL for "row": what every dataset stored before units were declared reads as
+                    "privacy_unit": unit.column,
+                    "max_rows_per_unit": None if unit.is_row else unit.max_rows,
                 },
             )
             sealed.create_heads(tx.conn, sealed.dataset_tables(), name)
@@ -97,7 +104,11 @@ class DatasetStore:
                 clipped,
                 actor,
                 action,
-                {"budget": {"epsilon": budget.epsilon, "delta": budget.delta}, **(extra or {})},
+                {
+                    "budget": {"epsilon": budget.epsilon, "delta": budget.delta},
+                    "privacy_unit": {"unit": unit.name, "max_rows_per_unit": unit.max_rows},
+                    **(extra or {}),
+                },
                 purpose=purpose,
             )
 
@@ -199,6 +210,7 @@ class DatasetStore:
                     schema,
                     Budget(epsilon=row.budget_epsilon, delta=row.budget_delta),
                     mine,
+                    PrivacyUnit.stored(row.privacy_unit, row.max_rows_per_unit),
                 )
             )
         return out
@@ -211,6 +223,29 @@ class DatasetStore:
         if row is None:
             raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
         return Schema.from_dict(json.loads(row.schema))
+
+    def unit(self, dataset: str) -> PrivacyUnit:
+        """The privacy unit of ``dataset`` (read from its authenticated row)."""
+        check_name(dataset, "dataset name")
+        with read(self._state.engine) as conn:
+            row = _dataset_row(conn, dataset)
+        if row is None:
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+        return PrivacyUnit.stored(row.privacy_unit, row.max_rows_per_unit)
+
+    def bounding_key(self, dataset: str, request_id: str) -> bytes:
+        """The key that ranks a release's rows for contribution bounding (one per release).
+
+        Derived (HKDF-SHA256) from the dataset's pseudonym key and the release's
+        request id: unknown to anyone without the vault key, different for every
+        release, and the same whenever one release is computed again.
+        """
+        with read(self._state.engine) as conn:
+            keys = self._keyring.active(conn, dataset=dataset)
+        info = b"privml/privacy-unit/v1\x00" + dataset.encode() + b"\x00" + request_id.encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+            self._keyring.get(keys[(None, "pseudonym")])
+        )
 
     def all_budgets(self) -> dict[str, Budget]:
         """Every dataset's budget, by name."""

@@ -14,7 +14,10 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
+from ..accounting._unit import ROW
 from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
 from ..policy import mode_allows
 from ..policy._digest import row_digest
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .._gate import Where
+    from ..accounting._unit import PrivacyUnit
     from ..accounting.budget import Budget
     from ..accounting.events import PrivacyEvent
     from ..accounting.ledger import Ledger
@@ -56,6 +60,7 @@ _OWN_CONTEXT = frozenset(
         "content_hash",
         "rows_withheld",
         "via",
+        "privacy_unit",
     }
 )
 
@@ -124,6 +129,11 @@ class Door:
         """The declared total budget of ``dataset``."""
         self.schema(dataset)
         return self._store.budget(dataset)
+
+    def privacy_unit(self, dataset: str) -> PrivacyUnit:
+        """The privacy unit of ``dataset``: what its budget protects, and the contribution bound."""
+        self.schema(dataset)
+        return self._store.unit(dataset)
 
     def latest_version(self, dataset: str) -> int:
         """The newest version number of ``dataset``."""
@@ -211,12 +221,14 @@ class Door:
         """Charge ``event`` (with its audit entry), then decrypt the authorized values.
 
         The order is what makes every DP release paid for: nothing is read until
-        the charge has committed, and a refused charge reads nothing.
+        the charge has committed, and a refused charge reads nothing. With a
+        person-level unit, the values handed out keep at most ``max_rows`` rows of
+        each person (a keyed random sample fixed by the charge's request id).
         """
-        _, request_id = self._admit(
-            self._ledger.charge, auth, event, action, version, release_context(auth, action)
-        )
-        loaded = self._load(auth, version)
+        unit = self._store.unit(auth.dataset)
+        context = {**release_context(auth, action), "privacy_unit": _unit_context(unit)}
+        _, request_id = self._admit(self._ledger.charge, auth, event, action, version, context)
+        loaded = self._load(auth, version, unit=unit, max_rows=unit.max_rows, key=request_id)
         return Released(loaded.frame, loaded.version, request_id, loaded.positions)
 
     def reserve(
@@ -231,11 +243,16 @@ class Door:
         """Reserve the event ``plan(rows)`` makes, then hand out the values of those rows.
 
         The row count fixes a DP-SGD run's sampling rate, so it is read first; the
-        values themselves leave the door only once the reservation is held.
+        values themselves leave the door only once the reservation is held. With a
+        person-level unit, a reserved run samples people: the values keep **one**
+        row of each person (a keyed random sample fixed by the request id), so the
+        plan's row count is the number of people and its sampling rate is exact.
         """
         _check_context(context)
         self._check_issued(auth)
-        loaded = self._load(auth, version)
+        unit = self._store.unit(auth.dataset)
+        request_id = self._request_id(action)
+        loaded = self._load(auth, version, unit=unit, max_rows=1, key=request_id)
         event, chosen = plan(len(loaded.frame))
         _check_context(chosen)
         context = {
@@ -244,9 +261,10 @@ class Door:
             **release_context(auth, action),
             "content_hash": loaded.content_hash,
             "rows_withheld": loaded.rows_withheld,
+            "privacy_unit": {**_unit_context(unit), "rows_per_unit_used": 1},
         }
         reservation, request_id = self._admit(
-            self._ledger.reserve, auth, event, action, version, context
+            self._ledger.reserve, auth, event, action, version, context, request_id
         )
         return Reserved(loaded, reservation, request_id)
 
@@ -258,12 +276,12 @@ class Door:
         action: str,
         version: int,
         context: Mapping[str, Any],
+        request_id: str | None = None,
     ) -> tuple[T, str]:
         """Charge or reserve ``event`` (``take``) under a fresh request id, with its audit entry."""
         self._check_issued(auth)
-        self._charges += 1
-        served = self._via.charge_id(self.principal, action, self._charges) if self._via else None
-        request_id = served or f"{action}-{secrets.token_hex(8)}"
+        if request_id is None:
+            request_id = self._request_id(action)
         if self._via is not None:
             context = {**context, "via": self._via.details()}
         try:
@@ -280,6 +298,12 @@ class Door:
             _failures.mark_audited(err)  # the ledger audited it in its own transaction
             raise
         return held, request_id
+
+    def _request_id(self, action: str) -> str:
+        """A fresh request id for a charge or reservation (a served retry gets the same one)."""
+        self._charges += 1
+        served = self._via.charge_id(self.principal, action, self._charges) if self._via else None
+        return served or f"{action}-{secrets.token_hex(8)}"
 
     def load(self, auth: Authorization) -> Loaded:
         """Decrypt values that carry no budget, for a mechanism (never the caller) to use.
@@ -312,8 +336,19 @@ class Door:
             )
         return issued[2]
 
-    def _load(self, auth: Authorization, version: int | None) -> Loaded:
+    def _load(
+        self,
+        auth: Authorization,
+        version: int | None,
+        *,
+        unit: PrivacyUnit | None = None,
+        max_rows: int = 1,
+        key: str = "",
+    ) -> Loaded:
+        """The authorized values; with a person-level ``unit``, at most ``max_rows`` per person,
+        sampled under the bounding key of request ``key``. The unit's values never leave here."""
         # Every caller has checked the authorization (_check_issued) just before.
+        column = None if unit is None else unit.column
         got = fetch(
             self._store,
             auth.dataset,
@@ -323,8 +358,17 @@ class Door:
             auth.conditions,
             version,
             row_columns=auth.row_columns or _decide.row_columns(auth.columns, auth.conditions),
+            unit=column,
         )
-        return Loaded(got.frame, got.version, got.content_hash, got.rows_withheld, got.positions)
+        frame, positions = got.frame, got.positions
+        if column is not None and got.units is not None:
+            from ..dp._bounding import bound_rows  # here: privml.dp imports scikit-learn
+
+            kept = bound_rows(got.units, max_rows, self._store.bounding_key(auth.dataset, key))
+            if len(kept) < len(frame):
+                frame = frame.iloc[kept].reset_index(drop=True)
+                positions = (np.arange(len(got.units)) if positions is None else positions)[kept]
+        return Loaded(frame, got.version, got.content_hash, got.rows_withheld, positions)
 
     # -- what mechanisms make ---------------------------------------------------------
     def use_model(self, name: str, version: int | None, *, action: str) -> tuple[Any, ModelUse]:
@@ -373,6 +417,7 @@ class Door:
         summary: dict[str, Any],
     ) -> DatasetVersion:
         """Store a minimized view of ``source`` as dataset ``name`` (its budget is the source's)."""
+        unit = self._store.unit(source)
         return self._store.add(
             name,
             frame,
@@ -384,6 +429,7 @@ class Door:
             action="dataset.minimize",
             extra=summary,
             derived_from=source,
+            unit=unit if unit.column in schema else ROW,
         )
 
     # -- the audit log ----------------------------------------------------------------
@@ -403,6 +449,11 @@ class Door:
     ) -> None:
         """Append one audit entry for this session's principal and purpose."""
         self._log.record(action, outcome, dataset, version, details)
+
+
+def _unit_context(unit: PrivacyUnit) -> dict[str, Any]:
+    """What a release's audit entry records of the unit it was charged at."""
+    return {"unit": unit.name, "max_rows_per_unit": unit.max_rows}
 
 
 def _check_context(context: Mapping[str, Any]) -> None:

@@ -32,6 +32,8 @@ class Fetched:
     rows_withheld: int
     #: The version's row position of each row of ``frame`` (None: every row, in order).
     positions: np.ndarray | None = None
+    #: Each row's privacy unit value, for contribution bounding only (None: not asked for).
+    units: pd.Series | None = None
 
 
 def fetch(
@@ -44,11 +46,19 @@ def fetch(
     version: int | None,
     *,
     row_columns: Sequence[str],
+    unit: str | None = None,
 ) -> Fetched:
-    """Decrypt ``columns`` of the rows that every row column's grants and every condition admit."""
+    """Decrypt ``columns`` of the rows that every row column's grants and every condition admit.
+
+    ``unit`` names the privacy unit column, read as stored (pseudonyms) beside the
+    requested columns whatever the policy decides of it: its values stay with the
+    door, which bounds each unit's contribution with them, and never reach a caller.
+    """
     filters = [decisions[c].grants for c in row_columns]
     extra = {p.column for gs in filters for g in gs for p in g.row_filter}
     extra |= {p.column for p in conditions}
+    if unit is not None:
+        extra.add(unit)
     needed = list(dict.fromkeys([*columns, *(c for c in schema.names if c in extra)]))
     frame, used, digest = store.load(dataset, needed, version)
     keep = np.ones(len(frame), dtype=bool)
@@ -68,7 +78,8 @@ def fetch(
     if hidden:
         positions = np.flatnonzero(keep)
         frame = frame.loc[keep].reset_index(drop=True)
-    return Fetched(frame[list(columns)], used, digest, hidden, positions)
+    units = None if unit is None else frame[unit]
+    return Fetched(frame[list(columns)], used, digest, hidden, positions, units)
 
 
 def render(

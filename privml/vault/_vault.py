@@ -45,6 +45,7 @@ from ._replies import ReplyStore
 from ._session import Session, open_session
 from ._state import VaultState
 from ._tokens import TokenService
+from ._unit import declare_unit
 
 if TYPE_CHECKING:
     from .._gate import Where
@@ -317,6 +318,8 @@ class Vault:
         *,
         schema: Schema,
         budget: Budget,
+        privacy_unit: str | None = None,
+        max_rows_per_unit: int | None = None,
         on_violation: Literal["reject", "clip"] = "reject",
     ) -> DatasetVersion:
         """Register a new dataset and store its first version, encrypted.
@@ -331,6 +334,15 @@ class Vault:
             The declared schema; the data is validated strictly against it.
         budget : Budget
             The total privacy budget of this dataset, across all its versions.
+        privacy_unit : str, optional
+            What the budget protects, fixed for the dataset's life: ``"row"`` (every
+            row is a different person) or the name of an identifier field (all rows
+            of one person). Omitted, it is ``"row"`` for a schema without identifier
+            fields; a schema with one must declare it.
+        max_rows_per_unit : int, optional
+            With an identifier unit, required: the most rows of one person a release
+            uses (1 to 10,000), kept by a keyed random sample per release. DP noise
+            is calibrated to this bound. Not given with ``"row"``.
         on_violation : {"reject", "clip"}
             ``"clip"`` clips out-of-bounds numbers (recorded in the audit log).
 
@@ -342,19 +354,29 @@ class Vault:
         ------
         SchemaError
             The data does not match the schema; nothing was stored.
+        ConfigurationError
+            The privacy unit is missing (a schema with an identifier), not an
+            identifier field, or ``max_rows_per_unit`` is missing or out of range.
         """
         check_name(name, "dataset name", file_safe=True)
         if not isinstance(schema, Schema):
             raise ConfigurationError("schema= must be a privml.Schema")
         if not isinstance(budget, Budget):
             raise ConfigurationError("budget= must be a privml.Budget(epsilon=..., delta=...)")
+        unit = declare_unit(schema, privacy_unit, max_rows_per_unit)
         if any(d.name == name for d in self.datasets()):
             raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
         frame, clipped = validate(
             self.audit, self._state, name, None, load_frame(data), schema, on_violation
         )
         return self._store.add(
-            name, frame, schema=schema, budget=budget, clipped=clipped, actor=self._state.actor
+            name,
+            frame,
+            schema=schema,
+            budget=budget,
+            clipped=clipped,
+            actor=self._state.actor,
+            unit=unit,
         )
 
     def add_version(
@@ -364,7 +386,11 @@ class Vault:
         *,
         on_violation: Literal["reject", "clip"] = "reject",
     ) -> DatasetVersion:
-        """Store a new immutable version of dataset ``name`` (same schema and budget)."""
+        """Store a new immutable version of dataset ``name`` (same schema, budget and unit).
+
+        The privacy unit never changes; its identifier column is validated like
+        every column of the schema (present in every row, never null).
+        """
         info = self.dataset(name)
         frame, clipped = validate(
             self.audit, self._state, name, info.latest.version + 1, load_frame(data),
@@ -375,11 +401,12 @@ class Vault:
         )
 
     def datasets(self) -> list[DatasetInfo]:
-        """Every dataset with its schema, budget and versions."""
+        """Every dataset with its schema, budget, versions and privacy unit."""
         return self._store.all()
 
     def dataset(self, name: str) -> DatasetInfo:
-        """One dataset's schema, budget and versions; :class:`NotFoundError` if unknown."""
+        """One dataset's schema, budget, versions and privacy unit; :class:`NotFoundError` if
+        unknown."""
         for info in self.datasets():
             if info.name == name:
                 return info

@@ -64,7 +64,9 @@ def _scan(folder: Path, needles: list[bytes]) -> list[tuple[str, bytes]]:
 def test_no_plaintext_of_sensitive_columns_on_disk(tmp_path, key, allow):
     folder = tmp_path / "v"
     with Vault.create(folder, key=key) as vault:
-        vault.add_dataset("people", _secret_frame(), schema=SCHEMA, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "people", _secret_frame(), schema=SCHEMA, budget=Budget(epsilon=1), privacy_unit="row"
+        )
         vault.add_version("people", _secret_frame())
         allow(vault, "people")
         back = vault.session("analyst", purpose="research").read("people")

@@ -22,7 +22,13 @@ def metadata_url(request):
 def test_round_trip_and_verify(tmp_path, key, patients, patients_schema, metadata_url, allow):
     folder = tmp_path / "v"
     with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
-        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
         allow(vault, "patients")
     with Vault.open(folder, key=key, metadata_url=metadata_url) as vault:
         back = vault.session("analyst", purpose="research").read("patients")
@@ -55,7 +61,13 @@ def test_concurrent_processes_keep_the_log_gapless(
 ):
     folder = tmp_path / "v"
     with Vault.create(folder, key=key, metadata_url=metadata_url, checkpoint_every=7) as vault:
-        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
         for i in range(4):
             allow(vault, "patients", principal=f"worker-{i}", purpose="load")
         setup = len(vault.audit.entries())
@@ -107,7 +119,13 @@ def test_mixed_writers_keep_the_log_gapless(
 ):
     folder = tmp_path / "v"
     with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
-        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
         for i in range(4):
             allow(vault, "patients", principal=f"worker-{i}", purpose="load")
         setup = len(vault.audit.entries())

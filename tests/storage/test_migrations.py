@@ -39,7 +39,13 @@ def vault_at_current(tmp_path, key, patients, patients_schema, metadata_url, all
     """A closed vault, written at this privml's own version, holding data and a grant."""
     folder = tmp_path / "v"
     with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
-        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
         allow(vault, "patients")
     return folder
 
@@ -254,10 +260,18 @@ def test_step_3_gives_a_version_2_vault_the_tables_of_service_mode(
     folder = tmp_path / "v"
     monkeypatch.setattr(_registry, "STEPS", [])
     with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
-        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
         allow(vault, "patients")
     _execute(folder, metadata_url, "DROP TABLE tokens")
     _execute(folder, metadata_url, "DROP TABLE replies")
+    for column in ("privacy_unit", "max_rows_per_unit"):  # step 4's columns
+        _execute(folder, metadata_url, f"ALTER TABLE datasets DROP COLUMN {column}")
     assert _version(folder, metadata_url) == BASELINE == 2
     assert {"tokens", "replies"}.isdisjoint(_snapshot(folder, metadata_url))
     monkeypatch.setattr(_registry, "STEPS", SHIPPED)

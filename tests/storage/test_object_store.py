@@ -70,7 +70,9 @@ def _scan(blobs: dict[str, bytes], *, schema_public: bool = False) -> list[tuple
 
 def _vault(tmp_path: Path, key: bytes, s3: S3) -> Vault:
     vault = Vault.create(tmp_path / "v", key=key, storage=s3.uri)
-    vault.add_dataset("people", _frame(), schema=SCHEMA, budget=Budget(epsilon=1.0))
+    vault.add_dataset(
+        "people", _frame(), schema=SCHEMA, budget=Budget(epsilon=1.0), privacy_unit="row"
+    )
     vault.add_purpose("care", description="Care", lawful_basis="consent")
     vault.add_principal("dr", roles=[])
     vault.grant(principal="dr", dataset="people", purpose="care", mode="raw")
@@ -112,7 +114,9 @@ def test_storage_options_and_filesystem_objects_reach_the_same_store(tmp_path, k
     options = {"endpoint_override": s3_env.endpoint, "region": "us-east-1"}
     os.environ.pop("AWS_ENDPOINT_URL")  # the endpoint now comes from storage_options only
     with Vault.create(tmp_path / "a", key=key, storage=s3_env.uri, storage_options=options) as v:
-        v.add_dataset("people", _frame(10), schema=SCHEMA, budget=Budget(epsilon=1.0))
+        v.add_dataset(
+            "people", _frame(10), schema=SCHEMA, budget=Budget(epsilon=1.0), privacy_unit="row"
+        )
     fs = pafs.SubTreeFileSystem(f"privml-tests/{s3_env.prefix}", s3_env.filesystem())
     with Vault.open(tmp_path / "a", key=key, storage=fs) as vault:
         assert vault.datasets()[0].versions[0].rows == 10
@@ -214,7 +218,9 @@ def test_sigkill_between_object_and_commit_leaves_no_half_dataset(tmp_path, key,
 def test_a_shared_folder_as_storage(tmp_path, key):
     shared = tmp_path / "mount"
     with Vault.create(tmp_path / "v", key=key, storage=shared) as vault:
-        vault.add_dataset("people", _frame(10), schema=SCHEMA, budget=Budget(epsilon=1.0))
+        vault.add_dataset(
+            "people", _frame(10), schema=SCHEMA, budget=Budget(epsilon=1.0), privacy_unit="row"
+        )
         vault.rotate_data_keys("people")
     files = sorted(p.relative_to(shared).as_posix() for p in shared.rglob("*") if p.is_file())
     assert len(files) == 2 and files[0].startswith("data/people/2-")

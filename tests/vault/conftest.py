@@ -34,7 +34,9 @@ def subjects(tmp_path, key, allow, vaults):
         }
     )
     vault = vaults.create(tmp_path / "v", key=key)
-    vault.add_dataset("people", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6))
+    vault.add_dataset(
+        "people", frame, schema=schema, budget=Budget(epsilon=5, delta=1e-6), privacy_unit="row"
+    )
     allow(vault, "people")
     tree = DecisionTreeClassifier(max_depth=3, random_state=0)
     tree.fit(frame[["age", "income"]], frame["risk"].astype(str))

@@ -32,9 +32,9 @@ def loads(door, monkeypatch) -> list[tuple[str, float]]:
     real = door._load
     vault_budget = door._ledger.status
 
-    def recording(auth: Authorization, version: int | None) -> Loaded:
+    def recording(auth: Authorization, version: int | None, **bounding: Any) -> Loaded:
         seen.append((auth.dataset, vault_budget(auth.dataset).epsilon_spent))
-        return real(auth, version)
+        return real(auth, version, **bounding)
 
     monkeypatch.setattr(door, "_load", recording)
     return seen

@@ -166,10 +166,22 @@ def test_pseudonym_domains_link_datasets_only_when_declared(tmp_path, key, allow
 
     with vaults.create(tmp_path / "v", key=key) as vault:
         vault.add_dataset(
-            "visits", frame, schema=schema("patient"), budget=privml.Budget(epsilon=1)
+            "visits",
+            frame,
+            schema=schema("patient"),
+            budget=privml.Budget(epsilon=1),
+            privacy_unit="row",
         )
-        vault.add_dataset("labs", frame, schema=schema("patient"), budget=privml.Budget(epsilon=1))
-        vault.add_dataset("other", frame, schema=schema(None), budget=privml.Budget(epsilon=1))
+        vault.add_dataset(
+            "labs",
+            frame,
+            schema=schema("patient"),
+            budget=privml.Budget(epsilon=1),
+            privacy_unit="row",
+        )
+        vault.add_dataset(
+            "other", frame, schema=schema(None), budget=privml.Budget(epsilon=1), privacy_unit="row"
+        )
         for name in ("visits", "labs", "other"):
             allow(vault, name)
         session = vault.session("analyst", purpose="research")
@@ -269,7 +281,13 @@ def test_shredding_on_postgresql_metadata(tmp_path, key, patients, patients_sche
     the same, destroyed rows hold no bytes and shredded files are deleted."""
     folder = tmp_path / "v"
     with vaults.create(folder, key=key) as vault:
-        vault.add_dataset("patients", patients, schema=patients_schema, budget=Budget(epsilon=1))
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
         allow(vault, "patients")
         cipher = vault.field_cipher("patients")
         old_id = cipher.keyset.primary_id
@@ -300,12 +318,16 @@ def test_a_vault_open_elsewhere_refuses_to_wrap_under_a_rotated_out_key(
     demo_vault.rotate_vault_key(new)
     budget = privml.Budget(epsilon=1.0, delta=1e-6)
     with pytest.raises(privml.InvalidKeyError, match="rotated"):
-        other.add_dataset("later", patients, schema=patients_schema, budget=budget)
+        other.add_dataset(
+            "later", patients, schema=patients_schema, budget=budget, privacy_unit="row"
+        )
     with pytest.raises(privml.InvalidKeyError, match="rotated"):
         other.models.register("m", {"w": 1}, trained_on=None, epsilon=None, delta=None)
     with pytest.raises(privml.InvalidKeyError, match="rotated"):
         other.field_cipher("patients")
     other.close()
-    demo_vault.add_dataset("later", patients, schema=patients_schema, budget=budget)
+    demo_vault.add_dataset(
+        "later", patients, schema=patients_schema, budget=budget, privacy_unit="row"
+    )
     demo_vault.grant(principal="analyst", dataset="later", purpose="research", mode="raw")
     assert len(demo_vault.session("analyst", purpose="research").read("later")) == 4

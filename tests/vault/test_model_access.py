@@ -14,7 +14,11 @@ from privml import Budget
 def two_copies(demo_vault, patients, patients_schema):
     """``patients`` and a copy; ``bob`` may use the copy, and is denied the original."""
     demo_vault.add_dataset(
-        "copy", patients, schema=patients_schema, budget=Budget(epsilon=1.0, delta=1e-6)
+        "copy",
+        patients,
+        schema=patients_schema,
+        budget=Budget(epsilon=1.0, delta=1e-6),
+        privacy_unit="row",
     )
     demo_vault.add_principal("bob", roles=["clerk"])
     demo_vault.grant(role="clerk", dataset="copy", purpose="research", mode="raw")

@@ -35,7 +35,13 @@ ADULT_SCHEMA = Schema(
 @pytest.fixture
 def vault(tmp_path, key, adult, vaults):
     with vaults.create(tmp_path / "v", key=key) as v:
-        v.add_dataset("adult", adult, schema=ADULT_SCHEMA, budget=Budget(epsilon=1, delta=1e-6))
+        v.add_dataset(
+            "adult",
+            adult,
+            schema=ADULT_SCHEMA,
+            budget=Budget(epsilon=1, delta=1e-6),
+            privacy_unit="row",
+        )
         v.add_purpose("hr", description="Workforce planning", lawful_basis="GDPR 6(1)(f)")
         v.add_purpose("hr/payroll", description="Payroll", lawful_basis="GDPR 6(1)(b)", parent="hr")
         v.add_principal("ines", roles=["hr"])

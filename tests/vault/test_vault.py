@@ -18,7 +18,9 @@ def _non_identifier(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_round_trip_after_reopen(tmp_path, key, patients, patients_schema, allow, vaults):
     with vaults.create(tmp_path / "v", key=key) as vault:
-        added = vault.add_dataset("patients", patients, schema=patients_schema, budget=BUDGET)
+        added = vault.add_dataset(
+            "patients", patients, schema=patients_schema, budget=BUDGET, privacy_unit="row"
+        )
         allow(vault, "patients")
     assert (added.name, added.version, added.rows) == ("patients", 1, 4)
     with vaults.open(tmp_path / "v", key=key) as vault:
@@ -39,7 +41,7 @@ def test_identifier_can_be_kept_in_clear(tmp_path, key, allow, vaults):
     schema = Schema({"id": Field.identifier(pseudonymize=False), "x": Field.numeric(bounds=(0, 1))})
     frame = pd.DataFrame({"id": ["a", "b"], "x": [0.1, 0.2]})
     with vaults.create(tmp_path / "v", key=key) as vault:
-        vault.add_dataset("d", frame, schema=schema, budget=BUDGET)
+        vault.add_dataset("d", frame, schema=schema, budget=BUDGET, privacy_unit="row")
         allow(vault, "d")
         back = vault.session("analyst", purpose="research").read("d")
     assert back["id"].tolist() == ["a", "b"]
@@ -155,13 +157,13 @@ def test_open_missing_vault(tmp_path, key):
 
 def test_closed_vault_refuses_work(tmp_path, key, patients, patients_schema, allow, vaults):
     vault = vaults.create(tmp_path / "v", key=key)
-    vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET)
+    vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET, privacy_unit="row")
     allow(vault, "p")
     session = vault.session("analyst", purpose="research")
     vault.close()
     vault.close()  # idempotent
     with pytest.raises(privml.ConfigurationError, match="closed"):
-        vault.add_dataset("d", patients, schema=patients_schema, budget=BUDGET)
+        vault.add_dataset("d", patients, schema=patients_schema, budget=BUDGET, privacy_unit="row")
     with pytest.raises(privml.ConfigurationError, match="closed"):
         session.read("p")
 
@@ -170,10 +172,14 @@ def test_dataset_names_and_duplicates(tmp_path, key, patients, patients_schema, 
     with vaults.create(tmp_path / "v", key=key) as vault:
         for bad in ["../escape", "", ".hidden", "a/b"]:
             with pytest.raises(privml.ConfigurationError, match=r"not allowed|non-empty"):
-                vault.add_dataset(bad, patients, schema=patients_schema, budget=BUDGET)
-        vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET)
+                vault.add_dataset(
+                    bad, patients, schema=patients_schema, budget=BUDGET, privacy_unit="row"
+                )
+        vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET, privacy_unit="row")
         with pytest.raises(privml.ConfigurationError, match="add_version"):
-            vault.add_dataset("p", patients, schema=patients_schema, budget=BUDGET)
+            vault.add_dataset(
+                "p", patients, schema=patients_schema, budget=BUDGET, privacy_unit="row"
+            )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

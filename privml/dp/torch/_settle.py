@@ -140,6 +140,7 @@ def register(
         for k, v in optimizer.defaults.items()
         if isinstance(v, int | float | str | bool | tuple) and v is not None
     }
+    unit = gate.privacy_unit(run.dataset)
     extra = {
         "features": features,
         "target": target,
@@ -163,6 +164,8 @@ def register(
         "opacus_epsilon": run.opacus_epsilon,
         "opacus_accountant": "rdp, q = 1/len(data_loader)",
         TRAINING_ROWS: rows,  # the row filters it was read under (see privml.vault._model_access)
+        # one row per person on a person-level unit: N and q = B/N count people
+        "privacy_unit": {"unit": unit.name, "rows_per_unit_used": 1},
     }
     if membership is not None:  # which version rows it trained on and which it never saw
         extra[MEMBERSHIP] = membership

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from . import v003_service
+from . import v003_service, v004_privacy_unit
 
 __all__ = ["BASELINE", "STEPS", "Step", "current"]
 
@@ -28,6 +28,7 @@ class Step:
 #: Every step after the baseline, in order: ``STEPS[i].version == BASELINE + 1 + i``.
 STEPS: list[Step] = [
     Step(3, "service mode: tokens and replies", v003_service.upgrade),
+    Step(4, "each dataset's privacy unit", v004_privacy_unit.upgrade),
 ]
 
 

@@ -70,7 +70,11 @@ def test_train_regression_maps_the_target_by_its_bounds(tmp_path, key, seeded_en
     features = ["age", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
     with Vault.create(tmp_path / "d", key=key) as v:
         v.add_dataset(
-            "data", frame, schema=diabetes_schema(), budget=Budget(epsilon=10, delta=1e-5)
+            "data",
+            frame,
+            schema=diabetes_schema(),
+            budget=Budget(epsilon=10, delta=1e-5),
+            privacy_unit="row",
         )
         v.add_purpose("ml", description="Model training", lawful_basis="GDPR 9(2)(j)")
         v.add_principal("eng", roles=["ml"])
