@@ -79,11 +79,12 @@ def open_parquet(
     the library's message (which can quote the file).
     """
     try:
-        meta = pq.ParquetFile(path).metadata
-        arrow = meta.schema.to_arrow_schema()
+        parquet = pq.ParquetFile(path)
+        meta, arrow = parquet.metadata, parquet.schema_arrow
     except (pa.ArrowException, ValueError, OSError) as err:
         raise _unreadable(path, err) from None
-    index = set((arrow.pandas_metadata or {}).get("index_columns") or [])
+    stored = (arrow.pandas_metadata or {}).get("index_columns") or []
+    index = {n for n in stored if isinstance(n, str)}  # a RangeIndex is a description, no column
     # pandas' stored index columns are read back as the index, never as data
     columns = [n for n in arrow.names if not (isinstance(n, str) and n in index)]
     row_bytes = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / max(
