@@ -95,7 +95,7 @@ def partitions_for(rows: int, row_bytes: float, memory: int) -> int:
     Examples
     --------
     >>> partitions_for(10_000_000, 40, 256 * 1024**2)
-    13
+    20
     """
     per_partition = memory / _memory.COPIES
     return max(1, min(MAX_PARTITIONS, math.ceil(rows * (row_bytes + 24) / per_partition)))
