@@ -24,7 +24,7 @@ process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,6 +50,7 @@ __all__ = [
     "ModelUse",
     "Released",
     "Reserved",
+    "Streamed",
     "Where",
 ]
 
@@ -115,6 +116,26 @@ class Released:
     request_id: str
     #: The version's row position of each row of ``frame`` (None: every row, in order).
     positions: Any = None
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """Values handed out chunk by chunk after their DP event was charged.
+
+    ``chunks`` yields pandas frames of the authorized columns (never the privacy
+    unit's values), each bounded by the vault's memory setting; drawn to the end,
+    they are the released rows (bounded per person), in no promised order. A
+    version that fits the setting comes as one chunk. Any chunk may raise
+    :class:`~privml.exceptions.IntegrityError` (the file changed): fold the chunks
+    into mergeable partial results (``update(chunk)``) and release nothing until
+    the iterator is exhausted.
+    """
+
+    chunks: Iterator[pd.DataFrame]
+    version: int
+    request_id: str
+    #: False when the version fit the memory setting and was read whole (one chunk).
+    streamed: bool
 
 
 @dataclass(frozen=True)
@@ -198,6 +219,13 @@ class Gate(Protocol):
     ) -> Released:
         """Charge ``event`` (with its audit entry), then decrypt the authorized values, at most
         the unit's ``max_rows`` rows per person (a keyed random sample fixed per release)."""
+        ...
+
+    def release_stream(
+        self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
+    ) -> Streamed:
+        """As :meth:`release` (charged and audited the same, nothing read before the charge
+        commits), but the values come as chunks in memory bounded by the vault's setting."""
         ...
 
     def reserve(

@@ -40,20 +40,30 @@ __all__ = ["bound_rows", "keyed_ranks"]
 _NONCE = bytes(16)
 
 
-def keyed_ranks(key: bytes, rows: int) -> np.ndarray:
+def keyed_ranks(key: bytes, rows: int, start: int = 0) -> np.ndarray:
     """One pseudorandom 64-bit rank per row position, from a 32-byte key (AES-256-CTR).
+
+    ``start`` gives the ranks of positions ``start .. start + rows - 1``, the same
+    words as a whole ranking would give them (CTR mode seeks to any block), so a
+    version read in chunks is ranked exactly as it is read whole.
 
     Examples
     --------
     >>> a = keyed_ranks(bytes(32), 4)
     >>> a.dtype, len(a), bool((a == keyed_ranks(bytes(32), 4)).all())
     (dtype('uint64'), 4, True)
+    >>> bool((keyed_ranks(bytes(32), 3, start=1) == a[1:]).all())
+    True
     """
     if len(key) != 32:
         raise ValueError("internal: a bounding key has 32 bytes")
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(_NONCE)).encryptor()
-    stream = encryptor.update(bytes(8 * rows)) + encryptor.finalize()
-    return np.frombuffer(stream, dtype="<u8")
+    if start < 0:
+        raise ValueError("internal: a rank position is not negative")
+    block, skip = divmod(start, 2)  # two 64-bit words per 16-byte AES block
+    counter = (int.from_bytes(_NONCE, "big") + block).to_bytes(16, "big")
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor()
+    stream = encryptor.update(bytes(8 * (rows + skip))) + encryptor.finalize()
+    return np.frombuffer(stream, dtype="<u8")[skip:]
 
 
 def bound_rows(units: pd.Series | np.ndarray, max_rows: int, key: bytes) -> np.ndarray:

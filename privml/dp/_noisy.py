@@ -44,7 +44,19 @@ import numpy as np
 
 from ._random import fresh_generator, fresh_random_state, system_random
 
-__all__ = ["Noisy", "count", "histogram", "mean", "noise_interval", "quantile", "sum_", "var"]
+__all__ = [
+    "Noisy",
+    "count",
+    "histogram",
+    "mean",
+    "mean_of",
+    "noise_interval",
+    "quantile",
+    "sum_",
+    "sum_of",
+    "var",
+    "var_of",
+]
 
 Z95 = math.log(20.0)  # P(|Laplace(b)| > b ln 20) = 0.05
 _DRAWS = 4000  # simulated noise draws for the intervals of ratios
@@ -77,19 +89,30 @@ def count(n: int, epsilon: float) -> Noisy:
 
 def sum_(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noisy:
     lo, hi = bounds
+    return sum_of(float(np.clip(values, lo, hi).sum()), bounds, epsilon)
+
+
+def sum_of(total: float, bounds: tuple[float, float], epsilon: float) -> Noisy:
+    """:func:`sum_` from the exact sum of the clipped values."""
+    lo, hi = bounds
     sensitivity = max(abs(lo), abs(hi))
     scale = sensitivity / epsilon
-    total = float(np.clip(values, lo, hi).sum())
     return Noisy(laplace(epsilon, sensitivity)(total), scale, noise_interval(scale))
 
 
 def mean(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noisy:
     lo, hi = bounds
+    shifted = np.clip(values, lo, hi) - (lo + hi) / 2
+    return mean_of(float(shifted.sum()), len(values), bounds, epsilon)
+
+
+def mean_of(shifted: float, n: int, bounds: tuple[float, float], epsilon: float) -> Noisy:
+    """:func:`mean` from the exact sum of clipped values shifted by the midpoint, and count."""
+    lo, hi = bounds
     mid, half = (lo + hi) / 2, (hi - lo) / 2
-    shifted = np.clip(values, lo, hi) - mid
     e = epsilon / 2
-    s = laplace(e, half)(float(shifted.sum()))
-    c = laplace(e, 1.0)(len(values))
+    s = laplace(e, half)(shifted)
+    c = laplace(e, 1.0)(n)
     value = float(_mean(np.array(s), np.array(c), half))
     rng = fresh_generator()
     draws = _mean(s + rng.laplace(0, half / e, _DRAWS), c + rng.laplace(0, 1 / e, _DRAWS), half)
@@ -98,12 +121,23 @@ def mean(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noi
 
 def var(values: np.ndarray, bounds: tuple[float, float], epsilon: float) -> Noisy:
     lo, hi = bounds
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
-    shifted = np.clip(values, lo, hi) - mid
+    shifted = np.clip(values, lo, hi) - (lo + hi) / 2
+    return var_of(
+        float(shifted.sum()), float((shifted * shifted).sum()), len(values), bounds, epsilon
+    )
+
+
+def var_of(
+    shifted: float, squares: float, n: int, bounds: tuple[float, float], epsilon: float
+) -> Noisy:
+    """:func:`var` from the exact sums of shifted clipped values and of their squares, and
+    count."""
+    lo, hi = bounds
+    half = (hi - lo) / 2
     e = epsilon / 3
-    s1 = laplace(e, half)(float(shifted.sum()))
-    s2 = laplace(e, half * half)(float((shifted * shifted).sum()))
-    c = laplace(e, 1.0)(len(values))
+    s1 = laplace(e, half)(shifted)
+    s2 = laplace(e, half * half)(squares)
+    c = laplace(e, 1.0)(n)
     value = float(_variance(np.array(s1), np.array(s2), np.array(c), half))
     rng = fresh_generator()
     draws = _variance(

@@ -24,8 +24,8 @@ import pandas as pd
 from .._optional import require
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError
-from . import _noisy
-from ._release import release
+from . import _chunked, _noisy
+from ._release import release, release_stream
 from ._result import DPResult
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ _NUMERIC = ("numeric", "integer")
 #: What a statistic computes from the released rows at a row-level ε (the person-level ε
 #: divided by the rows one person may contribute): its value, its noise, its mechanism.
 Compute = Callable[[pd.DataFrame, float], tuple[Any, "_noisy.Noisy | None", str]]
+#: How a statistic folds the released rows (a fresh aggregate with ``update(chunk)``) and
+#: what it makes of the exact aggregate at a row-level ε: value, noise, mechanism.
+Aggregation = tuple[Callable[[], Any], Callable[[Any, float], tuple[Any, "_noisy.Noisy", str]]]
 #: The statistics of one clipped numeric column: ``noisy(values, bounds, epsilon)`` and the
 #: mechanism's description.
 NUMERIC: dict[str, tuple[Callable[..., _noisy.Noisy], str]] = {
@@ -54,51 +57,51 @@ NUMERIC: dict[str, tuple[Callable[..., _noisy.Noisy], str]] = {
 def count(gate: Gate, dataset: str, epsilon: float, where: Where | None) -> DPResult:
     """The number of rows released, with Laplace noise of scale 1/ε."""
 
-    def prepare(schema: Schema) -> Compute:
-        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
-            noisy = _noisy.count(len(frame), epsilon)
+    def prepare(schema: Schema) -> Aggregation:
+        def finish(total: Any, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
+            noisy = _noisy.count(total.n, epsilon)
             return noisy.value, noisy, "laplace"
 
-        return compute
+        return _chunked.Count, finish
 
-    return _statistic(gate, dataset, [], epsilon, where, "count", prepare)
+    return _aggregated(gate, dataset, [], epsilon, where, "count", prepare)
 
 
 def numeric(
     gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None, what: str
 ) -> DPResult:
     """The statistic ``what`` (a key of :data:`NUMERIC`) of one bounded numeric column."""
-    mechanism, name = NUMERIC[what]
+    name = NUMERIC[what][1]
 
-    def prepare(schema: Schema) -> Compute:
+    def prepare(schema: Schema) -> Aggregation:
         bounds = _bounds(schema, dataset, column)
 
-        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
-            noisy = mechanism(_values(frame, column), bounds, epsilon)
+        def finish(m: Any, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
+            noisy = _from_moments(what, m, epsilon)
             return noisy.value, noisy, name
 
-        return compute
+        return (lambda: _chunked.Moments(column, bounds)), finish
 
-    return _statistic(gate, dataset, [column], epsilon, where, what, prepare)
+    return _aggregated(gate, dataset, [column], epsilon, where, what, prepare)
 
 
 def std(gate: Gate, dataset: str, column: str, epsilon: float, where: Where | None) -> DPResult:
     """The square root of the noisy variance (post-processing), its interval mapped alike."""
 
-    def prepare(schema: Schema) -> Compute:
+    def prepare(schema: Schema) -> Aggregation:
         bounds = _bounds(schema, dataset, column)
 
-        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
-            noisy = _noisy.var(_values(frame, column), bounds, epsilon)
+        def finish(m: Any, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
+            noisy = _from_moments("var", m, epsilon)
             root = float(np.sqrt(noisy.value))
             low = float(np.sqrt(max(noisy.value + noisy.interval[0], 0.0))) - root
             high = float(np.sqrt(max(noisy.value + noisy.interval[1], 0.0))) - root
             scaled = _noisy.Noisy(root, noisy.noise_scale / max(2 * root, 1e-12), (low, high))
             return root, scaled, NUMERIC["var"][1]
 
-        return compute
+        return (lambda: _chunked.Moments(column, bounds)), finish
 
-    return _statistic(gate, dataset, [column], epsilon, where, "std", prepare)
+    return _aggregated(gate, dataset, [column], epsilon, where, "std", prepare)
 
 
 def quantile(gate: Gate, dataset: str, column: str, q: float, epsilon: float) -> DPResult:
@@ -130,8 +133,9 @@ def histogram(
 ) -> DPResult:
     """Noisy counts per declared category, or per bin of the declared bounds."""
 
-    def prepare(schema: Schema) -> Compute:
+    def prepare(schema: Schema) -> Aggregation:
         field = _field(schema, dataset, column)
+        edges: np.ndarray | None = None
         if field.kind == "categorical":
             if bins is not None:
                 raise ConfigurationError(
@@ -147,18 +151,69 @@ def histogram(
                 f"histogram needs a categorical or numeric column; {column!r} is {field.kind}"
             )
 
-        def compute(frame: pd.DataFrame, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
-            if field.kind == "categorical":
-                counts = frame[column].value_counts().reindex(labels, fill_value=0).to_numpy()
-            else:
-                values = np.clip(_values(frame, column), edges[0], edges[-1])
-                counts, _ = np.histogram(values, bins=edges)
-            noisy, info = _noisy.histogram(counts, epsilon)
+        def finish(h: Any, epsilon: float) -> tuple[Any, _noisy.Noisy, str]:
+            noisy, info = _noisy.histogram(h.counts, epsilon)
             return pd.Series(noisy, index=pd.Index(labels, name=column)), info, "laplace"
 
-        return compute
+        if edges is not None:
+            return (lambda: _chunked.Histogram(column, edges=edges)), finish
+        return (lambda: _chunked.Histogram(column, labels=labels)), finish
 
-    return _statistic(gate, dataset, [column], epsilon, where, "histogram", prepare)
+    return _aggregated(gate, dataset, [column], epsilon, where, "histogram", prepare)
+
+
+def _aggregated(
+    gate: Gate,
+    dataset: str,
+    columns: list[str],
+    epsilon: float,
+    where: Where | None,
+    what: str,
+    prepare: Callable[[Schema], Aggregation],
+) -> DPResult:
+    """As :func:`_statistic`, but the released rows are folded chunk by chunk into an exact
+    aggregate (:mod:`privml.dp._chunked`), in memory bounded by the vault's setting, and
+    noised once, when every chunk has been read (a file found modified midway raises
+    before anything is released)."""
+    require("diffprivlib", feature=f"session.dp.{what}")
+    unit = gate.privacy_unit(dataset)
+    prepared: list[Aggregation] = []
+    streamed = release_stream(
+        gate,
+        dataset,
+        columns,
+        needed="dp_aggregate",
+        event=PrivacyEvent.laplace(epsilon=epsilon),
+        action=f"dp.{what}",
+        where=where,
+        check=lambda schema: prepared.append(prepare(schema)),
+    )
+    make, finish = prepared[0]
+    aggregate = make()
+    for chunk in streamed.chunks:
+        aggregate.update(chunk)
+    # Group privacy: ε/k-DP for one row changed is ε-DP for k rows (one bounded person) changed.
+    value, noisy, mechanism = finish(aggregate, epsilon / unit.max_rows)
+    return DPResult(
+        value=value,
+        epsilon=epsilon,
+        delta=0.0,
+        mechanism=mechanism,
+        noise_scale=noisy.noise_scale,
+        interval=noisy.interval,
+        request_id=streamed.request_id,
+        privacy_unit=unit.name,
+        max_rows_per_unit=unit.max_rows,
+    )
+
+
+def _from_moments(what: str, m: _chunked.Moments, epsilon: float) -> _noisy.Noisy:
+    """The noisy ``what`` (sum, mean or var) from a column's exact clipped moments."""
+    if what == "sum":
+        return _noisy.sum_of(m.total, m.bounds, epsilon)
+    if what == "mean":
+        return _noisy.mean_of(m.shifted, m.n, m.bounds, epsilon)
+    return _noisy.var_of(m.shifted, m.squares, m.n, m.bounds, epsilon)
 
 
 def _statistic(
@@ -226,11 +281,7 @@ def _bounds(schema: Schema, dataset: str, column: str) -> tuple[float, float]:
     return field.bounds
 
 
-def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """The column's non-null values as floats (nulls contribute nothing)."""
-    values = np.asarray(frame[column].to_numpy(dtype=float, na_value=np.nan), dtype=float)
-    kept: np.ndarray = values[~np.isnan(values)]
-    return kept
+_values = _chunked.values
 
 
 def _version(library: str) -> str | None:

@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..exceptions import NotFoundError
+from . import stream
 from .objects import Storage, check_hash, sha256_async
 
 __all__ = [
@@ -71,6 +72,40 @@ class FolderStorage(Storage):
     def write(self, relative: str, data: pa.Buffer | bytes) -> str:
         self._path(relative)  # refuses a name outside the folder
         return write_atomic(self.root / relative, data)
+
+    def write_parquet_stream(
+        self, relative: str, tables: Iterable[pa.Table], **options: object
+    ) -> tuple[str, int]:
+        """Write ``tables`` as one Parquet file to ``relative`` atomically and durably (a
+        temporary file, fsync'd and renamed); return its SHA-256, hashed while written,
+        and its number of rows. A failure (the tables' source raising included) leaves
+        nothing behind."""
+        self._path(relative)
+        path = self.root / relative
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as handle:
+                    digest, rows = stream.write_tables(handle, tables, **options)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return digest, rows
+
+    def _open_input(self, relative: str) -> pa.NativeFile:
+        self._path(relative)
+        path = self.root / relative
+        try:
+            return pa.OSFile(str(path), "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"file {str(path)!r} is missing from the vault") from None
 
     def read_buffer(self, relative: str) -> pa.Buffer:
         self._path(relative)

@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
+from . import stream
 
 __all__ = ["DATA_FOLDERS", "Storage", "StoredObject", "check_hash", "sha256_async"]
 
@@ -159,6 +160,28 @@ class Storage:
         pq.write_table(table, sink, **options)
         return self.write(relative, sink.getvalue())
 
+    def write_parquet_stream(
+        self, relative: str, tables: Iterable[pa.Table], **options: object
+    ) -> tuple[str, int]:
+        """Write ``tables`` as one Parquet file, row group by row group, to ``relative``.
+
+        Returns the SHA-256 of the file (hashed while written, then checked by
+        reading the object back in pieces) and its number of rows. A failure
+        (the tables' source raising included) deletes the object.
+        """
+        path = self._path(relative)
+        if self._needs_dirs:
+            self._fs.create_dir(posixpath.dirname(path), recursive=True)
+        try:
+            with self._fs.open_output_stream(path) as out:
+                digest, rows = stream.write_tables(out, tables, **options)
+            with self._open_input(relative) as back:
+                check_hash(f"{self.uri}/{relative}", stream.hash_handle(back), digest)
+        except BaseException:
+            self._delete(path)
+            raise
+        return digest, rows
+
     def write(self, relative: str, data: pa.Buffer | bytes) -> str:
         """Write ``data`` to ``relative``, read it back and check it; return its SHA-256.
 
@@ -239,6 +262,36 @@ class Storage:
             raise
         check_hash(where, digest.result(), expected_hash)
         return result
+
+    def read_parquet_stream(
+        self,
+        relative: str,
+        *,
+        expected_hash: str,
+        columns: list[str],
+        batch_rows: int,
+        **options: object,
+    ) -> Iterator[pa.RecordBatch]:
+        """The batches of ``columns`` of ``relative``, at most ``batch_rows`` rows each,
+        in bounded memory; the file is hashed whole before the first batch and after
+        the last (see :mod:`privml.storage.stream` for what that covers)."""
+        return stream.read_batches(
+            lambda: self._open_input(relative),
+            self._where(relative),
+            expected_hash=expected_hash,
+            columns=columns,
+            batch_rows=batch_rows,
+            **options,
+        )
+
+    def _open_input(self, relative: str) -> pa.NativeFile:
+        path = self._path(relative)
+        try:
+            return self._fs.open_input_file(path)
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"file {relative!r} is missing from the vault's storage {self.uri!r}"
+            ) from None
 
     def _where(self, relative: str) -> str:
         return f"{self.uri}/{relative}"

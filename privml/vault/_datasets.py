@@ -6,7 +6,7 @@ This is the vault's internal machinery; users reach it through ``Vault`` and ``S
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,9 +31,11 @@ from ..storage import sealed
 from ..storage.engine import Tx, read, transaction
 from ..storage.objects import Storage
 from ..storage.tables import datasets, versions
+from . import _memory
 from ._frame_cache import FrameCache
 
 if TYPE_CHECKING:
+    from ._intake_stream import ChunkedSource
     from ._state import VaultState
 
 __all__ = ["DatasetInfo", "DatasetStore", "DatasetVersion"]
@@ -53,13 +55,15 @@ class DatasetStore:
         # decrypted versions kept between reads: only in a curator server (keep_frames),
         # whose callers are not in its process; in-process, nothing keeps a table reachable
         self._frames: FrameCache | None = None
+        #: The bound on what a streamed read or write holds (see privml.vault._memory).
+        self.memory_limit = _memory.DEFAULT_MEMORY
         state.on_close(self._crypto.forget)
 
     # -- writing ----------------------------------------------------------------------
     def add(
         self,
         name: str,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | ChunkedSource,
         *,
         schema: Schema,
         budget: Budget,
@@ -113,7 +117,13 @@ class DatasetStore:
             )
 
     def append(
-        self, name: str, frame: pd.DataFrame, *, schema: Schema, clipped: dict[str, int], actor: str
+        self,
+        name: str,
+        frame: pd.DataFrame | ChunkedSource,
+        *,
+        schema: Schema,
+        clipped: dict[str, int],
+        actor: str,
     ) -> DatasetVersion:
         with transaction(self._state.engine) as tx:
             last = _latest(tx.conn, name)
@@ -126,7 +136,7 @@ class DatasetStore:
         tx: Tx,
         name: str,
         version: int,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | ChunkedSource,
         schema: Schema,
         clipped: dict[str, int],
         actor: str,
@@ -136,17 +146,12 @@ class DatasetStore:
         stored: bool = False,
         purpose: str = ADMIN_PURPOSE,
     ) -> DatasetVersion:
-        """Encrypt ``frame`` as version ``version``; ``stored`` frames hold pseudonyms already."""
+        """Encrypt ``frame`` as version ``version``; ``stored`` frames hold pseudonyms already.
+
+        A :class:`ChunkedSource` is validated, encrypted and written chunk by chunk (one
+        row group each); its file is committed only once every chunk passed.
+        """
         keys = self._keyring.active(tx.conn, dataset=name)
-        replaced = {}
-        for column, f in schema.items():
-            if f.kind == "identifier" and f.pseudonymize and not stored:
-                key = self._keyring.pseudonym_key(tx.conn, dataset=name, domain=f.domain)
-                values = [v if isinstance(v, str) else None for v in frame[column].astype(object)]
-                replaced[column] = pd.Series(pseudonymize(values, key), dtype="str")
-        if replaced:
-            frame = frame.assign(**replaced)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         column_keys = {keys[(c, "column")]: [c] for c in schema.sensitive}
         properties = self._crypto.encryption(
             footer_key=keys[(None, "footer")], column_keys=column_keys
@@ -155,7 +160,16 @@ class DatasetStore:
         relative = self._storage.name_for(f"data/{name}/{version}", ".parquet")
         # Written and verified before the row that names it commits: a crash from here on
         # leaves at most an orphan file, never a row without its file.
-        digest = self._storage.write_parquet(relative, table, encryption_properties=properties)
+        if isinstance(frame, pd.DataFrame):
+            table = self._encode(tx, name, frame, schema, stored)
+            digest = self._storage.write_parquet(relative, table, encryption_properties=properties)
+            rows = len(frame)
+        else:
+            tables = (self._encode(tx, name, chunk, schema, stored) for chunk in frame.chunks())
+            digest, rows = self._storage.write_parquet_stream(
+                relative, tables, encryption_properties=properties
+            )
+            clipped = dict(frame.clipped)
         with self._storage.uncommitted(relative):
             created = utcnow()
             sealed.insert(
@@ -164,7 +178,7 @@ class DatasetStore:
                 {
                     "dataset": name,
                     "version": version,
-                    "rows": len(frame),
+                    "rows": rows,
                     "content_hash": digest,
                     "file": relative,
                     "schema_fingerprint": schema.fingerprint,
@@ -173,7 +187,7 @@ class DatasetStore:
                 },
             )
             details = {
-                "rows": len(frame),
+                "rows": rows,
                 "columns": list(schema.names),
                 "content_hash": digest,
                 "schema": schema.fingerprint,
@@ -190,7 +204,21 @@ class DatasetStore:
                 version=version,
                 details=details,
             )
-            return DatasetVersion(name, version, len(frame), digest, created)
+            return DatasetVersion(name, version, rows, digest, created)
+
+    def _encode(
+        self, tx: Tx, name: str, frame: pd.DataFrame, schema: Schema, stored: bool
+    ) -> pa.Table:
+        """``frame`` as the Arrow table stored: pseudonymized identifiers (unless ``stored``)."""
+        replaced = {}
+        for column, f in schema.items():
+            if f.kind == "identifier" and f.pseudonymize and not stored:
+                key = self._keyring.pseudonym_key(tx.conn, dataset=name, domain=f.domain)
+                values = [v if isinstance(v, str) else None for v in frame[column].astype(object)]
+                replaced[column] = pd.Series(pseudonymize(values, key), dtype="str")
+        if replaced:
+            frame = frame.assign(**replaced)
+        return pa.Table.from_pandas(frame, preserve_index=False)
 
     # -- reading ----------------------------------------------------------------------
     def all(self) -> list[DatasetInfo]:
@@ -284,6 +312,25 @@ class DatasetStore:
         Only sessions call this, and they audit what they release.
         Returns the frame, the version number and the file's content hash.
         """
+        ver = self._readable(dataset, version)
+        key = (dataset, ver.version, ver.content_hash, ver.file, tuple(columns))
+        kept = self._frames.get(key) if self._frames is not None else None
+        if kept is not None:
+            return kept, ver.version, ver.content_hash
+        schema = self.schema(dataset)
+        frame = self._storage.read_parquet(
+            ver.file,
+            expected_hash=ver.content_hash,
+            convert=lambda table: schema.coerce(table.to_pandas()),
+            columns=columns,
+            decryption_properties=self._crypto.decryption(),
+        )
+        if self._frames is not None:
+            self._frames.put(key, frame)
+        return frame, ver.version, ver.content_hash
+
+    def _readable(self, dataset: str, version: int | None) -> Any:
+        """The checked row of a version (the latest by default) whose keys all still exist."""
         check_name(dataset, "dataset name")
         with read(self._state.engine) as conn:
             found = _versions(conn, dataset)
@@ -300,21 +347,40 @@ class DatasetStore:
                     "read a newer version"
                 )
             self._keyring.active(conn, dataset=dataset)
-        key = (dataset, ver.version, ver.content_hash, ver.file, tuple(columns))
-        kept = self._frames.get(key) if self._frames is not None else None
-        if kept is not None:
-            return kept, ver.version, ver.content_hash
+        return ver
+
+    def size(self, dataset: str, columns: list[str], version: int | None) -> tuple[int, int]:
+        """A version's row count and an estimate of the bytes ``columns`` take decrypted
+        (8 bytes a value; 32 for text), from its checked metadata row: no file is read."""
+        ver = self._readable(dataset, version)
         schema = self.schema(dataset)
-        frame = self._storage.read_parquet(
+        fixed = ("numeric", "integer", "datetime")
+        width = sum(8 if schema[c].kind in fixed else 32 for c in columns)
+        return int(ver.rows), int(ver.rows) * max(width, 8)
+
+    def stream(
+        self, dataset: str, columns: list[str], version: int | None
+    ) -> tuple[Iterator[pd.DataFrame], int, str]:
+        """Decrypt ``columns`` of a version chunk by chunk, unaudited, in bounded memory.
+
+        Returns the chunks (each at most :attr:`memory_limit`-sized, see
+        :mod:`privml.vault._memory`), the version number and the file's content hash.
+        The version is looked up (and a shredded one refused) now; the file is read,
+        hashed before the first chunk and after the last, as the chunks are drawn.
+        """
+        ver = self._readable(dataset, version)
+        schema = self.schema(dataset)
+        _, size = self.size(dataset, columns, ver.version)
+        rows = _memory.chunk_rows(self.memory_limit, size / max(int(ver.rows), 1))
+        batches = self._storage.read_parquet_stream(
             ver.file,
             expected_hash=ver.content_hash,
-            convert=lambda table: schema.coerce(table.to_pandas()),
             columns=columns,
+            batch_rows=rows,
             decryption_properties=self._crypto.decryption(),
         )
-        if self._frames is not None:
-            self._frames.put(key, frame)
-        return frame, ver.version, ver.content_hash
+        chunks = (schema.coerce(b.to_pandas()) for b in batches)
+        return chunks, int(ver.version), str(ver.content_hash)
 
     def keep_frames(self, max_bytes: int) -> None:
         """Keep decrypted versions between reads, up to ``max_bytes`` (dropped at close).

@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .._gate import Authorization, Loaded, ModelUse, Released, Reserved
+from .._gate import Authorization, Loaded, ModelUse, Released, Reserved, Streamed
 from ..accounting._unit import ROW
 from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
 from ..policy import mode_allows
 from ..policy._digest import row_digest
-from . import _decide, _failures, _model_access
-from ._fetch import fetch
+from . import _decide, _failures, _model_access, _stream
+from ._fetch import fetch, needed_columns
 from ._requests import RequestLog, Via, policy_hash, release_context
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+    from pathlib import Path
 
     import pandas as pd
 
@@ -230,6 +231,54 @@ class Door:
         _, request_id = self._admit(self._ledger.charge, auth, event, action, version, context)
         loaded = self._load(auth, version, unit=unit, max_rows=unit.max_rows, key=request_id)
         return Released(loaded.frame, loaded.version, request_id, loaded.positions)
+
+    def release_stream(
+        self,
+        auth: Authorization,
+        *,
+        event: PrivacyEvent,
+        action: str,
+        version: int,
+        spilled: Callable[[list[Path]], None] | None = None,
+    ) -> Streamed:
+        """Charge ``event`` exactly as :meth:`release` does, then hand out the values in chunks.
+
+        A version whose requested columns fit :attr:`DatasetStore.memory_limit` is read
+        whole (one chunk, the same rows as :meth:`release`); a larger one is read in
+        bounded memory (:mod:`privml.vault._stream`), bounded per person through
+        encrypted spill files. ``spilled`` (tests only) sees those files between passes.
+        """
+        unit = self._store.unit(auth.dataset)
+        context = {**release_context(auth, action), "privacy_unit": _unit_context(unit)}
+        _, request_id = self._admit(self._ledger.charge, auth, event, action, version, context)
+        column = None if unit.is_row else unit.column
+        filters = [auth.decisions[c].grants for c in self._row_columns(auth)]
+        needed = needed_columns(auth.schema, filters, auth.columns, auth.conditions, column)
+        rows, size = self._store.size(auth.dataset, needed, version)
+        if size <= self._store.memory_limit:
+            loaded = self._load(auth, version, unit=unit, max_rows=unit.max_rows, key=request_id)
+            return Streamed(iter([loaded.frame]), loaded.version, request_id, streamed=False)
+        read, used, _ = self._store.stream(auth.dataset, needed, version)
+        chunks = _stream.filtered(read, auth.schema, filters, auth.conditions)
+        if column is None:
+            out: Iterator[pd.DataFrame] = (c[list(auth.columns)] for c in chunks)
+        else:
+            out = _stream.bounded(
+                chunks,
+                unit=column,
+                columns=auth.columns,
+                schema=auth.schema,
+                max_rows=unit.max_rows,
+                key=self._store.bounding_key(auth.dataset, request_id),
+                partitions=_stream.partitions_for(
+                    rows, size / max(rows, 1), self._store.memory_limit
+                ),
+                spilled=spilled,
+            )
+        return Streamed(out, used, request_id, streamed=True)
+
+    def _row_columns(self, auth: Authorization) -> tuple[str, ...]:
+        return tuple(auth.row_columns or _decide.row_columns(auth.columns, auth.conditions))
 
     def reserve(
         self,

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ..policy import _where
-from ..policy._model import ColumnDecision, Predicate
+from ..policy._model import ColumnDecision, Grant, Predicate
 from ..schema import Field, Schema
 from ._datasets import DatasetStore
 
-__all__ = ["Fetched", "fetch", "render"]
+__all__ = ["Fetched", "admitted", "fetch", "needed_columns", "render"]
 
 
 @dataclass(frozen=True)
@@ -55,24 +55,9 @@ def fetch(
     door, which bounds each unit's contribution with them, and never reach a caller.
     """
     filters = [decisions[c].grants for c in row_columns]
-    extra = {p.column for gs in filters for g in gs for p in g.row_filter}
-    extra |= {p.column for p in conditions}
-    if unit is not None:
-        extra.add(unit)
-    needed = list(dict.fromkeys([*columns, *(c for c in schema.names if c in extra)]))
+    needed = needed_columns(schema, filters, columns, conditions, unit)
     frame, used, digest = store.load(dataset, needed, version)
-    keep = np.ones(len(frame), dtype=bool)
-    for grants in filters:
-        # A row is visible in this column if any deciding grant admits it.
-        admitted = np.zeros(len(frame), dtype=bool)
-        for grant in grants:
-            admitted |= grant.admits(frame)
-        keep &= admitted
-    for predicate in conditions:
-        try:
-            keep &= predicate.mask(frame)
-        except (TypeError, ValueError):
-            raise _where.compare_error(predicate, schema[predicate.column].kind) from None
+    keep = admitted(frame, schema, filters, conditions)
     hidden = int((~keep).sum())
     positions = None
     if hidden:
@@ -80,6 +65,43 @@ def fetch(
         frame = frame.loc[keep].reset_index(drop=True)
     units = None if unit is None else frame[unit]
     return Fetched(frame[list(columns)], used, digest, hidden, positions, units)
+
+
+def needed_columns(
+    schema: Schema,
+    filters: Sequence[Sequence[Grant]],
+    columns: Sequence[str],
+    conditions: Sequence[Predicate],
+    unit: str | None,
+) -> list[str]:
+    """The columns to decrypt: those asked for, then those the filters, conditions and unit use."""
+    extra = {p.column for gs in filters for g in gs for p in g.row_filter}
+    extra |= {p.column for p in conditions}
+    if unit is not None:
+        extra.add(unit)
+    return list(dict.fromkeys([*columns, *(c for c in schema.names if c in extra)]))
+
+
+def admitted(
+    frame: pd.DataFrame,
+    schema: Schema,
+    filters: Sequence[Sequence[Grant]],
+    conditions: Sequence[Predicate],
+) -> np.ndarray:
+    """Which rows of ``frame`` every row column's grants and every condition admit."""
+    keep = np.ones(len(frame), dtype=bool)
+    for grants in filters:
+        # A row is visible in this column if any deciding grant admits it.
+        visible = np.zeros(len(frame), dtype=bool)
+        for grant in grants:
+            visible |= grant.admits(frame)
+        keep &= visible
+    for predicate in conditions:
+        try:
+            keep &= predicate.mask(frame)
+        except (TypeError, ValueError):
+            raise _where.compare_error(predicate, schema[predicate.column].kind) from None
+    return keep
 
 
 def render(

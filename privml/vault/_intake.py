@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..schema import Schema
     from ._state import VaultState
 
-__all__ = ["load_frame", "validate"]
+__all__ = ["load_frame", "reject", "validate"]
 
 
 def load_frame(data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
@@ -87,15 +87,22 @@ def validate(
     try:
         return schema.validate(frame, on_violation=on_violation)
     except SchemaError as err:
-        summary = [{"column": v.column, "kind": v.kind, "rows": v.count} for v in err.violations]
-        with transaction(state.engine) as tx:
-            audit.append(
-                tx,
-                principal=state.actor,
-                purpose=ADMIN_PURPOSE,
-                action="dataset.add" if version is None else "dataset.add_version",
-                outcome="rejected",
-                dataset=name,
-                details={"name": name, "violations": summary},
-            )
+        reject(audit, state, name, version, err)
         raise
+
+
+def reject(
+    audit: AuditLog, state: VaultState, name: str, version: int | None, err: SchemaError
+) -> None:
+    """Audit a rejection of data for ``name``: columns, kinds and counts, never values."""
+    summary = [{"column": v.column, "kind": v.kind, "rows": v.count} for v in err.violations]
+    with transaction(state.engine) as tx:
+        audit.append(
+            tx,
+            principal=state.actor,
+            purpose=ADMIN_PURPOSE,
+            action="dataset.add" if version is None else "dataset.add_version",
+            outcome="rejected",
+            dataset=name,
+            details={"name": name, "violations": summary},
+        )

@@ -25,7 +25,7 @@ from ..accounting.records import Allocation, BudgetStatus
 from ..audit import ADMIN_PURPOSE, AuditLog
 from ..crypto.keyring import Keyring
 from ..crypto.keys import VaultKey
-from ..exceptions import ConfigurationError, NotFoundError
+from ..exceptions import ConfigurationError, NotFoundError, SchemaError
 from ..policy._explain import explain
 from ..policy._grants import TAGS_FIX
 from ..schema import Schema
@@ -34,9 +34,10 @@ from ..storage.engine import read, transaction
 from ..storage.location import StorageLocation, open_storage
 from ..storage.objects import Storage, StoredObject
 from ..storage.tables import vault_info
-from . import _erasure, _orphans
+from . import _erasure, _memory, _orphans
 from ._datasets import DatasetInfo, DatasetStore, DatasetVersion
-from ._intake import load_frame, validate
+from ._intake import load_frame, reject, validate
+from ._intake_stream import chunked
 from ._keys import VaultKeys
 from ._models import ModelRegistry
 from ._opening import check_folderless, check_info, default_actor, new_metadata, open_metadata
@@ -366,18 +367,24 @@ class Vault:
         unit = declare_unit(schema, privacy_unit, max_rows_per_unit)
         if any(d.name == name for d in self.datasets()):
             raise ConfigurationError(f"dataset {name!r} exists; add data with add_version()")
-        frame, clipped = validate(
-            self.audit, self._state, name, None, load_frame(data), schema, on_violation
-        )
-        return self._store.add(
-            name,
-            frame,
-            schema=schema,
-            budget=budget,
-            clipped=clipped,
-            actor=self._state.actor,
-            unit=unit,
-        )
+        source = chunked(data, schema, on_violation, self._store.memory_limit)
+        if source is None:
+            frame, clipped = validate(
+                self.audit, self._state, name, None, load_frame(data), schema, on_violation
+            )
+        try:
+            return self._store.add(
+                name,
+                frame if source is None else source,
+                schema=schema,
+                budget=budget,
+                clipped=clipped if source is None else {},
+                actor=self._state.actor,
+                unit=unit,
+            )
+        except SchemaError as err:  # a chunk of a streamed file: nothing was stored
+            reject(self.audit, self._state, name, None, err)
+            raise
 
     def add_version(
         self,
@@ -392,13 +399,47 @@ class Vault:
         every column of the schema (present in every row, never null).
         """
         info = self.dataset(name)
-        frame, clipped = validate(
-            self.audit, self._state, name, info.latest.version + 1, load_frame(data),
-            info.schema, on_violation,
-        )  # fmt: skip
-        return self._store.append(
-            name, frame, schema=info.schema, clipped=clipped, actor=self._state.actor
-        )
+        version = info.latest.version + 1
+        source = chunked(data, info.schema, on_violation, self._store.memory_limit)
+        if source is None:
+            frame, clipped = validate(
+                self.audit, self._state, name, version, load_frame(data), info.schema,
+                on_violation,
+            )  # fmt: skip
+        try:
+            return self._store.append(
+                name,
+                frame if source is None else source,
+                schema=info.schema,
+                clipped=clipped if source is None else {},
+                actor=self._state.actor,
+            )
+        except SchemaError as err:  # a chunk of a streamed file: nothing was stored
+            reject(self.audit, self._state, name, version, err)
+            raise
+
+    @property
+    def memory_limit(self) -> int:
+        """Bytes one streamed read or write of a dataset version may hold at once.
+
+        A Parquet file given by path is stored in chunks sized to it; a DP statistic
+        on a version whose decrypted columns would exceed it reads the version in
+        chunks, and person-level bounding spills encrypted partitions that each fit
+        it (see :mod:`privml.vault._memory`). Set it to a whole number of bytes, at
+        least 8 MiB.
+
+        Examples
+        --------
+        >>> vault = getfixture("demo_vault")
+        >>> vault.memory_limit = 64 * 1024**2
+        >>> vault.memory_limit
+        67108864
+        """
+        return self._store.memory_limit
+
+    @memory_limit.setter
+    def memory_limit(self, memory: int) -> None:
+        self._store.memory_limit = _memory.check(memory)
 
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset with its schema, budget, versions and privacy unit."""
