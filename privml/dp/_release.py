@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..accounting.events import PrivacyEvent
+
 if TYPE_CHECKING:
     from .._gate import Gate, Released, Where
-    from ..accounting.events import PrivacyEvent
     from ..schema import Schema
 
 __all__ = ["release"]
@@ -24,16 +25,20 @@ def release(
     columns: Sequence[str],
     *,
     needed: str,
-    event: PrivacyEvent,
+    event: PrivacyEvent | Callable[[Schema], PrivacyEvent],
     action: str,
     where: Where | None = None,
     check: Callable[[Schema], None] | None = None,
+    units: bool = False,
 ) -> Released:
     """Authorize ``columns`` at ``needed`` on the latest version, charge ``event``, read.
 
     ``check`` sees the authorized schema before the charge: a request the schema
     refuses (a column's kind or bounds) is refused only once the policy allowed the
     columns, so a caller without a grant learns nothing of them, and costs nothing.
+    ``event`` may itself be made from the authorized schema (a group-by's cost depends on
+    whether its keys are declared), after ``check``. ``units=True`` hands the mechanism
+    each row's person as an opaque code (:attr:`privml._gate.Released.units`).
     """
     version = gate.latest_version(dataset)
     auth = gate.authorize(
@@ -45,7 +50,8 @@ def release(
         where_needs="dp_aggregate",
         version=version,
     )
-    if check is not None:
-        with gate.request(action, dataset, where=where, version=version):
+    with gate.request(action, dataset, where=where, version=version):
+        if check is not None:
             check(auth.schema)
-    return gate.release(auth, event=event, action=action, version=version)
+        charged = event if isinstance(event, PrivacyEvent) else event(auth.schema)
+    return gate.release(auth, event=charged, action=action, version=version, units=units)
