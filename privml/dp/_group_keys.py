@@ -70,16 +70,24 @@ def public_codes(frame: pd.DataFrame, by: list[str], domains: list[list[Any]]) -
     codes = np.zeros(len(frame), dtype=np.int64)
     for column, values in zip(by, domains, strict=True):
         series = frame[column]
-        if isinstance(values[0], int) and all(isinstance(v, int) for v in values):
+        if _is_range(values):  # an integer domain (or integer categories 0, 1, ..., n)
             numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             ok = ~np.isnan(numbers)
             position = np.full(len(frame), -1, dtype=np.int64)
             clipped = np.clip(np.round(numbers[ok]), values[0], values[-1]).astype(np.int64)
             position[ok] = clipped - values[0]
         else:
-            position = np.asarray(pd.Categorical(series, categories=values).codes, dtype=np.int64)
+            keys = pd.Index(values, dtype=object)
+            position = np.asarray(keys.get_indexer(series.astype(object)), dtype=np.int64)
         codes = np.where((codes < 0) | (position < 0), -1, codes * len(values) + position)
     return codes
+
+
+def _is_range(values: list[Any]) -> bool:
+    """True for whole numbers ``lo, lo + 1, ..., hi`` (values are placed by subtraction)."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return False
+    return values == list(range(values[0], values[0] + len(values)))
 
 
 def private_codes(frame: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
