@@ -55,6 +55,8 @@ MAX_BY = 8
 QUANTILE_BINS = 256
 #: The share of ε spent on partition selection when keys are private.
 SELECTION_SHARE = 0.5
+#: The most histogram cells (groups × bins) of one quantile query.
+_QUANTILE_CELLS = 4_000_000
 _KEYS = ("auto", "public", "private")
 
 
@@ -168,7 +170,9 @@ class DPGroupBy:
             frame, people = released.frame, np.asarray(released.units, dtype=np.int64)
             stat_eps = eps if plan.threshold is None else eps * (1 - SELECTION_SHARE)
             keys, codes = self._codes(frame, people, plan, unit, groups)
-            bins = QUANTILE_BINS if what == "quantile" else 0
+            # Privately selected keys (a DP output) may be many: fewer bins keep memory bounded.
+            bins = min(QUANTILE_BINS, max(16, _QUANTILE_CELLS // max(len(keys), 1)))
+            bins = bins if what == "quantile" else 0
             partials = Partials(len(keys), bounds=plan.bounds, bins=bins)
             partials.update(codes, None if column is None else _numbers(frame[column]))
             cells, mechanism = _group_noise.STATISTICS[what]
@@ -236,9 +240,9 @@ class DPGroupBy:
         if not private:
             plan.domains = [d for d in domains if d is not None]
             size = len(_group_keys.public_keys(self._by, plan.domains))
-            if what == "quantile" and size * QUANTILE_BINS > 4_000_000:
+            if what == "quantile" and size * QUANTILE_BINS > _QUANTILE_CELLS:
                 raise ConfigurationError(
-                    f"a quantile per group answers at most {4_000_000 // QUANTILE_BINS} "
+                    f"a quantile per group answers at most {_QUANTILE_CELLS // QUANTILE_BINS} "
                     f"groups; grouping by {self._by} makes {size}: group by fewer columns"
                 )
             if delta not in (None, 0, 0.0):

@@ -369,3 +369,16 @@ def test_nothing_to_group_gives_empty_cells():
     frame = pd.DataFrame({"city": pd.Series([], dtype=object)})
     codes, keys = _group_keys.private_codes(frame, ["city"])
     assert len(codes) == 0 and keys.empty
+
+
+def test_statistics_on_privately_selected_keys(vault):
+    """ε = 1e4, one key per person: threshold ≈ 1 + ln(1/2δ)/5000, Big (200 people) passes."""
+    gb = vault.session("ana", purpose="stats").dp.groupby(
+        "people", by="city", max_groups_per_unit=1
+    )
+    median = gb.quantile("x", 0.5, epsilon=1e4, delta=1e-9)
+    mean = gb.mean("x", epsilon=1e4, delta=1e-9)
+    others = _frame().query("city == 'Big'")["x"]
+    assert median["city"].tolist() == mean["city"].tolist() == ["Big"]
+    assert abs(median["value"].iloc[0] - others.median()) < 0.5
+    assert mean["value"].iloc[0] == pytest.approx(others.mean(), abs=0.05)
