@@ -123,4 +123,6 @@ def threshold(*, epsilon: float, delta: float, keys_per_unit: int) -> Threshold:
         else:
             lo = mid + 1
     m, eps, dlt = build(lo)
+    if eps > epsilon * (1 + 1e-9):
+        raise ValueError("internal: the threshold's map exceeds the ε it was built for")
     return Threshold(scale, lo, eps, dlt, m)

@@ -124,7 +124,10 @@ class DPSession:
         DP partition selection: a key is released only if a noisy count of the
         distinct people holding it passes a threshold, so a key held by one person is
         released with probability at most δ; such a query needs ``delta=`` and
-        spends half of ε on the selection.
+        spends half of ε on the selection. The threshold grows with the keys one
+        person may hold (about ``g·ln(g/2δ)`` at noise scale ``g``), so on a
+        person-level dataset set ``max_groups_per_unit`` small (1 for a key
+        every person holds once).
 
         Why it is private: see :mod:`privml.dp._group_noise` (per-cell noise,
         parallel composition across disjoint groups) and
