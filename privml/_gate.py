@@ -116,6 +116,10 @@ class Released:
     request_id: str
     #: The version's row position of each row of ``frame`` (None: every row, in order).
     positions: Any = None
+    #: Asked for by a mechanism that bounds or counts people (``release(units=True)``): each
+    #: row's person as an opaque integer code (rows of one person share it), never the unit
+    #: column's values; on a row-level dataset every row is its own code. None: not asked for.
+    units: Any = None
 
 
 @dataclass(frozen=True)
@@ -215,10 +219,17 @@ class Gate(Protocol):
         ...
 
     def release(
-        self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
+        self,
+        auth: Authorization,
+        *,
+        event: PrivacyEvent,
+        action: str,
+        version: int,
+        units: bool = False,
     ) -> Released:
         """Charge ``event`` (with its audit entry), then decrypt the authorized values, at most
-        the unit's ``max_rows`` rows per person (a keyed random sample fixed per release)."""
+        the unit's ``max_rows`` rows per person (a keyed random sample fixed per release);
+        ``units=True`` adds each row's person as an opaque code (:attr:`Released.units`)."""
         ...
 
     def release_stream(

@@ -17,6 +17,7 @@ __all__ = ["EXTRAS", "require"]
 #: The extra of ``pyproject.toml`` that installs each optional top-level module.
 EXTRAS = {
     "diffprivlib": "dp",
+    "opendp": "dp",
     "torch": "torch",
     "opacus": "torch",
     "tqdm": "torch",

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..accounting.events import PrivacyEvent
+
 if TYPE_CHECKING:
     from .._gate import Authorization, Gate, Released, Streamed, Where
-    from ..accounting.events import PrivacyEvent
     from ..schema import Schema
 
 __all__ = ["release", "release_stream"]
@@ -24,19 +25,25 @@ def release(
     columns: Sequence[str],
     *,
     needed: str,
-    event: PrivacyEvent,
+    event: PrivacyEvent | Callable[[Schema], PrivacyEvent],
     action: str,
     where: Where | None = None,
     check: Callable[[Schema], None] | None = None,
+    units: bool = False,
 ) -> Released:
     """Authorize ``columns`` at ``needed`` on the latest version, charge ``event``, read.
 
     ``check`` sees the authorized schema before the charge: a request the schema
     refuses (a column's kind or bounds) is refused only once the policy allowed the
     columns, so a caller without a grant learns nothing of them, and costs nothing.
+    ``event`` may itself be made from the authorized schema (a group-by's cost depends on
+    whether its keys are declared), after ``check``. ``units=True`` hands the mechanism
+    each row's person as an opaque code (:attr:`privml._gate.Released.units`).
     """
-    auth, version = _authorized(gate, dataset, columns, needed, action, where, check)
-    return gate.release(auth, event=event, action=action, version=version)
+    auth, version, charged = _authorized(
+        gate, dataset, columns, needed, action, where, check, event
+    )
+    return gate.release(auth, event=charged, action=action, version=version, units=units)
 
 
 def release_stream(
@@ -45,15 +52,17 @@ def release_stream(
     columns: Sequence[str],
     *,
     needed: str,
-    event: PrivacyEvent,
+    event: PrivacyEvent | Callable[[Schema], PrivacyEvent],
     action: str,
     where: Where | None = None,
     check: Callable[[Schema], None] | None = None,
 ) -> Streamed:
     """As :func:`release`, but the values come as chunks in bounded memory
     (:meth:`~privml._gate.Gate.release_stream`)."""
-    auth, version = _authorized(gate, dataset, columns, needed, action, where, check)
-    return gate.release_stream(auth, event=event, action=action, version=version)
+    auth, version, charged = _authorized(
+        gate, dataset, columns, needed, action, where, check, event
+    )
+    return gate.release_stream(auth, event=charged, action=action, version=version)
 
 
 def _authorized(
@@ -64,8 +73,10 @@ def _authorized(
     action: str,
     where: Where | None,
     check: Callable[[Schema], None] | None,
-) -> tuple[Authorization, int]:
-    """The request authorized on the latest version and checked against its schema."""
+    event: PrivacyEvent | Callable[[Schema], PrivacyEvent],
+) -> tuple[Authorization, int, PrivacyEvent]:
+    """The request authorized on the latest version, checked against its schema, and its
+    event (made from the authorized schema when ``event`` is a callable)."""
     version = gate.latest_version(dataset)
     auth = gate.authorize(
         dataset,
@@ -76,7 +87,8 @@ def _authorized(
         where_needs="dp_aggregate",
         version=version,
     )
-    if check is not None:
-        with gate.request(action, dataset, where=where, version=version):
+    with gate.request(action, dataset, where=where, version=version):
+        if check is not None:
             check(auth.schema)
-    return auth, version
+        charged = event if isinstance(event, PrivacyEvent) else event(auth.schema)
+    return auth, version, charged

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _statistics
+from ._groupby import DPGroupBy
 from ._result import DPResult
 from ._training_spec import StandardLoopSpec, TrainingSpec, takes_spec
 
@@ -103,6 +104,71 @@ class DPSession:
         """The ``q``-quantile of ``column`` by the exponential mechanism over its bounds."""
         with self._gate.request("dp.quantile", dataset):
             return _statistics.quantile(self._gate, dataset, column, q, epsilon)
+
+    def groupby(
+        self,
+        dataset: str,
+        *,
+        by: str | Sequence[str],
+        where: Where | None = None,
+        keys: str = "auto",
+        max_groups_per_unit: int | None = None,
+    ) -> DPGroupBy:
+        """DP statistics per group of ``by``: ``.count``, ``.sum``, ``.mean``, ``.var``,
+        ``.std``, ``.quantile``, each one charge for all its groups, one row per group.
+
+        Keys are public when every by-column declares its domain (a categorical's
+        categories, an integer whose bounds span at most 1,000 values): every key of
+        the product is answered, empty groups included, at most 100,000. Otherwise
+        (``keys="private"``, or a by-column without a declared domain) keys come from
+        DP partition selection: a key is released only if a noisy count of the
+        distinct people holding it passes a threshold, so a key held by one person is
+        released with probability at most δ; such a query needs ``delta=`` and
+        spends half of ε on the selection. The threshold grows with the keys one
+        person may hold (about ``g·ln(g/2δ)`` at noise scale ``g``), so on a
+        person-level dataset set ``max_groups_per_unit`` small (1 for a key
+        every person holds once).
+
+        Why it is private: see :mod:`privml.dp._group_noise` (per-cell noise,
+        parallel composition across disjoint groups) and
+        :func:`privml.dp._opendp.threshold` (partition selection). Privacy unit: on
+        a person-level dataset each person contributes at most ``k =
+        max_rows_per_unit`` rows (the noise is calibrated to k) in at most
+        ``max_groups_per_unit`` groups (a keyed random choice; default k).
+
+        Parameters
+        ----------
+        dataset : str
+            The dataset; the by-columns and the statistic's column need ``dp_aggregate``.
+        by : str or list of str
+            The columns to group by (at most 8).
+        where : list, optional
+            Row conditions, as in the other statistics.
+        keys : {"auto", "public", "private"}
+            Where the keys come from (see above).
+        max_groups_per_unit : int, optional
+            The most groups one person's rows stay in (person-level datasets only).
+
+        Examples
+        --------
+        >>> vault = getfixture("dp_vault")
+        >>> dp = vault.session("ana", purpose="studies").dp
+        >>> counts = dp.groupby("patients", by="sex").count(epsilon=0.5)
+        >>> counts["sex"].tolist(), counts.columns.tolist()[1:]
+        (['F', 'M'], ['value', 'noise_scale', 'lower', 'upper'])
+        >>> counts.attrs["epsilon"], counts.attrs["keys"]
+        (0.5, 'public (declared in the schema)')
+        """
+        self._gate.check_open()
+        with self._gate.request("dp.groupby", dataset, where=where):
+            return DPGroupBy(
+                self._gate,
+                dataset,
+                by=by,
+                where=where,
+                keys=keys,
+                max_groups_per_unit=max_groups_per_unit,
+            )
 
     # -- models -----------------------------------------------------------------------
     def fit(

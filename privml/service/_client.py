@@ -32,6 +32,7 @@ from ._wire import ARROW, frame_from_ipc, plain_from_json, result_from_json, whe
 if TYPE_CHECKING:
     import httpx
 
+    from ._client_groupby import RemoteGroupBy
     from ._reports import RemotePrivacyReport
 
 __all__ = ["RemoteDP", "RemoteHE", "RemoteOversight", "RemoteSession", "connect"]
@@ -335,6 +336,29 @@ class RemoteDP:
     def quantile(self, dataset: str, column: str, q: float, *, epsilon: float) -> DPResult:
         """The ``q``-quantile of ``column`` (see DPSession.quantile)."""
         return self._release(dataset, "quantile", {"column": column, "q": q, "epsilon": epsilon})
+
+    def groupby(
+        self,
+        dataset: str,
+        *,
+        by: str | Sequence[str],
+        where: Sequence[Any] | None = None,
+        keys: str = "auto",
+        max_groups_per_unit: int | None = None,
+    ) -> RemoteGroupBy:
+        """DP statistics per group, computed and charged on the server (see DPSession.groupby)."""
+        from ._client_groupby import RemoteGroupBy
+
+        return RemoteGroupBy(
+            self._session,
+            f"/v1/datasets/{_part(dataset)}/dp/groupby",
+            {
+                "by": [by] if isinstance(by, str) else list(by),
+                "where": where_to_json(where),
+                "keys": keys,
+                "max_groups_per_unit": max_groups_per_unit,
+            },
+        )
 
     def fit(
         self,

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from ..exceptions import ConfigurationError
 from ._deps import RequestKey, caller_of
-from ._schemas import FitRequest, StatisticRequest, TrainRequest
+from ._schemas import FitRequest, GroupByRequest, StatisticRequest, TrainRequest
 from ._service import Caller, Reply, Service
 from ._wire import plain_json, result_to_json
 
@@ -23,6 +23,7 @@ __all__ = ["dp_routes"]
 
 Dataset = Annotated[str, Path(min_length=1, max_length=256)]
 Statistic = Literal["count", "sum", "mean", "var", "std", "histogram", "quantile"]
+GroupStatistic = Literal["count", "sum", "mean", "var", "std", "quantile"]
 _JSON = "application/json"
 
 
@@ -94,6 +95,42 @@ def dp_routes(service: Service) -> APIRouter:
         )
         return _send(reply)
 
+    @api.post("/groupby/{statistic}", name="dp.groupby", response_class=Response)
+    async def groupby(
+        caller: Who,
+        dataset: Dataset,
+        statistic: GroupStatistic,
+        body: GroupByRequest,
+        key: RequestKey,
+    ) -> Response:
+        """A DP statistic per group, one charge for all groups (see ``session.dp.groupby``)."""
+
+        def compute(session: Any) -> tuple[bytes, str]:
+            groups = session.dp.groupby(
+                dataset,
+                by=body.by,
+                where=body.where,
+                keys=body.keys,
+                max_groups_per_unit=body.max_groups_per_unit,
+            )
+            extra: dict[str, Any] = {"epsilon": body.epsilon, "delta": body.delta}
+            if statistic == "count":
+                _no(body.column, "column", statistic)
+                frame = groups.count(**extra)
+            elif statistic == "quantile":
+                if body.q is None:
+                    raise ConfigurationError("a quantile needs q (between 0 and 1)")
+                frame = groups.quantile(_column(body), body.q, **extra)
+            else:
+                frame = getattr(groups, statistic)(_column(body), **extra)
+            return json.dumps(frame_to_json(frame)).encode(), _JSON
+
+        request = {"dataset": dataset, "statistic": statistic, **body.model_dump()}
+        reply = await service.release(
+            caller, key, f"dp.groupby.{statistic}", request, compute, timeout=limits.timeout
+        )
+        return _send(reply)
+
     @api.post("/{statistic}", name="dp.statistic", response_class=Response)
     async def statistic(
         caller: Who, dataset: Dataset, statistic: Statistic, body: StatisticRequest, key: RequestKey
@@ -129,7 +166,13 @@ def dp_routes(service: Service) -> APIRouter:
     return api
 
 
-def _column(body: StatisticRequest) -> str:
+def frame_to_json(frame: Any) -> dict[str, Any]:
+    """A group-by's result as JSON: its columns, rows (NaN as null) and attrs."""
+    split = json.loads(frame.to_json(orient="split", index=False))
+    return {"columns": split["columns"], "rows": split["data"], "attrs": plain_json(frame.attrs)}
+
+
+def _column(body: StatisticRequest | GroupByRequest) -> str:
     if body.column is None:
         raise ConfigurationError("this statistic needs a column")
     return body.column

@@ -7,7 +7,7 @@ checked by the vault as for an in-process session.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -94,6 +94,21 @@ class StatisticRequest(_Body):
     where: list[Any] | None = Field(default=None, max_length=64)
     bins: int | list[float] | None = Field(default=None)
     q: float | None = None
+
+
+class GroupByRequest(_Body):
+    """A DP group-by statistic: ``session.dp.groupby``'s options and the statistic's."""
+
+    by: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=8
+    )
+    column: str | None = Field(default=None, min_length=1, max_length=256)
+    epsilon: float
+    delta: float | None = None
+    q: float | None = None
+    where: list[Any] | None = Field(default=None, max_length=64)
+    keys: Literal["auto", "public", "private"] = "auto"
+    max_groups_per_unit: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
 
 class FitRequest(_Body):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved, Streamed
 from ..accounting._unit import ROW
@@ -28,8 +29,6 @@ from ._requests import RequestLog, Via, policy_hash, release_context
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from pathlib import Path
-
-    import pandas as pd
 
     from .._gate import Where
     from ..accounting._unit import PrivacyUnit
@@ -217,7 +216,13 @@ class Door:
         return auth
 
     def release(
-        self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
+        self,
+        auth: Authorization,
+        *,
+        event: PrivacyEvent,
+        action: str,
+        version: int,
+        units: bool = False,
     ) -> Released:
         """Charge ``event`` (with its audit entry), then decrypt the authorized values.
 
@@ -225,12 +230,18 @@ class Door:
         the charge has committed, and a refused charge reads nothing. With a
         person-level unit, the values handed out keep at most ``max_rows`` rows of
         each person (a keyed random sample fixed by the charge's request id).
+        ``units=True`` (for a mechanism that bounds or counts people, e.g. a group-by)
+        adds each kept row's person as an opaque integer code, never a unit value.
         """
         unit = self._store.unit(auth.dataset)
         context = {**release_context(auth, action), "privacy_unit": _unit_context(unit)}
         _, request_id = self._admit(self._ledger.charge, auth, event, action, version, context)
-        loaded = self._load(auth, version, unit=unit, max_rows=unit.max_rows, key=request_id)
-        return Released(loaded.frame, loaded.version, request_id, loaded.positions)
+        codes: list[np.ndarray] = []
+        loaded = self._load(
+            auth, version, unit=unit, max_rows=unit.max_rows, key=request_id, codes=codes
+        )
+        people = (codes or [np.arange(len(loaded.frame))])[0] if units else None
+        return Released(loaded.frame, loaded.version, request_id, loaded.positions, people)
 
     def release_stream(
         self,
@@ -393,9 +404,11 @@ class Door:
         unit: PrivacyUnit | None = None,
         max_rows: int = 1,
         key: str = "",
+        codes: list[np.ndarray] | None = None,
     ) -> Loaded:
         """The authorized values; with a person-level ``unit``, at most ``max_rows`` per person,
-        sampled under the bounding key of request ``key``. The unit's values never leave here."""
+        sampled under the bounding key of request ``key``. The unit's values never leave here:
+        ``codes`` (when given) receives each kept row's person as an opaque integer code."""
         # Every caller has checked the authorization (_check_issued) just before.
         column = None if unit is None else unit.column
         got = fetch(
@@ -414,6 +427,8 @@ class Door:
             from ..dp._bounding import bound_rows  # here: privml.dp imports scikit-learn
 
             kept = bound_rows(got.units, max_rows, self._store.bounding_key(auth.dataset, key))
+            if codes is not None:
+                codes.append(pd.factorize(got.units)[0][kept])
             if len(kept) < len(frame):
                 frame = frame.iloc[kept].reset_index(drop=True)
                 positions = (np.arange(len(got.units)) if positions is None else positions)[kept]

@@ -1,0 +1,190 @@
+"""The noisy statistics of a group-by: finished :class:`~privml.dp._partials.Partials` to cells.
+
+Each function takes the partials of the released groups, the ε of the
+statistic and ``k``, the most rows one person contributes (1 for a row-level
+unit), and returns one value, noise scale and 95% interval per group.
+
+Why each is private (one person changes at most ``k`` rows, spread over
+disjoint groups; values clipped to the declared bounds [lo, hi], c the
+midpoint, h = (hi - lo)/2):
+
+- count: the vector of group counts has L1 sensitivity k; Laplace(k/ε) on
+  every cell is ε-DP for the whole vector (parallel composition: the charge
+  does not grow with the number of groups).
+- sum: the vector of clipped sums has L1 sensitivity k·max(|lo|, |hi|); Laplace
+  of that over ε on every cell.
+- mean: shifted sums (L1 sensitivity k·h) and counts (k), each with ε/2; the
+  ratio is post-processing, clamped to the bounds (a near-empty group's mean
+  is the midpoint).
+- var/std: shifted sums of x - c (k·h) and (x - c)² (k·h²) and counts (k), ε/3
+  each; var and std are post-processing.
+- quantile: in each group the exponential mechanism (diffprivlib's
+  ``Exponential``, OS CSPRNG) over the edges of a fixed histogram of the
+  bounds, utility -|rank(edge) - q·n|, sensitivity 1, at ε/k. One person
+  changes k_j rows of group j with Σ k_j ≤ k, so the loss is Σ k_j·ε/k ≤ ε
+  (group privacy within a group, parallel composition across groups).
+
+Laplace noise comes from OpenDP's proven vector Laplace (:mod:`privml.dp._opendp`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _noisy
+from ._opendp import laplace_epsilon, laplace_vector
+from ._partials import Partials
+from ._random import fresh_generator, system_random
+
+__all__ = ["Cells", "STATISTICS", "count", "mean", "quantile", "std", "sum_", "var"]
+
+#: Simulated noise draws (all groups together) for the intervals of ratios.
+_DRAW_CELLS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Cells:
+    """One noisy value per group, its noise scale (or estimated std) and a 95% interval."""
+
+    value: np.ndarray
+    noise_scale: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def _laplace_cells(values: np.ndarray, scale: float) -> Cells:
+    noisy = laplace_vector(values, scale)
+    half = scale * _noisy.Z95
+    n = len(values)
+    return Cells(noisy, np.full(n, scale), noisy - half, noisy + half)
+
+
+def count(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
+    return _laplace_cells(p.count, k / epsilon)
+
+
+def sum_(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
+    lo, hi = _bounds(p)
+    total = p.shifted_sum + p.midpoint * p.count
+    return _laplace_cells(total, k * max(abs(lo), abs(hi)) / epsilon)
+
+
+def mean(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
+    half = _half(p)
+    e = epsilon / 2
+    s = laplace_vector(p.shifted_sum, k * half / e)
+    c = laplace_vector(p.count, k / e)
+    value = _noisy._mean(s, c, half)
+    draws = _mean_draws(s, c, half, k / e, k * half / e)
+    return _simulated(p.midpoint + value, p.midpoint + draws)
+
+
+def var(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
+    half = _half(p)
+    e = epsilon / 3
+    s1 = laplace_vector(p.shifted_sum, k * half / e)
+    s2 = laplace_vector(p.shifted_squares, k * half * half / e)
+    c = laplace_vector(p.count, k / e)
+    value = _noisy._variance(s1, s2, c, half)
+    rng, d = fresh_generator(), _draws(len(c))
+    draws = _noisy._variance(
+        s1 + rng.laplace(0, k * half / e, (d, len(c))),
+        s2 + rng.laplace(0, k * half * half / e, (d, len(c))),
+        c + rng.laplace(0, k / e, (d, len(c))),
+        half,
+    )
+    return _simulated(value, draws)
+
+
+def std(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
+    cells = var(p, epsilon, k)
+    root = np.sqrt(cells.value)
+    return Cells(
+        root,
+        cells.noise_scale / np.maximum(2 * root, 1e-12),
+        np.sqrt(np.maximum(cells.lower, 0.0)),
+        np.sqrt(np.maximum(cells.upper, 0.0)),
+    )
+
+
+def quantile(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
+    from diffprivlib.mechanisms import Exponential
+
+    lo, hi = _bounds(p)
+    edges = np.linspace(lo, hi, p.bins + 1)
+    below = np.concatenate([np.zeros((p.groups, 1)), np.cumsum(p.histogram, axis=1)], axis=1)
+    out = np.empty(p.groups)
+    for g in range(p.groups):
+        utility = (-np.abs(below[g] - q * p.count[g])).tolist()
+        chosen = Exponential(
+            epsilon=epsilon / k, sensitivity=1.0, utility=utility, random_state=system_random()
+        ).randomise()
+        out[g] = edges[int(chosen)]
+    nan = np.full(p.groups, np.nan)
+    return Cells(out, nan, nan.copy(), nan.copy())
+
+
+#: Each statistic: its cells and the description of its mechanism.
+STATISTICS: dict[str, tuple[Callable[..., Cells], str]] = {
+    "count": (count, "laplace (OpenDP)"),
+    "sum": (sum_, "laplace (OpenDP)"),
+    "mean": (mean, "laplace (OpenDP; sum and count, ε/2 each)"),
+    "var": (var, "laplace (OpenDP; sums of x, x² and count, ε/3 each)"),
+    "std": (std, "laplace (OpenDP; sums of x, x² and count, ε/3 each)"),
+    "quantile": (quantile, "exponential (diffprivlib) over histogram edges"),
+}
+
+
+def reported_epsilon(
+    what: str, p_bounds: tuple[float, float] | None, epsilon: float, k: int
+) -> float:
+    """The ε OpenDP's maps give for the Laplace parts of ``what`` (the quantile: ε itself)."""
+    if what == "quantile":
+        return epsilon
+    lo, hi = p_bounds or (0.0, 0.0)
+    half = (hi - lo) / 2
+    parts: dict[str, list[tuple[float, float]]] = {
+        "count": [(k / epsilon, k)],
+        "sum": [(k * max(abs(lo), abs(hi)) / epsilon, k * max(abs(lo), abs(hi)))],
+        "mean": [(2 * k * half / epsilon, k * half), (2 * k / epsilon, k)],
+    }
+    e3 = epsilon / 3
+    parts["var"] = parts["std"] = [
+        (k * half / e3, k * half),
+        (k * half**2 / e3, k * half**2),
+        (k / e3, k),
+    ]
+    return float(sum(laplace_epsilon(s, d) for s, d in parts[what] if d > 0))
+
+
+def _bounds(p: Partials) -> tuple[float, float]:
+    if p.bounds is None:
+        raise ValueError("internal: this statistic needs bounds")
+    return p.bounds
+
+
+def _half(p: Partials) -> float:
+    lo, hi = _bounds(p)
+    return (hi - lo) / 2
+
+
+def _draws(groups: int) -> int:
+    return max(50, min(4000, _DRAW_CELLS // max(groups, 1)))
+
+
+def _mean_draws(s: np.ndarray, c: np.ndarray, half: float, bc: float, bs: float) -> np.ndarray:
+    rng, d = fresh_generator(), _draws(len(c))
+    return _noisy._mean(
+        s + rng.laplace(0, bs, (d, len(c))), c + rng.laplace(0, bc, (d, len(c))), half
+    )
+
+
+def _simulated(value: np.ndarray, draws: np.ndarray) -> Cells:
+    if len(value) == 0:
+        empty = np.zeros(0)
+        return Cells(empty, empty, empty, empty)
+    low, high = np.percentile(draws - value, [2.5, 97.5], axis=0)
+    return Cells(value, np.std(draws, axis=0), value + low, value + high)

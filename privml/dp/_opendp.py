@@ -1,0 +1,128 @@
+"""OpenDP's proven measurements, as privml's group-by uses them: vector Laplace, Laplace threshold.
+
+privml writes no noise sampler here: each function builds an OpenDP 0.16
+measurement (whose privacy map has a proof in OpenDP's documentation), asks
+its map for the privacy loss at the sensitivity privml computed, and runs it.
+OpenDP samples in Rust from the operating system's CSPRNG (no seed a caller
+can set, never NumPy's generator) and with floating-point-safe discretized
+noise. The loss each map reports is kept beside privml's own event (the ledger
+composes the event itself and never trusts a library's figure).
+
+Building these measurements needs OpenDP's ``"contrib"`` feature, enabled
+when one is first built (an OpenDP-wide switch, never at import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+
+__all__ = ["Threshold", "laplace_epsilon", "laplace_vector", "threshold", "version"]
+
+#: The largest threshold searched for (a δ below what any budget accepts needs more).
+_MAX_THRESHOLD = 2**40
+
+
+def _dp(feature: str) -> Any:
+    dp = require("opendp.prelude", feature=feature, extra="dp")
+    dp.enable_features("contrib")
+    return dp
+
+
+def version() -> str:
+    """The installed OpenDP's version (recorded with each event)."""
+    from importlib.metadata import version as installed
+
+    return installed("opendp")
+
+
+def _laplace(scale: float) -> Any:
+    dp = _dp("a DP group-by")
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    return dp.m.make_laplace(domain, dp.l1_distance(T=float), scale=scale)
+
+
+def laplace_epsilon(scale: float, sensitivity: float) -> float:
+    """The ε OpenDP's vector Laplace map gives for an L1 ``sensitivity`` at ``scale``."""
+    return float(_laplace(scale).map(float(sensitivity)))
+
+
+def laplace_vector(values: np.ndarray, scale: float) -> np.ndarray:
+    """``values`` plus independent Laplace(``scale``) noise on each entry (OpenDP ``make_laplace``).
+
+    Private because: for a vector of L1 sensitivity Δ, Laplace(b) noise on each
+    entry is (Δ/b)-DP (OpenDP's proven map, floating-point safe).
+    """
+    if len(values) == 0:
+        return np.zeros(0)
+    return np.asarray(_laplace(scale)([float(v) for v in values]), dtype=float)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A Laplace threshold measurement: its scale, threshold and the (ε, δ) its map gives."""
+
+    scale: float
+    threshold: int
+    epsilon: float
+    delta: float
+    _measurement: Any
+
+    def select(self, counts: Mapping[int, int]) -> list[int]:
+        """The keys whose noisy count reaches the threshold (their noisy counts are dropped)."""
+        if not counts:
+            return []
+        released = self._measurement({int(k): int(v) for k, v in counts.items()})
+        return sorted(int(k) for k in released)
+
+
+def threshold(*, epsilon: float, delta: float, keys_per_unit: int) -> Threshold:
+    """Partition selection: noisy distinct-person counts per key, only keys above a threshold.
+
+    The input is, per key, the number of distinct people holding it, each person
+    holding at most ``keys_per_unit`` keys (so the count map's L0 sensitivity is
+    ``keys_per_unit``, its L∞ 1, its L1 ``keys_per_unit``). Laplace noise of scale
+    ``keys_per_unit / epsilon`` on each count; a key is released only if its noisy
+    count reaches the threshold ``τ``. The smallest whole ``τ`` is chosen whose map
+    (OpenDP's ``make_laplace_threshold``, Rogers 2023, "A Unifying Privacy Analysis
+    Framework for Unknown Domain Algorithms in Differential Privacy") stays within
+    ``(epsilon, delta)``. The classic form of the bound (Korolova et al. 2009,
+    "Releasing search queries and clicks privately"; Wilson et al. 2020,
+    "Differentially private SQL with bounded user contribution") is
+    ``τ = 1 - (C/ε)·ln(2 - 2(1 - δ)^(1/C))`` for ``C`` keys per person.
+
+    Why it is private: a key held by nobody is never in the input; a key held by
+    one person (count 1) passes ``τ`` with probability at most ``δ`` (summed over
+    the person's ``C`` keys); on keys both neighbours hold, the noisy counts are
+    ``ε``-DP. Which keys and noisy counts are released is then ``(ε, δ)``-DP.
+    """
+    dp = _dp("DP partition selection")
+    domain = dp.map_domain(dp.atom_domain(T=dp.i64), dp.atom_domain(T=dp.i64))
+    metric = dp.l01inf_distance(dp.absolute_distance(T=dp.i64))
+    c = int(keys_per_unit)
+    scale = c / epsilon
+    d_in = (c, c, 1)
+
+    def build(tau: int) -> tuple[Any, float, float]:
+        m = dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=tau)
+        eps, dlt = m.map(d_in)
+        return m, float(eps), float(dlt)
+
+    lo, hi = 1, _MAX_THRESHOLD
+    if build(hi)[2] > delta:
+        raise ValueError("internal: no threshold reaches this delta")
+    while lo < hi:  # the smallest threshold whose δ is within delta
+        mid = (lo + hi) // 2
+        if build(mid)[2] <= delta:
+            hi = mid
+        else:
+            lo = mid + 1
+    m, eps, dlt = build(lo)
+    if eps > epsilon * (1 + 1e-9):
+        raise ValueError("internal: the threshold's map exceeds the ε it was built for")
+    return Threshold(scale, lo, eps, dlt, m)
