@@ -69,7 +69,6 @@ of 100,000 people.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -88,7 +87,6 @@ WARDS = [f"W{i:02d}" for i in range(1, 51)]
 ZIP_SPACE = 200_000
 STAY_BOUNDS = (0.0, 30.0)
 QUERIES = ("ward_count", "ward_mean", "zip_count")
-SKIP = "privml group-by not available in this build"
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,11 +189,10 @@ def privml_store(path: Path, folder: Path, args: argparse.Namespace) -> str:
             "stay": Field.numeric(bounds=STAY_BOUNDS),
         }
     )
-    frame = pl.read_parquet(path).to_pandas()
     with privml.Vault.create(folder, key=key) as vault:
         vault.add_dataset(
             "stays",
-            frame,
+            path,  # streamed from the Parquet file, chunk by chunk
             schema=schema,
             budget=Budget(epsilon=1e4, delta=1e-2),
             privacy_unit="person_id",
@@ -207,17 +204,12 @@ def privml_store(path: Path, folder: Path, args: argparse.Namespace) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
 
 
-def run_privml(
-    folder: Path, args: argparse.Namespace
-) -> dict[str, Callable[[], pl.DataFrame]] | None:
-    """The three releases through ``session.dp.groupby``; None where this build lacks it."""
+def run_privml(folder: Path, args: argparse.Namespace) -> dict[str, Callable[[], pl.DataFrame]]:
+    """The three releases through ``session.dp.groupby``."""
     import privml
 
     vault = privml.Vault.open(folder, key=os.environ["PRIVML_VAULT_KEY"])
     session = vault.session("bench", purpose="bench")
-    if not hasattr(session.dp, "groupby"):
-        print(SKIP, file=sys.stderr)
-        return None
 
     def table(result: Any, by: str) -> pl.DataFrame:
         return pl.from_pandas(result[[by, "value"]])
@@ -231,10 +223,7 @@ def run_privml(
 
     def zip_count() -> pl.DataFrame:
         grouped = session.dp.groupby("stays", by=["zip"], max_groups_per_unit=args.groups)
-        extra = (
-            {"delta": args.delta} if "delta" in inspect.signature(grouped.count).parameters else {}
-        )
-        return table(grouped.count(epsilon=args.epsilon, **extra), "zip")
+        return table(grouped.count(epsilon=args.epsilon, delta=args.delta), "zip")
 
     return {"ward_count": ward_count, "ward_mean": ward_mean, "zip_count": zip_count}
 
@@ -277,8 +266,8 @@ def worker(args: argparse.Namespace) -> None:
         releases = run_opendp(work / "data.parquet", args)
     else:
         releases = run_privml(work / "vault", args)
-    report: dict[str, Any] = {"available": releases is not None}
-    for query, release in (releases or {}).items():
+    report: dict[str, Any] = {}
+    for query, release in releases.items():
         runs = []
         for _ in range(args.reps):
             start = time.perf_counter()
@@ -359,9 +348,6 @@ def main() -> None:
                 results[side].append(spawn(side, args, work, env))
     table: dict[str, dict[str, dict[str, float]]] = {}
     for side, reports in results.items():
-        if not reports[0]["available"]:
-            print(f"{side}: {SKIP}")
-            continue
         peak = max(report["peak_mib"] for report in reports)
         table[side] = {q: summary([run for r in reports for run in r[q]]) for q in QUERIES}
         for query, row in table[side].items():
