@@ -24,8 +24,10 @@ class DPResult:
         The scale of the noise (Laplace ``b``); for ratios, an estimate of the
         noise's standard deviation computed from the noisy values only.
     interval : tuple of float, or None
-        A 95% interval for the noiseless (clipped) statistic given the noise,
-        computed from released values only (post-processing, no extra cost).
+        The central 95% interval of the noise, as offsets: the noiseless
+        (clipped) statistic lies in ``[value - interval[1], value - interval[0]]``
+        with 95% probability (for a symmetric noise, ``value ± interval[1]``).
+        Computed from released values only (post-processing, no extra cost).
         ``None`` where no such interval exists (the exponential mechanism).
     request_id : str
         The ledger charge of this release.
@@ -55,6 +57,6 @@ class DPResult:
         ci = (
             ""
             if self.interval is None
-            else (f", 95% interval [{self.interval[0]:.4g}, {self.interval[1]:.4g}]")
+            else (f", 95% noise [{self.interval[0]:+.4g}, {self.interval[1]:+.4g}]")
         )
         return f"DPResult({shown!r}, ε={self.epsilon:g}, δ={self.delta:g}, {self.mechanism}{ci})"

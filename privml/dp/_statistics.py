@@ -30,6 +30,7 @@ from ._result import DPResult
 
 if TYPE_CHECKING:
     from .._gate import Gate, Where
+    from ..accounting._unit import PrivacyUnit
     from ..schema import Field, Schema
 
 __all__ = ["MAX_BINS", "NUMERIC", "count", "histogram", "numeric", "quantile", "std"]
@@ -183,7 +184,7 @@ def _aggregated(
         dataset,
         columns,
         needed="dp_aggregate",
-        event=PrivacyEvent.laplace(epsilon=epsilon),
+        event=_laplace(epsilon, unit),
         action=f"dp.{what}",
         where=where,
         check=lambda schema: prepared.append(prepare(schema)),
@@ -237,7 +238,7 @@ def _statistic(
             epsilon=epsilon, delta=0.0, library=library, library_version=_version(library)
         )
         if library != "privml"
-        else PrivacyEvent.laplace(epsilon=epsilon)
+        else _laplace(epsilon, unit)
     )
     computes: list[Compute] = []
     released = release(
@@ -319,3 +320,10 @@ def _edges(bins: Any, lo: float, hi: float) -> np.ndarray:
     if edges.ndim != 1 or not np.isfinite(edges).all() or not (np.diff(edges) > 0).all():
         raise ConfigurationError("bins= edges must be finite and strictly increasing")
     return edges
+
+
+def _laplace(epsilon: float, unit: PrivacyUnit) -> PrivacyEvent:
+    """The event of a Laplace release at ε for one unit: its noise is calibrated to the unit's
+    ``max_rows`` rows (1 for a row), so the ledger records scale k/ε for sensitivity k, in
+    units of one row's sensitivity (the event's ε is the same either way)."""
+    return PrivacyEvent.laplace(epsilon=epsilon, sensitivity=float(unit.max_rows))
