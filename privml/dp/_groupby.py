@@ -323,9 +323,8 @@ def _check_by(by: Any) -> list[str]:
 def _candidate_limit(what: str) -> int:
     """The most distinct candidate keys a query gathers before selection: a quantile holds a
     histogram of :data:`QUANTILE_BINS` cells for each, so it holds fewer."""
-    if what == "quantile":
-        return _QUANTILE_CELLS // QUANTILE_BINS
-    return _group_keys.MAX_CANDIDATE_KEYS
+    limit = _group_keys.MAX_CANDIDATE_KEYS
+    return min(limit, _QUANTILE_CELLS // QUANTILE_BINS) if what == "quantile" else limit
 
 
 def _keys_text(threshold: _opendp.Threshold | None) -> str:
