@@ -140,6 +140,13 @@ class Streamed:
     request_id: str
     #: False when the version fit the memory setting and was read whole (one chunk).
     streamed: bool
+    #: Asked for by a mechanism that bounds or counts people (``release_stream(units=True)``):
+    #: the same chunks, each paired with its rows' people as opaque integer codes (a keyed
+    #: hash per release, never the unit column's values). All rows of one person are in ONE
+    #: chunk, so per-person bounds and distinct-people counts can be made chunk by chunk; on a
+    #: row-level dataset every row is its own person (codes unique across the release). Draw
+    #: either ``chunks`` or ``coded``: they are one stream. None: not asked for.
+    coded: Iterator[tuple[pd.DataFrame, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,10 +240,17 @@ class Gate(Protocol):
         ...
 
     def release_stream(
-        self, auth: Authorization, *, event: PrivacyEvent, action: str, version: int
+        self,
+        auth: Authorization,
+        *,
+        event: PrivacyEvent,
+        action: str,
+        version: int,
+        units: bool = False,
     ) -> Streamed:
         """As :meth:`release` (charged and audited the same, nothing read before the charge
-        commits), but the values come as chunks in memory bounded by the vault's setting."""
+        commits), but the values come as chunks in memory bounded by the vault's setting;
+        ``units=True`` pairs each chunk with its people's codes (:attr:`Streamed.coded`)."""
         ...
 
     def reserve(

@@ -1,21 +1,37 @@
 """``session.dp.groupby``: DP statistics per group, one charge per query.
 
 A query (``count``, ``sum``, ``mean``, ``var``, ``std``, ``quantile``) runs in
-the order every privml release runs (:func:`privml.dp._release.release`): the
-policy allows the by-columns and the statistic's column, the schema checks
+the order every privml release runs (:func:`privml.dp._release.release_stream`):
+the policy allows the by-columns and the statistic's column, the schema checks
 them and fixes the keys and the query's whole event, the ledger is charged,
-and only then are the released rows read. Then:
+and only then are the released rows read, as chunks in memory bounded by the
+vault's setting (one chunk when the version fits it), each with its rows'
+people as opaque codes, every row of one person in one chunk. Chunk by chunk
+(:class:`~privml.dp._group_fold.GroupFold`):
 
 1. each row gets its group (:mod:`privml.dp._group_keys`): public keys from the
-   schema, or the data's keys to be selected privately;
+   schema, or the data's keys, gathered to be selected privately;
 2. on a person-level dataset each person keeps their rows in at most
-   ``max_groups_per_unit`` groups (a keyed random choice; the door already kept at
-   most ``k = max_rows_per_unit`` rows of each person);
-3. private keys: DP partition selection on the number of distinct people per key
-   (OpenDP's Laplace threshold, ε/2 and the caller's δ; see
-   :func:`privml.dp._opendp.threshold`); rows of unselected keys are dropped;
-4. per-group partials are accumulated (:class:`~privml.dp._partials.Partials`) and
-   noised once (:mod:`privml.dp._group_noise`) with the rest of ε.
+   ``max_groups_per_unit`` groups (a keyed random choice of (person, key) pairs, fixed
+   per release; the door already kept at most ``k = max_rows_per_unit`` rows of each
+   person);
+3. private keys: the distinct people per key are counted;
+4. per-group partials are accumulated (:class:`~privml.dp._partials.Partials`).
+
+Then, once every chunk is read, private keys go through DP partition selection
+on the number of distinct people per key (OpenDP's Laplace threshold, ε/2 and
+the caller's δ; see :func:`privml.dp._opendp.threshold`), unselected keys are
+dropped, and the partials are noised once (:mod:`privml.dp._group_noise`) with
+the rest of ε. The partials are exactly those of the whole frame, however it was
+chunked.
+
+Private keys are held in memory until selection, at most
+:data:`~privml.dp._group_keys.MAX_CANDIDATE_KEYS` distinct candidate keys
+(a quantile, which keeps a histogram per key: ``4,000,000 / QUANTILE_BINS``). How
+many there are is only known while reading, after the charge: a query that finds
+more stops with :class:`~privml.exceptions.ConfigurationError`, releases nothing,
+and its charge stays spent. That refusal tells the caller one fact not covered by
+ε: that the admitted rows hold more distinct keys than the limit.
 
 The event charged: public keys, ``PrivacyEvent.laplace(epsilon=ε)`` (pure, the
 quantile ``generic(ε, 0)``); private keys, ``generic(ε, δ)`` (selection at ε/2 and
@@ -29,7 +45,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from .._optional import require
@@ -38,8 +53,8 @@ from ..accounting._params import delta as check_delta
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError
 from . import _group_keys, _group_noise, _opendp
-from ._partials import Partials
-from ._release import release
+from ._group_fold import GroupFold
+from ._release import release_stream
 from ._statistics import _bounds, _field
 
 if TYPE_CHECKING:
@@ -157,7 +172,7 @@ class DPGroupBy:
             groups = self._groups_per_unit(unit)
             plan = _Plan()
             columns = [*self._by, *([column] if column else [])]
-            released = release(
+            streamed = release_stream(
                 gate,
                 self._dataset,
                 columns,
@@ -167,14 +182,23 @@ class DPGroupBy:
                 where=self._where,
                 units=True,
             )
-            frame, people = released.frame, np.asarray(released.units, dtype=np.int64)
+            assert streamed.coded is not None
             stat_eps = eps if plan.threshold is None else eps * (1 - SELECTION_SHARE)
-            keys, codes = self._codes(frame, people, plan, unit, groups)
-            # Privately selected keys (a DP output) may be many: fewer bins keep memory bounded.
-            bins = min(QUANTILE_BINS, max(16, _QUANTILE_CELLS // max(len(keys), 1)))
-            bins = bins if what == "quantile" else 0
-            partials = Partials(len(keys), bounds=plan.bounds, bins=bins)
-            partials.update(codes, None if column is None else _numbers(frame[column]))
+            bound = not unit.is_row and (groups < unit.max_rows or plan.threshold is not None)
+            fold = GroupFold(
+                self._by,
+                domains=plan.domains,
+                value=column,
+                bounds=plan.bounds,
+                bins=QUANTILE_BINS if what == "quantile" else 0,
+                max_groups=groups if bound else None,
+                people=plan.threshold is not None,
+                key=_group_keys.choice_key(streamed.request_id),
+                limit=_candidate_limit(what),
+            )
+            for chunk, people in streamed.coded:
+                fold.update(chunk, people)
+            keys, partials = fold.finish(plan.threshold)
             cells, mechanism = _group_noise.STATISTICS[what]
             out = cells(partials, stat_eps, unit.max_rows, q)
         result = keys.assign(
@@ -191,7 +215,7 @@ class DPGroupBy:
             privacy_unit=unit.name,
             max_rows_per_unit=unit.max_rows,
             max_groups_per_unit=groups,
-            request_id=released.request_id,
+            request_id=streamed.request_id,
         )
         return result
 
@@ -281,30 +305,6 @@ class DPGroupBy:
             reported_epsilon=plan.threshold.epsilon + reported,
         )
 
-    def _codes(
-        self,
-        frame: pd.DataFrame,
-        people: np.ndarray,
-        plan: _Plan,
-        unit: PrivacyUnit,
-        groups: int,
-    ) -> tuple[pd.DataFrame, np.ndarray]:
-        """The released keys and each row's group among them (-1: in none)."""
-        if plan.domains is not None:
-            codes = _group_keys.public_codes(frame, self._by, plan.domains)
-            keys = _group_keys.public_keys(self._by, plan.domains)
-        else:
-            codes, keys = _group_keys.private_codes(frame, self._by)
-        if groups < unit.max_rows or plan.threshold is not None:
-            codes = _group_keys.bound_groups(people, codes, groups)
-        if plan.threshold is None:
-            return keys, codes
-        chosen = plan.threshold.select(_group_keys.people_per_key(people, codes))
-        remap = np.full(len(keys) + 1, -1, dtype=np.int64)
-        remap[chosen] = np.arange(len(chosen))
-        codes = remap[np.where(codes >= 0, codes, len(keys))]
-        return keys.iloc[chosen].reset_index(drop=True), codes
-
 
 def _check_by(by: Any) -> list[str]:
     names = [by] if isinstance(by, str) else by
@@ -320,8 +320,11 @@ def _check_by(by: Any) -> list[str]:
     return list(names)
 
 
-def _numbers(series: pd.Series) -> np.ndarray:
-    return np.asarray(series.to_numpy(dtype=float, na_value=np.nan), dtype=float)
+def _candidate_limit(what: str) -> int:
+    """The most distinct candidate keys a query gathers before selection: a quantile holds a
+    histogram of :data:`QUANTILE_BINS` cells for each, so it holds fewer."""
+    limit = _group_keys.MAX_CANDIDATE_KEYS
+    return min(limit, _QUANTILE_CELLS // QUANTILE_BINS) if what == "quantile" else limit
 
 
 def _keys_text(threshold: _opendp.Threshold | None) -> str:

@@ -87,6 +87,28 @@ class Partials:
             flat = np.bincount(codes * self.bins + cell, minlength=self.groups * self.bins)
             self.histogram += flat.reshape(self.groups, self.bins)
 
+    def grow(self, groups: int) -> None:
+        """Add empty groups up to ``groups`` (keys found as the data is read)."""
+        more = groups - self.groups
+        if more < 0:
+            raise ValueError("internal: partials never shrink")
+        if more:
+            self.count = np.r_[self.count, np.zeros(more)]
+            self.shifted_sum = np.r_[self.shifted_sum, np.zeros(more)]
+            self.shifted_squares = np.r_[self.shifted_squares, np.zeros(more)]
+            self.histogram = np.concatenate([self.histogram, np.zeros((more, self.bins))])
+            self.groups = groups
+
+    def take(self, groups: np.ndarray) -> Partials:
+        """A new partial holding only ``groups`` (codes), in that order: the selected keys."""
+        groups = np.asarray(groups, dtype=np.int64)
+        out = Partials(len(groups), bounds=self.bounds, bins=self.bins)
+        out.count = self.count[groups]
+        out.shifted_sum = self.shifted_sum[groups]
+        out.shifted_squares = self.shifted_squares[groups]
+        out.histogram = self.histogram[groups]
+        return out
+
     def merge(self, other: Partials) -> Partials:
         """Add ``other`` (built over the same groups, bounds and bins) into this one; return it."""
         if (other.groups, other.bounds, other.bins) != (self.groups, self.bounds, self.bins):

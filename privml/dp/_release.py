@@ -56,13 +56,16 @@ def release_stream(
     action: str,
     where: Where | None = None,
     check: Callable[[Schema], None] | None = None,
+    units: bool = False,
 ) -> Streamed:
     """As :func:`release`, but the values come as chunks in bounded memory
-    (:meth:`~privml._gate.Gate.release_stream`)."""
+    (:meth:`~privml._gate.Gate.release_stream`); ``units=True`` pairs each chunk with its
+    rows' people as opaque codes, all rows of a person in one chunk
+    (:attr:`privml._gate.Streamed.coded`)."""
     auth, version, charged = _authorized(
         gate, dataset, columns, needed, action, where, check, event
     )
-    return gate.release_stream(auth, event=charged, action=action, version=version)
+    return gate.release_stream(auth, event=charged, action=action, version=version, units=units)
 
 
 def _authorized(

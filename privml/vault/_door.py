@@ -251,6 +251,7 @@ class Door:
         action: str,
         version: int,
         spilled: Callable[[list[Path]], None] | None = None,
+        units: bool = False,
     ) -> Streamed:
         """Charge ``event`` exactly as :meth:`release` does, then hand out the values in chunks.
 
@@ -258,6 +259,8 @@ class Door:
         whole (one chunk, the same rows as :meth:`release`); a larger one is read in
         bounded memory (:mod:`privml.vault._stream`), bounded per person through
         encrypted spill files. ``spilled`` (tests only) sees those files between passes.
+        ``units=True`` fills :attr:`Streamed.coded`: each chunk with its rows' people as
+        opaque codes, all rows of one person in one chunk (see :class:`Streamed`).
         """
         unit = self._store.unit(auth.dataset)
         context = {**release_context(auth, action), "privacy_unit": _unit_context(unit)}
@@ -266,9 +269,13 @@ class Door:
         filters = [auth.decisions[c].grants for c in self._row_columns(auth)]
         needed = needed_columns(auth.schema, filters, auth.columns, auth.conditions, column)
         rows, size = self._store.size(auth.dataset, needed, version)
+        codes: list[np.ndarray] | None = [] if units else None
         if size <= self._store.memory_limit:
-            loaded = self._load(auth, version, unit=unit, max_rows=unit.max_rows, key=request_id)
-            return Streamed(iter([loaded.frame]), loaded.version, request_id, streamed=False)
+            loaded = self._load(
+                auth, version, unit=unit, max_rows=unit.max_rows, key=request_id, codes=codes
+            )
+            whole = iter([loaded.frame])
+            return _streamed(whole, loaded.version, request_id, codes, streamed=False)
         read, used, _ = self._store.stream(auth.dataset, needed, version)
         chunks = _stream.filtered(read, auth.schema, filters, auth.conditions)
         if column is None:
@@ -285,8 +292,9 @@ class Door:
                     rows, size / max(rows, 1), self._store.memory_limit
                 ),
                 spilled=spilled,
+                codes=codes,
             )
-        return Streamed(out, used, request_id, streamed=True)
+        return _streamed(out, used, request_id, codes, streamed=True)
 
     def _row_columns(self, auth: Authorization) -> tuple[str, ...]:
         return tuple(auth.row_columns or _decide.row_columns(auth.columns, auth.conditions))
@@ -408,7 +416,8 @@ class Door:
     ) -> Loaded:
         """The authorized values; with a person-level ``unit``, at most ``max_rows`` per person,
         sampled under the bounding key of request ``key``. The unit's values never leave here:
-        ``codes`` (when given) receives each kept row's person as an opaque integer code."""
+        ``codes`` (when given) receives each kept row's person as an opaque integer code
+        (:func:`~privml.vault._stream.person_codes`, keyed per release)."""
         # Every caller has checked the authorization (_check_issued) just before.
         column = None if unit is None else unit.column
         got = fetch(
@@ -426,9 +435,12 @@ class Door:
         if column is not None and got.units is not None:
             from ..dp._bounding import bound_rows  # here: privml.dp imports scikit-learn
 
-            kept = bound_rows(got.units, max_rows, self._store.bounding_key(auth.dataset, key))
+            bounding = self._store.bounding_key(auth.dataset, key)
+            kept = bound_rows(got.units, max_rows, bounding)
             if codes is not None:
-                codes.append(pd.factorize(got.units)[0][kept])
+                codes.append(
+                    _stream.person_codes(np.asarray(got.units, dtype=object)[kept], bounding)
+                )
             if len(kept) < len(frame):
                 frame = frame.iloc[kept].reset_index(drop=True)
                 positions = (np.arange(len(got.units)) if positions is None else positions)[kept]
@@ -513,6 +525,35 @@ class Door:
     ) -> None:
         """Append one audit entry for this session's principal and purpose."""
         self._log.record(action, outcome, dataset, version, details)
+
+
+def _streamed(
+    chunks: Iterator[pd.DataFrame],
+    version: int,
+    request_id: str,
+    codes: list[np.ndarray] | None,
+    *,
+    streamed: bool,
+) -> Streamed:
+    """The chunks as handed out; with ``codes`` (asked for), paired with their people's codes."""
+    if codes is None:
+        return Streamed(chunks, version, request_id, streamed=streamed)
+    coded = _coded(chunks, codes)
+    return Streamed((frame for frame, _ in coded), version, request_id, streamed, coded)
+
+
+def _coded(
+    chunks: Iterator[pd.DataFrame], codes: list[np.ndarray]
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """Each chunk with its people's codes: those its producer appended to ``codes`` before
+    yielding it (a person-level chunk), or one fresh code per row (a row is its own person)."""
+    rows = 0
+    for frame in chunks:
+        people = codes.pop() if codes else np.arange(rows, rows + len(frame), dtype=np.int64)
+        if len(people) != len(frame):
+            raise RuntimeError("internal: a chunk and its people's codes differ in length")
+        rows += len(frame)
+        yield frame, people
 
 
 def _unit_context(unit: PrivacyUnit) -> dict[str, Any]:

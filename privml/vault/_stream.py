@@ -26,11 +26,16 @@ at most :attr:`~privml.Vault.memory_limit`-sized, never the whole version:
    iterator ends, fails or is closed.
 
 The person's values never leave this module: the chunks hold the requested
-columns only.
+columns only. A mechanism that bounds or counts people (a group-by) may ask for
+each row's person as an opaque code (:func:`person_codes`: a keyed hash, never a
+unit value); pass 2 yields **one chunk per partition**, so all kept rows of one
+person are in one chunk and per-person work can be done chunk by chunk.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -46,7 +51,14 @@ from . import _memory
 from ._fetch import admitted
 from ._spill import Spill
 
-__all__ = ["MAX_PARTITIONS", "bounded", "filtered", "lowest_ranks", "partitions_for"]
+__all__ = [
+    "MAX_PARTITIONS",
+    "bounded",
+    "filtered",
+    "lowest_ranks",
+    "partitions_for",
+    "person_codes",
+]
 
 #: The most spill partitions of one release (files written; each holds whole persons).
 MAX_PARTITIONS = 4096
@@ -64,6 +76,26 @@ def filtered(
     for chunk in chunks:
         keep = admitted(chunk, schema, filters, conditions)
         yield chunk if keep.all() else chunk.loc[keep].reset_index(drop=True)
+
+
+def person_codes(units: np.ndarray, key: bytes) -> np.ndarray:
+    """Each row's person as an opaque 64-bit code: SipHash of the unit value under a hash key
+    derived from the release's bounding ``key``, so the same person has the same code in every
+    chunk of one release and unrelated codes in another release. No unit value is recoverable
+    without the key; two people sharing a code (probability about n²/2⁶⁵) are bounded as one,
+    which only lowers what they contribute.
+
+    Examples
+    --------
+    >>> a = person_codes(np.array(["p", "q", "p"], dtype=object), bytes(32))
+    >>> a.dtype, bool(a[0] == a[2]), bool(a[0] == a[1])
+    (dtype('int64'), True, False)
+    """
+    digest = hashlib.sha256(b"privml/person-codes/v1\x00" + key).digest()
+    hash_key = base64.b64encode(digest[:12]).decode("ascii")  # 16 characters, 96 bits
+    values = np.asarray(units, dtype=object)
+    hashed: np.ndarray = pd.util.hash_array(values, hash_key=hash_key, categorize=False)
+    return hashed.view(np.int64)
 
 
 def lowest_ranks(
@@ -111,12 +143,15 @@ def bounded(
     key: bytes,
     partitions: int,
     spilled: Callable[[list[Path]], None] | None = None,
+    codes: list[np.ndarray] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """At most ``max_rows`` rows per ``unit`` of the admitted ``chunks``, keyed by ``key``.
 
     The same rows as :func:`~privml.dp._bounding.bound_rows` over the whole admitted
     frame with the same key (see the module docstring); ``spilled`` (tests) sees the
-    spill files between the two passes.
+    spill files between the two passes. One chunk per partition: every kept row of a
+    person is in the same chunk. With ``codes``, each chunk's :func:`person_codes` are
+    appended to it just before the chunk is yielded.
     """
     from ..dp._bounding import keyed_ranks  # here: privml.dp imports scikit-learn
 
@@ -145,6 +180,9 @@ def bounded(
         for partition in range(partitions):
             out = _bound_partition(spill, partition, max_rows)
             if out is not None and out.num_rows:
+                if codes is not None:
+                    people = out.column(_UNIT).to_numpy(zero_copy_only=False)
+                    codes.append(person_codes(people, key))
                 yield schema.coerce(out.select(list(columns)).to_pandas())
     finally:
         spill.close()
