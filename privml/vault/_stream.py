@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..policy._model import Grant, Predicate
 from ..schema import Schema
@@ -103,22 +104,31 @@ def lowest_ranks(
 ) -> np.ndarray:
     """Indices of the rows among each unit's ``max_rows`` lowest (rank, position), in order.
 
+    ``units`` are the rows' units, or any integer codes of them (one code per unit).
+
     Examples
     --------
     >>> units = np.array(["a", "a", "a", "b"], dtype=object)
     >>> lowest_ranks(units, np.array([5, 1, 3, 9], dtype="u8"), np.arange(4), 2)
     array([1, 2, 3])
     """
-    codes, _ = pd.factorize(units)
-    order = np.lexsort((positions, ranks, codes))
-    sorted_codes = codes[order]
+    codes = units if units.dtype.kind in "iu" else pd.factorize(units)[0]
     rows = len(codes)
     if not rows:
         return np.zeros(0, dtype=np.int64)
+    # Only the rows of a unit with more than max_rows rows are ranked; the others are all kept.
+    heavy = np.bincount(codes)[codes] > max_rows
+    if not heavy.any():
+        return np.arange(rows, dtype=np.int64)
+    among = np.flatnonzero(heavy)
+    order = among[np.lexsort((positions[among], ranks[among], codes[among]))]
+    sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    first = np.repeat(starts, np.diff(np.r_[starts, rows]).astype(int))
-    within = np.arange(rows) - first
-    return np.sort(order[within < max_rows])
+    first = np.repeat(starts, np.diff(np.r_[starts, len(order)]).astype(int))
+    chosen = order[np.arange(len(order)) - first < max_rows]
+    kept = np.concatenate([np.flatnonzero(~heavy), chosen])
+    kept.sort()
+    return kept
 
 
 def partitions_for(rows: int, row_bytes: float, memory: int) -> int:
@@ -153,32 +163,16 @@ def bounded(
     person is in the same chunk. With ``codes``, each chunk's :func:`person_codes` are
     appended to it just before the chunk is yielded.
     """
-    from ..dp._bounding import keyed_ranks  # here: privml.dp imports scikit-learn
-
     spill = Spill(partitions)
-    hash_key = secrets.token_hex(8)  # which partition a person lands in: unknown outside
     try:
-        offset = 0
-        for chunk in chunks:
-            rows = len(chunk)
-            units = chunk[unit].to_numpy(dtype=object)
-            ranks = keyed_ranks(key, rows, start=offset)
-            positions = np.arange(offset, offset + rows, dtype=np.int64)
-            offset += rows
-            kept = lowest_ranks(units, ranks, positions, max_rows)
-            table = pa.Table.from_pandas(
-                chunk.iloc[kept][list(columns)], preserve_index=False
-            ).append_column(_UNIT, pa.array(units[kept], type=pa.string()))
-            table = table.append_column(_RANK, pa.array(ranks[kept])).append_column(
-                _POS, pa.array(positions[kept])
-            )
-            where = pd.util.hash_array(units[kept], hash_key=hash_key) % np.uint64(partitions)
-            for partition in np.unique(where):
-                spill.write(int(partition), table.filter(pa.array(where == partition)))
+        spilled_rows = _spill_chunks(spill, chunks, unit, columns, max_rows, key, partitions)
         if spilled is not None:
             spilled(spill.paths)
+        # A partition is pruned once it is read whole, unless it holds far more than its share
+        # (the people of one partition are not chosen by anyone, but their rows may be many).
+        share = max(_memory.MIN_ROWS, 2 * spilled_rows // partitions)
         for partition in range(partitions):
-            out = _bound_partition(spill, partition, max_rows)
+            out = _bound_partition(spill, partition, max_rows, share)
             if out is not None and out.num_rows:
                 if codes is not None:
                     people = out.column(_UNIT).to_numpy(zero_copy_only=False)
@@ -188,7 +182,74 @@ def bounded(
         spill.close()
 
 
-def _bound_partition(spill: Spill, partition: int, max_rows: int) -> pa.Table | None:
+def _spill_chunks(
+    spill: Spill,
+    chunks: Iterator[pd.DataFrame],
+    unit: str,
+    columns: Sequence[str],
+    max_rows: int,
+    key: bytes,
+    partitions: int,
+) -> int:
+    """Pass 1: rank each chunk's rows, drop those no person can keep, write the rest out.
+
+    Each partition's rows are buffered and written as one sealed record whenever the
+    buffered rows reach a chunk's worth (so at most about one more chunk is held).
+    Returns the number of rows written.
+    """
+    from ..dp._bounding import keyed_ranks  # here: privml.dp imports scikit-learn
+
+    hash_key = secrets.token_hex(8)  # which partition a person lands in: unknown outside
+    pending: list[list[pa.Table]] = [[] for _ in range(partitions)]
+    pending_rows = written = offset = 0
+    for chunk in chunks:
+        rows = len(chunk)
+        people = pa.array(chunk[unit].array)
+        if people.null_count:
+            raise ValueError("internal: a privacy unit column holds no nulls")
+        encoded = pc.dictionary_encode(people)
+        codes = encoded.indices.to_numpy()
+        ranks = keyed_ranks(key, rows, start=offset)
+        positions = np.arange(offset, offset + rows, dtype=np.int64)
+        offset += rows
+        kept = lowest_ranks(codes, ranks, positions, max_rows)
+        # the keyed partition of each person, hashed once per distinct person of the chunk
+        distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+        where = (pd.util.hash_array(distinct, hash_key=hash_key, categorize=False) % partitions)[
+            codes[kept]
+        ].astype(np.int64)
+        order = np.argsort(where, kind="stable")  # by partition, each in position order
+        table = pa.Table.from_pandas(chunk[list(columns)], preserve_index=False)
+        table = (
+            table.append_column(_UNIT, people)
+            .append_column(_RANK, pa.array(ranks))
+            .append_column(_POS, pa.array(positions))
+            .take(pa.array(kept[order]))
+        )
+        bounds = np.searchsorted(where[order], np.arange(partitions + 1))
+        for partition in np.flatnonzero(np.diff(bounds)):
+            start, stop = int(bounds[partition]), int(bounds[partition + 1])
+            pending[partition].append(table.slice(start, stop - start))
+        pending_rows += table.num_rows
+        if pending_rows >= max(rows, _memory.MIN_ROWS):
+            written += _flush(spill, pending)
+            pending_rows = 0
+    return written + _flush(spill, pending)
+
+
+def _flush(spill: Spill, pending: list[list[pa.Table]]) -> int:
+    """Write each partition's buffered rows as one record; returns the rows written."""
+    written = 0
+    for partition, tables in enumerate(pending):
+        if tables:
+            table = pa.concat_tables(tables)
+            spill.write(partition, table)
+            written += table.num_rows
+            tables.clear()
+    return written
+
+
+def _bound_partition(spill: Spill, partition: int, max_rows: int, share: int) -> pa.Table | None:
     """The kept rows of one partition, in position order, read record by record."""
     kept: pa.Table | None = None
     waiting: list[pa.Table] = []
@@ -196,7 +257,7 @@ def _bound_partition(spill: Spill, partition: int, max_rows: int) -> pa.Table | 
     for record in spill.read(partition):
         waiting.append(record)
         waiting_rows += record.num_rows
-        if waiting_rows > max(_memory.MIN_ROWS, kept.num_rows if kept is not None else 0):
+        if waiting_rows > max(share, kept.num_rows if kept is not None else 0):
             kept = _prune(kept, waiting, max_rows)
             waiting, waiting_rows = [], 0
     if waiting or kept is not None:
@@ -209,10 +270,8 @@ def _bound_partition(spill: Spill, partition: int, max_rows: int) -> pa.Table | 
 
 def _prune(kept: pa.Table | None, more: list[pa.Table], max_rows: int) -> pa.Table:
     table = pa.concat_tables(([kept] if kept is not None else []) + more)
+    codes = pc.dictionary_encode(table.column(_UNIT).combine_chunks()).indices.to_numpy()
     chosen = lowest_ranks(
-        table.column(_UNIT).to_numpy(zero_copy_only=False),
-        table.column(_RANK).to_numpy(),
-        table.column(_POS).to_numpy(),
-        max_rows,
+        codes, table.column(_RANK).to_numpy(), table.column(_POS).to_numpy(), max_rows
     )
-    return table.take(pa.array(chosen))
+    return table if len(chosen) == table.num_rows else table.take(pa.array(chosen))
