@@ -22,8 +22,11 @@ Then, once every chunk is read, private keys go through DP partition selection
 on the number of distinct people per key (OpenDP's Laplace threshold, ε/2 and
 the caller's δ; see :func:`privml.dp._opendp.threshold`), unselected keys are
 dropped, and the partials are noised once (:mod:`privml.dp._group_noise`) with
-the rest of ε. The partials are exactly those of the whole frame, however it was
-chunked.
+the rest of ε. A count asked with ``select_on="rows"`` needs no second step: one
+Laplace threshold on the rows per key (L0 ``max_groups_per_unit``, L1 and L∞ ``k``)
+spends the whole (ε, δ), and the noisy counts that pass are the answer, as in
+OpenDP's own grouped counts. The partials are exactly those of the whole frame,
+however it was chunked.
 
 Private keys are held in memory until selection, at most
 :data:`~privml.dp._group_keys.MAX_CANDIDATE_KEYS` distinct candidate keys
@@ -34,8 +37,9 @@ and its charge stays spent. That refusal tells the caller one fact not covered b
 ε: that the admitted rows hold more distinct keys than the limit.
 
 The event charged: public keys, ``PrivacyEvent.laplace(epsilon=ε)`` (pure, the
-quantile ``generic(ε, 0)``); private keys, ``generic(ε, δ)`` (selection at ε/2 and
-δ, then the statistic at ε/2 on the selected groups, sequential composition).
+quantile ``generic(ε, 0)``); private keys, ``generic(ε, δ)`` (selection at ε/2 and δ,
+then the statistic at ε/2 on the selected groups, sequential composition; a count with
+``select_on="rows"``: one threshold mechanism).
 Which keys were suppressed, and how many, is never released.
 """
 
@@ -45,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .._optional import require
@@ -52,7 +57,7 @@ from ..accounting._params import EPSILON_RANGE, in_range
 from ..accounting._params import delta as check_delta
 from ..accounting.events import PrivacyEvent
 from ..exceptions import ConfigurationError
-from . import _group_keys, _group_noise, _opendp
+from . import _group_keys, _group_noise, _noisy, _opendp
 from ._group_fold import GroupFold
 from ._release import release_stream
 from ._statistics import _bounds, _field
@@ -82,6 +87,10 @@ class _Plan:
     domains: list[list[Any]] | None = None
     bounds: tuple[float, float] | None = None
     threshold: _opendp.Threshold | None = None
+    #: A count on private keys: one threshold mechanism on the rows per key, whose noisy
+    #: counts above the threshold are the answer (the whole ε and δ spent once).
+    counts: _opendp.Threshold | None = None
+    select_on: str = "people"
 
 
 class DPGroupBy:
@@ -126,9 +135,22 @@ class DPGroupBy:
     def __repr__(self) -> str:
         return f"DPGroupBy({self._dataset!r}, by={self._by}, keys={self._keys!r})"
 
-    def count(self, *, epsilon: float, delta: float | None = None) -> pd.DataFrame:
-        """Rows per group, with Laplace noise of scale k/ε on every cell."""
-        return self._run("count", None, epsilon, delta)
+    def count(
+        self, *, epsilon: float, delta: float | None = None, select_on: str = "people"
+    ) -> pd.DataFrame:
+        """Rows per group, with Laplace noise of scale k/ε on every cell.
+
+        ``select_on`` matters for private keys only: ``"people"`` (default) selects
+        keys on their distinct people at ε/2 (a threshold near 1 + (g/ε′)·ln(g/2δ)
+        people, whatever the rows per person) and counts rows on the selected keys
+        with the other ε/2; ``"rows"`` spends the whole ε once, on one threshold over
+        the rows per key whose passing noisy counts are the answer (OpenDP's grouped
+        count): better when people hold many rows of a key, worse when they hold one
+        (its threshold is in rows, near k + (k/ε)·ln(g/2δ)).
+        """
+        if select_on not in ("people", "rows"):
+            raise ConfigurationError(f"select_on takes 'people' or 'rows', got {select_on!r}")
+        return self._run("count", None, epsilon, delta, select_on=select_on)
 
     def sum(self, column: str, *, epsilon: float, delta: float | None = None) -> pd.DataFrame:
         """The clipped sum of ``column`` per group."""
@@ -156,7 +178,14 @@ class DPGroupBy:
 
     # -- one query -----------------------------------------------------------------------
     def _run(
-        self, what: str, column: str | None, epsilon: float, delta: float | None, q: float = 0.5
+        self,
+        what: str,
+        column: str | None,
+        epsilon: float,
+        delta: float | None,
+        q: float = 0.5,
+        *,
+        select_on: str = "people",
     ) -> pd.DataFrame:
         action = f"dp.groupby.{what}"
         gate = self._gate
@@ -170,7 +199,7 @@ class DPGroupBy:
                 )
             unit = gate.privacy_unit(self._dataset)
             groups = self._groups_per_unit(unit)
-            plan = _Plan()
+            plan = _Plan(select_on=select_on)
             columns = [*self._by, *([column] if column else [])]
             streamed = release_stream(
                 gate,
@@ -184,7 +213,8 @@ class DPGroupBy:
             )
             assert streamed.coded is not None
             stat_eps = eps if plan.threshold is None else eps * (1 - SELECTION_SHARE)
-            bound = not unit.is_row and (groups < unit.max_rows or plan.threshold is not None)
+            selected = plan.threshold is not None or plan.counts is not None
+            bound = not unit.is_row and (groups < unit.max_rows or selected)
             fold = GroupFold(
                 self._by,
                 domains=plan.domains,
@@ -198,20 +228,25 @@ class DPGroupBy:
             )
             for chunk, people in streamed.coded:
                 fold.update(chunk, people)
-            keys, partials = fold.finish(plan.threshold)
-            cells, mechanism = _group_noise.STATISTICS[what]
-            out = cells(partials, stat_eps, unit.max_rows, q)
+            if plan.counts is not None:
+                keys, out = _threshold_counts(fold, plan.counts)
+                mechanism = "laplace threshold on the rows per key (OpenDP)"
+            else:
+                keys, partials = fold.finish(plan.threshold)
+                cells, mechanism = _group_noise.STATISTICS[what]
+                out = cells(partials, stat_eps, unit.max_rows, q)
         result = keys.assign(
             value=out.value, noise_scale=out.noise_scale, lower=out.lower, upper=out.upper
         )
-        if plan.threshold is not None:
+        chosen = plan.threshold or plan.counts
+        if chosen is not None:
             result = result.sort_values(self._by, ignore_index=True)
         result.attrs.update(
             epsilon=eps,
-            delta=0.0 if plan.threshold is None else float(delta or 0.0),
+            delta=0.0 if chosen is None else float(delta or 0.0),
             mechanism=mechanism,
             statistic=what,
-            keys=_keys_text(plan.threshold),
+            keys=_keys_text(chosen),
             privacy_unit=unit.name,
             max_rows_per_unit=unit.max_rows,
             max_groups_per_unit=groups,
@@ -294,6 +329,17 @@ class DPGroupBy:
                 "well below 1 / the number of people)"
             )
         dlt = check_delta("delta", delta)
+        if what == "count" and plan.select_on == "rows":  # the passing noisy counts answer
+            plan.counts = _opendp.threshold(
+                epsilon=epsilon, delta=dlt, keys_per_unit=groups, rows_per_key=k
+            )
+            return PrivacyEvent.generic(
+                epsilon=epsilon,
+                delta=dlt,
+                library="opendp",
+                library_version=_opendp.version(),
+                reported_epsilon=plan.counts.epsilon,
+            )
         plan.threshold = _opendp.threshold(
             epsilon=epsilon * SELECTION_SHARE, delta=dlt, keys_per_unit=groups
         )
@@ -325,6 +371,21 @@ def _candidate_limit(what: str) -> int:
     histogram of :data:`QUANTILE_BINS` cells for each, so it holds fewer."""
     limit = _group_keys.MAX_CANDIDATE_KEYS
     return min(limit, _QUANTILE_CELLS // QUANTILE_BINS) if what == "quantile" else limit
+
+
+def _threshold_counts(
+    fold: GroupFold, counts: _opendp.Threshold
+) -> tuple[pd.DataFrame, _group_noise.Cells]:
+    """The keys whose noisy row count passes the threshold, with those noisy counts."""
+    keys, partials = fold.finish(None)  # every candidate key, each held by some row
+    rows = partials.count
+    released = counts.release({int(i): int(rows[i]) for i in np.flatnonzero(rows > 0)})
+    picked = np.asarray(sorted(released), dtype=np.int64)
+    value = np.asarray([released[int(i)] for i in picked], dtype=float)
+    half = counts.scale * _noisy.Z95
+    n = len(picked)
+    cells = _group_noise.Cells(value, np.full(n, counts.scale), value - half, value + half)
+    return keys.iloc[picked].reset_index(drop=True), cells
 
 
 def _keys_text(threshold: _opendp.Threshold | None) -> str:

@@ -80,8 +80,17 @@ class Threshold:
         released = self._measurement({int(k): int(v) for k, v in counts.items()})
         return sorted(int(k) for k in released)
 
+    def release(self, counts: Mapping[int, int]) -> dict[int, float]:
+        """The keys whose noisy count reaches the threshold, with those noisy counts."""
+        if not counts:
+            return {}
+        released = self._measurement({int(k): int(v) for k, v in counts.items()})
+        return {int(k): float(v) for k, v in released.items()}
 
-def threshold(*, epsilon: float, delta: float, keys_per_unit: int) -> Threshold:
+
+def threshold(
+    *, epsilon: float, delta: float, keys_per_unit: int, rows_per_key: int = 1
+) -> Threshold:
     """Partition selection: noisy distinct-person counts per key, only keys above a threshold.
 
     The input is, per key, the number of distinct people holding it, each person
@@ -104,9 +113,11 @@ def threshold(*, epsilon: float, delta: float, keys_per_unit: int) -> Threshold:
     dp = _dp("DP partition selection")
     domain = dp.map_domain(dp.atom_domain(T=dp.i64), dp.atom_domain(T=dp.i64))
     metric = dp.l01inf_distance(dp.absolute_distance(T=dp.i64))
-    c = int(keys_per_unit)
-    scale = c / epsilon
-    d_in = (c, c, 1)
+    c, k = int(keys_per_unit), int(rows_per_key)
+    if k == 1:
+        scale, d_in = c / epsilon, (c, c, 1)
+    else:
+        scale, d_in = k / epsilon, (min(c, k), k, k)
 
     def build(tau: int) -> tuple[Any, float, float]:
         m = dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=tau)

@@ -382,3 +382,21 @@ def test_statistics_on_privately_selected_keys(vault):
     assert median["city"].tolist() == mean["city"].tolist() == ["Big"]
     assert abs(median["value"].iloc[0] - others.median()) < 0.5
     assert mean["value"].iloc[0] == pytest.approx(others.mean(), abs=0.05)
+
+
+def test_a_count_selected_on_rows_spends_epsilon_once_and_keeps_lone_keys_out(vault):
+    """``select_on="rows"``: one threshold on the rows per key (L0 1, L1 = L∞ = K), whose
+    passing noisy counts are the answer. Solo (one person, K rows) passes with probability
+    at most δ = 1e-9 per release (30 releases: below 3e-8); the ledger gains one (ε, δ) event."""
+    session = vault.session("ana", purpose="stats")
+    before = len(vault.ledger.events("people"))
+    gb = session.dp.groupby("people", by="city", max_groups_per_unit=1)
+    for _ in range(30):
+        out = gb.count(epsilon=2.0, delta=1e-9, select_on="rows")
+        assert "Solo" not in out["city"].tolist()
+        assert (out["noise_scale"] == K / 2.0).all()
+        assert out.attrs["mechanism"].startswith("laplace threshold on the rows")
+    events = vault.ledger.events("people")
+    assert len(events) == before + 30
+    with pytest.raises(ConfigurationError):
+        gb.count(epsilon=1.0, delta=1e-9, select_on="keys")
