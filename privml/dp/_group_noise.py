@@ -78,8 +78,14 @@ def mean(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
     s = laplace_vector(p.shifted_sum, k * half / e)
     c = laplace_vector(p.count, k / e)
     value = _noisy._mean(s, c, half)
-    draws = _mean_draws(s, c, half, k / e, k * half / e)
-    return _simulated(p.midpoint + value, p.midpoint + draws)
+    bc, bs = k / e, k * half / e
+
+    def draw(cols: slice, d: int, rng: np.random.Generator) -> np.ndarray:
+        n = cols.stop - cols.start
+        noisy_s = s[cols] + rng.laplace(0, bs, (d, n))
+        return p.midpoint + _noisy._mean(noisy_s, c[cols] + rng.laplace(0, bc, (d, n)), half)
+
+    return _simulated(p.midpoint + value, draw)
 
 
 def var(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
@@ -89,14 +95,17 @@ def var(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
     s2 = laplace_vector(p.shifted_squares, k * half * half / e)
     c = laplace_vector(p.count, k / e)
     value = _noisy._variance(s1, s2, c, half)
-    rng, d = fresh_generator(), _draws(len(c))
-    draws = _noisy._variance(
-        s1 + rng.laplace(0, k * half / e, (d, len(c))),
-        s2 + rng.laplace(0, k * half * half / e, (d, len(c))),
-        c + rng.laplace(0, k / e, (d, len(c))),
-        half,
-    )
-    return _simulated(value, draws)
+
+    def draw(cols: slice, d: int, rng: np.random.Generator) -> np.ndarray:
+        n = cols.stop - cols.start
+        return _noisy._variance(
+            s1[cols] + rng.laplace(0, k * half / e, (d, n)),
+            s2[cols] + rng.laplace(0, k * half * half / e, (d, n)),
+            c[cols] + rng.laplace(0, k / e, (d, n)),
+            half,
+        )
+
+    return _simulated(value, draw)
 
 
 def std(p: Partials, epsilon: float, k: int, q: float = 0.5) -> Cells:
@@ -175,16 +184,25 @@ def _draws(groups: int) -> int:
     return max(50, min(4000, _DRAW_CELLS // max(groups, 1)))
 
 
-def _mean_draws(s: np.ndarray, c: np.ndarray, half: float, bc: float, bs: float) -> np.ndarray:
-    rng, d = fresh_generator(), _draws(len(c))
-    return _noisy._mean(
-        s + rng.laplace(0, bs, (d, len(c))), c + rng.laplace(0, bc, (d, len(c))), half
-    )
+def _simulated(
+    value: np.ndarray, draw: Callable[[slice, int, np.random.Generator], np.ndarray]
+) -> Cells:
+    """Each group's value with the spread and 95% interval of simulated noise around it.
 
-
-def _simulated(value: np.ndarray, draws: np.ndarray) -> Cells:
-    if len(value) == 0:
+    ``draw(cols, d, rng)`` gives ``d`` simulated noisy values of the groups ``cols``. The
+    groups are simulated in blocks of at most :data:`_DRAW_CELLS` draws in all, so memory
+    stays bounded however many groups partition selection keeps.
+    """
+    n = len(value)
+    if n == 0:
         empty = np.zeros(0)
         return Cells(empty, empty, empty, empty)
-    low, high = np.percentile(draws - value, [2.5, 97.5], axis=0)
-    return Cells(value, np.std(draws, axis=0), value + low, value + high)
+    rng, d = fresh_generator(), _draws(n)
+    block = max(1, _DRAW_CELLS // d)
+    low, high, spread = np.empty(n), np.empty(n), np.empty(n)
+    for start in range(0, n, block):
+        cols = slice(start, min(n, start + block))
+        draws = draw(cols, d, rng)
+        low[cols], high[cols] = np.percentile(draws - value[cols], [2.5, 97.5], axis=0)
+        spread[cols] = np.std(draws, axis=0)
+    return Cells(value, spread, value + low, value + high)

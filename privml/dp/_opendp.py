@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from ..exceptions import ConfigurationError
 
 __all__ = ["Threshold", "laplace_epsilon", "laplace_vector", "threshold", "version"]
 
@@ -126,7 +127,11 @@ def threshold(
 
     lo, hi = 1, _MAX_THRESHOLD
     if build(hi)[2] > delta:
-        raise ValueError("internal: no threshold reaches this delta")
+        raise ConfigurationError(
+            f"no partition selection threshold up to {hi} keeps δ at or below the delta asked "
+            f"at this epsilon and {c} keys per person: raise epsilon or delta, or lower "
+            "max_groups_per_unit"
+        )
     while lo < hi:  # the smallest threshold whose δ is within delta
         mid = (lo + hi) // 2
         if build(mid)[2] <= delta:
