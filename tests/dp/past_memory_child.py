@@ -12,6 +12,7 @@ after each, one JSON line: the limit's numbers and the mean, or ``"error": "Memo
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 
@@ -47,6 +48,12 @@ def main(folder: str, dataset: str, headroom_mib: int, limits_mib: list[int]) ->
         except MemoryError:  # pyarrow's ArrowMemoryError is one too
             report["error"] = "MemoryError"
         print(json.dumps(report), flush=True)
+    # Lift the limit and leave at once: a thread of Arrow's pools that failed to start
+    # under the limit can leave interpreter shutdown waiting on it forever, and
+    # nothing is left to do once both reports are written.
+    resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
