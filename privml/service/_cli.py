@@ -43,6 +43,9 @@ def add_serve(commands: Any) -> None:
         help="allow plain HTTP on a non-loopback address (only behind a TLS proxy on this host)",
     )
     sub.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body")
+    sub.add_argument(
+        "--max-reply-mb", type=float, default=64.0, help="largest answer to a release (64)"
+    )
     sub.add_argument("--max-rows", type=int, default=250_000, help="rows per read response")
     sub.add_argument("--rate", type=float, default=200.0, help="requests/s per principal")
     sub.add_argument("--burst", type=int, default=100, help="requests at once per principal")
@@ -70,6 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = Limits(
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_rows=args.max_rows,
+        max_reply_bytes=int(args.max_reply_mb * 2**20),
         rate=args.rate,
         burst=args.burst,
         failures_before_delay=args.auth_failures,

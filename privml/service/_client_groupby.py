@@ -36,9 +36,11 @@ class RemoteGroupBy:
         frame.attrs.update(plain_from_json(got["attrs"]))
         return frame
 
-    def count(self, *, epsilon: float, delta: float | None = None) -> pd.DataFrame:
-        """Rows per group (see DPGroupBy.count)."""
-        return self._release("count", {"epsilon": epsilon, "delta": delta})
+    def count(
+        self, *, epsilon: float, delta: float | None = None, select_on: str = "people"
+    ) -> pd.DataFrame:
+        """Rows per group (see DPGroupBy.count; ``select_on`` for private keys)."""
+        return self._release("count", {"epsilon": epsilon, "delta": delta, "select_on": select_on})
 
     def sum(self, column: str, *, epsilon: float, delta: float | None = None) -> pd.DataFrame:
         """The clipped sum per group (see DPGroupBy.sum)."""

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from ..exceptions import ConfigurationError
+from ..vault._replies import MAX_BODY_BYTES
 
 __all__ = ["FailureThrottle", "Limits", "RateLimiter"]
 
@@ -47,6 +48,10 @@ class Limits:
     frame_cache_bytes : int
         Memory for decrypted dataset versions kept between releases (each version
         is read and decrypted once, its keys still checked at every read).
+    max_reply_bytes : int
+        Largest answer to a release (at most 64 MiB, what a stored reply holds). A
+        larger one is refused after its charge, and the refusal is stored as the
+        request's answer, so a retry with the same request id gets it again.
 
     Examples
     --------
@@ -64,6 +69,7 @@ class Limits:
     failure_window: float = 60.0
     frame_cache_bytes: int = 256 * 2**20
     in_flight: int = 16
+    max_reply_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
         for name in (
@@ -73,10 +79,16 @@ class Limits:
             "failures_before_delay",
             "frame_cache_bytes",
             "in_flight",
+            "max_reply_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"Limits({name}=...) must be a positive integer")
+        if self.max_reply_bytes > MAX_BODY_BYTES:
+            raise ConfigurationError(
+                f"Limits(max_reply_bytes=...) is at most {MAX_BODY_BYTES} (64 MiB), what a "
+                "stored reply holds"
+            )
         for name in ("rate", "timeout", "training_timeout", "failure_window"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

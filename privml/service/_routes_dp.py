@@ -116,12 +116,14 @@ def dp_routes(service: Service) -> APIRouter:
             extra: dict[str, Any] = {"epsilon": body.epsilon, "delta": body.delta}
             if statistic == "count":
                 _no(body.column, "column", statistic)
-                frame = groups.count(**extra)
+                frame = groups.count(**extra, select_on=body.select_on or "people")
             elif statistic == "quantile":
+                _no(body.select_on, "select_on", statistic)
                 if body.q is None:
                     raise ConfigurationError("a quantile needs q (between 0 and 1)")
                 frame = groups.quantile(_column(body), body.q, **extra)
             else:
+                _no(body.select_on, "select_on", statistic)
                 frame = getattr(groups, statistic)(_column(body), **extra)
             return json.dumps(frame_to_json(frame)).encode(), _JSON
 
@@ -185,4 +187,6 @@ def _no(value: object, name: str, statistic: str) -> None:
 
 def _send(reply: Reply) -> Response:
     headers = {"Privml-Replayed": "true"} if reply.replayed else {}
-    return Response(reply.body, media_type=reply.media_type, headers=headers)
+    return Response(
+        reply.body, status_code=reply.status, media_type=reply.media_type, headers=headers
+    )

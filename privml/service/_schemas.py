@@ -109,6 +109,7 @@ class GroupByRequest(_Body):
     where: list[Any] | None = Field(default=None, max_length=64)
     keys: Literal["auto", "public", "private"] = "auto"
     max_groups_per_unit: int | None = Field(default=None, ge=1, le=10_000, strict=True)
+    select_on: Literal["people", "rows"] | None = None
 
 
 class FitRequest(_Body):

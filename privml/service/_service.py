@@ -9,6 +9,7 @@ deadline, and keeps each release's answer so that a retry gets the same one.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import threading
@@ -27,9 +28,12 @@ from ..vault._requests import Via
 from ..vault._tokens import AUTH_PURPOSE, UNAUTHENTICATED
 from ._errors import ServiceError
 from ._limits import FailureThrottle, Limits, RateLimiter
+from ._problems import MEDIA_TYPE as PROBLEM
+from ._problems import to_problem
 
 if TYPE_CHECKING:
     from ..vault import Session, Vault
+    from ..vault._replies import StoredReply
 
 __all__ = ["Caller", "Reply", "Service"]
 
@@ -57,11 +61,12 @@ class Caller:
 
 @dataclass(frozen=True)
 class Reply:
-    """A release's answer as stored for retries."""
+    """A release's answer as stored for retries (a stored refusal keeps its status)."""
 
     body: bytes
     media_type: str
     replayed: bool
+    status: int = 200
 
 
 class Service:
@@ -232,7 +237,7 @@ class Service:
                 claimed = replies.claim(caller.principal, key, action=tag)
                 if not isinstance(claimed, str):
                     self.record(caller, caller.client, action, "replayed", {"request": key})
-                    return Reply(claimed.body, claimed.media_type, True)
+                    return Reply(claimed.body, claimed.media_type, True, _status(claimed))
                 with self._running_lock:
                     first = self._running.get(slot)
                     if first is None:
@@ -240,11 +245,17 @@ class Service:
                 if first is None:
                     break
                 first.wait()  # then its stored answer, or (had it failed) a run of our own
+            session = self.session(caller, key, claimed)
             try:
-                body, media_type = compute(self.session(caller, key, claimed))
+                body, media_type = compute(session)
+                self._check_reply_size(body)
                 kept = replies.put(
                     caller.principal, key, action=tag, body=body, media_type=media_type
                 )
+            except Exception as err:
+                if session._door.charges_asked:  # noise may have been drawn: answer it once
+                    self._keep_failure(caller, key, tag, err)
+                raise
             finally:
                 with self._running_lock:
                     del self._running[slot]
@@ -252,6 +263,44 @@ class Service:
             return Reply(kept.body, kept.media_type, kept.body != body)
 
         return await self.call(work, timeout=timeout, caller=caller, key=key)
+
+    def _check_reply_size(self, body: bytes) -> None:
+        limit = self.limits.max_reply_bytes
+        if len(body) > limit:
+            raise ServiceError(
+                f"the answer is larger than this server sends ({limit} bytes); ask for less "
+                "(fewer groups, rows or columns) under a new request id",
+                status=422,
+                kind="reply_too_large",
+            )
+
+    def _keep_failure(self, caller: Caller, key: str, tag: str, err: Exception) -> None:
+        """Store the refusal of a request that failed after asking for a charge, as its answer.
+
+        Its charge stays in the ledger under the claim's ids, and the failure may depend on
+        the noise drawn (a group-by answer over the size limit): a retry with the same
+        request id must get this refusal again, never a recomputation with fresh noise
+        under the charge already made. Errors outside privml's own are kept as a generic
+        failure (their message could describe the server's insides).
+        """
+        if isinstance(err, PrivmlError):
+            status, problem = to_problem(err)
+        else:
+            status, problem = to_problem(
+                ServiceError(
+                    "the release failed after its charge; ask again under a new request id",
+                    status=500,
+                    kind="failed_after_charge",
+                )
+            )
+        problem["status"] = status
+        body = json.dumps(problem, sort_keys=True, default=str).encode()
+        try:
+            self.vault._replies.put(
+                caller.principal, key, action=tag, body=body, media_type=PROBLEM
+            )
+        except Exception:  # the first failure is what the client must see
+            log.exception("the refusal of request %s could not be stored", key)
 
     # -- the audit log ------------------------------------------------------------------
     def record(
@@ -294,9 +343,15 @@ def _routed(work: Callable[[], T], via: Via) -> Callable[[], T]:
     return run
 
 
+def _status(reply: StoredReply) -> int:
+    """The HTTP status of a stored answer: 200, or the stored refusal's own."""
+    if reply.media_type != PROBLEM:
+        return 200
+    status = json.loads(reply.body).get("status", 500)
+    return status if isinstance(status, int) and 400 <= status < 600 else 500
+
+
 def _digest(purpose: str, request: Mapping[str, Any]) -> str:
     """A short digest of what a release asked: a reused request id with other values is refused."""
-    import json
-
     text = json.dumps([purpose, request], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -367,6 +367,11 @@ class Door:
             raise
         return held, request_id
 
+    @property
+    def charges_asked(self) -> int:
+        """Charges and reservations this door has asked the ledger for (made or refused)."""
+        return self._charges
+
     def _request_id(self, action: str) -> str:
         """A fresh request id for a charge or reservation (a served retry gets the same one)."""
         self._charges += 1

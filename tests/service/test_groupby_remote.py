@@ -41,3 +41,20 @@ def test_served_group_by_refusals(as_, setup):
         ana.groupby("no/such", by="sex")
     with setup.open() as vault:
         assert len(vault.ledger.events("patients")) == before
+
+
+def test_a_served_count_selects_on_rows_when_asked(as_, setup):
+    ana = as_("ana", "research").dp
+    with setup.open() as vault:
+        before = len(vault.ledger.events("patients"))
+    out = ana.groupby("patients", by="note").count(epsilon=1.0, delta=1e-6, select_on="rows")
+    assert out.attrs["keys"].startswith("partition selection")
+    assert len(out) > 0
+    # one threshold over the rows spends the whole ε: scale 1/ε, not the 2/ε of people
+    assert out["noise_scale"].tolist() == [1.0] * len(out)
+    with pytest.raises(ConfigurationError, match="select_on"):
+        ana.groupby("patients", by="sex")._release(
+            "mean", {"column": "glucose", "epsilon": 0.1, "select_on": "rows"}
+        )
+    with setup.open() as vault:
+        assert len(vault.ledger.events("patients")) == before + 1
