@@ -225,3 +225,17 @@ def test_the_reservation_still_bounds_logical_steps(make_vault, digits, make_mlp
         assert run.steps_taken == run.batches_drawn == 2 < chunks
         with pytest.raises(StepLimitExceeded, match="would exceed the 2 DP-SGD steps"):
             next(iter(run.data_loader))
+
+
+def test_gradient_canaries_enter_once_per_logical_batch(make_vault, digits, make_mlp):
+    with start_training(
+        make_vault(), digits, make_mlp(), "bk", canaries=20, max_physical_batch_size=16
+    ) as run:
+        dirac = run._dirac
+        added = []
+        original = dirac.add
+        dirac.add = lambda params: (added.append(run.steps_taken), original(params))[1]
+        _steps(run, 2)
+        assert added == [0, 1]  # once per release, never for a chunk that only accumulates
+        assert run.steps_taken == 2
+    assert run.canary_measurement["white_box"]["m"] == 20
