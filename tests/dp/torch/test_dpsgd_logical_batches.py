@@ -22,8 +22,22 @@ MODES = ["ghost", "hooks", "bk"]
 N_CANCER = 569
 
 
-def _whole_table_update(v, cancer, net, mode, physical):
+def _alternating():
+    """A deterministic transform whose views differ: every other call mirrors the row."""
+    calls = []
+
+    def transform(row):
+        calls.append(None)
+        return 1.0 - row if len(calls) % 2 else row
+
+    return transform
+
+
+def _whole_table_update(v, cancer, net, mode, physical, augmentations=1):
     """Parameters after the one step of a q = 1 run on the cancer rows, noise seeded."""
+    views = (
+        {"augmentations": augmentations, "transform": _alternating()} if augmentations > 1 else {}
+    )
     with start_training(
         v,
         cancer,
@@ -32,6 +46,7 @@ def _whole_table_update(v, cancer, net, mode, physical):
         batch_size=N_CANCER,
         noise_multiplier=3.0,
         max_physical_batch_size=physical,
+        **views,
     ) as run:
         run.optimizer.privml_noise = NoiseSource(seed=11)  # the same noise on both sides
         chunks = 0
@@ -61,6 +76,23 @@ def test_a_chunked_batch_releases_the_one_chunk_update(make_vault, cancer, make_
     for a, b in zip(whole, chunked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert run.epsilon == one_run.epsilon
+
+
+@pytest.mark.parametrize("mode", ["hooks", "bk"])
+def test_chunks_of_augmented_views_release_the_one_chunk_update(make_vault, cancer, make_mlp, mode):
+    whole, _, _ = _whole_table_update(
+        make_vault("cancer"), cancer, make_mlp(30, 16, 2), mode, None, 2
+    )
+    chunked, _, chunks = _whole_table_update(
+        make_vault("cancer"), cancer, make_mlp(30, 16, 2), mode, 100, 2
+    )
+    single, _, _ = _whole_table_update(
+        make_vault("cancer"), cancer, make_mlp(30, 16, 2), mode, None
+    )
+    assert chunks == 6
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert max(float((a - b).abs().max()) for a, b in zip(whole, single, strict=True)) > 1e-4
 
 
 def _steps(run, count):
