@@ -121,6 +121,34 @@ class TrainingSpec:
         the training rows', and the registered model records which version
         rows it trained on and which it never saw, for
         ``vault.models.privacy_report``. 0 (default): train on every row.
+    transform : callable, optional
+        ``transform(row) -> tensor``: applied by the loader to each sampled
+        row's feature tensor (one row at a time, a copy; never the table or
+        the rest of the batch) before the batch is handed out, e.g. to decode,
+        normalise or augment. Its output shape must be the same for every
+        row: it is probed once on a row of zeros when the run starts, and any
+        other shape is refused before that batch can be stepped. Random
+        augmentations may draw from torch's generator or their own: that
+        randomness touches the features only, not the mechanism (clipping and
+        noise), so it changes no privacy figure. It runs during training only:
+        the registered model is the module, so preprocessing needed at
+        prediction time belongs inside the module.
+    augmentations : int
+        K >= 1 (default 1): augmentation multiplicity (De et al. 2022). Each
+        sampled row is handed out as K consecutive views (``transform`` applied
+        K times), and its per-sample gradient is the *average* of its K views'
+        gradients, clipped once to ``max_grad_norm``: one record still moves
+        the clipped sum by at most C, so q, σ, the steps and the ledger's
+        charge are those of K = 1. Modes ``"hooks"`` and ``"bk"`` only
+        (ghost clipping computes one norm per view).
+    max_physical_batch_size : int, optional
+        P: process each Poisson (logical) batch in physical chunks of at most
+        P sampled rows (each chunk holds at most P·K views), to bound memory.
+        ``run.data_loader`` then yields the chunks; ``run.optimizer.step()``
+        after a chunk that is not the batch's last clips and accumulates it
+        only, and after the last one clips, adds noise once and updates. The
+        step count and the ledger are per logical batch, at q = batch_size / N.
+        None (default): one chunk per batch.
 
     Examples
     --------
@@ -155,6 +183,9 @@ class TrainingSpec:
     fix_module: bool = False
     canaries: int = 0
     holdout: float = 0.0
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    augmentations: int = 1
+    max_physical_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
@@ -190,6 +221,7 @@ class TrainingSpec:
             raise ConfigurationError(f"fix_module must be True or False, got {self.fix_module!r}")
         object.__setattr__(self, "canaries", _canary_count(self.canaries))
         object.__setattr__(self, "holdout", _holdout(self.holdout))
+        _check_views(self)
 
     def model_name(self, dataset: str) -> str:
         """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""
@@ -299,6 +331,40 @@ def _canary_count(value: Any) -> int:
         raise ConfigurationError(f"canaries must be an integer >= 0 (0: off), got {value!r}")
     check_canary_count(int(value))
     return int(value)
+
+
+#: The most views of one sampled row (``augmentations=``).
+AUGMENTATIONS_MAX = 1024
+#: The training modes that average a sample's views before clipping.
+MULTIPLICITY_MODES = ("hooks", "bk")
+
+
+def _check_views(spec: TrainingSpec) -> None:
+    """``transform``, ``augmentations`` and ``max_physical_batch_size`` (held as Python ints)."""
+    if spec.transform is not None and not callable(spec.transform):
+        raise ConfigurationError(
+            "transform= takes a function of one row's feature tensor returning a tensor, got "
+            f"{type(spec.transform).__name__}"
+        )
+    k = spec.augmentations
+    if (
+        not isinstance(k, numbers.Integral)
+        or isinstance(k, bool | np.bool_)
+        or not (1 <= k <= AUGMENTATIONS_MAX)
+    ):
+        raise ConfigurationError(
+            f"augmentations must be an integer from 1 to {AUGMENTATIONS_MAX}, got {k!r}"
+        )
+    object.__setattr__(spec, "augmentations", int(k))
+    if k > 1 and spec.grad_sample_mode not in MULTIPLICITY_MODES:
+        raise ConfigurationError(
+            f"augmentations={int(k)} averages each sample's views before clipping, which "
+            f"grad_sample_mode={spec.grad_sample_mode!r} cannot do (ghost clipping computes "
+            f"one norm per view); use grad_sample_mode='hooks' or 'bk'"
+        )
+    if spec.max_physical_batch_size is not None:
+        value = _positive("max_physical_batch_size", spec.max_physical_batch_size, int)
+        object.__setattr__(spec, "max_physical_batch_size", value)
 
 
 def _holdout(value: Any) -> float:

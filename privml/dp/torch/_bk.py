@@ -16,6 +16,11 @@ is one matrix product per layer, with no second backward pass (the
 book-keeping technique of Bu et al. 2022). Opacus's optimizer then adds
 ``N(0, σ²C²)`` and divides by the expected batch size, exactly as for ghost
 clipping: each step is the Poisson-sampled Gaussian mechanism the ledger charges.
+
+With ``augmentations=K`` the K consecutive rows of a sample are its views, and
+its gradient is their mean ``(1/K) Σ_k g_kᵀ a_k``: one sequence of K·T
+positions with output gradients scaled by 1/K, whose norm and clipped sum the
+sequence formulas above give exactly, so each sample is clipped once, to C.
 """
 
 from __future__ import annotations
@@ -143,8 +148,9 @@ def check_bk_module(module: nn.Module) -> list[nn.Module]:
 class BookKeeping:
     """Routes a module's Linear/Embedding layers through recording functions while attached."""
 
-    def __init__(self, module: nn.Module, *, loss_reduction: str) -> None:
+    def __init__(self, module: nn.Module, *, loss_reduction: str, views: int = 1) -> None:
         self.loss_reduction = loss_reduction
+        self.views = views
         self.tape = _Tape()
         self.layers = [_Layer(m, i) for i, m in enumerate(check_bk_module(module))]
         for layer in self.layers:
@@ -201,7 +207,7 @@ class BookKeeping:
                 if isinstance(layer.module, nn.Embedding) and layer.module.padding_idx is not None:
                     keep = (a != layer.module.padding_idx).unsqueeze(-1)
                     g = g * keep.to(g.dtype)
-                inputs[layer.slot] = (a, g)
+                inputs[layer.slot] = _grouped(layer.module, a, g, self.views)
         size = next(iter(inputs.values()))[1].shape[0]
         squared = torch.zeros(size, dtype=torch.float64 if _any64(inputs) else torch.float32)
         squared = squared.to(next(iter(inputs.values()))[1].device)
@@ -221,6 +227,30 @@ class BookKeeping:
                     p.grad = torch.zeros_like(p)
         records.clear()
         return norms
+
+
+def _grouped(
+    module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``i·K ... i·K + K - 1`` as one sample whose gradient is their gradients' mean.
+
+    The mean of K per-row gradients ``(1/K) Σ_k g_kᵀ a_k`` has the form of one
+    sequence's gradient (K·T positions, output gradients scaled by 1/K), so the
+    sequence norms and sums below are exact for it.
+    """
+    if views == 1:
+        return a, g
+    rows = g.shape[0]
+    if rows % views:
+        raise ConfigurationError(
+            f"with augmentations={views} a forward pass takes the K views of each sampled row "
+            f"as handed out by run.data_loader, once; this backward pass had {rows} rows"
+        )
+    b = rows // views
+    g = g / views
+    if isinstance(module, nn.Embedding):
+        return a.reshape(b, -1), g.reshape(b, -1, g.shape[-1])
+    return a.reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
 
 
 def _any64(inputs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> bool:

@@ -172,11 +172,16 @@ def build(
     batch_size: int,
     guard: StepGuard | None,
     noise: NoiseSource | None = None,
+    views: int = 1,
 ) -> Engine:
     """Wrap ``module`` and ``optimizer`` for ``mode``; ``guard`` sits in front of every step.
 
     The noise comes from ``noise`` (a new OS-seeded :class:`NoiseSource` when not given).
+    ``views``: each sample's consecutive rows whose gradients are averaged before
+    clipping (``augmentations=``; ``"hooks"`` and ``"bk"`` only).
     """
+    if views > 1 and mode == "ghost":
+        raise ConfigurationError("augmentations > 1 needs grad_sample_mode='hooks' or 'bk'")
     noise = noise if noise is not None else NoiseSource()
     reduction = loss_reduction(criterion)
     settings = {
@@ -186,7 +191,7 @@ def build(
         "loss_reduction": reduction,
     }
     if mode == "bk":
-        bk = BookKeeping(module, loss_reduction=reduction)
+        bk = BookKeeping(module, loss_reduction=reduction, views=views)
         dp_optimizer = BKOptimizer(optimizer, **settings)
         dp_optimizer.bookkeeping = bk
         dp_optimizer.privml_guard = guard
@@ -203,6 +208,7 @@ def build(
         wrapped = GradSampleModule(module, batch_first=True, loss_reduction=reduction)
         wrapped.forbid_grad_accumulation()
         dp_optimizer = HooksOptimizer(optimizer, **settings)
+        dp_optimizer.privml_views = views
         loss = criterion
     else:
         wrapped = GhostModule(

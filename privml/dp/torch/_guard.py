@@ -7,6 +7,12 @@ guard makes the code agree with that charge:
 
 * a batch is drawn only when the previous one was stepped (so exactly one new
   batch lies between two steps) and only while the reservation has room;
+* with ``max_physical_batch_size`` a batch is handed out in chunks, in order,
+  each only after the previous one was stepped: a step after a chunk that is
+  not the batch's last only clips and accumulates it (nothing is released),
+  and the step after the last chunk releases the batch's whole clipped sum,
+  once. A chunk cannot be skipped, replayed or mixed with another batch's,
+  and steps and the ledger count logical batches;
 * a forward pass with gradients enabled must take the batch drawn for the
   coming step (the tensor the loader handed out, or a view of it), and a
   backward pass may only run through outputs of that batch: gradients of an
@@ -44,13 +50,24 @@ __all__ = ["StepGuard"]
 
 @dataclass
 class _Drawn:
-    """The batch drawn for the coming step."""
+    """The batch drawn for the coming step, and the chunk of it handed out last."""
 
     serial: int
-    storages: tuple[int, ...]
-    device: torch.device
+    chunks: int = 1
+    index: int = -1  # the chunk handed out last (-1: none yet)
+    key: int = 0  # that chunk's serial among all chunks of the run
+    storages: tuple[int, ...] = ()
+    device: torch.device | None = None
+    pending: bool = False  # that chunk is handed out and not yet stepped
     backward: bool = False
     spoiled: bool = False
+
+    @property
+    def where(self) -> str:
+        """The chunk in words: "batch 3" or "chunk 2/4 of batch 3"."""
+        if self.chunks == 1:
+            return f"batch {self.serial}"
+        return f"chunk {self.index + 1}/{self.chunks} of batch {self.serial}"
 
 
 def _always() -> None:
@@ -90,97 +107,145 @@ class StepGuard:
         self.releasing = False
         self.tampered: str | None = None
         self.current: _Drawn | None = None
+        self._keys = 0
         self._params: list[torch.Tensor] = []
         self._versions: list[int] = []
         self._frozen: Frozen | None = None
         self.state_changed = False
 
-    # -- batches --------------------------------------------------------------------------
+    # -- batches ------------------------------------------------------------------------
     def before_draw(self) -> None:
         """Raise unless one more batch may be drawn now (nothing is sampled before this)."""
+        self._check_open()
+        if self.current is not None:
+            raise ConfigurationError(
+                f"{self.current.where} of run.data_loader has not been stepped: each "
+                "batch (each of its chunks) must be used by exactly one run.optimizer.step() "
+                "before the next is drawn (empty batches included; no skipping, no "
+                "accumulating several batches). No new batch was drawn."
+            )
+        if self.drawn >= self.limit:
+            self._past_reservation(self.drawn + 1)
+
+    def on_draw(self, rows: int, chunks: int = 1) -> None:
+        """A batch of ``rows`` sampled rows was drawn, to be handed out in ``chunks`` chunks."""
+        self.drawn += 1
+        self.rows += rows
+        self.current = _Drawn(self.drawn, chunks=chunks)
+
+    def before_chunk(self) -> None:
+        """Raise unless the current batch's next chunk may be handed out now."""
+        self._check_open()
+        current = self.current
+        if current is None or current.index + 1 >= current.chunks:
+            raise ConfigurationError("no batch has a chunk left to hand out")  # loader's own use
+        if current.pending:
+            raise ConfigurationError(
+                f"{current.where} has not been stepped: call run.optimizer.step() after its "
+                "backward pass before the next chunk is drawn. No chunk was handed out."
+            )
+
+    def on_chunk(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        """Note the chunk just handed out as the one the coming step must use."""
+        current = self.current
+        assert current is not None and not current.pending
+        self._keys += 1
+        current.index += 1
+        current.key = self._keys
+        current.storages = (_storage(X), _storage(y))
+        current.device = X.device
+        current.pending, current.backward, current.spoiled = True, False, False
+
+    def _check_open(self) -> None:
         self.alive()
         if not self.open:
             raise ConfigurationError(
                 "this run has ended: its loader draws no more batches; start a new "
                 "private_training(...) block"
             )
-        if self.current is not None:
-            raise ConfigurationError(
-                f"batch {self.current.serial} of run.data_loader has not been stepped: each "
-                "batch must be used by exactly one run.optimizer.step() before the next is "
-                "drawn (empty batches included; no skipping, no accumulating several "
-                "batches). No new batch was drawn."
-            )
-        if self.drawn >= self.limit:
-            self._past_reservation(self.drawn + 1)
-
-    def on_draw(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        """Note the batch just handed out as the one the coming step must use."""
-        self.drawn += 1
-        self.rows += len(y)
-        self.current = _Drawn(self.drawn, (_storage(X), _storage(y)), X.device)
 
     def check_input(self, x: object) -> int:
-        """The serial of the batch ``x`` is (or views); raise if it is not the current batch."""
+        """The key of the chunk ``x`` is (or views); raise if it is not the current chunk."""
         current = self.current
         if (
             current is None
+            or not current.pending
             or not isinstance(x, torch.Tensor)
             or x.device != current.device
             or _storage(x) not in current.storages
         ):
-            when = (
-                "no batch is waiting for a step (the last one was stepped)"
-                if current is None
-                else f"batch {current.serial} is waiting for its step"
-            )
+            if current is None:
+                when = "no batch is waiting for a step (the last one was stepped)"
+            elif not current.pending:
+                when = f"{current.where} was stepped and the next chunk not yet drawn"
+            else:
+                when = f"{current.where} is waiting for its step"
             raise ConfigurationError(
                 "a forward pass with gradients enabled must take the batch just drawn from "
                 f"run.data_loader (as handed out, or a view of it); {when}. Evaluate other "
-                "inputs under torch.no_grad(), and transform batches inside the module."
+                "inputs under torch.no_grad(), and transform batches inside the module "
+                "(or with transform=)."
             )
-        return current.serial
+        return current.key
 
-    def check_backward(self, serial: int) -> None:
-        """Raise unless a backward pass through an output of batch ``serial`` may feed a step."""
+    def check_backward(self, key: int) -> None:
+        """Raise unless a backward pass through an output of chunk ``key`` may feed a step."""
         current = self.current
-        if current is None or current.serial != serial:
-            if current is not None:
+        if current is None or current.key != key or not current.pending:
+            if current is not None and current.pending:
                 current.spoiled = True  # the pass stopped half-way: gradients incomplete
             raise ConfigurationError(
-                f"this backward pass runs through the model's output for batch {serial}, "
-                "which was already stepped; a step uses gradients of the batch drawn for it "
+                "this backward pass runs through the model's output for a batch (or chunk) "
+                "that was already stepped; a step uses gradients of the batch drawn for it "
                 "only. Compute the loss from a forward pass on the current batch."
             )
         current.backward = True
 
     # -- steps ----------------------------------------------------------------------------
-    def admit(self) -> None:
-        """Raise unless the coming step has its own batch, its gradients and room in the plan."""
+    def admit(self) -> tuple[int, bool]:
+        """Raise unless the coming step has its own chunk, its gradients and room in the plan.
+
+        Returns the chunk's index in its batch and whether it is the batch's last (the
+        step releases) or not (the step only clips and accumulates).
+        """
         self.alive()
         self.check_params()
         current = self.current
-        if current is None:
+        if current is None or not current.pending:
+            after = (
+                ""
+                if current is None
+                else f" ({current.where} was stepped already: draw the next chunk)"
+            )
             raise ConfigurationError(
                 "every optimizer step needs a fresh batch from run.data_loader (Poisson "
                 f"sampling, q = batch_size / N); {self.drawn} batches were drawn and "
-                f"{self.taken} steps taken, so this step has no batch of its own. It was "
-                "refused (parameters unchanged)."
+                f"{self.taken} steps taken, so this step has no batch of its own{after}. It "
+                "was refused (parameters unchanged)."
             )
         if current.spoiled:
             raise ConfigurationError(
-                f"a refused backward pass left the gradients of batch {current.serial} "
+                f"a refused backward pass left the gradients of {current.where} "
                 "incomplete: call run.optimizer.zero_grad() and run the batch's forward and "
                 "backward pass again. The step was refused (parameters unchanged)."
             )
         if not current.backward:
             raise ConfigurationError(
-                f"batch {current.serial} has had no backward pass through the model's "
+                f"{current.where} has had no backward pass through the model's "
                 "output: call run.criterion(run.model(X), y).backward() before "
                 "run.optimizer.step(). The step was refused (parameters unchanged)."
             )
-        if self.taken >= self.limit:
+        final = current.index == current.chunks - 1
+        if final and self.taken >= self.limit:
             self._past_reservation(self.taken + 1)
+        return current.index, final
+
+    def accumulated(self) -> None:
+        """The admitted step clipped and accumulated a chunk that is not its batch's last."""
+        current = self.current
+        assert current is not None
+        current.pending = current.backward = False
+        current.storages = ()
 
     def zeroed(self) -> None:
         """The gradients were cleared: the current batch needs a new backward pass."""

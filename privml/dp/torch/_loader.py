@@ -11,6 +11,13 @@ and its rows copied out of the sealed table (:mod:`._rows`) only when it is
 drawn, and only when the step guard allows it: after the previous batch was
 stepped and while the reservation has room. The loader holds no rows; a new
 ``iter()`` ends every earlier iterator, so two iterators cannot interleave.
+
+Each sampled row goes through the run's :class:`~._views.Views` (its
+``transform``, K times with ``augmentations=K``) before the batch is handed
+out, one row at a time. With ``max_physical_batch_size=P`` a batch's sampled
+rows are split, in order, into chunks of at most P, each copied out of the
+sealed table and transformed only when the previous chunk was stepped: the
+batch is still one Poisson sample at q, drawn once, and charged once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from ...exceptions import ConfigurationError
 from .. import _random
 from ._guard import StepGuard
 from ._rows import take
+from ._views import Views
 
 __all__ = ["PoissonLoader", "poisson_sample"]
 
@@ -43,7 +51,9 @@ class PoissonLoader:
 
     ``len(loader)`` is the steps of one epoch, ``steps`` (``int(1 / q)``, as for
     Opacus's ``DPDataLoader``); every ``iter()`` yields that many batches, each drawn
-    when asked for. Batches come on the device of the model's parameters, so
+    when asked for. With ``physical=P`` each batch comes as its chunks of at most P
+    sampled rows, so an epoch yields ``len(loader)`` batches in at least as many items.
+    Batches come on the device of the model's parameters, so
     ``X.to(device)`` returns the batch itself.
 
     Attributes
@@ -63,6 +73,8 @@ class PoissonLoader:
         steps: int,
         guard: StepGuard,
         device_of: Callable[[], torch.device],
+        views: Views | None = None,
+        physical: int | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self._n = n
@@ -71,6 +83,8 @@ class PoissonLoader:
         self._guard = guard
         self._device_of = device_of
         self._epoch = 0
+        self._views = views
+        self._physical = physical
 
     def __len__(self) -> int:
         return self._steps
@@ -89,20 +103,34 @@ class PoissonLoader:
 
     def _batches(self, epoch: int) -> Iterator[list[torch.Tensor]]:
         for _ in range(self._steps):
-            yield self._draw(epoch)
+            yield from self._draw(epoch)
 
-    def _draw(self, epoch: int) -> list[torch.Tensor]:
+    def _draw(self, epoch: int) -> Iterator[list[torch.Tensor]]:
+        """One Poisson batch: its chunks (one without ``max_physical_batch_size``), in order."""
+        self._current(epoch)
+        self._guard.before_draw()
+        indices = poisson_sample(self._n, self.sample_rate)
+        size = self._physical or max(len(indices), 1)
+        parts = [indices[i : i + size] for i in range(0, len(indices), size)] or [indices]
+        self._guard.on_draw(len(indices), len(parts))
+        for j, part in enumerate(parts):
+            if j:
+                self._current(epoch)
+                self._guard.before_chunk()
+            X, y = take(self._token, part)
+            if self._views is not None:
+                X, y = self._views(X, y)
+            device = self._device_of()
+            X, y = X.to(device), y.to(device)
+            self._guard.on_chunk(X, y)
+            yield [X, y]
+
+    def _current(self, epoch: int) -> None:
         if epoch != self._epoch:
             raise ConfigurationError(
                 "this iterator of run.data_loader was replaced by a newer iter(run.data_loader); "
                 "draw from one iterator at a time (each epoch's loop starts a new one)"
             )
-        self._guard.before_draw()
-        X, y = take(self._token, poisson_sample(self._n, self.sample_rate))
-        device = self._device_of()
-        X, y = X.to(device), y.to(device)
-        self._guard.on_draw(X, y)
-        return [X, y]
 
     def _refuse_copy(self, *args: Any) -> NoReturn:
         raise ConfigurationError("a run's data loader cannot be copied or pickled")

@@ -6,7 +6,12 @@ through the parameter update (clipped sum plus noise). The guard
 or the wrapped optimizer updates anything: a step without a batch of its own
 and that batch's backward pass, or past the reservation, raises with the
 parameters untouched (and the step's gradients cleared). Skipped ("virtual")
-steps, which would fold several batches into one release, are refused. The
+steps, which would fold several batches into one release, are refused. With
+``max_physical_batch_size`` the guard says whether a step's chunk is its
+batch's last: before it, Opacus's skip queue is set so that the step clips and
+accumulates only (no noise, no update, no step counted); the last chunk's
+step adds the noise once to the whole batch's clipped sum and updates. The
+first chunk's step starts the sum from nothing. The
 noise comes from the run's :class:`~._noise.NoiseSource`, never from torch's
 global generator, so ``torch.manual_seed`` cannot replay it.
 
@@ -41,6 +46,8 @@ class _Guarded:
     privml_noise: NoiseSource
     generator: torch.Generator | None
     privml_dirac: DiracCanaries | None = None
+    privml_views: int = 1
+    _step_skip_queue: list[bool]
 
     def _before_release(self) -> None:
         """A mode's last check before clipping and noise (nothing by default)."""
@@ -61,19 +68,29 @@ class _Guarded:
 
     def pre_step(self, closure: Callable[[], float] | None = None) -> Any:
         guard = self.privml_guard
+        index, final = 0, True
         if guard is not None:
             try:
-                guard.admit()
+                index, final = guard.admit()
             except (BudgetExceededError, ConfigurationError):
                 self.zero_grad(set_to_none=True)
                 raise
         params = self.params  # type: ignore[attr-defined]
+        if index == 0:  # a batch's sum starts from nothing, whatever an earlier step left
+            for p in params:
+                p.summed_grad = None
         if params:
             self.generator = self.privml_noise.generator(params[0].device)
         self._before_release()
+        # Opacus's skip queue, set here only: a chunk before the batch's last accumulates,
+        # the last releases (a skip queued by anything else is dropped).
+        self._step_skip_queue = [] if final else [True]
         done = super().pre_step(closure)  # type: ignore[misc]
-        if done and guard is not None:
-            guard.record()
+        if guard is not None:
+            if done:
+                guard.record()
+            else:
+                guard.accumulated()
         return done
 
     def add_noise(self) -> None:
@@ -101,7 +118,35 @@ class _Guarded:
 
 
 class HooksOptimizer(_Guarded, DPOptimizer):  # type: ignore[misc]
-    """Opacus's ``DPOptimizer`` (per-sample gradients from hooks), guarded."""
+    """Opacus's ``DPOptimizer`` (per-sample gradients from hooks), guarded.
+
+    With ``privml_views = K > 1`` each sample's K consecutive rows are views of
+    it: their per-row gradients are averaged into one per-sample gradient
+    before Opacus clips, so each sample is clipped once, to C.
+    """
+
+    def _before_release(self) -> None:
+        k = self.privml_views
+        if k == 1:
+            return
+        for p in self.params:
+            sample = p.grad_sample
+            if sample is None:
+                continue
+            if not isinstance(sample, torch.Tensor) or sample.shape[0] % k:
+                self.zero_grad(set_to_none=True)
+                raise ConfigurationError(
+                    f"with augmentations={k} a forward pass takes the K views of each sampled "
+                    "row as handed out by run.data_loader, once; this backward pass had "
+                    f"{_rows_of(sample)} rows. The step was refused (parameters unchanged)."
+                )
+            p.grad_sample = sample.reshape(sample.shape[0] // k, k, *sample.shape[1:]).mean(1)
+
+
+def _rows_of(sample: Any) -> str:
+    if isinstance(sample, torch.Tensor):
+        return str(sample.shape[0])
+    return "several passes of"
 
 
 class GhostOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[misc]

@@ -46,9 +46,10 @@ from ._frozen import Frozen
 from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._plan import Plan
-from ._rows import drop, seal
+from ._rows import drop, row_shape, seal
 from ._settle import Exit, finish, register
 from ._training_run import TrainingRun
+from ._views import Views
 
 if TYPE_CHECKING:
     from ..._gate import Authorization, Gate, Loaded
@@ -140,6 +141,13 @@ def _begin(
             "model": name,
             **({"canaries": spec.canaries} if spec.canaries else {}),
             **({"holdout": spec.holdout} if spec.holdout else {}),
+            **({"augmentations": spec.augmentations} if spec.augmentations > 1 else {}),
+            **({"transform": True} if spec.transform is not None else {}),
+            **(
+                {"max_physical_batch_size": spec.max_physical_batch_size}
+                if spec.max_physical_batch_size
+                else {}
+            ),
         },
     )
     reservation, request_id = reserved.reservation, reserved.request_id
@@ -240,6 +248,14 @@ def _authorize(gate: Gate, dataset: str, spec: TrainingSpec, version: int) -> Au
     )
 
 
+def _views(spec: TrainingSpec, token: str) -> Views | None:
+    """The run's per-row transform and multiplicity (probed on a row of zeros), or None."""
+    if spec.transform is None and spec.augmentations == 1:
+        return None
+    shape, dtype = row_shape(token)
+    return Views(spec.transform, spec.augmentations, row_shape=shape, dtype=dtype)
+
+
 def _start(
     gate: Gate,
     setup: _Setup,
@@ -255,6 +271,7 @@ def _start(
     """Wire the reserved run: its guard, the private engine, the fence, the loader."""
     spec, dataset, planned = setup.spec, plan.dataset, plan.steps_planned
     event = plan.planned
+    views = _views(spec, token)  # probes the transform first: nothing is wired yet
 
     def audit(action: str, outcome: str, details: dict[str, Any]) -> None:
         gate.record(action, outcome, dataset, version, {"request_id": request_id, **details})
@@ -279,6 +296,7 @@ def _start(
         max_grad_norm=spec.max_grad_norm,
         batch_size=spec.batch_size,
         guard=guard,
+        views=spec.augmentations,
     )
     fence = Fence.attach(
         guard,
@@ -296,6 +314,8 @@ def _start(
         steps=plan.steps_per_epoch,
         guard=guard,
         device_of=lambda: next(plain.parameters()).device,
+        views=views,
+        physical=spec.max_physical_batch_size,
     )
     accountant = RDPAccountant()  # Opacus's own figure, for cross-checking only
     engine.optimizer.attach_step_hook(

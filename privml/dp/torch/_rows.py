@@ -19,7 +19,7 @@ import torch
 
 from ...exceptions import ConfigurationError
 
-__all__ = ["drop", "seal", "take"]
+__all__ = ["drop", "row_shape", "seal", "take"]
 
 _SEALED: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -42,6 +42,12 @@ def take(token: str, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         ) from None
     index = torch.as_tensor(indices, dtype=torch.long)
     return X[index], y[index]
+
+
+def row_shape(token: str) -> tuple[tuple[int, ...], torch.dtype]:
+    """The shape and dtype of one sealed feature row (no values)."""
+    X, _ = _SEALED[token]
+    return tuple(X.shape[1:]), X.dtype
 
 
 def drop(token: str) -> None:

@@ -54,18 +54,19 @@ def train(gate: Gate, dataset: str, spec: TrainingSpec, *, progress: bool = Fals
                 warnings.filterwarnings("ignore", message=FIRST_LAYER_HOOK, category=UserWarning)
                 for epoch in range(1, run.epochs + 1):
                     total, count = 0.0, 0
-                    for X, y in run.data_loader:
+                    for X, y in run.data_loader:  # batches, or their chunks
                         X, y = X.to(device), y.to(device)
+                        before = run.steps_taken
                         run.optimizer.zero_grad()
                         loss = run.criterion(run.model(X), y)
                         loss.backward()
-                        run.optimizer.step()
+                        run.optimizer.step()  # releases after a batch's last chunk only
                         if len(y):
                             value = float(loss.item())
                             total += value * len(y) if reduction == "mean" else value
                             count += len(y)
                         if bar is not None:
-                            bar.update(1)
+                            bar.update(run.steps_taken - before)
                     epsilon = run.epsilon_at(run.steps_taken)
                     mean = total / count if count else math.nan
                     rows.append(

@@ -50,7 +50,8 @@ class TrainingRun:
         model's device, of (features, target) tensors: features scaled into
         [0, 1] by the schema's bounds; int64 class indices (in the schema's
         category order), or float32 ``(N, 1)`` values scaled into [0, 1] by the
-        target's declared bounds.
+        target's declared bounds. With ``max_physical_batch_size`` each batch
+        comes as its chunks: step after each; only the last chunk's step releases.
     criterion
         The loss to call. With ``"ghost"`` it must be this one (its
         ``backward()`` runs the clipping pass; a plain loss is refused at ``step()``).

@@ -77,6 +77,13 @@ INVALID: list[tuple[str, object]] = [
     ("holdout", math.nan),
     ("holdout", True),
     ("holdout", "0.3"),
+    ("transform", 5),
+    ("augmentations", 0),
+    ("augmentations", True),
+    ("augmentations", 1.5),
+    ("augmentations", 2),  # with the default ghost clipping
+    ("max_physical_batch_size", 0),
+    ("max_physical_batch_size", 2.5),
 ]
 
 BAD_TARGET_EPSILON = [0, -1.0, math.inf, math.nan, True]
