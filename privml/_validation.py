@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._array_fields import ARRAY_KINDS, convert_array, stored_array
 from .exceptions import ConfigurationError, SchemaViolation
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ def convert(
     col: pd.Series, name: str, f: Field, *, clip: bool
 ) -> tuple[pd.Series, list[SchemaViolation], int]:
     """Convert one column to its canonical dtype, collecting violations."""
+    if f.kind in ARRAY_KINDS:
+        return convert_array(col, name, f, clip=clip)
     found: list[SchemaViolation] = []
     null = col.isna().to_numpy()
     if null.any() and not f.nullable:
@@ -296,6 +299,8 @@ def _as_float(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def canonical_dtype(col: pd.Series, f: Field) -> pd.Series:
+    if f.kind in ARRAY_KINDS:
+        return stored_array(col, f)
     if f.kind == "numeric":
         return col.astype("float64")
     if f.kind == "integer":
