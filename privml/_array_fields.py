@@ -45,6 +45,7 @@ __all__ = [
     "check_sequence_declaration",
     "check_tensor_declaration",
     "convert_array",
+    "propose_array",
     "stored_array",
     "stored_bytes",
 ]
@@ -145,6 +146,35 @@ def array_refusal(column: str, kind: str, use: str) -> ConfigurationError:
         f"fields are read raw or trained on with DP-SGD "
         f"(session.dp.private_training(features=[{column!r}], ...)) only"
     )
+
+
+def propose_array(s: pd.Series) -> tuple[str, dict[str, Any]] | None:
+    """What :meth:`Schema.infer` proposes for a column of arrays (from the data: review it).
+
+    numpy arrays all of one shape propose a tensor (bounds: the observed range);
+    lists of whole numbers a sequence (vocabulary: one past the largest id).
+    None for anything else.
+    """
+    values = s.dropna()
+    if s.dtype != object or not len(values):
+        return None
+    first = values.iloc[0]
+    same = isinstance(first, np.ndarray) and first.dtype.kind in "iuf" and first.size > 0
+    if same and all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
+        block = np.stack(values.tolist())
+        if not np.isfinite(block).all():
+            return None
+        lo, hi = float(block.min()), float(block.max())
+        dtype = str(first.dtype) if str(first.dtype) in TENSOR_DTYPES else "float64"
+        return "tensor", {"shape": first.shape, "dtype": dtype, "bounds": (lo, max(hi, lo + 1))}
+    if all(isinstance(v, list | tuple | np.ndarray) for v in values):
+        arrays = [np.asarray(v) for v in values]
+        if all(a.ndim == 1 and (a.dtype.kind in "iu" or not len(a)) for a in arrays):
+            longest = max(len(a) for a in arrays)
+            top = max((int(a.max()) for a in arrays if len(a)), default=0)
+            if min((int(a.min()) for a in arrays if len(a)), default=0) >= 0:
+                return "sequence", {"max_length": max(longest, 1), "vocabulary": top + 1}
+    return None
 
 
 # -- intake ---------------------------------------------------------------------------

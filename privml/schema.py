@@ -35,6 +35,7 @@ from ._array_fields import (
     ARRAY_KINDS,
     check_sequence_declaration,
     check_tensor_declaration,
+    propose_array,
     stored_bytes,
 )
 from ._canonical import canonical_json
@@ -581,6 +582,10 @@ class Schema(Mapping[str, Field]):
                 )
             elif pd.api.types.is_datetime64_any_dtype(s):
                 fields[name] = Field.datetime(nullable=nullable)
+            elif (array := propose_array(s)) is not None:
+                kind, options = array
+                make = Field.tensor if kind == "tensor" else Field.sequence
+                fields[name] = make(nullable=nullable, **options)
             elif s.nunique(dropna=True) <= max_categories:
                 cats = sorted(s.dropna().unique().tolist(), key=str)
                 fields[name] = Field.categorical(categories=cats, nullable=nullable)

@@ -380,3 +380,29 @@ def test_row_conditions_on_an_array_column_are_refused(vault: Vault, analyst) ->
     with pytest.raises(ConfigurationError, match="row conditions cannot compare 'codes'"):
         analyst.dp.count("scans", epsilon=0.1, where=[("codes", "==", 1)])
     assert len(vault.ledger.events("scans")) == 0
+
+
+def test_arrays_survive_key_rotation_and_subject_erasure(vault: Vault) -> None:
+    data = _frame()
+    vault.rotate_data_keys("scans")
+    vault.erase_subject("scans", identifier="P-1")
+    got = vault.session("analyst", purpose="research").read("scans")
+    kept = data[data["pid"] != "P-1"].reset_index(drop=True)
+    assert len(got) == len(kept) == 5
+    for i in range(len(kept)):
+        np.testing.assert_array_equal(got["image"][i], kept["image"][i])
+        assert got["image"][i].shape == (2, 3)
+        expected = kept["codes"][i]
+        assert (
+            (got["codes"][i] is None) if expected is None else got["codes"][i].tolist() == expected
+        )
+
+
+def test_infer_proposes_array_fields_for_review() -> None:
+    frame = _frame().drop(columns=["pid"])
+    proposed = Schema.infer(frame)
+    assert proposed["image"].kind == "tensor" and proposed["image"].shape == (2, 3)
+    assert proposed["image"].dtype == "uint8"
+    assert proposed["codes"].kind == "sequence" and proposed["codes"].nullable
+    frame_checked, _ = proposed.validate(frame)  # what it proposes accepts the data it saw
+    assert len(frame_checked) == len(frame)

@@ -182,3 +182,14 @@ def test_a_tensor_feature_mixed_with_scalar_ones_is_refused_before_any_reservati
     ):
         pass
     assert len(vault.ledger.events("digits")) == 0
+
+
+def test_canaries_on_a_tensor_feature_are_refused_and_nothing_is_charged(vault: Vault) -> None:
+    dp = vault.session("eng", purpose="ml").dp
+    spec = _spec(_cnn(), ["image"], canaries=50)
+    with (
+        pytest.raises(ConfigurationError, match="canaries= needs scalar features"),
+        dp.private_training("digits", **spec),
+    ):
+        pass
+    assert vault.budget("digits").epsilon_spent == 0
