@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._array_fields import ARRAY_KINDS, convert_array, stored_array
+from ._array_fields import ARRAY_KINDS, stored_array
+from ._array_intake import convert_array
 from .exceptions import ConfigurationError, SchemaViolation
 
 if TYPE_CHECKING:

@@ -406,3 +406,17 @@ def test_infer_proposes_array_fields_for_review() -> None:
     assert proposed["codes"].kind == "sequence" and proposed["codes"].nullable
     frame_checked, _ = proposed.validate(frame)  # what it proposes accepts the data it saw
     assert len(frame_checked) == len(frame)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_single_element_values_stay_arrays(rows: int) -> None:
+    schema = Schema(
+        {
+            "x": Field.tensor(shape=(1,), dtype="int16", bounds=(-5, 5)),
+            "s": Field.sequence(max_length=1, vocabulary=2),
+        }
+    )
+    frame, _ = schema.validate(pd.DataFrame({"x": [[1]] * rows, "s": [[1]] * rows}))
+    assert all(isinstance(v, np.ndarray) and v.shape == (1,) for v in frame["x"])
+    assert all(v.tolist() == [1] for v in frame["s"])
+    assert frame["x"][0].dtype == np.int16
