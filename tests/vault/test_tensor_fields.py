@@ -397,6 +397,19 @@ def test_every_scalar_mechanism_refuses_an_array_column_before_any_charge(
     assert vault.audit.entries().iloc[-1]["outcome"] != "ok"
 
 
+def test_minimization_refuses_an_array_feature_before_reading(vault: Vault) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    tree = DecisionTreeClassifier(max_depth=1).fit([[0], [1]], [0, 1])
+    vault.models.register(
+        "m", tree, trained_on="scans", epsilon=None, delta=None, extra={"features": ["image"]}
+    )
+    session = vault.session("analyst", purpose="research")
+    with pytest.raises(ConfigurationError, match=r"'image' is a tensor field.*data minimization"):
+        session.minimize("scans", "m", target_accuracy=0.9, name="view")
+    assert vault.audit.entries(action="dataset.minimize").iloc[-1]["outcome"] != "ok"
+
+
 def test_row_conditions_on_an_array_column_are_refused(vault: Vault, analyst) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigurationError, match="row conditions cannot compare 'codes'"):
         analyst.dp.count("scans", epsilon=0.1, where=[("codes", "==", 1)])
