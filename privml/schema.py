@@ -309,7 +309,7 @@ class Field:
         *,
         shape: Sequence[int],
         bounds: tuple[float, float],
-        dtype: str = "float32",
+        dtype: str | type | np.dtype[Any] = "float32",
         sensitive: bool = True,
         tags: str | Sequence[str] = (),
         nullable: bool = False,
@@ -331,9 +331,9 @@ class Field:
             Each value's shape, e.g. ``(28, 28)`` or ``(3, 32, 32)``.
         bounds : (float, float)
             The declared range of every element (whole numbers for integer dtypes).
-        dtype : str
+        dtype : str or numpy dtype
             ``"float32"`` (default), ``"float64"``, ``"uint8"``, ``"int8"``,
-            ``"uint16"``, ``"int16"``, ``"int32"`` or ``"int64"``.
+            ``"uint16"``, ``"int16"``, ``"int32"`` or ``"int64"`` (or ``np.uint8``...).
         sensitive : bool
             Encrypted at rest under its own data key (default ``True``).
         tags : str or list of str
@@ -361,7 +361,7 @@ class Field:
             bounds=_check_bounds(bounds),
             mask=mask,
             shape=_shape(shape),
-            dtype=dtype,
+            dtype=_dtype_name(dtype),
         )
 
     @classmethod
@@ -713,6 +713,16 @@ def _shape(shape: Sequence[int]) -> tuple[int, ...]:
     if isinstance(shape, str | bytes) or not isinstance(shape, Iterable):
         raise ConfigurationError(f"shape= takes a tuple of sizes, e.g. (8, 8); got {shape!r}")
     return tuple(shape)
+
+
+def _dtype_name(dtype: object) -> Any:
+    """A numpy dtype or type (``np.uint8``) by its name; anything else as given (then refused)."""
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name  # type: ignore[call-overload]
+    except TypeError:
+        return dtype
 
 
 def _vocabulary(vocabulary: int | Sequence[str]) -> tuple[Any, tuple[str, ...] | None]:

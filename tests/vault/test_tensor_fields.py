@@ -132,6 +132,13 @@ def test_malformed_stored_array_fields_are_refused(stored: dict[str, object]) ->
         Field.from_dict(stored)
 
 
+def test_a_numpy_dtype_is_taken_by_its_name() -> None:
+    assert Field.tensor(shape=(2,), dtype=np.uint8, bounds=(0, 9)).dtype == "uint8"
+    assert Field.tensor(shape=(2,), dtype=np.dtype("float64"), bounds=(0, 9)).dtype == "float64"
+    with pytest.raises(ConfigurationError, match="dtype must be one of"):
+        Field.tensor(shape=(2,), dtype=np.complex64, bounds=(0, 9))
+
+
 def test_constructors_refuse_what_cannot_hold() -> None:
     with pytest.raises(ConfigurationError, match="do not fit dtype 'int8'"):
         Field.tensor(shape=(2,), dtype="int8", bounds=(0, 0.5))
