@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._array_fields import ARRAY_KINDS, stored_array
+from ._array_intake import convert_array
 from .exceptions import ConfigurationError, SchemaViolation
 
 if TYPE_CHECKING:
@@ -145,6 +147,8 @@ def convert(
     col: pd.Series, name: str, f: Field, *, clip: bool
 ) -> tuple[pd.Series, list[SchemaViolation], int]:
     """Convert one column to its canonical dtype, collecting violations."""
+    if f.kind in ARRAY_KINDS:
+        return convert_array(col, name, f, clip=clip)
     found: list[SchemaViolation] = []
     null = col.isna().to_numpy()
     if null.any() and not f.nullable:
@@ -296,6 +300,8 @@ def _as_float(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def canonical_dtype(col: pd.Series, f: Field) -> pd.Series:
+    if f.kind in ARRAY_KINDS:
+        return stored_array(col, f)
     if f.kind == "numeric":
         return col.astype("float64")
     if f.kind == "integer":

@@ -383,7 +383,8 @@ class SchemaViolation:
         (not a non-empty valid Unicode string; the column is then named by its
         position, ``"#0"``), ``"duplicate_column"``, ``"dtype"``, ``"null"``,
         ``"bounds"``, ``"category"``, ``"encoding"`` (text that is not valid
-        Unicode), ``"too_long"``.
+        Unicode), ``"too_long"``; for tensor and sequence fields also ``"shape"``,
+        ``"not_finite"`` (NaN or infinity) and ``"vocabulary"`` (a token outside it).
     count : int
         Number of rows with the problem (0 for column-level problems).
     rows : tuple of int

@@ -7,7 +7,11 @@ otherwise each kind has a default that hides the value:
 - numeric and integer: floored to a granularity of about a tenth of the bounds
   (at least 2 for integers);
 - datetime: the year only;
-- categorical and identifier: redacted.
+- categorical and identifier: redacted;
+- tensor and sequence: none. Arrays have no coarsening that hides a value the
+  way a bucket does (a rounded image is still the image), so only suppression
+  fits them: ``masked`` reads of them are refused unless the schema declares
+  ``mask=Mask.redact()``, which shows ``"****"`` for every present value.
 
 Why a mask hides values: a mask is never the identity on its field's declared
 domain. Every value of the domain shares its masked form with at least one
@@ -174,7 +178,16 @@ def default_mask(kind: str, bounds: tuple[float, float] | None) -> Mask:
 
 #: Which mask kinds fit which field kinds.
 _FITS = {
-    "redact": ("identifier", "numeric", "integer", "categorical", "text", "datetime"),
+    "redact": (
+        "identifier",
+        "numeric",
+        "integer",
+        "categorical",
+        "text",
+        "datetime",
+        "tensor",
+        "sequence",
+    ),
     "last": ("identifier", "text"),
     "round": ("numeric", "integer"),
     "year": ("datetime",),

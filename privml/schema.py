@@ -31,6 +31,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ._array_fields import (
+    ARRAY_KINDS,
+    check_sequence_declaration,
+    check_tensor_declaration,
+    propose_array,
+    stored_bytes,
+)
 from ._canonical import canonical_json
 from ._renamed import renamed_keyword
 from ._validation import canonical_dtype, column_problems, convert, is_unicode, printable
@@ -39,7 +46,9 @@ from .masks import Mask, check_mask, default_mask
 
 __all__ = ["Field", "Kind", "Schema"]
 
-Kind = Literal["identifier", "numeric", "integer", "categorical", "text", "datetime"]
+Kind = Literal[
+    "identifier", "numeric", "integer", "categorical", "text", "datetime", "tensor", "sequence"
+]
 Category = str | int | float | bool
 
 
@@ -58,7 +67,7 @@ class Field:
     ----------
     kind : str
         ``"identifier"``, ``"numeric"``, ``"integer"``, ``"categorical"``,
-        ``"text"`` or ``"datetime"``.
+        ``"text"``, ``"datetime"``, ``"tensor"`` or ``"sequence"``.
     sensitive : bool
         Encrypted at rest under its own data key (default ``True``).
     tags : tuple of str
@@ -78,7 +87,19 @@ class Field:
         per-dataset key) instead of the value. Default ``True``.
     mask : Mask, optional
         What principals with ``masked`` access see; a per-kind default otherwise
-        (see :mod:`privml.masks`).
+        (see :mod:`privml.masks`). Tensor and sequence fields have no default:
+        ``masked`` reads of them are refused unless ``mask=Mask.redact()`` is declared.
+    shape : tuple of int, optional
+        A tensor field's shape (each value's; stored flattened in C order).
+    dtype : str, optional
+        A tensor field's element type (``"float32"``, ``"uint8"``, ...).
+    max_length : int, optional
+        A sequence field's longest sequence.
+    vocabulary : int, optional
+        A sequence field's vocabulary size ``V``: token ids lie in ``[0, V)``;
+        ``V`` itself is the padding id (:attr:`pad_id`).
+    tokens : tuple of str, optional
+        A sequence field's tokens, when declared as a list: token ``i`` has id ``i``.
     """
 
     kind: Kind
@@ -91,10 +112,16 @@ class Field:
     pseudonymize: bool = False
     mask: Mask | None = None
     domain: str | None = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    max_length: int | None = None
+    vocabulary: int | None = None
+    tokens: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", _tags(self.tags))
-        if self.mask is not None:  # every way of making a field, stored schemas included
+        _check_kind_options(self)  # every way of making a field, stored schemas included
+        if self.mask is not None:
             check_mask(self.mask, self.kind, bounds=self.bounds, categories=self.categories)
 
     @property
@@ -103,7 +130,33 @@ class Field:
 
         Never the identity on the field's domain (see :func:`privml.masks.check_mask`).
         """
+        if self.mask is None and self.kind in ARRAY_KINDS:
+            raise ConfigurationError(
+                f"a {self.kind} field has no default mask: declare mask=Mask.redact() to let "
+                "'masked' access see which values are present, or grant 'raw' access"
+            )
         return self.mask or default_mask(self.kind, self.bounds)
+
+    @property
+    def pad_id(self) -> int:
+        """A sequence field's padding id: its vocabulary size, one past the last token id.
+
+        No token has it, so padding never collides with data; an embedding over a
+        sequence field takes ``vocabulary + 1`` rows (``padding_idx=pad_id``).
+
+        Examples
+        --------
+        >>> Field.sequence(max_length=16, vocabulary=["a", "b", "c"]).pad_id
+        3
+        """
+        if self.kind != "sequence" or self.vocabulary is None:
+            raise ConfigurationError(f"pad_id is a sequence field's; this field is {self.kind}")
+        return self.vocabulary
+
+    @property
+    def stored_bytes(self) -> int:
+        """About how many bytes one decrypted value takes (for bounding memory)."""
+        return stored_bytes(self)
 
     def mask_values(self, values: pd.Series) -> pd.Series:
         """What ``masked`` mode shows of ``values``: the effective mask, over this domain.
@@ -250,13 +303,130 @@ class Field:
         """A timestamp, stored as microseconds; time-zone-aware values are converted to UTC."""
         return cls("datetime", sensitive=sensitive, tags=_tags(tags), nullable=nullable, mask=mask)
 
+    @classmethod
+    def tensor(
+        cls,
+        *,
+        shape: Sequence[int],
+        bounds: tuple[float, float],
+        dtype: str | type | np.dtype[Any] = "float32",
+        sensitive: bool = True,
+        tags: str | Sequence[str] = (),
+        nullable: bool = False,
+        mask: Mask | None = None,
+    ) -> Field:
+        """A fixed-shape array per row (an image, a spectrum, an embedding).
+
+        Every value must have exactly ``shape`` (or be its flattening in C order),
+        hold finite numbers within ``bounds`` (public, declared, as for numeric
+        fields) and convert to ``dtype`` without changing any value. The vault
+        stores it flattened, as a Parquet fixed-size list encrypted under the
+        column's own key, and reads it back as numpy arrays of ``shape``.
+        DP-SGD scales it into [0, 1] by ``bounds``; no DP statistic takes it.
+        Only ``Mask.redact()`` fits it, and ``masked`` reads are refused without it.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Each value's shape, e.g. ``(28, 28)`` or ``(3, 32, 32)``.
+        bounds : (float, float)
+            The declared range of every element (whole numbers for integer dtypes).
+        dtype : str or numpy dtype
+            ``"float32"`` (default), ``"float64"``, ``"uint8"``, ``"int8"``,
+            ``"uint16"``, ``"int16"``, ``"int32"`` or ``"int64"`` (or ``np.uint8``...).
+        sensitive : bool
+            Encrypted at rest under its own data key (default ``True``).
+        tags : str or list of str
+            Policy tags.
+        nullable : bool
+            Whether missing values are allowed (default ``False``).
+        mask : Mask, optional
+            Only ``Mask.redact()``; without it ``masked`` reads of the field are refused.
+
+        Examples
+        --------
+        >>> image = Field.tensor(shape=(8, 8), dtype="uint8", bounds=(0, 16))
+        >>> image.shape, image.dtype, image.bounds
+        ((8, 8), 'uint8', (0.0, 16.0))
+        >>> Field.tensor(shape=(8, 8), dtype="uint8", bounds=(0, 300))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        privml.exceptions.ConfigurationError: bounds (0, 300) do not fit dtype 'uint8': ...
+        """
+        return cls(
+            "tensor",
+            sensitive=sensitive,
+            tags=_tags(tags),
+            nullable=nullable,
+            bounds=_check_bounds(bounds),
+            mask=mask,
+            shape=_shape(shape),
+            dtype=_dtype_name(dtype),
+        )
+
+    @classmethod
+    def sequence(
+        cls,
+        *,
+        max_length: int,
+        vocabulary: int | Sequence[str],
+        sensitive: bool = True,
+        tags: str | Sequence[str] = (),
+        nullable: bool = False,
+        mask: Mask | None = None,
+    ) -> Field:
+        """A variable-length sequence of token ids per row (words, codes, events).
+
+        ``vocabulary`` is either the number of tokens ``V`` (ids ``0 .. V-1``) or
+        the list of tokens itself (token ``i`` has id ``i``; the data may then
+        give tokens or ids). Values are stored and read back as int64 id arrays of
+        at most ``max_length`` ids; an id outside the vocabulary or a longer
+        sequence is refused. DP-SGD pads each sequence to ``max_length`` with
+        :attr:`pad_id` (``V``, which no token has). No DP statistic takes it;
+        only ``Mask.redact()`` fits it.
+
+        Parameters
+        ----------
+        max_length : int
+            The longest sequence allowed (at most 1,048,576).
+        vocabulary : int or sequence of str
+            The vocabulary size, or the distinct tokens in id order.
+        sensitive : bool
+            Encrypted at rest under its own data key (default ``True``).
+        tags : str or list of str
+            Policy tags.
+        nullable : bool
+            Whether missing values are allowed (default ``False``).
+        mask : Mask, optional
+            Only ``Mask.redact()``; without it ``masked`` reads of the field are refused.
+
+        Examples
+        --------
+        >>> notes = Field.sequence(max_length=4, vocabulary=["<s>", "flu", "cough"])
+        >>> notes.vocabulary, notes.tokens, notes.pad_id
+        (3, ('<s>', 'flu', 'cough'), 3)
+        >>> Field.sequence(max_length=64, vocabulary=1000).tokens is None
+        True
+        """
+        size, tokens = _vocabulary(vocabulary)
+        return cls(
+            "sequence",
+            sensitive=sensitive,
+            tags=_tags(tags),
+            nullable=nullable,
+            mask=mask,
+            max_length=max_length,
+            vocabulary=size,
+            tokens=tokens,
+        )
+
     # -- serialization ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready description of the field."""
         out: dict[str, Any] = {"kind": self.kind, "sensitive": self.sensitive}
         if self.tags:
             out["tags"] = list(self.tags)
-        for key in ("bounds", "categories", "domain"):
+        for key in ("bounds", "categories", "domain", *_ARRAY_OPTIONS):
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -280,7 +450,7 @@ class Field:
         legacy = kwargs.pop("category", None)
         tags = _tags(kwargs.pop("tags", ()))  # refuses what is not a string or a list of them
         kwargs["tags"] = (legacy, *tags) if isinstance(legacy, str) and legacy else tags
-        for key in ("bounds", "categories"):
+        for key in ("bounds", "categories", "shape", "tokens"):
             if key in kwargs:
                 value = kwargs[key]
                 if isinstance(value, str | bytes) or not isinstance(value, Iterable):
@@ -412,6 +582,10 @@ class Schema(Mapping[str, Field]):
                 )
             elif pd.api.types.is_datetime64_any_dtype(s):
                 fields[name] = Field.datetime(nullable=nullable)
+            elif (array := propose_array(s)) is not None:
+                kind, options = array
+                make = Field.tensor if kind == "tensor" else Field.sequence
+                fields[name] = make(nullable=nullable, **options)
             elif s.nunique(dropna=True) <= max_categories:
                 cats = sorted(s.dropna().unique().tolist(), key=str)
                 fields[name] = Field.categorical(categories=cats, nullable=nullable)
@@ -509,6 +683,61 @@ class Schema(Mapping[str, Field]):
 
 
 # --- helpers -------------------------------------------------------------------------------
+#: The options of tensor and sequence fields, in their stored order (absent elsewhere, so
+#: every schema stored before they existed keeps its description and fingerprint).
+_ARRAY_OPTIONS = ("shape", "dtype", "max_length", "vocabulary", "tokens")
+_KIND_OPTIONS = {"tensor": ("shape", "dtype"), "sequence": ("max_length", "vocabulary", "tokens")}
+
+
+def _check_kind_options(f: Field) -> None:
+    """Refuse array options on a field of another kind, and check those of an array field."""
+    allowed = _KIND_OPTIONS.get(f.kind, ())
+    stray = [k for k in _ARRAY_OPTIONS if getattr(f, k) is not None and k not in allowed]
+    if stray:
+        raise ConfigurationError(f"{', '.join(stray)} do(es) not apply to a {f.kind} field")
+    if f.kind in ARRAY_KINDS and f.target:
+        raise ConfigurationError(
+            f"a {f.kind} field cannot be a target; use a categorical or numeric target"
+        )
+    if f.kind == "tensor":
+        check_tensor_declaration(f.shape, f.dtype, f.bounds)
+    elif f.kind == "sequence":
+        check_sequence_declaration(f.max_length, f.vocabulary, f.tokens)
+        if f.bounds is not None or f.categories is not None:
+            raise ConfigurationError("bounds and categories do not apply to a sequence field")
+
+
+def _shape(shape: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(shape, int | np.integer) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    if isinstance(shape, str | bytes) or not isinstance(shape, Iterable):
+        raise ConfigurationError(f"shape= takes a tuple of sizes, e.g. (8, 8); got {shape!r}")
+    return tuple(shape)
+
+
+def _dtype_name(dtype: object) -> Any:
+    """A numpy dtype or type (``np.uint8``) by its name; anything else as given (then refused)."""
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name  # type: ignore[call-overload]
+    except TypeError:
+        return dtype
+
+
+def _vocabulary(vocabulary: int | Sequence[str]) -> tuple[Any, tuple[str, ...] | None]:
+    """The vocabulary's size and, when given as a list, its tokens."""
+    if isinstance(vocabulary, int | np.integer) and not isinstance(vocabulary, bool):
+        return int(vocabulary), None
+    if isinstance(vocabulary, str | bytes) or not isinstance(vocabulary, Iterable):
+        raise ConfigurationError(
+            "vocabulary= takes a size (an int, ids 0 .. V-1) or a list of distinct tokens, "
+            f"got a {type(vocabulary).__name__}"
+        )
+    tokens = tuple(vocabulary)
+    return len(tokens), tokens
+
+
 def _tags(value: str | Iterable[str]) -> tuple[str, ...]:
     """A field's tags as a tuple of distinct strings, in the order given."""
     items = (value,) if isinstance(value, str) else value

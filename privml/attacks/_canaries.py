@@ -245,6 +245,11 @@ def epsilon_lower_bound(tally: CanaryTally, *, confidence: float = CONFIDENCE) -
 def _column(schema: Schema, feature: str, m: int, rng: np.random.Generator) -> np.ndarray:
     """``m`` values of ``feature`` drawn uniformly within its declared bounds or categories."""
     field = schema[feature]
+    if field.kind in ("tensor", "sequence"):  # no synthetic images or sentences: not yet measured
+        raise ConfigurationError(
+            f"canaries= needs scalar features; {feature!r} is a {field.kind} field: train "
+            "without canaries (nothing was charged)"
+        )
     if field.kind == "categorical":
         categories = np.array(list(field.categories or ()), dtype=object)
         return categories[rng.integers(0, len(categories), m)]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._array_fields import ARRAY_KINDS, array_refusal
 from .._gate import TRAINING_ROWS
 from .._optional import require
 from ..accounting.events import PrivacyEvent
@@ -257,6 +258,8 @@ def _scaler(schema: Any, features: list[str], *, normed: bool) -> SchemaScaler:
             bounds[feature] = field.bounds
         elif field.kind == "categorical":
             categories[feature] = list(field.categories)
+        elif field.kind in ARRAY_KINDS:
+            raise array_refusal(feature, field.kind, "a diffprivlib model")
         else:
             raise ConfigurationError(
                 f"feature {feature!r} is {field.kind}; features must be numeric or categorical"

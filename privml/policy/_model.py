@@ -146,6 +146,11 @@ class Predicate:
         kind = columns.get(self.column)
         if kind is None:
             raise ConfigurationError(f"row condition names unknown column {self.column!r}")
+        if kind in ("tensor", "sequence"):
+            raise ConfigurationError(
+                f"row conditions cannot compare {self.column!r}, a {kind} column: filter on "
+                "a scalar column"
+            )
         if self.op in ("<", "<=", ">", ">=") and kind not in ("numeric", "integer", "datetime"):
             raise ConfigurationError(
                 f"{self.op!r} needs an ordered column; {self.column!r} is {kind} "

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -31,6 +32,7 @@ __all__ = [
 
 ARROW = "application/vnd.apache.arrow.stream"
 _ATTRS = b"privml.attrs"
+_SHAPES = b"privml.shapes"  # tensor columns travel flattened; their shapes ride here
 
 
 def frame_to_ipc(frame: pd.DataFrame, *, batch_rows: int = 65_536) -> bytes:
@@ -44,9 +46,12 @@ def frame_to_ipc(frame: pd.DataFrame, *, batch_rows: int = 65_536) -> bytes:
     >>> back.equals(frame), back.attrs["privml_modes"]
     (True, {'age': 'raw'})
     """
+    attrs = frame.attrs
+    frame, shapes = _flattened(frame)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[_ATTRS] = json.dumps(frame.attrs, default=str).encode()
+    meta[_ATTRS] = json.dumps(attrs, default=str).encode()
+    meta[_SHAPES] = json.dumps(shapes).encode()
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -62,9 +67,39 @@ def frame_from_ipc(data: bytes) -> pd.DataFrame:
     except (pa.ArrowInvalid, OSError) as err:
         raise ConfigurationError(f"the server sent an unreadable Arrow stream: {err}") from None
     attrs = json.loads((table.schema.metadata or {}).get(_ATTRS, b"{}"))
+    shapes = json.loads((table.schema.metadata or {}).get(_SHAPES, b"{}"))
     frame = table.to_pandas()
+    for name, shape in (shapes if isinstance(shapes, dict) else {}).items():
+        if name in frame.columns:
+            frame[name] = _reshaped(frame[name], tuple(shape))
     frame.attrs.update(attrs if isinstance(attrs, dict) else {})
     return frame
+
+
+def _flattened(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """``frame`` with columns of multi-dimensional arrays (tensor fields) flattened, and
+    their shapes (one per column: a tensor field's values all have its declared shape)."""
+    shapes: dict[str, list[int]] = {}
+    flat: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        first = next((v for v in column if isinstance(v, np.ndarray)), None)
+        if first is not None and first.ndim > 1:
+            shapes[str(name)] = list(first.shape)
+            values = np.full(len(column), None, dtype=object)
+            for row, value in enumerate(column):  # one by one: never broadcast
+                values[row] = value.reshape(-1) if isinstance(value, np.ndarray) else value
+            flat[name] = pd.Series(values, index=column.index, dtype=object)
+    return (frame.assign(**flat) if flat else frame), shapes
+
+
+def _reshaped(column: pd.Series, shape: tuple[int, ...]) -> pd.Series:
+    values = np.full(len(column), None, dtype=object)
+    for row, value in enumerate(column):
+        values[row] = None if value is None else np.asarray(value).reshape(shape)
+    return pd.Series(values, index=column.index, dtype=object)
 
 
 def result_to_json(result: DPResult) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .._array_fields import ARRAY_KINDS, arrow_array
 from .._canonical import canonical_json, utcnow
 from .._records import DatasetInfo, DatasetVersion
 from .._validation import check_name
@@ -218,7 +219,14 @@ class DatasetStore:
                 replaced[column] = pd.Series(pseudonymize(values, key), dtype="str")
         if replaced:
             frame = frame.assign(**replaced)
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        arrays = {c: arrow_array(frame[c], f) for c, f in schema.items() if f.kind in ARRAY_KINDS}
+        if not arrays:
+            return pa.Table.from_pandas(frame, preserve_index=False)
+        # lists of arrays are built whole (one buffer per column), not value by value
+        plain = pa.Table.from_pandas(frame.drop(columns=list(arrays)), preserve_index=False)
+        columns = [arrays[c] if c in arrays else plain.column(c) for c in frame.columns]
+        names = [str(c) for c in frame.columns]
+        return pa.Table.from_arrays(columns, names=names, metadata=plain.schema.metadata)
 
     # -- reading ----------------------------------------------------------------------
     def all(self) -> list[DatasetInfo]:
@@ -351,11 +359,11 @@ class DatasetStore:
 
     def size(self, dataset: str, columns: list[str], version: int | None) -> tuple[int, int]:
         """A version's row count and an estimate of the bytes ``columns`` take decrypted
-        (8 bytes a value; 32 for text), from its checked metadata row: no file is read."""
+        (8 bytes a value; 32 for text; arrays by their size), from its checked metadata
+        row: no file is read."""
         ver = self._readable(dataset, version)
         schema = self.schema(dataset)
-        fixed = ("numeric", "integer", "datetime")
-        width = sum(8 if schema[c].kind in fixed else 32 for c in columns)
+        width = sum(schema[c].stored_bytes for c in columns)
         return int(ver.rows), int(ver.rows) * max(width, 8)
 
     def stream(

@@ -10,11 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .._array_fields import ARRAY_KINDS, array_refusal
 from ..exceptions import AccessDenied, ConfigurationError
 from ..policy._model import MODES, ROW_MODES, ColumnDecision, PolicyModel, Predicate, mode_allows
 from ..schema import Schema
 
-__all__ = ["Asker", "conditions", "countable", "decide", "readable", "require", "row_columns"]
+__all__ = [
+    "Asker",
+    "check_array_use",
+    "conditions",
+    "countable",
+    "decide",
+    "readable",
+    "require",
+    "row_columns",
+]
 
 
 @dataclass(frozen=True)
@@ -126,8 +136,24 @@ def readable(
     if columns is not None:
         for column in columns:
             require(asker, dataset, schema, decisions, column, "masked")
+            if _unmaskable(schema, decisions, column):
+                raise asker.denied(
+                    f"{asker.principal!r} acting for {asker.purpose!r} may see column {column!r} "
+                    f"of dataset {dataset!r} only masked, and a {schema[column].kind} field has "
+                    "no mask unless its schema declares mask=Mask.redact(): it needs 'raw' to be "
+                    f"read (or dp_training, to train on it with DP-SGD). See "
+                    f"{asker.explain(dataset)}.",
+                    dataset=dataset,
+                    column=column,
+                    mode="masked",
+                    needed="raw",
+                )
         return list(dict.fromkeys(columns))
-    wanted = [c for c in schema.names if decisions[c].mode in ROW_MODES]
+    wanted = [
+        c
+        for c in schema.names
+        if decisions[c].mode in ROW_MODES and not _unmaskable(schema, decisions, c)
+    ]
     if not wanted:
         raise asker.denied(
             f"{asker.principal!r} acting for {asker.purpose!r} may read no column of "
@@ -137,6 +163,44 @@ def readable(
             needed="masked",
         )
     return wanted
+
+
+#: The one mechanism that takes tensor and sequence columns (besides raw reads).
+ARRAY_ACTIONS = frozenset({"dp.train"})
+
+
+def check_array_use(schema: Schema, columns: Sequence[str], needed: str, action: str) -> None:
+    """Refuse a tensor or sequence column in any release but DP-SGD training or a raw read.
+
+    DP statistics, group-by, diffprivlib fits and minimization work on scalar
+    columns; handed an array column they would fail inside, or worse, treat it as
+    something it is not. Checked with the policy, before any data or charge.
+    """
+    if action in ARRAY_ACTIONS or needed == "raw":
+        return
+    for column in columns:
+        field = schema.get(column)
+        if field is not None and field.kind in ARRAY_KINDS:
+            raise array_refusal(column, field.kind, _use(action))
+
+
+def _use(action: str) -> str:
+    """The mechanism an action names, in words."""
+    if action == "dp.fit":
+        return "a diffprivlib model"
+    if action == "dataset.minimize":
+        return "data minimization"
+    if action.startswith("dp.groupby."):
+        return f"a DP group-by ({action.removeprefix('dp.groupby.')})"
+    if action.startswith("dp."):
+        return f"a DP statistic ({action.removeprefix('dp.')})"
+    return f"{action!r}"
+
+
+def _unmaskable(schema: Schema, decisions: Mapping[str, ColumnDecision], column: str) -> bool:
+    """A column decided ``masked`` whose field has no mask (a tensor or sequence without one)."""
+    field = schema[column]
+    return decisions[column].mode == "masked" and field.kind in ARRAY_KINDS and field.mask is None
 
 
 def conditions(

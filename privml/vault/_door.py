@@ -189,6 +189,7 @@ class Door:
             decisions = self._column_decisions(dataset, schema)
             for column in columns:
                 _decide.require(asker, dataset, schema, decisions, column, needed)
+            _decide.check_array_use(schema, columns, needed, action)
             counted = list(columns) or _decide.countable(asker, dataset, schema, decisions, needed)
             conditions = _decide.conditions(
                 asker, dataset, schema, decisions, where, needs=where_needs

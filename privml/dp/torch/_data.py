@@ -6,6 +6,11 @@ declared categories (privml's :class:`~privml.dp.SchemaScaler`), a categorical
 target becomes class indices in its declared order, and a numeric one is
 clipped to its bounds and mapped into [0, 1] by them (predictions are mapped
 back). Missing feature values become 0 (the lower bound).
+
+One tensor or sequence field may be the only feature instead
+(:mod:`privml.dp.torch._array_input`): a tensor gives float32 batches of shape
+``(B, *shape)`` in [0, 1] by its bounds, a sequence int64 ids ``(B, max_length)``
+padded with its pad id (the vocabulary size).
 """
 
 from __future__ import annotations
@@ -23,8 +28,17 @@ from ...exceptions import ConfigurationError
 from ...schema import Schema
 from .._fit import _scaler
 from ..scaling import SchemaScaler
+from ._array_input import ArrayScaler, array_feature
 
-__all__ = ["Encoding", "Task", "default_criterion", "prepare", "scaler_for", "task_of"]
+__all__ = [
+    "Encoding",
+    "Task",
+    "default_criterion",
+    "inputs",
+    "prepare",
+    "scaler_for",
+    "task_of",
+]
 
 Task = Literal["classification", "regression"]
 
@@ -60,6 +74,9 @@ def scaler_for(schema: Schema, features: Sequence[str]) -> SchemaScaler:
     """The fixed feature scaler given by the schema (no privacy cost)."""
     if isinstance(features, str) or not features:
         raise ConfigurationError("features= takes a non-empty list of column names")
+    array = array_feature(schema, list(features))
+    if array is not None:
+        return ArrayScaler.for_field(schema, array)
     return _scaler(schema, list(features), normed=False)
 
 
@@ -72,7 +89,6 @@ def prepare(
 ) -> tuple[torch.Tensor, torch.Tensor, Encoding]:
     """Tensors for ``frame``: float32 features; int64 classes or float32 ``(N, 1)`` in [0, 1]."""
     task, classes = task_of(schema, target)
-    X = np.nan_to_num(scaler.transform(frame[list(features)]), nan=0.0)
     column = frame[target]
     if column.isna().any():
         raise ConfigurationError(
@@ -91,8 +107,15 @@ def prepare(
         values = (np.clip(column.to_numpy(dtype=float), lo, hi) - lo) / (hi - lo)
         y = torch.as_tensor(values, dtype=torch.float32).reshape(-1, 1)
         bounds = (float(lo), float(hi))
-    X_tensor = torch.as_tensor(X, dtype=torch.float32)
-    return X_tensor, y, Encoding(scaler, task, classes, bounds)
+    return inputs(scaler, frame, features), y, Encoding(scaler, task, classes, bounds)
+
+
+def inputs(scaler: SchemaScaler, frame: pd.DataFrame, features: Sequence[str]) -> torch.Tensor:
+    """The network's input for the rows of ``frame``: scaled scalars, or one array column."""
+    if isinstance(scaler, ArrayScaler):
+        return scaler.tensor(frame)
+    X = np.nan_to_num(scaler.transform(frame[list(features)]), nan=0.0)
+    return torch.as_tensor(X, dtype=torch.float32)
 
 
 def default_criterion(task: Task) -> nn.Module:

@@ -43,6 +43,7 @@ from .._wire import (
     sequence,
     string,
 )
+from ._array_input import ArrayScaler
 from ._data import scaler_for, task_of
 from ._layers import Declared, build_module, declare
 from ._weights import load_weights, weights_to_bytes
@@ -296,7 +297,14 @@ def _check_against_schema(gate: Gate, dataset: str, request: TrainingRequest) ->
     ``dp_training`` on them learns nothing of their encoded width or classes.
     """
     schema = gate.schema(dataset)
-    width = len(scaler_for(schema, request.features).get_feature_names_out())
+    scaler = scaler_for(schema, request.features)
+    if isinstance(scaler, ArrayScaler):
+        raise refuse(
+            "features",
+            f"{request.features[0]!r} is a {scaler.kind} field: server-side training takes "
+            "scalar features; train on it in process with session.dp.private_training",
+        )
+    width = len(scaler.get_feature_names_out())
     task, classes = task_of(schema, request.target)
     gate.authorize(
         dataset,

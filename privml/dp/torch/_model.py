@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..scaling import SchemaScaler
+from ._data import inputs
 
 __all__ = ["TorchModel"]
 
@@ -27,7 +28,9 @@ class TorchModel:
     module : torch.nn.Module
         The trained network (plain: no Opacus hooks).
     scaler : SchemaScaler
-        The fixed input scaling (from the schema, not the data).
+        The fixed input scaling (from the schema, not the data); for a model on
+        one tensor or sequence field, its array view (float32 ``(N, *shape)`` in
+        [0, 1], or int64 ids ``(N, max_length)`` padded with the pad id).
     features : list of str
     target : str
     task : {"classification", "regression"}
@@ -80,8 +83,7 @@ class TorchModel:
 
     def outputs(self, X: pd.DataFrame) -> np.ndarray:
         """The network's raw outputs (logits or values) for the rows of ``X``."""
-        inputs = np.nan_to_num(self.scaler.transform(X[self.features]), nan=0.0)
-        tensor = torch.as_tensor(inputs, dtype=torch.float32)
+        tensor = inputs(self.scaler, X, self.features)
         device = next(self.module.parameters()).device
         training = self.module.training
         self.module.eval()
