@@ -121,6 +121,11 @@ class TrainingSpec:
         the training rows', and the registered model records which version
         rows it trained on and which it never saw, for
         ``vault.models.privacy_report``. 0 (default): train on every row.
+    resume : str, optional
+        A checkpoint id from ``run.checkpoint()``: continue that run (its
+        reservation, its counts, its model and optimizer state) instead of
+        reserving a new one; every other parameter must be the ones it was
+        made with (see :mod:`privml.dp.torch._checkpoint`).
 
     Examples
     --------
@@ -155,6 +160,7 @@ class TrainingSpec:
     fix_module: bool = False
     canaries: int = 0
     holdout: float = 0.0
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
@@ -190,6 +196,11 @@ class TrainingSpec:
             raise ConfigurationError(f"fix_module must be True or False, got {self.fix_module!r}")
         object.__setattr__(self, "canaries", _canary_count(self.canaries))
         object.__setattr__(self, "holdout", _holdout(self.holdout))
+        if self.resume is not None and not isinstance(self.resume, str):
+            raise ConfigurationError(
+                f"resume= takes a checkpoint id from run.checkpoint(), got "
+                f"{type(self.resume).__name__}"
+            )
 
     def model_name(self, dataset: str) -> str:
         """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""
