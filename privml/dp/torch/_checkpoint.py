@@ -4,9 +4,10 @@
 storage, authenticated rows: :mod:`privml.vault._checkpoints`), the model's
 state, the optimizer's state, the steps taken, the batches drawn, the run's
 plan (σ, q, C, N, planned steps, mode) and its reservation's request id. There
-is no sampler or noise state to store: the Poisson coins and the noise come
-from the operating system's CSPRNG by design (:mod:`._loader`), so a resumed run
-draws fresh coins exactly as an uninterrupted one would.
+is no sampler or noise state to store, by design: the Poisson coins come from
+the operating system's CSPRNG (:mod:`._loader`) and the noise from generators
+seeded from the operating system in each process, so a resumed run draws fresh
+coins and noise exactly as an uninterrupted one would.
 
 ``private_training(..., resume=checkpoint_id)`` continues that run. Why the
 ledger stays right:

@@ -141,11 +141,11 @@ class TrainingRun:
         Stores the model's and the optimizer's state, the steps taken, the batches
         drawn, the plan (σ, q, C, N, planned steps, mode) and the reservation's request
         id, encrypted under the vault's keys (audited as ``dp.train.checkpoint``).
-        Nothing about the sampler or the noise is stored: both draw from the OS's
-        CSPRNG. From the first checkpoint on, this process holds the run and batches
-        are drawn only once a durable count covers them, so a run resumed after this
-        process dies is charged for every batch it drew. See
-        :mod:`privml.dp.torch._checkpoint`.
+        Nothing about the sampler or the noise is stored: the coins come from the
+        OS's CSPRNG and the noise from generators seeded from the OS. From the first
+        checkpoint on, this process holds the run and batches are drawn only once a
+        durable count covers them, so a run resumed after this process dies is
+        charged for every batch it drew. See :mod:`privml.dp.torch._checkpoint`.
 
         Returns
         -------
