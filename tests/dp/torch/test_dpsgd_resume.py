@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,8 +23,18 @@ import torch
 from dp_accounting import dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
+from sklearn.datasets import load_digits
 
-from privml import AccessDenied, ConfigurationError, IntegrityError, Vault
+from privml import (
+    AccessDenied,
+    Budget,
+    ConfigurationError,
+    Field,
+    IntegrityError,
+    Schema,
+    Vault,
+    generate_key,
+)
 from privml.exceptions import StepLimitExceeded, VaultClosedError
 from privml.vault._checkpoints import LEASE
 
@@ -74,6 +85,11 @@ CHILD = textwrap.dedent(
 )
 
 
+def _mlp():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
 def _settings(digits, net, **kwargs):
     _, features = digits
     return {
@@ -121,7 +137,7 @@ def _folder(v) -> Path:
     return Path(v.path)
 
 
-def _crash_after_checkpoint(v, key, digits, make_mlp, *, steps=3, after=0):
+def _crash_after_checkpoint(v, key, digits, make_mlp, *, steps=3, after=0, **settings):
     """Checkpoint after ``steps`` steps, draw ``after`` more, then lose the process's vault.
 
     Closing the vault inside the block stands in for a crash in this process: nothing can
@@ -129,12 +145,42 @@ def _crash_after_checkpoint(v, key, digits, make_mlp, *, steps=3, after=0):
     process). Returns the checkpoint id and the vault opened again.
     """
     folder = _folder(v)
-    with pytest.raises(VaultClosedError), _train(v, digits, make_mlp()) as run:
+    with pytest.raises(VaultClosedError), _train(v, digits, make_mlp(), **settings) as run:
         _steps(run, steps)
         checkpoint = run.checkpoint()
         _steps(run, after)
         v.close()
     return checkpoint, Vault.open(folder, key=key)
+
+
+@pytest.fixture(scope="module")
+def crashed_once(tmp_path_factory):
+    """A vault folder whose run checkpointed after 3 steps and then lost its process."""
+    frame = load_digits(as_frame=True).frame
+    features = [c for c in frame.columns if c != "target"]
+    fields = {c: Field.numeric(bounds=(0.0, 16.0)) for c in features}
+    fields["target"] = Field.categorical(categories=list(range(10)), target=True)
+    schema = Schema(fields)
+    key = generate_key()
+    folder = tmp_path_factory.mktemp("crashed") / "v"
+    v = Vault.create(folder, key=key)
+    v.add_dataset("data", frame, schema=schema, budget=Budget(epsilon=10.0, delta=DELTA))
+    v.add_purpose("ml", description="Model training", lawful_basis="GDPR 9(2)(j)")
+    v.add_principal("eng", roles=["ml"])
+    v.add_principal("eve", roles=["ml"])
+    v.grant(role="ml", dataset="data", purpose="ml", mode="dp_training")
+    checkpoint, v = _crash_after_checkpoint(v, key, (frame, features), _mlp)
+    v.close()
+    return folder, key, checkpoint
+
+
+@pytest.fixture
+def crashed(crashed_once, tmp_path):
+    """A copy of that folder (each test may edit its own): folder, key, checkpoint id."""
+    folder, key, checkpoint = crashed_once
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    return copy, key, checkpoint
 
 
 # --- the process that dies -------------------------------------------------------------------
@@ -224,24 +270,24 @@ def test_resume_after_sigkill_settles_once_on_every_batch_drawn_by_every_process
 # --- resuming in this process -----------------------------------------------------------------
 def test_a_resumed_run_draws_no_more_than_the_original_plan(make_vault, key, digits, make_mlp):
     v = make_vault("digits")
-    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp, steps=3, after=2)
+    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp, steps=3, after=2, epochs=1)
     try:
-        with _train(v, digits, make_mlp(), resume=checkpoint) as run:
-            assert (run.steps_taken, run.steps_planned) == (3, 56)
+        with _train(v, digits, make_mlp(), resume=checkpoint, epochs=1) as run:
+            assert (run.steps_taken, run.steps_planned) == (3, 28)
             assert 5 <= run.batches_drawn <= 5 + LEASE - 1
             left = run.steps_planned - run.batches_drawn
             _steps(run, left)
             with pytest.raises(StepLimitExceeded):  # the guard's limit: the original plan
                 _steps(run, 1)
-        assert run.charge.event.params["steps"] == 56
+        assert run.charge.event.params["steps"] == 28
         assert len(v.ledger.events("data")) == 1
     finally:
         v.close()
 
 
-def test_a_second_resume_while_one_is_live_is_refused(make_vault, key, digits, make_mlp):
-    v = make_vault("digits")
-    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp)
+def test_a_second_resume_while_one_is_live_is_refused(crashed, digits, make_mlp):
+    folder, key, checkpoint = crashed
+    v = Vault.open(folder, key=key)
     try:
         with _train(v, digits, make_mlp(), resume=checkpoint) as run:
             with (
@@ -269,10 +315,10 @@ def test_a_second_resume_while_one_is_live_is_refused(make_vault, key, digits, m
     ],
 )
 def test_a_resume_with_other_settings_is_refused_naming_the_difference(
-    make_vault, key, digits, make_mlp, change, named
+    crashed, digits, make_mlp, change, named
 ):
-    v = make_vault("digits")
-    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp)
+    folder, key, checkpoint = crashed
+    v = Vault.open(folder, key=key)
     try:
         net = make_mlp(hidden=change.pop("hidden", 32))
         lr = change.pop("lr", 0.5)
@@ -289,10 +335,9 @@ def test_a_resume_with_other_settings_is_refused_naming_the_difference(
         v.close()
 
 
-def test_a_checkpoint_belongs_to_the_principal_that_made_it(make_vault, key, digits, make_mlp):
-    v = make_vault("digits")
-    v.add_principal("eve", roles=["ml"])
-    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp)
+def test_a_checkpoint_belongs_to_the_principal_that_made_it(crashed, digits, make_mlp):
+    folder, key, checkpoint = crashed
+    v = Vault.open(folder, key=key)
     try:
         with (
             pytest.raises(AccessDenied),
@@ -305,9 +350,9 @@ def test_a_checkpoint_belongs_to_the_principal_that_made_it(make_vault, key, dig
         v.close()
 
 
-def test_a_tampered_checkpoint_file_is_refused(make_vault, key, digits, make_mlp):
-    v = make_vault("digits")
-    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp)
+def test_a_tampered_checkpoint_file_is_refused(crashed, digits, make_mlp):
+    folder, key, checkpoint = crashed
+    v = Vault.open(folder, key=key)
     try:
         stored = list((_folder(v)).rglob(f"{checkpoint}*.bin"))
         assert len(stored) == 1
@@ -329,11 +374,8 @@ def test_a_tampered_checkpoint_file_is_refused(make_vault, key, digits, make_mlp
         "UPDATE training_runs SET principal = 'eve'",
     ],
 )
-def test_tampered_checkpoint_rows_are_refused(make_vault, key, digits, make_mlp, edit):
-    v = make_vault("digits")
-    checkpoint, v = _crash_after_checkpoint(v, key, digits, make_mlp)
-    folder = _folder(v)
-    v.close()
+def test_tampered_checkpoint_rows_are_refused(crashed, digits, make_mlp, edit):
+    folder, key, checkpoint = crashed
     with sqlite3.connect(folder / "meta.db") as db:  # someone with the folder, not the key
         db.execute(edit)
     v = Vault.open(folder, key=key)
