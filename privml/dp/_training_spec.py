@@ -220,6 +220,14 @@ class StandardLoopSpec(TrainingSpec):
 
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resume is not None:
+            raise ConfigurationError(
+                "session.dp.train runs a whole plan in one call and takes no resume=; "
+                "continue a checkpointed run with session.dp.private_training(..., resume=...)"
+            )
+
 
 def loss_reduction(criterion: Any) -> str:
     """The criterion's reduction: 'mean' (also when it has none) or 'sum'."""

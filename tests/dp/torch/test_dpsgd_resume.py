@@ -446,3 +446,12 @@ def test_the_payload_digest_of_a_checkpoint_is_recorded(make_vault, digits, make
     (stored,) = _folder(v).rglob(f"{checkpoint}*.bin")
     recorded = v.audit.entries(action="dp.train.checkpoint")["details"].iloc[0]["content_hash"]
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == recorded
+
+
+def test_the_standard_loop_takes_no_resume(make_vault, digits, make_mlp):
+    v = make_vault("digits")
+    with pytest.raises(ConfigurationError, match="private_training"):
+        v.session("eng", purpose="ml").dp.train(
+            "data", **_settings(digits, make_mlp()), resume="ckpt-0"
+        )
+    assert v.ledger.events("data").empty
