@@ -245,7 +245,7 @@ training_runs = protected_table(
 # One row per checkpoint: its counts and its sealed state (model and optimizer) in storage.
 training_checkpoints = protected_table(
     "training_checkpoints",
-    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),  # "ckpt-<random>:<request id>"
     sa.Column("request_id", sa.String(128), nullable=False, index=True),
     sa.Column("steps_taken", sa.Integer, nullable=False),
     sa.Column("batches_drawn", sa.Integer, nullable=False),

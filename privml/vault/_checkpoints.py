@@ -139,10 +139,10 @@ class TrainingCheckpoints:
         payload: bytes,
     ) -> str:
         """Seal ``payload``, store it, and record the checkpoint (audited); its id."""
-        checkpoint_id = f"ckpt-{secrets.token_hex(12)}"
+        checkpoint_id = f"ckpt-{secrets.token_hex(12)}:{request_id}"  # names its run
         key = new_data_key()
         slot = _slot(request_id, checkpoint_id, taken, drawn, rows)
-        relative = self._storage.name_for(f"checkpoints/{dataset}/{checkpoint_id}", ".bin")
+        relative = self._storage.name_for(f"checkpoints/{dataset}/{checkpoint_id[:29]}", ".bin")
         digest = self._storage.write(relative, seal(key, slot, payload))
         with self._storage.uncommitted(relative), transaction(self._state.engine) as tx:
             run = _run_row(tx.conn, request_id)
@@ -217,22 +217,30 @@ class TrainingCheckpoints:
     # -- reading ------------------------------------------------------------------------
     def find(self, checkpoint_id: str) -> CheckpointRecord:
         """A checkpoint of this principal and purpose, its rows checked (no payload read)."""
-        if not isinstance(checkpoint_id, str) or not checkpoint_id.startswith("ckpt-"):
+        if (
+            not isinstance(checkpoint_id, str)
+            or not checkpoint_id.startswith("ckpt-")
+            or checkpoint_id[29:30] != ":"
+        ):
             raise ConfigurationError(
                 "resume= takes a checkpoint id as run.checkpoint() returned it ('ckpt-...')"
             )
+        request_id = checkpoint_id[30:]
         with read(self._state.engine) as conn:
-            found = sealed.check_rows(
-                conn, training_checkpoints, training_checkpoints.c.id == checkpoint_id
-            )
-            if not found:
-                raise NotFoundError(f"no checkpoint {checkpoint_id!r} in this vault")
-            row = found[0]
-            request_id = str(row.request_id)
+            # Every run row MAC-checked (a forged or copied one is caught here), then the
+            # run's checkpoints as a whole against their head (a deleted one is caught).
+            runs = sealed.check_rows(conn, training_runs, sa.true())
             rows = sealed.scope_rows(conn, training_checkpoints, request_id)
-            if not any(r.id == checkpoint_id for r in rows):
-                raise IntegrityError(f"checkpoint {checkpoint_id!r} is not in its run's rows")
             run = _run_row(conn, request_id)
+        found = [r for r in rows if r.id == checkpoint_id]
+        if not found:
+            if rows or any(r.request_id == request_id for r in runs):
+                raise IntegrityError(
+                    f"checkpoint {checkpoint_id!r} is missing from its run's rows: the "
+                    "vault's metadata was edited without the key"
+                )
+            raise NotFoundError(f"no checkpoint {checkpoint_id!r} in this vault")
+        row = found[0]
         if run is None:
             raise IntegrityError(
                 f"checkpoint {checkpoint_id!r} names a run with no row: the vault's metadata "
