@@ -269,10 +269,19 @@ class Gate(Protocol):
         With a person-level unit the values keep one row per person, so ``rows`` counts people."""
         ...
 
-    def resume(self, auth: Authorization, *, request_id: str, version: int) -> Reserved:
+    def resume(
+        self,
+        auth: Authorization,
+        *,
+        request_id: str,
+        action: str,
+        version: int,
+        context: Mapping[str, Any],
+    ) -> Reserved:
         """Hand out the values :meth:`reserve` handed out for the open reservation
         ``request_id`` of this principal and purpose (the same rows), under that reservation:
-        nothing new is reserved or charged. A settled or released one is refused."""
+        nothing new is reserved or charged; a settled or released one is refused. The read
+        is audited as ``action`` with ``context`` (which may not name the door's fields)."""
         ...
 
     def training_checkpoints(self) -> TrainingCheckpoints:

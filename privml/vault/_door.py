@@ -337,13 +337,23 @@ class Door:
         )
         return Reserved(loaded, reservation, request_id)
 
-    def resume(self, auth: Authorization, *, request_id: str, version: int) -> Reserved:
+    def resume(
+        self,
+        auth: Authorization,
+        *,
+        request_id: str,
+        action: str,
+        version: int,
+        context: Mapping[str, Any],
+    ) -> Reserved:
         """The values of the open reservation ``request_id``, under it: nothing new is charged.
 
         Only for a reservation of this principal and purpose on ``auth``'s dataset and
         ``version``, still ``reserved`` (a settled run cannot be continued). A person-level
         unit keeps the same one row per person as :meth:`reserve` did (keyed by the id).
+        The read is audited as ``action``, with ``context`` and the door's own fields.
         """
+        _check_context(context)
         self._check_issued(auth)
         reservation = self._ledger.reservation(request_id)
         held = reservation.charge
@@ -361,6 +371,15 @@ class Door:
             )
         unit = self._store.unit(auth.dataset)
         loaded = self._load(auth, version, unit=unit, max_rows=1, key=request_id)
+        details = {
+            **context,
+            **release_context(auth, action),
+            "request_id": request_id,
+            "content_hash": loaded.content_hash,
+            "rows_withheld": loaded.rows_withheld,
+            "privacy_unit": {**_unit_context(unit), "rows_per_unit_used": 1},
+        }
+        self.record(action, "ok", auth.dataset, version, details)
         return Reserved(loaded, reservation, request_id)
 
     def training_checkpoints(self) -> TrainingCheckpoints:

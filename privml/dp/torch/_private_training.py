@@ -219,7 +219,17 @@ def _resume(
         setup.optimizer.load_state_dict(state["optimizer"])
         setup = replace(setup, frozen=Frozen(setup.module))
         # 3. The same rows, under the same reservation: nothing new is reserved.
-        reserved = gate.resume(auth, request_id=record.request_id, version=record.version)
+        reserved = gate.resume(
+            auth,
+            request_id=record.request_id,
+            action="dp.train.resume",
+            version=record.version,
+            context={
+                "checkpoint": record.id,
+                "steps_taken": record.steps_taken,
+                "batches_counted": max(record.drawn_mark, record.batches_drawn),
+            },
+        )
         reservation = reserved.reservation
         if reservation.planned.params != plan.planned.params:
             raise IntegrityError(
@@ -250,18 +260,6 @@ def _resume(
     except BaseException:
         hold.release()  # the reservation stays as it was: reserved, its run resumable
         raise
-    gate.record(
-        "dp.train.resume",
-        "ok",
-        dataset,
-        record.version,
-        {
-            "request_id": record.request_id,
-            "checkpoint": record.id,
-            "steps_taken": record.steps_taken,
-            "batches_counted": run.batches_drawn,
-        },
-    )
     return run, ending, setup, encoding, auth, None
 
 
