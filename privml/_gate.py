@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .exceptions import BudgetExceededError
     from .policy import ColumnDecision, Predicate
     from .schema import Schema
+    from .vault._checkpoints import TrainingCheckpoints
 
 __all__ = [
     "TRAINING_ROWS",
@@ -266,6 +267,25 @@ class Gate(Protocol):
         their values; the plan's own context joins ``context`` in the reservation's audit entry
         (neither may name the door's own fields: columns, grants, policy hash, content hash).
         With a person-level unit the values keep one row per person, so ``rows`` counts people."""
+        ...
+
+    def resume(
+        self,
+        auth: Authorization,
+        *,
+        request_id: str,
+        action: str,
+        version: int,
+        context: Mapping[str, Any],
+    ) -> Reserved:
+        """Hand out the values :meth:`reserve` handed out for the open reservation
+        ``request_id`` of this principal and purpose (the same rows), under that reservation:
+        nothing new is reserved or charged; a settled or released one is refused. The read
+        is audited as ``action`` with ``context`` (which may not name the door's fields)."""
+        ...
+
+    def training_checkpoints(self) -> TrainingCheckpoints:
+        """The DP-SGD checkpoints this session's principal and purpose may write and resume."""
         ...
 
     def load(self, auth: Authorization) -> Loaded:

@@ -23,13 +23,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..audit import AuditLog
-from ..exceptions import BudgetExceededError, ConfigurationError
+from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
 from ..storage.engine import read
 from . import _charging, _report, _settle
 from ._charging import retry_locked
 from ._check import Admission, check, refusal
 from ._report import FixedSequenceCache
-from ._store import DatasetRow, lock_dataset
+from ._store import DatasetRow, find_request, lock_dataset
 from .events import PrivacyEvent
 from .records import Allocation, BudgetStatus, Charge, WhatIf
 
@@ -193,6 +193,31 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
     def release(self, request_id: str) -> Charge:
         """Return a reservation unused; its budget becomes available again."""
         return retry_locked(lambda: _settle.release(self._engine, self._audit, request_id))
+
+    def reservation(self, request_id: str) -> Reservation:
+        """The open reservation ``request_id`` (taken by another process), to settle or release.
+
+        Raises
+        ------
+        NotFoundError
+            No ledger row has this request id.
+        ConfigurationError
+            The row is a charge, or the reservation was already settled or released.
+        """
+        with read(self._engine) as conn:
+            row = find_request(conn, request_id)
+            if row is None:
+                raise NotFoundError(f"no reservation with request id {request_id!r}")
+            ds = lock_dataset(conn, row.dataset, lock=False)
+            charge = _charging.charge_from_row(row, ds)
+        if row.planned is None:
+            raise ConfigurationError(f"request {request_id!r} is a charge, not a reservation")
+        if row.status != "reserved":
+            raise ConfigurationError(
+                f"reservation {request_id!r} is already {row.status}: its run has ended and "
+                "cannot be continued; start a new run"
+            )
+        return Reservation(self, charge)
 
     # -- sub-budgets ------------------------------------------------------------------
     def allocate(

@@ -149,6 +149,11 @@ class TrainingSpec:
         only, and after the last one clips, adds noise once and updates. The
         step count and the ledger are per logical batch, at q = batch_size / N.
         None (default): one chunk per batch.
+    resume : str, optional
+        A checkpoint id from ``run.checkpoint()``: continue that run (its
+        reservation, its counts, its model and optimizer state) instead of
+        reserving a new one; every other parameter must be the ones it was
+        made with (see :mod:`privml.dp.torch._checkpoint`).
 
     Examples
     --------
@@ -186,6 +191,7 @@ class TrainingSpec:
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     augmentations: int = 1
     max_physical_batch_size: int | None = None
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
@@ -222,6 +228,11 @@ class TrainingSpec:
         object.__setattr__(self, "canaries", _canary_count(self.canaries))
         object.__setattr__(self, "holdout", _holdout(self.holdout))
         _check_views(self)
+        if self.resume is not None and not isinstance(self.resume, str):
+            raise ConfigurationError(
+                f"resume= takes a checkpoint id from run.checkpoint(), got "
+                f"{type(self.resume).__name__}"
+            )
 
     def model_name(self, dataset: str) -> str:
         """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""
@@ -240,6 +251,14 @@ class StandardLoopSpec(TrainingSpec):
     """
 
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resume is not None:
+            raise ConfigurationError(
+                "session.dp.train runs a whole plan in one call and takes no resume=; "
+                "continue a checkpointed run with session.dp.private_training(..., resume=...)"
+            )
 
 
 def loss_reduction(criterion: Any) -> str:

@@ -22,6 +22,8 @@ __all__ = [
     "replies",
     "row_heads",
     "tokens",
+    "training_checkpoints",
+    "training_runs",
     "vault_info",
     "versions",
 ]
@@ -219,6 +221,40 @@ tokens = protected_table(
     sa.Column("revoked", sa.String(40), nullable=True),
     sa.Column("digest", sa.String(64), nullable=False),  # HMAC-SHA256 of the secret
     scope="id",
+)
+
+# --- DP-SGD checkpoints (schema version 5) ---------------------------------------------------
+# One row per checkpointed DP-SGD run, named by its ledger reservation: who may continue it,
+# its plan, and ``drawn_mark``, a durable upper bound on the batches every process of the run
+# has drawn (``privml.vault._checkpoints``). Each run is its own scope, its head made with
+# its first row.
+training_runs = protected_table(
+    "training_runs",
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("dataset", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("principal", sa.String(256), nullable=False),
+    sa.Column("purpose", sa.String(256), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # canonical JSON: what a resume must match
+    sa.Column("plan", sa.Text, nullable=False),  # canonical JSON: σ, q, C, N, steps, mode
+    sa.Column("drawn_mark", sa.Integer, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    scope="request_id",
+)
+
+# One row per checkpoint: its counts and its sealed state (model and optimizer) in storage.
+training_checkpoints = protected_table(
+    "training_checkpoints",
+    sa.Column("id", sa.String(200), primary_key=True),  # "ckpt-<random>:<request id>"
+    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    sa.Column("steps_taken", sa.Integer, nullable=False),
+    sa.Column("batches_drawn", sa.Integer, nullable=False),
+    sa.Column("rows_drawn", sa.Integer, nullable=False),
+    sa.Column("file", sa.String(512), nullable=False),  # relative to the vault's storage
+    sa.Column("content_hash", sa.String(64), nullable=False),  # SHA-256 of the stored file
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),  # its own key, wrapped
+    sa.Column("created", sa.String(40), nullable=False),
+    scope="request_id",
 )
 
 # The stored reply of each (principal, client request id), so that a retried request gets

@@ -19,10 +19,11 @@ import pandas as pd
 
 from .._gate import Authorization, Loaded, ModelUse, Released, Reserved, Streamed
 from ..accounting._unit import ROW
-from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
+from ..exceptions import AccessDenied, BudgetExceededError, ConfigurationError, NotFoundError
 from ..policy import mode_allows
 from ..policy._digest import row_digest
 from . import _decide, _failures, _model_access, _stream
+from ._checkpoints import TrainingCheckpoints
 from ._fetch import fetch, needed_columns
 from ._requests import RequestLog, Via, policy_hash, release_context
 
@@ -336,6 +337,61 @@ class Door:
             self._ledger.reserve, auth, event, action, version, context, request_id
         )
         return Reserved(loaded, reservation, request_id)
+
+    def resume(
+        self,
+        auth: Authorization,
+        *,
+        request_id: str,
+        action: str,
+        version: int,
+        context: Mapping[str, Any],
+    ) -> Reserved:
+        """The values of the open reservation ``request_id``, under it: nothing new is charged.
+
+        Only for a reservation of this principal and purpose on ``auth``'s dataset and
+        ``version``, still ``reserved`` (a settled run cannot be continued). A person-level
+        unit keeps the same one row per person as :meth:`reserve` did (keyed by the id).
+        The read is audited as ``action``, with ``context`` and the door's own fields.
+        """
+        _check_context(context)
+        self._check_issued(auth)
+        reservation = self._ledger.reservation(request_id)
+        held = reservation.charge
+        if (held.principal, held.purpose) != (self.principal, self.purpose):
+            raise AccessDenied(
+                f"reservation {request_id!r} belongs to another principal or purpose",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=auth.dataset,
+            )
+        if (held.dataset, held.version) != (auth.dataset, version):
+            raise ConfigurationError(
+                f"reservation {request_id!r} is on dataset {held.dataset!r} version "
+                f"{held.version}, not {auth.dataset!r} version {version}"
+            )
+        unit = self._store.unit(auth.dataset)
+        loaded = self._load(auth, version, unit=unit, max_rows=1, key=request_id)
+        details = {
+            **context,
+            **release_context(auth, action),
+            "request_id": request_id,
+            "content_hash": loaded.content_hash,
+            "rows_withheld": loaded.rows_withheld,
+            "privacy_unit": {**_unit_context(unit), "rows_per_unit_used": 1},
+        }
+        self.record(action, "ok", auth.dataset, version, details)
+        return Reserved(loaded, reservation, request_id)
+
+    def training_checkpoints(self) -> TrainingCheckpoints:
+        """The DP-SGD checkpoints this session's principal and purpose may write and resume."""
+        return TrainingCheckpoints(
+            state=self._state,
+            storage=self._models._storage,  # the vault's one storage, as models use it
+            audit=self._audit,
+            principal=self.principal,
+            purpose=self.purpose,
+        )
 
     def _admit(
         self,

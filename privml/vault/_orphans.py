@@ -20,7 +20,7 @@ from ..audit import ADMIN_PURPOSE, AuditLog
 from ..exceptions import ConfigurationError
 from ..storage.engine import read, transaction
 from ..storage.objects import Storage, StoredObject
-from ..storage.tables import models, versions
+from ..storage.tables import models, training_checkpoints, versions
 
 if TYPE_CHECKING:
     from ._state import VaultState
@@ -34,6 +34,7 @@ def orphans(state: VaultState, storage: Storage) -> list[StoredObject]:
         # Every row that names a file protects it, even a row whose MAC fails.
         named = {str(f) for (f,) in conn.execute(sa.select(versions.c.file))}
         named |= {str(f) for (f,) in conn.execute(sa.select(models.c.file))}
+        named |= {str(f) for (f,) in conn.execute(sa.select(training_checkpoints.c.file))}
     return [item for item in storage.listing() if item.relative not in named]
 
 

@@ -12,7 +12,14 @@ from privml import Budget, Vault
 from privml.storage import migrations, sealed
 from privml.storage.engine import make_engine
 from privml.storage.migrations import BASELINE, Step, _registry, add_column
-from privml.storage.tables import metadata, purposes, replies, tokens
+from privml.storage.tables import (
+    metadata,
+    purposes,
+    replies,
+    tokens,
+    training_checkpoints,
+    training_runs,
+)
 
 SHIPPED = list(_registry.STEPS)
 NEXT = BASELINE + len(SHIPPED) + 1  # the version a test's first step produces
@@ -270,6 +277,8 @@ def test_step_3_gives_a_version_2_vault_the_tables_of_service_mode(
         allow(vault, "patients")
     _execute(folder, metadata_url, "DROP TABLE tokens")
     _execute(folder, metadata_url, "DROP TABLE replies")
+    for table in ("training_checkpoints", "training_runs"):  # step 5's tables
+        _execute(folder, metadata_url, f"DROP TABLE {table}")
     for column in ("privacy_unit", "max_rows_per_unit"):  # step 4's columns
         _execute(folder, metadata_url, f"ALTER TABLE datasets DROP COLUMN {column}")
     assert _version(folder, metadata_url) == BASELINE == 2
@@ -292,3 +301,32 @@ def test_step_3_gives_a_version_2_vault_the_tables_of_service_mode(
     finally:
         engine.dispose()
     assert [i["column_names"] for i in indexes] == [["principal"]]
+
+
+def test_step_5_gives_a_version_4_vault_the_tables_of_dp_sgd_checkpoints(
+    tmp_path, key, patients, patients_schema, metadata_url, allow, monkeypatch
+):
+    """A vault as privml wrote it at version 4 (without the checkpoint tables)."""
+    folder = tmp_path / "v"
+    monkeypatch.setattr(_registry, "STEPS", SHIPPED[:2])
+    with Vault.create(folder, key=key, metadata_url=metadata_url) as vault:
+        vault.add_dataset(
+            "patients",
+            patients,
+            schema=patients_schema,
+            budget=Budget(epsilon=1),
+            privacy_unit="row",
+        )
+        allow(vault, "patients")
+    for table in ("training_checkpoints", "training_runs"):
+        _execute(folder, metadata_url, f"DROP TABLE {table}")
+    assert _version(folder, metadata_url) == 4
+    monkeypatch.setattr(_registry, "STEPS", SHIPPED)
+    with Vault.open(folder, key=key, metadata_url=metadata_url) as vault:
+        upgrades = vault.audit.entries(action="vault.upgrade")
+        assert upgrades["details"].tolist() == [{"from": 4, "to": migrations.current()}]
+        assert vault.audit.verify().ok
+    after = _snapshot(folder, metadata_url)
+    assert after["training_runs"] == ([c.name for c in training_runs.columns], [])
+    assert after["training_checkpoints"][0] == [c.name for c in training_checkpoints.columns]
+    assert _version(folder, metadata_url) == migrations.current() >= 5

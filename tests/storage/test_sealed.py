@@ -21,12 +21,14 @@ from privml import Budget, Field, Schema, Vault
 from privml.accounting import PrivacyEvent
 from privml.exceptions import IntegrityError
 from privml.storage.tables import PROTECTED, metadata
+from privml.vault._checkpoints import TrainingCheckpoints
 
 if TYPE_CHECKING:
     from conftest import Dba
 
 KEY = privml.generate_key()
 SECRETS: dict[str, str] = {}  # token id -> secret, of the tokens issued in ``built``
+CHECKPOINTS: list[str] = []  # the DP-SGD checkpoints stored in ``built``
 SCHEMA = Schema(
     {"age": Field.integer(bounds=(0, 120)), "bp": Field.numeric(bounds=(50, 250), sensitive=True)}
 )
@@ -69,6 +71,20 @@ def built(
         for principal, purpose in (("ana", "research"), ("bob", "care")):
             issued = vault.tokens.issue(principal, purposes=[purpose])
             SECRETS[issued.id] = issued.secret
+        CHECKPOINTS.clear()  # this backend's (the module's vaults are built one at a time)
+        for run in ("dp.train-1", "dp.train-2"):
+            saved = _checkpoints(vault).save(
+                request_id=run,
+                dataset="d",
+                version=2,
+                spec={"features": ["age"]},
+                plan={"n": 5},
+                taken=3,
+                drawn=4,
+                rows=9,
+                payload=b"state",
+            )
+            CHECKPOINTS.append(saved)
     yield folder, url
     if server and url:
         server.drop(url)
@@ -114,6 +130,22 @@ def _use_tokens(vault: Vault) -> None:
         vault.tokens.authenticate(SECRETS[token.id], client="test")
 
 
+def _checkpoints(vault: Vault) -> TrainingCheckpoints:
+    return TrainingCheckpoints(
+        state=vault._state,
+        storage=vault._storage,
+        audit=vault.audit,
+        principal="ana",
+        purpose="research",
+    )
+
+
+def _use_checkpoints(vault: Vault) -> None:
+    store = _checkpoints(vault)
+    for checkpoint in CHECKPOINTS:
+        assert store.payload(store.find(checkpoint)) == b"state"
+
+
 USES: dict[str, Callable[[Vault], None]] = {
     "datasets": _use_datasets,
     "keys": _use_data,
@@ -127,6 +159,8 @@ USES: dict[str, Callable[[Vault], None]] = {
     "ledger_state": _use_ledger,
     "ledger_allocations": _use_ledger,
     "tokens": _use_tokens,
+    "training_runs": _use_checkpoints,
+    "training_checkpoints": _use_checkpoints,
 }
 
 

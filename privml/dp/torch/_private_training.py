@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,14 +36,21 @@ from ...accounting.composition import epsilon_alone
 from ...attacks._canaries import Canaries
 from ...attacks._dirac import DiracCanaries, check_dirac_count, coordinates, trainable
 from ...attacks._holdout import Membership, held_out_count, version_rows
-from ...exceptions import ConfigurationError
+from ...exceptions import ConfigurationError, IntegrityError
 from .. import _random
 from .._training_spec import TrainingSpec
+from ._checkpoint import (
+    Checkpointer,
+    DurableGuard,
+    open_resume,
+    plan_record,
+    spec_record,
+    unpack,
+)
 from ._data import Encoding, default_criterion, prepare, scaler_for, task_of
 from ._engine import build, prepare_module
 from ._fence import Fence
 from ._frozen import Frozen
-from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._plan import Plan
 from ._rows import drop, row_shape, seal
@@ -55,6 +62,7 @@ if TYPE_CHECKING:
     from ..._gate import Authorization, Gate, Loaded
     from ...accounting.ledger import Reservation
     from ...schema import Schema
+    from ...vault._checkpoints import CheckpointRecord, RunHold, TrainingCheckpoints
     from ..scaling import SchemaScaler
 
 __all__ = ["TrainingRun", "private_training"]
@@ -69,7 +77,8 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
     rows, no σ that fits) is audited once, as every refused request is.
     """
     with gate.request("dp.train", dataset):
-        run, ending, setup, encoding, auth, membership = _begin(gate, dataset, spec)
+        begin = _begin if spec.resume is None else _resume
+        run, ending, setup, encoding, auth, membership = begin(gate, dataset, spec)
     completed = False
     try:
         yield run
@@ -199,6 +208,80 @@ def _begin(
     return run, ending, setup, encoding, auth, membership
 
 
+def _resume(
+    gate: Gate, dataset: str, spec: TrainingSpec
+) -> tuple[TrainingRun, Exit, _Setup, Encoding, Authorization, dict[str, Any] | None]:
+    """Continue a checkpointed run: its reservation, counts, plan and state (``_checkpoint``)."""
+    assert spec.resume is not None
+    name = spec.model_name(dataset)
+    gate.check_may_register(name)
+    # 1. The checkpoint's rows against this call, and this process's hold: no payload, no data.
+    record, hold, store = open_resume(gate, dataset, spec, spec.resume)
+    try:
+        setup = _Setup.check(gate.schema(dataset), spec)
+        auth = _authorize(gate, dataset, spec, record.version)  # the policy, still no data
+        plan = _stored_plan(gate, dataset, spec, record)
+        # 2. The model's and optimizer's state, before the module's other state is frozen.
+        state = unpack(store.payload(record))
+        setup.module.load_state_dict(state["module"])
+        setup.optimizer.load_state_dict(state["optimizer"])
+        setup = replace(setup, frozen=Frozen(setup.module))
+        # 3. The same rows, under the same reservation: nothing new is reserved.
+        reserved = gate.resume(
+            auth,
+            request_id=record.request_id,
+            action="dp.train.resume",
+            version=record.version,
+            context={
+                "checkpoint": record.id,
+                "steps_taken": record.steps_taken,
+                "batches_counted": max(record.drawn_mark, record.batches_drawn),
+            },
+        )
+        reservation = reserved.reservation
+        if reservation.planned.params != plan.planned.params:
+            raise IntegrityError(
+                f"checkpoint {record.id!r} records a plan its reservation does not: the "
+                "vault's metadata was edited without the key"
+            )
+        if len(reserved.values.frame) != plan.n:
+            raise ConfigurationError(
+                f"this session now sees {len(reserved.values.frame)} rows of {dataset!r} where "
+                f"the run was planned on {plan.n} (the row filters of its grants changed): "
+                "the run cannot be continued on other rows"
+            )
+        X, y, encoding = prepare(
+            setup.schema, reserved.values.frame, setup.features, spec.target, setup.scaler
+        )
+        del reserved
+        token = seal(X, y)
+        rows = len(y)
+        del X, y
+        try:
+            run, ending = _start(
+                gate, setup, plan, token, reservation, record.version, record.request_id,
+                name, rows=rows, resumed=(record, hold, store),
+            )  # fmt: skip
+        except BaseException:
+            drop(token)
+            raise
+    except BaseException:
+        hold.release()  # the reservation stays as it was: reserved, its run resumable
+        raise
+    return run, ending, setup, encoding, auth, None
+
+
+def _stored_plan(gate: Gate, dataset: str, spec: TrainingSpec, record: CheckpointRecord) -> Plan:
+    """The run's plan as reserved (never re-calibrated: the reservation itself now counts)."""
+    stored = record.plan
+    plan = Plan(gate, dataset, spec, gate.budget(dataset).delta)
+    plan.n, plan.steps_per_epoch = int(stored["n"]), int(stored["steps_per_epoch"])
+    plan.steps_planned = int(stored["steps_planned"])
+    plan.noise_multiplier = float(stored["noise_multiplier"])
+    plan.binding, plan.note = stored["binding"], stored["note"]
+    return plan
+
+
 def _hold_out(values: Loaded, fraction: float) -> tuple[Any, dict[str, Any] | None]:
     """The training rows of ``values`` and the membership record (None without holdout)."""
     if not fraction:
@@ -267,6 +350,7 @@ def _start(
     name: str,
     *,
     rows: int,
+    resumed: tuple[CheckpointRecord, RunHold, TrainingCheckpoints] | None = None,
 ) -> tuple[TrainingRun, Exit]:
     """Wire the reserved run: its guard, the private engine, the fence, the loader."""
     spec, dataset, planned = setup.spec, plan.dataset, plan.steps_planned
@@ -276,7 +360,7 @@ def _start(
     def audit(action: str, outcome: str, details: dict[str, Any]) -> None:
         gate.record(action, outcome, dataset, version, {"request_id": request_id, **details})
 
-    guard = StepGuard(
+    guard = DurableGuard(
         limit=planned,
         dataset=dataset,
         request_id=request_id,
@@ -318,6 +402,32 @@ def _start(
         physical=spec.max_physical_batch_size,
     )
     accountant = RDPAccountant()  # Opacus's own figure, for cross-checking only
+    checkpointer = Checkpointer(
+        gate,
+        dataset,
+        version,
+        request_id,
+        spec_record(dataset, spec),
+        plan_record(plan, spec.grad_sample_mode),
+        guard,
+        plain,
+        setup.optimizer,
+        checkpointable=(
+            "a run with canaries= or holdout= cannot be checkpointed: its canaries and "
+            "held-out rows are drawn once, in the process that starts it"
+            if spec.canaries or spec.holdout
+            else None
+        ),
+    )
+    if resumed is not None:  # the same reservation: its guard goes on from the run's counts
+        record, hold, store = resumed
+        guard.taken, guard.rows = record.steps_taken, record.rows_drawn
+        guard.drawn = max(record.drawn_mark, record.batches_drawn)
+        checkpointer.resumed(store, hold, guard.drawn)
+        if record.steps_taken:  # Opacus's figure then covers every step of the run too
+            accountant.history.append(
+                (plan.noise_multiplier, 1 / plan.steps_per_epoch, record.steps_taken)
+            )
     engine.optimizer.attach_step_hook(
         accountant.get_optimizer_hook_fn(sample_rate=1 / plan.steps_per_epoch)
     )
@@ -345,6 +455,7 @@ def _start(
         calibration=plan.note,
         _guard=guard,
         _planned=event,
+        _checkpointer=checkpointer,
     )
     ending = Exit(
         engine=engine,
@@ -356,5 +467,6 @@ def _start(
         record=lambda details: audit(
             "dp.train.batches", "handed_out" if details["batches_drawn"] else "none", details
         ),
+        end=checkpointer.end,
     )
     return run, ending

@@ -41,6 +41,8 @@ class Exit:
     accountant: Any
     event_for: Callable[[float, int, float | None], PrivacyEvent]
     record: Callable[[dict[str, Any]], None]
+    #: Run last on every exit (e.g. a checkpointed run's hold is let go).
+    end: Callable[[], None] | None = None
 
 
 def finish(run: TrainingRun, end: Exit) -> None:
@@ -59,6 +61,14 @@ def finish(run: TrainingRun, end: Exit) -> None:
     budget (conservative). The guard refused every draw and step after the
     close, so nothing left the data that the reservation does not cover.
     """
+    try:
+        _finish(run, end)
+    finally:
+        if end.end is not None:
+            end.end()
+
+
+def _finish(run: TrainingRun, end: Exit) -> None:
     guard = run._guard
     assert guard is not None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from ...accounting.events import PrivacyEvent
 from ...accounting.records import Charge
 from ...attacks._canaries import Canaries
 from ...attacks._dirac import DiracCanaries
+from ...exceptions import ConfigurationError
 from ._guard import StepGuard
 from ._loader import PoissonLoader
 from ._model import TorchModel
@@ -122,6 +124,7 @@ class TrainingRun:
     _dirac: DiracCanaries | None = field(default=None, repr=False)
     _guard: StepGuard | None = field(default=None, repr=False)
     _planned: PrivacyEvent | None = field(default=None, repr=False)
+    _checkpointer: Callable[[], str] | None = field(default=None, repr=False)
 
     @property
     def steps_taken(self) -> int:
@@ -132,6 +135,56 @@ class TrainingRun:
     def batches_drawn(self) -> int:
         """Batches handed out by ``data_loader`` so far (each is charged, stepped or not)."""
         return self._guard.drawn if self._guard is not None else 0
+
+    def checkpoint(self) -> str:
+        """Store the run's state in the vault, sealed; resume it with ``resume=`` the id returned.
+
+        Stores the model's and the optimizer's state, the steps taken, the batches
+        drawn, the plan (σ, q, C, N, planned steps, mode) and the reservation's request
+        id, encrypted under the vault's keys (audited as ``dp.train.checkpoint``).
+        Nothing about the sampler or the noise is stored: the coins come from the
+        OS's CSPRNG and the noise from generators seeded from the OS. From the first
+        checkpoint on, this process holds the run and batches are drawn only once a
+        durable count covers them, so a run resumed after this process dies is
+        charged for every batch it drew. See :mod:`privml.dp.torch._checkpoint`.
+
+        Returns
+        -------
+        str
+            The checkpoint id, for ``session.dp.private_training(..., resume=id)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> vault = getfixture("dp_vault")
+        >>> dp = vault.session("ana", purpose="studies").dp
+        >>> net = torch.nn.Linear(1, 2)
+        >>> settings = dict(
+        ...     features=["age"], target="sex", module=net,
+        ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+        ...     batch_size=2, epochs=1, max_grad_norm=1.0, noise_multiplier=8.0,
+        ... )
+        >>> with dp.private_training("patients", **settings) as run:
+        ...     X, y = next(iter(run.data_loader))
+        ...     run.criterion(run.model(X), y).backward()
+        ...     run.optimizer.step()
+        ...     saved = run.checkpoint()
+        >>> saved.startswith("ckpt-"), run.charge.status, run.steps_taken
+        (True, 'committed', 1)
+
+        Had the process died inside the block, ``private_training("patients",
+        **settings, resume=saved)`` would continue the run; this one has settled:
+
+        >>> with dp.private_training("patients", **settings, resume=saved) as again:
+        ...     pass
+        Traceback (most recent call last):
+        ...
+        privml.exceptions.ConfigurationError: reservation ... is already committed: its run \
+has ended and cannot be continued; start a new run
+        """
+        if self._checkpointer is None:
+            raise ConfigurationError("this run cannot be checkpointed")
+        return self._checkpointer()
 
     def epsilon_at(self, steps: int) -> float:
         """The ledger's ε for this run after ``steps`` steps (0 for none)."""

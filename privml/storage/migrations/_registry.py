@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from . import v003_service, v004_privacy_unit
+from . import v003_service, v004_privacy_unit, v005_training_checkpoints
 
 __all__ = ["BASELINE", "STEPS", "Step", "current"]
 
@@ -29,6 +29,7 @@ class Step:
 STEPS: list[Step] = [
     Step(3, "service mode: tokens and replies", v003_service.upgrade),
     Step(4, "each dataset's privacy unit", v004_privacy_unit.upgrade),
+    Step(5, "DP-SGD checkpoints", v005_training_checkpoints.upgrade),
 ]
 
 

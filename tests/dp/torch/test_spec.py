@@ -84,6 +84,8 @@ INVALID: list[tuple[str, object]] = [
     ("augmentations", 2),  # with the default ghost clipping
     ("max_physical_batch_size", 0),
     ("max_physical_batch_size", 2.5),
+    ("resume", 42),
+    ("resume", b"ckpt-0"),
 ]
 
 BAD_TARGET_EPSILON = [0, -1.0, math.inf, math.nan, True]
