@@ -1,9 +1,10 @@
 """CNN, recurrent and transformer networks trained end to end on the digits, registered, predicting.
 
 Each network reads the 64 pixel columns (numeric fields bounded (0, 16), scaled by the
-schema into [0, 1]) and reshapes them inside. At a generous ε = 30 two epochs must
-reach well above chance (10%); ``seeded_entropy`` fixes privml's Poisson coins and
-noise, and ``torch.manual_seed`` the weights, so each threshold always holds or never does.
+schema into [0, 1]) and reshapes them inside. At a generous ε (σ = 0.7, q = 128/1797,
+two epochs) training must reach well above chance (10%); ``seeded_entropy`` fixes
+privml's Poisson coins and noise, and ``torch.manual_seed`` the weights, so each
+threshold always holds or never does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:fix_module=True replaces:UserWarning"),
 ]
 
-SETTINGS = {"batch_size": 128, "max_grad_norm": 1.0, "target_epsilon": 30.0}
+# σ given, not a target ε: calibrating σ is not what these tests are about, and costs seconds.
+SETTINGS = {"batch_size": 128, "max_grad_norm": 1.0, "noise_multiplier": 0.7}
 
 
 def _optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
@@ -38,7 +40,7 @@ def _check_registered(v, name: str, model: TorchModel, frame, fixed: bool) -> No
     assert isinstance(loaded, TorchModel)
     assert np.array_equal(loaded.predict(frame), model.predict(frame))
     info = v.models.info(name)
-    assert 0 < info.epsilon <= SETTINGS["target_epsilon"]
+    assert 0 < info.epsilon < 50.0  # the dataset's budget
     if fixed:  # the registered network is the fixed copy: no nn.LSTM/GRU/MultiheadAttention
         kinds = {type(m) for m in model.module.modules()}
         assert not kinds & {torch.nn.LSTM, torch.nn.GRU, torch.nn.MultiheadAttention}
