@@ -114,12 +114,48 @@ class _Layer:
         return [p for p in self.module.parameters(recurse=False) if p.requires_grad]
 
 
+# Library containers that only hold layers and call none of them themselves differently.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _library_layer(sub: nn.Module) -> bool:
+    """A layer from torch or Opacus (not the user's own module)."""
+    root = type(sub).__module__.partition(".")[0]
+    return root in ("torch", "opacus")
+
+
+def _composite(module: nn.Module) -> dict[str, nn.Module]:
+    """Library layers (besides containers) holding trainable layers: name -> layer, outermost.
+
+    Book-keeping records a Linear's input and output gradient as ``(batch, ..., width)``.
+    Inside torch's or Opacus's own composite layers (nn.LSTM and DPLSTM, attention,
+    nn.TransformerEncoderLayer, ...) Linears run step by step, sequence first or on
+    transposed tensors, so the first dimension is not the batch and the per-sample
+    norms would be wrong: such layers are refused whole, under their own name.
+    """
+    found: dict[str, nn.Module] = {}
+    for name, sub in module.named_modules():
+        if (
+            name
+            and _library_layer(sub)
+            and not isinstance(sub, _CONTAINERS)
+            and type(sub) not in (nn.Linear, nn.Embedding)
+            and any(p.requires_grad for p in sub.parameters())
+            and not any(name.startswith(f"{outer}.") for outer in found)
+        ):
+            found[name] = sub
+    return found
+
+
 def check_bk_module(module: nn.Module) -> list[nn.Module]:
     """The layers book-keeping will handle; a ConfigurationError naming any it cannot."""
     layers, problems = [], []
+    composite = _composite(module)
+    problems += [f"{name} ({type(sub).__name__})" for name, sub in composite.items()]
     for name, sub in module.named_modules():
         own = [p for p in sub.parameters(recurse=False) if p.requires_grad]
-        if not own:
+        inside = any(name == outer or name.startswith(f"{outer}.") for outer in composite)
+        if not own or inside:
             continue
         label = name or type(sub).__name__
         if type(sub) is nn.Linear:
@@ -138,7 +174,9 @@ def check_bk_module(module: nn.Module) -> list[nn.Module]:
         raise ConfigurationError(
             "grad_sample_mode='bk' handles stacks of nn.Linear and nn.Embedding layers; these "
             f"trainable layers are not supported: {', '.join(problems)}. Use "
-            "grad_sample_mode='ghost' (or 'hooks'), or freeze them (requires_grad=False)."
+            "grad_sample_mode='ghost' (the default; or 'hooks'), which clips convolutions, "
+            "norms, recurrent and attention layers per sample, or freeze them "
+            "(requires_grad=False)."
         )
     if not layers:
         raise ConfigurationError("the module has no trainable parameters")
@@ -209,6 +247,15 @@ class BookKeeping:
                     g = g * keep.to(g.dtype)
                 inputs[layer.slot] = _grouped(layer.module, a, g, self.views)
         size = next(iter(inputs.values()))[1].shape[0]
+        if any(g.shape[0] != size for _, g in inputs.values()):
+            records.clear()
+            raise ConfigurationError(
+                "grad_sample_mode='bk' found layers whose inputs do not share their first "
+                "dimension, so it is not the batch for all of them (a layer applied to "
+                "sequence-first or transposed tensors, or to a tensor without the batch); "
+                "their per-sample norms cannot be computed. Apply every Linear and Embedding "
+                "to batch-first inputs, or use grad_sample_mode='ghost'. No step was taken."
+            )
         squared = torch.zeros(size, dtype=torch.float64 if _any64(inputs) else torch.float32)
         squared = squared.to(next(iter(inputs.values()))[1].device)
         for layer in self.layers:

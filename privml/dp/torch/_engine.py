@@ -136,22 +136,59 @@ def prepare_module(
         if still:
             raise ConfigurationError(f"ModuleValidator.fix could not fix the module: {still}")
         optimizer = _rebind(optimizer, module, fixed)
+        _warn_reordered_heads(module)
         module = fixed
     if mode == "bk":
         check_bk_module(module)
     return module, optimizer
 
 
+def _warn_reordered_heads(module: nn.Module) -> None:
+    """Warn where the fix makes a batch-first, multi-head attention compute another function.
+
+    Opacus's DPMultiheadAttention (opacus 1.5 and 1.6) joins the heads of a batch-first
+    output in another order than torch, so the fixed copy keeps the weights but not the
+    outputs: a model trained from scratch is sound (each sample's output still depends on
+    that sample alone), a pretrained one is not what it was.
+    """
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.MultiheadAttention) and sub.batch_first and sub.num_heads > 1:
+            warnings.warn(
+                f"fix_module=True replaces {name or 'the module'} (nn.MultiheadAttention, "
+                "batch_first=True, several heads) by Opacus's DPMultiheadAttention, which "
+                "combines the heads of batch-first outputs in another order: it keeps the "
+                "weights but computes other outputs, so pretrained attention weights do not "
+                "carry over (training from scratch is unaffected). Use batch_first=False to "
+                "keep the same function",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
 def _rebind(
     optimizer: torch.optim.Optimizer, old: nn.Module, new: nn.Module
 ) -> torch.optim.Optimizer:
-    """The same optimizer (class, groups, settings) over the fixed copy's parameters."""
+    """The same optimizer (class, groups, settings) over the fixed copy's parameters.
+
+    A parameter keeps its group by name. A layer the fix replaced by one with other
+    parameters (nn.MultiheadAttention's ``in_proj_weight`` becomes DPMultiheadAttention's
+    ``qlinear.weight``, ...) passes its group to the new ones: silently leaving them out
+    would keep them untrained while their gradients still count in every clip norm.
+    """
     names = {id(p): n for n, p in old.named_parameters()}
     params = dict(new.named_parameters())
     groups = []
     for group in optimizer.param_groups:
         moved = [params[names[id(p)]] for p in group["params"] if names[id(p)] in params]
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved})
+    kept = {n for n, p in old.named_parameters()}
+    for name, p in params.items():
+        if name not in kept and p.requires_grad:
+            index = _group_of_replaced(optimizer, old, new, name)
+            if index is None:
+                p.requires_grad_(False)  # its layer was frozen (not in the optimizer): still so
+            else:
+                groups[index]["params"].append(p)
     try:
         return type(optimizer)(groups, **optimizer.defaults)
     except TypeError as err:
@@ -159,6 +196,46 @@ def _rebind(
             f"cannot rebuild {type(optimizer).__name__} for the fixed module ({err}); fix the "
             "module first with opacus.validators.ModuleValidator.fix, then build the optimizer"
         ) from err
+
+
+def _group_of_replaced(
+    optimizer: torch.optim.Optimizer, old: nn.Module, new: nn.Module, name: str
+) -> int | None:
+    """The optimizer group of the layer the fix replaced to make parameter ``name``.
+
+    ``None`` when none of that layer's parameters were trainable in the optimizer; a
+    ConfigurationError when they were split (some in, some out, or in several groups).
+    """
+    before, after = dict(old.named_modules()), dict(new.named_modules())
+    path = name.rpartition(".")[0]
+    while path not in before or type(before[path]) is type(after[path]):
+        if not path:
+            raise ConfigurationError(
+                f"ModuleValidator.fix added parameter {name!r} outside any layer it replaced; "
+                "fix the module first with opacus.validators.ModuleValidator.fix, then build "
+                "the optimizer"
+            )
+        path = path.rpartition(".")[0]
+    layer = before[path]
+    owned = {id(p) for p in layer.parameters()}
+    where = {
+        i: sum(id(p) in owned for p in group["params"])
+        for i, group in enumerate(optimizer.param_groups)
+    }
+    found = {i for i, count in where.items() if count}
+    trainable = [p for p in layer.parameters() if p.requires_grad]
+    if not found and not trainable:
+        return None
+    if len(found) == 1 and where[min(found)] == len(trainable) == len(owned):
+        return min(found)
+    label = path or "the module"
+    raise ConfigurationError(
+        f"fix_module=True replaces {label} ({type(layer).__name__}) by a "
+        f"{type(after[path]).__name__} with other parameters, and the optimizer holds only "
+        "some of its parameters (or holds them in several groups), so privml cannot tell "
+        "which the new ones join. Fix the module first with "
+        "opacus.validators.ModuleValidator.fix, then build the optimizer over its parameters"
+    )
 
 
 def build(

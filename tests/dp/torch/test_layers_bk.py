@@ -1,0 +1,115 @@
+"""Book-keeping refuses convolution, norm, recurrent and attention layers before reading data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _layer_nets import NETS, Encoder, make
+from _torch_helpers import start_training
+from torch import nn
+
+from privml import ConfigurationError
+from privml.dp.torch._engine import build, prepare_module
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+
+# Each network's refused layers, named by their path and type (a recurrent or attention
+# layer whole, not the Linears inside it).
+REFUSED = {
+    "cnn": [
+        "conv2d (Conv2d)",
+        "group_norm (GroupNorm)",
+        "conv1d (Conv1d)",
+        "layer_norm (LayerNorm)",
+    ],
+    "dplstm": ["rnn (DPLSTM)"],
+    "dpgru": ["rnn (DPGRU)"],
+    "lstm": ["rnn (DPLSTM)"],  # fix_module=True has made it a DPLSTM
+    "gru": ["rnn (DPGRU)"],
+    "dpattention": ["attention (DPMultiheadAttention)", "norm1 (LayerNorm)", "norm2 (LayerNorm)"],
+    "attention": ["attention (DPMultiheadAttention)", "norm1 (LayerNorm)", "norm2 (LayerNorm)"],
+    "transformer": ["encoder (TransformerEncoder)"],
+}
+
+
+@pytest.mark.filterwarnings("ignore:fix_module=True replaces:UserWarning")
+@pytest.mark.parametrize("name", list(NETS))
+def test_bk_refuses_each_layer_it_cannot_clip_by_name_and_type(name):
+    net, fix = make(name)
+    with pytest.raises(ConfigurationError, match="grad_sample_mode='ghost'") as refused:
+        prepare_module(net, torch.optim.SGD(net.parameters(), lr=0.1), mode="bk", fix_module=fix)
+    message = str(refused.value)
+    for layer in REFUSED[name]:
+        assert layer in message
+    assert "RNNLinear" not in message and "qlinear" not in message  # the layer, not its parts
+
+
+def test_bk_refuses_at_private_training_start_before_reserving(make_vault, digits):
+    v = make_vault("digits")
+    for name in ("cnn", "dplstm", "dpattention"):
+        net, _ = make(name)
+        with (
+            pytest.raises(ConfigurationError, match=r"not supported: .*\(") as refused,
+            start_training(v, digits, net, "bk"),
+        ):
+            pytest.fail("the block must not run")
+        assert "use grad_sample_mode='ghost'" in str(refused.value).lower()
+    assert v.ledger.events("data").empty
+    entries = v.audit.entries()
+    assert not any(e["action"] == "dp.train.batches" for e in entries.to_dict("records"))
+
+
+def test_bk_still_takes_the_linears_and_embeddings_of_a_users_own_module(digits):
+    net = Encoder()
+    del net.attention, net.norm1, net.norm2  # a forward without them: Linear/Embedding only
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            rows = x.reshape(-1, 8, 8)
+            h = net.inputs(rows) + net.positions(net.steps.repeat(len(x), 1))
+            return net.head(torch.relu(net.feed_forward(h)).mean(1))
+
+    plain = Plain()
+    prepared, _ = prepare_module(
+        plain, torch.optim.SGD(plain.parameters(), lr=0.1), mode="bk", fix_module=False
+    )
+    assert prepared is plain
+
+
+def test_bk_refuses_a_step_when_a_linear_sees_no_batch_first_input():
+    class SequenceFirst(nn.Module):
+        """A user's module that runs its Linear on (T, N, d): bk cannot tell, the step can."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, T, 4)
+            return self.head(self.mix(x.transpose(0, 1)).mean(0))
+
+    torch.manual_seed(0)
+    net = SequenceFirst()
+    before = [p.detach().clone() for p in net.parameters()]
+    engine = build(
+        "bk",
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        batch_size=5,
+        guard=None,
+    )
+    engine.optimizer.zero_grad()
+    engine.criterion(
+        engine.model(torch.randn(5, 3, 4)), torch.zeros(5, dtype=torch.long)
+    ).backward()
+    with pytest.raises(ConfigurationError, match="first dimension"):
+        engine.optimizer.step()
+    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+    engine.close()
