@@ -268,6 +268,11 @@ class Gate(Protocol):
         With a person-level unit the values keep one row per person, so ``rows`` counts people."""
         ...
 
+    def join(self, auth: Authorization, *, request_id: str, action: str, version: int) -> Loaded:
+        """The rows of the open reservation ``request_id`` (this principal's and purpose's),
+        for another process of the same data-parallel run; nothing charged, the read audited."""
+        ...
+
     def load(self, auth: Authorization) -> Loaded:
         """Decrypt values that carry no budget (modes that reveal them to privml only); an
         authorization decided for a DP mode is refused: its values leave only through a charge."""

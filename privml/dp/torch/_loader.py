@@ -54,6 +54,9 @@ class PoissonLoader:
         Batches (and rows in them) handed out so far.
     """
 
+    #: Data-parallel runs only: this rank's share of each logical batch (see ._distributed).
+    sampler: Callable[[], np.ndarray] | None = None
+
     def __init__(
         self,
         *,
@@ -98,7 +101,9 @@ class PoissonLoader:
                 "draw from one iterator at a time (each epoch's loop starts a new one)"
             )
         self._guard.before_draw()
-        X, y = take(self._token, poisson_sample(self._n, self.sample_rate))
+        # data-parallel runs draw this rank's share of the logical batch (see ._distributed)
+        sampler = self.sampler or (lambda: poisson_sample(self._n, self.sample_rate))
+        X, y = take(self._token, sampler())
         device = self._device_of()
         X, y = X.to(device), y.to(device)
         self._guard.on_draw(X, y)

@@ -20,7 +20,7 @@ Every mode builds ``p.summed_grad`` before Opacus's ``add_noise`` reads it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
@@ -30,6 +30,9 @@ from ...exceptions import BudgetExceededError, ConfigurationError
 from ._bk import BookKeeping
 from ._guard import StepGuard
 from ._noise import NoiseSource
+
+if TYPE_CHECKING:
+    from ._distributed import Release
 
 __all__ = ["BKOptimizer", "GhostOptimizer", "HooksOptimizer", "StepGuard"]
 
@@ -41,6 +44,7 @@ class _Guarded:
     privml_noise: NoiseSource
     generator: torch.Generator | None
     privml_dirac: DiracCanaries | None = None
+    privml_ddp: Release | None = None  # data-parallel runs only (see ._distributed)
 
     def _before_release(self) -> None:
         """A mode's last check before clipping and noise (nothing by default)."""
@@ -78,6 +82,10 @@ class _Guarded:
 
     def add_noise(self) -> None:
         """Opacus's noise, with the sampled white-box canaries in the sum it is added to."""
+        ddp = self.privml_ddp  # data-parallel: sums added up over ranks, noised once on rank 0
+        if ddp is not None and not ddp.noising:
+            ddp(self.params, self.add_noise)  # type: ignore[attr-defined]
+            return
         dirac = self.privml_dirac
         if dirac is None:
             super().add_noise()  # type: ignore[misc]

@@ -77,6 +77,8 @@ INVALID: list[tuple[str, object]] = [
     ("holdout", math.nan),
     ("holdout", True),
     ("holdout", "0.3"),
+    ("distributed", "yes"),
+    ("distributed", 1),
 ]
 
 BAD_TARGET_EPSILON = [0, -1.0, math.inf, math.nan, True]
