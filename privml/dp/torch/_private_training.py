@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -424,6 +424,8 @@ def _begin_rank(
         )
         run.data_loader.sampler = Sampler(ranks, plan.n, spec.batch_size / plan.n)
         run.optimizer.privml_ddp = Release(ranks)
+        record, where = ending.record, {"rank": ranks.rank, "ranks": ranks.world}
+        ending = replace(ending, record=lambda details: record({**details, **where}))
     except BaseException:
         drop(token)
         reservation.release()
