@@ -17,16 +17,21 @@ Why it is the same mechanism as one process (add/remove one record):
   each rank the coins of its block only. The union of the ranks' shares is
   exactly that Poisson sample of all N rows at rate q; no row is in two shares.
 * **Clipping.** Each rank clips each of its samples' gradients to C and sums
-  them (Opacus, as in one process). The sums are added up on rank 0
-  (``reduce``): the sum over the whole logical batch of clipped gradients,
-  whose sensitivity to one record is C, as in one process.
-* **Noise.** Rank 0 alone adds Gaussian noise of standard deviation σ·C to
-  that sum, from its own :class:`~._noise.NoiseSource`, and broadcasts the
-  noisy sum; every rank applies it the same way. So each step releases exactly
-  one Poisson-sampled Gaussian mechanism, the event one process would release,
-  and the run is ``steps`` of them: the ``dp_sgd`` event reserved. Noise added
-  on every rank would be W times the variance charged for; noise added on no
-  rank at all is impossible, since only rank 0's release reaches the others.
+  them (Opacus, as in one process): the ranks' sums add up to the sum over the
+  whole logical batch of clipped gradients, whose sensitivity to one record is
+  C, as in one process.
+* **Noise.** Rank 0 alone draws the step's Gaussian noise, standard deviation
+  σ·C per coordinate, from its own :class:`~._noise.NoiseSource`, and adds it to
+  its own clipped sum; one ``all_reduce`` then adds up the ranks' sums, so every
+  rank receives the same bytes: Σ clipped + noise, drawn once. Addition
+  commutes, so this is the one-process release (clipped sum, then noise) and
+  each step is exactly one Poisson-sampled Gaussian mechanism; the run is
+  ``steps`` of them, the ``dp_sgd`` event reserved. Noise drawn on every rank
+  would be W times the variance charged for (more privacy, less accuracy);
+  the ranks other than 0 never draw any. What crosses between ranks within a
+  step (partial sums of clipped gradients, in transit) is inside the run, as a
+  process's own memory is: the guarantee is for what leaves it, the noisy sums
+  and the model.
 * **Steps.** Every rank runs the step guard on its share: one draw, one
   backward, one step per logical batch, no step past the reservation. Rank 0
   draws every batch's coins and releases every noisy sum, so its own counts
@@ -238,32 +243,27 @@ class Sampler:
 
 @dataclass
 class Release:
-    """The clipped sums added up on rank 0, noised there once, the noisy sum sent to all."""
+    """One all-reduce per step: every rank's clipped sum, plus rank 0's noise, summed on all."""
 
     ranks: Ranks
     noising: bool = False
 
     def __call__(self, params: Sequence[torch.Tensor], add_noise: Callable[[], None]) -> None:
         """Replace each ``p.grad`` by the noisy sum over ranks (``add_noise``: rank 0 only)."""
-        ranks = self.ranks
-        summed = [p.summed_grad for p in params]  # type: ignore[attr-defined]
-        flat = torch.cat([s.reshape(-1) for s in summed])
-        dist.reduce(flat, dst=0, group=ranks.group)
-        if ranks.rank == 0:
-            for p, part in zip(params, _split(flat, summed), strict=True):
-                p.summed_grad = part  # type: ignore[attr-defined]
+        if self.ranks.rank == 0:  # rank 0's clipped sum plus the step's one noise draw
             self.noising = True
             try:
                 add_noise()
             finally:
                 self.noising = False
-            noisy = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
-        else:
-            noisy = torch.empty_like(flat)
-        dist.broadcast(noisy, src=0, group=ranks.group)
-        if ranks.rank != 0:
-            for p, part in zip(params, _split(noisy, summed), strict=True):
-                p.grad = part.view_as(p)
+        else:  # the others' clipped sums, unnoised: they reach no one but the sum
+            for p in params:
+                p.grad = p.summed_grad.view_as(p)  # type: ignore[attr-defined]
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])  # type: ignore[union-attr]
+        dist.all_reduce(flat, group=self.ranks.group)  # the same bytes on every rank
+        for p, part in zip(params, _split(flat, grads), strict=True):  # type: ignore[arg-type]
+            p.grad = part
 
 
 def _split(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
