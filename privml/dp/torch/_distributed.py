@@ -139,6 +139,7 @@ class Ranks:
         if self.open:
             self.open = False
             dist.destroy_process_group(self.group)
+            self.group = None  # the last reference: its connections close with it
 
 
 def fingerprint(spec: TrainingSpec, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

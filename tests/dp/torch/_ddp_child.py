@@ -6,6 +6,8 @@
 own), ``mode``, ``steps``, ``seed`` (privml's entropy becomes a stream seeded with it, in
 this process only, so two runs can be compared), and optionally ``die_at`` (the process
 SIGKILLs itself once that many steps were taken, after drawing the next batch),
+``raise_at`` and ``linger`` (the loop raises there instead, and the process stays alive
+that many seconds),
 ``epochs``, ``batch_size``, ``lr`` and ``settings`` (keywords that override the call's).
 """
 
@@ -17,6 +19,7 @@ import os
 import random
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -66,6 +69,8 @@ def main(settings: dict[str, Any]) -> dict[str, Any]:
             for X, y in run.data_loader:
                 if run.steps_taken == settings.get("die_at"):
                     os.kill(os.getpid(), signal.SIGKILL)
+                if run.steps_taken == settings.get("raise_at"):
+                    raise KeyboardInterrupt  # the loop stops with an error; the process lives on
                 run.optimizer.zero_grad()
                 run.criterion(run.model(X), y).backward()
                 run.optimizer.step()
@@ -74,8 +79,9 @@ def main(settings: dict[str, Any]) -> dict[str, Any]:
                 out.setdefault("rows", []).append(len(y))
                 if run.steps_taken >= settings["steps"]:
                     break
-    except Exception as err:
+    except (Exception, KeyboardInterrupt) as err:
         out["error"] = f"{type(err).__name__}: {err}"
+        time.sleep(settings.get("linger", 0))  # still alive while the other rank fails
     if run is not None:
         out["params"] = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).tolist()
         out["steps_taken"] = run.steps_taken

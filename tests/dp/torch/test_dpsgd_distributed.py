@@ -54,8 +54,13 @@ def _vault(path: Path, key: bytes) -> None:
 Result = dict[str, Any] | None
 
 
-def _spawn(folder: Path, key: bytes, **per_rank: dict[str, Any]) -> dict[int, Result]:
-    """Run one child per rank (``per_rank["r0"]``...: its own settings); their results."""
+def _spawn(
+    folder: Path, key: bytes, *, stop_others: bool = False, **per_rank: dict[str, Any]
+) -> dict[int, Result]:
+    """Run one child per rank (``per_rank["r0"]``...: its own settings); their results.
+
+    ``stop_others``: once rank 0 has finished, SIGKILL the rest (they were lingering).
+    """
     procs = []
     for rank in range(2):
         settings = {
@@ -76,6 +81,8 @@ def _spawn(folder: Path, key: bytes, **per_rank: dict[str, Any]) -> dict[int, Re
         )
     results: dict[int, Result] = {}
     for rank, proc in enumerate(procs):
+        if rank and stop_others:
+            proc.kill()
         proc.wait(timeout=240)
         out = folder / f"rank{rank}.json"
         results[rank] = json.loads(out.read_text()) if out.exists() else None
@@ -270,6 +277,21 @@ def test_a_sigkilled_rank_ends_the_run(dies, tmp_path):
         assert v.audit.verify().ok
     finally:
         v.close()
+
+
+def test_a_rank_that_leaves_with_an_error_takes_the_group_down(tmp_path):
+    """Rank 1's loop raises after 3 steps and its process lives on (until rank 0 is done).
+
+    Rank 0's next collective fails on the dropped connection, not on the 120 s timeout:
+    rank 1's block took the run's group down on its way out.
+    """
+    key = privml.generate_key()
+    _vault(tmp_path / "vault", key)
+    lingering = {"raise_at": 3, "linger": 600, "timeout": 120}
+    results = _spawn(tmp_path, key, stop_others=True, r0={"timeout": 120}, r1=lingering)
+    r0 = results[0]
+    assert r0 is not None and "Connection closed by peer" in r0["error"]
+    assert (r0["steps_taken"], r0["charge"]) == (3, "committed")
 
 
 def test_ranks_that_disagree_refuse_before_anything_is_reserved(tmp_path):
