@@ -28,7 +28,6 @@ def main(settings: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     import torch.distributed as dist
-    from sklearn.datasets import load_digits
 
     import privml
     from privml.dp import _random
@@ -44,7 +43,7 @@ def main(settings: dict[str, Any]) -> dict[str, Any]:
             world_size=world,
             timeout=datetime.timedelta(seconds=settings.get("timeout", 30)),
         )
-    features = list(load_digits(as_frame=True).feature_names)
+    features = [f"pixel_{i}_{j}" for i in range(8) for j in range(8)]  # the digits' columns
     vault = privml.Vault.open(settings["vault"], key=bytes.fromhex(settings["key"]))
     torch.manual_seed(settings.get("net_seed", 1))
     net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))

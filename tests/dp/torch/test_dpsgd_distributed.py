@@ -250,6 +250,7 @@ def test_the_audit_log_has_each_ranks_access(two_ranks):
 # -- a rank that dies ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two processes, each importing torch and opacus
 @pytest.mark.parametrize("dies", [1, 0])
 def test_a_sigkilled_rank_ends_the_run(dies, tmp_path):
     """Rank ``dies`` SIGKILLs itself after 3 steps, having drawn batch 4.
@@ -279,6 +280,7 @@ def test_a_sigkilled_rank_ends_the_run(dies, tmp_path):
         v.close()
 
 
+@pytest.mark.slow  # two processes, each importing torch and opacus
 def test_a_rank_that_leaves_with_an_error_takes_the_group_down(tmp_path):
     """Rank 1's loop raises after 3 steps and its process lives on (until rank 0 is done).
 
@@ -294,6 +296,7 @@ def test_a_rank_that_leaves_with_an_error_takes_the_group_down(tmp_path):
     assert (r0["steps_taken"], r0["charge"]) == (3, "committed")
 
 
+@pytest.mark.slow  # two processes, each importing torch and opacus
 def test_ranks_that_disagree_refuse_before_anything_is_reserved(tmp_path):
     key = privml.generate_key()
     _vault(tmp_path / "vault", key)
