@@ -286,6 +286,10 @@ class Gate(Protocol):
 
     def training_checkpoints(self) -> TrainingCheckpoints:
         """The DP-SGD checkpoints this session's principal and purpose may write and resume."""
+
+    def join(self, auth: Authorization, *, request_id: str, action: str, version: int) -> Loaded:
+        """The rows of the open reservation ``request_id`` (this principal's and purpose's),
+        for another process of the same data-parallel run; nothing charged, the read audited."""
         ...
 
     def load(self, auth: Authorization) -> Loaded:

@@ -154,6 +154,29 @@ class TrainingSpec:
         reservation, its counts, its model and optimizer state) instead of
         reserving a new one; every other parameter must be the ones it was
         made with (see :mod:`privml.dp.torch._checkpoint`).
+    distributed : bool
+        Data-parallel DP-SGD over every process of the initialised
+        ``torch.distributed`` process group (gloo on CPU, NCCL on GPUs): each
+        process opens the same vault with its own session and makes the same
+        call. Rank 0 reserves the run and registers the model; the others
+        join its reservation. Each rank trains on its share of each Poisson
+        batch, the clipped sums are added up and noised once (σ·C, on rank 0),
+        and every rank applies the same update, so the run releases (and is
+        charged) exactly what one process would. Not with ``canaries`` or
+        ``holdout``. False (default): one process. See
+        :mod:`privml.dp.torch._distributed` and SECURITY.md.
+
+        >>> import torch.distributed as dist  # doctest: +SKIP
+        >>> dist.init_process_group("gloo")  # torchrun sets rank and world size  # doctest: +SKIP
+        >>> with session.dp.private_training(
+        ...     "data", features=features, target="target", module=net,
+        ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5), batch_size=64,
+        ...     epochs=1, max_grad_norm=1.0, noise_multiplier=1.0, distributed=True,
+        ... ) as run:  # doctest: +SKIP
+        ...     for X, y in run.data_loader:  # this rank's share of each batch
+        ...         run.optimizer.zero_grad()
+        ...         run.criterion(run.model(X), y).backward()
+        ...         run.optimizer.step()  # the same noisy update on every rank
 
     Examples
     --------
@@ -192,6 +215,7 @@ class TrainingSpec:
     augmentations: int = 1
     max_physical_batch_size: int | None = None
     resume: str | None = None
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _column_names(self.features))
@@ -233,6 +257,8 @@ class TrainingSpec:
                 f"resume= takes a checkpoint id from run.checkpoint(), got "
                 f"{type(self.resume).__name__}"
             )
+        if not isinstance(self.distributed, bool):
+            raise ConfigurationError(f"distributed must be True or False, got {self.distributed!r}")
 
     def model_name(self, dataset: str) -> str:
         """The name the model is registered under: ``name``, or ``"<dataset>-dpsgd"``."""

@@ -383,6 +383,44 @@ class Door:
         self.record(action, "ok", auth.dataset, version, details)
         return Reserved(loaded, reservation, request_id)
 
+    # -- a reservation joined by the other processes of one data-parallel run ------------
+    def join(self, auth: Authorization, *, request_id: str, action: str, version: int) -> Loaded:
+        """Hand out, to another process of one run, the rows an open reservation covers.
+
+        A data-parallel DP-SGD run is reserved once (by its first process); each other
+        process asks its own session for the same rows. The reservation must be open and
+        held by this principal and purpose on ``version`` of the authorized dataset; the
+        rows are those :meth:`reserve` handed out (on a person-level unit, the same one row
+        per person, under the same request id). Nothing is charged; the read is audited.
+        """
+        self._check_issued(auth)
+        events = self._ledger.events(auth.dataset)
+        found = events[events["request_id"] == request_id]
+        held = found.iloc[0] if len(found) else None
+        if (
+            held is None
+            or held["status"] != "reserved"
+            or held["principal"] != self.principal
+            or held["purpose"] != self.purpose
+            or int(held["version"]) != version
+        ):
+            self.record(action, "refused", auth.dataset, version, {"request_id": request_id})
+            raise ConfigurationError(
+                f"no open reservation {request_id!r} of {self.principal!r} for purpose "
+                f"{self.purpose!r} on version {version} of {auth.dataset!r}: a process joins "
+                "only a run its first process reserved under the same principal and purpose"
+            )
+        unit = self._store.unit(auth.dataset)
+        loaded = self._load(auth, version, unit=unit, max_rows=1, key=request_id)
+        details = {
+            "request_id": request_id,
+            **release_context(auth, action),
+            "content_hash": loaded.content_hash,
+            "rows": len(loaded.frame),
+        }
+        self.record(action, "joined", auth.dataset, version, details)
+        return loaded
+
     def training_checkpoints(self) -> TrainingCheckpoints:
         """The DP-SGD checkpoints this session's principal and purpose may write and resume."""
         return TrainingCheckpoints(

@@ -36,6 +36,7 @@ The files, in the order a run uses them::
     _training_run.py      TrainingRun, the object the block yields
     _settle.py            the end of a block: unwrap, record, settle, register
     _standard_loop.py     train(): the usual loop over the block, with a history
+    _distributed.py       distributed=True: ranks, their shares of each batch, one noisy sum
     _model.py             TorchModel, the registered network with its input scaling
     _deps.py              torch and opacus, or the install line
 

@@ -81,12 +81,18 @@ class DurableGuard(StepGuard):
 
 
 def check_checkpointable(spec: TrainingSpec) -> None:
-    """Refuse a run whose canaries or held-out rows are drawn once per process."""
+    """Refuse a run whose canaries, held-out rows or ranks are tied to the processes running it."""
     if spec.canaries or spec.holdout:
         raise ConfigurationError(
             "a run with canaries= or holdout= cannot be checkpointed or resumed: its canaries "
             "and held-out rows are drawn once, in the process that starts it; run it without "
             "them to checkpoint"
+        )
+    if spec.distributed:
+        raise ConfigurationError(
+            "a data-parallel run (distributed=True) cannot be checkpointed or resumed: its "
+            "ranks hold one reservation between them and no rank's state alone continues it; "
+            "run it without distributed=True to checkpoint"
         )
 
 

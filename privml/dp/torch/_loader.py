@@ -64,6 +64,9 @@ class PoissonLoader:
         Batches (and rows in them) handed out so far.
     """
 
+    #: Data-parallel runs only: this rank's share of each logical batch (see ._distributed).
+    sampler: Callable[[], np.ndarray] | None = None
+
     def __init__(
         self,
         *,
@@ -109,7 +112,8 @@ class PoissonLoader:
         """One Poisson batch: its chunks (one without ``max_physical_batch_size``), in order."""
         self._current(epoch)
         self._guard.before_draw()
-        indices = poisson_sample(self._n, self.sample_rate)
+        # data-parallel runs draw this rank's share of the logical batch (see ._distributed)
+        indices = self.sampler() if self.sampler else poisson_sample(self._n, self.sample_rate)
         size = self._physical or max(len(indices), 1)
         parts = [indices[i : i + size] for i in range(0, len(indices), size)] or [indices]
         self._guard.on_draw(len(indices), len(parts))

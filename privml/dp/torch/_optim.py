@@ -25,7 +25,7 @@ Every mode builds ``p.summed_grad`` before Opacus's ``add_noise`` reads it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
@@ -35,6 +35,9 @@ from ...exceptions import BudgetExceededError, ConfigurationError
 from ._bk import BookKeeping
 from ._guard import StepGuard
 from ._noise import NoiseSource
+
+if TYPE_CHECKING:
+    from ._distributed import Release
 
 __all__ = ["BKOptimizer", "GhostOptimizer", "HooksOptimizer", "StepGuard"]
 
@@ -48,6 +51,7 @@ class _Guarded:
     privml_dirac: DiracCanaries | None = None
     privml_views: int = 1
     _step_skip_queue: list[bool]
+    privml_ddp: Release | None = None  # data-parallel runs only (see ._distributed)
 
     def _before_release(self) -> None:
         """A mode's last check before clipping and noise (nothing by default)."""
@@ -95,6 +99,10 @@ class _Guarded:
 
     def add_noise(self) -> None:
         """Opacus's noise, with the sampled white-box canaries in the sum it is added to."""
+        ddp = self.privml_ddp  # data-parallel: sums added up over ranks, noised once on rank 0
+        if ddp is not None and not ddp.noising:
+            ddp(self.params, self.add_noise)  # type: ignore[attr-defined]
+            return
         dirac = self.privml_dirac
         if dirac is None:
             super().add_noise()  # type: ignore[misc]

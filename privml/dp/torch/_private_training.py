@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from opacus.accountants import RDPAccountant
@@ -42,12 +42,14 @@ from .._training_spec import TrainingSpec
 from ._checkpoint import (
     Checkpointer,
     DurableGuard,
+    check_checkpointable,
     open_resume,
     plan_record,
     spec_record,
     unpack,
 )
 from ._data import Encoding, default_criterion, prepare, scaler_for, task_of
+from ._distributed import Ranks, Release, Sampler, check_plan, check_same, digest, fingerprint
 from ._engine import build, prepare_module
 from ._fence import Fence
 from ._frozen import Frozen
@@ -77,15 +79,26 @@ def private_training(gate: Gate, dataset: str, spec: TrainingSpec) -> Iterator[T
     rows, no σ that fits) is audited once, as every refused request is.
     """
     with gate.request("dp.train", dataset):
-        begin = _begin if spec.resume is None else _resume
+        begin = _begin_distributed if spec.distributed else _begin
+        begin = _resume if spec.resume is not None else begin
         run, ending, setup, encoding, auth, membership = begin(gate, dataset, spec)
     completed = False
+    ddp = run.optimizer.privml_ddp
     try:
         yield run
         completed = True
     finally:
         measured = _take_canaries(run)  # off the run on every exit
-        finish(run, ending)
+        if ddp is not None:
+            _conclude(ddp, run, completed)
+        try:
+            finish(run, ending)
+        finally:
+            if ddp is not None:
+                _share_charge(ddp, run, completed)
+    if ddp is not None and ddp.ranks.rank != 0:  # rank 0 alone registers the run's model
+        _follower_end(run, completed)
+        return
     if completed and run.steps_taken > 0:
         assert run._guard is not None
         if run._guard.tampered is not None:
@@ -412,12 +425,7 @@ def _start(
         guard,
         plain,
         setup.optimizer,
-        checkpointable=(
-            "a run with canaries= or holdout= cannot be checkpointed: its canaries and "
-            "held-out rows are drawn once, in the process that starts it"
-            if spec.canaries or spec.holdout
-            else None
-        ),
+        checkpointable=_why_not_checkpointable(spec),
     )
     if resumed is not None:  # the same reservation: its guard goes on from the run's counts
         record, hold, store = resumed
@@ -470,3 +478,212 @@ def _start(
         end=checkpointer.end,
     )
     return run, ending
+
+
+def _why_not_checkpointable(spec: TrainingSpec) -> str | None:
+    """Why ``run.checkpoint()`` refuses this run (None: it may checkpoint)."""
+    try:
+        check_checkpointable(spec)
+    except ConfigurationError as err:
+        return str(err)
+    return None
+
+
+# -- data-parallel runs (distributed=True; see ._distributed) -----------------------------
+
+
+class _Joined:
+    """A follower rank's side of rank 0's reservation: settling and releasing are rank 0's."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+
+    def settle(self, event: Any, /) -> None:
+        """Rank 0 settles; its charge reaches this rank afterwards."""
+
+    def release(self) -> None:
+        """Rank 0 releases."""
+
+
+def _begin_distributed(
+    gate: Gate, dataset: str, spec: TrainingSpec
+) -> tuple[TrainingRun, Exit, _Setup, Encoding, Authorization, dict[str, Any] | None]:
+    """As :func:`_begin` for one rank of a data-parallel run (a collective call)."""
+    ranks = Ranks.join_group(spec)
+    try:
+        return _begin_rank(gate, dataset, spec, ranks)
+    except BaseException:
+        ranks.close()
+        raise
+
+
+def _begin_rank(
+    gate: Gate, dataset: str, spec: TrainingSpec, ranks: Ranks
+) -> tuple[TrainingRun, Exit, _Setup, Encoding, Authorization, dict[str, Any] | None]:
+    """Check and authorize on every rank, reserve on rank 0, join elsewhere, keep one block."""
+    name, first = spec.model_name(dataset), ranks.rank == 0
+    error: Exception | None = None
+    try:  # 1. every rank: its own checks, reading no data; settings and weights compared
+        if first:
+            gate.check_may_register(name)
+        setup = _Setup.check(gate.schema(dataset), spec)
+        mine = (gate.latest_version(dataset), fingerprint(spec, setup.optimizer))
+    except Exception as err:
+        error, mine = err, (0, {})
+    version, leading = ranks.agree(error, mine)[0]
+    try:  # 2. every rank: the policy, on its own session (rank 0's version)
+        check_same(mine[1], leading)
+        auth = _authorize(gate, dataset, spec, version)
+    except Exception as err:
+        error = err
+    ranks.agree(error)
+    delta = gate.budget(dataset).delta
+    plan = Plan(gate, dataset, spec, delta)
+    if first:  # 3. rank 0 reserves for the whole run; the others join its reservation
+        values, reservation, request_id = _reserve_for_all(gate, auth, plan, version, ranks)
+    else:
+        values, request_id = _join(gate, auth, plan, version, ranks)
+        reservation = cast("Reservation", _Joined(request_id))
+    try:
+        X, y, encoding = prepare(
+            setup.schema, values.frame, setup.features, spec.target, setup.scaler
+        )
+        del values
+        start, stop = ranks.block(plan.n)  # this rank keeps its own block of rows only
+        token = seal(X[start:stop].clone(), y[start:stop].clone())
+        del X, y
+    except BaseException:
+        reservation.release()
+        raise
+    try:
+        run, ending = _start(
+            gate, setup, plan, token, reservation, version, request_id, name, rows=stop - start
+        )
+        run.data_loader.sampler = Sampler(ranks, plan.n, spec.batch_size / plan.n)
+        run.optimizer.privml_ddp = Release(ranks)
+        record, where = ending.record, {"rank": ranks.rank, "ranks": ranks.world}
+        ending = replace(ending, record=lambda details: record({**details, **where}))
+    except BaseException:
+        drop(token)
+        reservation.release()
+        raise
+    return run, ending, setup, encoding, auth, None
+
+
+def _reserve_for_all(
+    gate: Gate, auth: Authorization, plan: Plan, version: int, ranks: Ranks
+) -> tuple[Loaded, Reservation, str]:
+    """Rank 0: reserve the run, send its plan, and wait for every rank to have joined."""
+    try:
+        reserved = gate.reserve(
+            auth,
+            plan=plan,
+            action="dp.train",
+            version=version,
+            context={
+                "grad_sample_mode": plan.spec.grad_sample_mode,
+                "epochs": plan.spec.epochs,
+                "target_epsilon": plan.spec.target_epsilon,
+                "model": plan.spec.model_name(plan.dataset),
+                "ranks": ranks.world,
+            },
+        )
+    except BaseException as err:
+        ranks.share({"error": f"{type(err).__name__}: {err}"})
+        raise
+    try:
+        ranks.share(
+            {
+                "request_id": reserved.request_id,
+                "version": version,
+                "content_hash": reserved.values.content_hash,
+                "n": plan.n,
+                "delta": plan.delta,
+                "steps_per_epoch": plan.steps_per_epoch,
+                "steps_planned": plan.steps_planned,
+                "noise_multiplier": plan.noise_multiplier,
+                "binding": plan.binding,
+                "note": plan.note,
+            }
+        )
+        ranks.agree(None)  # every rank joined and agreed with the plan
+    except BaseException:
+        reserved.reservation.release()
+        raise
+    return reserved.values, reserved.reservation, reserved.request_id
+
+
+def _join(
+    gate: Gate, auth: Authorization, plan: Plan, version: int, ranks: Ranks
+) -> tuple[Loaded, str]:
+    """A rank other than 0: rank 0's plan, checked; the reserved rows, read on this session."""
+    shared = ranks.share(None)
+    if "error" in shared:
+        raise ConfigurationError(
+            f"rank 0 could not reserve the run ({shared['error']}); nothing was read on this rank"
+        )
+    error: Exception | None = None
+    values: Loaded | None = None
+    try:
+        values = gate.join(
+            auth, request_id=shared["request_id"], action="dp.train.join", version=version
+        )
+        check_plan(shared, plan.spec, plan.delta, len(values.frame))
+        if values.content_hash != shared["content_hash"]:
+            raise ConfigurationError(
+                "this rank read other stored bytes than rank 0 for the same version; "
+                "every rank must open the same vault"
+            )
+    except Exception as err:
+        error = err
+    ranks.agree(error)
+    assert values is not None
+    plan.n, plan.steps_per_epoch = shared["n"], shared["steps_per_epoch"]
+    plan.steps_planned, plan.noise_multiplier = shared["steps_planned"], shared["noise_multiplier"]
+    plan.binding, plan.note = shared["binding"], shared["note"]
+    return values, str(shared["request_id"])
+
+
+def _conclude(ddp: Release, run: TrainingRun, completed: bool) -> None:
+    """A completed block: every rank's counts and weights must match rank 0's (else noted).
+
+    A block left with an error takes the run's group down instead, so the others fail at
+    their next collective rather than wait for it.
+    """
+    guard = run._guard
+    assert guard is not None
+    if not completed:
+        ddp.ranks.close()
+        return
+    mine = (guard.taken, guard.drawn, digest(run.model.parameters()))
+    try:
+        seen = ddp.ranks.agree(None, mine)
+    except Exception as err:  # a peer is gone: nothing can be confirmed
+        ddp.ranks.close()
+        seen = [None]
+        problem = f"the ranks could not compare their weights at the end ({type(err).__name__})"
+    else:
+        problem = "the ranks' step counts or weights differ at the end of the run"
+    if any(other != mine for other in seen) and guard.tampered is None:
+        guard.tampered = problem
+
+
+def _share_charge(ddp: Release, run: TrainingRun, completed: bool) -> None:
+    """Rank 0's settled charge, sent to the other ranks of a completed block; group down."""
+    ranks = ddp.ranks
+    try:
+        if completed and ranks.open:
+            sent = ranks.share((run.charge, run.epsilon) if ranks.rank == 0 else None)
+            if ranks.rank != 0:
+                run.charge, run.epsilon = sent
+    finally:
+        ranks.close()
+
+
+def _follower_end(run: TrainingRun, completed: bool) -> None:
+    """A rank other than 0 registers nothing; a defect found at the end still raises."""
+    assert run._guard is not None
+    if completed and run.steps_taken > 0 and run._guard.tampered is not None:
+        raise ConfigurationError(
+            f"{run._guard.tampered}. Rank 0 registered no model (the steps released were charged)."
+        )

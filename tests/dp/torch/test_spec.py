@@ -86,6 +86,8 @@ INVALID: list[tuple[str, object]] = [
     ("max_physical_batch_size", 2.5),
     ("resume", 42),
     ("resume", b"ckpt-0"),
+    ("distributed", "yes"),
+    ("distributed", 1),
 ]
 
 BAD_TARGET_EPSILON = [0, -1.0, math.inf, math.nan, True]
