@@ -110,6 +110,9 @@ def spec_record(dataset: str, spec: TrainingSpec) -> dict[str, Any]:
         "grad_sample_mode": spec.grad_sample_mode,
         "name": spec.model_name(dataset),
         "fix_module": spec.fix_module,
+        "transform": None if spec.transform is None else _callable_name(spec.transform),
+        "augmentations": spec.augmentations,
+        "max_physical_batch_size": spec.max_physical_batch_size,
         "criterion": None if spec.criterion is None else type(spec.criterion).__qualname__,
         "optimizer": type(spec.optimizer).__qualname__,
         "optimizer_settings": {
@@ -122,6 +125,11 @@ def spec_record(dataset: str, spec: TrainingSpec) -> dict[str, Any]:
             [name, list(t.shape), str(t.dtype)] for name, t in spec.module.state_dict().items()
         ],
     }
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    """A transform's module and qualified name (its code is the caller's; no value of it)."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
 def plan_record(plan: Plan, grad_sample_mode: str) -> dict[str, Any]:

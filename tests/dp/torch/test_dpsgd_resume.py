@@ -322,6 +322,8 @@ def test_a_second_resume_while_one_is_live_is_refused(crashed, digits, make_mlp)
         ({"name": "other"}, "name"),
         ({"hidden": 16}, "parameters and buffers"),
         ({"lr": 0.1}, "optimizer_settings"),
+        ({"max_physical_batch_size": 16}, "max_physical_batch_size"),
+        ({"transform": torch.flipud}, "transform"),
     ],
 )
 def test_a_resume_with_other_settings_is_refused_naming_the_difference(
