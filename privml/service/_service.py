@@ -253,7 +253,7 @@ class Service:
                     caller.principal, key, action=tag, body=body, media_type=media_type
                 )
             except Exception as err:
-                if session._door.charges_asked:  # noise may have been drawn: answer it once
+                if session._door._charges_asked:  # noise may have been drawn: answer it once
                     self._keep_failure(caller, key, tag, err)
                 raise
             finally:

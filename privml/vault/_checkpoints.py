@@ -109,6 +109,9 @@ class RunHold:
 class TrainingCheckpoints:
     """The DP-SGD checkpoints one session's principal and purpose may write and resume."""
 
+    #: Batches by which a run's durable mark is raised at a time (:data:`LEASE`).
+    lease = LEASE
+
     def __init__(
         self,
         *,

@@ -463,7 +463,7 @@ class Door:
         return held, request_id
 
     @property
-    def charges_asked(self) -> int:
+    def _charges_asked(self) -> int:
         """Charges and reservations this door has asked the ledger for (made or refused)."""
         return self._charges
 

@@ -47,7 +47,6 @@ import torch
 from torch import nn
 
 from ...exceptions import ConfigurationError
-from ...vault._checkpoints import LEASE
 from .._training_spec import TrainingSpec
 from ._guard import StepGuard
 
@@ -271,7 +270,7 @@ class Checkpointer:
         """Raise the durable mark over batch ``drawn`` before it is drawn (a lease at a time)."""
         if drawn > self.mark:
             assert self.store is not None
-            lease = max(min(drawn + LEASE - 1, self.guard.limit), drawn)
+            lease = max(min(drawn + self.store.lease - 1, self.guard.limit), drawn)
             self.mark = self.store.raise_mark(self.request_id, lease)
 
     def end(self) -> None:
