@@ -1,0 +1,130 @@
+"""The Flower apps: the server's FedAvg under SecAgg+, and each site's ClientApp.
+
+Flower's deployment engine loads these by reference (``privml.federated._apps:server_app``
+and ``...:client_app``) in processes it starts itself: the ServerApp process beside the
+SuperLink, one ClientApp process per message beside each site's SuperNode. A ClientApp
+process holds no data and no key: it forwards the round to its site process over the
+local link (:mod:`privml.federated._link`) and hands the site's weights to Flower's
+``secaggplus_mod``, which masks them before anything leaves the site.
+
+Importing this module imports flwr (``pip install 'privml[federated]'``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+
+require("flwr", feature="privml.federated", extra="federated")
+
+from flwr.client import ClientApp, NumPyClient  # noqa: E402
+from flwr.client.mod import secaggplus_mod  # noqa: E402
+from flwr.common import (  # noqa: E402
+    Context,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig  # noqa: E402
+from flwr.server.client_proxy import ClientProxy  # noqa: E402
+from flwr.server.strategy import FedAvg  # noqa: E402
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow  # noqa: E402
+
+from . import _link  # noqa: E402
+from ._model import ModelSpec  # noqa: E402
+
+__all__ = ["client_app", "server_app"]
+
+#: The node-config key naming the file where a site process wrote its link address.
+LINK_KEY = "privml-link"
+
+
+class _SiteClient(NumPyClient):  # type: ignore[misc]
+    """Forwards a round to the site process; every site weighs 1 (an unweighted FedAvg)."""
+
+    def __init__(self, address: _link.LinkAddress) -> None:
+        self.address = address
+
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Scalar]
+    ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
+        header, arrays = _link.call(
+            self.address, {"op": "fit", "round": int(config.get("round", 0))}, parameters
+        )
+        if "error" in header:  # the site stopped (e.g. its budget): the server sees why
+            raise RuntimeError(f"site refused the round: {header['error']}")
+        return arrays, 1, {}
+
+
+def _client_fn(context: Context) -> Any:
+    address = _link.LinkAddress.read(str(context.node_config[LINK_KEY]))
+    return _SiteClient(address).to_client()
+
+
+client_app = ClientApp(client_fn=_client_fn, mods=[secaggplus_mod])
+
+
+class _FedAvg(FedAvg):  # type: ignore[misc]
+    """FedAvg that writes each round's aggregate and its failures to the output folder."""
+
+    def __init__(self, output: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output = output
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[Any],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        aggregated, metrics = super().aggregate_fit(server_round, results, failures)
+        if aggregated is not None:
+            arrays = parameters_to_ndarrays(aggregated)
+            np.savez(self.output / "global.npz", *arrays)
+        note = {"round": server_round, "results": len(results), "failures": len(failures)}
+        with (self.output / "rounds.jsonl").open("a") as file:
+            file.write(json.dumps(note) + "\n")
+        return aggregated, metrics
+
+
+server_app = ServerApp()
+
+
+@server_app.main()  # type: ignore[untyped-decorator,misc]
+def _server_main(grid: Grid, context: Context) -> None:
+    config = context.run_config
+    spec = ModelSpec.from_config(dict(config))
+    sites, rounds = int(config["sites"]), int(config["rounds"])
+    output = Path(str(config["output"]))
+    output.mkdir(parents=True, exist_ok=True)
+    strategy = _FedAvg(
+        output,
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=sites,
+        min_evaluate_clients=0,
+        min_available_clients=sites,
+        initial_parameters=ndarrays_to_parameters(spec.initial_weights()),
+        on_fit_config_fn=lambda r: {"round": r},
+    )
+    legacy = LegacyContext(
+        context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
+    )
+    fit_workflow = None
+    if bool(config["secagg"]):
+        fit_workflow = SecAggPlusWorkflow(
+            num_shares=int(config["num_shares"]),
+            reconstruction_threshold=int(config["threshold"]),
+            max_weight=1.0,  # every site weighs 1
+            clipping_range=float(config["clipping_range"]),
+            timeout=float(config["timeout"]),
+        )
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    (output / "done").write_text("ok")
