@@ -46,7 +46,7 @@ __all__ = ["client_app", "server_app"]
 LINK_KEY = "privml-link"
 
 
-class _SiteClient(NumPyClient):  # type: ignore[misc]
+class _SiteClient(NumPyClient):  # type: ignore[misc,unused-ignore]
     """Forwards a round to the site process; every site weighs 1 (an unweighted FedAvg)."""
 
     def __init__(self, address: _link.LinkAddress) -> None:
@@ -71,7 +71,7 @@ def _client_fn(context: Context) -> Any:
 client_app = ClientApp(client_fn=_client_fn, mods=[secaggplus_mod])
 
 
-class _FedAvg(FedAvg):  # type: ignore[misc]
+class _FedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
     """FedAvg that writes each round's aggregate and its failures to the output folder."""
 
     def __init__(self, output: Path, **kwargs: Any) -> None:
@@ -97,7 +97,7 @@ class _FedAvg(FedAvg):  # type: ignore[misc]
 server_app = ServerApp()
 
 
-@server_app.main()  # type: ignore[untyped-decorator,misc]
+@server_app.main()  # type: ignore[untyped-decorator,unused-ignore]
 def _server_main(grid: Grid, context: Context) -> None:
     config = context.run_config
     spec = ModelSpec.from_config(dict(config))

@@ -9,6 +9,7 @@ under ``FLWR_HOME``; each federation here has its own folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -85,10 +86,7 @@ class FlowerProcesses:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["FLWR_HOME"] = str(self.home)
-        env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-        return env
+        return flower_environment(self.home)
 
     def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -108,8 +106,14 @@ class FlowerProcesses:
     def superlink(self, port: int, *, timeout: float = 60.0) -> subprocess.Popen[bytes]:
         """A SuperLink on 127.0.0.1:``port`` (fleet, control and runtime APIs)."""
         process = self._start(
-            [*_command("flower-superlink"), "--insecure", "--host", "127.0.0.1",
-             "--port", str(port)],
+            [
+                *_command("flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             f"superlink-{port}.log",
         )
         wait_for_port(port, timeout=timeout, process=process)
@@ -121,8 +125,16 @@ class FlowerProcesses:
         """A SuperNode connected to ``superlink``, its runtime API on 127.0.0.1:``port``."""
         config = " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())
         return self._start(
-            [*_command("flower-supernode"), "--insecure", "--superlink", superlink,
-             "--port", str(port), "--node-config", config],
+            [
+                *_command("flower-supernode"),
+                "--insecure",
+                "--superlink",
+                superlink,
+                "--port",
+                str(port),
+                "--node-config",
+                config,
+            ],
             f"supernode-{port}.log",
         )
 
@@ -133,10 +145,8 @@ class FlowerProcesses:
                 _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             _signal_group(process, signal.SIGKILL)
             process.wait()
         self.processes.clear()
@@ -149,10 +159,18 @@ class FlowerProcesses:
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def flower_environment(home: Path) -> dict[str, str]:
+    """This process's environment for Flower: its home, telemetry off, this Python's scripts
+    first on PATH (Flower starts its own helpers, e.g. ``flower-superexec``, by name)."""
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(home)
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 def _toml_value(value: Any) -> str:
@@ -177,7 +195,7 @@ def submit(home: Path, superlink: str, config: Mapping[str, Any], *, timeout: fl
         f'[superlink]\ndefault = "privml"\n\n[superlink.privml]\n'
         f'address = "{superlink}"\ninsecure = true\n'
     )
-    env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0")
+    env = flower_environment(home)
     done = subprocess.run(
         [*_command("flwr"), "run", str(app), "privml", "--format", "json"],
         env=env,

@@ -14,6 +14,7 @@ written to a file readable by its owner only; the SuperNode is given its path.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["LinkAddress", "call", "decode", "encode", "listen"]
+__all__ = ["LinkAddress", "call", "decode", "encode", "listen", "wake"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,9 @@ def call(
         return decode(connection.recv_bytes())
     finally:
         connection.close()
+
+
+def wake(address: LinkAddress) -> None:
+    """Connect once, so a listener blocked in ``accept`` sees that it should stop."""
+    with contextlib.suppress(OSError):
+        Client((address.host, address.port), authkey=address.key).close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,11 @@ class ModelSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, value in (("inputs", self.inputs), ("outputs", self.outputs), *(
-            ("hidden", h) for h in self.hidden
-        )):
+        for name, value in (
+            ("inputs", self.inputs),
+            ("outputs", self.outputs),
+            *(("hidden", h) for h in self.hidden),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4096:
                 raise ConfigurationError(f"{name} must be an integer in [1, 4096], got {value!r}")
 
@@ -52,7 +55,7 @@ class ModelSpec:
         try:
             widths = [self.inputs, *self.hidden]
             layers: list[nn.Module] = []
-            for a, b in zip(widths, widths[1:], strict=False):
+            for a, b in itertools.pairwise(widths):
                 layers += [nn.Linear(a, b), nn.ReLU()]
             layers.append(nn.Linear(widths[-1], self.outputs))
             return nn.Sequential(*layers)

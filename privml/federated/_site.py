@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing import AuthenticationError
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,13 +72,13 @@ class Site:
 
     Examples
     --------
-    >>> vault = getfixture("federated_vault")
-    >>> site = Site(vault.session("eng", purpose="ml"), "data", features=["x0", "x1"],
-    ...             target="y", model=ModelSpec(inputs=2, outputs=2, hidden=(4,)),
-    ...             batch_size=8, max_grad_norm=1.0, noise_multiplier=2.0)
+    >>> vault = getfixture("dp_vault")
+    >>> site = Site(vault.session("ana", purpose="studies"), "patients", features=["age"],
+    ...             target="sex", model=ModelSpec(inputs=1, outputs=2, hidden=(4,)),
+    ...             batch_size=2, max_grad_norm=1.0, noise_multiplier=8.0)
     >>> weights = site.fit(1, site.model.initial_weights())
-    >>> len(weights), len(site.rounds), site.rounds[0].steps > 0
-    (4, 1, True)
+    >>> [w.shape for w in weights], len(site.rounds), site.rounds[0].steps
+    ([(4, 1), (4,), (2, 4), (2,)], 1, 2)
     """
 
     session: Session
@@ -159,7 +160,13 @@ class Site:
         while not stop.is_set():
             try:
                 connection = listener.accept()
+            except AuthenticationError:  # a peer without the site's key: refused
+                log.warning("site link: a peer failed authentication")
+                continue
             except OSError:  # the listener was closed
+                return
+            if stop.is_set():
+                connection.close()
                 return
             try:
                 message = connection.recv_bytes()
