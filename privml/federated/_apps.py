@@ -13,6 +13,7 @@ Importing this module imports flwr (``pip install 'privml[federated]'``).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +21,28 @@ import numpy as np
 
 from .._optional import require
 
-require("flwr", feature="privml.federated", extra="federated")
+# flwr's own imports warn of click and typer deprecations that are not ours to fix; the
+# filter is scoped to these imports and leaves the caller's warning filters as they were.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    require("flwr", feature="privml.federated", extra="federated")
+    from flwr.client import ClientApp, NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common import (
+        Context,
+        FitRes,
+        Parameters,
+        Scalar,
+        ndarrays_to_parameters,
+        parameters_to_ndarrays,
+    )
+    from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-from flwr.client import ClientApp, NumPyClient  # noqa: E402
-from flwr.client.mod import secaggplus_mod  # noqa: E402
-from flwr.common import (  # noqa: E402
-    Context,
-    FitRes,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig  # noqa: E402
-from flwr.server.client_proxy import ClientProxy  # noqa: E402
-from flwr.server.strategy import FedAvg  # noqa: E402
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow  # noqa: E402
-
-from . import _link  # noqa: E402
-from ._model import ModelSpec  # noqa: E402
+from . import _link
+from ._model import ModelSpec
 
 __all__ = ["client_app", "server_app"]
 
