@@ -41,6 +41,12 @@ def add_federated(commands: Any) -> None:
     server.add_argument("--no-secagg", action="store_true", help="plain FedAvg (testing only)")
     server.add_argument("--output", help="folder for global.npz and rounds.jsonl")
     server.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (600)")
+    server.add_argument(
+        "--round-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a SecAgg+ stage waits for sites before treating the rest as dropped (60)",
+    )
 
     site = sub.add_parser("site", help="serve a vault's rounds through its own SuperNode")
     model(site)
@@ -88,6 +94,7 @@ def _server(args: argparse.Namespace, spec: Any) -> int:
         threshold=args.threshold,
         output=output,
         timeout=args.timeout,
+        round_timeout=args.round_timeout,
     )
     print(json.dumps(summary.as_dict()))
     return 0

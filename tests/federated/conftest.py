@@ -44,22 +44,28 @@ def _cancer() -> tuple[pd.DataFrame, Schema]:
     return frame[[*FEATURES, "target"]], Schema(fields)
 
 
+#: The sites' budgets: two ample, one that covers a single round (σ = 1, q = 16/142 and 8
+#: steps: one round costs ε ≈ 4.43 under the ledger's filter, two ≈ 5.32), one ample.
+BUDGETS = (10.0, 10.0, 5.0, 10.0)
+
+
 @pytest.fixture
 def site_vaults(tmp_path: Path) -> list[tuple[Path, Path]]:
-    """Three vaults (folder, key file), each a third of breast_cancer, ε = 10 each.
+    """Four vaults (folder, key file), each a quarter of breast_cancer, ε of :data:`BUDGETS`.
 
     Principal ``eng`` holds ``dp_training`` on ``data`` for purpose ``ml``.
     """
     frame, schema = _cancer()
     made = []
-    for i in range(3):
+    for i, epsilon in enumerate(BUDGETS):
         key = privml.generate_key()
         key_file = tmp_path / f"key{i}"
         key_file.write_bytes(key)
         key_file.chmod(0o600)
         vault = Vault.create(tmp_path / f"site{i}", key=key)
-        part = frame.iloc[i::3].reset_index(drop=True)
-        vault.add_dataset("data", part, schema=schema, budget=Budget(epsilon=10.0, delta=1e-5))
+        part = frame.iloc[i :: len(BUDGETS)].reset_index(drop=True)
+        budget = Budget(epsilon=epsilon, delta=1e-5)
+        vault.add_dataset("data", part, schema=schema, budget=budget)
         vault.add_purpose("ml", description="Model training", lawful_basis="GDPR 9(2)(j)")
         vault.add_principal("eng", roles=["ml"])
         vault.grant(role="ml", dataset="data", purpose="ml", mode="dp_training")
