@@ -50,6 +50,10 @@ __all__ = ["client_app", "server_app"]
 LINK_KEY = "privml-link"
 
 
+#: What a statistic's request carries from the run config to each site.
+_SHARE_KEYS = ("statistic", "epsilon", "sites", "column")
+
+
 class _SiteClient(NumPyClient):  # type: ignore[misc,unused-ignore]
     """Forwards a round to the site process; every site weighs 1 (an unweighted FedAvg)."""
 
@@ -59,9 +63,14 @@ class _SiteClient(NumPyClient):  # type: ignore[misc,unused-ignore]
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Scalar]
     ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
-        header, arrays = _link.call(
-            self.address, {"op": "fit", "round": int(config.get("round", 0))}, parameters
-        )
+        if config.get("task") == "statistic":
+            request: dict[str, Any] = {"op": "share", **{k: config[k] for k in _SHARE_KEYS}}
+            header, arrays = _link.call(self.address, request)
+            if "error" not in header:  # scaled into SecAgg+'s clipping range (public scale)
+                arrays = [arrays[0] / float(config["scale"])]
+        else:
+            request = {"op": "fit", "round": int(config.get("round", 0))}
+            header, arrays = _link.call(self.address, request, parameters)
         if "error" in header:  # the site stopped (e.g. its budget): the server sees why
             raise RuntimeError(f"site refused the round: {header['error']}")
         return arrays, 1, {}
@@ -108,6 +117,13 @@ def _server_main(grid: Grid, context: Context) -> None:
     sites, rounds = int(config["sites"]), int(config["rounds"])
     output = Path(str(config["output"]))
     output.mkdir(parents=True, exist_ok=True)
+    statistic = str(config.get("task", "train")) == "statistic"
+    if statistic:
+        initial = [np.zeros(int(config["width"]), dtype=np.float64)]
+        fit_config = {k: config[k] for k in (*_SHARE_KEYS, "scale")} | {"task": "statistic"}
+    else:
+        initial = spec.initial_weights()
+        fit_config = {}
     strategy = _FedAvg(
         output,
         fraction_fit=1.0,
@@ -115,8 +131,8 @@ def _server_main(grid: Grid, context: Context) -> None:
         min_fit_clients=sites,
         min_evaluate_clients=0,
         min_available_clients=sites,
-        initial_parameters=ndarrays_to_parameters(spec.initial_weights()),
-        on_fit_config_fn=lambda r: {"round": r},
+        initial_parameters=ndarrays_to_parameters(initial),
+        on_fit_config_fn=lambda r: {"round": r, **fit_config},
     )
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
@@ -131,4 +147,19 @@ def _server_main(grid: Grid, context: Context) -> None:
             timeout=float(config["timeout"]),
         )
     DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    _note_halted(output, rounds)
     (output / "done").write_text("ok")
+
+
+def _note_halted(output: Path, rounds: int) -> None:
+    """Add a line for each round that produced no aggregate (SecAgg+ halted: too few sites)."""
+    path = output / "rounds.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    seen = {json.loads(line)["round"] for line in lines}
+    notes = [json.loads(line) for line in lines] + [
+        {"round": r, "results": 0, "failures": 0, "halted": True}
+        for r in range(1, rounds + 1)
+        if r not in seen
+    ]
+    notes.sort(key=lambda note: int(note["round"]))
+    path.write_text("".join(json.dumps(note) + "\n" for note in notes))

@@ -27,8 +27,8 @@ def add_federated(commands: Any) -> None:
     sub = federated.add_subparsers(dest="federated_command", required=True)
 
     def model(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--inputs", type=int, required=True, help="network inputs")
-        parser.add_argument("--outputs", type=int, required=True, help="network outputs")
+        parser.add_argument("--inputs", type=int, help="network inputs")
+        parser.add_argument("--outputs", type=int, help="network outputs")
         parser.add_argument("--hidden", default="32", help="hidden widths, e.g. 32,16 (32)")
         parser.add_argument("--seed", type=int, default=0, help="initial weights' seed (0)")
 
@@ -39,6 +39,17 @@ def add_federated(commands: Any) -> None:
     server.add_argument("--rounds", type=int, default=3, help="rounds (3)")
     server.add_argument("--threshold", type=int, help="SecAgg+ reconstruction threshold")
     server.add_argument("--no-secagg", action="store_true", help="plain FedAvg (testing only)")
+    server.add_argument(
+        "--statistic",
+        choices=["count", "sum", "mean"],
+        help="a joint DP statistic instead of training (noise shares summed under SecAgg+)",
+    )
+    server.add_argument("--column", help="the statistic's column (sum, mean)")
+    server.add_argument("--epsilon", type=float, help="the statistic's ε, charged at each site")
+    server.add_argument("--bounds", help="the column's declared bounds lo,hi (mean)")
+    server.add_argument(
+        "--scale", type=float, default=1e5, help="public bound on one site's share (1e5)"
+    )
     server.add_argument("--output", help="folder for global.npz and rounds.jsonl")
     server.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (600)")
     server.add_argument(
@@ -68,8 +79,13 @@ def add_federated(commands: Any) -> None:
 
 def run_federated(args: argparse.Namespace) -> int:
     """Run ``privml federated ...``; return the exit status."""
+    from ..exceptions import ConfigurationError
     from ._model import ModelSpec
 
+    if args.federated_command == "server" and args.statistic:
+        return _statistic(args)
+    if args.inputs is None or args.outputs is None:
+        raise ConfigurationError("give --inputs and --outputs: the network's shape")
     spec = ModelSpec(
         inputs=args.inputs,
         outputs=args.outputs,
@@ -97,6 +113,33 @@ def _server(args: argparse.Namespace, spec: Any) -> int:
         round_timeout=args.round_timeout,
     )
     print(json.dumps(summary.as_dict()))
+    return 0
+
+
+def _statistic(args: argparse.Namespace) -> int:
+    from ..exceptions import ConfigurationError
+    from ._federation import run_statistic
+
+    if args.epsilon is None:
+        raise ConfigurationError("give --epsilon: the ε each site is charged")
+    bounds = None
+    if args.bounds:
+        lo, hi = (float(b) for b in args.bounds.split(","))
+        bounds = (lo, hi)
+    result = run_statistic(
+        args.statistic,
+        epsilon=args.epsilon,
+        sites=args.sites,
+        port=args.port,
+        scale=args.scale,
+        column=args.column,
+        bounds=bounds,
+        threshold=args.threshold,
+        output=Path(args.output) if args.output else None,
+        timeout=args.timeout,
+        round_timeout=args.round_timeout,
+    )
+    print(json.dumps(result.as_dict()))
     return 0
 
 

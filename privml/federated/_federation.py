@@ -14,7 +14,7 @@ from ..exceptions import ConfigurationError
 from ._deploy import FlowerProcesses, submit
 from ._model import ModelSpec
 
-__all__ = ["FederatedResult", "run_rounds"]
+__all__ = ["FederatedResult", "JointStatistic", "run_rounds", "run_statistic"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,6 @@ def run_rounds(
     if not 2 <= threshold <= sites:
         raise ConfigurationError(f"threshold must lie in [2, {sites}], got {threshold}")
     output = output if output is not None else Path(tempfile.mkdtemp(prefix="privml-fed-"))
-    home = Path(tempfile.mkdtemp(prefix="privml-superlink-"))
     config = {
         **spec.to_config(),
         "sites": sites,
@@ -72,10 +71,94 @@ def run_rounds(
         "timeout": round_timeout,
         "output": str(output),
     }
+    _run(config, port=port, timeout=timeout)
+    return read_result(output, secagg=secagg)
+
+
+def _run(config: dict[str, Any], *, port: int, timeout: float) -> None:
+    home = Path(tempfile.mkdtemp(prefix="privml-superlink-"))
     with FlowerProcesses(home) as flower:
         flower.superlink(port)
         submit(home, f"127.0.0.1:{port}", config, timeout=timeout)
-    return read_result(output, secagg=secagg)
+
+
+@dataclass(frozen=True)
+class JointStatistic:
+    """A joint DP statistic over several vaults (see :mod:`privml.federated._statistics`).
+
+    ``value`` is the released statistic, ``epsilon`` what each site's ledger was
+    charged, ``contributed`` the sites whose shares the sum holds.
+    """
+
+    statistic: str
+    value: float
+    epsilon: float
+    contributed: int
+    sites: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "statistic": self.statistic,
+            "value": self.value,
+            "epsilon": self.epsilon,
+            "contributed": self.contributed,
+            "sites": self.sites,
+        }
+
+
+def run_statistic(
+    statistic: str,
+    *,
+    epsilon: float,
+    sites: int,
+    port: int,
+    scale: float,
+    column: str | None = None,
+    bounds: tuple[float, float] | None = None,
+    threshold: int | None = None,
+    output: Path | None = None,
+    timeout: float = 600.0,
+    round_timeout: float = 60.0,
+) -> JointStatistic:
+    """A joint DP ``statistic`` over ``sites`` vaults, their noise shares summed under SecAgg+.
+
+    ``scale`` is a public bound on the size of one site's share (e.g. an upper bound on a
+    site's rows for a count): shares are divided by it to fit SecAgg+'s clipping range
+    [-8, 8] and the sum is exact to 16·``scale``/2²² per site. Each site charges ε to its
+    own ledger; the sum is released only if all ``sites`` shares are in it.
+    """
+    from ._statistics import STATISTICS, combine
+
+    if statistic not in STATISTICS:
+        raise ConfigurationError(f"statistic must be one of {sorted(STATISTICS)}")
+    if not scale > 0:
+        raise ConfigurationError(f"scale must be positive, got {scale!r}")
+    threshold = threshold if threshold is not None else max(2, sites // 2 + 1)
+    output = output if output is not None else Path(tempfile.mkdtemp(prefix="privml-fed-"))
+    config = {
+        **ModelSpec(inputs=1, outputs=1).to_config(),
+        "task": "statistic",
+        "statistic": statistic,
+        "column": column or "",
+        "epsilon": float(epsilon),
+        "width": STATISTICS[statistic],
+        "scale": float(scale),
+        "sites": sites,
+        "rounds": 1,
+        "secagg": True,
+        "num_shares": sites,
+        "threshold": threshold,
+        "clipping_range": 8.0,
+        "timeout": round_timeout,
+        "output": str(output),
+    }
+    _run(config, port=port, timeout=timeout)
+    result = read_result(output, secagg=True)
+    contributed = int(result.rounds[-1]["results"])
+    # FedAvg with weight 1 per site: the aggregate is the mean of the scaled shares.
+    summed = result.weights[0] * contributed * scale
+    value = combine(statistic, summed, contributed=contributed, sites=sites, bounds=bounds)
+    return JointStatistic(statistic, value, float(epsilon), contributed, sites)
 
 
 def read_result(output: Path, *, secagg: bool) -> FederatedResult:

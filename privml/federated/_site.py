@@ -145,15 +145,43 @@ class Site:
         )
         return weights_of(run.model)
 
+    def share(
+        self, *, statistic: str, epsilon: float, sites: int, column: str | None
+    ) -> np.ndarray:
+        """This site's noisy share of a joint statistic (see :func:`~privml.federated.share`)."""
+        from ._statistics import share
+
+        with self._lock:
+            part = share(
+                self.session,
+                self.dataset,
+                statistic=statistic,
+                epsilon=epsilon,
+                sites=sites,
+                column=column,
+            )
+        return part.values
+
     def handle(self, header: dict[str, Any], arrays: list[np.ndarray]) -> bytes:
-        """Answer one link request (``{"op": "fit", "round": r}`` with the global weights)."""
-        if header.get("op") != "fit":
-            return _link.encode({"error": "unknown request"})
+        """Answer one link request: ``{"op": "fit", "round": r}`` with the global weights,
+        or ``{"op": "share", "statistic": ..., "epsilon": ..., "sites": m, "column": ...}``."""
         try:
-            weights = self.fit(int(header["round"]), arrays)
+            if header.get("op") == "fit":
+                weights = self.fit(int(header["round"]), arrays)
+                return _link.encode({"round": header["round"]}, weights)
+            if header.get("op") == "share":
+                values = self.share(
+                    statistic=str(header["statistic"]),
+                    epsilon=float(header["epsilon"]),
+                    sites=int(header["sites"]),
+                    column=header.get("column") or None,
+                )
+                return _link.encode({"share": True}, [values])
         except PrivmlError as error:
             return _link.encode({"error": f"{type(error).__name__}: {error}"})
-        return _link.encode({"round": header["round"]}, weights)
+        except (KeyError, TypeError, ValueError):
+            return _link.encode({"error": "malformed request"})
+        return _link.encode({"error": "unknown request"})
 
     def serve(self, listener: Listener, stop: threading.Event) -> None:
         """Answer requests on ``listener`` until ``stop`` is set (one at a time)."""
