@@ -13,6 +13,7 @@ Importing this module imports flwr (``pip install 'privml[federated]'``).
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,12 @@ class _FedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
         if aggregated is not None:
             arrays = parameters_to_ndarrays(aggregated)
             np.savez(self.output / "global.npz", *arrays)
-        note = {"round": server_round, "results": len(results), "failures": len(failures)}
+        note = {
+            "round": server_round,
+            "results": len(results),
+            "failures": len(failures),
+            "time": time.time(),  # when the round's aggregate was made
+        }
         with (self.output / "rounds.jsonl").open("a") as file:
             file.write(json.dumps(note) + "\n")
         return aggregated, metrics

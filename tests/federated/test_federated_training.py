@@ -97,7 +97,7 @@ def test_sites_train_under_secagg_each_ledger_holds_its_own_rounds_and_dropouts_
     summary = json.loads((tmp_path / "server.log").read_text().strip().splitlines()[-1])
     assert summary["secagg"] is True
     first, second = summary["rounds"]
-    assert first == {"round": 1, "results": 4, "failures": 0}
+    assert (first["round"], first["results"], first["failures"]) == (1, 4, 0)
     # Site 2 refused round 2 and site 3 was killed: the round completed with sites 0 and 1.
     assert second["round"] == 2 and second["results"] == 2 and second["failures"] >= 1
     # The global model has the declared shape and moved away from the initial weights.
