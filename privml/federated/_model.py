@@ -45,8 +45,15 @@ class ModelSpec:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4096:
                 raise ConfigurationError(f"{name} must be an integer in [1, 4096], got {value!r}")
 
-    def build(self) -> nn.Module:
-        """The network, initialized from ``seed`` (the same on every party)."""
+    def build(self, weights: Sequence[np.ndarray] | None = None) -> nn.Module:
+        """The network, initialized from ``seed`` (the same on every party), or with
+        ``weights`` (e.g. a federated run's global model) loaded into it."""
+        module = self._build()
+        if weights is not None:
+            load_into(module, weights)
+        return module
+
+    def _build(self) -> nn.Module:
         import torch
         from torch import nn
 
