@@ -24,6 +24,9 @@ import privml
 settings.register_profile("privml", derandomize=True, deadline=None)
 settings.load_profile("privml")
 
+# privml.federated's Flower apps import flwr (the `federated` extra): without it, not collected.
+collect_ignore = [] if importlib.util.find_spec("flwr") else ["privml/federated/_apps.py"]
+
 
 @pytest.fixture(autouse=True)
 def _doctest_tmp_path(doctest_namespace: dict[str, object], tmp_path: Path) -> None:

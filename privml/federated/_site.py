@@ -69,6 +69,9 @@ class Site:
         rate, epochs over the site's rows per round.
     grad_sample_mode : str
         ``"ghost"`` (default), ``"hooks"`` or ``"bk"``.
+    name : str, optional
+        The name each round's model is registered under in the site's vault (a new
+        version per round); by default ``"<dataset>-federated"``.
 
     Examples
     --------
