@@ -18,9 +18,6 @@ from sklearn.datasets import load_breast_cancer
 import privml
 from privml import Budget, Field, Schema, Vault
 
-pytest.importorskip("flwr")
-pytest.importorskip("torch")
-
 #: The features the sites train on (the first eight of breast_cancer's thirty).
 FEATURES = [
     "mean_radius",

@@ -28,6 +28,7 @@ from privml import Vault
 from privml.federated import ModelSpec
 from privml.federated._deploy import free_port
 
+pytest.importorskip("flwr")  # the `federated` extra
 pytestmark = pytest.mark.slow
 
 ROUNDS = 2
