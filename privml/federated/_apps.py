@@ -45,7 +45,7 @@ with warnings.catch_warnings():
 from . import _link
 from ._model import ModelSpec
 
-__all__ = ["client_app", "server_app"]
+__all__ = ["client_app", "plain_client_app", "server_app"]
 
 #: The node-config key naming the file where a site process wrote its link address.
 LINK_KEY = "privml-link"
@@ -83,6 +83,9 @@ def _client_fn(context: Context) -> Any:
 
 
 client_app = ClientApp(client_fn=_client_fn, mods=[secaggplus_mod])
+#: The same without SecAgg+: sends unmasked weights (benchmarks' baseline only). A site's
+#: DP guarantee does not depend on which one runs: the site process trains and charges.
+plain_client_app = ClientApp(client_fn=_client_fn)
 
 
 class _FedAvg(FedAvg):  # type: ignore[misc,unused-ignore]

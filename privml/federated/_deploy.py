@@ -42,7 +42,7 @@ publisher = "privml"
 
 [tool.flwr.app.components]
 serverapp = "privml.federated._apps:server_app"
-clientapp = "privml.federated._apps:client_app"
+clientapp = "privml.federated._apps:{clientapp}"
 
 [tool.flwr.app.config]
 {config}
@@ -190,7 +190,8 @@ def submit(home: Path, superlink: str, config: Mapping[str, Any], *, timeout: fl
     app = home / "app"
     app.mkdir(parents=True, exist_ok=True)
     lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in config.items())
-    (app / "pyproject.toml").write_text(_APP_TOML.format(config=lines))
+    clientapp = "client_app" if config.get("secagg", True) else "plain_client_app"
+    (app / "pyproject.toml").write_text(_APP_TOML.format(config=lines, clientapp=clientapp))
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "privml"\n\n[superlink.privml]\n'
         f'address = "{superlink}"\ninsecure = true\n'
