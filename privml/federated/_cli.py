@@ -176,7 +176,10 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
         server.start()
         with FlowerProcesses(home / "flower") as flower:
             flower.supernode(
-                args.superlink, args.node_port or free_port(), {"privml-link": str(link_file)}
+                args.superlink,
+                args.node_port or free_port(),
+                {"privml-link": str(link_file)},
+                own_group=False,  # killed with the site
             )
             if args.ready_file:
                 Path(args.ready_file).write_text(str(os.getpid()))

@@ -84,11 +84,14 @@ class FlowerProcesses:
 
     home: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _shared: set[int] = field(default_factory=set, repr=False)
 
     def environment(self) -> dict[str, str]:
         return flower_environment(self.home)
 
-    def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _start(
+        self, args: list[str], log_name: str, *, own_group: bool = True
+    ) -> subprocess.Popen[bytes]:
         self.home.mkdir(parents=True, exist_ok=True)
         log = (self.home / log_name).open("ab")
         process = subprocess.Popen(
@@ -97,10 +100,14 @@ class FlowerProcesses:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own group: stop() ends Flower's children with it
+            # Its own group: stop() ends Flower's children with it. Without, it stays in this
+            # process's group, and whoever ends the group (a signal to a site) ends it too.
+            start_new_session=own_group,
         )
         log.close()
         self.processes.append(process)
+        if not own_group:
+            self._shared.add(process.pid)
         return process
 
     def superlink(self, port: int, *, timeout: float = 60.0) -> subprocess.Popen[bytes]:
@@ -120,9 +127,18 @@ class FlowerProcesses:
         return process
 
     def supernode(
-        self, superlink: str, port: int, node_config: Mapping[str, str]
+        self,
+        superlink: str,
+        port: int,
+        node_config: Mapping[str, str],
+        *,
+        own_group: bool = True,
     ) -> subprocess.Popen[bytes]:
-        """A SuperNode connected to ``superlink``, its runtime API on 127.0.0.1:``port``."""
+        """A SuperNode connected to ``superlink``, its runtime API on 127.0.0.1:``port``.
+
+        ``own_group=False`` keeps it in this process's group: a site's SuperNode dies with
+        the site when the site's group is signalled (its Flower helpers watch it and exit).
+        """
         config = " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())
         return self._start(
             [
@@ -136,20 +152,29 @@ class FlowerProcesses:
                 config,
             ],
             f"supernode-{port}.log",
+            own_group=own_group,
         )
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """End every process started here and its children (SIGTERM, then SIGKILL)."""
         for process in self.processes:
             if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
+                self._signal(process, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            _signal_group(process, signal.SIGKILL)
+            self._signal(process, signal.SIGKILL)
             process.wait()
         self.processes.clear()
+        self._shared.clear()
+
+    def _signal(self, process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        """Signal the process's own group, or only the process if it shares this one's."""
+        if process.pid not in self._shared:
+            _signal_group(process, sig)
+        elif process.poll() is None:
+            process.send_signal(sig)
 
     def __enter__(self) -> FlowerProcesses:
         return self

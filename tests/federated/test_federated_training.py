@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -112,6 +113,18 @@ def test_sites_train_under_secagg_each_ledger_holds_its_own_rounds_and_dropouts_
         process.send_signal(signal.SIGTERM)
     for process in sites[:3]:
         assert process.wait(timeout=60) == 0
+    # No Flower process outlives its site: the killed site's SuperNode died with it.
+    leftover = subprocess.run(
+        ["pgrep", "-f", f"flower-supernode --insecure --superlink 127.0.0.1:{port} "],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    deadline = time.monotonic() + 30
+    while leftover and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leftover = [p for p in leftover if os.path.exists(f"/proc/{p}")]
+    assert not leftover
 
     taken = {0: ROUNDS, 1: ROUNDS, 2: 1, 3: 1}
     for i, (vault_path, key) in enumerate(site_vaults):
