@@ -7,9 +7,10 @@ starting its own SuperNode) run as separate processes on 127.0.0.1, for two roun
   checked against an independent dp_accounting computation;
 * site 2's budget covers one round: it refuses the second (nothing charged, the refusal
   audited) and the server sees it as a dropout;
-* site 3's processes are killed (SIGKILL, its whole process group) once round 1 is done:
-  round 2 completes with the sites left (SecAgg+ threshold 2), and its ledger keeps the
-  round it took.
+* site 3's process is killed (SIGKILL) once round 1 is done: its SuperNode's ClientApps
+  can no longer reach it, round 2 completes with the sites left (SecAgg+ threshold 2), and
+  its ledger keeps the round it took. (The fixture then ends the site's process group,
+  its SuperNode with it.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def test_sites_train_under_secagg_each_ledger_holds_its_own_rounds_and_dropouts_
         for i, (vault, key) in enumerate(site_vaults)
     ]
     _wait_for_round(output, 1, server, timeout=400)
-    os.killpg(sites[3].pid, signal.SIGKILL)  # site 3, its SuperNode and ClientApps: gone
+    os.kill(sites[3].pid, signal.SIGKILL)  # site 3's process (the key holder) dies at once
     assert server.wait(timeout=400) == 0, (tmp_path / "server.log").read_text()[-3000:]
     summary = json.loads((tmp_path / "server.log").read_text().strip().splitlines()[-1])
     assert summary["secagg"] is True
@@ -113,18 +113,6 @@ def test_sites_train_under_secagg_each_ledger_holds_its_own_rounds_and_dropouts_
         process.send_signal(signal.SIGTERM)
     for process in sites[:3]:
         assert process.wait(timeout=60) == 0
-    # No Flower process outlives its site: the killed site's SuperNode died with it.
-    leftover = subprocess.run(
-        ["pgrep", "-f", f"flower-supernode --insecure --superlink 127.0.0.1:{port} "],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    deadline = time.monotonic() + 30
-    while leftover and time.monotonic() < deadline:
-        time.sleep(0.5)
-        leftover = [p for p in leftover if os.path.exists(f"/proc/{p}")]
-    assert not leftover
 
     taken = {0: ROUNDS, 1: ROUNDS, 2: 1, 3: 1}
     for i, (vault_path, key) in enumerate(site_vaults):
