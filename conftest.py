@@ -24,6 +24,14 @@ import privml
 settings.register_profile("privml", derandomize=True, deadline=None)
 settings.load_profile("privml")
 
+# privml.federated's Flower apps and its notebook need flwr (the `federated` extra, installed
+# on its own): without it they are not collected.
+collect_ignore = (
+    []
+    if importlib.util.find_spec("flwr")
+    else ["privml/federated/_apps.py", "notebooks/11_federated.ipynb"]
+)
+
 
 @pytest.fixture(autouse=True)
 def _doctest_tmp_path(doctest_namespace: dict[str, object], tmp_path: Path) -> None:

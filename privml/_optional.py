@@ -26,6 +26,7 @@ EXTRAS = {
     "httpx": "client",
     "fastapi": "server",
     "uvicorn": "server",
+    "flwr": "federated",
 }
 
 

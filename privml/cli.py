@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     from .service._cli import add_serve
 
     add_serve(commands)
+    from .federated._cli import add_federated
+
+    add_federated(commands)
 
     audit = commands.add_parser("audit", help="verify or print the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -210,6 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_demo(print)
         return 0
+    if args.command == "federated":
+        from .federated._cli import run_federated
+
+        try:
+            return run_federated(args)
+        except PrivmlError as err:
+            print(f"privml: error: {err}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         from .service._cli import run_serve
 

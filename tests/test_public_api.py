@@ -114,6 +114,7 @@ DOCUMENTED = [
     "privml.dp",
     "privml.dp.torch",
     "privml.exceptions",
+    "privml.federated",
     "privml.he",
     "privml.minimization",
     "privml.policy",

@@ -1,0 +1,113 @@
+"""The local link between a site's Flower ClientApp processes and the site process.
+
+Flower's deployment engine starts a fresh ClientApp process for every message, so
+the state of a DP-SGD run (its open ledger reservation, its step guard, its Poisson
+loader) cannot live there. It lives in the site process (:class:`~privml.federated.Site`),
+the one holder of the vault key; each ClientApp process asks it for one round over
+this link: a :mod:`multiprocessing.connection` socket on 127.0.0.1 whose peers prove
+knowledge of a random 32-byte key (HMAC challenge) before anything is exchanged.
+
+Only bytes cross the link: a JSON header and arrays in NumPy's ``.npy`` format read
+with ``allow_pickle=False`` (no pickle either way). The address and the key are
+written to a file readable by its owner only; the SuperNode is given its path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import ConfigurationError
+
+__all__ = ["LinkAddress", "call", "decode", "encode", "listen", "wake"]
+
+
+@dataclass(frozen=True)
+class LinkAddress:
+    """Where a site process listens, and the key that proves a peer is of the same site."""
+
+    host: str
+    port: int
+    key: bytes
+
+    def write(self, path: Path) -> None:
+        """Write the address to ``path``, readable and writable by its owner only."""
+        data = json.dumps({"host": self.host, "port": self.port, "key": self.key.hex()})
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(data)
+
+    @classmethod
+    def read(cls, path: str | Path) -> LinkAddress:
+        """The address written by :meth:`write`."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(str(data["host"]), int(data["port"]), bytes.fromhex(data["key"]))
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigurationError(
+                f"cannot read the site link file {str(path)!r} ({type(error).__name__}); "
+                "start the site with `privml federated site` and give its SuperNode "
+                "--node-config \"privml-link='<the file it wrote>'\""
+            ) from error
+
+
+def listen() -> tuple[Listener, LinkAddress]:
+    """A listener on a free loopback port, with a fresh key."""
+    key = secrets.token_bytes(32)
+    listener = Listener(("127.0.0.1", 0), authkey=key)
+    host, port = listener.address
+    return listener, LinkAddress(str(host), int(port), key)
+
+
+def encode(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> bytes:
+    """A JSON header and arrays as one message (length-prefixed parts, ``.npy`` arrays)."""
+    parts = [json.dumps(header).encode()]
+    for array in arrays:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        parts.append(buffer.getvalue())
+    return b"".join(struct.pack("<Q", len(p)) + p for p in parts)
+
+
+def decode(message: bytes) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The header and arrays of :func:`encode`; arrays are read without pickle."""
+    parts: list[bytes] = []
+    at = 0
+    while at < len(message):
+        (size,) = struct.unpack_from("<Q", message, at)
+        parts.append(message[at + 8 : at + 8 + size])
+        at += 8 + size
+    header = json.loads(parts[0])
+    if not isinstance(header, dict):
+        raise ConfigurationError("a link message must start with a JSON object")
+    arrays = [np.load(io.BytesIO(p), allow_pickle=False) for p in parts[1:]]
+    return header, arrays
+
+
+def call(
+    address: LinkAddress, header: dict[str, Any], arrays: Sequence[np.ndarray] = ()
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Send one request to the site process and return its reply."""
+    connection: Connection = Client((address.host, address.port), authkey=address.key)
+    try:
+        connection.send_bytes(encode(header, arrays))
+        return decode(connection.recv_bytes())
+    finally:
+        connection.close()
+
+
+def wake(address: LinkAddress) -> None:
+    """Connect once, so a listener blocked in ``accept`` sees that it should stop."""
+    with contextlib.suppress(OSError):
+        Client((address.host, address.port), authkey=address.key).close()
