@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..accounting._unit import PrivacyUnit
     from ..accounting.budget import Budget
     from ..accounting.events import PrivacyEvent
-    from ..accounting.ledger import Ledger
+    from ..accounting.ledger import Ledger, Reservation
     from ..accounting.records import WhatIf
     from ..audit import AuditLog
     from ..policy import ColumnDecision
@@ -356,20 +356,7 @@ class Door:
         """
         _check_context(context)
         self._check_issued(auth)
-        reservation = self._ledger.reservation(request_id)
-        held = reservation.charge
-        if (held.principal, held.purpose) != (self.principal, self.purpose):
-            raise AccessDenied(
-                f"reservation {request_id!r} belongs to another principal or purpose",
-                principal=self.principal,
-                purpose=self.purpose,
-                dataset=auth.dataset,
-            )
-        if (held.dataset, held.version) != (auth.dataset, version):
-            raise ConfigurationError(
-                f"reservation {request_id!r} is on dataset {held.dataset!r} version "
-                f"{held.version}, not {auth.dataset!r} version {version}"
-            )
+        reservation = self._open_reservation(auth, request_id, version)
         unit = self._store.unit(auth.dataset)
         loaded = self._load(auth, version, unit=unit, max_rows=1, key=request_id)
         details = {
@@ -394,22 +381,15 @@ class Door:
         per person, under the same request id). Nothing is charged; the read is audited.
         """
         self._check_issued(auth)
-        events = self._ledger.events(auth.dataset)
-        found = events[events["request_id"] == request_id]
-        held = found.iloc[0] if len(found) else None
-        if (
-            held is None
-            or held["status"] != "reserved"
-            or held["principal"] != self.principal
-            or held["purpose"] != self.purpose
-            or int(held["version"]) != version
-        ):
+        try:
+            self._open_reservation(auth, request_id, version)
+        except (AccessDenied, ConfigurationError, NotFoundError):
             self.record(action, "refused", auth.dataset, version, {"request_id": request_id})
             raise ConfigurationError(
                 f"no open reservation {request_id!r} of {self.principal!r} for purpose "
                 f"{self.purpose!r} on version {version} of {auth.dataset!r}: a process joins "
                 "only a run its first process reserved under the same principal and purpose"
-            )
+            ) from None
         unit = self._store.unit(auth.dataset)
         loaded = self._load(auth, version, unit=unit, max_rows=1, key=request_id)
         details = {
@@ -420,6 +400,25 @@ class Door:
         }
         self.record(action, "joined", auth.dataset, version, details)
         return loaded
+
+    def _open_reservation(self, auth: Authorization, request_id: str, version: int) -> Reservation:
+        """The open reservation ``request_id`` of this principal and purpose, on ``auth``'s
+        dataset and ``version`` (what :meth:`resume` and :meth:`join` continue)."""
+        reservation = self._ledger.reservation(request_id)  # refuses settled or unknown ids
+        held = reservation.charge
+        if (held.principal, held.purpose) != (self.principal, self.purpose):
+            raise AccessDenied(
+                f"reservation {request_id!r} belongs to another principal or purpose",
+                principal=self.principal,
+                purpose=self.purpose,
+                dataset=auth.dataset,
+            )
+        if (held.dataset, held.version) != (auth.dataset, version):
+            raise ConfigurationError(
+                f"reservation {request_id!r} is on dataset {held.dataset!r} version "
+                f"{held.version}, not {auth.dataset!r} version {version}"
+            )
+        return reservation
 
     def training_checkpoints(self) -> TrainingCheckpoints:
         """The DP-SGD checkpoints this session's principal and purpose may write and resume."""
