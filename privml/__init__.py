@@ -49,6 +49,7 @@ if _typing.TYPE_CHECKING:
 
     from .service._client import RemoteSession
 
+#: The installed privml release, as a version string (``"0.1.0"``).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -113,7 +113,7 @@ _LAST = sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.de
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Result of :meth:`AuditLog.verify`. True when the log is intact.
+    """Result of ``vault.audit.verify()``. True when the log is intact.
 
     Attributes
     ----------

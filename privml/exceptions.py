@@ -212,7 +212,7 @@ class BudgetExceededError(PrivmlError, ValueError):
         What refused: ``"dataset"`` (the dataset's whole budget),
         ``"principal:<name>"`` or ``"purpose:<name>"`` (an allocation of it; a
         purpose's binds the purposes below it too), or ``"reservation"`` (the
-        steps a DP-SGD run reserved, see :class:`StepLimitExceeded`).
+        steps a DP-SGD run reserved, see :class:`~privml.exceptions.StepLimitExceeded`).
     spent : float
         ε already spent in that scope (committed and reserved), by ``method``.
     requested : float

@@ -42,7 +42,7 @@ __all__ = ["Ledger", "Reservation"]
 class Reservation:
     """Budget held for a release whose final cost is known only afterwards (DP-SGD).
 
-    Make one with :meth:`Ledger.reserve`. It counts against the budget as
+    Make one with :meth:`~privml.accounting.Ledger.reserve`. It counts against the budget as
     reserved until :meth:`settle` commits the actual event (which may only be
     lower) or :meth:`release` returns it unused.
 
@@ -178,7 +178,10 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         version: int | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> Reservation:
-        """Like :meth:`charge`, but held as a reservation to :meth:`Reservation.settle` later."""
+        """Like :meth:`charge`, but held as a reservation to settle later.
+
+        See :meth:`~privml.Reservation.settle`.
+        """
         request = _charging.make_request(
             dataset, event, principal, purpose, request_id, version, "reserved", context
         )

@@ -121,7 +121,7 @@ class EncryptedBatch(_Encrypted):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EncryptedBatch:
-        """Load a batch written by :meth:`to_bytes`."""
+        """Load a batch written by ``to_bytes()``."""
         return cls(**cls._load(data))
 
 
@@ -137,5 +137,5 @@ class EncryptedResult(_Encrypted):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EncryptedResult:
-        """Load a result written by :meth:`to_bytes`."""
+        """Load a result written by ``to_bytes()``."""
         return cls(**cls._load(data))

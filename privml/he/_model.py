@@ -27,7 +27,7 @@ class HEModel:
     """A model compiled for encrypted inference (made by :func:`privml.he.compile`).
 
     The server keeps it (``to_bytes`` stores weights as plain arrays, no
-    pickle), publishes :attr:`spec` to clients, and answers encrypted batches
+    pickle), publishes ``spec`` to clients, and answers encrypted batches
     with :meth:`predict_encrypted`. It has no way to decrypt.
 
     Attributes

@@ -33,6 +33,7 @@ from ..exceptions import ConfigurationError
 
 __all__ = ["MODES", "ColumnDecision", "Grant", "PolicyModel", "Predicate", "mode_allows"]
 
+#: Access modes, most revealing first; a grant's mode is one of them.
 MODES = ("raw", "pseudonymized", "masked", "dp_training", "dp_aggregate", "deny")
 _RANK = {mode: rank for rank, mode in enumerate(MODES)}
 #: Modes in which values themselves leave the vault (after rendering).

@@ -71,7 +71,7 @@ _MAX_CLIENT_CHARS = 256
 
 @dataclass(frozen=True)
 class IssuedToken:
-    """A token just issued: its :attr:`secret` is shown here once and never stored.
+    """A token just issued: its ``secret`` is shown here once and never stored.
 
     Attributes
     ----------

@@ -156,7 +156,7 @@ _KEYS = (
 
 @dataclass(frozen=True)
 class TrainingRequest:
-    """A server-side DP-SGD run described as JSON, checked in full by :meth:`parse`.
+    """A server-side DP-SGD run described as JSON, checked in full by :meth:`TrainingRequest.parse`.
 
     Each field maps onto a keyword of ``session.dp.train``
     (:class:`~privml.dp.torch.TrainingSpec`): ``module`` (a network

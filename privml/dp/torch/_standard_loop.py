@@ -42,7 +42,7 @@ def _tqdm() -> Any:
 
 
 def train(gate: Gate, dataset: str, spec: TrainingSpec, *, progress: bool = False) -> TrainResult:
-    """Run the usual loop inside :func:`private_training`; see :meth:`DPSession.train`."""
+    """Run the usual loop inside :func:`private_training`; see :meth:`privml.dp.DPSession.train`."""
     bar_class = _tqdm() if progress else None  # before anything is reserved
     reduction = loss_reduction(spec.criterion) if spec.criterion is not None else "mean"
     rows: list[dict[str, Any]] = []
