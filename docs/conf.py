@@ -1,15 +1,14 @@
 """Sphinx configuration of privml's documentation site.
 
-``make docs`` builds it with warnings as errors. Two pages are written at every build:
-the API reference (``api/``, from the packages' ``__all__``) and the tutorials
-(``tutorials/``, copies of ``notebooks/``). Set ``PRIVML_DOCS_EXECUTE=0`` to render the
-notebooks without running them while writing the prose pages.
+``make docs`` builds it with warnings as errors. Two folders are written at every build:
+the API reference (``api/``, from the packages' ``__all__``: ``_ext/privml_docs.py``) and
+the tutorials (``tutorials/``, the notebooks executed: ``_ext/privml_notebooks.py``). Set
+``PRIVML_DOCS_EXECUTE=0`` to render the notebooks without running them while writing the
+prose pages.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ extensions = [
     "myst_nb",
     "sphinx_design",
     "privml_docs",
+    "privml_notebooks",
 ]
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "README.md"]
@@ -146,51 +146,8 @@ myst_footnote_transition = False
 graphviz_output_format = "svg"
 graphviz_dot_args = ["-Gfontname=Helvetica", "-Nfontname=Helvetica", "-Efontname=Helvetica"]
 
-# Tutorials: executed at build time, in their own folder of temporary vaults (each
-# notebook makes its own under the system's temporary directory).
-EXECUTE = os.environ.get("PRIVML_DOCS_EXECUTE", "1") != "0"
-nb_execution_mode = "force" if EXECUTE else "off"
-nb_execution_raise_on_error = True
-nb_execution_show_tb = True
-nb_execution_timeout = 1800
-nb_execution_in_temp = True
+# Tutorials: executed by privml_notebooks when the build starts (PRIVML_DOCS_EXECUTE=0
+# skips it, PRIVML_DOCS_JOBS sets how many run at a time); myst-nb renders their outputs.
+nb_execution_mode = "off"
 nb_merge_streams = True
-nb_kernel_rgx_aliases = {".*": "python3"}
-
-# flwr is the federated extra, installed on its own: without it notebook 11 is rendered
-# unexecuted, with a note saying so.
-FEDERATED_NOTEBOOK = "11_federated.ipynb"
-HAVE_FLWR = importlib.util.find_spec("flwr") is not None
-
-
-def _copy_notebooks() -> list[str]:
-    """Copy every notebook into ``tutorials/``; return their names in reading order."""
-    out = HERE / "tutorials"
-    out.mkdir(exist_ok=True)
-    names = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
-    for stale in out.glob("*.ipynb"):
-        if stale.name not in names:
-            stale.unlink()
-    for name in names:
-        nb = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
-        if name == FEDERATED_NOTEBOOK and not HAVE_FLWR and EXECUTE:
-            nb.setdefault("metadata", {})["mystnb"] = {"execution_mode": "off"}
-            note = (
-                "```{note}\nThis tutorial was **not executed** in this build: it needs "
-                "Flower (`pip install 'privml[federated]'`), which is not installed here. "
-                "CI builds the site with it, and shows every output.\n```\n"
-            )
-            nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": note})
-        text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-        target = out / name
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            target.write_text(text, encoding="utf-8")
-    return names
-
-
-def _prepare(_app: Any) -> None:
-    _copy_notebooks()
-
-
-def setup(app: Any) -> None:
-    app.connect("builder-inited", _prepare)
+privml_notebook_timeout = 1800

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 #: What autodoc documents that needs no docstring of its own.
 _EXEMPT_SUFFIXES = ("__init__",)
+_NUMPYDOC_MARK = frozenset({"", "..", "!! processed by numpydoc !!"})
 
 
 def _write_reference(app: Sphinx) -> None:
@@ -39,7 +40,10 @@ def _require_docstring(
 ) -> None:
     if what == "module" or name.endswith(_EXEMPT_SUFFIXES):
         return
-    if not any(line.strip() for line in lines):
+    # numpydoc appends a comment of its own ("..", "!! processed by numpydoc !!") to every
+    # docstring it has read, empty ones included.
+    text = [line for line in lines if line.strip() not in _NUMPYDOC_MARK]
+    if not any(line.strip() for line in text):
         logger.warning("%s %s has no docstring", what, name)
 
 

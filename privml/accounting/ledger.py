@@ -63,6 +63,7 @@ class Reservation:
 
     @property
     def request_id(self) -> str:
+        """The request id the reservation is held under (settle and release name it)."""
         return self.charge.request_id
 
     @property

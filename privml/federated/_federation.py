@@ -31,6 +31,7 @@ class FederatedResult:
     secagg: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values: rounds, whether SecAgg+ ran, the number of tensors."""
         return {"rounds": self.rounds, "secagg": self.secagg, "tensors": len(self.weights)}
 
 
@@ -97,6 +98,7 @@ class JointStatistic:
     sites: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The statistic as JSON-ready values: its value, ε, and the sites that contributed."""
         return {
             "statistic": self.statistic,
             "value": self.value,

@@ -147,6 +147,7 @@ class HEParameters:
         return len(self.coeff_mod_bit_sizes) - 2
 
     def to_json(self) -> dict[str, Any]:
+        """These parameters as a JSON-ready dict, which ``from_json`` reads back."""
         return {
             "poly_modulus_degree": self.poly_modulus_degree,
             "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes),
@@ -156,6 +157,7 @@ class HEParameters:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HEParameters:
+        """The parameters ``to_json`` wrote."""
         return cls(
             int(data["poly_modulus_degree"]),
             tuple(int(b) for b in data["coeff_mod_bit_sizes"]),

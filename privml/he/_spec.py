@@ -80,6 +80,7 @@ class ModelSpec:
         requirements: Requirements,
         description: str,
     ) -> ModelSpec:
+        """A spec for a network of fingerprint ``network_id``, its id derived from every field."""
         low_t = tuple(float(v) for v in low)
         high_t = tuple(float(v) for v in high)
         return cls(
@@ -103,6 +104,7 @@ class ModelSpec:
         return derive(self.requirements, security_bits=security_bits)
 
     def to_json(self) -> dict[str, Any]:
+        """This spec as a JSON-ready dict (as published to clients); ``from_json`` reads it."""
         return {
             "model_id": self.model_id,
             "n_features": self.n_features,
@@ -117,6 +119,7 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        """The spec ``to_json`` wrote; a malformed one is an ``IntegrityError``."""
         try:
             spec = cls(
                 str(data["model_id"]),
@@ -148,6 +151,7 @@ class ModelSpec:
         return cls.from_json(header)
 
     def check_features(self, n_features: int, what: str) -> None:
+        """Refuse ``n_features`` (of ``what``) unless the model takes exactly that many."""
         if n_features != self.n_features:
             raise ConfigurationError(
                 f"{what} has {n_features} feature(s) but this model takes {self.n_features}; "

@@ -126,6 +126,7 @@ class Predicate:
         return np.asarray(out.fillna(False) if hasattr(out, "fillna") else out, dtype=bool)
 
     def to_dict(self) -> dict[str, Any]:
+        """This condition as a JSON-ready dict: column, operator and value."""
         value = list(self.value) if isinstance(self.value, tuple) else self.value
         return {"column": self.column, "op": self.op, "value": value}
 
@@ -228,6 +229,7 @@ class Grant:
         )
 
     def live(self, now: datetime) -> bool:
+        """Whether the grant is unexpired at ``now``."""
         return self.expires is None or now < self.expires
 
     def admits(self, frame: pd.DataFrame) -> np.ndarray:
@@ -299,9 +301,11 @@ class PolicyModel:
             self._index[(grant.dataset, subject, grant.purpose)].append(grant)
 
     def knows_principal(self, name: str) -> bool:
+        """Whether ``name`` is a registered principal."""
         return name in self._roles
 
     def knows_purpose(self, name: str) -> bool:
+        """Whether ``name`` is a registered purpose."""
         return name in self._parents
 
     def lineage(self, purpose: str) -> list[str]:
