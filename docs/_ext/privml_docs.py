@@ -47,6 +47,26 @@ def _require_docstring(
         logger.warning("%s %s has no docstring", what, name)
 
 
+def _hide_internal_constructor(
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str, str | None] | None:
+    """A class users reach through the vault shows no constructor signature.
+
+    ``Vault(...)``'s parameters (an engine, a key, a store) are its own wiring; users call
+    ``Vault.create`` or ``Vault.open``, and reach a session, the ledger or ``session.dp``
+    through the vault. Listed in ``privml_factory_made`` (conf.py).
+    """
+    if what == "class" and name.rsplit(".", 1)[-1] in app.config.privml_factory_made:
+        return "", return_annotation
+    return None
+
+
 def _check_pages(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -62,6 +82,8 @@ def _check_pages(app: Sphinx, exception: Exception | None) -> None:
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", _write_reference)
+    app.add_config_value("privml_factory_made", frozenset(), "env")
     app.connect("autodoc-process-docstring", _require_docstring)
+    app.connect("autodoc-process-signature", _hide_internal_constructor)
     app.connect("build-finished", _check_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
