@@ -163,3 +163,13 @@ def test_a_closed_vault_refuses(demo_vault, tmp_path):
     with pytest.raises(privml.exceptions.VaultClosedError):
         demo_vault.report(tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_an_erasure_shows_its_counts_never_the_subject(demo_vault, tmp_path):
+    (pseudonym,) = demo_vault.pseudonymize("patients", "patient", ["P-1001"])
+    demo_vault.erase_subject("patients", identifier="P-1001")
+    report, page = _report(demo_vault, tmp_path)
+    (erasure,) = [e for e in report.events if e.action == "dataset.erase_subject"]
+    assert erasure.figures["rows_removed"] == 2
+    assert pseudonym is not None and pseudonym not in page and "P-1001" not in page
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o600
