@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 
 from ..accounting._report import cumulative
+from ..accounting.composition import Tally
 from ..accounting.events import PrivacyEvent
+from ..accounting.filter import filter_figure
 from ..audit import VerifyReport
 from ._model import DatasetSection, LedgerRow, ModelAudit, ModelSection, Refusal, VaultEvent
 from ._report import DpoReport
@@ -114,7 +116,11 @@ def _anchored(path: Path) -> tuple[tuple[int, str], ...]:
 
 
 def _period(vault: Vault, since: datetime | None, until: datetime | None) -> pd.DataFrame:
-    frame = vault.audit.entries(since=since)
+    # filtered here on the parsed, zone-aware times: the log stores UTC, the period may be
+    # given in any zone
+    frame = vault.audit.entries()
+    if since is not None:
+        frame = frame[frame["time"] >= pd.Timestamp(since)]
     if until is not None:
         frame = frame[frame["time"] <= pd.Timestamp(until)]
     return frame
@@ -195,6 +201,11 @@ def _dataset(vault: Vault, name: str, problems: list[str]) -> DatasetSection:
         active = frame[frame["status"].isin(("reserved", "committed"))]
         events = [_event(row) for row in active.itertuples(index=False)]
         charges, tight, naive = cumulative(events, status.delta)
+        committed = Tally.empty()
+        for event, row_status in zip(events, active["status"], strict=True):
+            if row_status == "committed":
+                committed = committed.plus(event)
+        epsilon_committed = filter_figure(committed, status.delta).epsilon
     except Exception as err:  # see collect
         problems.append(
             f"the budget and ledger of dataset {name!r} could not be read: " + _describe(err)
@@ -220,6 +231,9 @@ def _dataset(vault: Vault, name: str, problems: list[str]) -> DatasetSection:
         status=status,
         rows=rows,
         rows_left_out=len(frame) - len(shown),
+        epsilon_committed=epsilon_committed,
+        first_charge=_when(active["time"].iloc[0]) if len(active) else None,
+        last_charge=_when(active["time"].iloc[-1]) if len(active) else None,
         reserved_by_principal=dict(sorted(reserved.items())),
         charges=tuple(charges),
         tight=tuple(tight),

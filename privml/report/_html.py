@@ -171,6 +171,12 @@ def _ledger(d: DatasetSection) -> str:
     return note + _table(head, rows, "ledger")
 
 
+def _held(d: DatasetSection) -> float | None:
+    if d.status is None or d.epsilon_committed is None:
+        return None
+    return max(d.status.epsilon_spent - d.epsilon_committed, 0.0)
+
+
 def _dataset(d: DatasetSection) -> str:
     title = f"<h3>Dataset <code>{_e(d.name)}</code></h3>"
     s = d.status
@@ -180,6 +186,7 @@ def _dataset(d: DatasetSection) -> str:
     figures = [
         ("ε spent", _n(s.epsilon_spent), "spent"),
         ("ε budget", _n(s.epsilon_total), "total"),
+        ("ε held by open reservations", _n(_held(d)), "reserved"),
         ("ε remaining", _n(s.remaining), "remaining"),
         ("δ", f"{s.delta:g}", "delta"),
         ("Naive sum ε", _n(s.epsilon_naive), "naive"),
@@ -203,7 +210,8 @@ def _dataset(d: DatasetSection) -> str:
                 Series("privacy filter (admission)", (0, *d.charges), (0.0, *d.tight), "#1f5fa8"),
             ],
             title=f"Cumulative ε of {d.name}",
-            x_label="charges, in time order (reserved and committed)",
+            x_label=f"charges in time order (reserved and committed), {_t(d.first_charge)} "
+            f"to {_t(d.last_charge)}",
             y_label=f"ε at δ={s.delta:g}",
             limit=s.epsilon_total,
             limit_label=f"budget ε={s.epsilon_total:g}",

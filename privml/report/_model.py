@@ -45,6 +45,11 @@ class DatasetSection:
         The newest ledger rows, oldest first (at most the report's row limit).
     rows_left_out : int
         Older rows not in ``rows``.
+    epsilon_committed : float or None
+        The privacy filter's ε of the committed events alone; ``status.epsilon_spent``
+        less this is what open reservations hold.
+    first_charge, last_charge : datetime or None
+        When the first and the last active (reserved or committed) ledger row was written.
     reserved_by_principal : mapping of str to int
         Open reservations per principal.
     charges, tight, naive : tuple
@@ -57,6 +62,9 @@ class DatasetSection:
     status: BudgetStatus | None
     rows: tuple[LedgerRow, ...] = ()
     rows_left_out: int = 0
+    epsilon_committed: float | None = None
+    first_charge: datetime | None = None
+    last_charge: datetime | None = None
     reserved_by_principal: Mapping[str, int] = field(default_factory=dict)
     charges: tuple[int, ...] = ()
     tight: tuple[float, ...] = ()

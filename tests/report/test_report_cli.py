@@ -19,8 +19,10 @@ def _args(vault, vaults, monkeypatch, key, tmp_path):
     return folder, ["--key-file", str(key_file)]
 
 
-def test_report_command_writes_the_file(busy_vault, vaults, monkeypatch, key, tmp_path, capsys):
-    folder, keys = _args(busy_vault, vaults, monkeypatch, key, tmp_path)
+def test_report_command_writes_the_file(
+    busy_vault, vaults, monkeypatch, busy_key, tmp_path, capsys
+):
+    folder, keys = _args(busy_vault, vaults, monkeypatch, busy_key, tmp_path)
     out = tmp_path / "report.html"
     assert main(["report", str(folder), *keys, "-o", str(out), "--since", "2020-01-01"]) == 0
     assert "Verification OK" in out.read_text(encoding="utf-8")
@@ -28,9 +30,9 @@ def test_report_command_writes_the_file(busy_vault, vaults, monkeypatch, key, tm
 
 
 def test_a_tampered_vault_exits_1_and_still_writes(
-    busy_vault, vaults, monkeypatch, key, tmp_path, capsys, dba
+    busy_vault, vaults, monkeypatch, busy_key, tmp_path, capsys, dba
 ):
-    folder, keys = _args(busy_vault, vaults, monkeypatch, key, tmp_path)
+    folder, keys = _args(busy_vault, vaults, monkeypatch, busy_key, tmp_path)
     with dba.edit(folder) as conn:
         conn.execute(sa.text("UPDATE audit_log SET principal = 'someone' WHERE seq = 3"))
     out = tmp_path / "report.html"
@@ -39,8 +41,8 @@ def test_a_tampered_vault_exits_1_and_still_writes(
     assert "seq 3" in capsys.readouterr().err
 
 
-def test_bad_times_and_paths_are_usage_errors(busy_vault, vaults, monkeypatch, key, tmp_path):
-    folder, keys = _args(busy_vault, vaults, monkeypatch, key, tmp_path)
+def test_bad_times_and_paths_are_usage_errors(busy_vault, vaults, monkeypatch, busy_key, tmp_path):
+    folder, keys = _args(busy_vault, vaults, monkeypatch, busy_key, tmp_path)
     missing = str(tmp_path / "nowhere" / "r.html")
     assert main(["report", str(folder), *keys, "-o", missing]) == 2
     try:
