@@ -213,3 +213,17 @@ def test_the_period_holds_in_any_time_zone(busy_vault, tmp_path, far_east):
     local = (now - timedelta(hours=1)).astimezone().replace(tzinfo=None)
     report, _ = _report(busy_vault, tmp_path, since=local.isoformat())
     assert len(report.refusals) == 3
+
+
+def test_a_lost_anchor_is_named_and_its_checkpoints_are_listed(busy_vault, dba, busy_key, tmp_path):
+    report, page = _report(busy_vault, tmp_path)
+    assert report.checkpoints and report.checkpoints[-1][0] <= report.verification.entries_checked
+    assert f"<td>{report.checkpoints[-1][1]}</td>" in page
+    folder = Path(busy_vault.path)
+    busy_vault.close()
+    (folder / "audit.anchor").unlink()
+    with dba.vaults.open(folder, key=busy_key) as vault:
+        report, page = _report(vault, tmp_path)
+    assert report.checkpoints == ()
+    assert any("anchor file" in p and "missing" in p for p in report.problems)
+    assert "VERIFICATION FAILED" in page
