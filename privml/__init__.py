@@ -40,6 +40,7 @@ from .exceptions import (
     SchemaViolation,
     VaultExistsError,
 )
+from .report import DpoReport
 from .schema import Field, Schema
 from .vault import DatasetInfo, DatasetVersion, Session, Vault
 
@@ -63,6 +64,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetVersion",
     "DecryptionError",
+    "DpoReport",
     "Field",
     "InsecureKeyFileWarning",
     "IntegrityError",

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -331,16 +331,16 @@ class AuditLog:
         Parameters
         ----------
         since : int or datetime, optional
-            Only entries with ``seq >= since`` (int) or written at or after ``since``.
+            Only entries with ``seq >= since`` (int) or written at or after ``since``
+            (a naive datetime is read as local time).
         principal, action : str, optional
             Only entries of this principal / action.
         """
         query = sa.select(audit_log).order_by(audit_log.c.seq)
         if isinstance(since, datetime):
-            stamp = since if since.tzinfo else since.astimezone()
-            query = query.where(
-                audit_log.c.time >= stamp.astimezone().isoformat(timespec="microseconds")
-            )
+            # The log stores UTC ISO strings, which order as text only within one offset.
+            stamp = (since if since.tzinfo else since.astimezone()).astimezone(UTC)
+            query = query.where(audit_log.c.time >= stamp.isoformat(timespec="microseconds"))
         elif since is not None:
             query = query.where(audit_log.c.seq >= int(since))
         if principal is not None:

@@ -1,7 +1,8 @@
 """The privml command: a demo, audit and budget tools for data-protection officers, and tokens.
 
-Exit status: 0 ok; 1 the audit log failed verification, or a dataset is over its
-privacy budget; 2 usage or access error.
+Exit status: 0 ok; 1 the audit log failed verification (``report`` still writes its
+file, the failure at the top), or a dataset is over its privacy budget; 2 usage or
+access error.
 ``privml token issue`` prints a token's secret once: hand it to the analyst, it is
 not stored and cannot be shown again (issue a new token if it is lost).
 Keys come from ``--key-file`` or the ``PRIVML_VAULT_KEY`` environment variable,
@@ -73,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     ledger = vault_command(commands, "ledger", "print a dataset's privacy ledger")
     ledger.add_argument("--dataset", required=True, help="the dataset")
     ledger.add_argument("--json", action="store_true", help="print JSON records")
+    report = vault_command(
+        commands, "report", "write the data-protection officer's report (one HTML file)"
+    )
+    report.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    report.add_argument(
+        "--since", type=_moment, help="refusals and key events at or after this ISO 8601 time"
+    )
+    report.add_argument(
+        "--until", type=_moment, help="refusals and key events at or before this ISO 8601 time"
+    )
 
     token = commands.add_parser("token", help="issue, list and revoke analysts' bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
@@ -123,6 +134,23 @@ def _since(text: str) -> int | datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a sequence number nor an ISO 8601 time"
         ) from None
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T09:00)"
+        ) from None
+
+
+def _report(vault: Vault, args: argparse.Namespace) -> int:
+    written = vault.report(args.output, since=args.since, until=args.until)
+    print(f"report written to {args.output}")
+    for problem in written.problems:
+        print(f"privml: verification failed: {problem}", file=sys.stderr)
+    return 0 if written.ok else 1
 
 
 def _budget(vault: Vault, dataset: str | None, as_json: bool) -> int:
@@ -240,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _budget(vault, args.dataset, args.json)
             if args.command == "ledger":
                 return _ledger(vault, args.dataset, args.json)
+            if args.command == "report":
+                return _report(vault, args)
             if args.command == "token":
                 return _token(vault, args)
             if args.command == "audit" and args.audit_command == "verify":

@@ -7,6 +7,7 @@ meta.db, or the PostgreSQL database) and edits the log with plain SQL.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,25 @@ def test_missing_anchor_is_reported(copy, dba, verify):
     (copy[0] / "audit.anchor").unlink()
     report = verify(*copy)
     assert not report.ok and "anchor" in report.reason
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles", "UTC"])
+def test_entries_since_a_time_in_any_zone(copy, dba, monkeypatch, zone):
+    """The log stores UTC; a ``since`` time in another zone (aware or naive) selects alike."""
+    with dba.vaults.open(copy[0], key=copy[1]) as vault:
+        every = vault.audit.entries()
+        middle = every["time"].iloc[len(every) // 2].to_pydatetime()
+        expected = list(every["seq"][every["time"] >= middle])
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        try:
+            local = middle.astimezone()  # aware, in the process's zone
+            naive = local.replace(tzinfo=None)  # read as local time
+            for since in (middle, local, naive):
+                assert list(vault.audit.entries(since=since)["seq"]) == expected
+        finally:
+            monkeypatch.undo()
+            time.tzset()
 
 
 def test_anchor_elsewhere(tmp_path, key, vaults):

@@ -21,6 +21,7 @@ PUBLIC = {
     "DatasetInfo",
     "DatasetVersion",
     "DecryptionError",
+    "DpoReport",
     "Field",
     "InsecureKeyFileWarning",
     "IntegrityError",
@@ -55,6 +56,7 @@ HOMES = {
     "Reservation": "privml.accounting.ledger",
     "Schema": "privml.schema",
     "AccessDenied": "privml.exceptions",
+    "DpoReport": "privml.report._report",
 }
 
 
@@ -118,6 +120,7 @@ DOCUMENTED = [
     "privml.he",
     "privml.minimization",
     "privml.policy",
+    "privml.report",
     "privml.vault",
 ]
 

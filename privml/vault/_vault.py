@@ -51,6 +51,7 @@ from ._unit import declare_unit
 if TYPE_CHECKING:
     from .._gate import Where
     from ..crypto import FieldCipher
+    from ..report import DpoReport
     from ._requests import Via
 
 __all__ = ["DatasetInfo", "DatasetVersion", "Vault"]
@@ -504,6 +505,31 @@ class Vault:
         return self.ledger.allocate(
             dataset, principal=principal, purpose=purpose, epsilon=epsilon, actor=self._state.actor
         )
+
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> DpoReport:
+        """Write the data-protection officer's report to ``path``: one self-contained HTML file.
+
+        Every dataset's budget and ledger (table and plot), the audit log's verification
+        with its checkpoints and anchor, refusals and key or erasure events between
+        ``since`` and ``until`` (datetimes or ISO strings; a naive time is local), and
+        models with their (ε, δ) and recorded empirical audits. Names, figures and counts
+        only; one audit entry records the read. A vault that fails verification still
+        gets a report, its failure shown at the top. See :mod:`privml.report`.
+
+        Returns
+        -------
+        privml.report.DpoReport
+            What the file shows.
+        """
+        from ..report._write import write_report
+
+        return write_report(self, path, since=since, until=until, record=self._admin_event)
 
     # -- access policy ----------------------------------------------------------------
     def add_principal(
