@@ -2,7 +2,7 @@
 
 A schema is declared, never taken from the data: bounds and categories feed
 differential privacy (sensitivity) and must not depend on the records
-themselves. :meth:`Schema.infer` only *proposes* one for you to review.
+themselves. :meth:`privml.Schema.infer` only *proposes* one for you to review.
 
 Examples
 --------
@@ -46,6 +46,7 @@ from .masks import Mask, check_mask, default_mask
 
 __all__ = ["Field", "Kind", "Schema"]
 
+#: A field's kind: what its values are, which decides its storage, masks and mechanisms.
 Kind = Literal[
     "identifier", "numeric", "integer", "categorical", "text", "datetime", "tensor", "sequence"
 ]

@@ -98,9 +98,9 @@ def public_names(module: str) -> list[Name]:
         value = getattr(mod, name)
         if inspect.isclass(value):
             kind, doc = "class", inspect.getdoc(value) or ""
-        elif callable(value):
+        elif callable(value) and getattr(value, "__module__", None) != "typing":
             kind, doc = "function", inspect.getdoc(value) or ""
-        else:
+        else:  # constants, and type aliases such as ``Literal[...]``
             kind, doc = "data", doc_comment(module, name)
         names.append(Name(module, name, kind, doc))
     return names

@@ -207,7 +207,7 @@ def one_run_lower_bound(
     (abstaining on the rest) and ``correct`` guesses were right. The result is
     the largest ε such that, were the training (ε, δ)-DP, at least ``correct``
     right guesses would have probability at most ``1 - confidence`` (the
-    p-value of :func:`one_run_p_value`, found by bisection as in the paper's
+    p-value of ``one_run_p_value``, found by bisection as in the paper's
     Appendix D, to within 1e-9).
 
     Parameters
