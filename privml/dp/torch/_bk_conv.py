@@ -4,12 +4,14 @@ A convolution is a Linear applied at every output position to the unfolded
 patch of its input: per group, sample ``i``'s weight gradient is
 ``G_i A_iᵀ`` with ``A_i`` the ``p × T`` patches (``p`` = input channels of
 the group times the kernel size, ``T`` output positions) and ``G_i`` the
-``d × T`` output gradients. Its squared norm is ``⟨A_iᵀA_i, G_iᵀG_i⟩``
-(the ghost norm, ``T×T``) when ``T² < p·d``, and otherwise ``‖G_i A_iᵀ‖²``
-from the per-sample gradients themselves, whose weighted sum is then the
-clipped sum (no second pass over the patches): the trade-off of Bu et al.
-(2023). Padding other than zeros, and ``padding='same'``, pad the input first,
-so the patches are those the layer convolved.
+``d × T`` output gradients. Its squared norm is ``‖G_i A_iᵀ‖²`` from the
+per-sample gradients themselves, whose weighted sum is then the clipped sum
+(no second pass over the patches), or ``⟨A_iᵀA_i, G_iᵀG_i⟩`` (the ghost
+norm, ``T×T``) where that saves memory, the clipped sum then being the
+layer's own weight gradient for the scaled output gradients: the trade-off of
+Bu et al. (2023), settled by :func:`._bk_rule.whole`. Padding other than zeros, and
+``padding='same'``, pad the input first, so the patches are those the layer
+convolved.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, register, tap, weighted
+from ._bk_rule import Part, Rule, Tape, register, tap, views_mean, weighted, whole
 
 __all__ = ["ConvRule"]
 
 
+def _pads_itself(conv: nn.Conv1d | nn.Conv2d) -> bool:
+    """Whether the input is padded before the convolution (its recorded input is padded)."""
+    return conv.padding_mode != "zeros" or isinstance(conv.padding, str)
+
+
 def _padded(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     """The input padded as the layer pads it, and the zero padding left for the convolution."""
-    if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+    if not isinstance(conv.padding, str) and conv.padding_mode == "zeros":
         return x, tuple(conv.padding)
     mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
     pads = list(conv._reversed_padding_repeated_twice)
@@ -58,7 +65,7 @@ def _patches(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         kernel, dilation, stride = conv.kernel_size, conv.dilation, conv.stride
         padding = (0, 0) if isinstance(conv.padding, str) else tuple(conv.padding)
         kernel, dilation, stride = tuple(kernel), tuple(dilation), tuple(stride)
-    if conv.padding_mode != "zeros":
+    if _pads_itself(conv):
         padding = (0, 0)
     cols = functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
     return cols.reshape(x.shape[0], conv.groups, -1, cols.shape[-1])
@@ -90,45 +97,77 @@ class ConvRule(Rule):
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         assert isinstance(module, nn.Conv1d | nn.Conv2d)
         weight, bias = module.weight, module.bias
-        groups = module.groups
-        cols = _patches(module, a.to(g.dtype))  # (rows, G, p, T)
-        rows, positions = g.shape[0], cols.shape[-1]
-        grads = g.reshape(rows, groups, -1, positions)  # (rows, G, d, T)
+        groups, rows = module.groups, g.shape[0]
         b = rows // views
-        if views > 1:  # a sample's views as one sequence of K·T positions, gradients / K
-            cols = cols.reshape(b, views, groups, -1, positions).permute(0, 2, 3, 1, 4)
-            cols = cols.reshape(b, groups, -1, views * positions)
-            grads = grads.reshape(b, views, groups, -1, positions).permute(0, 2, 3, 1, 4)
-            grads = grads.reshape(b, groups, -1, views * positions) / views
-        steps, p, d = cols.shape[-1], cols.shape[2], grads.shape[2]
+        d = g.shape[1] // groups
+        p = weight[0].numel()
+        positions = g[0, 0].numel()
+        steps = views * positions  # a sample's views as one sequence of K·T positions
         has_bias = bias is not None and bias.requires_grad
-        sums = grads.sum(3).reshape(b, -1) if has_bias else None
-        squared = (sums * sums).sum(1) if sums is not None else grads.new_zeros(b)
-        if steps * steps < p * d:  # ghost norm
-            flat_a = cols.reshape(b * groups, p, steps)
-            flat_g = grads.reshape(b * groups, d, steps)
-            grams = torch.bmm(flat_a.transpose(1, 2), flat_a) * torch.bmm(
-                flat_g.transpose(1, 2), flat_g
-            )
-            squared = squared + grams.reshape(b, -1).sum(1)
+        sums = views_mean(g.flatten(2).sum(2), views) if has_bias else None
+        squared = (sums * sums).sum(1) if sums is not None else g.new_zeros(b)
+        cols = _patches(module, a.to(g.dtype))  # (rows, G, p, T)
+        grads = g.reshape(rows, groups, d, positions)  # (rows, G, d, T)
+        if views > 1:
+            cols = _as_sequences(cols, views)
+            grads = _as_sequences(grads, views) / views
+        if whole(b, steps, p, d):
+            per = torch.matmul(grads, cols.transpose(2, 3))  # (b, G, d, p)
+            squared = squared + per.reshape(b, -1).pow(2).sum(1)
 
-            def write_ghost(factors: torch.Tensor) -> None:
-                scaled = grads * factors.to(grads.dtype).view(-1, 1, 1, 1)
-                # per group: Σ_i,t scaled_i[:, t] cols_i[:, t]ᵀ
-                total = torch.einsum("bgdt,bgpt->gdp", scaled, cols)
-                weight.grad = total.reshape(weight.shape).to(weight.dtype)
+            def write_whole(factors: torch.Tensor) -> None:
+                weight.grad = weighted(factors, per).reshape(weight.shape).to(weight.dtype)
                 if sums is not None:
                     assert bias is not None
                     bias.grad = weighted(factors, sums).to(bias.dtype)
 
-            return Part(squared, write_ghost)
-        per = torch.matmul(grads, cols.transpose(2, 3))  # (b, G, d, p)
-        squared = squared + per.reshape(b, -1).pow(2).sum(1)
+            return Part(squared, write_whole)
+        flat_a = cols.reshape(b * groups, p, steps)  # the ghost norm, T×T Gram matrices
+        flat_g = grads.reshape(b * groups, d, steps)
+        grams = torch.bmm(flat_a.transpose(1, 2), flat_a)
+        grams = grams * torch.bmm(flat_g.transpose(1, 2), flat_g)
+        squared = squared + grams.reshape(b, -1).sum(1)
+        del cols, grads, flat_a, flat_g, grams
 
-        def write_whole(factors: torch.Tensor) -> None:
-            weight.grad = weighted(factors, per).reshape(weight.shape).to(weight.dtype)
+        def write_ghost(factors: torch.Tensor) -> None:
+            scale = factors.to(g.dtype)
+            if views > 1:
+                scale = scale.repeat_interleave(views) / views
+            scaled = g * scale.view(-1, *([1] * (g.dim() - 1)))
+            weight.grad = _weight_gradient(module, a.to(g.dtype), scaled).to(weight.dtype)
             if sums is not None:
                 assert bias is not None
                 bias.grad = weighted(factors, sums).to(bias.dtype)
 
-        return Part(squared, write_whole)
+        return Part(squared, write_ghost)
+
+
+def _as_sequences(t: torch.Tensor, views: int) -> torch.Tensor:
+    """``(b·K, G, n, T)`` rows as ``(b, G, n, K·T)``: each sample's views side by side."""
+    rows, groups, n, positions = t.shape
+    t = t.reshape(rows // views, views, groups, n, positions).permute(0, 2, 3, 1, 4)
+    return t.reshape(rows // views, groups, n, views * positions)
+
+
+def _weight_gradient(
+    conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
+    """The weight gradient of the convolution of (padded) ``x`` for output gradient ``grad``."""
+    padding = (0,) * (x.dim() - 2) if isinstance(conv.padding, str) else tuple(conv.padding)
+    if conv.padding_mode != "zeros":
+        padding = (0,) * (x.dim() - 2)
+    _, out, _ = torch.ops.aten.convolution_backward(
+        grad,
+        x,
+        conv.weight.to(x.dtype),
+        None,
+        list(conv.stride),
+        list(padding),
+        list(conv.dilation),
+        False,
+        [0] * (x.dim() - 2),
+        conv.groups,
+        [False, True, False],
+    )
+    result: torch.Tensor = out
+    return result

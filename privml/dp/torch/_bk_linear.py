@@ -3,7 +3,7 @@
 A Linear weight's per-sample gradient is ``g_iᵀ a_i`` (summed over positions
 for sequences), so its squared norm is ``‖a_i‖²‖g_i‖²``, or
 ``⟨a_i a_iᵀ, g_i g_iᵀ⟩`` for sequences (the ghost norm, when the ``T×T``
-Gram matrices are smaller than the gradient); otherwise the per-sample
+Gram matrices save memory: :func:`._bk_rule.whole`); otherwise the per-sample
 gradients are formed and the clipped sum is their weighted sum. An
 Embedding's squared norm is ``Σ_{t,t'} [x_t = x_t'] g_t·g_t'``.
 """
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, register, weighted
+from ._bk_rule import Part, Rule, Tape, register, weighted, whole
 
 __all__ = ["EmbeddingRule", "LinearRule", "sequences"]
 
@@ -126,7 +126,7 @@ class LinearRule(Rule):
         steps, width_in, width_out = a3.shape[1], a3.shape[2], g3.shape[2]
         sums = g3.sum(1) if has_bias else None
         squared = (sums * sums).sum(1) if sums is not None else g3.new_zeros(g3.shape[0])
-        if steps * steps <= width_in * width_out:  # ghost norm: T×T Gram matrices
+        if not whole(g3.shape[0], steps, width_in, width_out):  # ghost norm: T×T Gram matrices
             grams = torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))
             squared = squared + grams.sum((1, 2))
 

@@ -1,8 +1,10 @@
 """Book-keeping rules for normalization layers: LayerNorm, RMSNorm, GroupNorm, InstanceNorm.
 
-Each computes the normalized input ``x̂`` (no affine part), then
-``x̂ · weight + bias`` with the parameters detached, and records ``x̂`` with
-the output gradient ``g``. Sample ``i``'s weight gradient is
+Each runs torch's own fused layer with its parameters detached (so the
+backward pass computes only the input's gradient) and records its input with
+the output gradient ``g``; after the backward pass the normalized input ``x̂``
+(no affine part) is computed again from the recorded input, one cheap pass.
+Sample ``i``'s weight gradient is
 ``Σ_positions g_i ⊙ x̂_i`` and its bias gradient ``Σ_positions g_i``: small
 (one value per parameter), so they are formed whole, their squared norms
 summed and the clipped sum is their weighted sum. (BatchNorm mixes the
@@ -25,18 +27,9 @@ __all__ = ["ChannelNormRule", "LastDimsNormRule"]
 _INSTANCE = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
-def _affine(
-    module: nn.Module, xhat: torch.Tensor, shape: tuple[int, ...], tape: Tape, slot: int
-) -> torch.Tensor:
-    """``x̂ · weight + bias`` (parameters detached, viewed as ``shape``), recorded."""
-    weight = getattr(module, "weight", None)
-    bias = getattr(module, "bias", None)
-    out = xhat
-    if weight is not None:
-        out = out * weight.detach().view(shape)
-    if bias is not None:
-        out = out + bias.detach().view(shape)
-    return tap(out, tape, slot, xhat, module)
+def _detached(module: nn.Module, name: str) -> torch.Tensor | None:
+    param = getattr(module, name, None)
+    return param.detach() if param is not None else None
 
 
 def _grads(
@@ -68,19 +61,26 @@ class LastDimsNormRule(Rule):
             if not torch.is_grad_enabled():
                 out: torch.Tensor = type(norm).forward(norm, x)  # type: ignore[arg-type]
                 return out
+            weight = _detached(norm, "weight")
             if isinstance(norm, nn.LayerNorm):
-                xhat = functional.layer_norm(x, shape, None, None, norm.eps)
+                bias = _detached(norm, "bias")
+                out = functional.layer_norm(x, shape, weight, bias, norm.eps)
             else:
-                xhat = functional.rms_norm(x, shape, None, norm.eps)
-            return _affine(norm, xhat, shape, tape, slot)
+                out = functional.rms_norm(x, shape, weight, norm.eps)
+            return tap(out, tape, slot, x, norm)
 
         return forward_norm
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         assert isinstance(module, nn.LayerNorm | nn.RMSNorm)
-        width = len(module.normalized_shape)
-        dims = tuple(range(1, g.dim() - width))
-        return instantiated(module, _grads(module, a, g, dims, views))
+        shape = tuple(module.normalized_shape)
+        x = a.to(g.dtype)
+        if isinstance(module, nn.LayerNorm):
+            xhat = functional.layer_norm(x, shape, None, None, module.eps)
+        else:
+            xhat = functional.rms_norm(x, shape, None, module.eps)
+        dims = tuple(range(1, g.dim() - len(shape)))
+        return instantiated(module, _grads(module, xhat, g, dims, views))
 
 
 @register(nn.GroupNorm, *_INSTANCE)
@@ -104,16 +104,24 @@ class ChannelNormRule(Rule):
                     f"grad_sample_mode='bk' clips per sample, so {type(norm).__name__} needs a "
                     "batch: its input has no batch dimension. Pass (batch, channels, ...)"
                 )
-            if isinstance(norm, nn.GroupNorm):
-                xhat = functional.group_norm(x, norm.num_groups, None, None, norm.eps)
-            else:
-                assert isinstance(norm, _INSTANCE)
-                xhat = functional.instance_norm(x, eps=norm.eps)
-            shape = (1, x.shape[1], *([1] * (x.dim() - 2)))
-            return _affine(norm, xhat, shape, tape, slot)
+            out = _normalized(norm, x, _detached(norm, "weight"), _detached(norm, "bias"))
+            return tap(out, tape, slot, x, norm)
 
         return forward_norm
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
+        xhat = _normalized(module, a.to(g.dtype), None, None)
         dims = tuple(range(2, g.dim()))
-        return instantiated(module, _grads(module, a, g, dims, views))
+        return instantiated(module, _grads(module, xhat, g, dims, views))
+
+
+def _normalized(
+    norm: nn.Module, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """A channel norm of ``x`` with the given affine parameters (``None``: none)."""
+    if isinstance(norm, nn.GroupNorm):
+        out = functional.group_norm(x, norm.num_groups, weight, bias, norm.eps)
+    else:
+        assert isinstance(norm, _INSTANCE)
+        out = functional.instance_norm(x, weight=weight, bias=bias, eps=norm.eps)
+    return out

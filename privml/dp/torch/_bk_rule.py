@@ -27,7 +27,11 @@ from torch import nn
 
 from ...exceptions import ConfigurationError
 
-__all__ = ["RULES", "Part", "Rule", "Tape", "register", "tap", "trainable"]
+__all__ = ["RULES", "Part", "Rule", "Tape", "register", "tap", "trainable", "whole"]
+
+#: Per-sample gradients of one layer up to this many values (all samples) are formed
+#: whole even where Gram matrices would be smaller: 4 MiB of float32.
+WHOLE_LIMIT = 1 << 20
 
 TWICE = (
     "grad_sample_mode='bk' needs each trainable layer to run once per optimizer step "
@@ -95,6 +99,19 @@ class Part:
 
     squared: torch.Tensor
     write: Callable[[torch.Tensor], None]
+
+
+def whole(samples: int, steps: int, width_in: int, width_out: int) -> bool:
+    """Form a layer's per-sample gradients (``p × d`` each) rather than ``T×T`` Gram matrices.
+
+    In time, the per-sample gradients always win once the clipped sum is counted: the
+    ghost norm costs ``T²(p + d)`` per sample on top of the ``T·p·d`` of the sum, which
+    the per-sample gradients' weighted sum replaces by ``p·d`` (Bu et al. 2023). The
+    Gram matrices are chosen only to save memory: when they are smaller and the
+    per-sample gradients would hold more than :data:`WHOLE_LIMIT` values.
+    """
+    size = width_in * width_out
+    return size <= steps * steps or samples * size <= WHOLE_LIMIT
 
 
 def weighted(factors: torch.Tensor, per_sample: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from opacus.layers import DPMultiheadAttention
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from privml.dp.torch import _bk_rule
+
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
 STEPS, WIDTH = 5, 8
@@ -132,9 +134,12 @@ def test_attention_with_all_keys_but_one_masked():
     assert_same(got, per_sample_loop(_attend(), x, y))
 
 
+@pytest.mark.parametrize("limit", [None, 0])
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_transformer_encoder_equals_opacus_hooks(norm_first, batch):
+def test_transformer_encoder_equals_opacus_hooks(norm_first, batch, limit, monkeypatch):
+    if limit is not None:  # no room for per-sample gradients: ghost norms where smaller
+        monkeypatch.setattr(_bk_rule, "WHOLE_LIMIT", limit)
     idx, y = _tokens(batch, seed=batch)
     got = bookkeeping(_encoder(norm_first=norm_first), idx, y, "mean")
     assert_same(got, opacus_hooks(_encoder(norm_first=norm_first), idx, y, "mean"))

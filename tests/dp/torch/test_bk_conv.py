@@ -9,6 +9,8 @@ import torch
 from _bk_reference import assert_same, bookkeeping, opacus_hooks, per_sample_loop
 from torch import nn
 
+from privml.dp.torch import _bk_rule
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning"),
     # torch's own note on an even kernel with padding='same' (the reference sides' layers)
@@ -40,9 +42,9 @@ def _materialize(build: Callable[[], nn.Module], x: torch.Tensor) -> Callable[[]
 
 
 CONV2D = {
-    # T = 16 positions, p·d = 72·8: the ghost norm (T×T Gram matrices)
+    # T = 16 positions, p·d = 72·8: the ghost norm where room is short
     "ghost": (lambda: nn.Conv2d(8, 8, 3, padding=1), (8, 4, 4)),
-    # T = 49, p·d = 18·4: the per-sample gradients themselves
+    # T = 49, p·d = 18·4: the per-sample gradients themselves in any case
     "whole": (lambda: nn.Conv2d(2, 4, 3, padding=1), (2, 7, 7)),
     "strided_grouped": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (4, 7, 7)),
     "dilated_no_bias": (lambda: nn.Conv2d(2, 3, (3, 2), dilation=(2, 1), bias=False), (2, 8, 6)),
@@ -70,10 +72,27 @@ CASES |= {f"conv1d-{k}": v for k, v in CONV1D.items()}
 OTHER_PADDING = {"conv2d-reflect", "conv2d-circular_ghost", "conv1d-replicate_same"}
 
 
+@pytest.fixture(params=["whole", "ghost"])
+def path(request, monkeypatch):
+    """Per-sample gradients formed whole (the default for these small layers), or, with no
+    room allowed for them, the ghost norm wherever the T×T Gram matrices are smaller."""
+    if request.param == "ghost":
+        monkeypatch.setattr(_bk_rule, "WHOLE_LIMIT", 0)
+    return request.param
+
+
+def test_the_ghost_cases_take_the_ghost_norm_only_when_room_is_short(monkeypatch):
+    # Conv2d(8, 8, 3) on 4×4: T = 16, p·d = 72·8 > T²
+    assert _bk_rule.whole(5, 16, 72, 8)
+    monkeypatch.setattr(_bk_rule, "WHOLE_LIMIT", 0)
+    assert not _bk_rule.whole(5, 16, 72, 8)
+    assert _bk_rule.whole(5, 49, 18, 4)  # p·d <= T²: whole in any case
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("case", list(CASES))
-def test_conv_rule_equals_opacus_hooks(case, batch, reduction):
+def test_conv_rule_equals_opacus_hooks(case, batch, reduction, path):
     conv, shape = CASES[case]
     gen = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, *shape, generator=gen, dtype=torch.float64)
@@ -89,7 +108,7 @@ def test_conv_rule_equals_opacus_hooks(case, batch, reduction):
 
 
 @pytest.mark.parametrize("case", ["conv2d-ghost", "conv2d-whole", "conv1d-strided_grouped"])
-def test_conv_rule_clips_the_mean_of_each_samples_views(case):
+def test_conv_rule_clips_the_mean_of_each_samples_views(case, path):
     conv, shape = CASES[case]
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(6, *shape, generator=gen, dtype=torch.float64)
