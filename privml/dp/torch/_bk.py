@@ -167,12 +167,13 @@ class BookKeeping:
                 f"sampled row as handed out by run.data_loader, once; this backward pass had "
                 f"{size} rows"
             )
+        # A mean loss's gradients are 1/size of each sample's own: the parts are linear in
+        # g, so the norms are scaled up by size and the factors by size, not every record.
+        scale = float(size) if self.loss_reduction == "mean" else 1.0
         parts = []
         for layer in self.layers:
             if layer.slot in records:
                 a, g = records[layer.slot]
-                if self.loss_reduction == "mean":
-                    g = g * size  # the mean's 1/b undone: each sample's own loss
                 parts.append(layer.rule.part(layer.module, a, g, self.views))
         wide = any(part.squared.dtype == torch.float64 for part in parts)
         squared = torch.zeros(
@@ -182,10 +183,10 @@ class BookKeeping:
         )
         for part in parts:
             squared = squared + part.squared.to(squared.dtype)
-        norms = squared.sqrt()
+        norms = squared.sqrt() * scale
         factors = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for part in parts:
-            part.write(factors)
+            part.write(factors * scale)
         for layer in self.layers:
             if layer.slot not in records:  # not used in this step: a zero contribution
                 for p in trainable(layer.module):

@@ -16,13 +16,14 @@ convolved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, register, tap, views_mean, weighted, whole
+from ._bk_rule import Part, Rule, Tape, register, squares, tap, views_mean, weighted, whole
 
 __all__ = ["ConvRule"]
 
@@ -68,7 +69,7 @@ def _patches(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if _pads_itself(conv):
         padding = (0, 0)
     cols = functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
-    return cols.reshape(x.shape[0], conv.groups, -1, cols.shape[-1])
+    return cols.reshape(x.shape[0], conv.groups, cols.shape[1] // conv.groups, cols.shape[-1])
 
 
 @register(nn.Conv1d, nn.Conv2d)
@@ -101,11 +102,11 @@ class ConvRule(Rule):
         b = rows // views
         d = g.shape[1] // groups
         p = weight[0].numel()
-        positions = g[0, 0].numel()
+        positions = math.prod(g.shape[2:])
         steps = views * positions  # a sample's views as one sequence of K·T positions
         has_bias = bias is not None and bias.requires_grad
         sums = views_mean(g.flatten(2).sum(2), views) if has_bias else None
-        squared = (sums * sums).sum(1) if sums is not None else g.new_zeros(b)
+        squared = squares(sums) if sums is not None else g.new_zeros(b)
         cols = _patches(module, a.to(g.dtype))  # (rows, G, p, T)
         grads = g.reshape(rows, groups, d, positions)  # (rows, G, d, T)
         if views > 1:
@@ -113,7 +114,7 @@ class ConvRule(Rule):
             grads = _as_sequences(grads, views) / views
         if whole(b, steps, p, d):
             per = torch.matmul(grads, cols.transpose(2, 3))  # (b, G, d, p)
-            squared = squared + per.reshape(b, -1).pow(2).sum(1)
+            squared = squared + squares(per)
 
             def write_whole(factors: torch.Tensor) -> None:
                 weight.grad = weighted(factors, per).reshape(weight.shape).to(weight.dtype)
@@ -126,7 +127,7 @@ class ConvRule(Rule):
         flat_g = grads.reshape(b * groups, d, steps)
         grams = torch.bmm(flat_a.transpose(1, 2), flat_a)
         grams = grams * torch.bmm(flat_g.transpose(1, 2), flat_g)
-        squared = squared + grams.reshape(b, -1).sum(1)
+        squared = squared + grams.flatten(1).sum(1)
         del cols, grads, flat_a, flat_g, grams
 
         def write_ghost(factors: torch.Tensor) -> None:

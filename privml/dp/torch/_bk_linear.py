@@ -10,6 +10,7 @@ Embedding's squared norm is ``Σ_{t,t'} [x_t = x_t'] g_t·g_t'``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, register, weighted, whole
+from ._bk_rule import Part, Rule, Tape, flat, register, squares, weighted, whole
 
 __all__ = ["EmbeddingRule", "LinearRule", "sequences"]
 
@@ -78,8 +79,9 @@ def sequences(a: torch.Tensor, g: torch.Tensor, views: int) -> tuple[torch.Tenso
     sequence's gradient (K·T positions, output gradients scaled by 1/K).
     """
     b = g.shape[0] // views
-    g3 = g.reshape(b, -1, g.shape[-1])
-    return a.reshape(b, -1, a.shape[-1]).to(g.dtype), g3 / views if views > 1 else g3
+    steps = views * math.prod(g.shape[1:-1])
+    g3 = g.reshape(b, steps, g.shape[-1])
+    return a.reshape(b, steps, a.shape[-1]).to(g.dtype), g3 / views if views > 1 else g3
 
 
 @register(nn.Linear)
@@ -110,9 +112,9 @@ class LinearRule(Rule):
         has_bias = bias is not None and bias.requires_grad
         if a.dim() == 2 and views == 1:  # one position per sample: rank-one gradients
             a = a.to(g.dtype)
-            squared = (a * a).sum(1) * (g * g).sum(1)
+            squared = squares(a) * squares(g)
             if has_bias:
-                squared = squared + (g * g).sum(1)
+                squared = squared + squares(g)
 
             def write_flat(factors: torch.Tensor) -> None:
                 scaled = g * factors.to(g.dtype).unsqueeze(1)
@@ -125,7 +127,7 @@ class LinearRule(Rule):
         a3, g3 = sequences(a, g, views)
         steps, width_in, width_out = a3.shape[1], a3.shape[2], g3.shape[2]
         sums = g3.sum(1) if has_bias else None
-        squared = (sums * sums).sum(1) if sums is not None else g3.new_zeros(g3.shape[0])
+        squared = squares(sums) if sums is not None else g3.new_zeros(g3.shape[0])
         if not whole(g3.shape[0], steps, width_in, width_out):  # ghost norm: T×T Gram matrices
             grams = torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))
             squared = squared + grams.sum((1, 2))
@@ -141,7 +143,7 @@ class LinearRule(Rule):
 
             return Part(squared, write_ghost)
         per = torch.bmm(g3.transpose(1, 2), a3)  # the per-sample gradients are smaller
-        squared = squared + (per * per).sum((1, 2))
+        squared = squared + squares(per)
 
         def write_whole(factors: torch.Tensor) -> None:
             weight.grad = weighted(factors, per).to(weight.dtype)
@@ -182,12 +184,12 @@ class EmbeddingRule(Rule):
         if module.padding_idx is not None:
             g = g * (a != module.padding_idx).unsqueeze(-1).to(g.dtype)
         b = g.shape[0] // views
-        idx = a.reshape(b, -1)
-        g3 = g.reshape(b, idx.shape[1], -1)
+        idx = flat(a, views)
+        g3 = g.reshape(b, idx.shape[1], g.shape[-1])
         if views > 1:
             g3 = g3 / views
         if idx.shape[1] == 1:
-            squared = (g3 * g3).sum((1, 2))
+            squared = squares(g3)
         else:
             same = (idx.unsqueeze(2) == idx.unsqueeze(1)).to(g3.dtype)
             squared = (torch.bmm(g3, g3.transpose(1, 2)) * same).sum((1, 2))

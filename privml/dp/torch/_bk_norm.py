@@ -41,10 +41,10 @@ def _grads(
     bias = getattr(module, "bias", None)
     if weight is not None and weight.requires_grad:
         per = (g * xhat.to(g.dtype)).sum(dims) if dims else g * xhat.to(g.dtype)
-        grads["weight"] = views_mean(per, views).reshape(-1, *weight.shape)
+        grads["weight"] = views_mean(per, views).reshape(g.shape[0] // views, *weight.shape)
     if bias is not None and bias.requires_grad:
         per = g.sum(dims) if dims else g
-        grads["bias"] = views_mean(per, views).reshape(-1, *bias.shape)
+        grads["bias"] = views_mean(per, views).reshape(g.shape[0] // views, *bias.shape)
     return grads
 
 

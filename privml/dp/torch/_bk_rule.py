@@ -18,6 +18,7 @@ to the front.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,18 @@ from torch import nn
 
 from ...exceptions import ConfigurationError
 
-__all__ = ["RULES", "Part", "Rule", "Tape", "register", "tap", "trainable", "whole"]
+__all__ = [
+    "RULES",
+    "Part",
+    "Rule",
+    "Tape",
+    "flat",
+    "register",
+    "squares",
+    "tap",
+    "trainable",
+    "whole",
+]
 
 #: Per-sample gradients of one layer up to this many values (all samples) are formed
 #: whole even where Gram matrices would be smaller: 4 MiB of float32.
@@ -114,17 +126,29 @@ def whole(samples: int, steps: int, width_in: int, width_out: int) -> bool:
     return size <= steps * steps or samples * size <= WHOLE_LIMIT
 
 
+def flat(t: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """``(rows / views, views · values per row)``: each sample's values in one row (also empty)."""
+    return t.reshape(t.shape[0] // views, views * math.prod(t.shape[1:]))
+
+
+def squares(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample sums of squares over every dimension but the first (no squared copy)."""
+    norms: torch.Tensor = torch.linalg.vector_norm(flat(t), dim=1)
+    return norms * norms
+
+
 def weighted(factors: torch.Tensor, per_sample: torch.Tensor) -> torch.Tensor:
     """``Σ_i factors_i · per_sample_i`` over the first dimension."""
-    flat = per_sample.reshape(per_sample.shape[0], -1)
-    return (factors.to(flat.dtype) @ flat).reshape(per_sample.shape[1:])
+    rows = flat(per_sample)
+    return (factors.to(rows.dtype) @ rows).reshape(per_sample.shape[1:])
 
 
 def views_mean(per_sample: torch.Tensor, views: int) -> torch.Tensor:
     """Rows ``i·K ... i·K + K - 1`` of per-row gradients as sample ``i``'s mean gradient."""
     if views == 1:
         return per_sample
-    return per_sample.reshape(-1, views, *per_sample.shape[1:]).mean(1)
+    rows = per_sample.shape[0]
+    return per_sample.reshape(rows // views, views, *per_sample.shape[1:]).mean(1)
 
 
 def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
@@ -132,7 +156,7 @@ def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
     first = next(iter(grads.values()))
     squared = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
     for per in grads.values():
-        squared = squared + per.reshape(per.shape[0], -1).pow(2).sum(1)
+        squared = squared + squares(per)
 
     def write(factors: torch.Tensor) -> None:
         for name, per in grads.items():
