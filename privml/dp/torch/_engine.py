@@ -1,10 +1,11 @@
 """Wiring one training mode: the module wrapper, the guarded optimizer and the loss.
 
 Modes: ``"ghost"`` (Opacus ghost clipping, the default), ``"hooks"`` (Opacus
-per-sample gradients) and ``"bk"`` (privml's book-keeping for Linear and
-Embedding stacks, one backward pass). All three clip each sample's whole
-gradient to ``max_grad_norm`` and add the same Gaussian noise through
-Opacus's optimizers, so they release the same mechanism.
+per-sample gradients) and ``"bk"`` (privml's book-keeping for Linear,
+Embedding, convolution, normalization and attention layers, one backward
+pass). All three clip each sample's whole gradient to ``max_grad_norm`` and
+add the same Gaussian noise through Opacus's optimizers, so they release the
+same mechanism.
 """
 
 from __future__ import annotations

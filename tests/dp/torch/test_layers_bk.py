@@ -118,3 +118,30 @@ def test_bk_refuses_a_step_when_a_linear_sees_no_batch_first_input():
         engine.optimizer.step()
     assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
     engine.close()
+
+
+def test_bk_takes_every_layer_a_declared_network_may_hold():
+    from privml.dp.torch._layers import build_module
+
+    net = build_module(
+        {
+            "layers": [
+                {"type": "Unflatten", "dim": 1, "unflattened_size": [1, 8, 8]},
+                {"type": "Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3},
+                {"type": "GroupNorm", "num_groups": 2, "num_channels": 4},
+                {"type": "Flatten", "start_dim": 2},
+                {"type": "Conv1d", "in_channels": 4, "out_channels": 4, "kernel_size": 3},
+                {"type": "LayerNorm", "normalized_shape": 34},
+                {"type": "Flatten"},
+                {"type": "Linear", "in_features": 136, "out_features": 10},
+            ]
+        }
+    )
+    layers = check_bk_module(net)
+    assert {type(layer).__name__ for layer in layers} == {
+        "Conv2d",
+        "GroupNorm",
+        "Conv1d",
+        "LayerNorm",
+        "Linear",
+    }
