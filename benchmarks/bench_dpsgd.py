@@ -237,7 +237,7 @@ def timings(
     for top, bottom, _ in pairs:
         if top in sides and bottom in sides:
             target = targets.get((top, bottom))
-            if name == "mlp" and top == "privml bk":  # the MLP's own target was 1.5x
+            if name == "mlp" and target and top == "privml bk":  # the MLP's own: 1.5x
                 target = "1.5"
             note = f"  (target <= {target}x)" if target else ""
             print(f"  {top + ' / ' + bottom:<30}{times.ratio(top, bottom)}{note}")
