@@ -128,3 +128,20 @@ def test_bk_refuses_a_layer_run_twice_in_one_step():
     with pytest.raises(ConfigurationError, match="once per optimizer step"):
         single(torch.randn(3, 2, 4)).pow(2).sum().backward()  # two batches, one step
     bk.detach()
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_opacus_modes_refuse_convolutions_padded_other_than_with_zeros(mode):
+    """Opacus unfolds with zero padding: its norms of a reflect-padded layer are wrong."""
+    from privml.dp.torch._engine import prepare_module
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(8, 2)
+    )
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ConfigurationError, match=r"0 \(Conv2d, padding_mode='reflect'\)"):
+        prepare_module(net, opt, mode=mode, fix_module=False)
+    prepared, _ = prepare_module(net, opt, mode="bk", fix_module=False)
+    assert prepared is net
+    net[0].requires_grad_(False)  # frozen: no per-sample gradient to get wrong
+    prepare_module(net, opt, mode=mode, fix_module=False)
