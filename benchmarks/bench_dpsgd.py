@@ -1,60 +1,144 @@
-"""DP-SGD through privml against non-private torch and Opacus called directly, on one CPU thread.
+"""DP-SGD per step: privml's modes against non-private torch and Opacus called directly, 1 thread.
 
-One epoch of an MLP 100-256-256-10 on 60,000 x 100 synthetic inputs, batch
-size 256 (expected), for: non-private torch, raw Opacus "hooks", raw Opacus
-"ghost" (``PrivacyEngine.make_private``), privml "ghost" and privml "bk"
-(``session.dp.private_training``). Rounds are interleaved and each figure is
-the median over rounds; ratios compare times per optimizer step (Opacus
-samples with q = 1/len(loader), privml with q = B/N, so their step counts
-differ by one or so). privml's "loop" time is the training loop inside the
-``with`` block (what the raw Opacus time measures, plus Opacus's own
-``make_private``); its "total" adds reading the data from the vault, the
-reservation, settling and registering the model. Targets: privml ghost <=
-1.05x raw Opacus ghost, privml bk <= 1.5x non-private.
+Three networks, each trained by five sides: non-private torch, Opacus "hooks"
+and "ghost" through Opacus's own ``PrivacyEngine.make_private`` (Poisson
+sampling), privml "ghost" and privml "bk" (one-backward book-keeping) through
+``session.dp.private_training``:
 
-Then peak memory above the loaded data, for width 1024, each variant in its
-own process (a few steps; RSS sampled every 2 ms).
+- ``mlp``: an MLP 100-256-256-10 on 60,000 synthetic rows of 100 features,
+  batch 256 (expected);
+- ``cnn``: the 8x8 digits (1,792 rows), batch 64: Conv2d(1→16) + GroupNorm,
+  Conv2d(16→32, stride 2), LayerNorm, Linear (``bench_dpsgd_layers.CNN``);
+- ``transformer``: the digits as sequences of 64 pixel tokens (intensity
+  0-16, an ``nn.Embedding`` plus a learned position embedding, width 32),
+  torch's 2-layer ``nn.TransformerEncoder`` (4 heads, LayerNorm; attention made
+  Opacus's ``DPMultiheadAttention`` by ``ModuleValidator.fix`` before any side
+  sees it), mean-pooled into a Linear head; batch 64.
 
-    .venv/bin/python benchmarks/bench_dpsgd.py [--rounds 3] [--rows 60000] [--memory-steps 20]
+Every side is set up first (same weights, same data; privml's blocks stay
+open), then ``benchmarks/_rounds.py`` interleaves rounds of ``--steps``
+optimizer steps of every side, the order rotating each round, after an
+uncounted warm-up round. Each round counts the training thread's CPU time
+(``time.thread_time``: torch runs on one thread; a shared machine disturbs it
+far less than wall time). Printed per network: ms per step (median) and, for
+each side, the median and spread of the per-round ratio to non-private (and
+privml bk to Opacus ghost). Targets: privml bk <= 1.3x non-private on the CNN
+and the transformer; privml ghost <= 1.05x Opacus ghost.
+
+Then peak memory of the training loop: each side in its own process, VmHWM
+(reset through ``/proc/self/clear_refs`` just before the loop) minus VmRSS at
+that point. Target: privml bk <= Opacus ghost.
+
+    .venv/bin/python benchmarks/bench_dpsgd.py [--rounds 7] [--steps 10]
+        [--models mlp,cnn,transformer] [--sides ...] [--memory-steps 10] [--profile bk:cnn]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import warnings
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from _rounds import interleave, pin_threads
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+pin_threads()
 
-import privml
-from privml import Budget, Field, Schema
+import argparse  # noqa: E402  (the thread pools are fixed first)
+import contextlib  # noqa: E402
+import cProfile  # noqa: E402
+import json  # noqa: E402
+import pstats  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-FEATURES, CLASSES, BATCH, BOUND = 100, 10, 256, 5.0
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from bench_dpsgd_layers import CNN, Side, digits  # noqa: E402
+from opacus.validators import ModuleValidator  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import privml  # noqa: E402
+from privml import Budget, Field, Schema  # noqa: E402
+
 SIGMA, CLIP = 1.0, 1.0
-VARIANTS = ["non-private", "opacus hooks", "opacus ghost", "privml ghost", "privml bk"]
-# torch's first-layer hook note and Opacus's RNG notes: expected here, not the benchmark's subject.
-for message in ("Full backward hook is firing", "Secure RNG turned off", "Optimal order"):
+SIDES = ["non-private", "opacus hooks", "opacus ghost", "privml ghost", "privml bk"]
+FEATURES, CLASSES, BOUND, SYNTHETIC_ROWS = 100, 10, 5.0, 60_000
+for message in (
+    "Full backward hook is firing",
+    "Secure RNG turned off",
+    "Optimal order",
+    "enable_nested_tensor",
+    "Using a non-full backward hook",
+):
     warnings.filterwarnings("ignore", message=message)
 
 
-def data(rows: int) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+class MLP(nn.Module):
+    def __init__(self, width: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(FEATURES, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out
+
+
+class PixelTransformer(nn.Module):
+    """Each image as 64 tokens (its pixel intensities 0-16), a 2-layer encoder, a head."""
+
+    def __init__(self, width: int = 32, layers: int = 2) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(17, width)
+        self.positions = nn.Embedding(64, width)
+        layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, 10)
+        self.register_buffer("steps", torch.arange(64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # privml and the loaders hand out intensities / 16: back to the 17 integer levels
+        idx = (x * 16).round().long().clamp(0, 16)
+        steps: torch.Tensor = self.steps
+        h = self.tokens(idx) + self.positions(steps.repeat(len(x), 1))
+        out: torch.Tensor = self.head(self.encoder(h).mean(1))
+        return out
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A network and the data it trains on (the same tensors for every side)."""
+
+    make: Callable[[], nn.Module]
+    dataset: str
+    features: list[str]
+    target: str
+    X: torch.Tensor
+    y: torch.Tensor
+    batch: int
+
+    def network(self) -> nn.Module:
+        """The same weights on every side: seeded, and already fixed for Opacus."""
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fixed: nn.Module = ModuleValidator.fix(self.make())
+        return fixed
+
+
+def synthetic() -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     """Learnable synthetic classes; the frame for the vault, tensors scaled as privml scales."""
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(rows, FEATURES)).clip(-BOUND, BOUND)
+    X = rng.normal(size=(SYNTHETIC_ROWS, FEATURES)).clip(-BOUND, BOUND)
     y = (X @ rng.normal(size=(FEATURES, CLASSES))).argmax(axis=1)
     frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(FEATURES)])
     frame["y"] = y
@@ -62,225 +146,184 @@ def data(rows: int) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     return frame, scaled, torch.as_tensor(y)
 
 
-def mlp(width: int) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(FEATURES, width),
-        nn.ReLU(),
-        nn.Linear(width, width),
-        nn.ReLU(),
-        nn.Linear(width, CLASSES),
-    )
-
-
-def vault_with(frame: pd.DataFrame, folder: Path) -> privml.Vault:
+def setting(folder: Path) -> tuple[privml.Vault, dict[str, Workload]]:
+    """A vault holding both tables, and the three workloads."""
+    vault = privml.Vault.create(folder, key=privml.generate_key())
+    budget = Budget(epsilon=1e6, delta=1e-5)
+    frame, X, y = synthetic()
     fields = {c: Field.numeric(bounds=(-BOUND, BOUND)) for c in frame.columns if c != "y"}
     fields["y"] = Field.categorical(categories=list(range(CLASSES)), target=True)
-    vault = privml.Vault.create(folder, key=privml.generate_key())
-    vault.add_dataset(
-        "synthetic", frame, schema=Schema(fields), budget=Budget(epsilon=1e3, delta=1e-5)
-    )
-    vault.add_purpose("bench", description="Benchmark", lawful_basis="none (synthetic data)")
+    vault.add_dataset("synthetic", frame, schema=Schema(fields), budget=budget)
+    digit_frame, pixels, dX, dy = digits()
+    fields = {c: Field.numeric(bounds=(0.0, 16.0)) for c in pixels}
+    fields["target"] = Field.categorical(categories=list(range(10)), target=True)
+    vault.add_dataset("digits", digit_frame, schema=Schema(fields), budget=budget)
+    vault.add_purpose("bench", description="Benchmark", lawful_basis="none (public data)")
     vault.add_principal("bench", roles=["ml"])
-    vault.grant(role="ml", dataset="synthetic", purpose="bench", mode="dp_training")
-    return vault
+    for dataset in ("synthetic", "digits"):
+        vault.grant(role="ml", dataset=dataset, purpose="bench", mode="dp_training")
+    features = [c for c in frame.columns if c != "y"]
+    workloads = {
+        "mlp": Workload(MLP, "synthetic", features, "y", X, y, 256),
+        "cnn": Workload(CNN, "digits", pixels, "target", dX, dy, 64),
+        "transformer": Workload(PixelTransformer, "digits", pixels, "target", dX, dy, 64),
+    }
+    return vault, workloads
 
 
-def loop(model: Any, optimizer: Any, loader: Any, criterion: Any, limit: int | None) -> int:
-    steps = 0
-    for X, y in loader:
-        optimizer.zero_grad()
-        criterion(model(X), y).backward()
-        optimizer.step()
-        steps += 1
-        if limit is not None and steps >= limit:
-            break
-    return steps
-
-
-def run_variant(
-    name: str,
-    width: int,
-    X: torch.Tensor,
-    y: torch.Tensor,
-    vault: privml.Vault | None,
-    limit: int | None = None,
-    before_loop: Callable[[], None] | None = None,
-) -> dict[str, float]:
-    """Time one epoch (or ``limit`` steps) of ``name``; seconds for the loop and in total."""
-    net = mlp(width)
+def open_side(
+    side: str, work: Workload, vault: privml.Vault, steps: int, stack: contextlib.ExitStack
+) -> Side:
+    """Set ``side`` up on a fresh copy of the workload's network, for at least ``steps``."""
+    net = work.network()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
     criterion = nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    if name == "non-private":
-        loader = DataLoader(TensorDataset(X, y), batch_size=BATCH, shuffle=True)
-        if before_loop:
-            before_loop()
-        t0 = time.perf_counter()
-        steps = loop(net, optimizer, loader, criterion, limit)
-        loop_s = time.perf_counter() - t0
-    elif name.startswith("opacus"):
+    data = TensorDataset(work.X, work.y)
+    if side == "non-private":
+        return Side(net, optimizer, DataLoader(data, work.batch, shuffle=True), criterion)
+    mode = side.split()[1]
+    if side.startswith("opacus"):
         from opacus import PrivacyEngine
 
-        mode = name.split()[1]
-        loader = DataLoader(TensorDataset(X, y), batch_size=BATCH)
-        engine = PrivacyEngine(accountant="rdp")
-        parts = engine.make_private(
+        parts = PrivacyEngine(accountant="rdp").make_private(
             module=net,
             optimizer=optimizer,
-            data_loader=loader,
+            data_loader=DataLoader(data, batch_size=work.batch),
             noise_multiplier=SIGMA,
             max_grad_norm=CLIP,
             poisson_sampling=True,
             grad_sample_mode=mode,
             criterion=criterion,
         )
-        if mode == "ghost":  # ghost returns the criterion too, and it must be used
+        if mode == "ghost":
             model, dp_optimizer, dp_criterion, dp_loader = parts
-        else:
-            model, dp_optimizer, dp_loader = parts
-            dp_criterion = criterion
-        if before_loop:
-            before_loop()
-        t0 = time.perf_counter()
-        steps = loop(model, dp_optimizer, dp_loader, dp_criterion, limit)
-        loop_s = time.perf_counter() - t0
-    else:
-        assert vault is not None
-        dp = vault.session("bench", purpose="bench").dp
-        with dp.private_training(
-            "synthetic",
-            features=[f"x{i}" for i in range(FEATURES)],
-            target="y",
+            return Side(model, dp_optimizer, dp_loader, dp_criterion)
+        model, dp_optimizer, dp_loader = parts
+        return Side(model, dp_optimizer, dp_loader, criterion)
+    per_epoch = len(work.X) // work.batch
+    run = stack.enter_context(
+        vault.session("bench", purpose="bench").dp.private_training(
+            work.dataset,
+            features=work.features,
+            target=work.target,
             module=net,
             optimizer=optimizer,
-            batch_size=BATCH,
-            epochs=1,
+            batch_size=work.batch,
+            epochs=-(-steps // per_epoch),
             max_grad_norm=CLIP,
             noise_multiplier=SIGMA,
-            grad_sample_mode=name.split()[1],
-            name="bench",
-        ) as run:
-            if before_loop:
-                before_loop()
-            t0 = time.perf_counter()
-            steps = loop(run.model, run.optimizer, run.data_loader, run.criterion, limit)
-            loop_s = time.perf_counter() - t0
-    return {"loop": loop_s, "total": time.perf_counter() - start, "steps": steps}
-
-
-def timings(rounds: int, rows: int, width: int) -> None:
-    frame, X, y = data(rows)
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory() as tmp, vault_with(frame, Path(tmp) / "v") as vault:
-        for r in range(rounds):
-            order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]  # interleaved, alternating order
-            for name in order:
-                results[name].append(run_variant(name, width, X, y, vault))
-                last = results[name][-1]
-                print(f"  round {r + 1}: {name:<13} {last['loop']:7.2f} s", flush=True)
-        spent = vault.budget("synthetic").epsilon_spent
-    med = {
-        name: {k: statistics.median(x[k] for x in runs) for k in ("loop", "total", "steps")}
-        for name, runs in results.items()
-    }
-    per_step = {name: m["loop"] / m["steps"] for name, m in med.items()}
-    base = per_step["non-private"]
-    print(
-        f"\nMLP {FEATURES}-{width}-{width}-{CLASSES}, {rows} rows, batch {BATCH}, one epoch, "
-        f"torch {torch.__version__}, 1 thread; median of {rounds} interleaved rounds"
-    )
-    print(
-        f"{'variant':<14}{'loop s':>9}{'total s':>9}{'steps':>7}{'ms/step':>9}{'x non-private':>15}"
-    )
-    for name in VARIANTS:
-        m = med[name]
-        print(
-            f"{name:<14}{m['loop']:>9.2f}{m['total']:>9.2f}{m['steps']:>7.0f}"
-            f"{1e3 * per_step[name]:>9.2f}{per_step[name] / base:>14.2f}x"
+            grad_sample_mode=mode,
+            name=f"bench-{work.dataset}-{mode}",
         )
-    ghost = per_step["privml ghost"] / per_step["opacus ghost"]
-    total = (med["privml ghost"]["total"] / med["privml ghost"]["steps"]) / per_step["opacus ghost"]
-    print(f"\nprivml ghost / raw Opacus ghost, per step:    {ghost:.3f}x  (target <= 1.05x)")
-    print(f"  including vault read, reserve, settle, register: {total:.3f}x")
-    bk = per_step["privml bk"] / base
-    print(f"privml bk / non-private, per step:            {bk:.3f}x  (target <= 1.5x)")
-    versus_ghost = per_step["privml bk"] / per_step["opacus ghost"]
-    print(f"privml bk / raw Opacus ghost, per step:       {versus_ghost:.3f}x")
-    print(f"(the vault's ledger charged ε={spent:.3f} at δ=1e-5 for the {2 * rounds} privml runs)")
+    )
+    return Side(run.model, run.optimizer, run.data_loader, run.criterion)
 
 
-class _PeakRSS:
-    """Samples this process's resident memory every 2 ms; ``peak - baseline`` in MiB."""
-
-    def __init__(self) -> None:
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.baseline = self.peak = self.now()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def now(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def start(self) -> None:
-        self.baseline = self.peak = self.now()
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.002)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.now())
-        return (self.peak - self.baseline) / 2**20
-
-
-def memory_probe(name: str, rows: int, width: int, steps: int) -> None:
-    frame, X, y = data(rows)
-    probe = _PeakRSS()
-    with tempfile.TemporaryDirectory() as tmp:
-        vault = vault_with(frame, Path(tmp) / "v") if name.startswith("privml") else None
-        result = run_variant(name, width, X, y, vault, limit=steps, before_loop=probe.start)
-        if vault is not None:
-            vault.close()
-    print(json.dumps({"variant": name, "peak_mib": probe.stop(), "steps": result["steps"]}))
-
-
-def memory(rows: int, width: int, steps: int) -> None:
-    print(f"\npeak memory above the loaded data, width {width} ({steps} steps, own process each)")
-    for name in VARIANTS:
-        out = subprocess.run(
-            [
-                *(sys.executable, __file__, "--probe", name),
-                *("--rows", str(rows), "--width", str(width), "--memory-steps", str(steps)),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+def timings(
+    vault: privml.Vault, work: Workload, name: str, sides: list[str], rounds: int, steps: int
+) -> None:
+    with contextlib.ExitStack() as stack:
+        opened = {s: open_side(s, work, vault, (rounds + 2) * steps, stack) for s in sides}
+        times = interleave(
+            {s: (lambda s=s: opened[s].take(steps)[0]) for s in sides}, rounds=rounds
         )
-        figure = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  {name:<14}{figure['peak_mib']:>8.0f} MiB")
+    print(f"\n{name}: batch {work.batch}, {steps} steps a round; ms per step (CPU, median)")
+    for s in sides:
+        print(f"  {s:<14}{1e3 * times.median(s) / steps:9.2f}")
+    print("  per-round ratio of CPU time: median [q1 .. q3] (min, max; rounds)")
+    pairs = [(s, "non-private", "") for s in sides if s != "non-private"]
+    pairs += [("privml bk", "opacus ghost", ""), ("privml ghost", "opacus ghost", "")]
+    targets = {("privml bk", "non-private"): "1.3", ("privml ghost", "opacus ghost"): "1.05"}
+    for top, bottom, _ in pairs:
+        if top in sides and bottom in sides:
+            target = targets.get((top, bottom))
+            if name == "mlp" and target and top == "privml bk":  # the MLP's own: 1.5x
+                target = "1.5"
+            note = f"  (target <= {target}x)" if target else ""
+            print(f"  {top + ' / ' + bottom:<30}{times.ratio(top, bottom)}{note}")
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_probe(name: str, side: str, steps: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        vault, workloads = setting(Path(tmp) / "v")
+        running = open_side(side, workloads[name], vault, steps, stack)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        baseline = _status("VmRSS")
+        running.take(steps)
+        peak = _status("VmHWM")
+        stack.close()
+        vault.close()
+    print(json.dumps({"peak_mib": (peak - baseline) / 1024}))
+
+
+def memory(names: list[str], sides: list[str], steps: int) -> None:
+    print(f"\npeak memory of the training loop ({steps} steps, each side in its own process)")
+    print(f"  {'model':<12}" + "".join(f"{side:>15}" for side in sides))
+    for name in names:
+        figures = []
+        for side in sides:
+            out = subprocess.run(
+                [sys.executable, __file__, "--probe", f"{name}:{side}", "--steps", str(steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            figures.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
+        print(f"  {name:<12}" + "".join(f"{f:>11.1f} MiB" for f in figures))
+
+
+def profile(vault: privml.Vault, work: Workload, side: str, steps: int) -> None:
+    """Where one side's time goes: cProfile over ``steps`` steps, the top functions."""
+    with contextlib.ExitStack() as stack:
+        running = open_side(side, work, vault, 2 * steps, stack)
+        running.take(steps)  # warm
+        profiler = cProfile.Profile()
+        profiler.enable()
+        running.take(steps)
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(18)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=60_000)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--memory-width", type=int, default=1024)
-    parser.add_argument("--memory-steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--models", default="mlp,cnn,transformer")
+    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--memory-steps", type=int, default=10)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--profile", help="side:model, e.g. 'privml bk:cnn'")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     if args.probe:
-        memory_probe(args.probe, args.rows, args.width, args.memory_steps)
+        name, side = args.probe.split(":")
+        memory_probe(name, side, args.steps)
         return
-    timings(args.rounds, args.rows, args.width)
-    memory(args.rows, args.memory_width, args.memory_steps)
+    names, sides = args.models.split(","), args.sides.split(",")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, σ={SIGMA}, C={CLIP}")
+    with tempfile.TemporaryDirectory() as tmp:
+        vault, workloads = setting(Path(tmp) / "v")
+        if args.profile:
+            side, name = args.profile.split(":")
+            profile(vault, workloads[name], side, args.steps)
+            return
+        started = time.perf_counter()
+        for name in names:
+            timings(vault, workloads[name], name, sides, args.rounds, args.steps)
+        print(f"\n(timings took {time.perf_counter() - started:.0f} s)")
+        vault.close()
+    if not args.no_memory:
+        memory(names, sides, args.memory_steps)
 
 
 if __name__ == "__main__":

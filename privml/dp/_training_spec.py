@@ -100,7 +100,8 @@ class TrainingSpec:
         for a categorical target, mean squared error for a numeric one.
     grad_sample_mode : {"ghost", "hooks", "bk"}
         Opacus ghost clipping (default), Opacus per-sample gradients, or
-        privml's one-backward book-keeping for Linear/Embedding stacks.
+        privml's one-backward book-keeping (Linear, Embedding, Conv1d/2d,
+        LayerNorm, RMSNorm, GroupNorm, InstanceNorm and multi-head attention).
     name : str, optional
         The name to register the model under (default ``"<dataset>-dpsgd"``).
     fix_module : bool

@@ -14,8 +14,9 @@ Reach it as ``session.dp.private_training(...)`` (your own PyTorch loop) or
 * registers the trained model in ``vault.models`` with its (ε, δ).
 
 Training modes: ``"ghost"`` (Opacus ghost clipping, the default), ``"hooks"``
-(Opacus per-sample gradients) and ``"bk"`` (privml's book-keeping for stacks
-of Linear and Embedding layers: one backward pass, the same clipped sums).
+(Opacus per-sample gradients) and ``"bk"`` (privml's book-keeping for Linear,
+Embedding, convolution, normalization and attention layers: one backward pass,
+the same clipped sums).
 
 Importing this subpackage imports torch and opacus
 (``pip install 'privml[torch]'``); ``import privml`` does not.
@@ -27,6 +28,7 @@ The files, in the order a run uses them::
     _data.py              columns to tensors by the schema
     _engine.py            one training mode's module wrapper, optimizer and loss
     _bk.py  _optim.py     book-keeping clipping; the DP optimizers behind the step guard
+    _bk_*.py              book-keeping's tape and rules, one file per layer family
     _opacus.py  _noise.py what privml takes from Opacus; the OS-seeded noise source
     _frozen.py            the module's state besides its parameters, fixed for the run
     _plan.py              the planned DP-SGD event, fixed from N (σ given or calibrated)

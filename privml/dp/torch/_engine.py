@@ -1,10 +1,11 @@
 """Wiring one training mode: the module wrapper, the guarded optimizer and the loss.
 
 Modes: ``"ghost"`` (Opacus ghost clipping, the default), ``"hooks"`` (Opacus
-per-sample gradients) and ``"bk"`` (privml's book-keeping for Linear and
-Embedding stacks, one backward pass). All three clip each sample's whole
-gradient to ``max_grad_norm`` and add the same Gaussian noise through
-Opacus's optimizers, so they release the same mechanism.
+per-sample gradients) and ``"bk"`` (privml's book-keeping for Linear,
+Embedding, convolution, normalization and attention layers, one backward
+pass). All three clip each sample's whole gradient to ``max_grad_norm`` and
+add the same Gaussian noise through Opacus's optimizers, so they release the
+same mechanism.
 """
 
 from __future__ import annotations
@@ -140,7 +141,32 @@ def prepare_module(
         module = fixed
     if mode == "bk":
         check_bk_module(module)
+    else:
+        _refuse_padded_convolutions(module, mode)
     return module, optimizer
+
+
+def _refuse_padded_convolutions(module: nn.Module, mode: str) -> None:
+    """Refuse convolutions padded other than with zeros in Opacus's modes.
+
+    Opacus (1.6) unfolds every convolution's input with zero padding, so for a
+    reflect, replicate or circular padded layer its per-sample gradients are not the
+    layer's: a sample's clipped contribution could then exceed ``max_grad_norm``.
+    """
+    found = [
+        f"{name or 'the module'} ({type(sub).__name__}, padding_mode={sub.padding_mode!r})"
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.modules.conv._ConvNd)
+        and sub.padding_mode != "zeros"
+        and any(p.requires_grad for p in sub.parameters(recurse=False))
+    ]
+    if found:
+        raise ConfigurationError(
+            f"grad_sample_mode={mode!r} clips with Opacus, whose per-sample gradients of a "
+            "convolution assume zero padding, so it would mis-clip these layers: "
+            f"{', '.join(found)}. Use grad_sample_mode='bk', which clips them exactly, or "
+            "padding_mode='zeros'."
+        )
 
 
 def _warn_reordered_heads(module: nn.Module) -> None:

@@ -7,7 +7,8 @@ everything is checked, the parameters counted and the per-sample shapes traced
 through every layer before any tensor is allocated, so a description can name
 neither code nor a network too large to hold. Every layer is one Opacus
 trains with per-sample clipping (Linear, Conv1d/2d, LayerNorm and GroupNorm
-have grad samplers; the rest hold no parameters).
+have grad samplers; the rest hold no parameters), and each has a rule in
+privml's book-keeping (``grad_sample_mode="bk"``).
 
 ``Embedding`` is not offered: a declared network reads the features as
 float32 values scaled by the schema, and an embedding needs integer indices.

@@ -190,6 +190,18 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
         assert self.bookkeeping is not None
         self.bookkeeping.write_clipped_sum(self.max_grad_norm)
 
+    def accumulate(self) -> None:
+        """Opacus's sum over a batch's chunks, without deep-copying the first chunk's gradients.
+
+        Book-keeping writes a new ``p.grad`` tensor every step; the first chunk's becomes
+        the sum itself and leaves ``p.grad`` (so no later ``zero_grad`` can zero the sum).
+        """
+        for p in self.params:
+            if p.summed_grad is not None:
+                p.summed_grad.add_(p.grad)
+            else:
+                p.summed_grad, p.grad = p.grad.detach(), None
+
     def zero_grad(self, set_to_none: bool = False) -> None:
         if self.bookkeeping is not None:
             self.bookkeeping.tape.records.clear()

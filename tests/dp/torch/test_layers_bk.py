@@ -1,4 +1,4 @@
-"""Book-keeping refuses convolution, norm, recurrent and attention layers before reading data."""
+"""Book-keeping takes convolution, norm and attention layers, refuses recurrent ones by name."""
 
 from __future__ import annotations
 
@@ -9,31 +9,36 @@ from _torch_helpers import start_training
 from torch import nn
 
 from privml import ConfigurationError
+from privml.dp.torch._bk import check_bk_module
 from privml.dp.torch._engine import build, prepare_module
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
-# Each network's refused layers, named by their path and type (a recurrent or attention
-# layer whole, not the Linears inside it).
+# Each network's refused layers, named by their path and type (a recurrent layer whole,
+# not the Linears inside it).
 REFUSED = {
-    "cnn": [
-        "conv2d (Conv2d)",
-        "group_norm (GroupNorm)",
-        "conv1d (Conv1d)",
-        "layer_norm (LayerNorm)",
-    ],
     "dplstm": ["rnn (DPLSTM)"],
     "dpgru": ["rnn (DPGRU)"],
     "lstm": ["rnn (DPLSTM)"],  # fix_module=True has made it a DPLSTM
     "gru": ["rnn (DPGRU)"],
-    "dpattention": ["attention (DPMultiheadAttention)", "norm1 (LayerNorm)", "norm2 (LayerNorm)"],
-    "attention": ["attention (DPMultiheadAttention)", "norm1 (LayerNorm)", "norm2 (LayerNorm)"],
-    "transformer": ["encoder (TransformerEncoder)"],
 }
+TAKEN = [name for name in NETS if name not in REFUSED]
 
 
 @pytest.mark.filterwarnings("ignore:fix_module=True replaces:UserWarning")
-@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize("name", TAKEN)
+def test_bk_takes_every_trainable_layer_of_the_cnn_and_attention_networks(name):
+    net, fix = make(name)
+    prepared, _ = prepare_module(
+        net, torch.optim.SGD(net.parameters(), lr=0.1), mode="bk", fix_module=fix
+    )
+    layers = check_bk_module(prepared)
+    owned = {id(p) for layer in layers for p in layer.parameters(recurse=False)}
+    assert owned == {id(p) for p in prepared.parameters() if p.requires_grad}
+
+
+@pytest.mark.filterwarnings("ignore:fix_module=True replaces:UserWarning")
+@pytest.mark.parametrize("name", list(REFUSED))
 def test_bk_refuses_each_layer_it_cannot_clip_by_name_and_type(name):
     net, fix = make(name)
     with pytest.raises(ConfigurationError, match="grad_sample_mode='ghost'") as refused:
@@ -46,7 +51,7 @@ def test_bk_refuses_each_layer_it_cannot_clip_by_name_and_type(name):
 
 def test_bk_refuses_at_private_training_start_before_reserving(make_vault, digits):
     v = make_vault("digits")
-    for name in ("cnn", "dplstm", "dpattention"):
+    for name in ("dplstm", "dpgru"):
         net, _ = make(name)
         with (
             pytest.raises(ConfigurationError, match=r"not supported: .*\(") as refused,
@@ -113,3 +118,30 @@ def test_bk_refuses_a_step_when_a_linear_sees_no_batch_first_input():
         engine.optimizer.step()
     assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
     engine.close()
+
+
+def test_bk_takes_every_layer_a_declared_network_may_hold():
+    from privml.dp.torch._layers import build_module
+
+    net = build_module(
+        {
+            "layers": [
+                {"type": "Unflatten", "dim": 1, "unflattened_size": [1, 8, 8]},
+                {"type": "Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3},
+                {"type": "GroupNorm", "num_groups": 2, "num_channels": 4},
+                {"type": "Flatten", "start_dim": 2},
+                {"type": "Conv1d", "in_channels": 4, "out_channels": 4, "kernel_size": 3},
+                {"type": "LayerNorm", "normalized_shape": 34},
+                {"type": "Flatten"},
+                {"type": "Linear", "in_features": 136, "out_features": 10},
+            ]
+        }
+    )
+    layers = check_bk_module(net)
+    assert {type(layer).__name__ for layer in layers} == {
+        "Conv2d",
+        "GroupNorm",
+        "Conv1d",
+        "LayerNorm",
+        "Linear",
+    }

@@ -100,7 +100,8 @@ def test_clipped_sum_equals_opacus_per_sample_reference(digits, name, size):
         clipped |= set((norms > clip).tolist())
         reference, _ = _reference(_prepared(name, "hooks"), X, y, clip)
         assert max(float(r.abs().max()) for r in reference) > 1e-3  # a test that can fail
-        for mode in ("ghost", "hooks"):
+        recurrent = name in ("dplstm", "dpgru", "lstm", "gru")  # refused by "bk"
+        for mode in ("ghost", "hooks") if recurrent else ("ghost", "hooks", "bk"):
             sums = _privml(mode, _prepared(name, mode), X, y, clip)
             assert len(sums) == len(reference)
             for got, want in zip(sums, reference, strict=True):

@@ -1,0 +1,127 @@
+"""Book-keeping rules for normalization layers: LayerNorm, RMSNorm, GroupNorm, InstanceNorm.
+
+Each runs torch's own fused layer with its parameters detached (so the
+backward pass computes only the input's gradient) and records its input with
+the output gradient ``g``; after the backward pass the normalized input ``x̂``
+(no affine part) is computed again from the recorded input, one cheap pass.
+Sample ``i``'s weight gradient is
+``Σ_positions g_i ⊙ x̂_i`` and its bias gradient ``Σ_positions g_i``: small
+(one value per parameter), so they are formed whole, their squared norms
+summed and the clipped sum is their weighted sum. (BatchNorm mixes the
+samples of a batch and is refused before book-keeping sees it.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from ...exceptions import ConfigurationError
+from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, views_mean
+
+__all__ = ["ChannelNormRule", "LastDimsNormRule"]
+
+_INSTANCE = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def _detached(module: nn.Module, name: str) -> torch.Tensor | None:
+    param = getattr(module, name, None)
+    return param.detach() if param is not None else None
+
+
+def _grads(
+    module: nn.Module, xhat: torch.Tensor, g: torch.Tensor, dims: tuple[int, ...], views: int
+) -> dict[str, torch.Tensor]:
+    """Per-sample gradients of the trainable weight and bias, summed over ``dims``."""
+    grads = {}
+    weight = getattr(module, "weight", None)
+    bias = getattr(module, "bias", None)
+    if weight is not None and weight.requires_grad:
+        per = (g * xhat.to(g.dtype)).sum(dims) if dims else g * xhat.to(g.dtype)
+        grads["weight"] = views_mean(per, views).reshape(g.shape[0] // views, *weight.shape)
+    if bias is not None and bias.requires_grad:
+        per = g.sum(dims) if dims else g
+        grads["bias"] = views_mean(per, views).reshape(g.shape[0] // views, *bias.shape)
+    return grads
+
+
+@register(nn.LayerNorm, nn.RMSNorm)
+class LastDimsNormRule(Rule):
+    """``nn.LayerNorm`` and ``nn.RMSNorm``: normalized over the last dimensions."""
+
+    def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
+        norm = module
+        assert isinstance(norm, nn.LayerNorm | nn.RMSNorm)
+        shape = tuple(norm.normalized_shape)
+
+        def forward_norm(x: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                out: torch.Tensor = type(norm).forward(norm, x)  # type: ignore[arg-type]
+                return out
+            weight = _detached(norm, "weight")
+            if isinstance(norm, nn.LayerNorm):
+                bias = _detached(norm, "bias")
+                out = functional.layer_norm(x, shape, weight, bias, norm.eps)
+            else:
+                out = functional.rms_norm(x, shape, weight, norm.eps)
+            return tap(out, tape, slot, x, norm)
+
+        return forward_norm
+
+    def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
+        assert isinstance(module, nn.LayerNorm | nn.RMSNorm)
+        shape = tuple(module.normalized_shape)
+        x = a.to(g.dtype)
+        if isinstance(module, nn.LayerNorm):
+            xhat = functional.layer_norm(x, shape, None, None, module.eps)
+        else:
+            xhat = functional.rms_norm(x, shape, None, module.eps)
+        dims = tuple(range(1, g.dim() - len(shape)))
+        return instantiated(module, _grads(module, xhat, g, dims, views))
+
+
+@register(nn.GroupNorm, *_INSTANCE)
+class ChannelNormRule(Rule):
+    """``nn.GroupNorm`` and ``nn.InstanceNorm1d/2d/3d`` (affine): one weight per channel."""
+
+    def problem(self, module: nn.Module) -> str | None:
+        if getattr(module, "track_running_stats", False):
+            return "track_running_stats=True, whose running statistics mix the samples"
+        return None
+
+    def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
+        norm = module
+
+        def forward_norm(x: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                out: torch.Tensor = type(norm).forward(norm, x)
+                return out
+            if isinstance(norm, _INSTANCE) and x.dim() == norm._get_no_batch_dim():
+                raise ConfigurationError(
+                    f"grad_sample_mode='bk' clips per sample, so {type(norm).__name__} needs a "
+                    "batch: its input has no batch dimension. Pass (batch, channels, ...)"
+                )
+            out = _normalized(norm, x, _detached(norm, "weight"), _detached(norm, "bias"))
+            return tap(out, tape, slot, x, norm)
+
+        return forward_norm
+
+    def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
+        xhat = _normalized(module, a.to(g.dtype), None, None)
+        dims = tuple(range(2, g.dim()))
+        return instantiated(module, _grads(module, xhat, g, dims, views))
+
+
+def _normalized(
+    norm: nn.Module, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """A channel norm of ``x`` with the given affine parameters (``None``: none)."""
+    if isinstance(norm, nn.GroupNorm):
+        out = functional.group_norm(x, norm.num_groups, weight, bias, norm.eps)
+    else:
+        assert isinstance(norm, _INSTANCE)
+        out = functional.instance_norm(x, weight=weight, bias=bias, eps=norm.eps)
+    return out

@@ -1,0 +1,206 @@
+"""Book-keeping's parts: the tape of one step, the recording tap and the layer rules' registry.
+
+A layer rule replaces a layer's forward while book-keeping is attached: the
+layer computes its output with its parameters detached (so the backward pass
+computes only the gradient of its input, never a weight gradient) and passes
+it through :class:`_Tap`, whose backward records what the layer saw (its
+input, or what its parameters multiply) together with the gradient of its
+output, per sample. After the backward pass the rule turns that record into
+each sample's squared gradient norm and, given the clipping factors, the
+clipped sum of its parameters' gradients (:class:`Part`).
+
+Rules are registered per layer type (:func:`register`); a layer whose type
+has no rule is refused by name. Every record is batch first: a layer applied
+to sequence-first tensors inside a known library layer (attention with
+``batch_first=False``) is given its batch dimension, and the tape moves it
+to the front.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...exceptions import ConfigurationError
+
+__all__ = [
+    "RULES",
+    "Part",
+    "Rule",
+    "Tape",
+    "flat",
+    "register",
+    "squares",
+    "tap",
+    "trainable",
+    "whole",
+]
+
+#: Per-sample gradients of one layer up to this many values (all samples) are formed
+#: whole even where Gram matrices would be smaller: 4 MiB of float32.
+WHOLE_LIMIT = 1 << 20
+
+TWICE = (
+    "grad_sample_mode='bk' needs each trainable layer to run once per optimizer step "
+    "(no shared layers, no gradient accumulation over several batches); call "
+    "optimizer.step() after every backward, or use grad_sample_mode='ghost'"
+)
+
+
+class Tape:
+    """What each layer saw in the current step: slot -> (input, output gradient), batch first."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.batch_dims: dict[int, int] = {}
+
+    def put(self, slot: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
+        """Record one layer's input and output gradient (once per step)."""
+        if slot in self.records:
+            raise ConfigurationError(TWICE)
+        dim = self.batch_dims.get(slot, 0)
+        inputs, grad = inputs.detach(), grad.detach()
+        if dim:
+            inputs, grad = inputs.movedim(dim, 0), grad.movedim(dim, 0)
+        self.records[slot] = (inputs, grad)
+
+
+class _Tap(torch.autograd.Function):
+    """Identity on a layer's output whose backward records (saved input, output gradient).
+
+    The layer's parameters are inputs, so the output needs a gradient even when the
+    layer's own input does not (a first layer); their gradient is left to the rule.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, out: torch.Tensor, tape: Tape, slot: int, saved: torch.Tensor, *params: Any
+    ) -> torch.Tensor:
+        ctx.tape, ctx.slot, ctx.saved, ctx.count = tape, slot, saved, len(params)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        ctx.tape.put(ctx.slot, ctx.saved, grad)
+        ctx.saved = None
+        return (grad, None, None, None, *([None] * ctx.count))
+
+
+def tap(
+    out: torch.Tensor, tape: Tape, slot: int, saved: torch.Tensor, module: nn.Module
+) -> torch.Tensor:
+    """``out``, recording ``(saved, ∂loss/∂out)`` for ``slot`` during the backward pass."""
+    params = trainable(module)
+    result: torch.Tensor = _Tap.apply(out, tape, slot, saved.detach(), *params)  # type: ignore[no-untyped-call]
+    return result
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """The layer's own trainable parameters."""
+    return [p for p in module.parameters(recurse=False) if p.requires_grad]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One layer's share of a step: per-sample squared norms and how to write its clipped sum."""
+
+    squared: torch.Tensor
+    write: Callable[[torch.Tensor], None]
+
+
+def whole(samples: int, steps: int, width_in: int, width_out: int) -> bool:
+    """Form a layer's per-sample gradients (``p × d`` each) rather than ``T×T`` Gram matrices.
+
+    In time, the per-sample gradients always win once the clipped sum is counted: the
+    ghost norm costs ``T²(p + d)`` per sample on top of the ``T·p·d`` of the sum, which
+    the per-sample gradients' weighted sum replaces by ``p·d`` (Bu et al. 2023). The
+    Gram matrices are chosen only to save memory: when they are smaller and the
+    per-sample gradients would hold more than :data:`WHOLE_LIMIT` values.
+    """
+    size = width_in * width_out
+    return size <= steps * steps or samples * size <= WHOLE_LIMIT
+
+
+def flat(t: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """``(rows / views, views · values per row)``: each sample's values in one row (also empty)."""
+    return t.reshape(t.shape[0] // views, views * math.prod(t.shape[1:]))
+
+
+def squares(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample sums of squares over every dimension but the first (no squared copy)."""
+    norms: torch.Tensor = torch.linalg.vector_norm(flat(t), dim=1)
+    return norms * norms
+
+
+def weighted(factors: torch.Tensor, per_sample: torch.Tensor) -> torch.Tensor:
+    """``Σ_i factors_i · per_sample_i`` over the first dimension."""
+    rows = flat(per_sample)
+    return (factors.to(rows.dtype) @ rows).reshape(per_sample.shape[1:])
+
+
+def views_mean(per_sample: torch.Tensor, views: int) -> torch.Tensor:
+    """Rows ``i·K ... i·K + K - 1`` of per-row gradients as sample ``i``'s mean gradient."""
+    if views == 1:
+        return per_sample
+    rows = per_sample.shape[0]
+    return per_sample.reshape(rows // views, views, *per_sample.shape[1:]).mean(1)
+
+
+def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
+    """A part from per-sample gradients held whole: name -> ``(b, *param.shape)``."""
+    first = next(iter(grads.values()))
+    squared = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
+    for per in grads.values():
+        squared = squared + squares(per)
+
+    def write(factors: torch.Tensor) -> None:
+        for name, per in grads.items():
+            param = getattr(module, name)
+            param.grad = weighted(factors, per).to(param.dtype)
+
+    return Part(squared, write)
+
+
+class Rule:
+    """How book-keeping handles one family of layers (subclasses override all three)."""
+
+    def problem(self, module: nn.Module) -> str | None:
+        """Why this layer's settings cannot be clipped here, or ``None``."""
+        return None
+
+    def batch_dim(self, module: nn.Module, around: int) -> int:
+        """The batch dimension of the layer's records; ``around``: that of the layer around it."""
+        return around
+
+    def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
+        """The layer's forward while attached: the same output, recorded for the backward."""
+        raise NotImplementedError
+
+    def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
+        """Per-sample squared norms and the clipped-sum writer, from one step's record.
+
+        ``a`` and ``g`` are batch first with ``views * b`` rows, ``g`` each row's own
+        loss gradient; sample ``i``'s gradient is the mean over its ``views`` rows.
+        """
+        raise NotImplementedError
+
+
+#: layer type -> its rule (exact types: a subclass may compute something else)
+RULES: dict[type[nn.Module], Rule] = {}
+
+
+def register(*types: type[nn.Module]) -> Callable[[type[Rule]], type[Rule]]:
+    """Register a rule class for these exact layer types."""
+
+    def add(cls: type[Rule]) -> type[Rule]:
+        rule = cls()
+        for kind in types:
+            RULES[kind] = rule
+        return cls
+
+    return add
