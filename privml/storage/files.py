@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import NotFoundError
 from . import stream
-from .objects import _HASHER, Storage, check_hash, sha256_async
+from .objects import Storage, check_hash, sha256_async
 
 __all__ = [
     "FolderStorage",
@@ -73,17 +73,6 @@ class FolderStorage(Storage):
         self._path(relative)  # refuses a name outside the folder
         return write_atomic(self.root / relative, data)
 
-    def write_parquet(self, relative: str, table: pa.Table, **options: object) -> str:
-        """Write ``table`` as Parquet to ``relative`` atomically and durably; return the
-        SHA-256 of the file.
-
-        The file is encoded straight into its temporary file (no copy of it in memory)
-        and hashed piece by piece on the hashing thread as it is encoded, so the hash
-        is ready when the encoding ends instead of starting then.
-        """
-        digest, _ = self._write_stream(relative, [table], whole=True, hasher=_HASHER, **options)
-        return digest
-
     def write_parquet_stream(
         self, relative: str, tables: Iterable[pa.Table], **options: object
     ) -> tuple[str, int]:
@@ -91,11 +80,6 @@ class FolderStorage(Storage):
         temporary file, fsync'd and renamed); return its SHA-256, hashed while written,
         and its number of rows. A failure (the tables' source raising included) leaves
         nothing behind."""
-        return self._write_stream(relative, tables, **options)
-
-    def _write_stream(
-        self, relative: str, tables: Iterable[pa.Table], **options: Any
-    ) -> tuple[str, int]:
         self._path(relative)
         path = self.root / relative
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -161,7 +161,7 @@ class Storage:
         return self.write(relative, sink.getvalue())
 
     def write_parquet_stream(
-        self, relative: str, tables: Iterable[pa.Table], **options: Any
+        self, relative: str, tables: Iterable[pa.Table], **options: object
     ) -> tuple[str, int]:
         """Write ``tables`` as one Parquet file, row group by row group, to ``relative``.
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -43,29 +42,18 @@ READ_BUFFER = 1 << 20
 
 
 class HashingSink:
-    """A writable file that hashes (SHA-256) every byte passed on to ``inner``.
+    """A writable file that hashes (SHA-256) every byte passed on to ``inner``."""
 
-    With ``hasher`` (a one-thread executor, so pieces are hashed in order), each
-    piece is copied and hashed on that thread while the caller goes on encoding
-    the next: the hash of a file costs no time of its own on a second core.
-    """
-
-    def __init__(self, inner: Any, *, hasher: Executor | None = None) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._hash = hashlib.sha256()
         self._position = 0
-        self._hasher = hasher
         self.closed = False
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        if self._hasher is None:
-            self._hash.update(view)
-            self._inner.write(view)
-        else:
-            piece = bytes(view)  # the writer may reuse its buffer once this returns
-            self._inner.write(piece)
-            self._hasher.submit(self._hash.update, piece)
+        self._hash.update(view)
+        self._inner.write(view)
         self._position += view.nbytes
         return view.nbytes
 
@@ -82,39 +70,23 @@ class HashingSink:
         return True
 
     def hexdigest(self) -> str:
-        """The SHA-256 of every byte written (waits for the pieces still being hashed)."""
-        if self._hasher is not None:
-            self._hasher.submit(lambda: None).result()  # in order: every piece is hashed
         return self._hash.hexdigest()
 
 
-def write_tables(
-    sink: Any,
-    tables: Iterable[pa.Table],
-    *,
-    whole: bool = False,
-    row_group_size: int | None = None,
-    hasher: Executor | None = None,
-    **options: Any,
-) -> tuple[str, int]:
+def write_tables(sink: Any, tables: Iterable[pa.Table], **options: Any) -> tuple[str, int]:
     """Write ``tables`` (one row group or more each) as one Parquet file to ``sink``.
 
     Returns the SHA-256 of the bytes written and the number of rows. The first
-    table fixes the schema; an iterable of no tables is refused. ``whole`` writes
-    each table as ``pyarrow.parquet.write_table`` would (``row_group_size`` rows a
-    row group, pyarrow's default if ``None``); otherwise each table is one row
-    group. ``hasher``: see :class:`HashingSink`.
+    table fixes the schema; an iterable of no tables is refused.
     """
-    hashing = HashingSink(sink, hasher=hasher)
+    hashing = HashingSink(sink)
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
         for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(pa.PythonFile(hashing, mode="w"), table.schema, **options)
-            writer.write_table(
-                table, row_group_size=row_group_size if whole else max(len(table), 1)
-            )
+            writer.write_table(table, row_group_size=max(len(table), 1))
             rows += len(table)
     finally:
         if writer is not None:
