@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Ratio", "Timings", "interleave", "pin_threads"]
+__all__ = ["Rate", "Ratio", "Timings", "interleave", "pin_threads", "verdict"]
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -78,6 +78,44 @@ class Ratio:
         )
 
 
+@dataclass(frozen=True)
+class Rate:
+    """Units of work per second, one figure per round."""
+
+    name: str
+    unit: str
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def quartiles(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return self.values[0], self.values[0]
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q[0], q[2]
+
+    def __str__(self) -> str:
+        q1, q3 = self.quartiles
+        return (
+            f"{self.median:,.0f} {self.unit}/s [{q1:,.0f} .. {q3:,.0f}] "
+            f"(min {min(self.values):,.0f}, max {max(self.values):,.0f}; "
+            f"{len(self.values)} rounds)"
+        )
+
+
+def verdict(value: float, *, at_most: float | None = None, at_least: float | None = None,
+            unit: str = "x") -> str:  # fmt: skip
+    """``"target <= 1.3x: met"`` (or ``MISSED``) for a median against its target."""
+    if at_most is not None:
+        return f"target <= {at_most:g}{unit}: {'met' if value <= at_most else 'MISSED'}"
+    if at_least is not None:
+        return f"target >= {at_least:,g}{unit}: {'met' if value >= at_least else 'MISSED'}"
+    raise ValueError("give at_most= or at_least=")
+
+
 @dataclass
 class Timings:
     """Seconds per round for each variant, in round order."""
@@ -88,6 +126,10 @@ class Timings:
         """``top``'s time over ``bottom``'s, round by round."""
         pairs = zip(self.seconds[top], self.seconds[bottom], strict=True)
         return Ratio(top, bottom, tuple(a / b for a, b in pairs))
+
+    def rate(self, name: str, units: float, unit: str) -> Rate:
+        """``units`` of work over ``name``'s time, round by round."""
+        return Rate(name, unit, tuple(units / s for s in self.seconds[name]))
 
     def median(self, name: str) -> float:
         return statistics.median(self.seconds[name])

@@ -13,11 +13,11 @@ plus, for context, a bare AES-GCM loop with nonces drawn in bulk (the floor for 
 AES-GCM in Python), a bare ``AESSIV.encrypt`` loop (the reference for the
 deterministic mode) and ``FieldCipher.encrypt`` called once per value. The baselines get
 ready-made bytes; FieldCipher gets the str column and row keys and does its own
-encoding. Rounds are interleaved and each figure is the best of ``--repeat``, so
-that load from other processes hits every contender alike. Prints cells/s and
-ratios.
+encoding. Every round times each contender once, in a rotated order (after one
+warm-up round); the figures quoted are the median of the *per-round* ratio of rates
+to the bare AES-GCM loop, with its quartiles, extremes and the rounds taken.
 
-    .venv/bin/python benchmarks/bench_field_cipher.py [--cells 1000000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_field_cipher.py [--cells 500000] [--rounds 7] [--all]
 """
 
 from __future__ import annotations
@@ -25,14 +25,20 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
-import pandas as pd
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import Timings, interleave, pin_threads, verdict
 
-from privml.crypto import FieldCipher
+pin_threads()
+
+import pandas as pd  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV  # noqa: E402
+
+from privml.crypto import FieldCipher  # noqa: E402
 
 Run = Callable[[], object]
 
@@ -96,55 +102,60 @@ def contenders(cells: int) -> tuple[dict[str, Run], dict[str, Run]]:
     return encrypt, decrypt
 
 
-def best_rates(runs: dict[str, Run], cells: int, repeat: int) -> dict[str, float]:
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeat):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            result = run()
-            best[name] = min(best[name], time.perf_counter() - start)
-            del result
-    return {name: cells / seconds for name, seconds in best.items()}
+def show(title: str, times: Timings, cells: int, reference: str) -> None:
+    print(f"\n{title}: cells/s per round, median [q1 .. q3] (min, max); rate / {reference}")
+    for name in times.seconds:
+        rate = times.rate(name, cells, "cells")
+        line = f"  {name:<30} {rate}"
+        if name != reference:
+            share = times.ratio(reference, name)  # rate(name) / rate(reference)
+            line += f"\n  {'':<30} = {share.median:6.1%} of {reference} {_spread(share)}"
+        print(line)
 
 
-def show(title: str, rates: dict[str, float]) -> None:
-    print(f"\n{title}")
-    for name, rate in rates.items():
-        print(f"  {name:<32} {rate:>12,.0f} cells/s")
+def _timed(runs: dict[str, Run]) -> dict[str, Callable[[], None]]:
+    """Each run's whole call is timed; its result is dropped outside the clock's next start."""
+
+    def whole(run: Run) -> Callable[[], None]:
+        def call() -> None:
+            run()
+
+        return call
+
+    return {name: whole(run) for name, run in runs.items()}
+
+
+def _spread(ratio: object) -> str:
+    text = str(ratio)
+    return text[text.index("[") :]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cells", type=int, default=500_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--all", action="store_true", help="also FieldCipher.encrypt per value")
     args = parser.parse_args()
     encrypt, decrypt = contenders(args.cells)
-    print(f"{args.cells:,} cells of 16 characters, best of {args.repeat} interleaved rounds")
-    enc = best_rates(encrypt, args.cells, args.repeat)
-    show("encrypt", enc)
-    dec = best_rates(decrypt, args.cells, args.repeat)
-    show("decrypt", dec)
+    if not args.all:
+        del encrypt["FieldCipher.encrypt per value"]
+    print(f"{args.cells:,} cells of 16 characters, {args.rounds} interleaved rounds, 1 thread")
+    enc = interleave(_timed(encrypt), rounds=args.rounds)
+    show("encrypt", enc, args.cells, "AESGCM bare loop")
+    dec = interleave(_timed(decrypt), rounds=args.rounds)
+    show("decrypt", dec, args.cells, "AESGCM bare loop")
 
-    fernet, bare = enc["Fernet per cell"], enc["AESGCM bare loop"]
-    references = {
-        "FieldCipher randomized": ("AESGCM bare, bulk nonces", "bulk-nonce AESGCM"),
-        "FieldCipher deterministic": ("AESSIV bare loop", "bare AESSIV"),
-    }
-    print("\nratios (same run)")
-    for name, (reference, label) in references.items():
-        print(
-            f"  {name:<26} {enc[name] / fernet:5.2f}x Fernet   "
-            f"{enc[name] / bare:6.1%} of bare AESGCM   {enc[name] / enc[reference]:6.1%} of {label}"
-        )
-    randomized = enc["FieldCipher randomized"]
-    print(
-        f"\ntarget: randomized >= 4x Fernet: {'met' if randomized >= 4 * fernet else 'MISSED'}; "
-        f">= 80% of bare AESGCM: {'met' if randomized >= 0.8 * bare else 'MISSED'}"
-    )
-    print(
-        f"decrypt: randomized {dec['FieldCipher randomized'] / dec['AESGCM bare loop']:.1%} of "
-        "bare AESGCM decrypt"
-    )
+    share = enc.ratio("AESGCM bare loop", "FieldCipher randomized").median
+    fernet = enc.ratio("Fernet per cell", "FieldCipher randomized").median
+    siv = enc.ratio("AESSIV bare loop", "FieldCipher deterministic").median
+    print("\nquoted figures (median of the per-round ratio of rates):")
+    print(f"  FieldCipher randomized / bare AESGCM loop : {share:6.1%}  "
+          f"{verdict(100 * share, at_least=80, unit='%')}")  # fmt: skip
+    print(f"  FieldCipher randomized / Fernet per cell  : {fernet:6.2f}x  "
+          f"{verdict(fernet, at_least=4)}")  # fmt: skip
+    print(f"  FieldCipher deterministic / bare AESSIV   : {siv:6.1%}")
+    opened = dec.ratio("AESGCM bare loop", "FieldCipher randomized").median
+    print(f"  decrypt: FieldCipher randomized / bare AESGCM loop : {opened:6.1%}")
 
 
 if __name__ == "__main__":

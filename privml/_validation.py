@@ -170,6 +170,8 @@ def convert(
     if f.kind in ("text", "identifier"):
         if pd.api.types.is_string_dtype(col) and not pd.api.types.is_object_dtype(col):
             # A pandas string dtype holds only valid Unicode str; only the length is left.
+            if _bytes_at_most(col, MAX_TEXT_CHARS):  # no value has more characters either
+                return canonical_dtype(col, f), found, 0
             long = (col.str.len() > MAX_TEXT_CHARS).fillna(False).to_numpy(dtype=bool)
             if long.any():
                 found.append(_violation(name, "too_long", long, _TOO_LONG))
@@ -212,6 +214,18 @@ def convert(
         found.append(_violation(name, "dtype", wrong, "expected timestamps (ISO 8601)"))
         return obj, found, 0
     return canonical_dtype(parsed, f), found, 0
+
+
+def _bytes_at_most(col: pd.Series, limit: int) -> bool:
+    """Whether an Arrow-backed string column's longest value is at most ``limit`` bytes
+    of UTF-8 (read from its offsets, no character counted); False if not Arrow-backed."""
+    if not isinstance(col.dtype, pd.StringDtype) or col.dtype.storage != "pyarrow":
+        return False
+    import pyarrow as pa  # Arrow-backed data: pyarrow is loaded already
+    import pyarrow.compute as pc
+
+    longest = pc.max(pc.binary_length(pa.array(col.array))).as_py()
+    return longest is None or longest <= limit
 
 
 _TOO_LONG = f"values may hold at most {MAX_TEXT_CHARS:,} characters"

@@ -140,14 +140,16 @@ class Mask:
             return out.where(~null, None).astype("str")
         if self.kind == "round":
             g = self.granularity or 1.0
-            index = np.floor(values.astype("float64") / g)
+            # on the NumPy array (nulls as NaN): the same floats as pandas' operators, without
+            # a Series made for each step
+            index = np.floor(values.to_numpy(dtype="float64", na_value=np.nan) / g)
             if bounds is not None:
                 low, high = _end_buckets(bounds, g, integer=integer)
-                index = index.clip(low, max(low, high))
+                index = np.clip(index, low, max(low, high))
             floored = index * g
             if (integer or pd.api.types.is_integer_dtype(values)) and float(g).is_integer():
-                return floored.astype("Int64")
-            return floored
+                return _as_int64(floored, values)
+            return pd.Series(floored, index=values.index, name=values.name, copy=False)
         if self.kind == "year":
             return values.dt.year.astype("Int64")
         if self.kind == "month":
@@ -272,6 +274,17 @@ def _check_groups(groups: dict[Any, str], categories: list[Any]) -> None:
             f"({', '.join(repr(a) for a in alone)}), which reveals that category: put at least "
             "two categories in every group, and leave either none or at least two ungrouped"
         )
+
+
+def _as_int64(whole: np.ndarray, like: pd.Series) -> pd.Series:
+    """Whole-number floats (NaN: null) as a nullable Int64 column indexed and named as
+    ``like``; what ``astype("Int64")`` gives, without its per-value checks once the
+    values are known to be finite."""
+    null = np.isnan(whole)
+    if not np.isfinite(whole[~null]).all():  # an infinity: let pandas refuse it
+        return pd.Series(whole, index=like.index, name=like.name).astype("Int64")
+    ints = np.where(null, 0.0, whole).astype(np.int64)
+    return pd.Series(pd.arrays.IntegerArray(ints, null), index=like.index, name=like.name)
 
 
 def _end_buckets(bounds: tuple[float, float], g: float, *, integer: bool) -> tuple[float, float]:

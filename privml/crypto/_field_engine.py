@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -41,7 +42,8 @@ from ._field_encoding import (
     pack_value,
     pack_values,
     random_nonce,
-    random_nonces,
+    random_nonce_block,
+    split_nonces,
     unpack_values,
 )
 from ._field_keyset import FieldKeyset
@@ -86,8 +88,8 @@ class Engine:
 
     def seal(
         self,
-        values: list[Any],
-        row_keys: list[Any] | None,
+        values: list[Any] | pa.Array,
+        row_keys: list[Any] | pa.Array | None,
         column: str,
         *,
         value_kind: type | None = None,
@@ -96,7 +98,9 @@ class Engine:
         """One token per value; ``row_keys`` (same length) is ``None`` when deterministic.
 
         ``value_kind`` and ``row_kind`` name the one type of all values or row keys,
-        when the caller knows it (see :func:`uniform_kind`).
+        when the caller knows it (see :func:`uniform_kind`). Either may be an Arrow
+        array without nulls (see :func:`~privml.crypto._field_series.arrow_values`),
+        packed in C.
         """
         prim, ad, header = self._seal.get(column) or self._seal_state(column)
         enc = prim.encrypt
@@ -107,9 +111,9 @@ class Engine:
                 tokens += [header + enc(p, ad) for p in plain]
                 continue
             ads = pack_row_keys(row_keys[start : start + _CHUNK], prefix=ad, kind=row_kind)
-            nonces = random_nonces(len(plain))
+            headed, nonces = split_nonces(random_nonce_block(len(plain)), header)
             tokens += [
-                header + n + enc(n, p, a) for n, p, a in zip(nonces, plain, ads, strict=True)
+                h + enc(n, p, a) for h, n, p, a in zip(headed, nonces, plain, ads, strict=True)
             ]
         return tokens
 

@@ -19,12 +19,19 @@ from collections.abc import Iterable
 from typing import Any, NoReturn, Protocol
 
 import pandas as pd
+import pyarrow as pa
 
 from ..exceptions import ConfigurationError
 from ._field_encoding import RowKey, Value, pack_row_key, pack_row_keys
 from ._field_engine import Engine, check_column
 from ._field_keyset import FieldKeyset, open_keyset, seal_keyset
-from ._field_series import row_keys_list, uniform_kind, values_list
+from ._field_series import (
+    arrow_row_keys,
+    arrow_values,
+    row_keys_list,
+    uniform_kind,
+    values_list,
+)
 
 __all__ = ["DropHook", "FieldCipher", "RotateHook"]
 
@@ -274,8 +281,13 @@ class FieldCipher:
         [5.4, nan]
         """
         check_column(column)
-        values = values_list(series)
-        rows = None if self._deterministic else row_keys_list(row_keys, len(values))
+        arrow = arrow_values(series)
+        values = values_list(series) if arrow is None else arrow
+        rows: list[Any] | pa.Array | None = None
+        if not self._deterministic:
+            rows = arrow_row_keys(row_keys, len(values))
+            if rows is None:
+                rows = row_keys_list(row_keys, len(values))
         tokens = self._engine.seal(
             values, rows, column, value_kind=uniform_kind(series), row_kind=uniform_kind(row_keys)
         )
@@ -293,7 +305,9 @@ class FieldCipher:
         items = tokens.tolist() if isinstance(tokens, pd.Series | pd.Index) else list(tokens)
         rows = None
         if not self._deterministic:
-            keys = row_keys_list(row_keys, len(items))
+            keys = arrow_row_keys(row_keys, len(items))
+            if keys is None:
+                keys = row_keys_list(row_keys, len(items))
             rows = pack_row_keys(keys, prefix=b"", kind=uniform_kind(row_keys))
         return _like(tokens, self._engine.open(items, rows, column))
 

@@ -336,20 +336,82 @@ class PolicyModel:
         *,
         now: datetime | None = None,
     ) -> dict[str, ColumnDecision]:
-        """Decide every column in ``columns`` (a mapping of column name to its schema tags)."""
+        """Decide every column in ``columns`` (a mapping of column name to its schema tags).
+
+        Each live candidate grant is placed once under the columns it selects (by name
+        or by tag); grants that select every column are summarized once per request
+        (their denies, their most revealing mode and the grants holding it), so a
+        column costs work in proportion to the grants that name it, not to all of them.
+        """
         moment = now or datetime.now().astimezone()
-        live = [g for g in self.candidates(principal, purpose, dataset) if g.live(moment)]
+        live = [
+            g
+            for g in self.candidates(principal, purpose, dataset)
+            if g.expires is None or moment < g.expires
+        ]
+        denying = [g.effect == "deny" or g.mode == "deny" for g in live]
+        rank = [_RANK[g.mode] for g in live]
+        base_denies: list[int] = []  # positions in ``live`` of denies that select every column
+        base_rank = len(MODES)  # the most revealing mode among the other grants of every column
+        base_best: list[int] = []
+        named: dict[str, list[int]] = {}  # column -> positions of the grants selecting it
+        by_tag: dict[str, list[str]] | None = None
+        for position, grant in enumerate(live):
+            if grant.columns is None and grant.tags is None:
+                if denying[position]:
+                    base_denies.append(position)
+                elif rank[position] < base_rank:
+                    base_rank, base_best = rank[position], [position]
+                elif rank[position] == base_rank:
+                    base_best.append(position)
+                continue
+            if grant.columns is not None:
+                for column in grant.columns:
+                    if column in columns:
+                        named.setdefault(column, []).append(position)
+            if grant.tags is not None:
+                if by_tag is None:
+                    by_tag = _columns_by_tag(columns)
+                for tag in grant.tags:
+                    for column in by_tag.get(tag, ()):
+                        found = named.setdefault(column, [])
+                        if not found or found[-1] != position:  # by name and by tag: once
+                            found.append(position)
+        base = base_denies or base_best
+        decided: dict[tuple[int, ...], tuple[str, tuple[str, ...], tuple[Grant, ...]]] = {}
         out: dict[str, ColumnDecision] = {}
-        for column, tags in columns.items():
-            matching = [g for g in live if g.selects(column, tags)]
-            denies = [g for g in matching if g.effect == "deny" or g.mode == "deny"]
-            if denies:
-                deciding, mode = denies, "deny"
-            elif matching:
-                mode = min((g.mode for g in matching), key=_RANK.__getitem__)
-                deciding = [g for g in matching if g.mode == mode]
+        for column in columns:
+            own = named.get(column)
+            if own is None:
+                deciding = base
             else:
-                deciding, mode = [], "deny"
-            ids = tuple(sorted(g.grant_id for g in deciding))
-            out[column] = ColumnDecision(column, mode, ids, self.policy_hash, tuple(deciding))
+                denies = [p for p in own if denying[p]]
+                if denies or base_denies:
+                    deciding = sorted(base_denies + denies)
+                else:
+                    best = min(rank[p] for p in own)
+                    mine = [p for p in own if rank[p] == best]
+                    if best < base_rank:
+                        deciding = mine
+                    elif best == base_rank:
+                        deciding = sorted(base_best + mine)
+                    else:
+                        deciding = base_best
+            key = tuple(deciding)
+            done = decided.get(key)
+            if done is None:
+                grants = tuple(live[p] for p in key)
+                # deny by default; a deny wins; else the mode all deciding grants share
+                mode = "deny" if not grants or denying[key[0]] else grants[0].mode
+                done = decided[key] = (mode, tuple(sorted(g.grant_id for g in grants)), grants)
+            out[column] = ColumnDecision(column, done[0], done[1], self.policy_hash, done[2])
         return out
+
+
+def _columns_by_tag(columns: Mapping[str, Collection[str]]) -> dict[str, list[str]]:
+    """Each tag of ``columns`` with the columns that carry it, in the request's order."""
+    by_tag: dict[str, list[str]] = {}
+    for column, tags in columns.items():
+        for tag in set(tags):
+            by_tag.setdefault(tag, []).append(column)
+    return by_tag

@@ -23,11 +23,11 @@ def test_a_million_nonces_are_unique():
 def test_encryption_takes_its_nonces_from_those_functions(monkeypatch):
     counter = itertools.count()
 
-    def numbered(count: int) -> list[bytes]:
-        return [next(counter).to_bytes(12, "big") for _ in range(count)]
+    def numbered(count: int) -> bytes:
+        return b"".join(next(counter).to_bytes(12, "big") for _ in range(count))
 
-    monkeypatch.setattr(_field_engine, "random_nonces", numbered)
-    monkeypatch.setattr(_field_engine, "random_nonce", lambda: numbered(1)[0])
+    monkeypatch.setattr(_field_engine, "random_nonce_block", numbered)
+    monkeypatch.setattr(_field_engine, "random_nonce", lambda: numbered(1))
     cipher = FieldCipher.generate(dataset="d")
     tokens = cipher.encrypt_series(pd.Series(["a"] * 3), column="c", row_keys=[1, 2, 3])
     tokens = [*tokens, cipher.encrypt("a", column="c", row_key=4)]
