@@ -70,7 +70,11 @@ class _SiteClient(NumPyClient):  # type: ignore[misc,unused-ignore]
             if "error" not in header:  # scaled into SecAgg+'s clipping range (public scale)
                 arrays = [arrays[0] / float(config["scale"])]
         else:
-            request = {"op": "fit", "round": int(config.get("round", 0))}
+            request = {
+                "op": "fit",
+                "round": int(config.get("round", 0)),
+                "rounds": int(config.get("rounds", 0)),  # the planned rounds, reserved at once
+            }
             header, arrays = _link.call(self.address, request, parameters)
         if "error" in header:  # the site stopped (e.g. its budget): the server sees why
             raise RuntimeError(f"site refused the round: {header['error']}")
@@ -132,7 +136,7 @@ def _server_main(grid: Grid, context: Context) -> None:
         fit_config = {k: config[k] for k in (*_SHARE_KEYS, "scale")} | {"task": "statistic"}
     else:
         initial = spec.initial_weights()
-        fit_config = {}
+        fit_config = {"rounds": rounds}
     strategy = _FedAvg(
         output,
         fraction_fit=1.0,

@@ -2,7 +2,8 @@
 
 ``privml federated site VAULT ...`` opens the site's vault (key from ``--key-file`` or
 ``PRIVML_VAULT_KEY``), answers rounds for its SuperNode, which it starts, and stays up
-until SIGTERM or SIGINT; on the way out the vault closes (any open round settles).
+until SIGTERM or SIGINT; on the way out the site's run settles and the vault closes. At
+start it first settles a run that a killed process of the same site left open.
 ``privml federated server ...`` starts a SuperLink, submits privml's Flower app (FedAvg
 under SecAgg+), waits for the rounds, prints a JSON summary and stops the SuperLink.
 """
@@ -72,6 +73,12 @@ def add_federated(commands: Any) -> None:
     site.add_argument("--max-grad-norm", type=float, required=True)
     site.add_argument("--noise-multiplier", type=float, required=True)
     site.add_argument("--lr", type=float, default=0.5)
+    site.add_argument("--local-epochs", type=int, default=1, help="epochs per round (1)")
+    site.add_argument(
+        "--state",
+        help="file keeping the open run's checkpoint id, so a restart settles a run whose "
+        "process died (default: VAULT/federated/DATASET.json)",
+    )
     site.add_argument("--superlink", default="127.0.0.1:9190", help="host:port of the SuperLink")
     site.add_argument("--node-port", type=int, help="the SuperNode's runtime API port")
     site.add_argument("--ready-file", help="written once the SuperNode is started")
@@ -167,7 +174,10 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
             max_grad_norm=args.max_grad_norm,
             noise_multiplier=args.noise_multiplier,
             lr=args.lr,
+            local_epochs=args.local_epochs,
+            state=Path(args.state or Path(args.vault) / "federated" / f"{args.dataset}.json"),
         )
+        site.recover()  # a run a killed process of this site left open settles first
         listener, address = _link.listen()
         home = Path(tempfile.mkdtemp(prefix="privml-site-"))
         link_file = home / "link.json"
@@ -186,5 +196,6 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
             stop.wait()
             _link.wake(address)
             server.join(timeout=30)
-            listener.close()  # a round in progress finishes (and settles) first
+            listener.close()  # a round in progress finishes first
+        site.finish()  # the run settles on the batches drawn, before the vault closes
     return 0
