@@ -151,10 +151,11 @@ class Site:
         with self._lock:
             if self.stopped is not None:
                 raise ConfigurationError(f"site {self.dataset!r} stopped: {self.stopped}")
+            arrays = self._fitting(weights)
             if self._run is None:
                 self._open(planned or self.planned_rounds)
             try:
-                return self._round(round, weights)
+                return self._round(round, arrays)
             except BaseException as error:  # the run settles on what it drew, and stops
                 if self._run is not None:
                     self._end(f"round {round} failed ({type(error).__name__})")
@@ -205,17 +206,20 @@ class Site:
         )
         self._stack = stack
 
-    def _round(self, round: int, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-        run = self._run
-        assert run is not None and self.reserved_rounds is not None
+    def _fitting(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``weights`` as arrays, refused unless they fit the network (before any reservation)."""
         arrays = [np.asarray(w) for w in weights]
-        if len(arrays) != len(self.model.initial_weights()) or any(
-            a.shape != b.shape for a, b in zip(arrays, self.model.initial_weights(), strict=False)
-        ):
+        shapes = [tuple(w.shape) for w in self.model.initial_weights()]
+        if [tuple(a.shape) for a in arrays] != shapes or any(a.dtype.kind != "f" for a in arrays):
             raise ConfigurationError(
                 "the global weights do not fit this site's network; give the site and the "
                 "server the same ModelSpec"
             )
+        return arrays
+
+    def _round(self, round: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        run = self._run
+        assert run is not None and self.reserved_rounds is not None
         run.load_global(arrays, origin=f"federated round {round}")
         before = run.steps_taken
         for _ in range(self.local_epochs):

@@ -42,7 +42,8 @@ def test_a_peer_without_the_sites_key_is_refused_and_the_site_keeps_serving(serv
     site, address, vault = served
     with pytest.raises(multiprocessing.AuthenticationError):
         Client((address.host, address.port), authkey=b"\0" * 32)
-    header, weights = _link.call(address, {"op": "fit", "round": 1}, site.model.initial_weights())
+    request = {"op": "fit", "round": 1, "rounds": 1}
+    header, weights = _link.call(address, request, site.model.initial_weights())
     assert header == {"round": 1} and len(weights) == 4
     assert len(vault.ledger.events("patients")) == 1  # the one round, charged
 
@@ -51,8 +52,15 @@ def test_malformed_and_unknown_requests_cost_nothing(served):
     _, address, vault = served
     assert "error" in _link.call(address, {"op": "drop_tables"})[0]
     assert "error" in _link.call(address, {"op": "fit"})[0]  # no round
-    header, _ = _link.call(address, {"op": "fit", "round": 1}, [np.zeros(3)])  # wrong shapes
+    wrong = [np.zeros(3)]  # wrong shapes: refused before the run is reserved
+    header, _ = _link.call(address, {"op": "fit", "round": 1, "rounds": 2}, wrong)
     assert "error" in header
+    header, _ = _link.call(
+        address,
+        {"op": "fit", "round": 1},
+        ModelSpec(inputs=1, outputs=2, hidden=(4,)).initial_weights(),
+    )
+    assert "rounds to reserve" in header["error"]  # no planned rounds: nothing reserved
     assert vault.ledger.events("patients").empty
 
 

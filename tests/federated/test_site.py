@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import dp_accounting
+import numpy as np
 import pytest
 
 from privml import BudgetExceededError, ConfigurationError, Vault
@@ -102,15 +103,18 @@ def test_a_run_ended_early_settles_on_the_rounds_taken(site_vaults):
             site.fit(2, SPEC.initial_weights())
 
 
-def test_a_site_with_the_wrong_network_is_refused_and_its_run_settles(site_vaults):
+def test_weights_of_another_network_are_refused_before_anything_is_reserved(site_vaults):
     path, key = site_vaults[0]
     with Vault.open(path, key_file=key) as vault:
         site = _site(vault, planned_rounds=2)
         other = ModelSpec(inputs=len(FEATURES), outputs=2, hidden=(4,)).initial_weights()
-        with pytest.raises(ConfigurationError, match="same ModelSpec"):
-            site.fit(1, other)
-        # Reserved before the weights were looked at, released: no batch was drawn.
-        assert list(vault.ledger.events("data")["status"]) == ["released"]
+        for bad in (other, [w.astype(np.int64) for w in SPEC.initial_weights()]):
+            with pytest.raises(ConfigurationError, match="same ModelSpec"):
+                site.fit(1, bad)
+        assert vault.ledger.events("data").empty and site.stopped is None
+        site.fit(1, SPEC.initial_weights())  # the site still takes the run
+        assert list(vault.ledger.events("data")["status"]) == ["reserved"]
+        site.finish()
 
 
 _CHILD = """
