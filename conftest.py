@@ -29,7 +29,11 @@ settings.load_profile("privml")
 collect_ignore = (
     []
     if importlib.util.find_spec("flwr")
-    else ["privml/federated/_apps.py", "notebooks/11_federated.ipynb"]
+    else [
+        "privml/federated/_apps.py",
+        "privml/federated/_client_app.py",
+        "notebooks/11_federated.ipynb",
+    ]
 )
 
 

@@ -14,9 +14,11 @@ per site (``privml federated site``), separate processes.
 Install with ``pip install 'privml[federated]'``. The files::
 
     _model.py       ModelSpec: the network every party builds the same way
+    _wire.py        the link's messages and client side (imports nothing from privml)
     _link.py        the local, authenticated link between a site's ClientApp processes and it
     _site.py        Site: one vault's rounds, one private_training run reserved before round 1
-    _apps.py        Flower's ServerApp (FedAvg under SecAgg+) and ClientApp (secaggplus_mod)
+    _client_app.py  each site's Flower ClientApp (secaggplus_mod), shipped in the app bundle
+    _apps.py        Flower's ServerApp (FedAvg under SecAgg+)
     _deploy.py      SuperLink, SuperNodes and `flwr run` as processes
     _statistics.py  joint DP count/sum/mean: each site's Laplace noise share, and their sum
     _federation.py  run_rounds, run_statistic: the server's side of a run, and its result

@@ -1,13 +1,8 @@
-"""The Flower apps: the server's FedAvg under SecAgg+, and each site's ClientApp.
+"""The server's Flower app: FedAvg under SecAgg+ (each site's ClientApp: :mod:`._client_app`).
 
-Flower's deployment engine loads these by reference (``privml.federated._apps:server_app``
-and ``...:client_app``) in processes it starts itself: the ServerApp process beside the
-SuperLink, one ClientApp process per message beside each site's SuperNode. A ClientApp
-process holds no data and no key: it forwards the round to its site process over the
-local link (:mod:`privml.federated._link`) and hands the site's weights to Flower's
-``secaggplus_mod``, which masks them before anything leaves the site.
-
-Importing this module imports flwr (``pip install 'privml[federated]'``).
+Flower's deployment engine loads it by reference (``privml.federated._apps:server_app``)
+in the ServerApp process it starts beside the SuperLink. Importing this module imports
+flwr (``pip install 'privml[federated]'``).
 """
 
 from __future__ import annotations
@@ -27,8 +22,6 @@ from .._optional import require
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     require("flwr", feature="privml.federated", extra="federated")
-    from flwr.client import ClientApp, NumPyClient
-    from flwr.client.mod import secaggplus_mod
     from flwr.common import (
         Context,
         FitRes,
@@ -42,54 +35,10 @@ with warnings.catch_warnings():
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-from . import _link
+from ._client_app import SHARE_KEYS
 from ._model import ModelSpec
 
-__all__ = ["client_app", "plain_client_app", "server_app"]
-
-#: The node-config key naming the file where a site process wrote its link address.
-LINK_KEY = "privml-link"
-
-
-#: What a statistic's request carries from the run config to each site.
-_SHARE_KEYS = ("statistic", "epsilon", "sites", "column")
-
-
-class _SiteClient(NumPyClient):  # type: ignore[misc,unused-ignore]
-    """Forwards a round to the site process; every site weighs 1 (an unweighted FedAvg)."""
-
-    def __init__(self, address: _link.LinkAddress) -> None:
-        self.address = address
-
-    def fit(
-        self, parameters: list[np.ndarray], config: dict[str, Scalar]
-    ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
-        if config.get("task") == "statistic":
-            request: dict[str, Any] = {"op": "share", **{k: config[k] for k in _SHARE_KEYS}}
-            header, arrays = _link.call(self.address, request)
-            if "error" not in header:  # scaled into SecAgg+'s clipping range (public scale)
-                arrays = [arrays[0] / float(config["scale"])]
-        else:
-            request = {
-                "op": "fit",
-                "round": int(config.get("round", 0)),
-                "rounds": int(config.get("rounds", 0)),  # the planned rounds, reserved at once
-            }
-            header, arrays = _link.call(self.address, request, parameters)
-        if "error" in header:  # the site stopped (e.g. its budget): the server sees why
-            raise RuntimeError(f"site refused the round: {header['error']}")
-        return arrays, 1, {}
-
-
-def _client_fn(context: Context) -> Any:
-    address = _link.LinkAddress.read(str(context.node_config[LINK_KEY]))
-    return _SiteClient(address).to_client()
-
-
-client_app = ClientApp(client_fn=_client_fn, mods=[secaggplus_mod])
-#: The same without SecAgg+: sends unmasked weights (benchmarks' baseline only). A site's
-#: DP guarantee does not depend on which one runs: the site process trains and charges.
-plain_client_app = ClientApp(client_fn=_client_fn)
+__all__ = ["server_app"]
 
 
 class _FedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
@@ -133,7 +82,7 @@ def _server_main(grid: Grid, context: Context) -> None:
     statistic = str(config.get("task", "train")) == "statistic"
     if statistic:
         initial = [np.zeros(int(config["width"]), dtype=np.float64)]
-        fit_config = {k: config[k] for k in (*_SHARE_KEYS, "scale")} | {"task": "statistic"}
+        fit_config = {k: config[k] for k in (*SHARE_KEYS, "scale")} | {"task": "statistic"}
     else:
         initial = spec.initial_weights()
         fit_config = {"rounds": rounds}

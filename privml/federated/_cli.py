@@ -71,7 +71,11 @@ def add_federated(commands: Any) -> None:
     site.add_argument("--target", required=True)
     site.add_argument("--batch-size", type=int, required=True)
     site.add_argument("--max-grad-norm", type=float, required=True)
-    site.add_argument("--noise-multiplier", type=float, required=True)
+    noise = site.add_mutually_exclusive_group(required=True)
+    noise.add_argument("--noise-multiplier", type=float, help="σ of every DP-SGD step")
+    noise.add_argument(
+        "--target-epsilon", type=float, help="or: the ε the site's whole run may cost (σ fitted)"
+    )
     site.add_argument("--lr", type=float, default=0.5)
     site.add_argument("--local-epochs", type=int, default=1, help="epochs per round (1)")
     site.add_argument(
@@ -173,6 +177,7 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
             batch_size=args.batch_size,
             max_grad_norm=args.max_grad_norm,
             noise_multiplier=args.noise_multiplier,
+            target_epsilon=args.target_epsilon,
             lr=args.lr,
             local_epochs=args.local_epochs,
             state=Path(args.state or Path(args.vault) / "federated" / f"{args.dataset}.json"),

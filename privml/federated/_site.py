@@ -80,6 +80,9 @@ class Site:
     batch_size, max_grad_norm, noise_multiplier, lr, local_epochs
         The DP-SGD run: expected batch size, clip norm, σ, SGD learning rate, epochs
         over the site's rows per round.
+    target_epsilon : float, optional
+        Instead of ``noise_multiplier``: the ε the whole run (every reserved round) may
+        cost at the site; σ is calibrated to it when the run is reserved.
     grad_sample_mode : str
         ``"ghost"`` (default), ``"hooks"`` or ``"bk"``.
     name : str, optional
@@ -115,7 +118,8 @@ class Site:
     model: ModelSpec
     batch_size: int
     max_grad_norm: float
-    noise_multiplier: float
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
     lr: float = 0.5
     local_epochs: int = 1
     grad_sample_mode: str = "ghost"
@@ -195,6 +199,7 @@ class Site:
             "epochs": rounds * self.local_epochs,
             "max_grad_norm": self.max_grad_norm,
             "noise_multiplier": self.noise_multiplier,
+            "target_epsilon": self.target_epsilon,
             "grad_sample_mode": self.grad_sample_mode,
             "name": self.name or f"{self.dataset}-federated",
         }

@@ -100,6 +100,17 @@ def test_sites_train_under_secagg_each_ledger_holds_its_own_rounds_and_dropouts_
     ]
     _wait_for_round(output, 1, server, timeout=400)
     os.kill(sites[3].pid, signal.SIGKILL)  # site 3's process (the key holder) dies at once
+    sites[3].wait()
+    vault3, key3 = site_vaults[3]
+    with Vault.open(vault3, key_file=key3) as vault:  # killed: its run is still reserved
+        assert list(vault.ledger.events("data")["status"]) == ["reserved"]
+    # Site 3 starts again (during round 2, on a SuperLink port of its own: it does not join
+    # this run) and first settles the run its killed process left open.
+    ready = tmp_path / "ready3"
+    again = processes(
+        *_site_args(vault3, key3, free_port()), "--ready-file", str(ready),
+        log=tmp_path / "s3-again.log",
+    )  # fmt: skip
     assert server.wait(timeout=400) == 0, (tmp_path / "server.log").read_text()[-3000:]
     summary = json.loads((tmp_path / "server.log").read_text().strip().splitlines()[-1])
     assert summary["secagg"] is True
@@ -114,26 +125,15 @@ def test_sites_train_under_secagg_each_ledger_holds_its_own_rounds_and_dropouts_
     assert [a.shape for a in final] == [a.shape for a in initial]
     assert max(float(np.abs(a - b).max()) for a, b in zip(final, initial, strict=True)) > 1e-3
 
-    for process in sites[:3]:  # a clean stop: each site settles its run, closes its vault
-        process.send_signal(signal.SIGTERM)
-    for process in sites[:3]:
-        assert process.wait(timeout=60) == 0
-
-    vault3, key3 = site_vaults[3]
-    with Vault.open(vault3, key_file=key3) as vault:  # killed: its run is still reserved
-        assert list(vault.ledger.events("data")["status"]) == ["reserved"]
-    ready = tmp_path / "ready3"
-    again = processes(
-        *_site_args(vault3, key3, free_port()), "--ready-file", str(ready),
-        log=tmp_path / "s3-again.log",
-    )  # fmt: skip
     deadline = time.monotonic() + 120
     while not ready.exists():  # written once the old run is settled and the site serves
         assert again.poll() is None, (tmp_path / "s3-again.log").read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    again.send_signal(signal.SIGTERM)
-    assert again.wait(timeout=60) == 0
+    for process in [*sites[:3], again]:  # a clean stop: each site settles, closes its vault
+        process.send_signal(signal.SIGTERM)
+    for process in [*sites[:3], again]:
+        assert process.wait(timeout=60) == 0
 
     rounds_taken = {0: ROUNDS, 1: ROUNDS, 2: 1, 3: 1}
     for i, (vault_path, key) in enumerate(site_vaults):
