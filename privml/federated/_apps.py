@@ -41,6 +41,58 @@ from ._model import ModelSpec
 __all__ = ["server_app"]
 
 
+#: Seconds between the ServerApp's pulls for replies (Flower's own grid waits 3 s).
+REPLY_POLL = 0.1
+
+
+class _PromptGrid(Grid):  # type: ignore[misc,unused-ignore]
+    """The ServerApp's grid, pulling replies every :data:`REPLY_POLL` seconds instead of 3.
+
+    A SecAgg+ round is four message exchanges (setup, key shares, masked vectors,
+    unmasking) where plain FedAvg is one; Flower's grid sleeps 3 s between its pulls for
+    the replies, so each exchange waited up to 3 s after the last site had answered. The
+    messages, their order and their timeouts are Flower's; only the polling is denser.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+
+    def set_run(self, run: Any) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self._grid.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Any:
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Any:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self) -> Any:
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Any) -> Any:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Any) -> Any:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        waiting = set(self.push_messages(messages))
+        end = time.monotonic() + (timeout if timeout is not None else 0.0)
+        replies: list[Any] = []
+        while timeout is None or time.monotonic() < end:
+            pulled = list(self.pull_messages(waiting))
+            replies.extend(pulled)
+            waiting.difference_update(m.metadata.reply_to_message_id for m in pulled)
+            if not waiting:
+                break
+            time.sleep(REPLY_POLL)
+        return replies
+
+
 class _FedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
     """FedAvg that writes each round's aggregate and its failures to the output folder."""
 
@@ -108,7 +160,7 @@ def _server_main(grid: Grid, context: Context) -> None:
             clipping_range=float(config["clipping_range"]),
             timeout=float(config["timeout"]),
         )
-    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    DefaultWorkflow(fit_workflow=fit_workflow)(_PromptGrid(grid), legacy)
     _note_halted(output, rounds)
     (output / "done").write_text("ok")
 

@@ -108,9 +108,19 @@ def run_federated(args: argparse.Namespace) -> int:
     return _site(args, spec)
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the command as an exception would: its SuperLink and helpers are stopped."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+
+
 def _server(args: argparse.Namespace, spec: Any) -> int:
     from ._federation import run_rounds
 
+    _exit_on_sigterm()
     output = Path(args.output or tempfile.mkdtemp(prefix="privml-federated-"))
     summary = run_rounds(
         spec,
@@ -133,6 +143,7 @@ def _statistic(args: argparse.Namespace) -> int:
 
     if args.epsilon is None:
         raise ConfigurationError("give --epsilon: the ε each site is charged")
+    _exit_on_sigterm()
     bounds = None
     if args.bounds:
         lo, hi = (float(b) for b in args.bounds.split(","))
@@ -199,7 +210,7 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
             if args.ready_file:
                 Path(args.ready_file).write_text(str(os.getpid()))
             stop.wait()
-            _link.wake(address)
+            _link.wake(address)  # returns at once, served or not
             server.join(timeout=30)
             listener.close()  # a round in progress finishes first
         site.finish()  # the run settles on the batches drawn, before the vault closes

@@ -18,9 +18,10 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import Listener
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,11 @@ def call(
     return _wire.call(address.host, address.port, address.key, header, arrays)
 
 
-def wake(address: LinkAddress) -> None:
-    """Connect once, so a listener blocked in ``accept`` sees that it should stop."""
+def wake(address: LinkAddress, *, timeout: float = 2.0) -> None:
+    """Connect once and hang up, so a listener blocked in ``accept`` sees that it should stop.
+
+    A bare TCP connection, without the key's handshake: it returns at once whether or not
+    anyone still accepts (a handshake would wait for ever on a listener nobody serves).
+    """
     with contextlib.suppress(OSError):
-        Client((address.host, address.port), authkey=address.key).close()
+        socket.create_connection((address.host, address.port), timeout=timeout).close()

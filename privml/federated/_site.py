@@ -328,6 +328,9 @@ class Site:
             return _link.encode({"error": f"{type(error).__name__}: {error}"})
         except (KeyError, TypeError, ValueError):
             return _link.encode({"error": "malformed request"})
+        except Exception as error:  # the site keeps serving; the server sees a failed round
+            log.warning("site: a request failed (%s)", type(error).__name__)
+            return _link.encode({"error": f"the site failed ({type(error).__name__})"})
         return _link.encode({"error": "unknown request"})
 
     def serve(self, listener: Listener, stop: threading.Event) -> None:
@@ -335,8 +338,9 @@ class Site:
         while not stop.is_set():
             try:
                 connection = listener.accept()
-            except AuthenticationError:  # a peer without the site's key: refused
-                log.warning("site link: a peer failed authentication")
+            except (AuthenticationError, EOFError, ConnectionError):  # no key, or hung up
+                if not stop.is_set():
+                    log.warning("site link: a peer failed authentication")
                 continue
             except OSError:  # the listener was closed
                 return

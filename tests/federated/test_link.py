@@ -75,3 +75,26 @@ def test_the_link_carries_no_pickles_and_its_file_is_private(tmp_path):
     assert _link.LinkAddress.read(path) == address
     with pytest.raises(ConfigurationError, match="privml federated site"):
         _link.LinkAddress.read(tmp_path / "missing.json")
+
+
+def test_waking_a_link_nobody_serves_returns_at_once(dp_vault):
+    """A stop that finds the site between requests: its serve loop has ended, and the wake
+    (a bare connection, no handshake) must not wait for an accept that never comes."""
+    site = Site(
+        dp_vault.session("ana", purpose="studies"), "patients", features=["age"],
+        target="sex", model=ModelSpec(inputs=1, outputs=2, hidden=(4,)),
+        batch_size=2, max_grad_norm=1.0, noise_multiplier=8.0,
+    )  # fmt: skip
+    listener, address = _link.listen()
+    stop = threading.Event()
+    thread = threading.Thread(target=site.serve, args=(listener, stop), daemon=True)
+    thread.start()
+    stop.set()
+    _link.wake(address)  # the serving thread takes the bare connection and ends
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    done = threading.Event()
+    waker = threading.Thread(target=lambda: (_link.wake(address), done.set()), daemon=True)
+    waker.start()
+    assert done.wait(timeout=30)  # nobody accepts any more: it still returns
+    listener.close()
