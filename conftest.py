@@ -24,12 +24,16 @@ import privml
 settings.register_profile("privml", derandomize=True, deadline=None)
 settings.load_profile("privml")
 
-# privml.federated's Flower apps and its notebook need flwr (the `federated` extra, installed
-# on its own): without it they are not collected.
+# privml.federated's Flower apps and its notebook need flwr (the `federated` extra, part of
+# [all]): without it they are not collected.
 collect_ignore = (
     []
     if importlib.util.find_spec("flwr")
-    else ["privml/federated/_apps.py", "notebooks/11_federated.ipynb"]
+    else [
+        "privml/federated/_apps.py",
+        "privml/federated/_client_app.py",
+        "notebooks/11_federated.ipynb",
+    ]
 )
 
 

@@ -1,13 +1,8 @@
-"""The Flower apps: the server's FedAvg under SecAgg+, and each site's ClientApp.
+"""The server's Flower app: FedAvg under SecAgg+ (each site's ClientApp: :mod:`._client_app`).
 
-Flower's deployment engine loads these by reference (``privml.federated._apps:server_app``
-and ``...:client_app``) in processes it starts itself: the ServerApp process beside the
-SuperLink, one ClientApp process per message beside each site's SuperNode. A ClientApp
-process holds no data and no key: it forwards the round to its site process over the
-local link (:mod:`privml.federated._link`) and hands the site's weights to Flower's
-``secaggplus_mod``, which masks them before anything leaves the site.
-
-Importing this module imports flwr (``pip install 'privml[federated]'``).
+Flower's deployment engine loads it by reference (``privml.federated._apps:server_app``)
+in the ServerApp process it starts beside the SuperLink. Importing this module imports
+flwr (``pip install 'privml[federated]'``).
 """
 
 from __future__ import annotations
@@ -27,8 +22,6 @@ from .._optional import require
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     require("flwr", feature="privml.federated", extra="federated")
-    from flwr.client import ClientApp, NumPyClient
-    from flwr.client.mod import secaggplus_mod
     from flwr.common import (
         Context,
         FitRes,
@@ -42,50 +35,62 @@ with warnings.catch_warnings():
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-from . import _link
+from ._client_app import SHARE_KEYS
 from ._model import ModelSpec
 
-__all__ = ["client_app", "plain_client_app", "server_app"]
-
-#: The node-config key naming the file where a site process wrote its link address.
-LINK_KEY = "privml-link"
+__all__ = ["server_app"]
 
 
-#: What a statistic's request carries from the run config to each site.
-_SHARE_KEYS = ("statistic", "epsilon", "sites", "column")
+#: Seconds between the ServerApp's pulls for replies (Flower's own grid waits 3 s).
+REPLY_POLL = 0.1
 
 
-class _SiteClient(NumPyClient):  # type: ignore[misc,unused-ignore]
-    """Forwards a round to the site process; every site weighs 1 (an unweighted FedAvg)."""
+class _PromptGrid(Grid):  # type: ignore[misc,unused-ignore]
+    """The ServerApp's grid, pulling replies every :data:`REPLY_POLL` seconds instead of 3.
 
-    def __init__(self, address: _link.LinkAddress) -> None:
-        self.address = address
+    A SecAgg+ round is four message exchanges (setup, key shares, masked vectors,
+    unmasking) where plain FedAvg is one; Flower's grid sleeps 3 s between its pulls for
+    the replies, so each exchange waited up to 3 s after the last site had answered. The
+    messages, their order and their timeouts are Flower's; only the polling is denser.
+    """
 
-    def fit(
-        self, parameters: list[np.ndarray], config: dict[str, Scalar]
-    ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
-        if config.get("task") == "statistic":
-            request: dict[str, Any] = {"op": "share", **{k: config[k] for k in _SHARE_KEYS}}
-            header, arrays = _link.call(self.address, request)
-            if "error" not in header:  # scaled into SecAgg+'s clipping range (public scale)
-                arrays = [arrays[0] / float(config["scale"])]
-        else:
-            request = {"op": "fit", "round": int(config.get("round", 0))}
-            header, arrays = _link.call(self.address, request, parameters)
-        if "error" in header:  # the site stopped (e.g. its budget): the server sees why
-            raise RuntimeError(f"site refused the round: {header['error']}")
-        return arrays, 1, {}
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
 
+    def set_run(self, run: Any) -> None:
+        self._grid.set_run(run)
 
-def _client_fn(context: Context) -> Any:
-    address = _link.LinkAddress.read(str(context.node_config[LINK_KEY]))
-    return _SiteClient(address).to_client()
+    @property
+    def run(self) -> Any:
+        return self._grid.run
 
+    def create_message(self, *args: Any, **kwargs: Any) -> Any:
+        return self._grid.create_message(*args, **kwargs)
 
-client_app = ClientApp(client_fn=_client_fn, mods=[secaggplus_mod])
-#: The same without SecAgg+: sends unmasked weights (benchmarks' baseline only). A site's
-#: DP guarantee does not depend on which one runs: the site process trains and charges.
-plain_client_app = ClientApp(client_fn=_client_fn)
+    def get_node_ids(self) -> Any:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self) -> Any:
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Any) -> Any:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Any) -> Any:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        waiting = set(self.push_messages(messages))
+        end = time.monotonic() + (timeout if timeout is not None else 0.0)
+        replies: list[Any] = []
+        while timeout is None or time.monotonic() < end:
+            pulled = list(self.pull_messages(waiting))
+            replies.extend(pulled)
+            waiting.difference_update(m.metadata.reply_to_message_id for m in pulled)
+            if not waiting:
+                break
+            time.sleep(REPLY_POLL)
+        return replies
 
 
 class _FedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
@@ -129,10 +134,10 @@ def _server_main(grid: Grid, context: Context) -> None:
     statistic = str(config.get("task", "train")) == "statistic"
     if statistic:
         initial = [np.zeros(int(config["width"]), dtype=np.float64)]
-        fit_config = {k: config[k] for k in (*_SHARE_KEYS, "scale")} | {"task": "statistic"}
+        fit_config = {k: config[k] for k in (*SHARE_KEYS, "scale")} | {"task": "statistic"}
     else:
         initial = spec.initial_weights()
-        fit_config = {}
+        fit_config = {"rounds": rounds}
     strategy = _FedAvg(
         output,
         fraction_fit=1.0,
@@ -155,7 +160,7 @@ def _server_main(grid: Grid, context: Context) -> None:
             clipping_range=float(config["clipping_range"]),
             timeout=float(config["timeout"]),
         )
-    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    DefaultWorkflow(fit_workflow=fit_workflow)(_PromptGrid(grid), legacy)
     _note_halted(output, rounds)
     (output / "done").write_text("ok")
 

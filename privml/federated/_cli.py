@@ -2,7 +2,8 @@
 
 ``privml federated site VAULT ...`` opens the site's vault (key from ``--key-file`` or
 ``PRIVML_VAULT_KEY``), answers rounds for its SuperNode, which it starts, and stays up
-until SIGTERM or SIGINT; on the way out the vault closes (any open round settles).
+until SIGTERM or SIGINT; on the way out the site's run settles and the vault closes. At
+start it first settles a run that a killed process of the same site left open.
 ``privml federated server ...`` starts a SuperLink, submits privml's Flower app (FedAvg
 under SecAgg+), waits for the rounds, prints a JSON summary and stops the SuperLink.
 """
@@ -70,8 +71,18 @@ def add_federated(commands: Any) -> None:
     site.add_argument("--target", required=True)
     site.add_argument("--batch-size", type=int, required=True)
     site.add_argument("--max-grad-norm", type=float, required=True)
-    site.add_argument("--noise-multiplier", type=float, required=True)
+    noise = site.add_mutually_exclusive_group(required=True)
+    noise.add_argument("--noise-multiplier", type=float, help="σ of every DP-SGD step")
+    noise.add_argument(
+        "--target-epsilon", type=float, help="or: the ε the site's whole run may cost (σ fitted)"
+    )
     site.add_argument("--lr", type=float, default=0.5)
+    site.add_argument("--local-epochs", type=int, default=1, help="epochs per round (1)")
+    site.add_argument(
+        "--state",
+        help="file keeping the open run's checkpoint id, so a restart settles a run whose "
+        "process died (default: VAULT/federated/DATASET.json)",
+    )
     site.add_argument("--superlink", default="127.0.0.1:9190", help="host:port of the SuperLink")
     site.add_argument("--node-port", type=int, help="the SuperNode's runtime API port")
     site.add_argument("--ready-file", help="written once the SuperNode is started")
@@ -97,9 +108,19 @@ def run_federated(args: argparse.Namespace) -> int:
     return _site(args, spec)
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the command as an exception would: its SuperLink and helpers are stopped."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+
+
 def _server(args: argparse.Namespace, spec: Any) -> int:
     from ._federation import run_rounds
 
+    _exit_on_sigterm()
     output = Path(args.output or tempfile.mkdtemp(prefix="privml-federated-"))
     summary = run_rounds(
         spec,
@@ -122,6 +143,7 @@ def _statistic(args: argparse.Namespace) -> int:
 
     if args.epsilon is None:
         raise ConfigurationError("give --epsilon: the ε each site is charged")
+    _exit_on_sigterm()
     bounds = None
     if args.bounds:
         lo, hi = (float(b) for b in args.bounds.split(","))
@@ -166,8 +188,12 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
             batch_size=args.batch_size,
             max_grad_norm=args.max_grad_norm,
             noise_multiplier=args.noise_multiplier,
+            target_epsilon=args.target_epsilon,
             lr=args.lr,
+            local_epochs=args.local_epochs,
+            state=Path(args.state or Path(args.vault) / "federated" / f"{args.dataset}.json"),
         )
+        site.recover()  # a run a killed process of this site left open settles first
         listener, address = _link.listen()
         home = Path(tempfile.mkdtemp(prefix="privml-site-"))
         link_file = home / "link.json"
@@ -184,7 +210,8 @@ def _site(args: argparse.Namespace, spec: Any) -> int:
             if args.ready_file:
                 Path(args.ready_file).write_text(str(os.getpid()))
             stop.wait()
-            _link.wake(address)
+            _link.wake(address)  # returns at once, served or not
             server.join(timeout=30)
-            listener.close()  # a round in progress finishes (and settles) first
+            listener.close()  # a round in progress finishes first
+        site.finish()  # the run settles on the batches drawn, before the vault closes
     return 0

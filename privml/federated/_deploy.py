@@ -42,7 +42,7 @@ publisher = "privml"
 
 [tool.flwr.app.components]
 serverapp = "privml.federated._apps:server_app"
-clientapp = "privml.federated._apps:{clientapp}"
+clientapp = "privml_client_app:{clientapp}"
 
 [tool.flwr.app.config]
 {config}
@@ -214,6 +214,14 @@ def submit(home: Path, superlink: str, config: Mapping[str, Any], *, timeout: fl
     """
     app = home / "app"
     app.mkdir(parents=True, exist_ok=True)
+    # The ClientApp and the link's client side travel in the bundle as top-level modules:
+    # the per-message ClientApp processes then never import privml (see _client_app).
+    here = Path(__file__).parent
+    for source, name in (
+        ("_client_app.py", "privml_client_app.py"),
+        ("_wire.py", "privml_wire.py"),
+    ):
+        (app / name).write_bytes((here / source).read_bytes())
     lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in config.items())
     clientapp = "client_app" if config.get("secagg", True) else "plain_client_app"
     (app / "pyproject.toml").write_text(_APP_TOML.format(config=lines, clientapp=clientapp))

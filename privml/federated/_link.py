@@ -8,27 +8,27 @@ this link: a :mod:`multiprocessing.connection` socket on 127.0.0.1 whose peers p
 knowledge of a random 32-byte key (HMAC challenge) before anything is exchanged.
 
 Only bytes cross the link: a JSON header and arrays in NumPy's ``.npy`` format read
-with ``allow_pickle=False`` (no pickle either way). The address and the key are
-written to a file readable by its owner only; the SuperNode is given its path.
+with ``allow_pickle=False`` (no pickle either way; :mod:`._wire`). The address and the
+key are written to a file readable by its owner only; the SuperNode is given its path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import secrets
-import struct
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Listener
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..exceptions import ConfigurationError
+from . import _wire
 
 __all__ = ["LinkAddress", "call", "decode", "encode", "listen", "wake"]
 
@@ -52,8 +52,7 @@ class LinkAddress:
     def read(cls, path: str | Path) -> LinkAddress:
         """The address written by :meth:`write`."""
         try:
-            data = json.loads(Path(path).read_text())
-            return cls(str(data["host"]), int(data["port"]), bytes.fromhex(data["key"]))
+            return cls(*_wire.read_address(path))
         except (OSError, ValueError, KeyError) as error:
             raise ConfigurationError(
                 f"cannot read the site link file {str(path)!r} ({type(error).__name__}); "
@@ -71,43 +70,30 @@ def listen() -> tuple[Listener, LinkAddress]:
 
 
 def encode(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> bytes:
-    """A JSON header and arrays as one message (length-prefixed parts, ``.npy`` arrays)."""
-    parts = [json.dumps(header).encode()]
-    for array in arrays:
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-        parts.append(buffer.getvalue())
-    return b"".join(struct.pack("<Q", len(p)) + p for p in parts)
+    """A JSON header and arrays as one message (see :mod:`._wire`)."""
+    return _wire.encode(header, arrays)
 
 
 def decode(message: bytes) -> tuple[dict[str, Any], list[np.ndarray]]:
     """The header and arrays of :func:`encode`; arrays are read without pickle."""
-    parts: list[bytes] = []
-    at = 0
-    while at < len(message):
-        (size,) = struct.unpack_from("<Q", message, at)
-        parts.append(message[at + 8 : at + 8 + size])
-        at += 8 + size
-    header = json.loads(parts[0])
-    if not isinstance(header, dict):
-        raise ConfigurationError("a link message must start with a JSON object")
-    arrays = [np.load(io.BytesIO(p), allow_pickle=False) for p in parts[1:]]
-    return header, arrays
+    try:
+        return _wire.decode(message)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def call(
     address: LinkAddress, header: dict[str, Any], arrays: Sequence[np.ndarray] = ()
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Send one request to the site process and return its reply."""
-    connection: Connection = Client((address.host, address.port), authkey=address.key)
-    try:
-        connection.send_bytes(encode(header, arrays))
-        return decode(connection.recv_bytes())
-    finally:
-        connection.close()
+    return _wire.call(address.host, address.port, address.key, header, arrays)
 
 
-def wake(address: LinkAddress) -> None:
-    """Connect once, so a listener blocked in ``accept`` sees that it should stop."""
+def wake(address: LinkAddress, *, timeout: float = 2.0) -> None:
+    """Connect once and hang up, so a listener blocked in ``accept`` sees that it should stop.
+
+    A bare TCP connection, without the key's handshake: it returns at once whether or not
+    anyone still accepts (a handshake would wait for ever on a listener nobody serves).
+    """
     with contextlib.suppress(OSError):
-        Client((address.host, address.port), authkey=address.key).close()
+        socket.create_connection((address.host, address.port), timeout=timeout).close()

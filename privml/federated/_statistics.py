@@ -31,9 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..dp import _chunked, _random
-from ..dp._release import release_stream
-from ..dp._statistics import _bounds, _laplace
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -119,6 +116,12 @@ def share(
         raise ConfigurationError(f"sites must be an integer of at least 2, got {sites!r}")
     if (column is None) != (statistic == "count"):
         raise ConfigurationError("give column= for sum and mean, and no column for count")
+    # privml.dp (and scikit-learn with it) is imported here, not with the module: Flower's
+    # ClientApp processes import privml.federated for every message and never need it.
+    from ..dp import _chunked, _random
+    from ..dp._release import release_stream
+    from ..dp._statistics import _bounds, _laplace
+
     gate = session.dp._gate
     unit = gate.privacy_unit(dataset)
     prepared: list[Any] = []

@@ -26,6 +26,12 @@ guard makes the code agree with that charge:
 * nothing else in the module may change at all (buffers, attributes: see
   :mod:`._frozen`): noise covers the parameters only, and all the rest is
   pickled with the registered model. A change stops the run the same way;
+* the one other way parameters may change is :meth:`StepGuard.load_public`
+  (``run.load_global``): between steps only (no batch drawn and waiting), it
+  overwrites every parameter with plain arrays given from outside the run (a
+  federated server's aggregate: post-processing of earlier releases), clears
+  the gradients (the last batch's per-sample ones included), and takes the new
+  parameter versions as the expected ones. The module's other state stays frozen;
 * once the vault is closed (``alive`` raises
   :class:`~privml.exceptions.VaultClosedError`) no batch is drawn and no step
   admitted: the ledger and the audit log can no longer record them.
@@ -35,9 +41,11 @@ The guard holds counts and the current batch only (never the table).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ...accounting.composition import epsilon_alone
@@ -322,6 +330,58 @@ class StepGuard:
             raise ConfigurationError(
                 f"{self.tampered}. This run takes no more steps and registers no model."
             )
+
+    def load_public(self, arrays: Sequence[np.ndarray]) -> str:
+        """Overwrite the watched parameters with ``arrays`` between steps; their SHA-256.
+
+        Refused (:class:`~privml.exceptions.ConfigurationError`, parameters unchanged)
+        while a batch (or chunk) is drawn and not yet stepped, after the run ended or was
+        tampered with, and for anything but one finite NumPy array per parameter, in
+        parameter order, of its shape. The values are copied (nothing the caller holds
+        stays aliased with the module), every parameter's gradient is cleared (per-sample
+        gradients included), and the new parameter versions become the expected ones.
+        """
+        self._check_open()
+        self.check_params()
+        if self.current is not None:
+            raise ConfigurationError(
+                f"{self.current.where} of run.data_loader is drawn and not yet stepped: "
+                "weights can be loaded only between steps (after run.optimizer.step(), "
+                "before the next batch is drawn). Nothing was loaded."
+            )
+        if not isinstance(arrays, list | tuple) or len(arrays) != len(self._params):
+            raise ConfigurationError(
+                f"load_global takes a list of {len(self._params)} NumPy arrays, one per "
+                "parameter in module.parameters() order. Nothing was loaded."
+            )
+        digest = hashlib.sha256(b"privml-weights|")
+        copies: list[torch.Tensor] = []
+        for i, (p, w) in enumerate(zip(self._params, arrays, strict=True)):
+            if not isinstance(w, np.ndarray) or w.dtype.kind != "f":
+                raise ConfigurationError(
+                    f"weight {i} is not a floating-point NumPy array (got "
+                    f"{type(w).__name__}): load_global takes plain arrays from outside the "
+                    "run (e.g. a federated server's aggregate), never tensors of the run. "
+                    "Nothing was loaded."
+                )
+            if tuple(w.shape) != tuple(p.shape) or not np.isfinite(w).all():
+                raise ConfigurationError(
+                    f"weight {i} has shape {tuple(w.shape)} or non-finite values where "
+                    f"parameter {i} has shape {tuple(p.shape)}: give the same network's "
+                    "finite weights. Nothing was loaded."
+                )
+            values = np.array(w, dtype=np.float32, copy=True, order="C")
+            digest.update(values.tobytes())
+            copies.append(torch.from_numpy(values))
+        with torch.no_grad():
+            for p, loaded in zip(self._params, copies, strict=True):
+                p.copy_(loaded.to(device=p.device, dtype=p.dtype))
+                p.grad = None
+                for name in ("grad_sample", "_current_grad_sample", "summed_grad"):
+                    if getattr(p, name, None) is not None:
+                        setattr(p, name, None)
+        self.note_release()
+        return digest.hexdigest()
 
     def check_state(self) -> None:
         """Compare the module's whole non-parameter state with the start (noted in ``tampered``)."""

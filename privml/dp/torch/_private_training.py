@@ -464,6 +464,7 @@ def _start(
         _guard=guard,
         _planned=event,
         _checkpointer=checkpointer,
+        _loaded=lambda outcome, details: audit("dp.train.load", outcome, details),
     )
     ending = Exit(
         engine=engine,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..._records import ModelInfo
@@ -125,6 +126,7 @@ class TrainingRun:
     _guard: StepGuard | None = field(default=None, repr=False)
     _planned: PrivacyEvent | None = field(default=None, repr=False)
     _checkpointer: Callable[[], str] | None = field(default=None, repr=False)
+    _loaded: Callable[[str, dict[str, Any]], None] | None = field(default=None, repr=False)
 
     @property
     def steps_taken(self) -> int:
@@ -185,6 +187,64 @@ has ended and cannot be continued; start a new run
         if self._checkpointer is None:
             raise ConfigurationError("this run cannot be checkpointed")
         return self._checkpointer()
+
+    def load_global(self, weights: Sequence[np.ndarray], *, origin: str) -> str:
+        """Overwrite the module's parameters, between steps, with weights from outside the data.
+
+        For weights released earlier and sent back, e.g. a federated server's aggregate
+        of the sites' noisy updates: loading them is post-processing, so the run's one
+        reservation keeps covering everything the model reveals. Allowed only between
+        steps (no batch drawn and waiting); the arrays are copied, every gradient is
+        cleared (per-sample ones included), the module's other state must not change,
+        and the load is audited (``dp.train.load``: ``origin``, the steps taken and
+        the weights' SHA-256), refusals too.
+
+        The run cannot tell where the arrays came from: loading weights computed from
+        un-noised gradients or from the data would leak what the ledger does not cover.
+        Load only what was released (or is public); ``origin`` says which, for the log.
+
+        Parameters
+        ----------
+        weights : sequence of numpy.ndarray
+            One finite floating-point array per parameter, in ``module.parameters()``
+            order, of its shape.
+        origin : str
+            Where they came from, in words (e.g. ``"federated round 3"``; audited).
+
+        Returns
+        -------
+        str
+            The SHA-256 (hex) of the loaded weights as float32, as audited.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> vault = getfixture("dp_vault")
+        >>> dp = vault.session("ana", purpose="studies").dp
+        >>> net = torch.nn.Linear(1, 2)
+        >>> with dp.private_training(
+        ...     "patients", features=["age"], target="sex", module=net,
+        ...     optimizer=torch.optim.SGD(net.parameters(), lr=0.5), batch_size=2,
+        ...     epochs=2, max_grad_norm=1.0, noise_multiplier=8.0,
+        ... ) as run:
+        ...     zeros = [np.zeros((2, 1), np.float32), np.zeros(2, np.float32)]
+        ...     digest = run.load_global(zeros, origin="all zeros")
+        ...     loaded = float(net.weight.detach().abs().sum())
+        >>> len(digest), loaded, run.charge.status
+        (64, 0.0, 'released')
+        """
+        if self._guard is None or self._loaded is None:
+            raise ConfigurationError("this run cannot load weights")
+        if not isinstance(origin, str) or not origin.strip() or len(origin) > 200:
+            raise ConfigurationError("origin= says where the weights came from (1-200 chars)")
+        details: dict[str, Any] = {"origin": origin, "steps_taken": self.steps_taken}
+        try:
+            digest = self._guard.load_public(weights)
+        except ConfigurationError:
+            self._loaded("refused", details)
+            raise
+        self._loaded("allowed", {**details, "weights_sha256": digest})
+        return digest
 
     def epsilon_at(self, steps: int) -> float:
         """The ledger's ε for this run after ``steps`` steps (0 for none)."""
