@@ -72,7 +72,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(Any|Self|Literal|Callable|Iterator|Iterable|Mapping|Sequence|Generator|"
         r"Collection|Hashable|MutableMapping|ClassVar|Final|TypeVar|ParamSpec|Protocol|"
-        r"NoReturn|Never|AbstractContextManager|ContextManager|PathLike|StrPath|"
+        r"NoReturn|Never|AbstractContextManager|ContextManager|PathLike|StrPath|Path|"
         r"DataFrame|Series|ndarray|Tensor|Module|Optimizer|DataLoader|Engine|Connection|"
         r"ArrayLike|NDArray|DpEvent|PrivacyAccountant|Table|Schema_|FileSystem)",
     ),

@@ -6,6 +6,7 @@ The tree::
     ├── ConfigurationError (ValueError)      bad argument or setting; says which and how to fix it
     │   ├── MissingKeyError                  no vault key given and PRIVML_VAULT_KEY unset
     │   ├── VaultClosedError                 the vault (and every service on it) was closed
+    │   ├── RunEndedError                    a DP-SGD run's reservation was settled or released
     │   └── UnknownColumnError (KeyError)    ``schema[name]`` for a column the schema lacks
     ├── InvalidKeyError (ValueError)         the key does not open this vault
     │   └── KeyFormatError (ConfigurationError)  a key is not in an accepted encoding
@@ -55,6 +56,7 @@ __all__ = [
     "OptionalDependencyError",
     "PrivacyAuditFailure",
     "PrivmlError",
+    "RunEndedError",
     "SchemaError",
     "SchemaViolation",
     "StepLimitExceeded",
@@ -94,6 +96,13 @@ class MissingKeyError(ConfigurationError):
 
 class VaultClosedError(ConfigurationError):
     """The vault was closed: it and every service reached through it refuse (reopen it)."""
+
+
+class RunEndedError(ConfigurationError):
+    """A reservation (a DP-SGD run) was already settled or released: it cannot be continued.
+
+    Resuming or joining a run that has ended raises it; start a new run instead.
+    """
 
 
 class UnknownColumnError(ConfigurationError, KeyError):

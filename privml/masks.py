@@ -95,6 +95,7 @@ class Mask:
         return cls("group", groups=tuple((k, str(v)) for k, v in groups.items()))
 
     def to_dict(self) -> dict[str, Any]:
+        """The mask as plain JSON values (what a vault stores with its schema)."""
         out: dict[str, Any] = {"kind": self.kind}
         if self.granularity is not None:
             out["granularity"] = self.granularity
@@ -106,6 +107,7 @@ class Mask:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Mask:
+        """The mask that :meth:`to_dict` wrote."""
         groups = data.get("groups")
         return cls(
             data["kind"],

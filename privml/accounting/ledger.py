@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..audit import AuditLog
-from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError
+from ..exceptions import BudgetExceededError, ConfigurationError, NotFoundError, RunEndedError
 from ..storage.engine import read
 from . import _charging, _report, _settle
 from ._charging import retry_locked
@@ -205,8 +205,10 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         ------
         NotFoundError
             No ledger row has this request id.
+        RunEndedError
+            The reservation was already settled or released.
         ConfigurationError
-            The row is a charge, or the reservation was already settled or released.
+            The row is a charge.
         """
         with read(self._engine) as conn:
             row = find_request(conn, request_id)
@@ -217,7 +219,7 @@ spent ε=0.5, requested laplace ε=0.7 (ε=0.7 on its own, +0.7 composed) would 
         if row.planned is None:
             raise ConfigurationError(f"request {request_id!r} is a charge, not a reservation")
         if row.status != "reserved":
-            raise ConfigurationError(
+            raise RunEndedError(
                 f"reservation {request_id!r} is already {row.status}: its run has ended and "
                 "cannot be continued; start a new run"
             )

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..exceptions import BudgetExceededError, ConfigurationError, PrivmlError
+from ..exceptions import BudgetExceededError, ConfigurationError, PrivmlError, RunEndedError
 from . import _link
 from ._model import ModelSpec, weights_of
 
@@ -282,9 +282,7 @@ class Site:
                 self.dataset, **settings, resume=str(saved["checkpoint"])
             ) as run:
                 request_id: str | None = run.request_id
-        except ConfigurationError as error:
-            if "already" not in str(error):
-                raise
+        except RunEndedError:
             request_id = None  # it settled before the process died
         self.state.unlink()
         return request_id

@@ -36,7 +36,7 @@ from privml import (
     Vault,
     generate_key,
 )
-from privml.exceptions import StepLimitExceeded, VaultClosedError
+from privml.exceptions import RunEndedError, StepLimitExceeded, VaultClosedError
 from privml.vault._checkpoints import LEASE
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -270,7 +270,7 @@ def test_resume_after_sigkill_settles_once_on_every_batch_drawn_by_every_process
     assert v.audit.verify().ok
     # A settled run cannot be continued.
     with (
-        pytest.raises(ConfigurationError, match="already committed"),
+        pytest.raises(RunEndedError, match="already committed"),
         _train(v, digits, make_mlp(), resume=checkpoint),
     ):
         pytest.fail("the block must not run")
