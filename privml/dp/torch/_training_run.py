@@ -181,7 +181,7 @@ class TrainingRun:
         ...     pass
         Traceback (most recent call last):
         ...
-        privml.exceptions.ConfigurationError: reservation ... is already committed: its run \
+        privml.exceptions.RunEndedError: reservation ... is already committed: its run \
 has ended and cannot be continued; start a new run
         """
         if self._checkpointer is None:
