@@ -14,8 +14,9 @@ audited) and answers every later round with a refusal, which the server sees as 
 dropout: a site never overspends. The weights a site sends travel to the server only
 inside SecAgg+ (masked), so the server learns only the sum.
 
-Crash safety: after each round the run is checkpointed in the vault and the checkpoint's
-id written to the site's state file; a site process killed mid-round leaves its run
+Crash safety: when the site has a ``state`` file, the run is checkpointed in the vault
+before its first batch and after each round, and the checkpoint's id written to that
+file; a site process killed mid-round leaves its run
 reserved, and :meth:`Site.recover` (run by ``privml federated site`` at start) resumes
 that run and ends it at once, so it settles on every batch the killed process drew (the
 checkpoint machinery's durable drawn mark).
@@ -158,6 +159,8 @@ class Site:
             arrays = self._fitting(weights)
             if self._run is None:
                 self._open(planned or self.planned_rounds)
+                if self.state is not None:
+                    self._checkpoint_from_the_start()
             try:
                 return self._round(round, arrays)
             except BaseException as error:  # the run settles on what it drew, and stops
@@ -242,6 +245,19 @@ class Site:
         elif self.state is not None:
             self._write_state(run.checkpoint())
         return out
+
+    def _checkpoint_from_the_start(self) -> None:
+        """Checkpoint the run before its first batch, so a kill in round 1 is recoverable.
+
+        A vault that cannot checkpoint (its metadata on PostgreSQL) is refused here, before
+        any batch is drawn: the run ends with its reservation released.
+        """
+        assert self._run is not None
+        try:
+            self._write_state(self._run.checkpoint())
+        except BaseException:
+            self._end("its run cannot be checkpointed (give no state= on this vault)")
+            raise
 
     def _end(self, why: str) -> None:
         """Leave the run's block: it settles on the batches drawn and registers its model."""

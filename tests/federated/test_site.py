@@ -15,9 +15,11 @@ import textwrap
 
 import dp_accounting
 import numpy as np
+import pandas as pd
 import pytest
 
-from privml import BudgetExceededError, ConfigurationError, Vault
+import privml
+from privml import Budget, BudgetExceededError, ConfigurationError, Field, Schema, Vault
 from privml.federated import ModelSpec, Site
 from privml.vault._checkpoints import LEASE
 
@@ -130,9 +132,15 @@ with Vault.open({path!r}, key_file={key!r}) as vault:
         model=SPEC, batch_size={batch}, max_grad_norm=1.0, noise_multiplier={sigma},
         grad_sample_mode="bk", planned_rounds=3, state=Path({state!r}),
     )
-    site.fit(1, SPEC.initial_weights())
-    run = site._run  # round 2 begins: three batches stepped, then the process is killed
-    run.load_global(SPEC.initial_weights(), origin="federated round 2")
+    if {in_round} == 1:  # round 1 begins: reserved and checkpointed, no round taken yet
+        site._open(3)
+        site._checkpoint_from_the_start()
+        run = site._run
+    else:  # round 1 taken, round 2 begins
+        site.fit(1, SPEC.initial_weights())
+        run = site._run
+        run.load_global(SPEC.initial_weights(), origin="federated round 2")
+    # three batches stepped, then the process is killed
     for _, (X, y) in zip(range(3), run.data_loader):
         run.optimizer.zero_grad()
         run.criterion(run.model(X), y).backward()
@@ -141,7 +149,8 @@ with Vault.open({path!r}, key_file={key!r}) as vault:
 """
 
 
-def test_a_killed_site_settles_on_restart_on_every_batch_it_drew(site_vaults, tmp_path):
+@pytest.mark.parametrize("in_round", [1, 2])
+def test_a_killed_site_settles_on_restart_on_every_batch_it_drew(site_vaults, tmp_path, in_round):
     path, key = site_vaults[1]
     state = tmp_path / "state.json"
     child = _CHILD.format(
@@ -152,6 +161,7 @@ def test_a_killed_site_settles_on_restart_on_every_batch_it_drew(site_vaults, tm
         path=str(path),
         key=str(key),
         state=str(state),
+        in_round=in_round,
     )
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(child)],
@@ -172,7 +182,7 @@ def test_a_killed_site_settles_on_restart_on_every_batch_it_drew(site_vaults, tm
         assert list(events["status"]) == ["committed"]
         rows = int(events["params"].iloc[0]["n"])
         steps = int(events["steps"].iloc[0])
-        drawn = _per_round(rows) + 3
+        drawn = _per_round(rows) * (in_round - 1) + 3
         # Every batch the killed process drew, and at most a lease more (its durable mark).
         assert drawn <= steps <= drawn + LEASE - 1
         # The settled charge against an independent dp_accounting computation (RDP, the
@@ -191,3 +201,29 @@ def test_a_killed_site_settles_on_restart_on_every_batch_it_drew(site_vaults, tm
         assert status.epsilon_fixed_sequence == pytest.approx(min(rdp, pld), rel=1e-3)
         assert rdp <= status.epsilon_spent * (1 + 1e-9)
         assert vault.audit.verify().ok
+
+
+@pytest.mark.postgresql_only
+def test_a_site_that_cannot_checkpoint_is_refused_before_its_first_batch(vaults, tmp_path):
+    """A vault on PostgreSQL cannot checkpoint: with ``state=`` the site refuses round 1
+    before any batch, its reservation released (nothing spent), and stops."""
+    rows = pd.DataFrame(
+        np.random.default_rng(3).uniform(0.0, 1.0, (64, len(FEATURES))), columns=FEATURES
+    )
+    rows["target"] = np.arange(64) % 2
+    fields = {name: Field.numeric(bounds=(0.0, 1.0)) for name in FEATURES}
+    schema = Schema({**fields, "target": Field.categorical(categories=[0, 1], target=True)})
+    vault = vaults.create(tmp_path / "pg", key=privml.generate_key())
+    with vault:
+        vault.add_dataset("data", rows, schema=schema, budget=Budget(epsilon=10.0, delta=DELTA))
+        vault.add_purpose("ml", description="Model training", lawful_basis="GDPR 9(2)(j)")
+        vault.add_principal("eng", roles=["ml"])
+        vault.grant(role="ml", dataset="data", purpose="ml", mode="dp_training")
+        state = tmp_path / "state.json"
+        site = _site(vault, planned_rounds=3, state=state)
+        with pytest.raises(ConfigurationError, match="SQLite"):
+            site.fit(1, SPEC.initial_weights())
+        events = vault.ledger.events("data")
+        assert list(events["status"]) == ["released"]  # no batch was drawn
+        assert vault.budget("data").epsilon_spent == 0.0
+        assert site.stopped is not None and not state.exists()
