@@ -51,11 +51,9 @@ def pin_threads(threads: int = 1) -> None:
 
 
 @dataclass(frozen=True)
-class Ratio:
-    """The per-round ratios of one variant's time to another's."""
+class _PerRound:
+    """One figure per round: its median and quartiles."""
 
-    top: str
-    bottom: str
     values: tuple[float, ...]
 
     @property
@@ -68,6 +66,14 @@ class Ratio:
             return self.values[0], self.values[0]
         q = statistics.quantiles(self.values, n=4, method="inclusive")
         return q[0], q[2]
+
+
+@dataclass(frozen=True)
+class Ratio(_PerRound):
+    """The per-round ratios of one variant's time to another's."""
+
+    top: str = ""
+    bottom: str = ""
 
     def __str__(self) -> str:
         q1, q3 = self.quartiles
@@ -79,23 +85,11 @@ class Ratio:
 
 
 @dataclass(frozen=True)
-class Rate:
+class Rate(_PerRound):
     """Units of work per second, one figure per round."""
 
-    name: str
-    unit: str
-    values: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def quartiles(self) -> tuple[float, float]:
-        if len(self.values) < 2:
-            return self.values[0], self.values[0]
-        q = statistics.quantiles(self.values, n=4, method="inclusive")
-        return q[0], q[2]
+    name: str = ""
+    unit: str = ""
 
     def __str__(self) -> str:
         q1, q3 = self.quartiles
@@ -125,11 +119,11 @@ class Timings:
     def ratio(self, top: str, bottom: str) -> Ratio:
         """``top``'s time over ``bottom``'s, round by round."""
         pairs = zip(self.seconds[top], self.seconds[bottom], strict=True)
-        return Ratio(top, bottom, tuple(a / b for a, b in pairs))
+        return Ratio(tuple(a / b for a, b in pairs), top=top, bottom=bottom)
 
     def rate(self, name: str, units: float, unit: str) -> Rate:
         """``units`` of work over ``name``'s time, round by round."""
-        return Rate(name, unit, tuple(units / s for s in self.seconds[name]))
+        return Rate(tuple(units / s for s in self.seconds[name]), name=name, unit=unit)
 
     def median(self, name: str) -> float:
         return statistics.median(self.seconds[name])
