@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Rate", "Ratio", "Timings", "interleave", "pin_threads", "verdict"]
+__all__ = ["Rate", "Ratio", "Timings", "interleave", "load_average", "pin_threads", "verdict"]
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -48,6 +48,11 @@ def pin_threads(threads: int = 1) -> None:
     except ImportError:  # benchmarks without torch
         return
     torch.set_num_threads(threads)
+
+
+def load_average() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes, for the report beside a figure."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 @dataclass(frozen=True)
