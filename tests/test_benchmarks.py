@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -173,3 +174,17 @@ def test_pin_threads_sets_every_pool(monkeypatch: pytest.MonkeyPatch):
 def test_load_average_gives_three_figures():
     figures = rounds.load_average().split(", ")
     assert len(figures) == 3 and all(float(f) >= 0.0 for f in figures)
+
+
+def test_pin_threads_leaves_torch_unimported_and_torch_then_takes_one_thread():
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k not in rounds._THREAD_VARIABLES}
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import _rounds; _rounds.pin_threads();"
+        "assert 'torch' not in sys.modules; import torch; print(torch.get_num_threads())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(BENCHMARKS)],
+        env=env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert out.stdout.strip() == "1"
