@@ -26,7 +26,7 @@ quartiles, extremes and rounds.
 Targets: p50 overhead (service p50 - in-process p50 with the server's kept frames, one
 client, one worker) <= 5 ms; >= 300 durable releases/s with 2 workers.
 
-    .venv/bin/python benchmarks/bench_service.py [--quick] [--seconds 2] [--rounds 3]
+    .venv/bin/python benchmarks/bench_service.py [--quick] [--seconds 1.5] [--rounds 3]
                                                  [--backends sqlite,postgresql]
                                                  [--profile 300]
 """
@@ -412,7 +412,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 s a point, 2 rounds, 1, 8 clients")
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
-    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per point")
+    parser.add_argument("--seconds", type=float, default=1.5, help="seconds per point")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--profile", type=int, default=0, help="profile this many releases")
