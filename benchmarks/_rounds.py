@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Rate", "Ratio", "Timings", "interleave", "pin_threads", "verdict"]
+__all__ = ["Rate", "Ratio", "Timings", "interleave", "load_average", "pin_threads", "verdict"]
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -36,18 +37,24 @@ _THREAD_VARIABLES = (
 
 
 def pin_threads(threads: int = 1) -> None:
-    """Fix the math libraries' thread pools (env before import, torch after).
+    """Fix the math libraries' thread pools (env before import, torch if already imported).
 
     Call it at the top of a benchmark, before numpy or torch are imported, so both
-    sides of a comparison run with the same, stated number of threads.
+    sides of a comparison run with the same, stated number of threads. It does not
+    import torch itself (a torch imported later sizes its pool from ``OMP_NUM_THREADS``):
+    a benchmark without torch, and every process it starts, stays free of its import
+    time and memory.
     """
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(threads)
-    try:
-        import torch
-    except ImportError:  # benchmarks without torch
-        return
-    torch.set_num_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def load_average() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes, for the report beside a figure."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,15 @@ PostgreSQL is a private server started from the local binaries for this run
 (``pg_server.py``), or the server at ``PRIVML_BENCH_POSTGRES_URL`` (a database
 is created there per measurement).
 
-    .venv/bin/python benchmarks/bench_backends.py [--seconds 8] [--events 1000] [--quick]
-                                                  [--rows 1000000] [--profile 200]
+Every part runs in interleaved rounds (``_rounds.interleave``: one warm-up round, then
+each variant once per round in a rotated order). In (a) a round measures SQLite and
+PostgreSQL once each at a number of processes (a fresh vault each time, each process's
+first charge not counted); in (b) a round makes a batch of each call on each backend. The
+figures quoted are medians of the per-round ratio PostgreSQL / SQLite (throughput in (a),
+latency in (b)), with quartiles, extremes and rounds; (c) prints its own.
+
+    .venv/bin/python benchmarks/bench_backends.py [--seconds 4] [--rounds 3] [--events 1000]
+                                                  [--quick] [--rows 1000000] [--profile 200]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import multiprocessing
 import os
 import pstats
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -36,12 +44,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import sqlalchemy as sa
-from pg_server import private_postgres
+sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import interleave, load_average, pin_threads
 
-import privml
-from privml.accounting import PrivacyEvent
+pin_threads()
+
+import pandas as pd  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from pg_server import private_postgres  # noqa: E402
+
+import privml  # noqa: E402
+from privml.accounting import PrivacyEvent  # noqa: E402
 
 SCHEMA = privml.Schema({"x": privml.Field.numeric(bounds=(0, 10))})
 PROCESSES = (1, 4, 16)
@@ -131,58 +144,77 @@ def charges_per_second(bench: Bench, backend: str, processes: int, seconds: floa
     return total / seconds
 
 
-def throughput(bench: Bench, seconds: float) -> None:
+def throughput(bench: Bench, seconds: float, rounds: int) -> None:
     print(f"(a) committed charges/s, {seconds:g} s per point (durable commits on both)")
-    print(f"    {'processes':>9}  {'SQLite':>8}  {'PostgreSQL':>10}  {'PG/SQLite':>9}")
     for processes in PROCESSES:
-        rates = {b: charges_per_second(bench, b, processes, seconds) for b in BACKENDS}
-        ratio = rates["postgresql"] / rates["sqlite"]
-        print(
-            f"    {processes:>9}  {rates['sqlite']:>8.0f}  {rates['postgresql']:>10.0f}  "
-            f"{ratio:>8.2f}x"
-        )
+
+        def point(backend: str, processes: int = processes) -> Callable[[], float]:
+            return lambda: 1.0 / charges_per_second(bench, backend, processes, seconds)
+
+        times = interleave({b: point(b) for b in BACKENDS}, rounds=rounds)
+        lite = times.rate("sqlite", 1, "charges")
+        pg = times.rate("postgresql", 1, "charges")
+        print(f"    {processes:>2} process(es): SQLite {lite}")
+        print(f"                    PostgreSQL {pg}")
+        # seconds per charge, so SQLite's over PostgreSQL's is the throughput PG / SQLite
+        label = "(quoted) " if processes == PROCESSES[-1] else ""
+        print(f"                    PG / SQLite {label}{times.ratio('sqlite', 'postgresql')}")
     print("    target: PostgreSQL >= 2x SQLite at 16 processes")
 
 
 # --- (b) latency --------------------------------------------------------------------------
-def _timed(fn: Callable[[], Any], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def _ms(xs: list[float]) -> tuple[float, float]:
     return 1e3 * statistics.median(xs), 1e3 * sorted(xs)[int(0.95 * len(xs))]
 
 
-def latencies(bench: Bench, backend: str, events: int, repeat: int) -> dict[str, list[float]]:
-    folder, url = bench.new_vault(backend, epsilon=1e6, delta=1e-5)
+def latency(bench: Bench, events: int, repeat: int, rounds: int) -> None:
     kinds = [PrivacyEvent.laplace(epsilon=0.01), PrivacyEvent.gaussian(sigma=50.0)]
-    with bench.open(folder, url) as vault:
+    probe = PrivacyEvent.gaussian(sigma=50.0)
+    calls: dict[str, list[float]] = {}
+    variants: dict[str, Callable[[], float]] = {}
+    vaults = []
+    for backend in BACKENDS:
+        folder, url = bench.new_vault(backend, epsilon=1e6, delta=1e-5)
+        vault = bench.open(folder, url)
+        vaults.append(vault)
         for i in range(events):
             vault.ledger.charge("d", event=kinds[i % 2], principal=f"p{i % 7}", purpose="b")
-        probe = PrivacyEvent.gaussian(sigma=50.0)
         ledger = vault.ledger
-        checks = _timed(lambda: ledger.what_if("d", probe, principal="p1", purpose="b"), repeat)
-        charges = _timed(
-            lambda: vault.ledger.charge("d", event=probe, principal="p1", purpose="b"), repeat
-        )
-    return {"what_if": checks, "charge": charges}
+        actions = {
+            "what_if": lambda ledger=ledger: ledger.what_if("d", probe, principal="p1",
+                                                            purpose="b"),
+            "charge": lambda ledger=ledger: ledger.charge("d", event=probe, principal="p1",
+                                                          purpose="b"),
+        }  # fmt: skip
+        for what, action in actions.items():
+            name = f"{backend} {what}"
+            calls[name] = []
 
+            def batch(action: Callable[[], Any] = action, name: str = name) -> float:
+                seconds = []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    action()
+                    seconds.append(time.perf_counter() - t)
+                calls[name].extend(seconds)
+                return sum(seconds) / repeat
 
-def latency(bench: Bench, events: int, repeat: int) -> None:
-    figures = {b: latencies(bench, b, events, repeat) for b in BACKENDS}
-    print(f"(b) latency with {events} events recorded, {repeat} calls, median / p95 in ms")
-    print(f"    {'':<8}  {'SQLite':>15}  {'PostgreSQL':>15}  {'PG/SQLite':>9}")
+            variants[name] = batch
+    try:
+        times = interleave(variants, rounds=rounds)
+    finally:
+        for vault in vaults:
+            vault.close()
+    for name in calls:
+        del calls[name][:repeat]  # the warm-up round's
+    print(f"(b) latency with {events} events recorded, {repeat} calls a round, {rounds} rounds")
+    print(f"    median / p95 in ms  {'SQLite':>15}  {'PostgreSQL':>15}")
     for what in ("what_if", "charge"):
-        lite, pg = _ms(figures["sqlite"][what]), _ms(figures["postgresql"][what])
-        print(
-            f"    {what:<8}  {lite[0]:>6.2f} / {lite[1]:>6.2f}  {pg[0]:>6.2f} / {pg[1]:>6.2f}  "
-            f"{pg[0] / lite[0]:>8.2f}x"
-        )
+        lite, pg = _ms(calls[f"sqlite {what}"]), _ms(calls[f"postgresql {what}"])
+        print(f"    {what:<18}  {lite[0]:>6.2f} / {lite[1]:>6.2f}  {pg[0]:>6.2f} / {pg[1]:>6.2f}")
+    for what in ("what_if", "charge"):
+        ratio = times.ratio(f"postgresql {what}", f"sqlite {what}")
+        print(f"    {what} time per call PG / SQLite (quoted): {ratio}")
     print("    target: what_if median <= 20 ms on both")
 
 
@@ -203,28 +235,33 @@ def profile(bench: Bench, charges: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per point in (a)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per point in (a)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a), (b) and (c)")
     parser.add_argument("--events", type=int, default=1000, help="recorded before (b)")
-    parser.add_argument("--repeat", type=int, default=200, help="calls timed in (b)")
-    parser.add_argument("--quick", action="store_true", help="3 s per point, 100 calls")
+    parser.add_argument("--repeat", type=int, default=100, help="calls a round in (b)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 s per point, 2 rounds, 300 events, 100,000 rows"
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N charges")
     parser.add_argument("--rows", type=int, default=1_000_000, help="read in (c); 0 skips it")
     args = parser.parse_args()
-    seconds, repeat = (3.0, 100) if args.quick else (args.seconds, args.repeat)
+    if args.quick:
+        args.seconds, args.rounds, args.events, args.repeat = 2.0, 2, 300, 50
+        args.rows = min(args.rows, 100_000)
     key = privml.generate_key()
     with postgres() as server, tempfile.TemporaryDirectory(prefix="privml-bench-") as tmp:
         bench = Bench(Path(tmp), server, key)
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"{os.cpu_count()} CPUs, load average {load} (other work skews the 16-process row)")
+        print(f"{os.cpu_count()} CPUs, 1 math thread, load average {load_average()}")
         if args.profile:
             profile(bench, args.profile)
             return
-        throughput(bench, seconds)
-        latency(bench, args.events, repeat)
+        throughput(bench, args.seconds, args.rounds)
+        latency(bench, args.events, args.repeat, args.rounds)
     if args.rows:
         from bench_reads import compare  # beside this script, like pg_server
 
-        compare(args.rows, 3 if args.quick else 5)
+        compare(args.rows, args.rounds)
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -4,28 +4,36 @@ Two privml "ghost" runs of one epoch of an MLP 100-256-256-10 on synthetic rows,
 batch size 256 (expected), on one CPU thread, in interleaved rounds: one that never
 checkpoints, and one that checkpoints after its first step, so every later batch is
 drawn only once the run's durable mark covers it (one metadata transaction per 16
-batches). Printed: the per-round ratio of time per step (checkpointed / plain), its
-median and spread, and the time of one ``run.checkpoint()`` in steps.
+batches). Every round runs each once, in a rotated order, after one warm-up round
+(``_rounds.interleave``); the figure quoted is the median of the per-round ratio of
+time per step (checkpointed / plain) with its quartiles, extremes and rounds, and
+beside it the time of one ``run.checkpoint()`` in steps of the same round.
 
-    .venv/bin/python benchmarks/bench_checkpoint.py [--rounds 5] [--rows 20000]
+    .venv/bin/python benchmarks/bench_checkpoint.py [--rounds 5] [--rows 20000] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import interleave, load_average, pin_threads
 
-import privml
-from privml import Budget, Field, Schema
+pin_threads()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import privml  # noqa: E402
+from privml import Budget, Field, Schema  # noqa: E402
 
 FEATURES, CLASSES, BATCH, BOUND = 100, 10, 256, 5.0
 for message in ("Full backward hook is firing", "Secure RNG turned off", "Optimal order"):
@@ -80,26 +88,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="5,000 rows, 3 rounds")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.quick:
+        args.rows, args.rounds = 5_000, 3
+    saves: list[float] = []  # checkpoint seconds, in rounds
+    steps: list[float] = []  # the checkpointed run's seconds per step, in rounds
+
     with tempfile.TemporaryDirectory() as tmp:
         vault = vault_with(args.rows, Path(tmp) / "v")
-        one_run(vault, checkpoint=True)  # warm-up
-        ratios, saves = [], []
-        for r in range(args.rounds):
-            order = [False, True] if r % 2 == 0 else [True, False]
-            times = {flag: one_run(vault, checkpoint=flag) for flag in order}
-            plain, (marked, saving) = times[False][0], times[True]
-            ratios.append(marked / plain)
-            saves.append(saving / plain)
-            print(f"round {r + 1}: step {plain * 1e3:.1f} ms plain, ratio {ratios[-1]:.3f}")
+
+        def plain() -> float:
+            return one_run(vault, checkpoint=False)[0]
+
+        def marked() -> float:
+            per_step, saving = one_run(vault, checkpoint=True)
+            saves.append(saving)
+            steps.append(per_step)
+            return per_step
+
+        times = interleave({"plain": plain, "checkpointed": marked}, rounds=args.rounds)
         vault.close()
-    spread = (min(ratios), max(ratios))
-    print(
-        f"checkpointed / plain time per step: median {statistics.median(ratios):.3f}x "
-        f"(range {spread[0]:.3f}-{spread[1]:.3f}, {args.rounds} rounds, {args.rows} rows)"
-    )
-    print(f"one run.checkpoint(): median {statistics.median(saves):.1f} steps' time")
+    del saves[0], steps[0]  # the warm-up round's
+    in_steps = [save / step for save, step in zip(saves, steps, strict=True)]
+    print(f"MLP {FEATURES}-256-256-{CLASSES}, ghost, batch {BATCH}, {args.rows:,} rows, 1 thread")
+    print(f"load average {load_average()}")
+    print(f"plain: median {times.median('plain') * 1e3:.1f} ms per step")
+    print(f"one run.checkpoint(): median {statistics.median(in_steps):.1f} steps' time")
+    print(f"checkpointed / plain time per step (quoted): {times.ratio('checkpointed', 'plain')}")
 
 
 if __name__ == "__main__":

@@ -7,21 +7,22 @@ their attention made Opacus's ``DPMultiheadAttention`` by ``ModuleValidator.fix`
 before any side sees it) and an LSTM (Opacus's ``DPLSTM``) over 8 steps of 8
 pixels. Sides: non-private torch, Opacus "hooks" and "ghost" through Opacus's
 own ``PrivacyEngine.make_private`` (Poisson sampling), privml "ghost" through
-``session.dp.private_training`` (privml "bk" is refused for all three: each
-holds layers it cannot clip, which the script shows).
+``session.dp.private_training`` (and whether privml's "bk" mode accepts each network,
+or the layers it cannot clip, which the script shows; it is not timed here).
 
 Every side is set up first (same weights, same data; privml's block stays
-open), then each round runs ``--steps`` optimizer steps of every side in turn,
-the order alternating between rounds; a first round warms up and is not
-counted. Times are the training thread's CPU time (``time.thread_time``; torch
-runs on one thread), which a machine shared with other work disturbs far less
+open), then each round runs ``--steps`` optimizer steps of every side in turn
+(``_rounds.interleave``: the order rotated between rounds, a first round warms up
+and is not counted). Times are the training thread's CPU time (``time.thread_time``;
+torch runs on one thread), which a machine shared with other work disturbs far less
 than wall time (printed too). The ratios are per round (privml's time per step
-over Opacus ghost's, and over non-private's); the script prints their median
-and spread (min to max). Then peak memory: each side in its own process, VmHWM
-(reset through ``/proc/self/clear_refs`` just before the loop) minus VmRSS at
-that point.
+over Opacus ghost's, and over non-private's); the script prints their median,
+quartiles, extremes and rounds, privml ghost / Opacus ghost last. Then peak memory,
+no timing: each side in its own process, measured the same way, VmHWM (reset through
+``/proc/self/clear_refs`` just before the loop) minus VmRSS at that point.
 
     .venv/bin/python benchmarks/bench_dpsgd_layers.py [--rounds 5] [--steps 20] [--models cnn,...]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,15 +39,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from opacus.layers import DPLSTM
-from opacus.validators import ModuleValidator
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import Timings, interleave, load_average, pin_threads
 
-import privml
-from privml import Budget, ConfigurationError, Field, Schema
+pin_threads()
+
+import torch  # noqa: E402
+from opacus.layers import DPLSTM  # noqa: E402
+from opacus.validators import ModuleValidator  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import privml  # noqa: E402
+from privml import Budget, ConfigurationError, Field, Schema  # noqa: E402
 
 BATCH, SIGMA, CLIP, ROWS = 64, 1.0, 1.0, 1792
 SIDES = ["non-private", "opacus hooks", "opacus ghost", "privml ghost"]
@@ -232,47 +237,46 @@ def bk_refusal(model_name: str) -> str:
     return "accepted"
 
 
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):6.3f}x  [{min(values):.3f} .. {max(values):.3f}]"
-
-
-def _ratios(per: dict[str, list[float]], top: str, bottom: str) -> list[float]:
-    return [a / b for a, b in zip(per[top], per[bottom], strict=True)]
-
-
 def timings(models: list[str], rounds: int, steps: int) -> None:
     data = digits()
     frame, features, _, _ = data
     with tempfile.TemporaryDirectory() as tmp, vault_with(frame, features, Path(tmp) / "v") as v:
         for model_name in models:
-            cpu: dict[str, list[float]] = {side: [] for side in SIDES}
             wall: dict[str, list[float]] = {side: [] for side in SIDES}
             with contextlib.ExitStack() as stack:
                 sides = {
                     side: open_side(side, model_name, data, v, (rounds + 1) * steps, stack)
                     for side in SIDES
                 }
-                for r in range(rounds + 1):  # round 0 warms up
-                    for side in SIDES if r % 2 else SIDES[::-1]:
+
+                def run(
+                    side: str, sides: dict[str, Side] = sides, wall: dict[str, list[float]] = wall
+                ) -> Callable[[], float]:
+                    def take() -> float:
                         c, w = sides[side].take(steps)
-                        if r:
-                            cpu[side].append(c / steps)
-                            wall[side].append(w / steps)
+                        wall[side].append(w / steps)
+                        return c / steps  # the training thread's CPU seconds per step
+
+                    return take
+
+                cpu = interleave({side: run(side) for side in SIDES}, rounds=rounds)
+            walls = Timings({side: seconds[1:] for side, seconds in wall.items()})  # no warm-up
             print(f"\n{model_name}: ms per step (training thread's CPU; wall), median of {rounds}")
             for side in SIDES:
-                c, w = statistics.median(cpu[side]), statistics.median(wall[side])
-                print(f"  {side:<14}{1e3 * c:9.2f}{1e3 * w:9.2f}")
-            print("  per-round ratios of CPU time per step: median [min .. max]")
-            for top, bottom, note in (
-                ("privml ghost", "opacus ghost", "  (target <= 1.05x)"),
-                ("privml ghost", "non-private", ""),
-                ("opacus ghost", "non-private", ""),
-                ("opacus hooks", "non-private", ""),
+                print(f"  {side:<14}{1e3 * cpu.median(side):9.2f}{1e3 * walls.median(side):9.2f}")
+            print("  per-round ratios of CPU time per step: median [q1 .. q3] (min, max)")
+            for top, bottom in (
+                ("privml ghost", "non-private"),
+                ("opacus ghost", "non-private"),
+                ("opacus hooks", "non-private"),
             ):
-                print(f"  {top} / {bottom:<13}{_spread(_ratios(cpu, top, bottom))}{note}")
-            ghost = _spread(_ratios(wall, "privml ghost", "opacus ghost"))
+                print(f"  {top} / {bottom:<13}{cpu.ratio(top, bottom)}")
+            ghost = walls.ratio("privml ghost", "opacus ghost")
             print(f"  (wall time: privml ghost / opacus ghost {ghost})")
-            print(f"  privml bk: refused ({bk_refusal(model_name)})")
+            said = bk_refusal(model_name)
+            print(f"  privml bk: {'accepted' if said == 'accepted' else f'refused ({said})'}")
+            quoted = cpu.ratio("privml ghost", "opacus ghost")
+            print(f"  privml ghost / opacus ghost, CPU (quoted; target <= 1.05x): {quoted}")
 
 
 def _status(field: str) -> int:
@@ -323,15 +327,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 5 steps")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.quick:
+        args.rounds, args.steps = 2, 5
     if args.probe:
         model_name, side = args.probe.split(":")
         memory_probe(model_name, side, args.steps)
         return
     models = args.models.split(",")
     print(f"torch {torch.__version__}, 1 thread, batch {BATCH} (expected), σ={SIGMA}, C={CLIP}")
+    print(f"load average {load_average()}")
     timings(models, args.rounds, args.steps)
     memory(models, args.steps)
 

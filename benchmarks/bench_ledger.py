@@ -12,7 +12,16 @@
     by the filter from running tallies; what_if and the status report).
 (c) Committed charges per second on SQLite, one process and 4 concurrent ones.
 
-    .venv/bin/python benchmarks/bench_ledger.py [--events 1000] [--charges 250]
+(a) is no timing: every figure is computed by the accountants from fixed parameters, the
+same on every run. (b) and (c) time in interleaved rounds (``_rounds.interleave``, after
+one warm-up round, in a rotated order): in (b) a round makes a batch of each call
+(what_if, charge, status report) and the per-round rate is quoted with its spread, the
+latency median and p95 over all calls beside it; in (c) a round runs one process, then 4
+(rotated), each charging ``--charges`` times, and the figure quoted last is the median of
+the per-round throughput ratio 4 processes / 1, with its quartiles, extremes and rounds.
+
+    .venv/bin/python benchmarks/bench_ledger.py [--events 1000] [--charges 250] [--rounds 5]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -20,19 +29,26 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-from dp_accounting import dp_event as de
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
+sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import interleave, load_average, pin_threads
 
-import privml
-from privml.accounting import PrivacyEvent
+pin_threads()
+
+import pandas as pd  # noqa: E402
+from dp_accounting import dp_event as de  # noqa: E402
+from dp_accounting.pld import PLDAccountant  # noqa: E402
+from dp_accounting.rdp import RdpAccountant  # noqa: E402
+
+import privml  # noqa: E402
+from privml.accounting import PrivacyEvent  # noqa: E402
 
 DELTA, Q, SIGMA, STEPS = 1e-5, 256 / 60000, 1.1, 2344
 nan = float("nan")
@@ -110,7 +126,7 @@ def tightness(folder: Path, key: bytes) -> None:
         print(f"    {label:<52} ε={eps:6.3f}  ratio {eps / naive:5.3f}")
 
 
-def latency(folder: Path, key: bytes, events: int, repeat: int = 200) -> None:
+def latency(folder: Path, key: bytes, events: int, rounds: int, repeat: int = 200) -> None:
     with new_vault(folder, key, big=(1e6, DELTA), tight=(3.0, DELTA)) as vault:
         kinds = [
             PrivacyEvent.laplace(epsilon=0.01),
@@ -122,33 +138,49 @@ def latency(folder: Path, key: bytes, events: int, repeat: int = 200) -> None:
         for i in range(events):
             vault.ledger.charge("big", event=kinds[i % 4], principal=f"p{i % 7}", purpose="b")
         setup = time.perf_counter() - start
-        probe = PrivacyEvent.gaussian(sigma=50.0)
-        checks = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            vault.ledger.what_if("big", probe, principal="p1", purpose="b")
-            checks.append(time.perf_counter() - t)
-        charges = []
-        for _ in range(repeat // 2):
-            t = time.perf_counter()
-            vault.ledger.charge("big", event=probe, principal="p1", purpose="b")
-            charges.append(time.perf_counter() - t)
         for i, event in enumerate(mixed_events()):
             vault.ledger.charge("tight", event=event, principal=f"p{i % 3}", purpose="b")
-        reports = []
-        for _ in range(repeat // 20):
-            t = time.perf_counter()
-            vault.budget("tight")  # filter figures, and the fixed-sequence PLD (cached)
-            reports.append(time.perf_counter() - t)
+        probe = PrivacyEvent.gaussian(sigma=50.0)
+        calls: dict[str, list[float]] = {"what_if": [], "charge": [], "report": []}
+        actions: dict[str, tuple[int, Callable[[], Any]]] = {
+            "what_if": (repeat, lambda: vault.ledger.what_if("big", probe, principal="p1",
+                                                            purpose="b")),
+            "charge": (repeat // 2, lambda: vault.ledger.charge("big", event=probe,
+                                                               principal="p1", purpose="b")),
+            # filter figures, and the fixed-sequence PLD (cached)
+            "report": (max(repeat // 20, 1), lambda: vault.budget("tight")),
+        }  # fmt: skip
+
+        def batch(name: str) -> Callable[[], float]:
+            count, action = actions[name]
+
+            def run() -> float:
+                seconds = []
+                for _ in range(count):
+                    t = time.perf_counter()
+                    action()
+                    seconds.append(time.perf_counter() - t)
+                calls[name].extend(seconds)
+                return sum(seconds) / count  # seconds per call
+
+            return run
+
+        times = interleave({name: batch(name) for name in actions}, rounds=rounds)
+        for name, (count, _) in actions.items():
+            del calls[name][:count]  # the warm-up round's
 
     def ms(xs: list[float]) -> str:
         p95 = sorted(xs)[int(0.95 * len(xs))]
         return f"median {1e3 * statistics.median(xs):6.2f} ms, p95 {1e3 * p95:6.2f} ms"
 
     print(f"(b) check latency with {events} events recorded (set up at {events / setup:.0f}/s)")
-    print(f"    charge (filter check + commit)           {ms(charges)}  (target: median <= 20 ms)")
-    print(f"    what_if (the same check, nothing written) {ms(checks)}")
-    print(f"    budget report (26 events, PLD cached)    {ms(reports)}")
+    print(f"    charge (filter check + commit)           {ms(calls['charge'])}"
+          "  (target: median <= 20 ms)")  # fmt: skip
+    print(f"    what_if (the same check, nothing written) {ms(calls['what_if'])}")
+    print(f"    budget report (26 events, PLD cached)    {ms(calls['report'])}")
+    print(f"    per round: charge {times.rate('charge', 1, 'calls')}")
+    print(f"               what_if {times.rate('what_if', 1, 'calls')}")
+    print(f"               report {times.rate('report', 1, 'calls')}")
 
 
 def _worker(folder: str, key: bytes, charges: int, start: Any, done: Any) -> None:
@@ -160,43 +192,60 @@ def _worker(folder: str, key: bytes, charges: int, start: Any, done: Any) -> Non
     done.put(charges)
 
 
-def throughput(folder: Path, key: bytes, charges: int) -> None:
+def throughput(folder: Path, key: bytes, charges: int, rounds: int) -> None:
     with new_vault(folder, key, d=(1e6, 0.0)):
         pass
     ctx = multiprocessing.get_context("fork")
-    print("(c) committed charges/s on SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE)")
-    for workers in (1, 4):
-        start, done = ctx.Event(), ctx.Queue()
-        procs = [
-            ctx.Process(target=_worker, args=(str(folder), key, charges, start, done))
-            for _ in range(workers)
-        ]
-        for p in procs:
-            p.start()
-        time.sleep(1.0)  # let every worker open the vault
-        t = time.perf_counter()
-        start.set()
-        total = sum(done.get() for _ in procs)
-        elapsed = time.perf_counter() - t
-        for p in procs:
-            p.join()
-        rate = total / elapsed
-        print(f"    {workers} process(es): {total} charges in {elapsed:5.2f} s = {rate:6.0f}/s")
+    counted = 0
+
+    def processes(workers: int) -> Callable[[], float]:
+        def run() -> float:
+            nonlocal counted
+            start, done = ctx.Event(), ctx.Queue()
+            procs = [
+                ctx.Process(target=_worker, args=(str(folder), key, charges, start, done))
+                for _ in range(workers)
+            ]
+            for p in procs:
+                p.start()
+            time.sleep(1.0)  # let every worker open the vault
+            t = time.perf_counter()
+            start.set()
+            total = sum(done.get() for _ in procs)
+            elapsed = time.perf_counter() - t
+            for p in procs:
+                p.join()
+            counted += total
+            return elapsed / total  # seconds per committed charge
+
+        return run
+
+    times = interleave({"1 process": processes(1), "4 processes": processes(4)}, rounds=rounds)
     with privml.Vault.open(folder, key=key) as vault:
         assert vault.audit.verify().ok
-        assert vault.budget("d").committed == 5 * charges
+        assert vault.budget("d").committed == counted
+    print("(c) committed charges/s on SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE)")
+    print(f"    1 process:   {times.rate('1 process', 1, 'charges')}")
+    print(f"    4 processes: {times.rate('4 processes', 1, 'charges')}")
+    ratio = times.ratio("1 process", "4 processes")  # seconds per charge, so 4 over 1
+    print(f"    throughput 4 processes / 1 (quoted): {ratio}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--charges", type=int, default=250, help="per process in (c)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of (b) and (c)")
+    parser.add_argument("--quick", action="store_true", help="200 events, 50 charges, 2 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.charges, args.rounds = 200, 50, 2
+    print(f"1 thread; load average {load_average()}")
     key = privml.generate_key()
     with tempfile.TemporaryDirectory(prefix="privml-bench-") as tmp:
         tightness(Path(tmp) / "a", key)
-        latency(Path(tmp) / "b", key, args.events)
-        throughput(Path(tmp) / "c", key, args.charges)
+        latency(Path(tmp) / "b", key, args.events, args.rounds)
+        throughput(Path(tmp) / "c", key, args.charges, args.rounds)
 
 
 if __name__ == "__main__":

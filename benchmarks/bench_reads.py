@@ -3,10 +3,12 @@
 Writes the same synthetic dataset (a few numeric and categorical columns, all
 sensitive, so every column is encrypted) to a vault whose data files are in its
 folder and to one whose data files are on an S3-compatible server (moto's server
-mode on 127.0.0.1, started here), then times ``session.read`` of the whole table
-from each (median of ``--reps``) and prints the ratio object store / local.
+mode on 127.0.0.1, started here). Every round reads the whole table once from each
+(``session.read``; opening the session is not timed), in a rotated order, after one
+warm-up round; the figure quoted is the median of the per-round ratio object store /
+local, with its quartiles, extremes and the rounds taken.
 
-    .venv/bin/python benchmarks/bench_reads.py [--rows 1000000] [--reps 5]
+    .venv/bin/python benchmarks/bench_reads.py [--rows 1000000] [--rounds 7] [--quick]
 
 Needs ``moto[server]`` (in the ``dev`` extra). The object-store figure includes
 the HTTP transfer from a local server: on a real store, add the network.
@@ -17,20 +19,25 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow.fs as pafs
+sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import Timings, interleave, load_average, pin_threads
 
-import privml
-from privml import Field, Schema
+pin_threads()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+
+import privml  # noqa: E402
+from privml import Field, Schema  # noqa: E402
 
 CITIES = ["Lyon", "Porto", "Oslo", "Graz", "Turku", "Gent"]
 
@@ -85,15 +92,18 @@ def start_s3() -> tuple[subprocess.Popen[bytes], str]:
     return server, endpoint
 
 
-def time_reads(vault: privml.Vault, reps: int) -> float:
-    session = vault.session("bench", purpose="bench")
-    times = []
-    for _ in range(reps):
+def reader(vault: privml.Vault) -> Callable[[], float]:
+    """One whole-table read; its seconds (opening the session is not the read)."""
+
+    def read() -> float:
+        session = vault.session("bench", purpose="bench")
         start = time.perf_counter()
         frame = session.read("data")
-        times.append(time.perf_counter() - start)
-    assert len(frame) > 0
-    return statistics.median(times)
+        elapsed = time.perf_counter() - start
+        assert len(frame) > 0
+        return elapsed
+
+    return read
 
 
 def build(folder: Path, frame: pd.DataFrame, schema: Schema, **storage: str) -> privml.Vault:
@@ -108,31 +118,36 @@ def build(folder: Path, frame: pd.DataFrame, schema: Schema, **storage: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="100,000 rows, 3 rounds")
     args = parser.parse_args()
-    compare(args.rows, args.reps)
+    if args.quick:
+        args.rows, args.rounds = 100_000, 3
+    compare(args.rows, args.rounds)
 
 
-def compare(rows: int, reps: int) -> None:
-    """Time ``session.read`` of ``rows`` rows from a local folder and from S3; print both."""
+def compare(rows: int, rounds: int) -> Timings:
+    """Read ``rows`` rows from a local folder and from S3 in interleaved rounds; print both."""
     frame, schema = synthetic(rows)
     server, _ = start_s3()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             uri = f"s3://bench/{uuid.uuid4().hex[:8]}"
-            with build(Path(tmp) / "local", frame, schema) as local:
-                t_local = time_reads(local, reps)
+            with (
+                build(Path(tmp) / "local", frame, schema) as local,
+                build(Path(tmp) / "s3", frame, schema, storage=uri) as remote,
+            ):
                 size = sum(p.stat().st_size for p in (Path(tmp) / "local/data").rglob("*"))
-            with build(Path(tmp) / "s3", frame, schema, storage=uri) as remote:
-                t_s3 = time_reads(remote, reps)
+                times = interleave({"local": reader(local), "S3": reader(remote)}, rounds=rounds)
     finally:
         server.terminate()
         server.wait()
-    print(f"session.read of {rows:,} rows x {frame.shape[1]} encrypted columns")
-    print(f"  encrypted Parquet file: {size / 1e6:.1f} MB")
-    print(f"  local folder         : {t_local * 1000:8.1f} ms (median of {reps})")
-    print(f"  S3 (moto, 127.0.0.1) : {t_s3 * 1000:8.1f} ms (median of {reps})")
-    print(f"  ratio S3 / local     : {t_s3 / t_local:.2f}x")
+    print(f"session.read of {rows:,} rows x {frame.shape[1]} encrypted columns, 1 thread")
+    print(f"  encrypted Parquet file: {size / 1e6:.1f} MB; load average {load_average()}")
+    print(f"  local folder         : {times.median('local') * 1000:8.1f} ms (median)")
+    print(f"  S3 (moto, 127.0.0.1) : {times.median('S3') * 1000:8.1f} ms (median)")
+    print(f"  S3 / local (quoted)  : {times.ratio('S3', 'local')}")
+    return times
 
 
 if __name__ == "__main__":
