@@ -13,7 +13,7 @@ Why it is the same mechanism as one process (add/remove one record):
 * **Sampling.** Rank ``r`` owns the contiguous block of rows
   ``[⌊rN/W⌋, ⌊(r+1)N/W⌋)`` and keeps only those in its sealed table. For each
   logical batch, rank 0 flips one coin per row for all N rows
-  (:func:`~._loader.poisson_sample`, the OS CSPRNG, rate q) and scatters to
+  (:func:`~._loader.poisson_sample`, keyed by the OS CSPRNG, rate q) and scatters to
   each rank the coins of its block only. The union of the ranks' shares is
   exactly that Poisson sample of all N rows at rate q; no row is in two shares.
 * **Clipping.** Each rank clips each of its samples' gradients to C and sums

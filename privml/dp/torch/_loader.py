@@ -1,12 +1,12 @@
-"""The run's data loader: Poisson batches drawn one step at a time, from the OS's CSPRNG.
+"""The run's data loader: Poisson batches drawn one step at a time, keyed by the OS's CSPRNG.
 
 Why it is private: each row joins a batch independently with probability
 ``q = batch_size / N`` (Poisson sampling, what the ledger's ``dp_sgd`` event
-assumes). The coin flips are 64-bit integers from ``os.urandom`` (through
-:func:`privml.dp._random.entropy`) compared with
-``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by less than
-2⁻⁶⁴ (never more than charged) and no caller seed (``torch.manual_seed``,
-``numpy.random.seed``) can replay or steer the sampling. A batch is sampled
+assumes). The coin flips are 64-bit integers of an AES-256-CTR keystream
+under a fresh key from ``os.urandom`` (:func:`privml.dp._random.keystream`),
+compared with ``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by
+less than 2⁻⁶⁴ (never more than charged) and no caller seed
+(``torch.manual_seed``, ``numpy.random.seed``) can replay or steer the sampling. A batch is sampled
 and its rows copied out of the sealed table (:mod:`._rows`) only when it is
 drawn, and only when the step guard allows it: after the previous batch was
 stepped and while the reservation has room. The loader holds no rows; a new
@@ -38,11 +38,11 @@ __all__ = ["PoissonLoader", "poisson_sample"]
 
 
 def poisson_sample(n: int, q: float) -> np.ndarray:
-    """Indices of a Poisson sample of ``range(n)``: each kept with probability ``q`` (OS CSPRNG)."""
+    """Indices of a Poisson sample of ``range(n)``: each kept with probability ``q``."""
     threshold = int(q * 2.0**64)  # exact: scaling a double by a power of two; floor(q·2⁶⁴)
     if threshold >= 2**64:
         return np.arange(n)
-    coins = np.frombuffer(_random.entropy(8 * n), dtype=np.uint64)
+    coins = np.frombuffer(_random.keystream(8 * n), dtype=np.uint64)
     return np.flatnonzero(coins < np.uint64(threshold))
 
 
