@@ -330,8 +330,14 @@ def _scale_at(req: Requirements, level: int, middle: Sequence[float], s: float) 
 def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
     n, budget = max(MAX_MODULUS_BITS[security_bits].items())
     s = req.min_scale_bits(n)
-    h = req.headroom(s)
-    needed = 2 * (s + h) + req.depth * s
+    if req.folded:
+        chain = _folded_chain(req, s)
+        wide = [MAX_PRIME_BITS, *([s] * (req.depth - 1))]
+        h = (chain[0] if chain else math.ceil(_q0_bits(req, wide, s))) - s
+        needed = sum(chain) if chain else 2 * (s + h) + sum(wide)
+    else:
+        h = req.headroom(s)
+        needed = 2 * (s + h) + req.depth * s
     if needed <= budget and s + h > MAX_PRIME_BITS:
         return ConfigurationError(
             f"no secure CKKS parameters fit this model: its largest values need {h} bits above "
