@@ -45,7 +45,7 @@ def save(obj: Any) -> bytes:
 
 def _save_through(write: Callable[[str], None]) -> bytes:
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("privml-he", 0)
+        fd = os.memfd_create("privml-he")  # close-on-exec
         try:
             write(f"/proc/self/fd/{fd}")
             return os.pread(fd, os.fstat(fd).st_size, 0)
