@@ -13,6 +13,7 @@ from ._batch import PACKINGS, EncryptedBatch, EncryptedResult
 from ._context import PublicContext, new_secret_context
 from ._output import Output
 from ._params import HEParameters
+from ._seal import SeededEncryptor
 from ._spec import ModelSpec
 from ._tenseal import tenseal
 
@@ -51,6 +52,7 @@ class HEClient:
         self.parameters = parameters
         self.key_id = key_id
         self._public: dict[bool, bytes] = {}
+        self._sealer: SeededEncryptor | None = None
 
     @classmethod
     def for_model(cls, model: object, *, security_bits: int = 128) -> HEClient:
@@ -109,7 +111,9 @@ class HEClient:
         """
         packing = _check_packing(packing)
         X = self._validate(X)
-        ts = tenseal()
+        if self._sealer is None:
+            self._sealer = SeededEncryptor(self._ctx)
+        seal = self._sealer.encrypt
         n, d = X.shape
         slots = self.parameters.slots
         blobs: list[bytes] = []
@@ -118,9 +122,7 @@ class HEClient:
             for start in range(0, n, slots):
                 chunk = X[start : start + slots]
                 sizes.append(len(chunk))
-                blobs += [
-                    ts.ckks_vector(self._ctx, chunk[:, j].tolist()).serialize() for j in range(d)
-                ]
+                blobs += [seal(chunk[:, j].tolist()) for j in range(d)]
         else:
             padded = 1 << max(d - 1, 0).bit_length()
             if padded > slots:
@@ -135,7 +137,7 @@ class HEClient:
                 block = np.zeros((rows, padded))
                 block[: len(chunk), :d] = chunk
                 # column-major: slot j * rows + i holds feature j of sample i
-                blobs.append(ts.ckks_vector(self._ctx, block.T.ravel().tolist()).serialize())
+                blobs.append(seal(block.T.ravel().tolist()))
         return EncryptedBatch(
             batch_id=secrets.token_hex(8),
             key_id=self.key_id,

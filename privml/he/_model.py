@@ -17,8 +17,8 @@ from ._evaluate import Chain, evaluate_chunk
 from ._ir import Affine, Network, Polynomial
 from ._params import HEParameters, chain_problem
 from ._report import AccuracyReport, build_report
+from ._seal import Kit, load_fresh
 from ._spec import ModelSpec
-from ._tenseal import tenseal
 
 __all__ = ["HEModel"]
 
@@ -108,29 +108,32 @@ class HEModel:
             else EncryptedBatch.from_bytes(encrypted_batch)
         )
         chain = self._check(batch, public)
-        ts = tenseal()
         ctx = public.tenseal_context
+        kit = Kit(ctx)
         rows = public.parameters.slots // (1 << max(batch.width - 1, 0).bit_length())
         out: list[bytes] = []
-        for _, blobs in batch.chunks():
-            try:
-                inputs = [ts.ckks_vector_from(ctx, blob) for blob in blobs]
-            except (ValueError, RuntimeError, TypeError) as err:
-                raise ConfigurationError(
-                    f"the batch's ciphertexts do not load under this public context ({err}); "
-                    "send the public context of the client that encrypted the batch"
-                ) from err
+        for size, blobs in batch.chunks():
+            loaded = [load_fresh(ctx, blob, size=size) for blob in blobs]
+            inputs = [ct for _, ct in loaded] if batch.packing == "columns" else [loaded[0][0]]
             try:
                 scores = evaluate_chunk(
-                    self.network, inputs, chain, packing=batch.packing, rows=rows
+                    self.network,
+                    inputs,
+                    kit,
+                    chain,
+                    packing=batch.packing,
+                    rows=rows,
+                    fold_bits=self.spec.requirements.fold_bits,
                 )
+            except ConfigurationError:
+                raise
             except (ValueError, RuntimeError) as err:
                 raise ConfigurationError(
                     "encrypted evaluation failed: the ciphertexts do not match the parameters "
                     "this model needs; the client must encrypt fresh data with keys from "
                     "HEClient.for_model(model.spec)"
                 ) from err
-            out += [ct.serialize() for ct in scores]
+            out += [kit.to_bytes(ct, size=size) for ct in scores]
         return EncryptedResult(
             batch_id=batch.batch_id,
             key_id=batch.key_id,
@@ -165,7 +168,19 @@ class HEModel:
                 "rows packing needs Galois keys, which this public context lacks; send "
                 "client.public_context(packing='rows')"
             )
-        n, chain = chain_of(public.tenseal_context)
+        ctx = public.tenseal_context
+        if not ctx.has_public_key():
+            raise ConfigurationError(
+                "the public context lacks the client's public key; send "
+                "client.public_context(), which holds it"
+            )
+        if spec.requirements.needs_relin and not ctx.has_relin_keys():
+            raise ConfigurationError(
+                "this model multiplies ciphertexts, which needs relinearization keys, and the "
+                "public context has none; send client.public_context() of a client made with "
+                "HEClient.for_model(model.spec)"
+            )
+        n, chain = chain_of(ctx)
         if n != public.parameters.poly_modulus_degree:
             raise IntegrityError("the public context's ring size does not match its header")
         problem = chain_problem(

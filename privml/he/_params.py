@@ -43,6 +43,7 @@ FRESH_NOISE_PER_N = 0.2
 #: a strongly regularized logistic regression got N = 4096 and a 30-bit scale, whose
 #: errors reached 1.08e-3 against a tolerance of 1e-3. 30 * N (one more bit) is used.
 ROTATION_NOISE_PER_N = 30.0
+MIN_FOLD_BITS = 20  # folded weights keep at least this many bits below the point
 TAIL = 5.0  # the largest of many (~1e5) errors stays below TAIL standard deviations
 
 
@@ -68,6 +69,12 @@ class Requirements:
     tolerance: float = 1e-3
     rotation_noise_gain: float = 1.0
     rotations: int = 0
+    fold_bits: int = 0
+
+    @property
+    def folded(self) -> bool:
+        """Whether the last layer is folded into the square before it (one rescale fewer)."""
+        return self.fold_bits > 0
 
     def min_scale_bits(self, poly_modulus_degree: int) -> int:
         """Smallest scale (in bits) that keeps the estimated output error within tolerance."""
@@ -99,6 +106,7 @@ class Requirements:
             "tolerance": self.tolerance,
             "rotation_noise_gain": self.rotation_noise_gain,
             "rotations": self.rotations,
+            "fold_bits": self.fold_bits,
         }
 
     @classmethod
@@ -112,6 +120,7 @@ class Requirements:
             float(data["tolerance"]),
             float(data["rotation_noise_gain"]),
             int(data["rotations"]),
+            int(data.get("fold_bits", 0)),  # absent: written before folding existed
         )
 
 
@@ -172,8 +181,13 @@ def requirements(
     *,
     tolerance: float,
     typical: list[np.ndarray] | None = None,
+    fold: bool = True,
 ) -> Requirements:
     """Depth, value sizes and noise growth of ``network`` for inputs ``|x[j]| <= input_bound[j]``.
+
+    With ``fold`` (the default), a last layer that follows a quadratic
+    activation is folded into it (:mod:`privml.he._fold`); ``fold=False`` gives
+    the requirements older privml wrote.
 
     The value bounds are rigorous (interval arithmetic on absolute values), so
     they also cover the partial sums that rows packing leaves in unused slots.
@@ -187,17 +201,25 @@ def requirements(
     gain = np.ones_like(bound)  # output-error std per unit of input-error std
     rounding = np.zeros_like(bound)  # error std from rounding plaintext weights
     hidden = np.zeros(0)  # output-error std per unit of error after the first layer
+    fold_bits = 0
+    last = len(network.layers) - 1
     for i in range(len(network.layers)):
         coef, bias = network.terms(i)
         degree = coef.shape[2]
         ks = np.arange(1, degree + 1)
-        power_level = [level + math.ceil(math.log2(k)) for k in ks]
         powers = bound[:, None] ** ks[None, :]  # (in, degree)
-        if i:
-            nodes += [(lvl, _bits(powers[:, k])) for k, lvl in enumerate(power_level)]
-        used = [k for k in range(degree) if np.any(coef[:, :, k] != 0.0)] or [0]
-        level = max(power_level[k] for k in used) + 1
         size = bound if typical is None else np.minimum(bound, typical[i])
+        if fold and i == last and i and degree == 2:
+            # squares stay at scale Δ², un-rescaled, until the one rescale of each output
+            fold_bits = _fold_bits(size, tolerance)
+            level += 1
+            nodes.append((level, _bits(powers[:, 1]) - fold_bits))
+        else:
+            power_level = [level + math.ceil(math.log2(k)) for k in ks]
+            if i:
+                nodes += [(lvl, _bits(powers[:, k])) for k, lvl in enumerate(power_level)]
+            used = [k for k in range(degree) if np.any(coef[:, :, k] != 0.0)] or [0]
+            level = max(power_level[k] for k in used) + 1
         slope = np.einsum("mjk,jk->mj", np.abs(coef), ks * size[:, None] ** (ks - 1))
         gain = np.sqrt(slope**2 @ gain**2)
         hidden = np.ones(len(bias)) if i == 0 else np.sqrt(slope**2 @ hidden**2)
@@ -214,7 +236,20 @@ def requirements(
         tolerance=tolerance,
         rotation_noise_gain=float(hidden.max(initial=0.0)),
         rotations=(network.n_features - 1).bit_length(),
+        fold_bits=fold_bits,
     )
+
+
+def _fold_bits(size: np.ndarray, tolerance: float) -> int:
+    """Bits of precision for the folded weights of a layer whose inputs reach ``size``.
+
+    A folded weight is rounded to a multiple of ``2**-p``: an error of standard
+    deviation ``0.3 * 2**-p`` that multiplies a square ``a_j**2``. Half the error
+    variance the tolerance allows goes to it (the other half to everything else).
+    """
+    std = 0.3 * math.sqrt(float(np.sum(size.astype(float) ** 4)))
+    needed = math.ceil(math.log2(max(TAIL * math.sqrt(2.0) * std / tolerance, 1.0)))
+    return max(MIN_FOLD_BITS, needed)
 
 
 def _bits(values: np.ndarray) -> float:
@@ -241,18 +276,68 @@ def derive(req: Requirements, *, security_bits: int = 128) -> HEParameters:
     bounds = MAX_MODULUS_BITS[check_security(security_bits)]
     for n, budget in sorted(bounds.items()):
         for s in range(MAX_SCALE_BITS, req.min_scale_bits(n) - 1, -1):
-            q0 = s + req.headroom(s)
-            if q0 <= MAX_PRIME_BITS and 2 * q0 + req.depth * s <= budget:
-                chain = (q0, *([s] * req.depth), q0)
+            chain = _folded_chain(req, s) if req.folded else _chain(req, s)
+            if chain is not None and sum(chain) <= budget:
                 return HEParameters(n, chain, s, security_bits)
     raise _too_deep(req, security_bits)
+
+
+def _chain(req: Requirements, s: int) -> tuple[int, ...] | None:
+    q0 = s + req.headroom(s)
+    return (q0, *([s] * req.depth), q0) if q0 <= MAX_PRIME_BITS else None
+
+
+def _folded_chain(req: Requirements, s: int) -> tuple[int, ...] | None:
+    """The shortest ``[q0, r, s, ..., s, special]`` for a folded model at scale ``2**s``.
+
+    The last layer accumulates at scale ``2**(2s + p)`` (squares at ``2**2s``
+    times weights at ``2**p``, ``p = fold_bits``) and divides by the ``r``-bit
+    prime, leaving outputs at scale below ``2**(2s + p - r + 1)``; ``q0`` holds
+    them. ``r`` is chosen to make the total smallest.
+    """
+    best: tuple[int, ...] | None = None
+    for r in range(s, min(MAX_PRIME_BITS, s + req.fold_bits) + 1):
+        q0 = math.ceil(_q0_bits(req, [r, *([s] * (req.depth - 1))], s))
+        if q0 > MAX_PRIME_BITS:
+            continue
+        chain = (q0, r, *([s] * (req.depth - 1)), max(q0, r))
+        if best is None or sum(chain) < sum(best):
+            best = chain
+    return best
+
+
+def _q0_bits(req: Requirements, middle: Sequence[float], s: float) -> float:
+    """Bits ``q0`` needs for ``req`` given the other data primes' bits (first to last).
+
+    After ``level`` rescales, a value of ``2**bits`` at scale ``2**scale`` needs
+    ``bits + scale + MARGIN_BITS`` bits of modulus: ``q0`` and the primes left.
+    """
+    need = s + MARGIN_BITS
+    for level, bits in req.magnitudes:
+        left = sum(middle[: len(middle) - level])
+        need = max(need, bits + MARGIN_BITS + _scale_at(req, level, middle, s) - left)
+    return need
+
+
+def _scale_at(req: Requirements, level: int, middle: Sequence[float], s: float) -> float:
+    """Bits of the scale (an upper bound) values have after ``level`` rescales."""
+    if req.folded and level == req.depth:
+        dropped = middle[len(middle) - req.depth]  # the prime the folded layer divides by
+        return 2 * s + req.fold_bits - (dropped - 1)
+    return s
 
 
 def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
     n, budget = max(MAX_MODULUS_BITS[security_bits].items())
     s = req.min_scale_bits(n)
-    h = req.headroom(s)
-    needed = 2 * (s + h) + req.depth * s
+    if req.folded:
+        chain = _folded_chain(req, s)
+        wide = [MAX_PRIME_BITS, *([s] * (req.depth - 1))]
+        h = (chain[0] if chain else math.ceil(_q0_bits(req, wide, s))) - s
+        needed = sum(chain) if chain else 2 * (s + h) + sum(wide)
+    else:
+        h = req.headroom(s)
+        needed = 2 * (s + h) + req.depth * s
     if needed <= budget and s + h > MAX_PRIME_BITS:
         return ConfigurationError(
             f"no secure CKKS parameters fit this model: its largest values need {h} bits above "
@@ -283,7 +368,8 @@ def chain_problem(req: Requirements, *, prime_bits: Sequence[int], scale_bits: f
         )
     for level, bits in req.magnitudes:
         modulus_bits = sum(prime_bits[: len(prime_bits) - level])
-        if bits + MARGIN_BITS + scale_bits > modulus_bits:
+        scale = _scale_at(req, level, prime_bits[1:], scale_bits)
+        if bits + MARGIN_BITS + scale > modulus_bits:
             return (
                 f"values of up to 2**{bits:.1f} after {level} rescale(s) would overflow the "
                 f"context's {modulus_bits}-bit modulus at that level; the client must build its "

@@ -50,11 +50,12 @@ def test_digits_mlp_with_square_agrees(digits, digits_compiled, digits_client, p
 
 
 def test_digits_mlp_parameters_follow_depth(digits_compiled, digits_client):
-    assert digits_compiled.depth == 3  # Linear, x**2, Linear
+    assert digits_compiled.depth == 2  # Linear, then x**2 folded into the last Linear
     assert digits_compiled.network.activations[0].name == "x**2"
+    assert digits_compiled.spec.requirements.fold_bits >= 20
     params = digits_client.parameters
     assert params.poly_modulus_degree == 8192
-    assert len(params.coeff_mod_bit_sizes) == 5
+    assert len(params.coeff_mod_bit_sizes) == 4  # [q0, r, s, special]
     assert sum(params.coeff_mod_bit_sizes) <= 218
 
 

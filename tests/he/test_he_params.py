@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import privml.he as he
 from privml.exceptions import ConfigurationError
-from privml.he._params import MAX_MODULUS_BITS, Requirements, derive
+from privml.he._params import MAX_MODULUS_BITS, Requirements, chain_problem, derive
 
 requirements = st.builds(
     lambda depth, bits, gain: Requirements(depth, depth > 1, ((depth, bits),), gain, 0.0, 1e-3),
@@ -42,6 +42,46 @@ def test_derived_parameters_are_secure_and_smallest(req, security):
         assert 2 * (s + h) + req.depth * s > bound[params.poly_modulus_degree] or s + h > 60
 
 
+folded = st.builds(
+    lambda depth, out_bits, square_bits, fold_bits, gain: Requirements(
+        depth,
+        True,
+        (
+            (0, 1.0),
+            (depth - 1, square_bits / 2),
+            (depth, square_bits - fold_bits),
+            (depth, out_bits),
+        ),
+        gain,
+        0.0,
+        1e-3,
+        fold_bits=fold_bits,
+    ),
+    st.integers(2, 6),
+    st.floats(0.0, 20.0),
+    st.floats(0.0, 30.0),
+    st.integers(20, 30),
+    st.floats(1.0, 1e4),
+)
+
+
+@given(req=folded, security=st.sampled_from([128, 192, 256]))
+def test_folded_parameters_are_secure_and_hold_every_value(req, security):
+    try:
+        params = derive(req, security_bits=security)
+    except ConfigurationError as err:
+        assert "Fix:" in str(err)
+        return
+    chain = params.coeff_mod_bit_sizes
+    s = params.scale_bits
+    assert sum(chain) <= MAX_MODULUS_BITS[security][params.poly_modulus_degree]
+    assert max(chain) <= 60 and chain[-1] == max(chain)  # the special prime is the largest
+    assert list(chain[2:-1]) == [s] * (req.depth - 1)  # [q0, r, s, ..., s, special]
+    assert s <= chain[1] <= s + req.fold_bits  # outputs keep at least the fresh scale
+    assert s >= req.min_scale_bits(params.poly_modulus_degree)
+    assert chain_problem(req, prime_bits=chain[:-1], scale_bits=s) is None
+
+
 def _square_net(layers: int, width: int = 4):
     torch = pytest.importorskip("torch")
     from _he_helpers import square_module
@@ -58,8 +98,8 @@ def test_depth_decides_the_ring_size():
     for layers in (1, 2, 3, 4):
         model = he.compile(_square_net(layers), input_range=(-1.0, 1.0))
         sizes[model.depth] = model.parameters.poly_modulus_degree
-    assert sizes[1] == 4096 and sizes[3] == 8192 and sizes[7] == 16384
-    assert sizes[3] <= sizes[5] <= sizes[7]
+    # depth: one per layer, one more per square that is not folded into the last layer
+    assert sizes == {1: 4096, 2: 8192, 4: 16384, 6: 16384}
 
 
 def test_too_deep_fails_at_compile_with_the_fix():
@@ -75,7 +115,7 @@ def test_higher_degree_activation_costs_log2_levels(digits):
     X = digits[0][:200]
     net = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     depths = {d: he.compile(net, calibration=X, activation_degree=d).depth for d in (2, 3, 4)}
-    assert depths == {2: 3, 3: 4, 4: 4}
+    assert depths == {2: 2, 3: 4, 4: 4}  # a quadratic is folded into the layer after it
 
 
 def test_values_at_the_edge_of_the_input_range_do_not_overflow(tiny):

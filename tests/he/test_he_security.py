@@ -12,8 +12,8 @@ from privml.he import _wire
 ts = pytest.importorskip("tenseal")
 
 
-def _tenseal_context(public_bytes: bytes):
-    _, blobs = _wire.unpack(public_bytes, "public_context")
+def _tenseal_context(public_bytes: bytes, kind: str = "public_context"):
+    _, blobs = _wire.unpack(public_bytes, kind)
     return ts.context_from(blobs[0])
 
 
@@ -112,3 +112,69 @@ def test_security_level_choice(tiny):
         assert params.poly_modulus_degree == n and params.security_bits == bits
     with pytest.raises(ConfigurationError, match="128-bit"):
         he.HEClient.for_model(model.spec, security_bits=80)
+
+
+def _public_bytes(client, **keys):
+    """A public context of ``client`` serialized with the given keys left out."""
+    private = ts.context_from(
+        _wire.unpack(client.to_bytes(include_secret_key=True), "client")[1][0]
+    )
+    blob = private.serialize(
+        save_public_key=keys.get("public", True),
+        save_secret_key=False,
+        save_galois_keys=False,
+        save_relin_keys=keys.get("relin", True),
+    )
+    header = {"key_id": client.key_id, "parameters": client.parameters.to_json()}
+    return _wire.pack("public_context", header, [blob])
+
+
+def test_contexts_missing_the_public_or_relinearization_keys_are_refused(
+    tiny, digits, digits_compiled, digits_client
+):
+    batch = digits_client.encrypt(digits[1][:4])
+    with pytest.raises(ConfigurationError, match="relinearization keys"):
+        digits_compiled.predict_encrypted(batch, _public_bytes(digits_client, relin=False))
+    model, client, X = tiny
+    with pytest.raises(ConfigurationError, match="public key"):
+        model.predict_encrypted(client.encrypt(X), _public_bytes(client, public=False))
+
+
+def _with_blob(batch, index, blob):
+    blobs = list(batch.ciphertexts)
+    blobs[index] = blob
+    return he.EncryptedBatch(**{**vars(batch), "ciphertexts": tuple(blobs)})
+
+
+def test_ciphertexts_that_are_not_fresh_are_refused(digits, digits_compiled, digits_client):
+    X = digits[1][:4]
+    batch = digits_client.encrypt(X)
+    ctx = he.PublicContext.from_bytes(digits_client.public_context()).tenseal_context
+    fresh = ts.ckks_vector_from(ctx, batch.ciphertexts[0])
+    rescaled = fresh * 0.5  # one level down
+    ctx.auto_relin = False
+    unrelinearized = fresh * fresh  # three polynomials
+    for stale in (rescaled.serialize(), unrelinearized.serialize()):
+        with pytest.raises(ConfigurationError, match="not freshly encrypted"):
+            digits_compiled.predict_encrypted(
+                _with_blob(batch, 0, stale), digits_client.public_context()
+            )
+    short = he.EncryptedBatch(**{**vars(batch), "n_samples": 4, "chunk_sizes": (4,)})
+    assert digits_compiled.predict_encrypted(short, digits_client.public_context())
+
+
+def test_requests_are_seeded_and_public_key_ciphertexts_still_evaluate(tiny):
+    model, client, X = tiny
+    private = ts.context_from(
+        _wire.unpack(client.to_bytes(include_secret_key=True), "client")[1][0]
+    )
+    batch = client.encrypt(X)
+    old = [ts.ckks_vector(private, X[:, j].tolist()).serialize() for j in range(X.shape[1])]
+    assert all(len(new) < 0.6 * len(o) for new, o in zip(batch.ciphertexts, old, strict=True))
+    legacy = he.EncryptedBatch(**{**vars(batch), "ciphertexts": tuple(old)})
+    result = model.predict_encrypted(legacy, client.public_context())
+    np.testing.assert_allclose(
+        client.decrypt(result),
+        client.decrypt(model.predict_encrypted(batch, client.public_context())),
+        atol=1e-4,
+    )
