@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
 from . import stream
+from .parquet_options import write_options
 
 __all__ = ["DATA_FOLDERS", "Storage", "StoredObject", "check_hash", "sha256_async"]
 
@@ -155,9 +156,12 @@ class Storage:
 
     # -- writing ------------------------------------------------------------------------
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> str:
-        """Write ``table`` as Parquet to ``relative``; return the SHA-256 of the file."""
+        """Write ``table`` as Parquet to ``relative``; return the SHA-256 of the file.
+
+        Encoded as :func:`~privml.storage.parquet_options.write_options` says, unless
+        ``options`` say otherwise."""
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **options)
+        pq.write_table(table, sink, **{**write_options(table.schema), **options})
         return self.write(relative, sink.getvalue())
 
     def write_parquet_stream(
