@@ -320,12 +320,11 @@ class DatasetStore:
         Only sessions call this, and they audit what they release.
         Returns the frame, the version number and the file's content hash.
         """
-        ver = self._readable(dataset, version)
+        ver, schema = self._readable(dataset, version)
         key = (dataset, ver.version, ver.content_hash, ver.file, tuple(columns))
         kept = self._frames.get(key) if self._frames is not None else None
         if kept is not None:
             return kept, ver.version, ver.content_hash
-        schema = self.schema(dataset)
         frame = self._storage.read_parquet(
             ver.file,
             expected_hash=ver.content_hash,
@@ -337,8 +336,9 @@ class DatasetStore:
             self._frames.put(key, frame)
         return frame, ver.version, ver.content_hash
 
-    def _readable(self, dataset: str, version: int | None) -> Any:
-        """The checked row of a version (the latest by default) whose keys all still exist."""
+    def _readable(self, dataset: str, version: int | None) -> tuple[Any, Schema]:
+        """The checked row of a version (the latest by default) whose keys all still exist,
+        and the dataset's schema, read in the same transaction."""
         check_name(dataset, "dataset name")
         with read(self._state.engine) as conn:
             found = _versions(conn, dataset)
@@ -355,14 +355,16 @@ class DatasetStore:
                     "read a newer version"
                 )
             self._keyring.active(conn, dataset=dataset)
-        return ver
+            row = _dataset_row(conn, dataset)
+        if row is None:  # a version without its dataset row: the metadata was edited
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+        return ver, Schema.from_dict(json.loads(row.schema))
 
     def size(self, dataset: str, columns: list[str], version: int | None) -> tuple[int, int]:
         """A version's row count and an estimate of the bytes ``columns`` take decrypted
         (8 bytes a value; 32 for text; arrays by their size), from its checked metadata
         row: no file is read."""
-        ver = self._readable(dataset, version)
-        schema = self.schema(dataset)
+        ver, schema = self._readable(dataset, version)
         width = sum(schema[c].stored_bytes for c in columns)
         return int(ver.rows), int(ver.rows) * max(width, 8)
 
@@ -376,9 +378,8 @@ class DatasetStore:
         The version is looked up (and a shredded one refused) now; the file is read,
         hashed before the first chunk and after the last, as the chunks are drawn.
         """
-        ver = self._readable(dataset, version)
-        schema = self.schema(dataset)
-        _, size = self.size(dataset, columns, ver.version)
+        ver, schema = self._readable(dataset, version)
+        size = int(ver.rows) * max(sum(schema[c].stored_bytes for c in columns), 8)
         rows = _memory.chunk_rows(self.memory_limit, size / max(int(ver.rows), 1))
         batches = self._storage.read_parquet_stream(
             ver.file,
