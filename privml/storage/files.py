@@ -129,7 +129,7 @@ class FolderStorage(Storage):
 def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
     """Write ``table`` as Parquet to ``path`` atomically and durably; return its SHA-256."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **{**write_options(table.schema), **options})
+    pq.write_table(table, sink, **{**write_options(table), **options})
     return write_atomic(path, sink.getvalue())
 
 

@@ -161,7 +161,7 @@ class Storage:
         Encoded as :func:`~privml.storage.parquet_options.write_options` says, unless
         ``options`` say otherwise."""
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **{**write_options(table.schema), **options})
+        pq.write_table(table, sink, **{**write_options(table), **options})
         return self.write(relative, sink.getvalue())
 
     def write_parquet_stream(

@@ -1,4 +1,4 @@
-"""How the vault encodes a Parquet file: no column statistics, no compression of floats.
+"""How the vault encodes a Parquet file: no column statistics, floats stored plain.
 
 Column statistics (each page's and row group's min and max) would be stored in
 plaintext for the non-sensitive columns, and even for encrypted columns they add
@@ -7,8 +7,12 @@ whole columns, then applies policy. They are not written.
 
 Floating-point values barely compress (their low mantissa bits are noise), so
 Snappy spends time on them for a few bytes; their columns are stored
-uncompressed. Every other column keeps Snappy (pyarrow's default). Reading does
-not depend on either choice: files written with statistics and compressed floats
+uncompressed; and a float column whose first values are nearly all distinct
+(measurements, amounts) is not dictionary-encoded either: the encoder would hash
+values until its dictionary page overflows, then fall back to plain encoding
+anyway. Floats that repeat keep their dictionary, and every other column keeps
+dictionary encoding and Snappy (pyarrow's defaults). Reading depends on none of
+these choices: files written with statistics, compressed floats or dictionaries
 read the same.
 """
 
@@ -17,27 +21,48 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["leaf_paths", "write_options"]
+__all__ = ["leaf_paths", "mostly_distinct", "write_options"]
 
 _DEFAULT = "SNAPPY"
 _FLOATS = "NONE"
+#: How many leading values of a float column are looked at to choose its encoding.
+SAMPLE = 4096
 
 
-def write_options(schema: pa.Schema) -> dict[str, Any]:
-    """The ``pyarrow.parquet`` writer options for a table of ``schema``.
+def write_options(table: pa.Table) -> dict[str, Any]:
+    """The ``pyarrow.parquet`` writer options for ``table`` (or for a file whose first
+    row group it is).
 
     Examples
     --------
     >>> import pyarrow as pa
-    >>> write_options(pa.schema([("age", pa.int64()), ("income", pa.float64())]))
-    {'write_statistics': False, 'compression': {'age': 'SNAPPY', 'income': 'NONE'}}
+    >>> table = pa.table({"age": [30, 41, 30], "income": [0.5, 1.25, 2.0]})
+    >>> write_options(table)  # doctest: +NORMALIZE_WHITESPACE
+    {'write_statistics': False, 'compression': {'age': 'SNAPPY', 'income': 'NONE'},
+     'use_dictionary': ['age']}
     """
-    compression: dict[str, str] | str = _DEFAULT
-    leaves = leaf_paths(schema)
-    if leaves is not None:
-        compression = {path: _FLOATS if floating else _DEFAULT for path, floating in leaves}
-    return {"write_statistics": False, "compression": compression}
+    options: dict[str, Any] = {"write_statistics": False, "compression": _DEFAULT}
+    leaves = leaf_paths(table.schema)
+    if leaves is None:
+        return options
+    options["compression"] = {path: _FLOATS if floating else _DEFAULT for path, floating in leaves}
+    plain = {
+        name
+        for name, column in zip(table.column_names, table.columns, strict=True)
+        if pa.types.is_floating(column.type) and mostly_distinct(column)
+    }
+    if plain:
+        options["use_dictionary"] = [path for path, _ in leaves if path not in plain]
+    return options
+
+
+def mostly_distinct(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether more than half of the first :data:`SAMPLE` values present are distinct."""
+    sample = column.slice(0, SAMPLE)
+    present = len(sample) - int(sample.null_count)
+    return present > 0 and int(pc.count_distinct(sample).as_py()) > present // 2
 
 
 def leaf_paths(schema: pa.Schema) -> list[tuple[str, bool]] | None:

@@ -87,7 +87,7 @@ def write_tables(sink: Any, tables: Iterable[pa.Table], **options: Any) -> tuple
     try:
         for table in tables:
             if writer is None:
-                chosen = {**write_options(table.schema), **options}
+                chosen = {**write_options(table), **options}
                 writer = pq.ParquetWriter(pa.PythonFile(hashing, mode="w"), table.schema, **chosen)
             writer.write_table(table, row_group_size=max(len(table), 1))
             rows += len(table)

@@ -13,7 +13,7 @@ import pytest
 
 from privml import Budget, Field, Schema, Vault
 from privml.storage import objects
-from privml.storage.parquet_options import leaf_paths, write_options
+from privml.storage.parquet_options import leaf_paths, mostly_distinct, write_options
 
 SCHEMA = Schema(
     {
@@ -110,4 +110,38 @@ def test_leaf_paths_are_the_parquet_columns(kind: pa.DataType) -> None:
 def test_unknown_nested_types_compress_every_column() -> None:
     schema = pa.schema([("m", pa.map_(pa.string(), pa.float64())), ("f", pa.float64())])
     assert leaf_paths(schema) is None
-    assert write_options(schema) == {"write_statistics": False, "compression": "SNAPPY"}
+    table = pa.table({"m": [[("a", 1.0)]], "f": [0.5]}, schema=schema)
+    assert write_options(table) == {"write_statistics": False, "compression": "SNAPPY"}
+
+
+def test_only_floats_that_are_mostly_distinct_skip_the_dictionary(
+    tmp_path: Path, key: bytes
+) -> None:
+    frame = _frame(20_000)
+    frame["score"] = np.round(frame["score"], 1)  # a few hundred values, repeated
+    with Vault.create(tmp_path / "v", key=key) as vault:
+        vault.add_dataset("d", frame, schema=SCHEMA, budget=Budget(epsilon=1))
+        chunks = _chunks(_metadata(vault, "d"))
+    assert not chunks["income"].has_dictionary_page  # uniform draws: all distinct
+    assert chunks["score"].has_dictionary_page
+    assert chunks["age"].has_dictionary_page and chunks["city"].has_dictionary_page
+
+
+@pytest.mark.parametrize(
+    ("values", "distinct"),
+    [
+        ([0.5, 1.5, 2.5, 3.5], True),
+        ([0.5, 0.5, 0.5, 1.5], False),
+        ([0.5, None, None, 1.5], True),
+        ([None, None], False),
+        ([], False),
+    ],
+)
+def test_mostly_distinct_counts_the_values_present(values: list, distinct: bool) -> None:
+    assert mostly_distinct(pa.array(values, type=pa.float64())) is distinct
+
+
+def test_mostly_distinct_looks_at_the_first_values_only() -> None:
+    column = pa.chunked_array([[0.0] * 4096, np.arange(10_000, dtype="float64")])
+    assert not mostly_distinct(column)
+    assert mostly_distinct(column.slice(4096))
