@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
 from . import stream
-from .parquet_options import write_options
+from .parquet_options import encode
 
 __all__ = ["DATA_FOLDERS", "Storage", "StoredObject", "check_hash", "sha256_async"]
 
@@ -158,11 +158,8 @@ class Storage:
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> str:
         """Write ``table`` as Parquet to ``relative``; return the SHA-256 of the file.
 
-        Encoded as :func:`~privml.storage.parquet_options.write_options` says, unless
-        ``options`` say otherwise."""
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **{**write_options(table), **options})
-        return self.write(relative, sink.getvalue())
+        Encoded as :func:`~privml.storage.parquet_options.encode` does."""
+        return self.write(relative, encode(table, **options))
 
     def write_parquet_stream(
         self, relative: str, tables: Iterable[pa.Table], **options: object

@@ -22,13 +22,48 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-__all__ = ["leaf_paths", "mostly_distinct", "write_options"]
+__all__ = ["encode", "leaf_paths", "mostly_distinct", "write_options"]
 
 _DEFAULT = "SNAPPY"
 _FLOATS = "NONE"
 #: How many leading values of a float column are looked at to choose its encoding.
 SAMPLE = 4096
+
+
+#: Room reserved for an encoded file: this many times the table's Arrow size, plus
+#: :data:`SLACK` bytes (only the pages written are touched).
+ROOM = 2
+SLACK = 4 << 20
+
+
+def encode(table: pa.Table, **options: Any) -> pa.Buffer:
+    """``table`` as the bytes of one Parquet file (:func:`write_options`, unless
+    ``options`` say otherwise), encoded into memory reserved up front.
+
+    An output stream that grows would copy the file at every doubling; the room
+    reserved (:data:`ROOM`, :data:`SLACK`) is never touched beyond what is written.
+    A file that would not fit is encoded again into a growing stream.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> import pyarrow.parquet as pq
+    >>> data = encode(pa.table({"age": [30, 41]}))
+    >>> pq.read_table(pa.BufferReader(data)).column("age").to_pylist()
+    [30, 41]
+    """
+    chosen = {**write_options(table), **options}
+    room = pa.allocate_buffer(ROOM * table.nbytes + SLACK)
+    sink = pa.FixedSizeBufferWriter(room)
+    try:
+        pq.write_table(table, sink, **chosen)
+    except OSError:  # out of room (any other failure repeats below, and is raised there)
+        growing = pa.BufferOutputStream()
+        pq.write_table(table, growing, **chosen)
+        return growing.getvalue()
+    return room.slice(0, sink.tell())
 
 
 def write_options(table: pa.Table) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from privml import Budget, Field, Schema, Vault
-from privml.storage import objects
-from privml.storage.parquet_options import leaf_paths, mostly_distinct, write_options
+from privml.storage import parquet_options
+from privml.storage.parquet_options import encode, leaf_paths, mostly_distinct, write_options
 
 SCHEMA = Schema(
     {
@@ -64,7 +64,7 @@ def test_files_written_with_statistics_still_read(
     frame = _frame()
     with Vault.create(tmp_path / "v", key=key) as vault:
         # a version written the way earlier releases wrote them: statistics, Snappy everywhere
-        monkeypatch.setattr(objects, "write_options", lambda _schema: {})
+        monkeypatch.setattr(parquet_options, "write_options", lambda _table: {})
         vault.add_dataset("old", frame, schema=SCHEMA, budget=Budget(epsilon=1))
         monkeypatch.undo()
         chunks = _chunks(_metadata(vault, "old"))
@@ -145,3 +145,27 @@ def test_mostly_distinct_looks_at_the_first_values_only() -> None:
     column = pa.chunked_array([[0.0] * 4096, np.arange(10_000, dtype="float64")])
     assert not mostly_distinct(column)
     assert mostly_distinct(column.slice(4096))
+
+
+def _growing(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **write_options(table))
+    return bytes(sink.getvalue())
+
+
+def test_encode_gives_the_bytes_a_growing_stream_gives() -> None:
+    table = pa.Table.from_pandas(_frame(5000), preserve_index=False)
+    assert bytes(encode(table)) == _growing(table)
+
+
+def test_a_file_larger_than_its_room_is_encoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = pa.Table.from_pandas(_frame(5000), preserve_index=False)
+    monkeypatch.setattr(parquet_options, "ROOM", 0)
+    monkeypatch.setattr(parquet_options, "SLACK", 64)
+    assert bytes(encode(table)) == _growing(table)
+
+
+def test_a_failure_other_than_room_is_raised() -> None:
+    table = pa.Table.from_pandas(_frame(10), preserve_index=False)
+    with pytest.raises((ValueError, pa.ArrowException)):
+        encode(table, compression="no-such-codec")
