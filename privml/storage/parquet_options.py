@@ -44,7 +44,8 @@ def encode(table: pa.Table, **options: Any) -> pa.Buffer:
 
     An output stream that grows would copy the file at every doubling; the room
     reserved (:data:`ROOM`, :data:`SLACK`) is never touched beyond what is written.
-    A file that would not fit is encoded again into a growing stream.
+    A file that would not fit (or room that cannot be had) is encoded again into a
+    growing stream.
 
     Examples
     --------
@@ -55,11 +56,11 @@ def encode(table: pa.Table, **options: Any) -> pa.Buffer:
     [30, 41]
     """
     chosen = {**write_options(table), **options}
-    room = pa.allocate_buffer(ROOM * table.nbytes + SLACK)
-    sink = pa.FixedSizeBufferWriter(room)
     try:
+        room = pa.allocate_buffer(ROOM * table.nbytes + SLACK)
+        sink = pa.FixedSizeBufferWriter(room)
         pq.write_table(table, sink, **chosen)
-    except OSError:  # out of room (any other failure repeats below, and is raised there)
+    except (OSError, MemoryError):  # no room (any other failure repeats below, and is raised)
         growing = pa.BufferOutputStream()
         pq.write_table(table, growing, **chosen)
         return growing.getvalue()

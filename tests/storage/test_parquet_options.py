@@ -169,3 +169,11 @@ def test_a_failure_other_than_room_is_raised() -> None:
     table = pa.Table.from_pandas(_frame(10), preserve_index=False)
     with pytest.raises((ValueError, pa.ArrowException)):
         encode(table, compression="no-such-codec")
+
+
+def test_room_that_cannot_be_had_falls_back_to_a_growing_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = pa.Table.from_pandas(_frame(100), preserve_index=False)
+    monkeypatch.setattr(parquet_options, "SLACK", 1 << 62)  # more than any machine has
+    assert bytes(encode(table)) == _growing(table)
