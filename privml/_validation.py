@@ -258,9 +258,10 @@ def _convert_number(
     clip: bool,
 ) -> tuple[pd.Series, list[SchemaViolation], int]:
     lo, hi = f.bounds or (-np.inf, np.inf)
-    if col.dtype.kind in "iu":  # plain numpy integers: no nulls, no fractions, no copies
-        values: np.ndarray = col.to_numpy()
-        valid = np.ones(len(col), dtype=bool)
+    integers = col.dtype.kind in "iu"
+    if integers:  # NumPy or nullable integers: exact, no fractions, no copies of NumPy ones
+        values: np.ndarray = _integer_values(col)
+        valid = ~null
     else:
         values, not_number = _as_float(col)
         if not_number.any():
@@ -273,9 +274,9 @@ def _convert_number(
             if fractional.any():
                 found.append(_violation(name, "dtype", fractional, "expected whole numbers"))
             valid &= ~fractional
-    outside = valid & ((values < lo) | (values > hi) | (values != values))
+    outside = None if _all_within(values, valid, lo, hi) else _outside(values, valid, lo, hi)
     n_clipped = 0
-    if outside.any():
+    if outside is not None and outside.any():
         if clip:
             n_clipped = int(outside.sum())
             values = np.where(outside, np.clip(values, lo, hi), values)
@@ -285,11 +286,50 @@ def _convert_number(
             )
     if found:
         return col, found, n_clipped
+    if integers and null.any():  # a nullable integer column's nulls (0 in ``values``)
+        return _with_nulls(values, null, numeric=f.kind == "numeric"), found, n_clipped
     if f.kind == "numeric":
         return pd.Series(values, dtype="float64", copy=False), found, n_clipped
     if f.nullable:
         return pd.Series(pd.array(values, dtype="Int64")), found, n_clipped
     return pd.Series(values.astype("int64", copy=False), copy=False), found, n_clipped
+
+
+def _integer_values(col: pd.Series) -> np.ndarray:
+    """An integer column's values as NumPy integers (a nullable column's nulls as 0)."""
+    dtype = col.dtype if isinstance(col.dtype, np.dtype) else col.dtype.numpy_dtype
+    values: np.ndarray = col.to_numpy(dtype=dtype, na_value=0)
+    return values
+
+
+def _with_nulls(values: np.ndarray, null: np.ndarray, *, numeric: bool) -> pd.Series:
+    """Integer ``values`` with their ``null`` rows missing: float64 with NaN for a numeric
+    field, nullable Int64 for an integer one."""
+    if numeric:
+        floats = values.astype("float64")
+        floats[null] = np.nan
+        return pd.Series(floats, copy=False)
+    return pd.Series(pd.arrays.IntegerArray(values.astype("int64"), null.copy()))
+
+
+def _all_within(values: np.ndarray, valid: np.ndarray, lo: float, hi: float) -> bool:
+    """Whether every value lies in [lo, hi], from the column's minimum and maximum alone.
+
+    Only for a column whose every value is a number (no null, no text): then its
+    extremes within bounds mean every value is. A NaN makes both comparisons false,
+    and a column with nulls is left to :func:`_outside`, which finds the rows.
+    """
+    if values.size == 0:
+        return True
+    if not valid.all():
+        return False
+    return bool(lo <= values.min() and values.max() <= hi)
+
+
+def _outside(values: np.ndarray, valid: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Which valid values lie outside [lo, hi] (NaN included), row by row."""
+    outside: np.ndarray = valid & ((values < lo) | (values > hi) | (values != values))
+    return outside
 
 
 def _as_float(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:

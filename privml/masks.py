@@ -142,6 +142,8 @@ class Mask:
             return out.where(~null, None).astype("str")
         if self.kind == "round":
             g = self.granularity or 1.0
+            if _exact_on_integers(values, g, bounds):
+                return _round_integers(values, int(g), bounds, integer=integer)
             # on the NumPy array (nulls as NaN): the same floats as pandas' operators, without
             # a Series made for each step
             index = np.floor(values.to_numpy(dtype="float64", na_value=np.nan) / g)
@@ -276,6 +278,32 @@ def _check_groups(groups: dict[Any, str], categories: list[Any]) -> None:
             f"({', '.join(repr(a) for a in alone)}), which reveals that category: put at least "
             "two categories in every group, and leave either none or at least two ungrouped"
         )
+
+
+def _exact_on_integers(values: pd.Series, g: float, bounds: tuple[float, float] | None) -> bool:
+    """Whether rounding ``values`` by ``g`` can run on integers: a signed integer column,
+    a whole granularity, and bounds (if any) whose buckets are int64 numbers."""
+    if values.dtype.kind != "i" or not float(g).is_integer():
+        return False
+    return bounds is None or max(abs(bounds[0]), abs(bounds[1])) < 2.0**53
+
+
+def _round_integers(
+    values: pd.Series, g: int, bounds: tuple[float, float] | None, *, integer: bool
+) -> pd.Series:
+    """Rounding of an integer column by a whole granularity, in integer arithmetic: the
+    nullable Int64 column the float formula gives (floor division is exact on integers,
+    where the float quotient is exact below 2**53), without its float round trip."""
+    null = values.isna().to_numpy()
+    ints = values.to_numpy(dtype="int64", na_value=0)
+    index = ints // g
+    if bounds is not None:
+        low, high = _end_buckets(bounds, g, integer=integer)
+        np.clip(index, int(low), int(max(low, high)), out=index)
+    index *= g
+    index[null] = 0
+    array = pd.arrays.IntegerArray(index, null)
+    return pd.Series(array, index=values.index, name=values.name, copy=False)
 
 
 def _as_int64(whole: np.ndarray, like: pd.Series) -> pd.Series:

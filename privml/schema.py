@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -674,12 +674,16 @@ class Schema(Mapping[str, Field]):
             raise SchemaError(violations, hint)
         return pd.DataFrame(out, index=pd.RangeIndex(len(df)), copy=False), clipped
 
-    def coerce(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Give stored data back its canonical dtypes (after a Parquet round trip)."""
+    def coerce(self, df: pd.DataFrame, *, categorical: Collection[str] = ()) -> pd.DataFrame:
+        """Give stored data back its canonical dtypes (after a Parquet round trip).
+
+        The ``categorical`` columns (read as Parquet dictionaries) are left as they
+        are: pandas categoricals of their stored values.
+        """
         out = {}
         for name in df.columns:
             f = self.fields[name]
-            out[name] = canonical_dtype(df[name], f)
+            out[name] = df[name] if name in categorical else canonical_dtype(df[name], f)
         return pd.DataFrame(out, index=df.index, copy=False)
 
 

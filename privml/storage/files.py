@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ..exceptions import NotFoundError
 from . import stream
 from .objects import Storage, check_hash, sha256_async
+from .parquet_options import encode
 
 __all__ = [
     "FolderStorage",
@@ -127,9 +128,7 @@ class FolderStorage(Storage):
 
 def write_parquet(path: Path, table: pa.Table, **options: object) -> str:
     """Write ``table`` as Parquet to ``path`` atomically and durably; return its SHA-256."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **options)
-    return write_atomic(path, sink.getvalue())
+    return write_atomic(path, encode(table, **options))
 
 
 def write_atomic(path: Path, data: pa.Buffer | bytes) -> str:

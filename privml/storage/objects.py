@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import ConfigurationError, IntegrityError, NotFoundError, VaultExistsError
 from . import stream
+from .parquet_options import encode
 
 __all__ = ["DATA_FOLDERS", "Storage", "StoredObject", "check_hash", "sha256_async"]
 
@@ -155,10 +156,10 @@ class Storage:
 
     # -- writing ------------------------------------------------------------------------
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> str:
-        """Write ``table`` as Parquet to ``relative``; return the SHA-256 of the file."""
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **options)
-        return self.write(relative, sink.getvalue())
+        """Write ``table`` as Parquet to ``relative``; return the SHA-256 of the file.
+
+        Encoded as :func:`~privml.storage.parquet_options.encode` does."""
+        return self.write(relative, encode(table, **options))
 
     def write_parquet_stream(
         self, relative: str, tables: Iterable[pa.Table], **options: object

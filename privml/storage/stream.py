@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..exceptions import ConfigurationError, IntegrityError
+from .parquet_options import write_options
 
 __all__ = ["HashingSink", "READ_BUFFER", "hash_handle", "read_batches", "write_tables"]
 
@@ -77,7 +78,8 @@ def write_tables(sink: Any, tables: Iterable[pa.Table], **options: Any) -> tuple
     """Write ``tables`` (one row group or more each) as one Parquet file to ``sink``.
 
     Returns the SHA-256 of the bytes written and the number of rows. The first
-    table fixes the schema; an iterable of no tables is refused.
+    table fixes the schema (and the encoding, :func:`write_options`, unless ``options``
+    say otherwise); an iterable of no tables is refused.
     """
     hashing = HashingSink(sink)
     writer: pq.ParquetWriter | None = None
@@ -85,7 +87,8 @@ def write_tables(sink: Any, tables: Iterable[pa.Table], **options: Any) -> tuple
     try:
         for table in tables:
             if writer is None:
-                writer = pq.ParquetWriter(pa.PythonFile(hashing, mode="w"), table.schema, **options)
+                chosen = {**write_options(table), **options}
+                writer = pq.ParquetWriter(pa.PythonFile(hashing, mode="w"), table.schema, **chosen)
             writer.write_table(table, row_group_size=max(len(table), 1))
             rows += len(table)
     finally:

@@ -6,7 +6,7 @@ This is the vault's internal machinery; users reach it through ``Vault`` and ``S
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -313,32 +313,42 @@ class DatasetStore:
         return int(found[-1].version)
 
     def load(
-        self, dataset: str, columns: list[str], version: int | None
+        self,
+        dataset: str,
+        columns: list[str],
+        version: int | None,
+        *,
+        dictionary: Sequence[str] = (),
     ) -> tuple[pd.DataFrame, int, str]:
         """Decrypt ``columns`` of a version (the latest by default), unaudited.
 
         Only sessions call this, and they audit what they release.
         Returns the frame, the version number and the file's content hash.
+        The ``dictionary`` columns (text or identifiers) come back as pandas
+        categoricals of their stored values, read from the file's dictionary
+        pages without hashing a value per row (for :meth:`tokens`).
         """
-        ver = self._readable(dataset, version)
-        key = (dataset, ver.version, ver.content_hash, ver.file, tuple(columns))
+        ver, schema = self._readable(dataset, version)
+        dictionary = [c for c in columns if c in dictionary]
+        key = (dataset, ver.version, ver.content_hash, ver.file, tuple(columns), tuple(dictionary))
         kept = self._frames.get(key) if self._frames is not None else None
         if kept is not None:
             return kept, ver.version, ver.content_hash
-        schema = self.schema(dataset)
         frame = self._storage.read_parquet(
             ver.file,
             expected_hash=ver.content_hash,
-            convert=lambda table: schema.coerce(table.to_pandas()),
+            convert=lambda table: schema.coerce(table.to_pandas(), categorical=dictionary),
             columns=columns,
             decryption_properties=self._crypto.decryption(),
+            **({"read_dictionary": dictionary} if dictionary else {}),
         )
         if self._frames is not None:
             self._frames.put(key, frame)
         return frame, ver.version, ver.content_hash
 
-    def _readable(self, dataset: str, version: int | None) -> Any:
-        """The checked row of a version (the latest by default) whose keys all still exist."""
+    def _readable(self, dataset: str, version: int | None) -> tuple[Any, Schema]:
+        """The checked row of a version (the latest by default) whose keys all still exist,
+        and the dataset's schema, read in the same transaction."""
         check_name(dataset, "dataset name")
         with read(self._state.engine) as conn:
             found = _versions(conn, dataset)
@@ -355,14 +365,16 @@ class DatasetStore:
                     "read a newer version"
                 )
             self._keyring.active(conn, dataset=dataset)
-        return ver
+            row = _dataset_row(conn, dataset)
+        if row is None:  # a version without its dataset row: the metadata was edited
+            raise NotFoundError(f"no dataset {dataset!r}; see vault.datasets()")
+        return ver, Schema.from_dict(json.loads(row.schema))
 
     def size(self, dataset: str, columns: list[str], version: int | None) -> tuple[int, int]:
         """A version's row count and an estimate of the bytes ``columns`` take decrypted
         (8 bytes a value; 32 for text; arrays by their size), from its checked metadata
         row: no file is read."""
-        ver = self._readable(dataset, version)
-        schema = self.schema(dataset)
+        ver, schema = self._readable(dataset, version)
         width = sum(schema[c].stored_bytes for c in columns)
         return int(ver.rows), int(ver.rows) * max(width, 8)
 
@@ -376,9 +388,8 @@ class DatasetStore:
         The version is looked up (and a shredded one refused) now; the file is read,
         hashed before the first chunk and after the last, as the chunks are drawn.
         """
-        ver = self._readable(dataset, version)
-        schema = self.schema(dataset)
-        _, size = self.size(dataset, columns, ver.version)
+        ver, schema = self._readable(dataset, version)
+        size = int(ver.rows) * max(sum(schema[c].stored_bytes for c in columns), 8)
         rows = _memory.chunk_rows(self.memory_limit, size / max(int(ver.rows), 1))
         batches = self._storage.read_parquet_stream(
             ver.file,
@@ -442,17 +453,22 @@ class DatasetStore:
         self._crypto.forget()
         return written
 
-    def tokens(self, dataset: str, column: str, values: pd.Series) -> pd.Series:
+    def tokens(
+        self, dataset: str, column: str, values: pd.Series, *, every_category: bool = False
+    ) -> pd.Series:
         """Stable keyed tokens for a column's values (HMAC-SHA256, per-dataset key).
 
-        Each distinct value is hashed once, and the result is categorical (codes
-        into the distinct tokens), so this costs one HMAC per distinct value,
-        not per row. Nulls stay null.
+        Each distinct value present is hashed once, and the result is categorical
+        (codes into the distinct tokens, in order of first appearance), so this
+        costs one HMAC per distinct value, not per row. A categorical ``values``
+        is factorized on its codes; with ``every_category`` (a categorical
+        field, whose categories are its declared domain) its categories keep
+        their declared order, each hashed. Nulls stay null.
         """
         with read(self._state.engine) as conn:
             keys = self._keyring.active(conn, dataset=dataset)
         key = self._keyring.get(keys[(None, "pseudonym")])
-        if isinstance(values.dtype, pd.CategoricalDtype):
+        if every_category and isinstance(values.dtype, pd.CategoricalDtype):
             codes, uniques = values.cat.codes.to_numpy(), list(values.cat.categories)
         else:
             codes, found = pd.factorize(values, use_na_sentinel=True)

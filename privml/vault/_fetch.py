@@ -19,7 +19,7 @@ from ..policy._model import ColumnDecision, Grant, Predicate
 from ..schema import Field, Schema
 from ._datasets import DatasetStore
 
-__all__ = ["Fetched", "admitted", "fetch", "needed_columns", "render"]
+__all__ = ["Fetched", "admitted", "fetch", "needed_columns", "render", "tokenized"]
 
 
 @dataclass(frozen=True)
@@ -47,16 +47,21 @@ def fetch(
     *,
     row_columns: Sequence[str],
     unit: str | None = None,
+    tokenized: Sequence[str] = (),
 ) -> Fetched:
     """Decrypt ``columns`` of the rows that every row column's grants and every condition admit.
 
     ``unit`` names the privacy unit column, read as stored (pseudonyms) beside the
     requested columns whatever the policy decides of it: its values stay with the
     door, which bounds each unit's contribution with them, and never reach a caller.
+    ``tokenized`` names columns (see :func:`tokenized`) that are only rendered as
+    tokens: those no filter, condition or unit uses come back as categoricals.
     """
     filters = [decisions[c].grants for c in row_columns]
     needed = needed_columns(schema, filters, columns, conditions, unit)
-    frame, used, digest = store.load(dataset, needed, version)
+    used_by_rows = set(needed_columns(schema, filters, [], conditions, unit))
+    dictionary = [c for c in tokenized if c in columns and c not in used_by_rows]
+    frame, used, digest = store.load(dataset, needed, version, dictionary=dictionary)
     keep = admitted(frame, schema, filters, conditions)
     hidden = int((~keep).sum())
     positions = None
@@ -104,6 +109,24 @@ def admitted(
     return keep
 
 
+def tokenized(
+    schema: Schema, decisions: Mapping[str, ColumnDecision], columns: Sequence[str]
+) -> list[str]:
+    """The text and identifier columns of ``columns`` that :func:`render` shows as keyed
+    tokens (hashed once per distinct value: read as dictionaries, no value is hashed per row)."""
+    return [
+        c
+        for c in columns
+        if decisions[c].mode == "pseudonymized"
+        and schema[c].kind in ("text", "identifier")
+        and not _stored_as_pseudonyms(schema[c])
+    ]
+
+
+def _stored_as_pseudonyms(field: Field) -> bool:
+    return field.kind == "identifier" and field.pseudonymize
+
+
 def render(
     store: DatasetStore,
     dataset: str,
@@ -121,10 +144,9 @@ def render(
 def _render(
     store: DatasetStore, dataset: str, column: str, field: Field, mode: str, values: pd.Series
 ) -> Any:
-    if mode == "raw" or (
-        mode == "pseudonymized" and field.kind == "identifier" and field.pseudonymize
-    ):
+    if mode == "raw" or (mode == "pseudonymized" and _stored_as_pseudonyms(field)):
         return values
     if mode == "pseudonymized":
-        return store.tokens(dataset, column, values)
+        every = field.kind == "categorical"
+        return store.tokens(dataset, column, values, every_category=every)
     return field.mask_values(values)

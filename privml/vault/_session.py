@@ -19,7 +19,7 @@ from ..policy._explain import explain
 from ..storage.engine import transaction
 from . import _decide
 from ._door import Door
-from ._fetch import fetch, render
+from ._fetch import fetch, render, tokenized
 from ._requests import policy_hash
 
 if TYPE_CHECKING:
@@ -292,6 +292,7 @@ class Session:
                 conditions,
                 version,
                 row_columns=rows_by,
+                tokenized=tokenized(schema, decisions, wanted),
             )
             result = render(door._store, dataset, schema, decisions, got.frame)
         except Exception as err:
