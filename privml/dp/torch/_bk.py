@@ -36,7 +36,7 @@ from ._bk_linear import EmbeddingRule, LinearRule
 from ._bk_norm import ChannelNormRule, LastDimsNormRule
 from ._bk_rule import RULES, Rule, Tape, trainable
 
-__all__ = ["BookKeeping", "check_bk_module"]
+__all__ = ["BookKeeping", "bk_layers", "check_bk_module"]
 
 # The rules register themselves on import; these names keep that import explicit.
 _FAMILIES = (ConvRule, EmbeddingRule, LinearRule, ChannelNormRule, LastDimsNormRule)
@@ -119,6 +119,11 @@ def _layers(module: nn.Module) -> list[tuple[nn.Module, Rule, int]]:
 def check_bk_module(module: nn.Module) -> list[nn.Module]:
     """The layers book-keeping will handle; a ConfigurationError naming any it cannot."""
     return [layer for layer, _, _ in _layers(module)]
+
+
+def bk_layers(module: nn.Module) -> list[tuple[nn.Module, int]]:
+    """The layers book-keeping will handle, each with the dimension its records read as batch."""
+    return [(layer, dim) for layer, _, dim in _layers(module)]
 
 
 class BookKeeping:
