@@ -124,9 +124,7 @@ def test_a_module_moving_the_batch_away_from_a_linear_is_refused_naming_it(make,
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("steps", [2, 3, 8], ids=["T=2", "T=3", "T=8"])
-def test_batch_first_tensors_in_sequence_first_attention_are_refused_also_when_T_is_N(
-    steps, mode
-):
+def test_batch_first_tensors_in_sequence_first_attention_are_refused_also_when_t_is_n(steps, mode):
     # T = 2 or 3 is the probe's own batch size once: the other probe still catches it.
     module = _seeded(Attending, steps=steps, batch_first=False, transpose=False)
     with pytest.raises(ConfigurationError, match=r"attention(\.qlinear)? \(on [23] rows"):
@@ -135,9 +133,7 @@ def test_batch_first_tensors_in_sequence_first_attention_are_refused_also_when_T
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
 @pytest.mark.parametrize("steps", [2, 8], ids=["T=2", "T=8"])
-def test_opacus_modes_refuse_sequence_first_attention_they_would_read_as_batch_first(
-    steps, mode
-):
+def test_opacus_modes_refuse_sequence_first_attention_they_would_read_as_batch_first(steps, mode):
     module = _seeded(Attending, steps=steps, batch_first=False, transpose=True)
     with pytest.raises(ConfigurationError, match=r"attention\.qlinear .*grad_sample_mode='bk'"):
         _probe(module, mode)
@@ -285,7 +281,7 @@ def test_a_refused_layout_through_the_vault_charges_nothing_and_names_the_layer(
     make_vault, digits, mode
 ):
     v = make_vault("digits")
-    frame, features = digits
+    _, features = digits
     module = _seeded(Transposing)
     before = len(v.audit.entries())
     with (
@@ -319,7 +315,7 @@ def test_an_accepted_module_with_dropout_trains_through_the_vault(
     make_vault, digits, train_loop, mode
 ):
     v = make_vault("digits")
-    frame, features = digits
+    _, features = digits
     module = _seeded(Dropping)
     with v.session("eng", purpose="ml").dp.private_training(
         "data",
