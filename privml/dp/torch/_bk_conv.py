@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -60,9 +61,10 @@ def _patches(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Taken as strided views of the (zero-padded) input and copied once: faster than
     ``F.unfold`` (im2col loops over the samples) and the same values in the same order.
     """
-    if not _pads_itself(conv) and any(conv.padding):
-        pads = [side for size in reversed(tuple(conv.padding)) for side in (size, size)]
-        x = functional.pad(x, pads)
+    if not _pads_itself(conv):
+        sizes = cast("tuple[int, ...]", conv.padding)
+        if any(sizes):
+            x = functional.pad(x, [side for size in reversed(sizes) for side in (size, size)])
     spatial = x.dim() - 2
     for dim in range(spatial):
         size, dilation = conv.kernel_size[dim], conv.dilation[dim]
