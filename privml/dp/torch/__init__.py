@@ -27,6 +27,7 @@ The files, in the order a run uses them::
     _private_training.py  the block: checks, policy, reservation, wiring, settling at exit
     _data.py              columns to tensors by the schema
     _engine.py            one training mode's module wrapper, optimizer and loss
+    _bk_layout.py         every clipped layer sees the batch where its mode reads it (probed)
     _bk.py  _optim.py     book-keeping clipping; the DP optimizers behind the step guard
     _bk_*.py              book-keeping's tape and rules, one file per layer family
     _opacus.py  _noise.py what privml takes from Opacus; the OS-seeded noise source

@@ -36,7 +36,7 @@ from ._bk_linear import EmbeddingRule, LinearRule
 from ._bk_norm import ChannelNormRule, LastDimsNormRule
 from ._bk_rule import RULES, Rule, Tape, trainable
 
-__all__ = ["BookKeeping", "check_bk_module"]
+__all__ = ["BookKeeping", "bk_layers", "check_bk_module"]
 
 # The rules register themselves on import; these names keep that import explicit.
 _FAMILIES = (ConvRule, EmbeddingRule, LinearRule, ChannelNormRule, LastDimsNormRule)
@@ -121,6 +121,11 @@ def check_bk_module(module: nn.Module) -> list[nn.Module]:
     return [layer for layer, _, _ in _layers(module)]
 
 
+def bk_layers(module: nn.Module) -> list[tuple[nn.Module, int]]:
+    """The layers book-keeping will handle, each with the dimension its records read as batch."""
+    return [(layer, dim) for layer, _, dim in _layers(module)]
+
+
 class BookKeeping:
     """Routes a module's layers through their recording forwards while attached."""
 
@@ -176,17 +181,13 @@ class BookKeeping:
                 a, g = records[layer.slot]
                 parts.append(layer.rule.part(layer.module, a, g, self.views))
         wide = any(part.squared.dtype == torch.float64 for part in parts)
-        squared = torch.zeros(
-            size // self.views,
-            dtype=torch.float64 if wide else torch.float32,
-            device=parts[0].squared.device,
-        )
+        dtype = torch.float64 if wide else torch.float32
+        squared = torch.stack([part.squared.to(dtype) for part in parts]).sum(0)
+        norms = squared.sqrt_().mul_(scale)
+        # c_i, times the scale that turns the records' g into each sample's own
+        weights = (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0).mul_(scale)
         for part in parts:
-            squared = squared + part.squared.to(squared.dtype)
-        norms = squared.sqrt() * scale
-        factors = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        for part in parts:
-            part.write(factors * scale)
+            part.write(weights)
         for layer in self.layers:
             if layer.slot not in records:  # not used in this step: a zero contribution
                 for p in trainable(layer.module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -55,21 +56,29 @@ def _convolve(
 
 
 def _patches(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``(rows, groups, p, T)``: each output position's input patch, per group."""
-    if isinstance(conv, nn.Conv1d):
-        x = x.unsqueeze(2)
-        kernel: tuple[int, ...] = (1, conv.kernel_size[0])
-        dilation: tuple[int, ...] = (1, conv.dilation[0])
-        stride: tuple[int, ...] = (1, conv.stride[0])
-        padding: tuple[int, ...] = (0, 0 if isinstance(conv.padding, str) else conv.padding[0])
-    else:
-        kernel, dilation, stride = conv.kernel_size, conv.dilation, conv.stride
-        padding = (0, 0) if isinstance(conv.padding, str) else tuple(conv.padding)
-        kernel, dilation, stride = tuple(kernel), tuple(dilation), tuple(stride)
-    if _pads_itself(conv):
-        padding = (0, 0)
-    cols = functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
-    return cols.reshape(x.shape[0], conv.groups, cols.shape[1] // conv.groups, cols.shape[-1])
+    """``(rows, groups, p, T)``: each output position's input patch, per group.
+
+    Taken as strided views of the (zero-padded) input and copied once: faster than
+    ``F.unfold`` (im2col loops over the samples) and the same values in the same order.
+    """
+    if not _pads_itself(conv):
+        sizes = cast("tuple[int, ...]", conv.padding)
+        if any(sizes):
+            x = functional.pad(x, [side for size in reversed(sizes) for side in (size, size)])
+    spatial = x.dim() - 2
+    for dim in range(spatial):
+        size, dilation = conv.kernel_size[dim], conv.dilation[dim]
+        x = x.unfold(2 + dim, dilation * (size - 1) + 1, conv.stride[dim])
+        if dilation > 1:
+            x = x[..., ::dilation]
+    # (rows, C, *positions, *kernel) -> (rows, C, *kernel, *positions)
+    order = [0, 1, *range(2 + spatial, 2 + 2 * spatial), *range(2, 2 + spatial)]
+    x = x.permute(order)
+    rows, channels = x.shape[0], x.shape[1]
+    positions = math.prod(x.shape[2 + spatial :])
+    return x.reshape(
+        rows, conv.groups, channels // conv.groups * math.prod(x.shape[2 : 2 + spatial]), positions
+    )
 
 
 @register(nn.Conv1d, nn.Conv2d)
@@ -113,11 +122,13 @@ class ConvRule(Rule):
             cols = _as_sequences(cols, views)
             grads = _as_sequences(grads, views) / views
         if whole(b, steps, p, d):
-            per = torch.matmul(grads, cols.transpose(2, 3))  # (b, G, d, p)
+            # (b, G, p, d): the per-sample gradients transposed (the faster product here)
+            per = torch.matmul(cols, grads.transpose(2, 3))
             squared = squared + squares(per)
 
             def write_whole(factors: torch.Tensor) -> None:
-                weight.grad = weighted(factors, per).reshape(weight.shape).to(weight.dtype)
+                summed = weighted(factors, per).transpose(1, 2)  # (G, d, p)
+                weight.grad = summed.reshape(weight.shape).to(weight.dtype)
                 if sums is not None:
                     assert bias is not None
                     bias.grad = weighted(factors, sums).to(bias.dtype)

@@ -153,9 +153,9 @@ def views_mean(per_sample: torch.Tensor, views: int) -> torch.Tensor:
 
 def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
     """A part from per-sample gradients held whole: name -> ``(b, *param.shape)``."""
-    first = next(iter(grads.values()))
-    squared = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
-    for per in grads.values():
+    first, *rest = grads.values()
+    squared = squares(first)
+    for per in rest:
         squared = squared + squares(per)
 
     def write(factors: torch.Tensor) -> None:

@@ -28,11 +28,15 @@ from torch import nn
 from ...exceptions import ConfigurationError
 from .._training_spec import OPTIMIZER_EXPECTED, loss_reduction
 from ._bk import BookKeeping, check_bk_module
+from ._bk_layout import Probed, check_batch_first, clipped_layers, zero_rows
 from ._noise import NoiseSource
 from ._opacus import GhostModule, strip
 from ._optim import BKOptimizer, GhostOptimizer, HooksOptimizer, StepGuard
 
-__all__ = ["FIRST_LAYER_HOOK", "Engine", "build", "prepare_module"]
+__all__ = ["FIRST_LAYER_HOOK", "Engine", "Sample", "build", "prepare_module"]
+
+#: One row of what the module's forward takes: its shape and dtype.
+Sample = tuple[tuple[int, ...], torch.dtype]
 
 # torch warns when a hooked layer's inputs need no gradient: true of the first layer on
 # every data batch, harmless, and nothing the caller can act on.
@@ -137,7 +141,7 @@ def prepare_module(
         if still:
             raise ConfigurationError(f"ModuleValidator.fix could not fix the module: {still}")
         optimizer = _rebind(optimizer, module, fixed)
-        _warn_reordered_heads(module)
+        _warn_reordered_heads(module, mode)
         module = fixed
     if mode == "bk":
         check_bk_module(module)
@@ -169,14 +173,24 @@ def _refuse_padded_convolutions(module: nn.Module, mode: str) -> None:
         )
 
 
-def _warn_reordered_heads(module: nn.Module) -> None:
+def _warn_reordered_heads(module: nn.Module, mode: str) -> None:
     """Warn where the fix makes a batch-first, multi-head attention compute another function.
 
     Opacus's DPMultiheadAttention (opacus 1.5 and 1.6) joins the heads of a batch-first
     output in another order than torch, so the fixed copy keeps the weights but not the
     outputs: a model trained from scratch is sound (each sample's output still depends on
-    that sample alone), a pretrained one is not what it was.
+    that sample alone), a pretrained one is not what it was. Sequence-first attention keeps
+    torch's order, but only book-keeping clips it per sample: Opacus's modes read every
+    layer's input as batch first, and :func:`._bk_layout.check_batch_first` refuses it there.
     """
+    keep = (
+        "With grad_sample_mode='bk', batch_first=False (sequence-first inputs, transposed "
+        "in your forward) keeps the same function"
+        if mode == "bk"
+        else "grad_sample_mode='bk' with batch_first=False (sequence-first inputs, "
+        "transposed in your forward) keeps the same function; the Opacus modes refuse "
+        "sequence-first attention, whose per-sample gradients they would mis-clip"
+    )
     for name, sub in module.named_modules():
         if isinstance(sub, nn.MultiheadAttention) and sub.batch_first and sub.num_heads > 1:
             warnings.warn(
@@ -184,8 +198,7 @@ def _warn_reordered_heads(module: nn.Module) -> None:
                 "batch_first=True, several heads) by Opacus's DPMultiheadAttention, which "
                 "combines the heads of batch-first outputs in another order: it keeps the "
                 "weights but computes other outputs, so pretrained attention weights do not "
-                "carry over (training from scratch is unaffected). Use batch_first=False to "
-                "keep the same function",
+                f"carry over (training from scratch is unaffected). {keep}",
                 UserWarning,
                 stacklevel=4,
             )
@@ -276,15 +289,30 @@ def build(
     guard: StepGuard | None,
     noise: NoiseSource | None = None,
     views: int = 1,
+    sample: Sample | None = None,
 ) -> Engine:
     """Wrap ``module`` and ``optimizer`` for ``mode``; ``guard`` sits in front of every step.
 
     The noise comes from ``noise`` (a new OS-seeded :class:`NoiseSource` when not given).
     ``views``: each sample's consecutive rows whose gradients are averaged before
     clipping (``augmentations=``; ``"hooks"`` and ``"bk"`` only).
+
+    ``sample``: the shape and dtype of one row the forward takes. Given, the module is
+    probed here on rows of zeros (:func:`._bk_layout.check_batch_first`), so a module
+    that does not keep the batch where its layers are clipped is refused before
+    anything is wired or read. Without it the probe runs at the first forward, with
+    that batch's row shape: a refusal then comes after that batch was drawn, and a
+    run's first batch is charged.
     """
     if views > 1 and mode == "ghost":
         raise ConfigurationError("augmentations > 1 needs grad_sample_mode='hooks' or 'bk'")
+    layers = clipped_layers(module, mode)
+    probe: torch.utils.hooks.RemovableHandle | None = None
+    if sample is not None:
+        shape, dtype = sample
+        check_batch_first(module, layers, zero_rows(shape, dtype, _device(module)), mode=mode)
+    else:
+        probe = _probe_first_forward(module, layers, mode)
     noise = noise if noise is not None else NoiseSource()
     reduction = loss_reduction(criterion)
     settings = {
@@ -301,6 +329,8 @@ def build(
         dp_optimizer.privml_noise = noise
 
         def close_bk() -> nn.Module:
+            if probe is not None:
+                probe.remove()
             bk.detach()
             strip(module)
             return module
@@ -328,8 +358,47 @@ def build(
     dp_optimizer.privml_noise = noise
 
     def close() -> nn.Module:
+        if probe is not None:
+            probe.remove()
         plain: nn.Module = wrapped.to_standard_module()  # hooks and per-sample attributes off
         strip(plain)
         return plain
 
     return Engine(wrapped, dp_optimizer, loss, module, close)
+
+
+def _device(module: nn.Module) -> Callable[[], torch.device]:
+    """Where the module's parameters are when asked (the CPU when it has none)."""
+
+    def where() -> torch.device:
+        first = next(module.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    return where
+
+
+def _probe_first_forward(
+    module: nn.Module, layers: list[Probed], mode: str
+) -> torch.utils.hooks.RemovableHandle:
+    """Probe the layout at the module's first forward, on rows shaped as that batch's.
+
+    The hook stays until a probe passes: a refused module is refused at every forward.
+    """
+    running = False
+
+    def first(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        nonlocal running
+        if running:  # the probe's own forward
+            return
+        x = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        running = True
+        try:
+            device = x.device
+            zeros = zero_rows(tuple(x.shape[1:]), x.dtype, lambda: device)
+            check_batch_first(module, layers, zeros, mode=mode)
+        finally:
+            running = False
+        handle.remove()
+
+    handle = module.register_forward_pre_hook(first, with_kwargs=True)
+    return handle

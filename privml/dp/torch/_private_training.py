@@ -394,6 +394,8 @@ def _start(
         batch_size=spec.batch_size,
         guard=guard,
         views=spec.augmentations,
+        # the rows the forward takes, probed on zeros before the loader exists
+        sample=(views.shape, views.dtype) if views is not None else row_shape(token),
     )
     fence = Fence.attach(
         guard,

@@ -9,7 +9,7 @@ from _torch_helpers import start_training
 from torch import nn
 
 from privml import ConfigurationError
-from privml.dp.torch._bk import check_bk_module
+from privml.dp.torch._bk import BookKeeping, check_bk_module
 from privml.dp.torch._engine import build, prepare_module
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -85,9 +85,9 @@ def test_bk_still_takes_the_linears_and_embeddings_of_a_users_own_module(digits)
     assert prepared is plain
 
 
-def test_bk_refuses_a_step_when_a_linear_sees_no_batch_first_input():
+def test_bk_refuses_a_linear_that_sees_no_batch_first_input_at_the_forward_and_the_step():
     class SequenceFirst(nn.Module):
-        """A user's module that runs its Linear on (T, N, d): bk cannot tell, the step can."""
+        """A user's module that runs its Linear on (T, N, d): the probe and the step catch it."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -110,14 +110,17 @@ def test_bk_refuses_a_step_when_a_linear_sees_no_batch_first_input():
         batch_size=5,
         guard=None,
     )
-    engine.optimizer.zero_grad()
-    engine.criterion(
-        engine.model(torch.randn(5, 3, 4)), torch.zeros(5, dtype=torch.long)
-    ).backward()
-    with pytest.raises(ConfigurationError, match="first dimension"):
-        engine.optimizer.step()
-    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+    x, y = torch.randn(5, 3, 4), torch.zeros(5, dtype=torch.long)
+    with pytest.raises(ConfigurationError, match=r"mix \(on 2 rows its input had shape \(3, 2"):
+        engine.model(x)  # the layout probe, at the first forward
     engine.close()
+    # Without the probe, book-keeping's own check still refuses the step.
+    bk = BookKeeping(net, loss_reduction="mean")
+    nn.CrossEntropyLoss()(net(x), y).backward()
+    with pytest.raises(ConfigurationError, match="first dimension"):
+        bk.write_clipped_sum(1.0)
+    bk.detach()
+    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
 
 
 def test_bk_takes_every_layer_a_declared_network_may_hold():
