@@ -141,17 +141,9 @@ def _affine(
     at_level = {(j, k): _at(kit, powers[j][k + 1], level) for j, k in used}
     out = []
     for m in range(coef.shape[0]):
-        acc = None
-        for j, k in zip(*np.nonzero(coef[m]), strict=True):
-            term = kit.product(at_level[int(j), int(k)], level, float(coef[m, j, k]), target)
-            if term is None:
-                continue
-            if acc is None:
-                acc = term
-            else:
-                kit.evaluator.add_inplace(acc, term)
-        if acc is None:  # an output that ignores its inputs is its bias
-            out.append(_Value(kit.constant(float(bias[m]), level + 1), level + 1))
-            continue
-        out.append(_Value(kit.finish(acc, level, float(bias[m])), level + 1))
+        terms = [
+            (at_level[int(j), int(k)], float(coef[m, j, k]))
+            for j, k in zip(*np.nonzero(coef[m]), strict=True)
+        ]
+        out.append(_Value(kit.neuron(terms, level, target, float(bias[m])), level + 1))
     return out

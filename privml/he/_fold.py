@@ -58,18 +58,9 @@ def fold_layer(
         squares[int(j)] = sq
     out = []
     for m in range(coef.shape[0]):
-        acc = None
-        for j, k in zip(*np.nonzero(coef[m]), strict=True):
-            source = squares[int(j)] if k else inputs[j]
-            term = kit.product(source, level, float(coef[m, j, k]), target)
-            if term is None:
-                continue
-            if acc is None:
-                acc = term
-            else:
-                kit.evaluator.add_inplace(acc, term)
-        if acc is None:  # an output that ignores its inputs is its bias
-            out.append(kit.constant(float(bias[m]), level + 1))
-            continue
-        out.append(kit.finish(acc, level, float(bias[m])))
+        terms = [
+            (squares[int(j)] if k else inputs[j], float(coef[m, j, k]))
+            for j, k in zip(*np.nonzero(coef[m]), strict=True)
+        ]
+        out.append(kit.neuron(terms, level, target, float(bias[m])))
     return out

@@ -218,6 +218,25 @@ class Kit:
                 )
             self.evaluator.relinearize_inplace(ct, self.relin_keys)
 
+    def neuron(
+        self, terms: list[tuple[Cipher, float]], level: int, target: float, bias: float
+    ) -> Cipher:
+        """``bias + Σ value · ct`` over ``terms``, each product at scale ``target``,
+        rescaled once to ``level + 1`` (:meth:`finish`); the bias alone if every
+        product rounds to zero."""
+        acc = None
+        for ct, value in terms:
+            term = self.product(ct, level, value, target)
+            if term is None:
+                continue
+            if acc is None:
+                acc = term
+            else:
+                self.evaluator.add_inplace(acc, term)
+        if acc is None:  # an output that ignores its inputs is its bias
+            return self.constant(bias, level + 1)
+        return self.finish(acc, level, bias)
+
     def finish(self, acc: Cipher, level: int, bias: float) -> Cipher:
         """Add ``bias``, relinearize, and rescale once: the end of one output neuron."""
         if bias:
