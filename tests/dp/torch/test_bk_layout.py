@@ -276,6 +276,22 @@ def test_with_a_row_shape_build_refuses_before_wrapping_anything(mode):
 
 
 # -- through the vault: refused after the reservation, nothing charged -----------------------
+def _training(v, features, module: nn.Module, mode: str):  # type: ignore[no-untyped-def]
+    """A one-epoch private training run on the digits, as every test below starts it."""
+    return v.session("eng", purpose="ml").dp.private_training(
+        "data",
+        features=features,
+        target="target",
+        module=module,
+        optimizer=torch.optim.SGD(module.parameters(), lr=0.1),
+        batch_size=64,
+        epochs=1,
+        max_grad_norm=1.0,
+        noise_multiplier=1.0,
+        grad_sample_mode=mode,
+    )
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_refused_layout_through_the_vault_charges_nothing_and_names_the_layer(
     make_vault, digits, mode
@@ -286,18 +302,7 @@ def test_a_refused_layout_through_the_vault_charges_nothing_and_names_the_layer(
     before = len(v.audit.entries())
     with (
         pytest.raises(ConfigurationError, match=r"mix \(on 2 rows.*Nothing was charged"),
-        v.session("eng", purpose="ml").dp.private_training(
-            "data",
-            features=features,
-            target="target",
-            module=module,
-            optimizer=torch.optim.SGD(module.parameters(), lr=0.1),
-            batch_size=64,
-            epochs=1,
-            max_grad_norm=1.0,
-            noise_multiplier=1.0,
-            grad_sample_mode=mode,
-        ),
+        _training(v, features, module, mode),
     ):
         pytest.fail("the block must not run")
     events = v.ledger.events("data")  # the reservation, released: nothing charged
@@ -317,17 +322,6 @@ def test_an_accepted_module_with_dropout_trains_through_the_vault(
     v = make_vault("digits")
     _, features = digits
     module = _seeded(Dropping)
-    with v.session("eng", purpose="ml").dp.private_training(
-        "data",
-        features=features,
-        target="target",
-        module=module,
-        optimizer=torch.optim.SGD(module.parameters(), lr=0.1),
-        batch_size=64,
-        epochs=1,
-        max_grad_norm=1.0,
-        noise_multiplier=1.0,
-        grad_sample_mode=mode,
-    ) as run:
+    with _training(v, features, module, mode) as run:
         train_loop(run, stop_after=2)
     assert run.charge.status == "committed"
