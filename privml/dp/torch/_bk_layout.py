@@ -16,12 +16,14 @@ charges for would not hold.
 zeros (under ``torch.no_grad()``), notes every clipped layer's input, and
 refuses, naming the layer and the shape it saw, unless that dimension held 2
 and then 3 rows. Two sizes, so that no fixed length can pass for the batch
-both times. The probe leaves no trace: the training flags, buffers,
-parameters (values and version counters) and torch's random state are as
-they were before it (a module with dropout draws nothing from the run's
-generator). A layer the probe does not reach (one used only on some inputs)
-is not checked here; book-keeping still refuses a step whose layers disagree
-on the size of their batch dimension.
+both times. The probe leaves no trace: the training flags, buffers
+(values and version counters) and torch's random state are as they were
+before it (a module with dropout draws nothing from the run's generator).
+Parameters are not copied (that would double their memory for a moment):
+a forward that writes a parameter in place is refused by name, as the
+run's step guard would refuse its first step. A layer the probe does not
+reach (one used only on some inputs) is not checked here; book-keeping still
+refuses a step whose layers disagree on the size of their batch dimension.
 
 Rows of zeros say nothing about which rows belong together: a module that
 shuffles rows of different samples into one, keeping the sizes, is not
@@ -180,7 +182,8 @@ def _recording(
 
 @contextmanager
 def _untouched(module: nn.Module) -> Iterator[None]:
-    """Run the block under ``no_grad``; then put back flags, buffers, parameters and RNG."""
+    """Run the block under ``no_grad``; then put back flags, buffers and RNG, and refuse
+    a forward that wrote a parameter (named)."""
     flags = [(sub, sub.training) for sub in module.modules()]
     buffers = [
         (sub, name, b, b.detach().clone(), b._version)
@@ -188,7 +191,7 @@ def _untouched(module: nn.Module) -> Iterator[None]:
         for name, b in sub._buffers.items()
         if b is not None
     ]
-    params = [(p, p.detach().clone(), p._version) for p in module.parameters()]
+    params = [(name, p, p._version) for name, p in module.named_parameters()]
     cpu = torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
     try:
@@ -204,8 +207,14 @@ def _untouched(module: nn.Module) -> Iterator[None]:
             for sub, name, b, saved, version in buffers:
                 sub._buffers[name] = b
                 _put_back(b, saved, version)
-            for p, saved, version in params:
-                _put_back(p, saved, version)
+    written = [name for name, p, version in params if p._version != version]
+    if written:
+        raise ConfigurationError(
+            f"the module's forward writes its parameters in place ({', '.join(written)}): "
+            "only run.optimizer.step() may change them, or an update would skip clipping "
+            "and noise. Keep parameters out of in-place operations in forward; nothing "
+            "was charged"
+        )
 
 
 def _put_back(t: torch.Tensor, saved: torch.Tensor, version: int) -> None:

@@ -200,7 +200,10 @@ def test_the_probe_leaves_parameters_grads_buffers_flags_and_rng_as_they_were():
     assert int(module.calls) == 0
 
 
-def test_parameters_written_by_the_forward_are_put_back_with_their_versions():
+def test_a_forward_writing_its_parameters_is_refused_by_name():
+    """Parameters are not copied for the probe; a forward that writes one is refused,
+    as the step guard would refuse its first step."""
+
     class Writing(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -212,9 +215,8 @@ def test_parameters_written_by_the_forward_are_put_back_with_their_versions():
             return out
 
     module = _seeded(Writing)
-    bias, version = module.head.bias.detach().clone(), module.head.bias._version
-    _probe(module, "bk")
-    assert torch.equal(module.head.bias, bias) and module.head.bias._version == version
+    with pytest.raises(ConfigurationError, match=r"writes its parameters in place \(head\.bias\)"):
+        _probe(module, "bk")
 
 
 # -- without a declared row shape: at the first forward --------------------------------------
