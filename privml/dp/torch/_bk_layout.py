@@ -27,7 +27,10 @@ refuses a step whose layers disagree on the size of their batch dimension.
 
 Rows of zeros say nothing about which rows belong together: a module that
 shuffles rows of different samples into one, keeping the sizes, is not
-caught (it mixes samples, which no per-sample clipping can bound).
+caught (it mixes samples, which no per-sample clipping can bound). Like the
+run's other guards in the caller's process, the probe catches mistakes, not a
+forward written to tell its rows from data and behave otherwise on them; a
+server-side run trains a declared network, sent as data rather than code.
 """
 
 from __future__ import annotations
