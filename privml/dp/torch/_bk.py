@@ -180,10 +180,13 @@ class BookKeeping:
             if layer.slot in records:
                 a, g = records[layer.slot]
                 parts.append(layer.rule.part(layer.module, a, g, self.views))
-        wide = any(part.squared.dtype == torch.float64 for part in parts)
-        dtype = torch.float64 if wide else torch.float32
-        squared = torch.stack([part.squared.to(dtype) for part in parts]).sum(0)
-        norms = squared.sqrt_().mul_(scale)
+        pieces = [n for part in parts for n in part.norms]
+        if len({n.dtype for n in pieces}) > 1:
+            wide = any(n.dtype == torch.float64 for n in pieces)
+            pieces = [n.to(torch.float64 if wide else torch.float32) for n in pieces]
+        norms: torch.Tensor = torch.linalg.vector_norm(torch.stack(pieces), dim=0)
+        if scale != 1.0:
+            norms.mul_(scale)
         # c_i, times the scale that turns the records' g into each sample's own
         weights = (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0).mul_(scale)
         for part in parts:

@@ -21,7 +21,7 @@ from opacus.layers import DPMultiheadAttention
 from opacus.layers.dp_multihead_attention import SequenceBias
 from torch import nn
 
-from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, views_mean
+from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, trainable, views_mean
 
 __all__ = ["SCOPES", "SequenceBiasRule"]
 
@@ -64,6 +64,7 @@ class SequenceBiasRule(Rule):
     def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
         layer = module
         assert isinstance(layer, SequenceBias)
+        params = tuple(trainable(layer))
 
         def forward_bias(x: torch.Tensor) -> torch.Tensor:
             if not torch.is_grad_enabled():
@@ -74,7 +75,7 @@ class SequenceBiasRule(Rule):
                 out = torch.cat([x, bias.expand(x.shape[0], 1, -1)], 1)
             else:
                 out = torch.cat([x, bias.expand(1, x.shape[1], -1)])
-            return tap(out, tape, slot, x, layer)
+            return tap(out, tape, slot, x, params)
 
         return forward_bias
 

@@ -17,6 +17,7 @@ convolved.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import cast
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, register, squares, tap, views_mean, weighted, whole
+from ._bk_rule import Part, Rule, Tape, flat, norms, register, root, tap, trainable, weighted, whole
 
 __all__ = ["ConvRule"]
 
@@ -55,16 +56,17 @@ def _convolve(
     return out
 
 
-def _patches(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def _positions(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``(rows, groups, p, T)``: each output position's input patch, per group.
 
-    Taken as strided views of the (zero-padded) input and copied once: faster than
-    ``F.unfold`` (im2col loops over the samples) and the same values in the same order.
+    Taken as strided views of the (zero-padded) input, not copied; applied to a tensor
+    of offsets it gives the offsets of every patch's values.
     """
     if not _pads_itself(conv):
         sizes = cast("tuple[int, ...]", conv.padding)
         if any(sizes):
-            x = functional.pad(x, [side for size in reversed(sizes) for side in (size, size)])
+            pads = [side for size in reversed(sizes) for side in (size, size)]
+            x = functional.pad(x, pads, value=_ZERO)
     spatial = x.dim() - 2
     for dim in range(spatial):
         size, dilation = conv.kernel_size[dim], conv.dilation[dim]
@@ -81,9 +83,55 @@ def _patches(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     )
 
 
+# Offsets past a row's own values: the zero the padding reads and the one the bias "reads".
+_ZERO, _ONE = -2, -1
+
+
+class _Gather:
+    """Where each patch value of one sample sits in its record, for one input shape.
+
+    A sample's ``K`` rows are laid out flat, each followed by a 0 and a 1; the
+    offsets, ``(groups, p', K·T)`` flat, pick for every group, patch value and
+    position (views side by side) its input value, the padding's 0, or, in an
+    extra row of each group's patch when the bias is trained, the bias's 1.
+    Gathering them (``index_select``) forms the patches in one copy.
+    """
+
+    def __init__(
+        self, conv: nn.Conv1d | nn.Conv2d, shape: torch.Size, views: int, bias: bool
+    ) -> None:
+        row = math.prod(shape[1:])
+        offsets = torch.arange(row, dtype=torch.int64).reshape(1, *shape[1:])
+        per_view = _positions(conv, offsets)[0]  # (G, p, T), _ZERO where padded
+        if bias:
+            ones = torch.full_like(per_view[:, :1], _ONE)
+            per_view = torch.cat([per_view, ones], 1)
+        per_view = torch.where(per_view < 0, per_view + row + 2, per_view)
+        offsets = torch.cat([per_view + v * (row + 2) for v in range(views)], 2)
+        self.key = (tuple(shape[1:]), views, bias)
+        self.row = row
+        self.groups, self.width, self.steps = offsets.shape
+        self._offsets = offsets.reshape(-1)
+        self._on: dict[torch.device, torch.Tensor] = {}
+
+    def patches(self, a: torch.Tensor, views: int) -> torch.Tensor:
+        """``(b·G, p', K·T)``: every sample's patches, its views side by side."""
+        offsets = self._on.get(a.device)
+        if offsets is None:
+            offsets = self._on[a.device] = self._offsets.to(a.device)
+        rows = a.shape[0]
+        ends = torch.tensor([0.0, 1.0], dtype=a.dtype, device=a.device).expand(rows, 2)
+        laid = torch.cat([a.reshape(rows, self.row), ends], 1)
+        picked = laid.view(rows // views, views * (self.row + 2)).index_select(1, offsets)
+        return picked.view(rows // views * self.groups, self.width, self.steps)
+
+
 @register(nn.Conv1d, nn.Conv2d)
 class ConvRule(Rule):
     """``nn.Conv1d`` / ``nn.Conv2d`` (any stride, padding, dilation, groups, padding mode)."""
+
+    def __init__(self) -> None:
+        self._gathers: weakref.WeakKeyDictionary[nn.Module, _Gather] = weakref.WeakKeyDictionary()
 
     def problem(self, module: nn.Module) -> str | None:
         assert isinstance(module, nn.Conv1d | nn.Conv2d)
@@ -92,6 +140,7 @@ class ConvRule(Rule):
     def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
         conv = module
         assert isinstance(conv, nn.Conv1d | nn.Conv2d)
+        params = tuple(trainable(conv))
 
         def forward_conv(x: torch.Tensor) -> torch.Tensor:
             if not torch.is_grad_enabled():
@@ -100,9 +149,17 @@ class ConvRule(Rule):
             padded, padding = _padded(conv, x)
             bias = conv.bias.detach() if conv.bias is not None else None
             out = _convolve(conv, padded, conv.weight.detach(), bias, padding)
-            return tap(out, tape, slot, padded, conv)
+            return tap(out, tape, slot, padded, params)
 
         return forward_conv
+
+    def _gather(
+        self, conv: nn.Conv1d | nn.Conv2d, a: torch.Tensor, views: int, bias: bool
+    ) -> _Gather:
+        found = self._gathers.get(conv)
+        if found is None or found.key != (tuple(a.shape[1:]), views, bias):
+            found = self._gathers[conv] = _Gather(conv, a.shape, views, bias)
+        return found
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         assert isinstance(module, nn.Conv1d | nn.Conv2d)
@@ -111,35 +168,32 @@ class ConvRule(Rule):
         b = rows // views
         d = g.shape[1] // groups
         p = weight[0].numel()
-        positions = math.prod(g.shape[2:])
-        steps = views * positions  # a sample's views as one sequence of K·T positions
         has_bias = bias is not None and bias.requires_grad
-        sums = views_mean(g.flatten(2).sum(2), views) if has_bias else None
-        squared = squares(sums) if sums is not None else g.new_zeros(b)
-        cols = _patches(module, a.to(g.dtype))  # (rows, G, p, T)
-        grads = g.reshape(rows, groups, d, positions)  # (rows, G, d, T)
-        if views > 1:
-            cols = _as_sequences(cols, views)
-            grads = _as_sequences(grads, views) / views
-        if whole(b, steps, p, d):
-            # (b, G, p, d): the per-sample gradients transposed (the faster product here)
-            per = torch.matmul(cols, grads.transpose(2, 3))
-            squared = squared + squares(per)
+        gather = self._gather(module, a, views, has_bias)
+        cols = gather.patches(a.to(g.dtype), views)  # (b·G, p', K·T)
+        grads = _as_sequences(g, groups, views)  # (b·G, d, K·T)
+        if whole(b, gather.steps, p, d):
+            # (b·G, p', d): the per-sample gradients (bias last), transposed: the faster product
+            per = torch.bmm(cols, grads.transpose(1, 2))
+            if views > 1:
+                per.mul_(1.0 / views)
 
             def write_whole(factors: torch.Tensor) -> None:
-                summed = weighted(factors, per).transpose(1, 2)  # (G, d, p)
-                weight.grad = summed.reshape(weight.shape).to(weight.dtype)
-                if sums is not None:
+                summed = weighted(factors, flat(per, groups)).view(groups, -1, d)
+                kernel = summed[:, :p].transpose(1, 2)  # (G, d, p)
+                weight.grad = kernel.reshape(weight.shape).to(weight.dtype)
+                if has_bias:
                     assert bias is not None
-                    bias.grad = weighted(factors, sums).to(bias.dtype)
+                    bias.grad = summed[:, p].reshape(bias.shape).to(bias.dtype)
 
-            return Part(squared, write_whole)
-        flat_a = cols.reshape(b * groups, p, steps)  # the ghost norm, T×T Gram matrices
-        flat_g = grads.reshape(b * groups, d, steps)
-        grams = torch.bmm(flat_a.transpose(1, 2), flat_a)
-        grams = grams * torch.bmm(flat_g.transpose(1, 2), flat_g)
-        squared = squared + grams.flatten(1).sum(1)
-        del cols, grads, flat_a, flat_g, grams
+            return Part((norms(flat(per, groups)),), write_whole)
+        # the ghost norm, K·T×K·T Gram matrices; the 1s row adds the bias's part
+        grams = torch.bmm(cols.transpose(1, 2), cols)
+        grams = grams * torch.bmm(grads.transpose(1, 2), grads)
+        squared = flat(grams, groups).sum(1)
+        if views > 1:
+            squared.mul_(1.0 / (views * views))
+        del cols, grads, grams
 
         def write_ghost(factors: torch.Tensor) -> None:
             scale = factors.to(g.dtype)
@@ -147,18 +201,20 @@ class ConvRule(Rule):
                 scale = scale.repeat_interleave(views) / views
             scaled = g * scale.view(-1, *([1] * (g.dim() - 1)))
             weight.grad = _weight_gradient(module, a.to(g.dtype), scaled).to(weight.dtype)
-            if sums is not None:
+            if has_bias:
                 assert bias is not None
-                bias.grad = weighted(factors, sums).to(bias.dtype)
+                bias.grad = scaled.transpose(0, 1).flatten(1).sum(1).to(bias.dtype)
 
-        return Part(squared, write_ghost)
+        return Part((root(squared),), write_ghost)
 
 
-def _as_sequences(t: torch.Tensor, views: int) -> torch.Tensor:
-    """``(b·K, G, n, T)`` rows as ``(b, G, n, K·T)``: each sample's views side by side."""
-    rows, groups, n, positions = t.shape
-    t = t.reshape(rows // views, views, groups, n, positions).permute(0, 2, 3, 1, 4)
-    return t.reshape(rows // views, groups, n, views * positions)
+def _as_sequences(g: torch.Tensor, groups: int, views: int) -> torch.Tensor:
+    """Output gradients ``(b·K, G·d, *positions)`` as ``(b·G, d, K·T)``, views side by side."""
+    rows, d, positions = g.shape[0], g.shape[1] // groups, math.prod(g.shape[2:])
+    flat_g = g.reshape(rows // views, views, groups, d, positions)
+    if views > 1:
+        flat_g = flat_g.permute(0, 2, 3, 1, 4)
+    return flat_g.reshape(rows // views * groups, d, views * positions)
 
 
 def _weight_gradient(

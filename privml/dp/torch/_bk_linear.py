@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, flat, register, squares, weighted, whole
+from ._bk_rule import Part, Rule, Tape, flat, norms, register, root, weighted, whole
 
 __all__ = ["EmbeddingRule", "LinearRule", "sequences"]
 
@@ -112,9 +112,8 @@ class LinearRule(Rule):
         has_bias = bias is not None and bias.requires_grad
         if a.dim() == 2 and views == 1:  # one position per sample: rank-one gradients
             a = a.to(g.dtype)
-            squared = squares(a) * squares(g)
-            if has_bias:
-                squared = squared + squares(g)
+            g_norms = norms(g)
+            found = (norms(a) * g_norms, g_norms) if has_bias else (norms(a) * g_norms,)
 
             def write_flat(factors: torch.Tensor) -> None:
                 scaled = g * factors.to(g.dtype).unsqueeze(1)
@@ -123,14 +122,14 @@ class LinearRule(Rule):
                     assert bias is not None
                     bias.grad = scaled.sum(0).to(bias.dtype)
 
-            return Part(squared, write_flat)
+            return Part(found, write_flat)
         a3, g3 = sequences(a, g, views)
         steps, width_in, width_out = a3.shape[1], a3.shape[2], g3.shape[2]
         sums = g3.sum(1) if has_bias else None
-        squared = squares(sums) if sums is not None else g3.new_zeros(g3.shape[0])
+        bias_norms = (norms(sums),) if sums is not None else ()
         if not whole(g3.shape[0], steps, width_in, width_out):  # ghost norm: T×T Gram matrices
             grams = torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))
-            squared = squared + grams.sum((1, 2))
+            ghost = (root(grams.sum((1, 2))), *bias_norms)
 
             def write_ghost(factors: torch.Tensor) -> None:
                 scaled = g3 * factors.to(g3.dtype).view(-1, 1, 1)
@@ -141,9 +140,8 @@ class LinearRule(Rule):
                     assert bias is not None
                     bias.grad = weighted(factors, sums).to(bias.dtype)
 
-            return Part(squared, write_ghost)
+            return Part(ghost, write_ghost)
         per = torch.bmm(g3.transpose(1, 2), a3)  # the per-sample gradients are smaller
-        squared = squared + squares(per)
 
         def write_whole(factors: torch.Tensor) -> None:
             weight.grad = weighted(factors, per).to(weight.dtype)
@@ -151,7 +149,7 @@ class LinearRule(Rule):
                 assert bias is not None
                 bias.grad = weighted(factors, sums).to(bias.dtype)
 
-        return Part(squared, write_whole)
+        return Part((norms(per), *bias_norms), write_whole)
 
 
 @register(nn.Embedding)
@@ -189,14 +187,14 @@ class EmbeddingRule(Rule):
         if views > 1:
             g3 = g3 / views
         if idx.shape[1] == 1:
-            squared = squares(g3)
+            found = norms(g3)
         else:
             same = (idx.unsqueeze(2) == idx.unsqueeze(1)).to(g3.dtype)
-            squared = (torch.bmm(g3, g3.transpose(1, 2)) * same).sum((1, 2))
+            found = root((torch.bmm(g3, g3.transpose(1, 2)) * same).sum((1, 2)))
 
         def write(factors: torch.Tensor) -> None:
             scaled = g3 * factors.to(g3.dtype).view(-1, 1, 1)
             flat = scaled.reshape(-1, weight.shape[1]).to(weight.dtype)
             weight.grad = torch.zeros_like(weight).index_add_(0, idx.reshape(-1), flat)
 
-        return Part(squared, write)
+        return Part((found,), write)

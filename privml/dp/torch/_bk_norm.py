@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional
 
 from ...exceptions import ConfigurationError
-from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, views_mean
+from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, trainable, views_mean
 
 __all__ = ["ChannelNormRule", "LastDimsNormRule"]
 
@@ -56,6 +56,7 @@ class LastDimsNormRule(Rule):
         norm = module
         assert isinstance(norm, nn.LayerNorm | nn.RMSNorm)
         shape = tuple(norm.normalized_shape)
+        params = tuple(trainable(norm))
 
         def forward_norm(x: torch.Tensor) -> torch.Tensor:
             if not torch.is_grad_enabled():
@@ -67,7 +68,7 @@ class LastDimsNormRule(Rule):
                 out = functional.layer_norm(x, shape, weight, bias, norm.eps)
             else:
                 out = functional.rms_norm(x, shape, weight, norm.eps)
-            return tap(out, tape, slot, x, norm)
+            return tap(out, tape, slot, x, params)
 
         return forward_norm
 
@@ -94,6 +95,7 @@ class ChannelNormRule(Rule):
 
     def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
         norm = module
+        params = tuple(trainable(norm))
 
         def forward_norm(x: torch.Tensor) -> torch.Tensor:
             if not torch.is_grad_enabled():
@@ -105,7 +107,7 @@ class ChannelNormRule(Rule):
                     "batch: its input has no batch dimension. Pass (batch, channels, ...)"
                 )
             out = _normalized(norm, x, _detached(norm, "weight"), _detached(norm, "bias"))
-            return tap(out, tape, slot, x, norm)
+            return tap(out, tape, slot, x, params)
 
         return forward_norm
 

@@ -34,8 +34,9 @@ __all__ = [
     "Rule",
     "Tape",
     "flat",
+    "norms",
     "register",
-    "squares",
+    "root",
     "tap",
     "trainable",
     "whole",
@@ -44,6 +45,14 @@ __all__ = [
 #: Per-sample gradients of one layer up to this many values (all samples) are formed
 #: whole even where Gram matrices would be smaller: 4 MiB of float32.
 WHOLE_LIMIT = 1 << 20
+
+CHANGED = (
+    "grad_sample_mode='bk' records what each layer multiplies, and a layer's input was "
+    "changed in place after the layer used it (an in-place operation such as "
+    "ReLU(inplace=True) or x.add_() on a tensor a layer had already taken), so its "
+    "per-sample gradients cannot be computed. Make that operation out of place, or use "
+    "grad_sample_mode='ghost'. No step was taken."
+)
 
 TWICE = (
     "grad_sample_mode='bk' needs each trainable layer to run once per optimizer step "
@@ -59,10 +68,19 @@ class Tape:
         self.records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.batch_dims: dict[int, int] = {}
 
-    def put(self, slot: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
-        """Record one layer's input and output gradient (once per step)."""
+    def put(
+        self, slot: int, inputs: torch.Tensor, grad: torch.Tensor, version: int | None = None
+    ) -> None:
+        """Record one layer's input and output gradient (once per step).
+
+        ``version``: the input's version when the layer used it. An input changed in
+        place since (its version moved on) is not what the layer saw, and its per-sample
+        norms would be wrong: refused.
+        """
         if slot in self.records:
             raise ConfigurationError(TWICE)
+        if version is not None and inputs._version != version:
+            raise ConfigurationError(CHANGED)
         dim = self.batch_dims.get(slot, 0)
         inputs, grad = inputs.detach(), grad.detach()
         if dim:
@@ -73,30 +91,55 @@ class Tape:
 class _Tap(torch.autograd.Function):
     """Identity on a layer's output whose backward records (saved input, output gradient).
 
-    The layer's parameters are inputs, so the output needs a gradient even when the
-    layer's own input does not (a first layer); their gradient is left to the rule.
+    For a layer whose output needs no gradient by itself (its input needs none: a first
+    layer). Its parameters are inputs here, so the output does; their gradient is left
+    to the rule.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, out: torch.Tensor, tape: Tape, slot: int, saved: torch.Tensor, *params: Any
+        ctx: Any,
+        out: torch.Tensor,
+        tape: Tape,
+        slot: int,
+        saved: torch.Tensor,
+        version: int,
+        *params: Any,
     ) -> torch.Tensor:
-        ctx.tape, ctx.slot, ctx.saved, ctx.count = tape, slot, saved, len(params)
+        ctx.tape, ctx.slot, ctx.saved, ctx.version = tape, slot, saved, version
+        ctx.count = len(params)
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        ctx.tape.put(ctx.slot, ctx.saved, grad)
+        ctx.tape.put(ctx.slot, ctx.saved, grad, ctx.version)
         ctx.saved = None
-        return (grad, None, None, None, *([None] * ctx.count))
+        return (grad, None, None, None, None, *([None] * ctx.count))
 
 
 def tap(
-    out: torch.Tensor, tape: Tape, slot: int, saved: torch.Tensor, module: nn.Module
+    out: torch.Tensor,
+    tape: Tape,
+    slot: int,
+    saved: torch.Tensor,
+    params: tuple[nn.Parameter, ...],
 ) -> torch.Tensor:
-    """``out``, recording ``(saved, ∂loss/∂out)`` for ``slot`` during the backward pass."""
-    params = trainable(module)
-    result: torch.Tensor = _Tap.apply(out, tape, slot, saved.detach(), *params)  # type: ignore[no-untyped-call]
+    """``out``, recording ``(saved, ∂loss/∂out)`` for ``slot`` during the backward pass.
+
+    An output that already needs a gradient gets a hook (cheaper than one more node in
+    the graph); ``params``, the layer's trainable parameters, make the output of a first
+    layer need one.
+    """
+    kept = saved.detach()
+    version = kept._version
+    if out.requires_grad:
+
+        def record(grad: torch.Tensor) -> None:
+            tape.put(slot, kept, grad, version)
+
+        out.register_hook(record)  # type: ignore[no-untyped-call]
+        return out
+    result: torch.Tensor = _Tap.apply(out, tape, slot, kept, version, *params)  # type: ignore[no-untyped-call]
     return result
 
 
@@ -107,9 +150,13 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 
 @dataclass(frozen=True)
 class Part:
-    """One layer's share of a step: per-sample squared norms and how to write its clipped sum."""
+    """One layer's share of a step: per-sample norms and how to write its clipped sum.
 
-    squared: torch.Tensor
+    ``norms`` are ``(b,)`` tensors whose squares add up to each sample's squared
+    gradient norm for the layer (one per parameter, or one for several).
+    """
+
+    norms: tuple[torch.Tensor, ...]
     write: Callable[[torch.Tensor], None]
 
 
@@ -131,10 +178,15 @@ def flat(t: torch.Tensor, views: int = 1) -> torch.Tensor:
     return t.reshape(t.shape[0] // views, views * math.prod(t.shape[1:]))
 
 
-def squares(t: torch.Tensor) -> torch.Tensor:
-    """Per-sample sums of squares over every dimension but the first (no squared copy)."""
-    norms: torch.Tensor = torch.linalg.vector_norm(flat(t), dim=1)
-    return norms * norms
+def norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norms over every dimension but the first."""
+    result: torch.Tensor = torch.linalg.vector_norm(flat(t), dim=1)
+    return result
+
+
+def root(squared: torch.Tensor) -> torch.Tensor:
+    """Norms from squared norms summed as Gram products (rounding may leave them just below 0)."""
+    return squared.clamp_(min=0).sqrt_()
 
 
 def weighted(factors: torch.Tensor, per_sample: torch.Tensor) -> torch.Tensor:
@@ -153,17 +205,13 @@ def views_mean(per_sample: torch.Tensor, views: int) -> torch.Tensor:
 
 def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
     """A part from per-sample gradients held whole: name -> ``(b, *param.shape)``."""
-    first, *rest = grads.values()
-    squared = squares(first)
-    for per in rest:
-        squared = squared + squares(per)
 
     def write(factors: torch.Tensor) -> None:
         for name, per in grads.items():
             param = getattr(module, name)
             param.grad = weighted(factors, per).to(param.dtype)
 
-    return Part(squared, write)
+    return Part(tuple(norms(per) for per in grads.values()), write)
 
 
 class Rule:
@@ -182,7 +230,7 @@ class Rule:
         raise NotImplementedError
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
-        """Per-sample squared norms and the clipped-sum writer, from one step's record.
+        """Per-sample norms and the clipped-sum writer, from one step's record.
 
         ``a`` and ``g`` are batch first with ``views * b`` rows, ``g`` each row's own
         loss gradient; sample ``i``'s gradient is the mean over its ``views`` rows.

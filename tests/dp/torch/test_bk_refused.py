@@ -130,6 +130,46 @@ def test_bk_refuses_a_layer_run_twice_in_one_step():
     bk.detach()
 
 
+class ChangesInPlace(nn.Module):
+    """Changes a layer's input in place after the layer took it (its records would be stale)."""
+
+    def __init__(self, layer: nn.Module, width: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(width, width)
+        self.layer = layer
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        out = self.layer(h.unsqueeze(1)).flatten(1)
+        h.mul_(3.0)  # the layer saw h, its record would hold 3h
+        return self.head(out + h)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Conv1d(1, 1, 1), nn.GroupNorm(1, 1), nn.LayerNorm(6)],
+    ids=["conv", "group_norm", "layer_norm"],
+)
+def test_bk_refuses_a_layer_input_changed_in_place_after_use(layer):
+    """Not silently mis-clipped: the record's version is checked when the gradient arrives."""
+    module = ChangesInPlace(layer, 6)
+    bk = BookKeeping(module, loss_reduction="sum")
+    # autograd's own version check refuses this as well for layers that saved the input
+    # for their backward (a RuntimeError); book-keeping's own check names the cause
+    with pytest.raises((ConfigurationError, RuntimeError), match="in place|inplace"):
+        module(torch.randn(3, 6)).sum().backward()
+    bk.detach()
+
+
+def test_bk_version_check_names_the_cause_for_a_convolution():
+    module = ChangesInPlace(nn.Conv1d(1, 1, 1), 6)
+    bk = BookKeeping(module, loss_reduction="sum")
+    with pytest.raises(ConfigurationError, match="changed in place after the layer used it"):
+        module(torch.randn(3, 6)).sum().backward()
+    bk.detach()
+
+
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
 def test_opacus_modes_refuse_convolutions_padded_other_than_with_zeros(mode):
     """Opacus unfolds with zero padding: its norms of a reflect-padded layer are wrong."""
