@@ -126,6 +126,46 @@ def bk_layers(module: nn.Module) -> list[tuple[nn.Module, int]]:
     return [(layer, dim) for layer, _, dim in _layers(module)]
 
 
+#: Per-sample gradients held whole with up to this many values per sample are copied
+#: into one matrix (one norm and one weighted sum for all of them); larger ones keep
+#: their own, as a copy would cost more than the operations it saves.
+SHARED_WIDTH = 4096
+
+
+class _Held:
+    """The per-sample gradients held whole, as few matrices: the narrow ones side by side."""
+
+    def __init__(self, held: list[torch.Tensor]) -> None:
+        self.count = len(held)
+        narrow = [i for i, t in enumerate(held) if t.shape[1] <= SHARED_WIDTH]
+        self.matrices: list[torch.Tensor] = []
+        self.layout: list[list[int]] = []  # per matrix: the held tensors in it, in order
+        if len(narrow) > 1:
+            parts = [held[i] for i in narrow]
+            if len({t.dtype for t in parts}) > 1:
+                parts = [t.to(torch.float64) for t in parts]
+            self.matrices.append(torch.cat(parts, 1))
+            self.layout.append(narrow)
+        elif narrow:
+            self.matrices.append(held[narrow[0]])
+            self.layout.append(narrow)
+        for i, t in enumerate(held):
+            if t.shape[1] > SHARED_WIDTH:
+                self.matrices.append(t)
+                self.layout.append([i])
+        self._widths = [t.shape[1] for t in held]
+
+    def sums(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """Each held tensor's weighted sum over its samples, ``(k,)``, in the order given."""
+        out: list[torch.Tensor] = [weights] * self.count
+        for matrix, members in zip(self.matrices, self.layout, strict=True):
+            summed = torch.mv(matrix.t(), weights.to(matrix.dtype))
+            widths = [self._widths[i] for i in members]
+            for i, piece in zip(members, torch.split(summed, widths), strict=True):
+                out[i] = piece
+        return out
+
+
 class BookKeeping:
     """Routes a module's layers through their recording forwards while attached."""
 
@@ -181,6 +221,8 @@ class BookKeeping:
                 a, g = records[layer.slot]
                 parts.append(layer.rule.part(layer.module, a, g, self.views))
         pieces = [n for part in parts for n in part.norms]
+        held = _Held([t for part in parts for t in part.held])
+        pieces += [torch.linalg.vector_norm(m, dim=1) for m in held.matrices]
         if len({n.dtype for n in pieces}) > 1:
             wide = any(n.dtype == torch.float64 for n in pieces)
             pieces = [n.to(torch.float64 if wide else torch.float32) for n in pieces]
@@ -190,7 +232,13 @@ class BookKeeping:
         # c_i, times the scale that turns the records' g into each sample's own
         weights = (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0).mul_(scale)
         for part in parts:
-            part.write(weights)
+            if part.write is not None:
+                part.write(weights)
+        sums = held.sums(weights)
+        for part in parts:
+            if part.place is not None:
+                taken, sums = sums[: len(part.held)], sums[len(part.held) :]
+                part.place(taken)
         for layer in self.layers:
             if layer.slot not in records:  # not used in this step: a zero contribution
                 for p in trainable(layer.module):

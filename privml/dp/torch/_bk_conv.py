@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, flat, norms, register, root, tap, trainable, weighted, whole
+from ._bk_rule import Part, Rule, Tape, flat, register, root, tap, trainable, whole
 
 __all__ = ["ConvRule"]
 
@@ -178,15 +178,15 @@ class ConvRule(Rule):
             if views > 1:
                 per.mul_(1.0 / views)
 
-            def write_whole(factors: torch.Tensor) -> None:
-                summed = weighted(factors, flat(per, groups)).view(groups, -1, d)
+            def place(sums: list[torch.Tensor]) -> None:
+                summed = sums[0].view(groups, -1, d)
                 kernel = summed[:, :p].transpose(1, 2)  # (G, d, p)
                 weight.grad = kernel.reshape(weight.shape).to(weight.dtype)
                 if has_bias:
                     assert bias is not None
                     bias.grad = summed[:, p].reshape(bias.shape).to(bias.dtype)
 
-            return Part((norms(flat(per, groups)),), write_whole)
+            return Part(held=(flat(per, groups),), place=place)
         # the ghost norm, K·T×K·T Gram matrices; the 1s row adds the bias's part
         grams = torch.bmm(cols.transpose(1, 2), cols)
         grams = grams * torch.bmm(grads.transpose(1, 2), grads)
@@ -205,7 +205,7 @@ class ConvRule(Rule):
                 assert bias is not None
                 bias.grad = scaled.transpose(0, 1).flatten(1).sum(1).to(bias.dtype)
 
-        return Part((root(squared),), write_ghost)
+        return Part((root(squared),), write=write_ghost)
 
 
 def _as_sequences(g: torch.Tensor, groups: int, views: int) -> torch.Tensor:

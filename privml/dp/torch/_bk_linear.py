@@ -122,7 +122,7 @@ class LinearRule(Rule):
                     assert bias is not None
                     bias.grad = scaled.sum(0).to(bias.dtype)
 
-            return Part(found, write_flat)
+            return Part(found, write=write_flat)
         a3, g3 = sequences(a, g, views)
         steps, width_in, width_out = a3.shape[1], a3.shape[2], g3.shape[2]
         sums = g3.sum(1) if has_bias else None
@@ -140,16 +140,17 @@ class LinearRule(Rule):
                     assert bias is not None
                     bias.grad = weighted(factors, sums).to(bias.dtype)
 
-            return Part(ghost, write_ghost)
+            return Part(ghost, write=write_ghost)
         per = torch.bmm(g3.transpose(1, 2), a3)  # the per-sample gradients are smaller
 
-        def write_whole(factors: torch.Tensor) -> None:
-            weight.grad = weighted(factors, per).to(weight.dtype)
+        def place(summed: list[torch.Tensor]) -> None:
+            weight.grad = summed[0].view(weight.shape).to(weight.dtype)
             if sums is not None:
                 assert bias is not None
-                bias.grad = weighted(factors, sums).to(bias.dtype)
+                bias.grad = summed[1].view(bias.shape).to(bias.dtype)
 
-        return Part((norms(per), *bias_norms), write_whole)
+        held = (flat(per),) if sums is None else (flat(per), sums)
+        return Part(held=held, place=place)
 
 
 @register(nn.Embedding)
@@ -197,4 +198,4 @@ class EmbeddingRule(Rule):
             flat = scaled.reshape(-1, weight.shape[1]).to(weight.dtype)
             weight.grad = torch.zeros_like(weight).index_add_(0, idx.reshape(-1), flat)
 
-        return Part((found,), write)
+        return Part((found,), write=write)

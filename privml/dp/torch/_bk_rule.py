@@ -150,14 +150,20 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 
 @dataclass(frozen=True)
 class Part:
-    """One layer's share of a step: per-sample norms and how to write its clipped sum.
+    """One layer's share of a step: its per-sample norms and how to write its clipped sum.
 
-    ``norms`` are ``(b,)`` tensors whose squares add up to each sample's squared
-    gradient norm for the layer (one per parameter, or one for several).
+    Either the rule computed the norms itself (``norms``: ``(b,)`` tensors whose squares
+    add up to each sample's squared gradient norm for the layer) and writes the clipped
+    sum given the clipping factors (``write``); or it holds its per-sample gradients
+    whole (``held``: ``(b, k)`` tensors, one row per sample) and book-keeping takes their
+    norms and their weighted sum for all layers at once, handing each layer the sums of
+    its own tensors (``place``: ``(k,)`` each, in order).
     """
 
-    norms: tuple[torch.Tensor, ...]
-    write: Callable[[torch.Tensor], None]
+    norms: tuple[torch.Tensor, ...] = ()
+    write: Callable[[torch.Tensor], None] | None = None
+    held: tuple[torch.Tensor, ...] = ()
+    place: Callable[[list[torch.Tensor]], None] | None = None
 
 
 def whole(samples: int, steps: int, width_in: int, width_out: int) -> bool:
@@ -206,12 +212,12 @@ def views_mean(per_sample: torch.Tensor, views: int) -> torch.Tensor:
 def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
     """A part from per-sample gradients held whole: name -> ``(b, *param.shape)``."""
 
-    def write(factors: torch.Tensor) -> None:
-        for name, per in grads.items():
+    def place(sums: list[torch.Tensor]) -> None:
+        for name, summed in zip(grads, sums, strict=True):
             param = getattr(module, name)
-            param.grad = weighted(factors, per).to(param.dtype)
+            param.grad = summed.view(param.shape).to(param.dtype)
 
-    return Part(tuple(norms(per) for per in grads.values()), write)
+    return Part(held=tuple(flat(per) for per in grads.values()), place=place)
 
 
 class Rule:

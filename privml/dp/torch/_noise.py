@@ -17,7 +17,7 @@ import torch
 
 from .. import _random
 
-__all__ = ["NoiseSource"]
+__all__ = ["NoiseSource", "noised_in_one"]
 
 
 class NoiseSource:
@@ -40,3 +40,27 @@ class NoiseSource:
             found.manual_seed(self._seed if self._seed is not None else _random.seed_bits(63))
             self._generators[key] = found
         return found
+
+
+def noised_in_one(
+    params: list[torch.Tensor], std: float, generator: torch.Generator | None
+) -> torch.Tensor | None:
+    """Set each ``p.grad`` to ``p.summed_grad`` plus ``N(0, std²)`` noise, as views of one tensor.
+
+    The noise for all parameters is one draw of i.i.d. ``N(0, std²)`` values (the
+    parameters' sums laid end to end, in order): the distribution Opacus's
+    ``add_noise`` draws parameter by parameter, in one operation instead of several
+    per parameter. The tensor is returned so the later scaling is one operation too;
+    ``None`` (nothing done) when the sums do not share a dtype and device.
+    """
+    sums = [p.summed_grad for p in params]  # type: ignore[attr-defined]
+    if not sums or len({(s.dtype, s.device) for s in sums}) != 1:
+        return None
+    total = torch.cat([s.reshape(-1) for s in sums])
+    total.add_(torch.empty_like(total).normal_(0.0, std, generator=generator))
+    start = 0
+    for p in params:
+        end = start + p.numel()
+        p.grad = total[start:end].view_as(p)
+        start = end
+    return total

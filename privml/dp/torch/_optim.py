@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
 from ...attacks._dirac import DiracCanaries
 from ...exceptions import BudgetExceededError, ConfigurationError
 from ._bk import BookKeeping
 from ._guard import StepGuard
-from ._noise import NoiseSource
+from ._noise import NoiseSource, noised_in_one
 
 if TYPE_CHECKING:
     from ._distributed import Release
@@ -50,6 +51,7 @@ class _Guarded:
     generator: torch.Generator | None
     privml_dirac: DiracCanaries | None = None
     privml_views: int = 1
+    _privml_noised: torch.Tensor | None = None  # the noised sums of this step, if in one tensor
     _step_skip_queue: list[bool]
     privml_ddp: Release | None = None  # data-parallel runs only (see ._distributed)
 
@@ -105,12 +107,39 @@ class _Guarded:
             return
         dirac = self.privml_dirac
         if dirac is None:
-            super().add_noise()  # type: ignore[misc]
+            if not self._add_noise_in_one():
+                super().add_noise()  # type: ignore[misc]
             return
         params = self.params  # type: ignore[attr-defined]
         dirac.add(params)
         super().add_noise()  # type: ignore[misc]
         dirac.observe(params)  # the released noisy sums, before the 1/batch_size scaling
+
+    def _add_noise_in_one(self) -> bool:
+        """Opacus's noise and sums (:func:`._noise.noised_in_one`); ``False``: not done here."""
+        if getattr(self, "secure_mode", False) or self.privml_ddp is not None:
+            return False  # data-parallel: the sums are replaced by their all-reduced copy
+        params = self.params  # type: ignore[attr-defined]
+        for p in params:
+            _check_processed_flag(p.summed_grad)
+        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)  # type: ignore[attr-defined]
+        std = multiplier * self.max_grad_norm  # type: ignore[attr-defined]
+        total = noised_in_one(params, std, self.generator)
+        if total is None:
+            return False
+        for p in params:
+            _mark_as_processed(p.summed_grad)
+        self._privml_noised = total
+        return True
+
+    def scale_grad(self) -> None:
+        """Opacus's scaling for a mean loss, in one operation where the noise was added in one."""
+        total, self._privml_noised = self._privml_noised, None
+        params = self.params  # type: ignore[attr-defined]
+        if total is None or any(p.grad is None or p.grad._base is not total for p in params):
+            super().scale_grad()  # type: ignore[misc]
+        elif self.loss_reduction == "mean":  # type: ignore[attr-defined]
+            total.div_(self.expected_batch_size * self.accumulated_iterations)  # type: ignore[attr-defined]
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:
         """Opacus's step, with the wrapped optimizer let through the run's fence."""

@@ -94,15 +94,26 @@ def test_every_mode_gives_opacus_hooks_clipped_sum(digits, make_mlp):
 
 
 def test_the_noised_update_is_identical_across_modes_for_one_seed(digits, make_mlp):
+    """Every mode releases Opacus's clipped sum plus one N(0, σ²C²) draw over all parameters
+    (laid end to end, in order) from the run's generator, divided by the batch size."""
     X, y = _batch(digits)
-    noised = []
-    for step in (_opacus_hooks, *(lambda *a, m=m, **k: _privml(m, *a, **k) for m in MODES)):
+    sigma, seed, batch_size = 1.3, 7, 64
+    net = make_mlp()
+    clipped = _opacus_hooks(net, X, y, batch_size=batch_size)  # no noise
+    flat = torch.cat([c.reshape(-1) for c in clipped])
+    noise = torch.empty_like(flat).normal_(
+        0.0, sigma * CLIP, generator=torch.Generator().manual_seed(seed)
+    )
+    expected, start = [], 0
+    for c in clipped:
+        expected.append((flat + noise)[start : start + c.numel()].view_as(c) / batch_size)
+        start += c.numel()
+    for mode in MODES:
         net = make_mlp()
         before = [p.detach().clone() for p in net.parameters()]
-        step(net, X, y, sigma=1.3, seed=7, batch_size=64)
-        noised.append([b - p.detach() for b, p in zip(before, net.parameters(), strict=True)])
-    for other in noised[1:]:
-        _close(other, noised[0])
+        _privml(mode, net, X, y, sigma=sigma, seed=seed, batch_size=batch_size)
+        update = [b - p.detach() for b, p in zip(before, net.parameters(), strict=True)]
+        _close(update, expected)  # lr = 1: the update is the noised gradient
 
 
 class _Tokens(nn.Module):

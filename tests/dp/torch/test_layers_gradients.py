@@ -157,3 +157,20 @@ def test_fix_module_hands_replaced_layers_parameters_to_their_optimizer_group():
         frozen, torch.optim.SGD(frozen[0].parameters(), lr=0.1), mode="ghost", fix_module=True
     )
     assert not any(p.requires_grad for p in fixed[2].parameters())
+
+
+@pytest.mark.parametrize("width", [0, 10**9])  # each held gradient apart; all in one matrix
+@pytest.mark.parametrize("name", [n for n in NETS if n not in ("dplstm", "dpgru", "lstm", "gru")])
+def test_bk_clipped_sum_is_the_same_whichever_held_gradients_share_a_matrix(
+    digits, name, width, monkeypatch
+):
+    from privml.dp.torch import _bk
+
+    monkeypatch.setattr(_bk, "SHARED_WIDTH", width)
+    X, y = _batch(digits, 9, start=3)
+    _, norms = _reference(_prepared(name, "hooks"), X, y, None)
+    (clip,) = _clips(norms)
+    reference, _ = _reference(_prepared(name, "hooks"), X, y, clip)
+    sums = _privml("bk", _prepared(name, "bk"), X, y, clip)
+    for got, want in zip(sums, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
