@@ -112,16 +112,17 @@ class _Gather:
         self.row = row
         self.groups, self.width, self.steps = offsets.shape
         self._offsets = offsets.reshape(-1)
-        self._on: dict[torch.device, torch.Tensor] = {}
+        self._on: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def patches(self, a: torch.Tensor, views: int) -> torch.Tensor:
         """``(b·G, p', K·T)``: every sample's patches, its views side by side."""
-        offsets = self._on.get(a.device)
-        if offsets is None:
-            offsets = self._on[a.device] = self._offsets.to(a.device)
+        found = self._on.get((a.device, a.dtype))
+        if found is None:
+            ends = torch.tensor([0.0, 1.0], dtype=a.dtype, device=a.device)
+            found = self._on[(a.device, a.dtype)] = (self._offsets.to(a.device), ends)
+        offsets, ends = found
         rows = a.shape[0]
-        ends = torch.tensor([0.0, 1.0], dtype=a.dtype, device=a.device).expand(rows, 2)
-        laid = torch.cat([a.reshape(rows, self.row), ends], 1)
+        laid = torch.cat([a.reshape(rows, self.row), ends.expand(rows, 2)], 1)
         picked = laid.view(rows // views, views * (self.row + 2)).index_select(1, offsets)
         return picked.view(rows // views * self.groups, self.width, self.steps)
 

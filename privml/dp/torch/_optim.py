@@ -117,8 +117,8 @@ class _Guarded:
 
     def _add_noise_in_one(self) -> bool:
         """Opacus's noise and sums (:func:`._noise.noised_in_one`); ``False``: not done here."""
-        if getattr(self, "secure_mode", False) or self.privml_ddp is not None:
-            return False  # data-parallel: the sums are replaced by their all-reduced copy
+        if getattr(self, "secure_mode", False):
+            return False
         params = self.params  # type: ignore[attr-defined]
         for p in params:
             _check_processed_flag(p.summed_grad)
@@ -133,7 +133,11 @@ class _Guarded:
         return True
 
     def scale_grad(self) -> None:
-        """Opacus's scaling for a mean loss, in one operation where the noise was added in one."""
+        """Opacus's scaling for a mean loss, in one operation where the noise was added in one.
+
+        Where the gradients are no longer views of that tensor (a data-parallel release
+        replaced them by their all-reduced sum), each is scaled, as Opacus does.
+        """
         total, self._privml_noised = self._privml_noised, None
         params = self.params  # type: ignore[attr-defined]
         if total is None or any(p.grad is None or p.grad._base is not total for p in params):

@@ -157,7 +157,7 @@ def test_bk_refuses_a_layer_input_changed_in_place_after_use(layer):
     bk = BookKeeping(module, loss_reduction="sum")
     # autograd's own version check refuses this as well for layers that saved the input
     # for their backward (a RuntimeError); book-keeping's own check names the cause
-    with pytest.raises((ConfigurationError, RuntimeError), match="in place|inplace"):
+    with pytest.raises((ConfigurationError, RuntimeError), match=r"in place|inplace"):
         module(torch.randn(3, 6)).sum().backward()
     bk.detach()
 
