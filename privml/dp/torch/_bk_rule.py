@@ -108,7 +108,8 @@ class _Tap(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.tape, ctx.slot, ctx.saved, ctx.version = tape, slot, saved, version
         ctx.count = len(params)
-        return out.view_as(out)
+        # a copy, not a view: the layer's output may be changed in place next (ReLU(inplace=True))
+        return out.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:

@@ -130,3 +130,28 @@ def test_conv_rule_some_samples_clipped_some_not():
     build = _materialize(_net(conv), x)
     norms, _ = bookkeeping(build(), x, y)
     assert (norms < 0.5).any() and (norms > 0.5).any()
+
+
+def test_in_place_activations_after_every_layer_clip_as_the_per_sample_loop():
+    """ReLU(inplace=True) right after each recorded layer, the first included (whose output
+    needs a gradient only through the layer's own parameters)."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.GroupNorm(2, 4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4, 4, 3, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.LayerNorm(16),
+            nn.ReLU(inplace=True),
+            nn.Linear(16, 3),
+        ).double()
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 2, 6, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=gen)
+    assert_same(bookkeeping(build(), x, y), per_sample_loop(build(), x, y))
