@@ -7,13 +7,15 @@ encoder; :mod:`._bk_rule`) that runs once per step (checked; anything else is
 refused by name). During the one backward pass each such layer records what
 its parameters multiply and the gradient ``g_i`` of its output for every
 sample ``i`` (a mean loss is undone by the batch size, so these belong to
-each sample's own loss); from these its rule gives each sample's squared
-gradient norm for the layer (ghost norms where cheaper). Summed over layers
-this is the exact norm of each sample's whole gradient. Each sample is scaled
+each sample's own loss); from these its rule gives each sample's gradient
+norm for the layer (ghost norms where cheaper), or the per-sample gradients
+themselves, which are then held whole (the narrow ones side by side in one
+matrix, so that one norm and one weighted sum serve them all). Combined over
+layers this is the exact norm of each sample's whole gradient. Each sample is scaled
 by ``c_i = min(1, C / (‖∇_i‖ + 1e-6))`` (the factor Opacus uses), so its
-contribution has norm at most ``C``, and each layer writes the clipped sum
-``Σ_i c_i ∇_i`` from the same records, with no second backward pass (the
-book-keeping technique of Bu et al. 2023). Opacus's optimizer then adds
+contribution has norm at most ``C``, and each layer's clipped sum
+``Σ_i c_i ∇_i`` comes from the same records, with no second backward pass (the
+book-keeping technique of Bu et al. 2023). The optimizer then adds
 ``N(0, σ²C²)`` and divides by the expected batch size, exactly as for ghost
 clipping: each step is the Poisson-sampled Gaussian mechanism the ledger charges.
 

@@ -11,7 +11,10 @@ norm, ``T×T``) where that saves memory, the clipped sum then being the
 layer's own weight gradient for the scaled output gradients: the trade-off of
 Bu et al. (2023), settled by :func:`._bk_rule.whole`. Padding other than zeros, and
 ``padding='same'``, pad the input first, so the patches are those the layer
-convolved.
+convolved. The patches are gathered from the recorded input in one
+``index_select`` by offsets computed once per input shape; a trained bias
+reads a row of ones appended to them, so its per-sample gradient
+``Σ_t G_i[:, t]`` comes out of the same product.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 A layer rule replaces a layer's forward while book-keeping is attached: the
 layer computes its output with its parameters detached (so the backward pass
-computes only the gradient of its input, never a weight gradient) and passes
-it through :class:`_Tap`, whose backward records what the layer saw (its
-input, or what its parameters multiply) together with the gradient of its
-output, per sample. After the backward pass the rule turns that record into
-each sample's squared gradient norm and, given the clipping factors, the
-clipped sum of its parameters' gradients (:class:`Part`).
+computes only the gradient of its input, never a weight gradient) and :func:`tap`
+records, when the gradient of its output arrives, what the layer saw (its
+input, or what its parameters multiply) together with that gradient, per
+sample; an input changed in place since the layer used it is refused. After
+the backward pass the rule turns that record into each sample's gradient norm
+and, given the clipping factors, the clipped sum of its parameters' gradients,
+or into the per-sample gradients themselves (:class:`Part`).
 
 Rules are registered per layer type (:func:`register`); a layer whose type
 has no rule is refused by name. Every record is batch first: a layer applied
