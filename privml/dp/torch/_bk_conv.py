@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -90,6 +90,12 @@ def _positions(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 _ZERO, _ONE = -2, -1
 
 
+def _key(conv: nn.Conv1d | nn.Conv2d, shape: torch.Size, views: int, bias: bool) -> tuple[Any, ...]:
+    """What the gather offsets depend on: the layer's geometry and the input's shape."""
+    geometry = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return (*geometry, conv.padding_mode, tuple(shape[1:]), views, bias)
+
+
 class _Gather:
     """Where each patch value of one sample sits in its record, for one input shape.
 
@@ -111,7 +117,7 @@ class _Gather:
             per_view = torch.cat([per_view, ones], 1)
         per_view = torch.where(per_view < 0, per_view + row + 2, per_view)
         offsets = torch.cat([per_view + v * (row + 2) for v in range(views)], 2)
-        self.key = (tuple(shape[1:]), views, bias)
+        self.key = _key(conv, shape, views, bias)
         self.row = row
         self.groups, self.width, self.steps = offsets.shape
         self._offsets = offsets.reshape(-1)
@@ -161,7 +167,7 @@ class ConvRule(Rule):
         self, conv: nn.Conv1d | nn.Conv2d, a: torch.Tensor, views: int, bias: bool
     ) -> _Gather:
         found = self._gathers.get(conv)
-        if found is None or found.key != (tuple(a.shape[1:]), views, bias):
+        if found is None or found.key != _key(conv, a.shape, views, bias):
             found = self._gathers[conv] = _Gather(conv, a.shape, views, bias)
         return found
 

@@ -155,3 +155,24 @@ def test_in_place_activations_after_every_layer_clip_as_the_per_sample_loop():
     x = torch.randn(6, 2, 6, 6, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (6,), generator=gen)
     assert_same(bookkeeping(build(), x, y), per_sample_loop(build(), x, y))
+
+
+def test_gather_offsets_follow_a_layer_whose_geometry_changed():
+    """The offsets are cached per layer: a changed dilation and padding (the same output
+    size) must not reuse the old ones."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 2, 5, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (4,), generator=gen)
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(75, 3)
+        ).double()
+
+    net = build()
+    assert_same(bookkeeping(net, x, y), per_sample_loop(build(), x, y))
+    for model in (net, reference := build()):
+        model[0].dilation, model[0].padding = (2, 2), (2, 2)
+        model.zero_grad()
+    assert_same(bookkeeping(net, x, y), per_sample_loop(reference, x, y))
