@@ -18,13 +18,28 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, flat, norms, register, root, weighted, whole
+from ._bk_rule import (
+    Part,
+    Rule,
+    Tape,
+    flat,
+    norms,
+    register,
+    root,
+    tap,
+    trainable,
+    weighted,
+    whole,
+)
 
 __all__ = ["EmbeddingRule", "LinearRule", "sequences"]
 
 
 class _LinearFn(torch.autograd.Function):
-    """``F.linear`` whose backward records (input, output gradient) instead of a weight gradient."""
+    """``F.linear`` whose backward records (input, output gradient) instead of a weight gradient.
+
+    For a first layer (its input needs no gradient): one node instead of two.
+    """
 
     @staticmethod
     def forward(
@@ -95,14 +110,20 @@ class LinearRule(Rule):
     def forward(self, module: nn.Module, tape: Tape, slot: int) -> Callable[..., torch.Tensor]:
         linear = module
         assert isinstance(linear, nn.Linear)
+        params = tuple(trainable(linear))
 
         def forward_linear(x: torch.Tensor) -> torch.Tensor:
-            if torch.is_grad_enabled():
-                out: torch.Tensor = _LinearFn.apply(  # type: ignore[no-untyped-call]
-                    x, linear.weight, linear.bias, tape, slot
-                )
-                return out
-            return functional.linear(x, linear.weight, linear.bias)
+            if not torch.is_grad_enabled():
+                return functional.linear(x, linear.weight, linear.bias)
+            if x.requires_grad:  # autograd computes the input's gradient; a hook records
+                bias = linear.bias.detach() if linear.bias is not None else None
+                out = functional.linear(x, linear.weight.detach(), bias)
+                return tap(out, tape, slot, x, params)
+            # a first layer: one node whose backward records (no input gradient to compute)
+            first: torch.Tensor = _LinearFn.apply(  # type: ignore[no-untyped-call]
+                x, linear.weight, linear.bias, tape, slot
+            )
+            return first
 
         return forward_linear
 
