@@ -73,6 +73,7 @@ _OPTIMIZER = (
     *_STEP,
     ("signal_skip_step", ("do_skip",)),
     ("add_noise", ()),  # overridden: the white-box canaries join p.summed_grad before the noise
+    ("scale_grad", ()),  # overridden: one division where the noise was added in one tensor
     ("attach_step_hook", ("fn",)),
     ("params", ()),
     ("defaults", ()),

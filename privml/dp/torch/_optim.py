@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
-from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
 from ...attacks._dirac import DiracCanaries
 from ...exceptions import BudgetExceededError, ConfigurationError
@@ -120,15 +119,18 @@ class _Guarded:
         if getattr(self, "secure_mode", False):
             return False
         params = self.params  # type: ignore[attr-defined]
-        for p in params:
-            _check_processed_flag(p.summed_grad)
+        if any(getattr(p.summed_grad, "_processed", False) for p in params):
+            raise ValueError(  # as Opacus: these sums were noised already
+                "the clipped sums of this step were already noised: run a new forward and "
+                "backward pass before the next optimizer.step()"
+            )
         multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)  # type: ignore[attr-defined]
         std = multiplier * self.max_grad_norm  # type: ignore[attr-defined]
         total = noised_in_one(params, std, self.generator)
         if total is None:
             return False
         for p in params:
-            _mark_as_processed(p.summed_grad)
+            p.summed_grad._processed = True
         self._privml_noised = total
         return True
 
