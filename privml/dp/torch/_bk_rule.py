@@ -128,18 +128,24 @@ def tap(
 ) -> torch.Tensor:
     """``out``, recording ``(saved, ∂loss/∂out)`` for ``slot`` during the backward pass.
 
-    An output that already needs a gradient gets a hook (cheaper than one more node in
-    the graph); ``params``, the layer's trainable parameters, make the output of a first
-    layer need one.
+    An output that already needs a gradient gets a pre-hook on the node that made it
+    (cheaper than one more node in the graph). A node's pre-hooks run after the hooks
+    registered on its output tensors, so the run's own checks on the model's output (the
+    fence's) still come first. ``params``, the layer's trainable parameters, make the
+    output of a first layer need one.
     """
     kept = saved.detach()
     version = kept._version
-    if out.requires_grad:
+    node = out.grad_fn
+    if node is not None:
+        index = out.output_nr
 
-        def record(grad: torch.Tensor) -> None:
-            tape.put(slot, kept, grad, version)
+        def record(grads: tuple[torch.Tensor | None, ...]) -> None:
+            grad = grads[index]
+            if grad is not None:
+                tape.put(slot, kept, grad, version)
 
-        out.register_hook(record)  # type: ignore[no-untyped-call]
+        node.register_prehook(record)
         return out
     result: torch.Tensor = _Tap.apply(out, tape, slot, kept, version, *params)  # type: ignore[no-untyped-call]
     return result
