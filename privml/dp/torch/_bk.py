@@ -36,9 +36,9 @@ from ._bk_attention import SCOPES
 from ._bk_conv import ConvRule
 from ._bk_linear import EmbeddingRule, LinearRule
 from ._bk_norm import ChannelNormRule, LastDimsNormRule
-from ._bk_rule import RULES, Rule, Tape, trainable
+from ._bk_rule import RULES, Part, Rule, Tape, trainable
 
-__all__ = ["BookKeeping", "bk_layers", "check_bk_module"]
+__all__ = ["BookKeeping", "bk_layers", "check_bk_module", "place"]
 
 # The rules register themselves on import; these names keep that import explicit.
 _FAMILIES = (ConvRule, EmbeddingRule, LinearRule, ChannelNormRule, LastDimsNormRule)
@@ -138,7 +138,6 @@ class _Held:
     """The per-sample gradients held whole, as few matrices: the narrow ones side by side."""
 
     def __init__(self, held: list[torch.Tensor]) -> None:
-        self.count = len(held)
         narrow = [i for i, t in enumerate(held) if t.shape[1] <= SHARED_WIDTH]
         self.matrices: list[torch.Tensor] = []
         self.layout: list[list[int]] = []  # per matrix: the held tensors in it, in order
@@ -155,17 +154,99 @@ class _Held:
             if t.shape[1] > SHARED_WIDTH:
                 self.matrices.append(t)
                 self.layout.append([i])
-        self._widths = [t.shape[1] for t in held]
 
     def sums(self, weights: torch.Tensor) -> list[torch.Tensor]:
-        """Each held tensor's weighted sum over its samples, ``(k,)``, in the order given."""
-        out: list[torch.Tensor] = [weights] * self.count
-        for matrix, members in zip(self.matrices, self.layout, strict=True):
-            summed = torch.mv(matrix.t(), weights.to(matrix.dtype))
-            widths = [self._widths[i] for i in members]
-            for i, piece in zip(members, torch.split(summed, widths), strict=True):
-                out[i] = piece
-        return out
+        """Each matrix's weighted sum over its samples: its members' sums side by side."""
+        return [
+            torch.mv(m.t(), weights if weights.dtype == m.dtype else weights.to(m.dtype))
+            for m in self.matrices
+        ]
+
+
+class _Plan:
+    """Where each value of a step's sums goes among the optimizer's parameters, end to end.
+
+    The sums come as one vector, ``raw``: the held matrices' weighted sums (their
+    columns in order), then each written part's tensors. ``perm`` picks, for every
+    parameter value in the optimizer's order, its value in ``raw``, or a 0 appended to
+    it for a layer that took no part in this step; ``None`` where ``raw`` is in that
+    order already. Built once per layout and kept while the next step has the same.
+    """
+
+    def __init__(
+        self,
+        key: tuple[object, ...],
+        order: list[torch.Tensor],
+        parts: list[tuple[nn.Module, Part]],
+        held: _Held,
+    ) -> None:
+        self.key = key
+        # the key holds their ids: kept alive here, so no other tensor can take one
+        self._indices = [part.index for _, part in parts]
+        starts: dict[int, int] = {}
+        total = 0
+        for p in order:
+            starts[id(p)] = total
+            total += p.numel()
+        self.total = total
+        local = [_positions(module, starts) for module, _ in parts]
+        # per held tensor: its part, and its first column and width in the part's layout
+        owners: list[tuple[int, int, int]] = []
+        for n, (_, part) in enumerate(parts):
+            column = 0
+            for t in part.held:
+                owners.append((n, column, t.shape[1]))
+                column += t.shape[1]
+        segments: list[torch.Tensor] = []
+        for members in held.layout:
+            for h in members:
+                n, column, width = owners[h]
+                cols = torch.arange(column, column + width)
+                index = parts[n][1].index
+                segments.append(local[n][cols if index is None else index.cpu()[cols]])
+        for n, (_, part) in enumerate(parts):
+            if part.write is not None:
+                segments.append(local[n])
+        targets = torch.cat(segments) if segments else torch.zeros(0, dtype=torch.int64)
+        raw = targets.numel()
+        if torch.equal(targets, torch.arange(total)):
+            self.perm: torch.Tensor | None = None
+            self.zero = False
+        else:  # values of parameters the optimizer does not hold (at -1) are left out
+            kept = targets >= 0
+            perm = torch.full((total,), raw, dtype=torch.int64)
+            perm[targets[kept]] = torch.arange(raw)[kept]
+            self.perm = perm
+            self.zero = bool((perm == raw).any())  # a parameter took no part in this step
+        self._on: dict[torch.device, torch.Tensor] = {}
+
+    def lay(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        """The sums in the optimizer's order, one new tensor."""
+        if self.zero:
+            raw = [*raw, raw[0].new_zeros(1) if raw else torch.zeros(1)]
+        laid = torch.cat(raw) if len(raw) > 1 else raw[0].clone()
+        if self.perm is None:
+            return laid
+        perm = self._on.get(laid.device)
+        if perm is None:
+            perm = self._on[laid.device] = self.perm.to(laid.device)
+        return laid.index_select(0, perm)
+
+
+def _positions(module: nn.Module, starts: dict[int, int]) -> torch.Tensor:
+    """Where the layer's trainable parameters' values lie among the optimizer's, in order.
+
+    -1 for the values of a parameter the optimizer does not hold (it is not updated,
+    but its per-sample gradients still count in the norms).
+    """
+    ranges = []
+    for p in trainable(module):
+        start = starts.get(id(p))
+        if start is None:
+            ranges.append(torch.full((p.numel(),), -1, dtype=torch.int64))
+        else:
+            ranges.append(torch.arange(start, start + p.numel()))
+    return torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.int64)
 
 
 class BookKeeping:
@@ -175,6 +256,7 @@ class BookKeeping:
         self.loss_reduction = loss_reduction
         self.views = views
         self.tape = Tape()
+        self._last_plan: _Plan | None = None
         self.layers = [_Layer(m, i, rule, dim) for i, (m, rule, dim) in enumerate(_layers(module))]
         for layer in self.layers:
             self.tape.batch_dims[layer.slot] = layer.batch_dim
@@ -189,8 +271,27 @@ class BookKeeping:
         self.tape.records.clear()
 
     # -- the clipped sum ------------------------------------------------------------------
-    def write_clipped_sum(self, max_grad_norm: float) -> torch.Tensor:
-        """Set every trainable ``p.grad`` to Σ_i c_i ∇_i; return the per-sample norms."""
+    def params(self) -> list[torch.Tensor]:
+        """The trainable parameters of the layers, in order."""
+        return [p for layer in self.layers for p in trainable(layer.module)]
+
+    def write_clipped_sum(
+        self, max_grad_norm: float, order: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Set every ``p.grad`` of ``order`` (the layers' parameters by default) to Σ_i c_i ∇_i.
+
+        The gradients are views of one tensor (:meth:`clipped_sum`), each in its
+        parameter's dtype and on its device. Returns the per-sample norms.
+        """
+        params = self.params() if order is None else order
+        total, found = self.clipped_sum(max_grad_norm, params)
+        place(params, total)
+        return found
+
+    def clipped_sum(
+        self, max_grad_norm: float, order: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Σ_i c_i ∇_i`` of the parameters of ``order`` laid end to end, and the norms ‖∇_i‖."""
         records = self.tape.records
         if not records:
             raise ConfigurationError(
@@ -217,33 +318,51 @@ class BookKeeping:
         # A mean loss's gradients are 1/size of each sample's own: the parts are linear in
         # g, so the norms are scaled up by size and the factors by size, not every record.
         scale = float(size) if self.loss_reduction == "mean" else 1.0
-        parts = []
+        parts: list[tuple[nn.Module, Part]] = []
         for layer in self.layers:
-            if layer.slot in records:
-                a, g = records[layer.slot]
-                parts.append(layer.rule.part(layer.module, a, g, self.views))
-        pieces = [n for part in parts for n in part.norms]
-        held = _Held([t for part in parts for t in part.held])
+            record = records.get(layer.slot)
+            if record is not None:
+                a, g = record
+                parts.append((layer.module, layer.rule.part(layer.module, a, g, self.views)))
+        records.clear()
+        pieces = [n for _, part in parts for n in part.norms]
+        held = _Held([t for _, part in parts for t in part.held])
         pieces += [torch.linalg.vector_norm(m, dim=1) for m in held.matrices]
         if len({n.dtype for n in pieces}) > 1:
             wide = any(n.dtype == torch.float64 for n in pieces)
             pieces = [n.to(torch.float64 if wide else torch.float32) for n in pieces]
-        norms: torch.Tensor = torch.linalg.vector_norm(torch.stack(pieces), dim=0)
+        found: torch.Tensor = torch.linalg.vector_norm(torch.stack(pieces), dim=0)
         if scale != 1.0:
-            norms.mul_(scale)
+            found.mul_(scale)
         # c_i, times the scale that turns the records' g into each sample's own
-        weights = (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0).mul_(scale)
-        for part in parts:
+        weights = (max_grad_norm / (found + 1e-6)).clamp_(max=1.0).mul_(scale)
+        raw = held.sums(weights)
+        for _, part in parts:
             if part.write is not None:
-                part.write(weights)
-        sums = held.sums(weights)
-        for part in parts:
-            if part.place is not None:
-                taken, sums = sums[: len(part.held)], sums[len(part.held) :]
-                part.place(taken)
-        for layer in self.layers:
-            if layer.slot not in records:  # not used in this step: a zero contribution
-                for p in trainable(layer.module):
-                    p.grad = torch.zeros_like(p)
-        records.clear()
-        return norms
+                raw += [t.reshape(-1) for t in part.write(weights)]
+        return self._plan(order, parts, held).lay(raw), found
+
+    def _plan(
+        self, order: list[torch.Tensor], parts: list[tuple[nn.Module, Part]], held: _Held
+    ) -> _Plan:
+        key = (
+            tuple(map(id, order)),
+            tuple(
+                (id(m), tuple(t.shape[1] for t in part.held), id(part.index), part.write is None)
+                for m, part in parts
+            ),
+            tuple(map(tuple, held.layout)),
+        )
+        plan = self._last_plan
+        if plan is None or plan.key != key:
+            plan = self._last_plan = _Plan(key, order, parts, held)
+        return plan
+
+
+def place(params: list[torch.Tensor], total: torch.Tensor) -> None:
+    """Set each ``p.grad`` to its values in ``total`` (laid end to end, in order)."""
+    for p, values in zip(params, torch.split(total, [p.numel() for p in params]), strict=True):
+        grad = values.view(p.shape)
+        if grad.dtype != p.dtype or grad.device != p.device:
+            grad = grad.to(p.device, p.dtype)
+        p.grad = grad

@@ -121,6 +121,7 @@ class _Gather:
         self.row = row
         self.groups, self.width, self.steps = offsets.shape
         self._offsets = offsets.reshape(-1)
+        self.index = _layout(conv.out_channels // conv.groups, conv.groups, self.width, bias)
         self._on: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def patches(self, a: torch.Tensor, views: int) -> torch.Tensor:
@@ -134,6 +135,21 @@ class _Gather:
         laid = torch.cat([a.reshape(rows, self.row), ends.expand(rows, 2)], 1)
         picked = laid.view(rows // views, views * (self.row + 2)).index_select(1, offsets)
         return picked.view(rows // views * self.groups, self.width, self.steps)
+
+
+def _layout(d: int, groups: int, width: int, bias: bool) -> torch.Tensor:
+    """Where each value of a per-sample gradient ``(G, p', d)`` lies in the layer's parameters.
+
+    Positions in the weight ``(G·d, p)`` flattened, followed by the bias ``(G·d,)``
+    when it is trained (the last of the ``p'`` rows).
+    """
+    p = width - 1 if bias else width
+    group = torch.arange(groups).view(groups, 1, 1)
+    row = torch.arange(width).view(1, width, 1)
+    out = torch.arange(d).view(1, 1, d)
+    channel = group * d + out
+    index = torch.where(row < p, channel * p + row, groups * d * p + channel)
+    return index.reshape(-1)
 
 
 @register(nn.Conv1d, nn.Conv2d)
@@ -173,30 +189,23 @@ class ConvRule(Rule):
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         assert isinstance(module, nn.Conv1d | nn.Conv2d)
-        weight, bias = module.weight, module.bias
+        bias = module.bias
         groups, rows = module.groups, g.shape[0]
         b = rows // views
         d = g.shape[1] // groups
-        p = weight[0].numel()
+        p = module.weight[0].numel()
         has_bias = bias is not None and bias.requires_grad
         gather = self._gather(module, a, views, has_bias)
-        cols = gather.patches(a.to(g.dtype), views)  # (b·G, p', K·T)
+        cols = gather.patches(a if a.dtype == g.dtype else a.to(g.dtype), views)  # (b·G, p', K·T)
         grads = _as_sequences(g, groups, views)  # (b·G, d, K·T)
         if whole(b, gather.steps, p, d):
             # (b·G, p', d): the per-sample gradients (bias last), transposed: the faster product
             per = torch.bmm(cols, grads.transpose(1, 2))
             if views > 1:
                 per.mul_(1.0 / views)
-
-            def place(sums: list[torch.Tensor]) -> None:
-                summed = sums[0].view(groups, -1, d)
-                kernel = summed[:, :p].transpose(1, 2)  # (G, d, p)
-                weight.grad = kernel.reshape(weight.shape).to(weight.dtype)
-                if has_bias:
-                    assert bias is not None
-                    bias.grad = summed[:, p].reshape(bias.shape).to(bias.dtype)
-
-            return Part(held=(flat(per, groups),), place=place)
+            if gather.index.device != per.device:
+                gather.index = gather.index.to(per.device)
+            return Part(held=(flat(per, groups),), index=gather.index)
         # the ghost norm, K·T×K·T Gram matrices; the 1s row adds the bias's part
         grams = torch.bmm(cols.transpose(1, 2), cols)
         grams = grams * torch.bmm(grads.transpose(1, 2), grads)
@@ -205,15 +214,15 @@ class ConvRule(Rule):
             squared.mul_(1.0 / (views * views))
         del cols, grads, grams
 
-        def write_ghost(factors: torch.Tensor) -> None:
+        def write_ghost(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
             scale = factors.to(g.dtype)
             if views > 1:
                 scale = scale.repeat_interleave(views) / views
             scaled = g * scale.view(-1, *([1] * (g.dim() - 1)))
-            weight.grad = _weight_gradient(module, a.to(g.dtype), scaled).to(weight.dtype)
-            if has_bias:
-                assert bias is not None
-                bias.grad = scaled.transpose(0, 1).flatten(1).sum(1).to(bias.dtype)
+            summed = _weight_gradient(module, a.to(g.dtype), scaled)
+            if not has_bias:
+                return (summed,)
+            return summed, scaled.transpose(0, 1).flatten(1).sum(1)
 
         return Part((root(squared),), write=write_ghost)
 

@@ -129,19 +129,18 @@ class LinearRule(Rule):
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         assert isinstance(module, nn.Linear)
-        weight, bias = module.weight, module.bias
+        bias = module.bias
         has_bias = bias is not None and bias.requires_grad
         if a.dim() == 2 and views == 1:  # one position per sample: rank-one gradients
-            a = a.to(g.dtype)
+            if a.dtype != g.dtype:
+                a = a.to(g.dtype)
             g_norms = norms(g)
             found = (norms(a) * g_norms, g_norms) if has_bias else (norms(a) * g_norms,)
 
-            def write_flat(factors: torch.Tensor) -> None:
-                scaled = g * factors.to(g.dtype).unsqueeze(1)
-                weight.grad = (scaled.t() @ a).to(weight.dtype)
-                if has_bias:
-                    assert bias is not None
-                    bias.grad = scaled.sum(0).to(bias.dtype)
+            def write_flat(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                scaled = g * factors.unsqueeze(1)
+                summed = scaled.t() @ a
+                return (summed, scaled.sum(0)) if has_bias else (summed,)
 
             return Part(found, write=write_flat)
         a3, g3 = sequences(a, g, views)
@@ -152,26 +151,14 @@ class LinearRule(Rule):
             grams = torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))
             ghost = (root(grams.sum((1, 2))), *bias_norms)
 
-            def write_ghost(factors: torch.Tensor) -> None:
-                scaled = g3 * factors.to(g3.dtype).view(-1, 1, 1)
-                weight.grad = (scaled.reshape(-1, width_out).t() @ a3.reshape(-1, width_in)).to(
-                    weight.dtype
-                )
-                if sums is not None:
-                    assert bias is not None
-                    bias.grad = weighted(factors, sums).to(bias.dtype)
+            def write_ghost(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                scaled = g3 * factors.view(-1, 1, 1)
+                summed = scaled.reshape(-1, width_out).t() @ a3.reshape(-1, width_in)
+                return (summed,) if sums is None else (summed, weighted(factors, sums))
 
             return Part(ghost, write=write_ghost)
         per = torch.bmm(g3.transpose(1, 2), a3)  # the per-sample gradients are smaller
-
-        def place(summed: list[torch.Tensor]) -> None:
-            weight.grad = summed[0].view(weight.shape).to(weight.dtype)
-            if sums is not None:
-                assert bias is not None
-                bias.grad = summed[1].view(bias.shape).to(bias.dtype)
-
-        held = (flat(per),) if sums is None else (flat(per), sums)
-        return Part(held=held, place=place)
+        return Part(held=(flat(per),) if sums is None else (flat(per), sums))
 
 
 @register(nn.Embedding)
@@ -214,9 +201,10 @@ class EmbeddingRule(Rule):
             same = (idx.unsqueeze(2) == idx.unsqueeze(1)).to(g3.dtype)
             found = root((torch.bmm(g3, g3.transpose(1, 2)) * same).sum((1, 2)))
 
-        def write(factors: torch.Tensor) -> None:
-            scaled = g3 * factors.to(g3.dtype).view(-1, 1, 1)
-            flat = scaled.reshape(-1, weight.shape[1]).to(weight.dtype)
-            weight.grad = torch.zeros_like(weight).index_add_(0, idx.reshape(-1), flat)
+        def write(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            scaled = g3 * factors.view(-1, 1, 1)
+            flat = scaled.reshape(-1, weight.shape[1])
+            summed = torch.zeros(weight.shape, dtype=flat.dtype, device=flat.device)
+            return (summed.index_add_(0, idx.reshape(-1), flat),)
 
         return Part((found,), write=write)

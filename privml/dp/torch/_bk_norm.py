@@ -40,7 +40,7 @@ def _grads(
     weight = getattr(module, "weight", None)
     bias = getattr(module, "bias", None)
     if weight is not None and weight.requires_grad:
-        per = (g * xhat.to(g.dtype)).sum(dims) if dims else g * xhat.to(g.dtype)
+        per = (g * xhat).sum(dims) if dims else g * xhat
         grads["weight"] = views_mean(per, views).reshape(g.shape[0] // views, *weight.shape)
     if bias is not None and bias.requires_grad:
         per = g.sum(dims) if dims else g
@@ -75,7 +75,7 @@ class LastDimsNormRule(Rule):
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         assert isinstance(module, nn.LayerNorm | nn.RMSNorm)
         shape = tuple(module.normalized_shape)
-        x = a.to(g.dtype)
+        x = a if a.dtype == g.dtype else a.to(g.dtype)
         if isinstance(module, nn.LayerNorm):
             xhat = functional.layer_norm(x, shape, None, None, module.eps)
         else:
@@ -112,7 +112,7 @@ class ChannelNormRule(Rule):
         return forward_norm
 
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
-        xhat = _normalized(module, a.to(g.dtype), None, None)
+        xhat = _normalized(module, a if a.dtype == g.dtype else a.to(g.dtype), None, None)
         dims = tuple(range(2, g.dim()))
         return instantiated(module, _grads(module, xhat, g, dims, views))
 

@@ -153,25 +153,29 @@ def tap(
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
     """The layer's own trainable parameters."""
-    return [p for p in module.parameters(recurse=False) if p.requires_grad]
+    return [p for p in module._parameters.values() if p is not None and p.requires_grad]
 
 
 @dataclass(frozen=True)
 class Part:
-    """One layer's share of a step: its per-sample norms and how to write its clipped sum.
+    """One layer's share of a step: its per-sample norms and its clipped sums.
 
     Either the rule computed the norms itself (``norms``: ``(b,)`` tensors whose squares
-    add up to each sample's squared gradient norm for the layer) and writes the clipped
-    sum given the clipping factors (``write``); or it holds its per-sample gradients
-    whole (``held``: ``(b, k)`` tensors, one row per sample) and book-keeping takes their
-    norms and their weighted sum for all layers at once, handing each layer the sums of
-    its own tensors (``place``: ``(k,)`` each, in order).
+    add up to each sample's squared gradient norm for the layer) and returns the clipped
+    sums given the clipping factors (``write``: one tensor per trainable parameter, in
+    :func:`trainable`'s order, each holding that parameter's values in order); or it
+    holds its per-sample gradients whole (``held``: ``(b, k)`` tensors, one row per
+    sample) and book-keeping takes their norms and their weighted sums for all layers
+    at once. Laid side by side, the held columns are the layer's trainable parameters
+    flattened and laid end to end, in :func:`trainable`'s order, or, where ``index`` is
+    given, column ``j`` is the value at position ``index[j]`` of that layout (the rule
+    keeps the same ``index`` tensor while the layout stays the same).
     """
 
     norms: tuple[torch.Tensor, ...] = ()
-    write: Callable[[torch.Tensor], None] | None = None
+    write: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
     held: tuple[torch.Tensor, ...] = ()
-    place: Callable[[list[torch.Tensor]], None] | None = None
+    index: torch.Tensor | None = None
 
 
 def whole(samples: int, steps: int, width_in: int, width_out: int) -> bool:
@@ -219,13 +223,8 @@ def views_mean(per_sample: torch.Tensor, views: int) -> torch.Tensor:
 
 def instantiated(module: nn.Module, grads: dict[str, torch.Tensor]) -> Part:
     """A part from per-sample gradients held whole: name -> ``(b, *param.shape)``."""
-
-    def place(sums: list[torch.Tensor]) -> None:
-        for name, summed in zip(grads, sums, strict=True):
-            param = getattr(module, name)
-            param.grad = summed.view(param.shape).to(param.dtype)
-
-    return Part(held=tuple(flat(per) for per in grads.values()), place=place)
+    names = [n for n, p in module._parameters.items() if p is not None and p.requires_grad]
+    return Part(held=tuple(flat(grads[name]) for name in names))
 
 
 class Rule:

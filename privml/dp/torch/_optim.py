@@ -24,6 +24,7 @@ Every mode builds ``p.summed_grad`` before Opacus's ``add_noise`` reads it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,10 @@ class _Guarded:
     def _before_release(self) -> None:
         """A mode's last check before clipping and noise (nothing by default)."""
 
+    def _release_in_one(self) -> bool:
+        """A whole batch's release done at once, where a mode can; ``False``: not done."""
+        return False
+
     def zero_grad(self, set_to_none: bool = False) -> None:
         super().zero_grad(set_to_none)  # type: ignore[misc]
         if self.privml_guard is not None:
@@ -80,6 +85,10 @@ class _Guarded:
             except (BudgetExceededError, ConfigurationError):
                 self.zero_grad(set_to_none=True)
                 raise
+        if index == 0 and final and self._release_in_one():
+            if guard is not None:
+                guard.record()
+            return True
         params = self.params  # type: ignore[attr-defined]
         if index == 0:  # a batch's sum starts from nothing, whatever an earlier step left
             for p in params:
@@ -217,13 +226,58 @@ class GhostOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore
 
 
 class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[misc]
-    """Book-keeping: builds the clipped sum from what the one backward recorded, then noises."""
+    """Book-keeping: builds the clipped sum from what the one backward recorded, then noises.
+
+    A batch in one chunk, with no canaries and no data-parallel ranks, is released in
+    one tensor: book-keeping lays the clipped sums of all parameters end to end, the
+    noise is one draw added to it, the mean's scaling one division, and each ``p.grad``
+    a view of it (:meth:`_release_in_one`). Otherwise Opacus's steps run, with the
+    clipped sum written into ``p.grad`` first.
+    """
 
     bookkeeping: BookKeeping | None = None
+    # the last release, which every p.grad views (weakly: the gradients keep it alive)
+    _privml_released: weakref.ref[torch.Tensor] | None = None
 
     def _before_release(self) -> None:
         assert self.bookkeeping is not None
-        self.bookkeeping.write_clipped_sum(self.max_grad_norm)
+        self.bookkeeping.write_clipped_sum(self.max_grad_norm, self.params)
+
+    def _release_in_one(self) -> bool:
+        """Clipped sum, noise and scaling of a whole batch in one tensor; ``False``: not here.
+
+        The same values as Opacus's steps (:func:`._noise.noised_in_one` draws the noise
+        for the parameters laid end to end in the same order), in a few operations.
+        """
+        if self.privml_dirac is not None or self.privml_ddp is not None:
+            return False
+        if getattr(self, "secure_mode", False):
+            return False
+        params = self.params
+        if not params:
+            return False
+        first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            return False
+        assert self.bookkeeping is not None
+        total, _ = self.bookkeeping.clipped_sum(self.max_grad_norm, params)
+        if total.dtype != first.dtype:
+            total = total.to(first.dtype)
+        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)
+        std = multiplier * self.max_grad_norm
+        generator = self.privml_noise.generator(first.device)
+        total.add_(torch.empty_like(total).normal_(0.0, std, generator=generator))
+        if self.loss_reduction == "mean":
+            total.div_(self.expected_batch_size)
+        for p, values in zip(params, torch.split(total, [p.numel() for p in params]), strict=True):
+            p.grad = values.view(p.shape)
+            p.summed_grad = None
+        self._privml_released = weakref.ref(total)
+        self._step_skip_queue = []
+        if self.step_hook:
+            self.step_hook(self)
+        self._is_last_step_skipped = False
+        return True
 
     def accumulate(self) -> None:
         """Opacus's sum over a batch's chunks, without deep-copying the first chunk's gradients.
@@ -238,6 +292,22 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
                 p.summed_grad, p.grad = p.grad.detach(), None
 
     def zero_grad(self, set_to_none: bool = False) -> None:
+        """Opacus's ``zero_grad``; a release's gradients, views of one tensor, zeroed at once."""
         if self.bookkeeping is not None:
             self.bookkeeping.tape.records.clear()
+        ref, self._privml_released = self._privml_released, None
+        released = ref() if ref is not None else None
+        params = self.params
+        if (
+            not set_to_none
+            and released is not None
+            and not self._is_last_step_skipped
+            and all(p.grad is not None and p.grad._base is released for p in params)
+        ):
+            released.zero_()
+            for p in params:
+                p.summed_grad = None
+            if self.privml_guard is not None:
+                self.privml_guard.zeroed()
+            return
         super().zero_grad(set_to_none)

@@ -26,7 +26,8 @@ def _batch(digits, size=48):
 
 
 def _privml(mode, net, X, y, *, sigma=0.0, seed=None, criterion=None, batch_size=None):
-    """One step of privml's engine for ``mode``; the clipped sums (before noise)."""
+    """One step of privml's engine for ``mode``: the released gradients, times the batch
+    size for a mean loss (with σ = 0: the clipped sums)."""
     opt = torch.optim.SGD(net.parameters(), lr=1.0)
     net, opt = prepare_module(net, opt, mode=mode, fix_module=False)
     engine = build(
@@ -43,9 +44,14 @@ def _privml(mode, net, X, y, *, sigma=0.0, seed=None, criterion=None, batch_size
     engine.optimizer.zero_grad()
     engine.criterion(engine.model(X), y).backward()
     engine.optimizer.step()
-    sums = [p.summed_grad.detach().clone() for p in engine.plain.parameters()]
+    sums = [p.grad * _scale(engine.optimizer) for p in engine.plain.parameters()]
     engine.close()
     return sums
+
+
+def _scale(optimizer):
+    """What turns a released gradient back into a sum: the expected batch size for a mean."""
+    return optimizer.expected_batch_size if optimizer.loss_reduction == "mean" else 1
 
 
 def _opacus_hooks(net, X, y, *, sigma=0.0, seed=None, criterion=None, batch_size=None):
@@ -165,8 +171,12 @@ def test_regression_losses_are_per_sample_in_every_mode(digits):
 @pytest.mark.parametrize("mode", MODES)
 def test_an_empty_poisson_batch_is_a_step_of_noise_only(mode, make_mlp):
     X, y = torch.zeros(0, 64), torch.zeros(0, dtype=torch.long)
-    sums = _privml(mode, make_mlp(), X, y, sigma=1.0, seed=1, batch_size=16)
-    assert all(float(s.abs().max()) == 0.0 for s in sums)
+    net = make_mlp()
+    released = _privml(mode, net, X, y, sigma=1.0, seed=1, batch_size=16)
+    total = sum(p.numel() for p in net.parameters())
+    noise = torch.empty(total).normal_(0.0, CLIP, generator=torch.Generator().manual_seed(1))
+    assert float(noise.abs().max()) > 0
+    torch.testing.assert_close(torch.cat([r.reshape(-1) for r in released]), noise)
 
 
 def test_ghost_refuses_a_step_after_a_plain_loss(digits, make_mlp):

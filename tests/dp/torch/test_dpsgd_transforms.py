@@ -52,7 +52,7 @@ def _privml_sum(mode, net, X, y, k):
     engine.optimizer.zero_grad()
     engine.criterion(engine.model(X), y).backward()
     engine.optimizer.step()
-    sums = [p.summed_grad.detach().clone() for p in engine.plain.parameters()]
+    sums = [p.grad * (len(X) // k) for p in engine.plain.parameters()]  # σ = 0: the clipped sum
     engine.close()
     return sums
 

@@ -3,8 +3,8 @@
 The reference takes Opacus's ``GradSampleModule`` per-sample gradients, clips
 each sample's whole gradient (all parameters together) to ``C`` here, with
 Opacus's factor ``min(1, C / (‖∇_i‖ + 1e-6))``, and sums. privml's engine
-runs one step with σ = 0 and no guard; its ``p.summed_grad`` (the sum the
-noise is added to) must equal the reference.
+runs one step with σ = 0 and no guard; its released gradient times the batch
+size (the clipped sum, no noise added) must equal the reference.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def _privml(mode: str, net: nn.Module, X: torch.Tensor, y: torch.Tensor, clip: f
     engine.optimizer.zero_grad()
     engine.criterion(engine.model(X), y).backward()
     engine.optimizer.step()
-    sums = [p.summed_grad.detach().clone() for p in engine.plain.parameters() if p.requires_grad]
+    # σ = 0 and a mean loss: the released gradient is the clipped sum over the batch size
+    sums = [p.grad * len(X) for p in engine.plain.parameters() if p.requires_grad]
     engine.close()
     return sums
 
