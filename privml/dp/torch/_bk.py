@@ -220,17 +220,23 @@ class _Plan:
             self.zero = bool((perm == raw).any())  # a parameter took no part in this step
         self._on: dict[torch.device, torch.Tensor] = {}
 
-    def lay(self, raw: list[torch.Tensor]) -> torch.Tensor:
-        """The sums in the optimizer's order, one new tensor."""
+    def lay(self, raw: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        """The sums in the optimizer's order: written into ``out`` if given, else a new tensor."""
+        if out is not None and any(t.dtype != out.dtype for t in raw):
+            return out.copy_(self.lay(raw))
         if self.zero:
             raw = [*raw, raw[0].new_zeros(1) if raw else torch.zeros(1)]
-        laid = torch.cat(raw) if len(raw) > 1 else raw[0].clone()
         if self.perm is None:
-            return laid
+            if out is None:
+                return torch.cat(raw) if len(raw) > 1 else raw[0].clone()
+            return torch.cat(raw, out=out) if len(raw) > 1 else out.copy_(raw[0])
+        laid = torch.cat(raw) if len(raw) > 1 else raw[0]
         perm = self._on.get(laid.device)
         if perm is None:
             perm = self._on[laid.device] = self.perm.to(laid.device)
-        return laid.index_select(0, perm)
+        if out is None:
+            return laid.index_select(0, perm)
+        return torch.index_select(laid, 0, perm, out=out)
 
 
 def _positions(module: nn.Module, starts: dict[int, int]) -> torch.Tensor:
@@ -289,9 +295,12 @@ class BookKeeping:
         return found
 
     def clipped_sum(
-        self, max_grad_norm: float, order: list[torch.Tensor]
+        self, max_grad_norm: float, order: list[torch.Tensor], out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Σ_i c_i ∇_i`` of the parameters of ``order`` laid end to end, and the norms ‖∇_i‖."""
+        """``Σ_i c_i ∇_i`` of the parameters of ``order`` laid end to end, and the norms ‖∇_i‖.
+
+        Written into ``out`` (of the sums' dtype and device) if given.
+        """
         records = self.tape.records
         if not records:
             raise ConfigurationError(
@@ -334,13 +343,14 @@ class BookKeeping:
         found: torch.Tensor = torch.linalg.vector_norm(torch.stack(pieces), dim=0)
         if scale != 1.0:
             found.mul_(scale)
-        # c_i, times the scale that turns the records' g into each sample's own
-        weights = (max_grad_norm / (found + 1e-6)).clamp_(max=1.0).mul_(scale)
+        # c_i = min(1, C / (‖∇_i‖ + 1e-6)), times the scale that turns the records' g
+        # into each sample's own
+        weights = found.add(1e-6).reciprocal_().mul_(max_grad_norm * scale).clamp_(max=scale)
         raw = held.sums(weights)
         for _, part in parts:
             if part.write is not None:
                 raw += [t.reshape(-1) for t in part.write(weights)]
-        return self._plan(order, parts, held).lay(raw), found
+        return self._plan(order, parts, held).lay(raw, out), found
 
     def _plan(
         self, order: list[torch.Tensor], parts: list[tuple[nn.Module, Part]], held: _Held

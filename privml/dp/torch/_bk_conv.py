@@ -193,7 +193,7 @@ class ConvRule(Rule):
         groups, rows = module.groups, g.shape[0]
         b = rows // views
         d = g.shape[1] // groups
-        p = module.weight[0].numel()
+        p = math.prod(module.weight.shape[1:])
         has_bias = bias is not None and bias.requires_grad
         gather = self._gather(module, a, views, has_bias)
         cols = gather.patches(a if a.dtype == g.dtype else a.to(g.dtype), views)  # (b·G, p', K·T)
@@ -230,9 +230,9 @@ class ConvRule(Rule):
 def _as_sequences(g: torch.Tensor, groups: int, views: int) -> torch.Tensor:
     """Output gradients ``(b·K, G·d, *positions)`` as ``(b·G, d, K·T)``, views side by side."""
     rows, d, positions = g.shape[0], g.shape[1] // groups, math.prod(g.shape[2:])
-    flat_g = g.reshape(rows // views, views, groups, d, positions)
-    if views > 1:
-        flat_g = flat_g.permute(0, 2, 3, 1, 4)
+    if views == 1:
+        return g.reshape(rows * groups, d, positions)
+    flat_g = g.reshape(rows // views, views, groups, d, positions).permute(0, 2, 3, 1, 4)
     return flat_g.reshape(rows // views * groups, d, views * positions)
 
 

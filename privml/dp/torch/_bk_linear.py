@@ -99,6 +99,11 @@ def sequences(a: torch.Tensor, g: torch.Tensor, views: int) -> tuple[torch.Tenso
     return a.reshape(b, steps, a.shape[-1]).to(g.dtype), g3 / views if views > 1 else g3
 
 
+def _like(factors: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The clipping factors in the dtype of the gradients they scale."""
+    return factors if factors.dtype == g.dtype else factors.to(g.dtype)
+
+
 @register(nn.Linear)
 class LinearRule(Rule):
     """``nn.Linear``: ghost norm or per-sample gradients, whichever is smaller."""
@@ -138,7 +143,7 @@ class LinearRule(Rule):
             found = (norms(a) * g_norms, g_norms) if has_bias else (norms(a) * g_norms,)
 
             def write_flat(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                scaled = g * factors.unsqueeze(1)
+                scaled = g * _like(factors, g).unsqueeze(1)
                 summed = scaled.t() @ a
                 return (summed, scaled.sum(0)) if has_bias else (summed,)
 
@@ -152,7 +157,7 @@ class LinearRule(Rule):
             ghost = (root(grams.sum((1, 2))), *bias_norms)
 
             def write_ghost(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                scaled = g3 * factors.view(-1, 1, 1)
+                scaled = g3 * _like(factors, g3).view(-1, 1, 1)
                 summed = scaled.reshape(-1, width_out).t() @ a3.reshape(-1, width_in)
                 return (summed,) if sums is None else (summed, weighted(factors, sums))
 
@@ -202,7 +207,7 @@ class EmbeddingRule(Rule):
             found = root((torch.bmm(g3, g3.transpose(1, 2)) * same).sum((1, 2)))
 
         def write(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            scaled = g3 * factors.view(-1, 1, 1)
+            scaled = g3 * _like(factors, g3).view(-1, 1, 1)
             flat = scaled.reshape(-1, weight.shape[1])
             summed = torch.zeros(weight.shape, dtype=flat.dtype, device=flat.device)
             return (summed.index_add_(0, idx.reshape(-1), flat),)

@@ -35,16 +35,19 @@ def _detached(module: nn.Module, name: str) -> torch.Tensor | None:
 def _grads(
     module: nn.Module, xhat: torch.Tensor, g: torch.Tensor, dims: tuple[int, ...], views: int
 ) -> dict[str, torch.Tensor]:
-    """Per-sample gradients of the trainable weight and bias, summed over ``dims``."""
+    """Per-sample gradients of the trainable weight and bias, summed over ``dims``.
+
+    Each ``(b, ...)``, its values per sample in the parameter's order.
+    """
     grads = {}
     weight = getattr(module, "weight", None)
     bias = getattr(module, "bias", None)
     if weight is not None and weight.requires_grad:
         per = (g * xhat).sum(dims) if dims else g * xhat
-        grads["weight"] = views_mean(per, views).reshape(g.shape[0] // views, *weight.shape)
+        grads["weight"] = views_mean(per, views)
     if bias is not None and bias.requires_grad:
         per = g.sum(dims) if dims else g
-        grads["bias"] = views_mean(per, views).reshape(g.shape[0] // views, *bias.shape)
+        grads["bias"] = views_mean(per, views)
     return grads
 
 

@@ -83,7 +83,10 @@ class Tape:
         if version is not None and inputs._version != version:
             raise ConfigurationError(CHANGED)
         dim = self.batch_dims.get(slot, 0)
-        inputs, grad = inputs.detach(), grad.detach()
+        if inputs.requires_grad:
+            inputs = inputs.detach()
+        if grad.requires_grad:  # a backward that builds a graph (create_graph=True)
+            grad = grad.detach()
         if dim:
             inputs, grad = inputs.movedim(dim, 0), grad.movedim(dim, 0)
         self.records[slot] = (inputs, grad)

@@ -24,7 +24,6 @@ Every mode builds ``p.summed_grad`` before Opacus's ``add_noise`` reads it.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -236,8 +235,8 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
     """
 
     bookkeeping: BookKeeping | None = None
-    # the last release, which every p.grad views (weakly: the gradients keep it alive)
-    _privml_released: weakref.ref[torch.Tensor] | None = None
+    # the gradients of the last release: views of one tensor, written again by the next
+    _privml_views: tuple[torch.Tensor, ...] = ()
 
     def _before_release(self) -> None:
         assert self.bookkeeping is not None
@@ -247,7 +246,8 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
         """Clipped sum, noise and scaling of a whole batch in one tensor; ``False``: not here.
 
         The same values as Opacus's steps (:func:`._noise.noised_in_one` draws the noise
-        for the parameters laid end to end in the same order), in a few operations.
+        for the parameters laid end to end in the same order), in a few operations, into
+        the tensor the gradients already view where they do (:meth:`_released`).
         """
         if self.privml_dirac is not None or self.privml_ddp is not None:
             return False
@@ -260,24 +260,40 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
         if any(p.dtype != first.dtype or p.device != first.device for p in params):
             return False
         assert self.bookkeeping is not None
-        total, _ = self.bookkeeping.clipped_sum(self.max_grad_norm, params)
-        if total.dtype != first.dtype:
+        total = self._released(params)
+        if total is None:
+            total, _ = self.bookkeeping.clipped_sum(self.max_grad_norm, params)
             total = total.to(first.dtype)
+            pieces = torch.split(total, _sizes(params))
+            views = [v.view(p.shape) for p, v in zip(params, pieces, strict=True)]
+            for p, view in zip(params, views, strict=True):
+                p.grad = view
+            self._privml_views = tuple(views)
+        else:
+            self.bookkeeping.clipped_sum(self.max_grad_norm, params, out=total)
         multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)
         std = multiplier * self.max_grad_norm
         generator = self.privml_noise.generator(first.device)
         total.add_(torch.empty_like(total).normal_(0.0, std, generator=generator))
         if self.loss_reduction == "mean":
             total.div_(self.expected_batch_size)
-        for p, values in zip(params, torch.split(total, [p.numel() for p in params]), strict=True):
-            p.grad = values.view(p.shape)
+        for p in params:
             p.summed_grad = None
-        self._privml_released = weakref.ref(total)
         self._step_skip_queue = []
         if self.step_hook:
             self.step_hook(self)
         self._is_last_step_skipped = False
         return True
+
+    def _released(self, params: list[torch.Tensor]) -> torch.Tensor | None:
+        """The last release's tensor, if every ``p.grad`` is still the view of it given then."""
+        views = self._privml_views
+        if len(views) != len(params):
+            return None
+        if any(p.grad is not v for p, v in zip(params, views, strict=True)):
+            return None
+        base: torch.Tensor | None = views[0]._base if views else None
+        return base
 
     def accumulate(self) -> None:
         """Opacus's sum over a batch's chunks, without deep-copying the first chunk's gradients.
@@ -295,19 +311,15 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
         """Opacus's ``zero_grad``; a release's gradients, views of one tensor, zeroed at once."""
         if self.bookkeeping is not None:
             self.bookkeeping.tape.records.clear()
-        ref, self._privml_released = self._privml_released, None
-        released = ref() if ref is not None else None
-        params = self.params
-        if (
-            not set_to_none
-            and released is not None
-            and not self._is_last_step_skipped
-            and all(p.grad is not None and p.grad._base is released for p in params)
-        ):
-            released.zero_()
-            for p in params:
-                p.summed_grad = None
-            if self.privml_guard is not None:
-                self.privml_guard.zeroed()
-            return
+        if not set_to_none and not self._is_last_step_skipped:
+            released = self._released(self.params)
+            if released is not None:
+                released.zero_()
+                if self.privml_guard is not None:
+                    self.privml_guard.zeroed()
+                return
         super().zero_grad(set_to_none)
+
+
+def _sizes(params: list[torch.Tensor]) -> list[int]:
+    return [p.numel() for p in params]
