@@ -299,8 +299,15 @@ class BookKeeping:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``Σ_i c_i ∇_i`` of the parameters of ``order`` laid end to end, and the norms ‖∇_i‖.
 
-        Written into ``out`` (of the sums' dtype and device) if given.
+        Written into ``out`` (of the sums' dtype and device) if given. Nothing here is
+        differentiated (no graph is built, whatever the caller's grad mode).
         """
+        with torch.no_grad():
+            return self._clipped_sum(max_grad_norm, order, out)
+
+    def _clipped_sum(
+        self, max_grad_norm: float, order: list[torch.Tensor], out: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         records = self.tape.records
         if not records:
             raise ConfigurationError(

@@ -246,7 +246,7 @@ def _weight_gradient(
     _, out, _ = torch.ops.aten.convolution_backward(
         grad,
         x,
-        conv.weight.to(x.dtype),
+        conv.weight.detach().to(x.dtype),
         None,
         list(conv.stride),
         list(padding),

@@ -17,6 +17,7 @@ import torch
 from _bk_reference import CLIP, opacus_hooks
 from torch import nn
 
+from privml.dp.torch import _bk_rule
 from privml.dp.torch._engine import build
 from privml.dp.torch._noise import NoiseSource
 
@@ -199,3 +200,36 @@ def test_parameters_of_two_dtypes_take_opacus_steps_with_the_same_sums():
         assert p.grad.dtype == p.dtype, name
         torch.testing.assert_close(p.grad.double(), want, rtol=1e-5, atol=1e-6)
     engine.close()
+
+
+def test_ghost_norm_layers_release_the_same_sums_step_after_step(monkeypatch):
+    """A convolution and a sequence Linear on their Gram-matrix path, two steps in a row."""
+    monkeypatch.setattr(_bk_rule, "WHOLE_LIMIT", 0)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(9)
+            self.conv = nn.Conv2d(4, 8, 3)  # 2x2 outputs: 4² < 36·8, so Gram matrices
+            self.seq = nn.Linear(8, 6)  # over the 4 positions: 4² < 8·6
+            self.head = nn.Linear(24, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.conv(x).flatten(2).transpose(1, 2)  # (b, 4, 8)
+            return self.head(torch.tanh(self.seq(h)).flatten(1))
+
+    net = Net().double()
+    reference = copy.deepcopy(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    engine = _engine(net, list(net.parameters()))
+    gen = torch.Generator().manual_seed(3)
+    batches = [
+        (torch.randn(10, 4, 4, 4, generator=gen, dtype=torch.float64), torch.arange(10) % 3)
+        for _ in range(2)
+    ]
+    got = _run(engine, batches, set_to_none=False, names=names)
+    engine.close()
+    want = _expected(reference, batches, list(names.values()))
+    for step_got, step_want in zip(got, want, strict=True):
+        for name in step_want:
+            torch.testing.assert_close(step_got[name], step_want[name], rtol=1e-9, atol=1e-9)
