@@ -20,6 +20,9 @@ With ``canaries=m`` the run's white-box canaries
 Poisson-sampled at the run's q, adds ``C·e_i`` to the clipped sum before the
 noise is drawn, and the noisy sum at every canary's coordinate is recorded.
 Every mode builds ``p.summed_grad`` before Opacus's ``add_noise`` reads it.
+``bk`` releases a batch stepped in one chunk, without canaries or data-parallel
+ranks, in one tensor instead (:meth:`BKOptimizer._release_in_one`): the same
+clipped sum, noise draw and scaling, with no ``p.summed_grad`` left behind.
 """
 
 from __future__ import annotations
