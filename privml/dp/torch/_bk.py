@@ -362,11 +362,20 @@ class BookKeeping:
     def _plan(
         self, order: list[torch.Tensor], parts: list[tuple[nn.Module, Part]], held: _Held
     ) -> _Plan:
+        # Everything the plan depends on: which parameters, of what shapes, in what order;
+        # each layer's parameters and the layout of its part; how the held ones are shared.
         key = (
-            tuple(map(id, order)),
+            tuple([(id(p), p.shape) for p in order]),
             tuple(
-                (id(m), tuple(t.shape[1] for t in part.held), id(part.index), part.write is None)
-                for m, part in parts
+                [
+                    (
+                        tuple(map(id, trainable(m))),
+                        tuple([t.shape[1] for t in part.held]),
+                        id(part.index),
+                        part.write is None,
+                    )
+                    for m, part in parts
+                ]
             ),
             tuple(map(tuple, held.layout)),
         )

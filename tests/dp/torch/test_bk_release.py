@@ -233,3 +233,19 @@ def test_ghost_norm_layers_release_the_same_sums_step_after_step(monkeypatch):
     for step_got, step_want in zip(got, want, strict=True):
         for name in step_want:
             torch.testing.assert_close(step_got[name], step_want[name], rtol=1e-9, atol=1e-9)
+
+
+def test_a_parameter_replaced_in_the_model_is_not_given_its_successors_sum():
+    """The plan follows the layers' parameters: the optimizer's old one gets nothing."""
+    net = _net()
+    engine = _engine(net, list(net.parameters()), sigma=0.0)
+    x, y = _batch(1)
+    engine.criterion(engine.model(x), y).backward()
+    engine.optimizer.step()
+    old = net[6].weight
+    net[6].weight = nn.Parameter(old.detach().clone())  # same shape, a new tensor
+    engine.criterion(engine.model(x), y).backward()
+    engine.optimizer.step()
+    assert float(old.grad.abs().max()) == 0.0
+    assert float(net[6].bias.grad.abs().max()) > 0
+    engine.close()
