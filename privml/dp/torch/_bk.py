@@ -37,6 +37,7 @@ from ._bk_conv import ConvRule
 from ._bk_linear import EmbeddingRule, LinearRule
 from ._bk_norm import ChannelNormRule, LastDimsNormRule
 from ._bk_rule import RULES, Part, Rule, Tape, trainable
+from ._noise import laid_out
 
 __all__ = ["BookKeeping", "bk_layers", "check_bk_module", "place"]
 
@@ -387,8 +388,7 @@ class BookKeeping:
 
 def place(params: list[torch.Tensor], total: torch.Tensor) -> None:
     """Set each ``p.grad`` to its values in ``total`` (laid end to end, in order)."""
-    for p, values in zip(params, torch.split(total, [p.numel() for p in params]), strict=True):
-        grad = values.view(p.shape)
+    for p, grad in zip(params, laid_out(params, total), strict=True):
         if grad.dtype != p.dtype or grad.device != p.device:
             grad = grad.to(p.device, p.dtype)
         p.grad = grad

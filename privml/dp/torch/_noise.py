@@ -17,7 +17,7 @@ import torch
 
 from .. import _random
 
-__all__ = ["NoiseSource", "noised_in_one"]
+__all__ = ["NoiseSource", "add_noise", "laid_out", "noised_in_one"]
 
 
 class NoiseSource:
@@ -42,6 +42,17 @@ class NoiseSource:
         return found
 
 
+def add_noise(total: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
+    """Add one draw of i.i.d. ``N(0, std²)`` values to ``total``, in place."""
+    total.add_(torch.empty_like(total).normal_(0.0, std, generator=generator))
+
+
+def laid_out(params: list[torch.Tensor], total: torch.Tensor) -> list[torch.Tensor]:
+    """Each parameter's values in ``total`` (laid end to end, in order), as a view of its shape."""
+    pieces = torch.split(total, [p.numel() for p in params])
+    return [piece.view(p.shape) for p, piece in zip(params, pieces, strict=True)]
+
+
 def noised_in_one(
     params: list[torch.Tensor], std: float, generator: torch.Generator | None
 ) -> torch.Tensor | None:
@@ -57,10 +68,7 @@ def noised_in_one(
     if not sums or len({(s.dtype, s.device) for s in sums}) != 1:
         return None
     total = torch.cat([s.reshape(-1) for s in sums])
-    total.add_(torch.empty_like(total).normal_(0.0, std, generator=generator))
-    start = 0
-    for p in params:
-        end = start + p.numel()
-        p.grad = total[start:end].view_as(p)
-        start = end
+    add_noise(total, std, generator)
+    for p, grad in zip(params, laid_out(params, total), strict=True):
+        p.grad = grad
     return total

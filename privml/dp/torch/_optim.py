@@ -37,7 +37,7 @@ from ...attacks._dirac import DiracCanaries
 from ...exceptions import BudgetExceededError, ConfigurationError
 from ._bk import BookKeeping
 from ._guard import StepGuard
-from ._noise import NoiseSource, noised_in_one
+from ._noise import NoiseSource, add_noise, laid_out, noised_in_one
 
 if TYPE_CHECKING:
     from ._distributed import Release
@@ -125,6 +125,12 @@ class _Guarded:
         super().add_noise()  # type: ignore[misc]
         dirac.observe(params)  # the released noisy sums, before the 1/batch_size scaling
 
+    def _std(self) -> float:
+        """σ·C, the noise's standard deviation (Opacus's adjusted σ where it set one)."""
+        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)  # type: ignore[attr-defined]
+        std: float = multiplier * self.max_grad_norm  # type: ignore[attr-defined]
+        return std
+
     def _add_noise_in_one(self) -> bool:
         """Opacus's noise and sums (:func:`._noise.noised_in_one`); ``False``: not done here."""
         if getattr(self, "secure_mode", False):
@@ -135,9 +141,7 @@ class _Guarded:
                 "the clipped sums of this step were already noised: run a new forward and "
                 "backward pass before the next optimizer.step()"
             )
-        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)  # type: ignore[attr-defined]
-        std = multiplier * self.max_grad_norm  # type: ignore[attr-defined]
-        total = noised_in_one(params, std, self.generator)
+        total = noised_in_one(params, self._std(), self.generator)
         if total is None:
             return False
         for p in params:
@@ -267,17 +271,13 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
         if total is None:
             total, _ = self.bookkeeping.clipped_sum(self.max_grad_norm, params)
             total = total.to(first.dtype)
-            pieces = torch.split(total, _sizes(params))
-            views = [v.view(p.shape) for p, v in zip(params, pieces, strict=True)]
+            views = laid_out(params, total)
             for p, view in zip(params, views, strict=True):
                 p.grad = view
             self._privml_views = tuple(views)
         else:
             self.bookkeeping.clipped_sum(self.max_grad_norm, params, out=total)
-        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)
-        std = multiplier * self.max_grad_norm
-        generator = self.privml_noise.generator(first.device)
-        total.add_(torch.empty_like(total).normal_(0.0, std, generator=generator))
+        add_noise(total, self._std(), self.privml_noise.generator(first.device))
         if self.loss_reduction == "mean":
             total.div_(self.expected_batch_size)
         for p in params:
@@ -322,7 +322,3 @@ class BKOptimizer(_Guarded, DPOptimizerFastGradientClipping):  # type: ignore[mi
                     self.privml_guard.zeroed()
                 return
         super().zero_grad(set_to_none)
-
-
-def _sizes(params: list[torch.Tensor]) -> list[int]:
-    return [p.numel() for p in params]
