@@ -16,7 +16,7 @@ rescaled again (a second level). Folded:
    scale), and ``u_mj`` at scale ``T / σ`` so that the linear terms land there
    too; the bias is encoded at ``T``. All terms are added at that scale.
 3. Each output is relinearized once and rescaled once, by the wide prime ``r``
-   that follows ``q0`` in the chain (see :mod:`privml.he._params`): the output
+   that follows the base ``q0`` in the chain (see :mod:`privml.he._params`): the output
    has scale ``T / r``, which SEAL records, so decryption divides it out exactly.
 
 Depth goes from ``d + 1`` to ``d`` and relinearizations from one per hidden unit
@@ -24,7 +24,8 @@ to one per output. Precision: ``w_mj`` is rounded to a multiple of ``1/P``;
 ``fold_bits`` is sized (``_params._fold_bits``) so that the error this adds,
 ``sum_j (rounding of w_mj) * a_j**2``, stays well within the tolerance. Values
 must fit: the accumulated sum at scale ``T`` in ``q0 * r``, and the output at
-scale ``T / r`` in ``q0``; the requirements record both.
+scale ``T / r`` in ``q0`` (the base: one prime, or several where one cannot hold it);
+the requirements record both.
 """
 
 from __future__ import annotations

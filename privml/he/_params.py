@@ -3,7 +3,11 @@
 The modulus chain is ``[q0, s, ..., s, special]``: one ``s``-bit prime per
 rescale (the scale is ``2**s``), a first prime ``q0 = s + h`` whose ``h`` extra
 bits hold the largest value left at the end, and a special prime for key
-switching as large as ``q0``. The total must stay within the HomomorphicEncryption.org
+switching as large as the largest other prime. Where ``s + h`` exceeds the
+60 bits one prime may have (large outputs such as unnormalized regression
+scores, at a tight tolerance), the base is several primes that no rescale
+divides by, ``[q0, q0', ..., s, ..., s, special]``, used only where no single-prime
+base fits the ring. The total must stay within the HomomorphicEncryption.org
 standard's bound for the ring size at the requested security, which is what
 makes the parameters secure; within it, privml picks the smallest ring that
 fits and then the largest scale (leftover bits go to precision).
@@ -275,32 +279,46 @@ def derive(req: Requirements, *, security_bits: int = 128) -> HEParameters:
     """The smallest secure parameters for ``req``, with leftover bits spent on the scale."""
     bounds = MAX_MODULUS_BITS[check_security(security_bits)]
     for n, budget in sorted(bounds.items()):
-        for s in range(MAX_SCALE_BITS, req.min_scale_bits(n) - 1, -1):
-            chain = _folded_chain(req, s) if req.folded else _chain(req, s)
-            if chain is not None and sum(chain) <= budget:
-                return HEParameters(n, chain, s, security_bits)
+        for split in (False, True):  # a one-prime base wherever one fits this ring
+            for s in range(MAX_SCALE_BITS, req.min_scale_bits(n) - 1, -1):
+                chain = _folded_chain(req, s, split) if req.folded else _chain(req, s, split)
+                if chain is not None and sum(chain) <= budget:
+                    return HEParameters(n, chain, s, security_bits)
     raise _too_deep(req, security_bits)
 
 
-def _chain(req: Requirements, s: int) -> tuple[int, ...] | None:
-    q0 = s + req.headroom(s)
-    return (q0, *([s] * req.depth), q0) if q0 <= MAX_PRIME_BITS else None
+def _base(bits: float, split: bool) -> tuple[int, ...] | None:
+    """Primes that together hold ``bits`` bits: the modulus left after the last rescale.
+
+    One prime where it fits in ``MAX_PRIME_BITS``; else, with ``split``, the fewest
+    primes of equal size that do (None without).
+    """
+    count = math.ceil(bits / MAX_PRIME_BITS)
+    if count > 1 and not split:
+        return None
+    return (math.ceil(bits / count),) * count
 
 
-def _folded_chain(req: Requirements, s: int) -> tuple[int, ...] | None:
+def _chain(req: Requirements, s: int, split: bool) -> tuple[int, ...] | None:
+    base = _base(s + req.headroom(s), split)
+    return None if base is None else (*base, *([s] * req.depth), max(*base, s))
+
+
+def _folded_chain(req: Requirements, s: int, split: bool) -> tuple[int, ...] | None:
     """The shortest ``[q0, r, s, ..., s, special]`` for a folded model at scale ``2**s``.
 
     The last layer accumulates at scale ``2**(2s + p)`` (squares at ``2**2s``
     times weights at ``2**p``, ``p = fold_bits``) and divides by the ``r``-bit
-    prime, leaving outputs at scale below ``2**(2s + p - r + 1)``; ``q0`` holds
-    them. ``r`` is chosen to make the total smallest.
+    prime, leaving outputs at scale below ``2**(2s + p - r + 1)``; ``q0`` (one
+    prime or, with ``split``, several) holds them. ``r`` is chosen to make the
+    total smallest.
     """
     best: tuple[int, ...] | None = None
     for r in range(s, min(MAX_PRIME_BITS, s + req.fold_bits) + 1):
-        q0 = math.ceil(_q0_bits(req, [r, *([s] * (req.depth - 1))], s))
-        if q0 > MAX_PRIME_BITS:
+        base = _base(_q0_bits(req, [r, *([s] * (req.depth - 1))], s), split)
+        if base is None:
             continue
-        chain = (q0, r, *([s] * (req.depth - 1)), max(q0, r))
+        chain = (*base, r, *([s] * (req.depth - 1)), max(*base, r))
         if best is None or sum(chain) < sum(best):
             best = chain
     return best
@@ -330,31 +348,17 @@ def _scale_at(req: Requirements, level: int, middle: Sequence[float], s: float) 
 def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
     n, budget = max(MAX_MODULUS_BITS[security_bits].items())
     s = req.min_scale_bits(n)
-    if req.folded:
-        chain = _folded_chain(req, s)
-        wide = [MAX_PRIME_BITS, *([s] * (req.depth - 1))]
-        h = (chain[0] if chain else math.ceil(_q0_bits(req, wide, s))) - s
-        needed = sum(chain) if chain else 2 * (s + h) + sum(wide)
-    else:
-        h = req.headroom(s)
-        needed = 2 * (s + h) + req.depth * s
-    if needed <= budget and s + h > MAX_PRIME_BITS:
-        return ConfigurationError(
-            f"no secure CKKS parameters fit this model: its largest values need {h} bits above "
-            f"a {s}-bit scale (the scale that keeps encryption noise below tolerance="
-            f"{req.tolerance:g}), i.e. {s + h}-bit outer primes, more than the "
-            f"{MAX_PRIME_BITS}-bit maximum. Fix: a larger tolerance (an absolute error on the "
-            "scores; large-valued outputs such as regression targets rarely need 1e-3), or a "
-            "narrower input_range/calibration so that values need fewer bits"
-        )
+    chain = _folded_chain(req, s, True) if req.folded else _chain(req, s, True)
+    needed = sum(chain) if chain is not None else budget + 1
     return ConfigurationError(
         f"no secure CKKS parameters fit this model: it needs multiplicative depth "
         f"{req.depth}, a {s}-bit scale to keep encryption noise below tolerance="
-        f"{req.tolerance:g}, and {h} bits of headroom for its largest values, i.e. at least "
-        f"{needed} modulus bits, but N={n} allows only {budget} bits at "
-        f"{security_bits}-bit security. Fix: use fewer layers or a lower activation_degree "
-        "(a degree-d activation costs ceil(log2(d)) levels), a narrower "
-        "input_range/calibration so that values need fewer bits, or a larger tolerance"
+        f"{req.tolerance:g}, and room for its largest values, i.e. at least {needed} "
+        f"modulus bits, but N={n} allows only {budget} bits at {security_bits}-bit security. "
+        "Fix: use fewer layers or a lower activation_degree (a degree-d activation costs "
+        "ceil(log2(d)) levels), a narrower input_range/calibration so that values need fewer "
+        "bits, or a larger tolerance (an absolute error on the scores; large-valued outputs "
+        "such as regression targets rarely need 1e-3)"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -27,19 +29,29 @@ def test_derived_parameters_are_secure_and_smallest(req, security):
         assert "scale out of bounds" not in str(err) and "Fix:" in str(err)
         return
     chain = params.coeff_mod_bit_sizes
+    s = params.scale_bits
     bound = MAX_MODULUS_BITS[security]
+    base = chain[: len(chain) - 1 - req.depth]  # the primes no rescale divides by
     assert sum(chain) <= bound[params.poly_modulus_degree]
-    assert params.depth >= req.depth and max(chain) <= 60
-    assert chain[0] - params.scale_bits >= req.headroom(params.scale_bits)
-    assert params.scale_bits >= req.min_scale_bits(params.poly_modulus_degree)
-    smaller = [n for n in bound if n < params.poly_modulus_degree]
-    for n in smaller:  # no smaller ring would have fitted
-        s = req.min_scale_bits(n)
-        assert 2 * (s + req.headroom(s)) + req.depth * s > bound[n] or s + req.headroom(s) > 60
-    s = params.scale_bits + 1  # leftover bits went to the scale
-    if s <= 50:
-        h = req.headroom(s)
-        assert 2 * (s + h) + req.depth * s > bound[params.poly_modulus_degree] or s + h > 60
+    assert list(chain[len(base) : -1]) == [s] * req.depth and chain[-1] == max(chain) <= 60
+    assert sum(base) - s >= req.headroom(s)
+    assert chain_problem(req, prime_bits=chain[:-1], scale_bits=s) is None
+    assert s >= req.min_scale_bits(params.poly_modulus_degree)
+
+    def fits(n: int, s: int, one_prime: bool) -> bool:  # the fewest base primes at scale s
+        held = s + req.headroom(s)
+        primes = 1 if one_prime else math.ceil(held / 60)
+        top = math.ceil(held / primes)
+        return top <= 60 and primes * top + req.depth * s + max(top, s) <= bound[n]
+
+    for n in [n for n in bound if n < params.poly_modulus_degree]:  # no smaller ring fits
+        s_min = req.min_scale_bits(n)
+        assert not any(fits(n, s, False) for s in range(s_min, 51))
+    if len(base) > 1:  # a one-prime base fitted at no scale of this ring
+        s_min = req.min_scale_bits(params.poly_modulus_degree)
+        assert not any(fits(params.poly_modulus_degree, s, True) for s in range(s_min, 51))
+    elif s < 50:  # leftover bits went to the scale
+        assert not fits(params.poly_modulus_degree, s + 1, True)
 
 
 folded = st.builds(
@@ -76,8 +88,9 @@ def test_folded_parameters_are_secure_and_hold_every_value(req, security):
     s = params.scale_bits
     assert sum(chain) <= MAX_MODULUS_BITS[security][params.poly_modulus_degree]
     assert max(chain) <= 60 and chain[-1] == max(chain)  # the special prime is the largest
-    assert list(chain[2:-1]) == [s] * (req.depth - 1)  # [q0, r, s, ..., s, special]
-    assert s <= chain[1] <= s + req.fold_bits  # outputs keep at least the fresh scale
+    base = len(chain) - 1 - req.depth  # [q0, ..., r, s, ..., s, special]
+    assert list(chain[base + 1 : -1]) == [s] * (req.depth - 1)
+    assert s <= chain[base] <= s + req.fold_bits  # outputs keep at least the fresh scale
     assert s >= req.min_scale_bits(params.poly_modulus_degree)
     assert chain_problem(req, prime_bits=chain[:-1], scale_bits=s) is None
 
@@ -143,6 +156,30 @@ def test_large_outputs_with_a_tight_tolerance_name_the_fix():
     X = rng.uniform(0, 400, (200, 9))
     model = LinearRegression().fit(X, X @ rng.uniform(50, 100, 9))
     with pytest.raises(ConfigurationError, match="larger tolerance") as caught:
-        he.compile(model, input_range=(0.0, 400.0), tolerance=1e-6)
+        he.compile(model, input_range=(0.0, 400.0), tolerance=1e-9)
     assert "scale out of bounds" not in str(caught.value)
-    he.compile(model, input_range=(0.0, 400.0), tolerance=10.0)  # the fix works
+    he.compile(model, input_range=(0.0, 400.0), tolerance=1e-6)  # the fix works
+
+
+def test_outputs_too_large_for_one_prime_get_a_base_of_several_and_keep_the_tolerance():
+    """A regression whose scores need more than 60 bits at their scale (a noisy DP fit on
+    unnormalized features can give such weights) keeps them in several base primes."""
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 400, (64, 9))
+    model = LinearRegression().fit(X, X @ rng.uniform(-3e5, 3e5, 9) + 1e6)
+    compiled = he.compile(model, input_range=(0.0, 400.0), tolerance=1.0)
+    chain = compiled.parameters.coeff_mod_bit_sizes
+    assert len(chain) > compiled.depth + 2 and max(chain) <= 60
+    client = he.HEClient.for_model(compiled.spec)
+    corners = np.where(np.sign(model.coef_) > 0, 400.0, 0.0)  # the largest score and its mirror
+    rows = np.vstack([X[:6], corners, 400.0 - corners])
+    for packing in ("columns", "rows"):
+        result = compiled.predict_encrypted(
+            client.encrypt(rows, packing=packing), client.public_context(packing=packing)
+        )
+        scores = client.decrypt_scores(result)
+        assert np.abs(scores - compiled.plaintext_scores(rows)).max() <= 1.0
+    s, req = compiled.parameters.scale_bits, compiled.spec.requirements
+    assert s + req.headroom(s) > 60  # the scores at their scale need more than one prime
