@@ -51,6 +51,7 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -166,6 +167,7 @@ def setting(folder: Path) -> tuple[privml.Vault, dict[str, Workload]]:
     workloads = {
         "mlp": Workload(MLP, "synthetic", features, "y", X, y, 256),
         "cnn": Workload(CNN, "digits", pixels, "target", dX, dy, 64),
+        "cnn28": Workload(partial(CNN, 28), "digits", pixels, "target", dX, dy, 64),
         "transformer": Workload(PixelTransformer, "digits", pixels, "target", dX, dy, 64),
     }
     return vault, workloads

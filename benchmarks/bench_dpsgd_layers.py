@@ -66,18 +66,27 @@ for message in (
 
 
 class CNN(nn.Module):
-    def __init__(self) -> None:
+    """Conv2d + GroupNorm, Conv2d (stride 2), LayerNorm, Linear on ``side`` x ``side`` images.
+
+    The 8x8 digits as they are (``side=8``), or resized to MNIST's 28x28 (bilinear, in the
+    forward pass, the same on every side).
+    """
+
+    def __init__(self, side: int = 8) -> None:
         super().__init__()
+        resize: list[nn.Module] = [] if side == 8 else [nn.Upsample((side, side), mode="bilinear")]
+        half = (side + 1) // 2
         self.net = nn.Sequential(
             nn.Unflatten(1, (1, 8, 8)),
+            *resize,
             nn.Conv2d(1, 16, 3, padding=1),
             nn.GroupNorm(4, 16),
             nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Flatten(),
-            nn.LayerNorm(32 * 16),
-            nn.Linear(32 * 16, 10),
+            nn.LayerNorm(32 * half * half),
+            nn.Linear(32 * half * half, 10),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
