@@ -183,3 +183,27 @@ def test_outputs_too_large_for_one_prime_get_a_base_of_several_and_keep_the_tole
         assert np.abs(scores - compiled.plaintext_scores(rows)).max() <= 1.0
     s, req = compiled.parameters.scale_bits, compiled.spec.requirements
     assert s + req.headroom(s) > 60  # the scores at their scale need more than one prime
+
+
+def test_a_folded_model_with_outputs_too_large_for_one_prime_keeps_the_tolerance():
+    torch = pytest.importorskip("torch")
+    from _he_helpers import square_module
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), square_module(), torch.nn.Linear(6, 2))
+    with torch.no_grad():  # scores in the millions, wanted to within 1
+        net[2].weight.mul_(1e6)
+        net[2].bias.mul_(1e6)
+    compiled = he.compile(net, input_range=(-4.0, 4.0), tolerance=1.0)
+    assert compiled.spec.requirements.folded
+    chain = compiled.parameters.coeff_mod_bit_sizes
+    assert len(chain) == compiled.depth + 3 and max(chain) <= 60  # [q0, q0', r, s, special]
+    client = he.HEClient.for_model(compiled.spec)
+    rows = np.vstack([np.random.default_rng(0).uniform(-4, 4, (16, 4)), np.full((1, 4), 4.0)])
+    for packing in ("columns", "rows"):
+        result = compiled.predict_encrypted(
+            client.encrypt(rows, packing=packing), client.public_context(packing=packing)
+        )
+        scores = client.decrypt_scores(result)
+        assert np.abs(scores - compiled.plaintext_scores(rows)).max() <= 1.0
+    assert np.abs(compiled.plaintext_scores(rows)).max() > 1e6
