@@ -15,6 +15,9 @@ sampling), privml "ghost" and privml "bk" (one-backward book-keeping) through
   Opacus's ``DPMultiheadAttention`` by ``ModuleValidator.fix`` before any side
   sees it), mean-pooled into a Linear head; batch 64.
 
+On request (``--models cnn28``, not run by default): the same CNN on the digits
+resized to MNIST's 28x28 (bilinear, in its forward pass, on every side).
+
 Every side is set up first (same weights, same data; privml's blocks stay
 open), then ``benchmarks/_rounds.py`` interleaves rounds of ``--steps``
 optimizer steps of every side, the order rotating each round, after an
