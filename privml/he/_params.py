@@ -6,11 +6,12 @@ bits hold the largest value left at the end, and a special prime for key
 switching as large as the largest other prime. Where ``s + h`` exceeds the
 60 bits one prime may have (large outputs such as unnormalized regression
 scores, at a tight tolerance), the base is several primes that no rescale
-divides by, ``[q0, q0', ..., s, ..., s, special]``, used only where no single-prime
-base fits the ring. The total must stay within the HomomorphicEncryption.org
-standard's bound for the ring size at the requested security, which is what
-makes the parameters secure; within it, privml picks the smallest ring that
-fits and then the largest scale (leftover bits go to precision).
+divides by, ``[q0, q0', ..., s, ..., s, special]``, used only where a one-prime
+base fits no ring (so every model that fits with one prime keeps its parameters).
+The total must stay within the HomomorphicEncryption.org standard's bound for
+the ring size at the requested security, which is what makes the parameters
+secure; within it, privml picks the smallest ring that fits and then the
+largest scale (leftover bits go to precision).
 """
 
 from __future__ import annotations
@@ -278,8 +279,8 @@ def check_security(security_bits: int) -> int:
 def derive(req: Requirements, *, security_bits: int = 128) -> HEParameters:
     """The smallest secure parameters for ``req``, with leftover bits spent on the scale."""
     bounds = MAX_MODULUS_BITS[check_security(security_bits)]
-    for n, budget in sorted(bounds.items()):
-        for split in (False, True):  # a one-prime base wherever one fits this ring
+    for split in (False, True):  # a base of several primes only where one prime fits no ring
+        for n, budget in sorted(bounds.items()):
             for s in range(MAX_SCALE_BITS, req.min_scale_bits(n) - 1, -1):
                 chain = _folded_chain(req, s, split) if req.folded else _chain(req, s, split)
                 if chain is not None and sum(chain) <= budget:

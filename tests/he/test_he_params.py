@@ -44,14 +44,15 @@ def test_derived_parameters_are_secure_and_smallest(req, security):
         top = math.ceil(held / primes)
         return top <= 60 and primes * top + req.depth * s + max(top, s) <= bound[n]
 
+    one_prime = len(base) == 1
+    if not one_prime:  # a one-prime base fits no ring at any scale
+        for n in bound:
+            assert not any(fits(n, s, True) for s in range(req.min_scale_bits(n), 51))
     for n in [n for n in bound if n < params.poly_modulus_degree]:  # no smaller ring fits
         s_min = req.min_scale_bits(n)
-        assert not any(fits(n, s, False) for s in range(s_min, 51))
-    if len(base) > 1:  # a one-prime base fitted at no scale of this ring
-        s_min = req.min_scale_bits(params.poly_modulus_degree)
-        assert not any(fits(params.poly_modulus_degree, s, True) for s in range(s_min, 51))
-    elif s < 50:  # leftover bits went to the scale
-        assert not fits(params.poly_modulus_degree, s + 1, True)
+        assert not any(fits(n, s, one_prime) for s in range(s_min, 51))
+    if s < 50:  # leftover bits went to the scale
+        assert not fits(params.poly_modulus_degree, s + 1, one_prime)
 
 
 folded = st.builds(
