@@ -347,8 +347,20 @@ def _scale_at(req: Requirements, level: int, middle: Sequence[float], s: float) 
 
 
 def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
-    n, budget = max(MAX_MODULUS_BITS[security_bits].items())
-    s = req.min_scale_bits(n)
+    bounds = MAX_MODULUS_BITS[security_bits]
+    rings = [n for n in bounds if req.min_scale_bits(n) <= MAX_SCALE_BITS]
+    if not rings:  # the noise alone rules out every ring
+        smallest = min(bounds)
+        return ConfigurationError(
+            f"no secure CKKS parameters fit this model: keeping encryption noise below "
+            f"tolerance={req.tolerance:g} would need a {req.min_scale_bits(smallest)}-bit scale "
+            f"even at N={smallest}, more than the {MAX_SCALE_BITS} bits a scale can usefully "
+            "have (double precision gains nothing beyond). Fix: a larger tolerance (an absolute "
+            "error on the scores; large-valued outputs such as regression targets rarely need "
+            "1e-3), or a narrower input_range/calibration so that errors grow less"
+        )
+    n = max(rings)  # the largest ring whose noise a scale can keep within tolerance
+    budget, s = bounds[n], req.min_scale_bits(n)
     chain = _folded_chain(req, s, True) if req.folded else _chain(req, s, True)
     needed = sum(chain) if chain is not None else budget + 1
     return ConfigurationError(
