@@ -288,12 +288,18 @@ def derive(req: Requirements, *, security_bits: int = 128) -> HEParameters:
     raise _too_deep(req, security_bits)
 
 
+_MOST_BITS = max(bits for bounds in MAX_MODULUS_BITS.values() for bits in bounds.values())
+
+
 def _base(bits: float, split: bool) -> tuple[int, ...] | None:
     """Primes that together hold ``bits`` bits: the modulus left after the last rescale.
 
     One prime where it fits in ``MAX_PRIME_BITS``; else, with ``split``, the fewest
-    primes of equal size that do (None without).
+    primes of equal size that do (None without, and None beyond what any ring allows:
+    a spec read from elsewhere may ask for any number of bits).
     """
+    if bits > _MOST_BITS:
+        return None
     count = math.ceil(bits / MAX_PRIME_BITS)
     if count > 1 and not split:
         return None
@@ -362,11 +368,11 @@ def _too_deep(req: Requirements, security_bits: int) -> ConfigurationError:
     n = max(rings)  # the largest ring whose noise a scale can keep within tolerance
     budget, s = bounds[n], req.min_scale_bits(n)
     chain = _folded_chain(req, s, True) if req.folded else _chain(req, s, True)
-    needed = sum(chain) if chain is not None else budget + 1
+    needed = f"at least {sum(chain)}" if chain is not None else f"more than {budget}"
     return ConfigurationError(
         f"no secure CKKS parameters fit this model: it needs multiplicative depth "
         f"{req.depth}, a {s}-bit scale to keep encryption noise below tolerance="
-        f"{req.tolerance:g}, and room for its largest values, i.e. at least {needed} "
+        f"{req.tolerance:g}, and room for its largest values, i.e. {needed} "
         f"modulus bits, but N={n} allows only {budget} bits at {security_bits}-bit security. "
         "Fix: use fewer layers or a lower activation_degree (a degree-d activation costs "
         "ceil(log2(d)) levels), a narrower input_range/calibration so that values need fewer "

@@ -208,3 +208,11 @@ def test_a_folded_model_with_outputs_too_large_for_one_prime_keeps_the_tolerance
         scores = client.decrypt_scores(result)
         assert np.abs(scores - compiled.plaintext_scores(rows)).max() <= 1.0
     assert np.abs(compiled.plaintext_scores(rows)).max() > 1e6
+
+
+@pytest.mark.parametrize("bits", [500.0, 1e12, 1e300])
+def test_absurd_value_sizes_in_a_spec_are_refused_at_once(bits):
+    """A spec read from elsewhere may claim any value size: refused, never a huge chain."""
+    req = Requirements(1, False, ((1, bits),), 1.0, 0.0, 1e-3)
+    with pytest.raises(ConfigurationError, match="more than 438 modulus bits"):
+        derive(req)

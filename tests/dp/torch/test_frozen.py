@@ -44,7 +44,7 @@ CASES: dict[str, tuple[Callable[[nn.Module], None], str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_each_write_is_named_as_the_full_comparison_names_it(case):
+def test_each_write_is_named(case):
     net = _net()
     frozen = Frozen(net)
     change, expected = CASES[case]
