@@ -8,7 +8,8 @@ or under ``torch.no_grad()``) would publish them without noise. So a run
 fingerprints that state before it touches data, and:
 
 * before every step, :meth:`Frozen.moved` compares the buffers' and tensor
-  attributes' identities and version counters (cheap: no data is read);
+  attributes' names, identities and version counters (cheap: no data is read;
+  the tensors are held, so no new one can take a freed one's identity);
 * when the block ends, after the training wrappers came off,
   :meth:`Frozen.changed` compares the full fingerprint (the contents of every
   buffer and attribute, recursively), so a write that restored the version,
@@ -110,6 +111,39 @@ def _tensors(module: nn.Module) -> dict[str, tuple[int, int]]:
     return out
 
 
+# type -> whether it is a tensor type: ``isinstance(v, torch.Tensor)`` costs several times
+# a dict lookup, for each of the dozens of attributes every module has.
+_TENSOR_TYPES: dict[type, bool] = {}
+
+
+def _walk(module: nn.Module) -> tuple[list[object], list[int]]:
+    """What :func:`_tensors` depends on, unnamed: each module, and each submodule's, buffer's
+    and tensor attribute's name and object, compared by identity; the tensors' versions."""
+    objects: list[object] = []
+    versions: list[int] = []
+    stack = [module]
+    while stack:
+        sub = stack.pop()
+        objects.append(sub)
+        for k, b in sub._buffers.items():
+            objects += (k, b)
+            if b is not None:
+                versions.append(b._version)
+        for k, v in vars(sub).items():
+            kind = type(v)
+            tensor = _TENSOR_TYPES.get(kind)
+            if tensor is None:
+                tensor = _TENSOR_TYPES[kind] = issubclass(kind, torch.Tensor)
+            if tensor:
+                objects += (k, v)
+                versions.append(v._version)
+        for k, m in sub._modules.items():
+            objects.append(k)
+            if m is not None:
+                stack.append(m)
+    return objects, versions
+
+
 def _differ(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
@@ -121,9 +155,19 @@ class Frozen:
         self._module = module
         self._full = _fingerprint(module)
         self._quick = _tensors(module)
+        # Held, so no tensor or module here can be freed and another take its id.
+        self._objects, self._versions = _walk(module)
 
     def moved(self) -> list[str]:
-        """Buffers and tensor attributes written, replaced, added or removed since the start."""
+        """Buffers and tensor attributes written, replaced, added or removed since the start.
+
+        Every step asks, so the common answer (nothing) comes from the same objects and
+        versions found in the same order, without building the names.
+        """
+        objects, versions = _walk(self._module)
+        same = versions == self._versions and len(objects) == len(self._objects)
+        if same and all(a is b for a, b in zip(objects, self._objects, strict=True)):
+            return []
         return _differ(self._quick, _tensors(self._module))
 
     def changed(self) -> list[str]:

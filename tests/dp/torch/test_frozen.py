@@ -29,10 +29,17 @@ def _rename(net: nn.Module) -> None:
     net._modules = {("norm" if k == "1" else k): m for k, m in net._modules.items()}
 
 
+def _replace_freed(net: nn.Module) -> None:
+    """The old tensor is freed first, so its successor may take its id (and version 0)."""
+    del net._buffers["scale"]
+    net.register_buffer("scale", torch.full((2,), 7.0))
+
+
 CASES: dict[str, tuple[Callable[[nn.Module], None], str]] = {
     "buffer written in place": (lambda n: n.scale.add_(1), "buffer scale"),
     "buffer of a submodule written": (lambda n: n[1].running_mean.add_(1), "buffer 1.running_mean"),
     "buffer replaced": (lambda n: setattr(n, "scale", torch.ones(2)), "buffer scale"),
+    "buffer freed, then a new one under its name": (_replace_freed, "buffer scale"),
     "buffer removed": (lambda n: n._buffers.pop("scale"), "buffer scale"),
     "buffer added": (lambda n: n[0].register_buffer("rows", torch.zeros(3)), "buffer 0.rows"),
     "attribute written": (lambda n: n[2].offset.add_(1), "attribute 2.offset"),
