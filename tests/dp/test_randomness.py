@@ -139,9 +139,10 @@ def test_fitted_models_carry_no_generator_or_seed(vault, make):
 # -- the keystream behind DP-SGD's Poisson coins ---------------------------------------
 
 
-@pytest.mark.parametrize("nbytes", [0, 1, 15, 16, 65_535, 65_536, 65_537, 200_003])
+@pytest.mark.parametrize("nbytes", [0, 1, 15, 16, 32_768, 32_769, 65_535, 65_536, 65_537, 200_003])
 def test_keystream_fills_exactly_what_was_asked_with_no_zero_run(nbytes):
-    """Every size, across the 64 KiB pieces it is written in, comes back full.
+    """Every size, from the operating system or across the 64 KiB pieces the cipher
+    writes, comes back full.
 
     A piece left unwritten would stay zero: a run of 16 zero bytes in a keystream
     has probability under 2**-128 per position.
@@ -154,7 +155,8 @@ def test_keystream_fills_exactly_what_was_asked_with_no_zero_run(nbytes):
         assert bytes(16) not in out
 
 
-def test_keystream_is_keyed_by_entropy_alone(monkeypatch):
+@pytest.mark.parametrize("nbytes", [1000, 100_000])  # the OS's own bytes; the cipher's
+def test_keystream_is_keyed_by_entropy_alone(monkeypatch, nbytes):
     """Replaying the operating system's bytes replays the stream, and nothing else does.
 
     Two calls with the same entropy give the same bytes (the key is all there is: no
@@ -169,14 +171,14 @@ def test_keystream_is_keyed_by_entropy_alone(monkeypatch):
     draws = []
     for _ in range(2):
         monkeypatch.setattr(_random, "entropy", random.Random(5).randbytes)
-        draws.append(bytes(_random.keystream(1000)))
+        draws.append(bytes(_random.keystream(nbytes)))
     assert draws[0] == draws[1]
     monkeypatch.undo()
     seeded = []
     for _ in range(2):
         np.random.seed(1)
         torch.manual_seed(1)
-        seeded.append(bytes(_random.keystream(1000)))
+        seeded.append(bytes(_random.keystream(nbytes)))
     assert seeded[0] != seeded[1]
 
 
