@@ -21,7 +21,7 @@ from opacus.layers import DPMultiheadAttention
 from opacus.layers.dp_multihead_attention import SequenceBias
 from torch import nn
 
-from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, trainable, views_mean
+from ._bk_rule import Part, Rule, Tape, instantiated, record, register, trainable, views_mean
 
 __all__ = ["SCOPES", "SequenceBiasRule"]
 
@@ -72,10 +72,10 @@ class SequenceBiasRule(Rule):
                 return out
             bias = layer.bias.detach()
             if layer.batch_first:
-                out = torch.cat([x, bias.expand(x.shape[0], 1, -1)], 1)
-            else:
-                out = torch.cat([x, bias.expand(1, x.shape[1], -1)])
-            return tap(out, tape, slot, x, params)
+                ends = bias.expand(x.shape[0], 1, -1)
+                return record(lambda: torch.cat([x, ends], 1), tape, slot, x, params)
+            ends = bias.expand(1, x.shape[1], -1)
+            return record(lambda: torch.cat([x, ends]), tape, slot, x, params)
 
         return forward_bias
 

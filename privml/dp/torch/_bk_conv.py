@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ._bk_rule import Part, Rule, Tape, flat, register, root, tap, trainable, whole
+from ._bk_rule import Part, Rule, Tape, flat, record, register, root, trainable, whole
 
 __all__ = ["ConvRule"]
 
@@ -173,9 +173,11 @@ class ConvRule(Rule):
                 out: torch.Tensor = conv._conv_forward(x, conv.weight, conv.bias)
                 return out
             padded, padding = _padded(conv, x)
+            weight = conv.weight.detach()
             bias = conv.bias.detach() if conv.bias is not None else None
-            out = _convolve(conv, padded, conv.weight.detach(), bias, padding)
-            return tap(out, tape, slot, padded, params)
+            return record(
+                lambda: _convolve(conv, padded, weight, bias, padding), tape, slot, padded, params
+            )
 
         return forward_conv
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional
 
 from ...exceptions import ConfigurationError
-from ._bk_rule import Part, Rule, Tape, instantiated, register, tap, trainable, views_mean
+from ._bk_rule import Part, Rule, Tape, instantiated, record, register, trainable, views_mean
 
 __all__ = ["ChannelNormRule", "LastDimsNormRule"]
 
@@ -68,10 +68,16 @@ class LastDimsNormRule(Rule):
             weight = _detached(norm, "weight")
             if isinstance(norm, nn.LayerNorm):
                 bias = _detached(norm, "bias")
-                out = functional.layer_norm(x, shape, weight, bias, norm.eps)
-            else:
-                out = functional.rms_norm(x, shape, weight, norm.eps)
-            return tap(out, tape, slot, x, params)
+                return record(
+                    lambda: functional.layer_norm(x, shape, weight, bias, norm.eps),
+                    tape,
+                    slot,
+                    x,
+                    params,
+                )
+            return record(
+                lambda: functional.rms_norm(x, shape, weight, norm.eps), tape, slot, x, params
+            )
 
         return forward_norm
 
@@ -109,8 +115,8 @@ class ChannelNormRule(Rule):
                     f"grad_sample_mode='bk' clips per sample, so {type(norm).__name__} needs a "
                     "batch: its input has no batch dimension. Pass (batch, channels, ...)"
                 )
-            out = _normalized(norm, x, _detached(norm, "weight"), _detached(norm, "bias"))
-            return tap(out, tape, slot, x, params)
+            weight, bias = _detached(norm, "weight"), _detached(norm, "bias")
+            return record(lambda: _normalized(norm, x, weight, bias), tape, slot, x, params)
 
         return forward_norm
 

@@ -36,6 +36,7 @@ __all__ = [
     "Tape",
     "flat",
     "norms",
+    "record",
     "register",
     "root",
     "tap",
@@ -92,12 +93,41 @@ class Tape:
         self.records[slot] = (inputs, grad)
 
 
+class _First(torch.autograd.Function):
+    """A first layer's output, computed here, whose backward records (saved input, output gradient).
+
+    For a layer whose output needs no gradient by itself (its input needs none). Its
+    parameters are inputs here, so the output does; their gradient is left to the rule.
+    The output is made in here, so it is the graph's own tensor, not a copy: an in-place
+    operation on it next (ReLU(inplace=True)) changes nothing the backward reads.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        compute: Callable[[], torch.Tensor],
+        tape: Tape,
+        slot: int,
+        saved: torch.Tensor,
+        version: int,
+        *params: Any,
+    ) -> torch.Tensor:
+        ctx.tape, ctx.slot, ctx.saved, ctx.version = tape, slot, saved, version
+        ctx.count = len(params)
+        return compute()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        ctx.tape.put(ctx.slot, ctx.saved, grad, ctx.version)
+        ctx.saved = None
+        return (None, None, None, None, None, *([None] * ctx.count))
+
+
 class _Tap(torch.autograd.Function):
     """Identity on a layer's output whose backward records (saved input, output gradient).
 
-    For a layer whose output needs no gradient by itself (its input needs none: a first
-    layer). Its parameters are inputs here, so the output does; their gradient is left
-    to the rule.
+    For an output that needs no gradient although the saved input does (no layer's here:
+    :func:`record` makes a first layer's output in :class:`_First`, without this copy).
     """
 
     @staticmethod
@@ -152,6 +182,26 @@ def tap(
         return out
     result: torch.Tensor = _Tap.apply(out, tape, slot, kept, version, *params)  # type: ignore[no-untyped-call]
     return result
+
+
+def record(
+    compute: Callable[[], torch.Tensor],
+    tape: Tape,
+    slot: int,
+    saved: torch.Tensor,
+    params: tuple[nn.Parameter, ...],
+) -> torch.Tensor:
+    """The layer's output ``compute()``, recording ``(saved, ∂loss/∂out)`` for ``slot``.
+
+    ``compute`` takes the layer's parameters detached, so its output needs a gradient
+    exactly when ``saved``, what the layer multiplies, does: then :func:`tap` hooks the
+    node that made it; otherwise (a first layer) :class:`_First` makes it.
+    """
+    if saved.requires_grad:
+        return tap(compute(), tape, slot, saved, params)
+    kept = saved.detach()
+    out: torch.Tensor = _First.apply(compute, tape, slot, kept, kept._version, *params)  # type: ignore[no-untyped-call]
+    return out
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
