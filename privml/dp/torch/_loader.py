@@ -3,8 +3,8 @@
 Why it is private: each row joins a batch independently with probability
 ``q = batch_size / N`` (Poisson sampling, what the ledger's ``dp_sgd`` event
 assumes). The coin flips are 64-bit integers of an AES-256-CTR keystream
-under a fresh key from ``os.urandom`` (:func:`privml.dp._random.keystream`),
-compared with ``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by
+under a fresh key from ``os.urandom``, or ``os.urandom``'s own for up to 4,096
+rows (:func:`privml.dp._random.keystream`), compared with ``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by
 less than 2⁻⁶⁴ (never more than charged) and no caller seed
 (``torch.manual_seed``, ``numpy.random.seed``) can replay or steer the sampling. A batch is sampled
 and its rows copied out of the sealed table (:mod:`._rows`) only when it is
