@@ -4,9 +4,10 @@ Why it is private: each row joins a batch independently with probability
 ``q = batch_size / N`` (Poisson sampling, what the ledger's ``dp_sgd`` event
 assumes). The coin flips are 64-bit integers of an AES-256-CTR keystream
 under a fresh key from ``os.urandom``, or ``os.urandom``'s own for up to 4,096
-rows (:func:`privml.dp._random.keystream`), compared with ``⌊q·2⁶⁴⌋``, so each row's probability is ``q`` rounded down by
-less than 2⁻⁶⁴ (never more than charged) and no caller seed
-(``torch.manual_seed``, ``numpy.random.seed``) can replay or steer the sampling. A batch is sampled
+rows (:func:`privml.dp._random.keystream`), compared with ``⌊q·2⁶⁴⌋``, so each
+row's probability is ``q`` rounded down by less than 2⁻⁶⁴ (never more than
+charged) and no caller seed (``torch.manual_seed``, ``numpy.random.seed``) can
+replay or steer the sampling. A batch is sampled
 and its rows copied out of the sealed table (:mod:`._rows`) only when it is
 drawn, and only when the step guard allows it: after the previous batch was
 stepped and while the reservation has room. The loader holds no rows; a new
