@@ -106,6 +106,11 @@ def threshold(
     "Differentially private SQL with bounded user contribution") is
     ``τ = 1 - (C/ε)·ln(2 - 2(1 - δ)^(1/C))`` for ``C`` keys per person.
 
+    The noisy count of a key released *reaches* ``τ``, where OpenDP's map assumes it
+    exceeds it: ``δ`` and ``ε`` are that map's for ``τ - 1``, the map of what the
+    measurement does (taken at ``τ``, it gave a lone key ``e^(1/scale)`` times less
+    than its chance of release).
+
     Why it is private: a key held by nobody is never in the input; a key held by
     one person (count 1) passes ``τ`` with probability at most ``δ`` (summed over
     the person's ``C`` keys); on keys both neighbours hold, the noisy counts are
@@ -120,12 +125,18 @@ def threshold(
     else:
         scale, d_in = k / epsilon, (min(c, k), k, k)
 
-    def build(tau: int) -> tuple[Any, float, float]:
-        m = dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=tau)
-        eps, dlt = m.map(d_in)
-        return m, float(eps), float(dlt)
+    def make(tau: int) -> Any:
+        return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=tau)
 
-    lo, hi = 1, _MAX_THRESHOLD
+    def build(tau: int) -> tuple[Any, float, float]:
+        # The measurement keeps a key whose noisy count *reaches* tau (measured: keys at
+        # tau - 1 pass with probability α/(1+α), α = exp(-1/scale)), while its privacy map
+        # gives δ as if the count had to exceed it, e^(1/scale) times too small for a lone
+        # key. A key reaching tau is one exceeding tau - 1: that map is this measurement's.
+        eps, dlt = make(tau - 1).map(d_in)
+        return make(tau), float(eps), float(dlt)
+
+    lo, hi = 2, _MAX_THRESHOLD
     if build(hi)[2] > delta:
         raise ConfigurationError(
             f"no partition selection threshold up to {hi} keeps δ at or below the delta asked "

@@ -284,11 +284,32 @@ def test_a_key_held_by_one_person_is_never_released(vault):
 
 
 def test_the_threshold_itself_releases_a_lone_key_with_probability_at_most_delta():
-    """100,000 draws on a count of 1 with δ = 1e-12: a release has probability < 1e-7."""
+    """101,000 draws on a count of 1 with δ = 1e-12: 100,000 lone keys in one map (OpenDP
+    noises each key on its own) and 1,000 maps of one key. Each draw releases with
+    probability of order δ, so by the union bound a false failure has probability about
+    101,000 · 1.4e-12 < 1e-6."""
     th = _opendp.threshold(epsilon=1.0, delta=1e-12, keys_per_unit=1)
     assert th.delta <= 1e-12 and th.epsilon <= 1.0 + 1e-12
-    assert all(not th.select({0: 1}) for _ in range(100_000))
+    alpha = math.exp(-1 / th.scale)  # a lone key reaches τ with P[Z ≥ τ-1], Z discrete Laplace
+    assert alpha ** (th.threshold - 1) / (1 + alpha) <= th.delta
+    assert th.select(dict.fromkeys(range(100_000), 1)) == []
+    assert all(not th.select({0: 1}) for _ in range(1_000))
     assert th.select({0: th.threshold + 200}) == [0]
+
+
+@pytest.mark.parametrize("below", [1, 2])
+def test_a_key_is_kept_when_its_noisy_count_reaches_the_threshold(below):
+    """The rule the δ above rests on, checked on the mechanism itself.
+
+    100,000 keys at ``τ - below`` pass with probability ``α^below/(1+α)`` ("reaches",
+    0.269 / 0.099 at scale 1), not ``α^(below+1)/(1+α)`` ("exceeds", 0.099 / 0.036). The
+    standard deviation of the rate is under 0.0015: the tolerance of 0.01 is 6.7 of them,
+    so a false failure has probability under 1e-10.
+    """
+    th = _opendp.threshold(epsilon=1.0, delta=1e-12, keys_per_unit=1)
+    alpha = math.exp(-1 / th.scale)
+    kept = len(th.select(dict.fromkeys(range(100_000), th.threshold - below))) / 100_000
+    assert abs(kept - alpha**below / (1 + alpha)) < 0.01
 
 
 def test_keys_chosen_privately_count_distinct_people_not_rows():
