@@ -221,24 +221,69 @@ def test_the_layer_rules_catch_a_wrong_import():
 
 # --- every module imports alone ----------------------------------------------------------------
 _ALONE = """
-import importlib, json, sys, traceback
+import gc, importlib, json, os, sys, traceback
+from importlib.machinery import SourceFileLoader
+
 optional, names = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-results = {}
-for name in names:
+
+# What bytecode caching would do when it is off (PYTHONDONTWRITEBYTECODE): a source
+# file is compiled once, and the same text at the same path reuses that code object.
+compiled, compile_source = {}, SourceFileLoader.source_to_code
+
+def source_to_code(self, data, path, *, _optimize=-1):
+    key = (path, bytes(data), _optimize)
+    if key not in compiled:
+        compiled[key] = compile_source(self, data, path, _optimize=_optimize)
+    return compiled[key]
+
+SourceFileLoader.source_to_code = source_to_code
+
+def import_alone(name):
     for loaded in [m for m in sys.modules if m == "privml" or m.startswith("privml.")]:
         del sys.modules[loaded]
     try:
         importlib.import_module(name)
-        results[name] = "ok"
+        return "ok"
     except ModuleNotFoundError as err:
         top = (err.name or "").partition(".")[0]
-        results[name] = "skip" if top in optional else traceback.format_exc(limit=-3)
+        return "skip" if top in optional else traceback.format_exc(limit=-3)
     except BaseException as err:  # privml's own refusal of a missing extra is a skip too
         missing = type(err).__name__ == "OptionalDependencyError"
         if missing and any(f"needs {m}," in str(err) for m in optional):
-            results[name] = "skip"
-        else:
-            results[name] = traceback.format_exc(limit=-3)
+            return "skip"
+        return traceback.format_exc(limit=-3)
+
+def start(name):
+    read, write = os.pipe()
+    gc.freeze()  # the child's collector leaves the parent's objects (and their pages) alone
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        with os.fdopen(write, "w") as out:
+            out.write(import_alone(name))
+        os._exit(0)
+    os.close(write)
+    return name, pid, os.fdopen(read)
+
+def finish(name, pid, pipe):
+    with pipe:
+        result = pipe.read()
+    status = os.waitpid(pid, 0)[1]
+    results[name] = result if status == 0 and result else f"{result}\\nwait status {status}"
+
+# Module k is imported in a child forked after modules 0..k-1 were imported here: the
+# third-party modules those loaded are in it, privml's are deleted before the import.
+results, running = {}, []
+for name in names:
+    running.append(start(name))
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        pass  # the child reports it
+    if len(running) == 2:
+        finish(*running.pop(0))
+for child in running:
+    finish(*child)
 print(json.dumps(results))
 """
 
@@ -246,7 +291,12 @@ print(json.dumps(results))
 @pytest.mark.slow
 def test_every_module_imports_alone():
     """Each module imports in an interpreter that has no privml module loaded, so one that
-    only works after another privml module was imported fails here."""
+    only works after another privml module was imported fails here.
+
+    One process imports the modules in order and forks a child, two at a time, for each:
+    the child deletes every privml module and imports its own, so the third-party modules
+    it finds loaded are those of the modules before it, as in one process that deletes
+    privml's modules between imports."""
     missing = [m for m in EXTRAS if importlib.util.find_spec(m) is None]
     names = [name for name in MODULES if name not in NOT_IMPORTABLE]
     out = subprocess.run(
