@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional
 
 from ...exceptions import ConfigurationError
-from ._bk_rule import Part, Rule, Tape, instantiated, record, register, trainable, views_mean
+from ._bk_rule import Part, Rule, Tape, flat, record, register, trainable, views_mean
 
 __all__ = ["ChannelNormRule", "LastDimsNormRule"]
 
@@ -32,23 +32,23 @@ def _detached(module: nn.Module, name: str) -> torch.Tensor | None:
     return param.detach() if param is not None else None
 
 
-def _grads(
+def _part(
     module: nn.Module, xhat: torch.Tensor, g: torch.Tensor, dims: tuple[int, ...], views: int
-) -> dict[str, torch.Tensor]:
-    """Per-sample gradients of the trainable weight and bias, summed over ``dims``.
+) -> Part:
+    """Per-sample gradients of the trainable weight and bias, summed over ``dims``, held whole.
 
-    Each ``(b, ...)``, its values per sample in the parameter's order.
+    Each ``(b, values)``, its values per sample in the parameter's order, the parameters
+    in :func:`._bk_rule.trainable`'s order.
     """
-    grads = {}
-    weight = getattr(module, "weight", None)
-    bias = getattr(module, "bias", None)
-    if weight is not None and weight.requires_grad:
-        per = (g * xhat).sum(dims) if dims else g * xhat
-        grads["weight"] = views_mean(per, views)
-    if bias is not None and bias.requires_grad:
-        per = g.sum(dims) if dims else g
-        grads["bias"] = views_mean(per, views)
-    return grads
+    held = []
+    for name, param in module._parameters.items():
+        if param is not None and param.requires_grad:
+            if name == "weight":
+                per = (g * xhat).sum(dims) if dims else g * xhat
+            else:  # the bias (a norm layer has no other parameter)
+                per = g.sum(dims) if dims else g
+            held.append(flat(views_mean(per, views)))
+    return Part(held=tuple(held))
 
 
 @register(nn.LayerNorm, nn.RMSNorm)
@@ -90,7 +90,7 @@ class LastDimsNormRule(Rule):
         else:
             xhat = functional.rms_norm(x, shape, None, module.eps)
         dims = tuple(range(1, g.dim() - len(shape)))
-        return instantiated(module, _grads(module, xhat, g, dims, views))
+        return _part(module, xhat, g, dims, views)
 
 
 @register(nn.GroupNorm, *_INSTANCE)
@@ -123,7 +123,7 @@ class ChannelNormRule(Rule):
     def part(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor, views: int) -> Part:
         xhat = _normalized(module, a if a.dtype == g.dtype else a.to(g.dtype), None, None)
         dims = tuple(range(2, g.dim()))
-        return instantiated(module, _grads(module, xhat, g, dims, views))
+        return _part(module, xhat, g, dims, views)
 
 
 def _normalized(

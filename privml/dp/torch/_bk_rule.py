@@ -246,6 +246,8 @@ def whole(samples: int, steps: int, width_in: int, width_out: int) -> bool:
 
 def flat(t: torch.Tensor, views: int = 1) -> torch.Tensor:
     """``(rows / views, views · values per row)``: each sample's values in one row (also empty)."""
+    if views == 1 and t.dim() == 2:
+        return t
     return t.reshape(t.shape[0] // views, views * math.prod(t.shape[1:]))
 
 
