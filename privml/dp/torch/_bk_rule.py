@@ -123,35 +123,6 @@ class _First(torch.autograd.Function):
         return (None, None, None, None, None, *([None] * ctx.count))
 
 
-class _Tap(torch.autograd.Function):
-    """Identity on a layer's output whose backward records (saved input, output gradient).
-
-    For an output that needs no gradient although the saved input does (no layer's here:
-    :func:`record` makes a first layer's output in :class:`_First`, without this copy).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        out: torch.Tensor,
-        tape: Tape,
-        slot: int,
-        saved: torch.Tensor,
-        version: int,
-        *params: Any,
-    ) -> torch.Tensor:
-        ctx.tape, ctx.slot, ctx.saved, ctx.version = tape, slot, saved, version
-        ctx.count = len(params)
-        # a copy, not a view: the layer's output may be changed in place next (ReLU(inplace=True))
-        return out.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        ctx.tape.put(ctx.slot, ctx.saved, grad, ctx.version)
-        ctx.saved = None
-        return (grad, None, None, None, None, *([None] * ctx.count))
-
-
 def tap(
     out: torch.Tensor,
     tape: Tape,
@@ -180,7 +151,8 @@ def tap(
 
         node.register_prehook(record)
         return out
-    result: torch.Tensor = _Tap.apply(out, tape, slot, kept, version, *params)  # type: ignore[no-untyped-call]
+    # an output needing no gradient although its input does: a copy, made in the node
+    result: torch.Tensor = _First.apply(out.clone, tape, slot, kept, version, *params)  # type: ignore[no-untyped-call]
     return result
 
 
