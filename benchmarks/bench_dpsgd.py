@@ -17,6 +17,8 @@ sampling), privml "ghost" and privml "bk" (one-backward book-keeping) through
 
 On request (``--models cnn28``, not run by default): the same CNN on the digits
 resized to MNIST's 28x28 (bilinear, in its forward pass, on every side).
+``--batch B`` sets every network's expected batch size to ``B`` (the fixed
+cost of a step, which book-keeping adds to, weighs less in larger batches).
 
 Every side is set up first (same weights, same data; privml's blocks stay
 open), then ``benchmarks/_rounds.py`` interleaves rounds of ``--steps``
@@ -32,7 +34,7 @@ Then peak memory of the training loop: each side in its own process, VmHWM
 (reset through ``/proc/self/clear_refs`` just before the loop) minus VmRSS at
 that point. Target: privml bk <= Opacus ghost.
 
-    .venv/bin/python benchmarks/bench_dpsgd.py [--rounds 7] [--steps 10]
+    .venv/bin/python benchmarks/bench_dpsgd.py [--rounds 7] [--steps 10] [--batch B]
         [--models mlp,cnn,transformer] [--sides ...] [--memory-steps 10] [--profile bk:cnn]
 """
 
@@ -53,7 +55,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -150,8 +152,8 @@ def synthetic() -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     return frame, scaled, torch.as_tensor(y)
 
 
-def setting(folder: Path) -> tuple[privml.Vault, dict[str, Workload]]:
-    """A vault holding both tables, and the three workloads."""
+def setting(folder: Path, batch: int | None = None) -> tuple[privml.Vault, dict[str, Workload]]:
+    """A vault holding both tables, and the workloads (expected batch ``batch`` if given)."""
     vault = privml.Vault.create(folder, key=privml.generate_key())
     budget = Budget(epsilon=1e6, delta=1e-5)
     frame, X, y = synthetic()
@@ -173,6 +175,8 @@ def setting(folder: Path) -> tuple[privml.Vault, dict[str, Workload]]:
         "cnn28": Workload(partial(CNN, 28), "digits", pixels, "target", dX, dy, 64),
         "transformer": Workload(PixelTransformer, "digits", pixels, "target", dX, dy, 64),
     }
+    if batch is not None:
+        workloads = {name: replace(work, batch=batch) for name, work in workloads.items()}
     return vault, workloads
 
 
@@ -256,9 +260,9 @@ def _status(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def memory_probe(name: str, side: str, steps: int) -> None:
+def memory_probe(name: str, side: str, steps: int, batch: int | None) -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        vault, workloads = setting(Path(tmp) / "v")
+        vault, workloads = setting(Path(tmp) / "v", batch)
         running = open_side(side, workloads[name], vault, steps, stack)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS
@@ -270,14 +274,15 @@ def memory_probe(name: str, side: str, steps: int) -> None:
     print(json.dumps({"peak_mib": (peak - baseline) / 1024}))
 
 
-def memory(names: list[str], sides: list[str], steps: int) -> None:
+def memory(names: list[str], sides: list[str], steps: int, batch: int | None) -> None:
     print(f"\npeak memory of the training loop ({steps} steps, each side in its own process)")
     print(f"  {'model':<12}" + "".join(f"{side:>15}" for side in sides))
     for name in names:
         figures = []
         for side in sides:
             out = subprocess.run(
-                [sys.executable, __file__, "--probe", f"{name}:{side}", "--steps", str(steps)],
+                [sys.executable, __file__, "--probe", f"{name}:{side}", "--steps", str(steps)]
+                + ([] if batch is None else ["--batch", str(batch)]),
                 capture_output=True,
                 text=True,
                 check=True,
@@ -303,6 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, help="every network's expected batch size")
     parser.add_argument("--models", default="mlp,cnn,transformer")
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--memory-steps", type=int, default=10)
@@ -312,12 +318,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.probe:
         name, side = args.probe.split(":")
-        memory_probe(name, side, args.steps)
+        memory_probe(name, side, args.steps, args.batch)
         return
     names, sides = args.models.split(","), args.sides.split(",")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, σ={SIGMA}, C={CLIP}")
     with tempfile.TemporaryDirectory() as tmp:
-        vault, workloads = setting(Path(tmp) / "v")
+        vault, workloads = setting(Path(tmp) / "v", args.batch)
         if args.profile:
             side, name = args.profile.split(":")
             profile(vault, workloads[name], side, args.steps)
@@ -328,7 +334,7 @@ def main() -> None:
         print(f"\n(timings took {time.perf_counter() - started:.0f} s)")
         vault.close()
     if not args.no_memory:
-        memory(names, sides, args.memory_steps)
+        memory(names, sides, args.memory_steps, args.batch)
 
 
 if __name__ == "__main__":
