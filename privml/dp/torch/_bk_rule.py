@@ -98,8 +98,9 @@ class _First(torch.autograd.Function):
 
     For a layer whose output needs no gradient by itself (its input needs none). Its
     parameters are inputs here, so the output does; their gradient is left to the rule.
-    The output is made in here, so it is the graph's own tensor, not a copy: an in-place
-    operation on it next (ReLU(inplace=True)) changes nothing the backward reads.
+    The output is made in here, so it is the graph's own tensor, not a copy (unless it is a
+    view): an in-place operation on it next (ReLU(inplace=True)) changes nothing the backward
+    reads.
     """
 
     @staticmethod
@@ -114,7 +115,10 @@ class _First(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.tape, ctx.slot, ctx.saved, ctx.version = tape, slot, saved, version
         ctx.count = len(params)
-        return compute()
+        out = compute()
+        # a view (InstanceNorm's output is one) returned from here could not be changed in
+        # place next (ReLU(inplace=True)): a view of a custom node's output is refused that
+        return out.clone() if out._is_view() else out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._contents import Contents
+
 __all__ = ["Frozen"]
 
 # Flags torch itself flips (train()/eval(), backward-hook kind): no data in them.
@@ -46,29 +48,40 @@ def _tensor(t: torch.Tensor) -> tuple[Any, ...]:
     return ("tensor", str(t.dtype), tuple(t.shape), hashlib.sha256(raw).hexdigest())
 
 
-def _digest(value: Any, depth: int = 0) -> Any:
-    """A fingerprint of ``value`` that changes when any data in it changes."""
+def _digest(value: Any, depth: int = 0, registered: frozenset[int] = frozenset()) -> Any:
+    """A fingerprint of ``value`` that changes when any data in it changes.
+
+    ``registered``: the identities of the module tree's own modules, whose state is
+    fingerprinted as such; any other module met here (kept in a list, or set with
+    ``object.__setattr__``) is pickled with the model too, so its whole state counts.
+    """
     if isinstance(value, torch.Tensor):
         return _tensor(value)
     if isinstance(value, nn.Module):
-        return ("module", id(value))  # its own state is fingerprinted as a submodule
+        if id(value) in registered:
+            return ("module", id(value))
+        if depth < _DEPTH:
+            return ("unregistered module", _digest(vars(value), depth + 1, registered))
     if isinstance(value, np.ndarray):
         return ("array", str(value.dtype), value.shape, hashlib.sha256(value.tobytes()).hexdigest())
     if depth < _DEPTH:
         if isinstance(value, dict):
             return (
                 "dict",
-                tuple((_digest(k, depth + 1), _digest(v, depth + 1)) for k, v in value.items()),
+                tuple(
+                    (_digest(k, depth + 1, registered), _digest(v, depth + 1, registered))
+                    for k, v in value.items()
+                ),
             )
         if isinstance(value, list | tuple):
-            return (type(value).__name__, tuple(_digest(v, depth + 1) for v in value))
+            return (type(value).__name__, tuple(_digest(v, depth + 1, registered) for v in value))
     try:
         return ("pickle", hashlib.sha256(pickle.dumps(value)).hexdigest())
     except Exception:  # not picklable (closures, hooks): it cannot be registered; its identity
         return (
             "id",
             id(value),
-            _digest(vars(value), depth + 1)
+            _digest(vars(value), depth + 1, registered)
             if hasattr(value, "__dict__") and depth < _DEPTH
             else None,
         )
@@ -76,7 +89,9 @@ def _digest(value: Any, depth: int = 0) -> Any:
 
 def _fingerprint(module: nn.Module) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, sub in module.named_modules(remove_duplicate=False):
+    tree = list(module.named_modules(remove_duplicate=False))
+    registered = frozenset(id(sub) for _, sub in tree)
+    for name, sub in tree:
         at = f"{name}." if name else ""
         for key, value in vars(sub).items():
             if key in _FLAGS:
@@ -87,61 +102,155 @@ def _fingerprint(module: nn.Module) -> dict[str, Any]:
                 out[f"{at}<parameters>"] = tuple((k, id(p)) for k, p in value.items())
                 for k, p in value.items():
                     if p is not None:
-                        out[f"attributes of parameter {at}{k}"] = _digest(vars(p))
+                        out[f"attributes of parameter {at}{k}"] = _digest(vars(p), 0, registered)
             elif key == "_buffers":
                 out[f"{at}<buffers>"] = tuple(value)
                 for k, b in value.items():
                     out[f"buffer {at}{k}"] = _digest(b)
             else:
-                out[f"attribute {at}{key}"] = _digest(value)
+                out[f"attribute {at}{key}"] = _digest(value, 0, registered)
     return out
 
 
-def _tensors(module: nn.Module) -> dict[str, tuple[int, int]]:
-    """Identity and version of every buffer and tensor attribute (what a step may not move)."""
-    out: dict[str, tuple[int, int]] = {}
-    for name, sub in module.named_modules(remove_duplicate=False):
+# Containers followed into, for modules and tensors kept outside the registered tree
+# (``self.side = [nn.Linear(...)]``, ``object.__setattr__(self, "box", module)``): they are
+# pickled with the model like any buffer.
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+# A registered module's own tables, walked as such (parameters are the run's to check), and
+# torch's hook tables (callables, which training wrappers add to and remove from).
+_OWN = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"})
+
+
+def _own(key: str) -> bool:
+    return key in _OWN or (key.startswith("_") and "hooks" in key)
+
+
+# type -> 1 tensor, 2 container or module to follow, 0 anything else: ``isinstance`` through
+# torch's metaclass costs several times a dict lookup, for each of every module's attributes.
+_KINDS: dict[type, int] = {}
+
+
+def _kind(value: object) -> int:
+    kind = type(value)
+    found = _KINDS.get(kind)
+    if found is None:
+        if issubclass(kind, torch.Tensor):
+            found = 1
+        elif issubclass(kind, (nn.Module, *_CONTAINERS)):
+            found = 2
+        else:
+            found = 0
+        _KINDS[kind] = found
+    return found
+
+
+class _Walk:
+    """One walk of a module's state besides its parameters: objects, versions, tensors.
+
+    ``objects`` holds, in order, each module, submodule, buffer and tensor attribute with
+    its name, and each tensor or module kept in a container or outside the registered
+    tree; ``tensors`` the tensors among them (``names``: theirs, when asked for).
+    Registered parameters (``skip``, by identity) are left to the run's own check.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        skip: set[int],
+        named: bool = False,
+        follow: dict[int, frozenset[str]] | None = None,
+    ) -> None:
+        self.objects: list[object] = []
+        # per registered module: the attributes holding containers or modules, followed.
+        # Given ``follow`` (a first walk's), only those are followed: training wrappers add
+        # lists of their own to the layers (Opacus's activations) while a run is on.
+        self.followed: dict[int, frozenset[str]] = {}
+        self._follow_only = follow
+        self.versions: list[int] = []
+        self.tensors: list[torch.Tensor] = []
+        self.names: list[str] | None = [] if named else None
+        self._skip = skip
+        self._registered: set[int] = set()
+        stack: list[tuple[str, nn.Module]] = [("", module)]
+        order: list[tuple[str, nn.Module]] = []
+        while stack:
+            name, sub = stack.pop()
+            order.append((name, sub))
+            self._registered.add(id(sub))
+            for k, m in sub._modules.items():
+                if m is not None:
+                    stack.append((f"{name}.{k}" if name else k, m))
+        for name, sub in order:
+            self._module(name, sub)
+
+    def _add(self, key: str | None, t: torch.Tensor, label: str) -> None:
+        if key is not None:  # a table's own key (the same object while the entry stays)
+            self.objects.append(key)
+        self.objects.append(t)
+        self.versions.append(t._version)
+        self.tensors.append(t)
+        if self.names is not None:
+            self.names.append(label)
+
+    def _module(self, name: str, sub: nn.Module) -> None:
         at = f"{name}." if name else ""
+        self.objects.append(sub)
+        self.objects += list(sub._modules)
         for k, b in sub._buffers.items():
-            if b is not None:
-                out[f"buffer {at}{k}"] = (id(b), b._version)
+            if b is None:
+                self.objects += (k, b)
+            else:
+                self._add(k, b, f"buffer {at}{k}")
+        only = None if self._follow_only is None else self._follow_only.get(id(sub), frozenset())
+        followed: list[str] = []
         for k, v in vars(sub).items():
-            if isinstance(v, torch.Tensor):
-                out[f"attribute {at}{k}"] = (id(v), v._version)
-    return out
+            kind = _kind(v)
+            if kind == 1:
+                self._add(k, v, f"attribute {at}{k}")
+            elif kind == 2 and (k in only if only is not None else not _own(k)):
+                followed.append(k)
+                self._follow(v, f"attribute {at}{k}", 0)
+        if followed:
+            self.followed[id(sub)] = frozenset(followed)
+
+    def _follow(self, value: object, label: str, depth: int) -> None:
+        """Tensors and unregistered modules in a container or an unregistered module."""
+        if depth > _DEPTH:
+            return
+        kind = _kind(value)
+        if kind == 1:
+            assert isinstance(value, torch.Tensor)
+            if id(value) not in self._skip:
+                self._add(None, value, label)
+        elif isinstance(value, nn.Module):
+            self.objects.append(value)
+            if id(value) not in self._registered:
+                for k, v in vars(value).items():
+                    if _kind(v) and v is not None:
+                        self._follow(v, f"{label}.{k}", depth + 1)
+        elif isinstance(value, dict):
+            self.objects.append(value)
+            # entries by position: a key may be data, never shown
+            for i, (k, v) in enumerate(value.items()):
+                if _kind(k):
+                    self._follow(k, f"{label}/key {i}", depth + 1)
+                if _kind(v):
+                    self._follow(v, f"{label}/{i}", depth + 1)
+        elif kind == 2:
+            assert isinstance(value, list | tuple | set | frozenset)
+            self.objects.append(value)
+            for i, v in enumerate(value):
+                if _kind(v):
+                    self._follow(v, f"{label}/{i}", depth + 1)
 
 
-# type -> whether it is a tensor type: ``isinstance(v, torch.Tensor)`` costs several times
-# a dict lookup, for each of the dozens of attributes every module has.
-_TENSOR_TYPES: dict[type, bool] = {}
-
-
-def _walk(module: nn.Module) -> tuple[list[object], list[int]]:
-    """What :func:`_tensors` depends on, unnamed: each module, and each submodule's, buffer's
-    and tensor attribute's name and object, compared by identity; the tensors' versions."""
-    objects: list[object] = []
-    versions: list[int] = []
-    stack = [module]
-    while stack:
-        sub = stack.pop()
-        objects.append(sub)
-        for k, b in sub._buffers.items():
-            objects += (k, b)
-            if b is not None:
-                versions.append(b._version)
-        for k, v in vars(sub).items():
-            kind = type(v)
-            tensor = _TENSOR_TYPES.get(kind)
-            if tensor is None:
-                tensor = _TENSOR_TYPES[kind] = issubclass(kind, torch.Tensor)
-            if tensor:
-                objects += (k, v)
-                versions.append(v._version)
-        for k, m in sub._modules.items():
-            objects.append(k)
-            if m is not None:
-                stack.append(m)
-    return objects, versions
+def _tensors(
+    module: nn.Module, skip: set[int], follow: dict[int, frozenset[str]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Name -> identity and version of every tensor a step may not move."""
+    walk = _Walk(module, skip, named=True, follow=follow)
+    assert walk.names is not None
+    return {name: (id(t), t._version) for name, t in zip(walk.names, walk.tensors, strict=True)}
 
 
 def _differ(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -153,22 +262,38 @@ class Frozen:
 
     def __init__(self, module: nn.Module) -> None:
         self._module = module
+        # the module's registered parameters are the run's to check (by value, each step);
+        # held, like everything compared here, so no other tensor can take one's identity
+        self._params = list(module.parameters())
+        self._skip = {id(p) for p in self._params}
         self._full = _fingerprint(module)
-        self._quick = _tensors(module)
         # Held, so no tensor or module here can be freed and another take its id.
-        self._objects, self._versions = _walk(module)
+        walk = _Walk(module, self._skip)
+        self._objects, self._versions = walk.objects, walk.versions
+        self._follow = walk.followed
+        self._quick = _tensors(module, self._skip, self._follow)
+        self._contents = Contents(walk.tensors)
 
     def moved(self) -> list[str]:
-        """Buffers and tensor attributes written, replaced, added or removed since the start.
+        """Tensors written, replaced, added or removed since the start (parameters aside).
 
         Every step asks, so the common answer (nothing) comes from the same objects and
-        versions found in the same order, without building the names.
+        versions found in the same order and the same values (compared in a few
+        operations: a write through ``.data`` or NumPy moves no version), without building
+        the names.
         """
-        objects, versions = _walk(self._module)
-        same = versions == self._versions and len(objects) == len(self._objects)
+        walk = _Walk(self._module, self._skip, follow=self._follow)
+        objects = walk.objects
+        same = walk.versions == self._versions and len(objects) == len(self._objects)
         if same and all(a is b for a, b in zip(objects, self._objects, strict=True)):
-            return []
-        return _differ(self._quick, _tensors(self._module))
+            changed = self._contents.differ()
+            if not changed:
+                return []
+            names = _Walk(self._module, self._skip, named=True, follow=self._follow).names
+            assert names is not None
+            return sorted({names[i] for i in changed})
+        now = _tensors(self._module, self._skip, self._follow)
+        return _differ(self._quick, now) or ["<submodules or containers>"]
 
     def changed(self) -> list[str]:
         """Everything but the parameters' values that differs from the start (full comparison)."""

@@ -51,6 +51,7 @@ import torch
 from ...accounting.composition import epsilon_alone
 from ...accounting.events import PrivacyEvent
 from ...exceptions import ConfigurationError, StepLimitExceeded
+from ._contents import Contents
 from ._frozen import Frozen
 
 __all__ = ["StepGuard"]
@@ -119,6 +120,7 @@ class StepGuard:
         self._params: list[torch.Tensor] = []
         self._versions: list[int] = []
         self._frozen: Frozen | None = None
+        self._contents = Contents([])
         self.state_changed = False
 
     # -- batches ------------------------------------------------------------------------
@@ -303,11 +305,14 @@ class StepGuard:
         """
         self._params = list(params)
         self._frozen = frozen
+        self._contents = Contents(self._params)
         self.note_release()
 
     def note_release(self) -> None:
-        """The run's own update has run: its new parameter versions are the expected ones."""
+        """The run's own update has run: its new parameter versions and values are the expected
+        ones (values too: a write through ``.data``, NumPy or the storage moves no version)."""
         self._versions = [p._version for p in self._params]
+        self._contents.take()
 
     def check_params(self) -> None:
         """Raise (and remember) if a parameter, buffer or tensor attribute moved outside a step."""
@@ -319,11 +324,14 @@ class StepGuard:
                 for i, (p, v) in enumerate(zip(self._params, self._versions, strict=True))
                 if p._version != v
             ]
+            if not changed:
+                changed = self._contents.differ()
             if changed:
                 self.tampered = (
                     f"{len(changed)} parameter tensor(s) of the module were modified outside "
-                    "run.optimizer.step() (another optimizer, an update by hand, "
-                    "load_state_dict): such updates skip clipping and noise. Update the "
+                    "run.optimizer.step() (another optimizer, an update by hand or through "
+                    ".data, NumPy or the storage, load_state_dict): such updates skip clipping "
+                    "and noise. Update the "
                     "parameters only through run.optimizer"
                 )
         if self.tampered is not None:

@@ -157,6 +157,31 @@ def test_in_place_activations_after_every_layer_clip_as_the_per_sample_loop():
     assert_same(bookkeeping(build(), x, y), per_sample_loop(build(), x, y))
 
 
+@pytest.mark.parametrize(
+    ("first", "shape"),
+    [
+        (lambda: nn.InstanceNorm1d(2, affine=True), (2, 5)),
+        (lambda: nn.InstanceNorm2d(2, affine=True), (2, 4, 4)),
+        (lambda: nn.InstanceNorm3d(2, affine=True), (2, 3, 3, 3)),
+        (lambda: nn.Conv1d(2, 4, 3), (2, 6)),
+        (lambda: nn.GroupNorm(1, 2), (2, 4, 4)),
+    ],
+)
+def test_an_in_place_activation_after_a_first_layer_whose_output_may_be_a_view(first, shape):
+    """InstanceNorm's output is a view of another tensor: the first layer's node must not
+    hand a view out, or ReLU(inplace=True) next is refused by autograd."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(first(), nn.ReLU(inplace=True), nn.Flatten(), nn.LazyLinear(3))
+
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(6, *shape, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=gen)
+    made = _materialize(lambda: build().double(), x)
+    assert_same(bookkeeping(made(), x, y), per_sample_loop(made(), x, y))
+
+
 def test_gather_offsets_follow_a_layer_whose_geometry_changed():
     """The offsets are cached per layer: a changed dilation and padding (the same output
     size) must not reuse the old ones."""

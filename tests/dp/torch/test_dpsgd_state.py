@@ -15,6 +15,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:Use
 MODES = ["ghost", "hooks", "bk"]
 
 
+def _data(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Values from the batch, never equal to what they overwrite (pixels are >= 0; +1)."""
+    return x[:, 19 : 19 + width].detach().sum(0) + 1.0
+
+
 class Stash(nn.Module):
     """A plain MLP whose forward copies input rows into a buffer, under no_grad (the attack)."""
 
@@ -25,6 +30,10 @@ class Stash(nn.Module):
         self.how = how
         self.register_buffer("mem", torch.zeros(64, 2))
         self.rows: list[list[float]] = []
+        self.side = [nn.Linear(2, 2)]  # a module kept outside the registered tree
+        object.__setattr__(self, "box", nn.Linear(2, 2))  # another, set around __setattr__
+        self.cache = {"first": [torch.zeros(2)]}  # a tensor in plain containers
+        self.stash = nn.Parameter(torch.zeros(2), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -36,6 +45,28 @@ class Stash(nn.Module):
                 self.rows.append(x[0].tolist())
             elif self.how == "replace":  # a new buffer tensor under the same name
                 self.mem = x[:2, :2].t().clone().repeat(32, 1)
+            elif self.how == "inplace in a kept module":
+                self.side[0].weight[0] = _data(x, 2)
+            elif self.how == "inplace in a set-around module":
+                self.box.bias.copy_(_data(x, 2))
+            elif self.how == "inplace in a container":
+                self.cache["first"][0].copy_(_data(x, 2))
+        # writes that move no version counter
+        if self.how == "buffer .data":
+            self.mem.data[0] = _data(x, 2)
+        elif self.how == "buffer through NumPy":
+            self.mem.numpy()[0] = _data(x, 2).numpy()
+        elif self.how == "buffer through its storage":
+            self.mem.untyped_storage()[:8].copy_(_data(x, 2).untyped_storage())
+        elif self.how == "kept module .data":
+            self.side[0].weight.data[0] = _data(x, 2)
+        elif self.how == "container .data":
+            self.cache["first"][0].data.copy_(_data(x, 2))
+        elif self.how == "buffer, version counter reset":
+            version = self.mem._version
+            with torch.no_grad():
+                self.mem[0] = _data(x, 2)
+            torch._C._autograd._unsafe_set_version_counter((self.mem,), (version,))
         out: torch.Tensor = self.body(x)
         return out
 
@@ -47,7 +78,24 @@ def _step(run):
     run.optimizer.step()
 
 
-@pytest.mark.parametrize("how", ["buffer", "attribute", "list", "replace"])
+WRITES = [
+    "buffer",
+    "attribute",
+    "list",
+    "replace",
+    "inplace in a kept module",
+    "inplace in a set-around module",
+    "inplace in a container",
+    "buffer .data",
+    "buffer through NumPy",
+    "buffer through its storage",
+    "kept module .data",
+    "container .data",
+    "buffer, version counter reset",
+]
+
+
+@pytest.mark.parametrize("how", WRITES)
 @pytest.mark.parametrize("mode", MODES)
 def test_rows_written_into_the_module_are_never_registered(make_vault, digits, mode, how):
     v = make_vault("digits")
@@ -66,8 +114,68 @@ def test_rows_written_into_the_module_are_never_registered(make_vault, digits, m
     assert run.charge.status == "committed"  # what was drawn is charged
     details = v.audit.entries(action="dp.train.batches").iloc[-1]["details"]
     assert details["module_state_changed"] is True
-    if how == "buffer":
+    if how.startswith("buffer"):
         assert not torch.equal(net.mem, mem)  # the write did happen; it just never left
+
+
+class Overwrite(nn.Module):
+    """An MLP whose forward writes an input row into a parameter without moving its version."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.stash = nn.Parameter(torch.zeros(10), requires_grad=False)
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        row = _data(x, 10)
+        bias = self.body[2].bias
+        if self.how == "frozen parameter .data":
+            self.stash.data.copy_(row)
+        elif self.how == "trained bias .data":
+            bias.data[:] = row
+        elif self.how == "trained bias .data replaced":
+            bias.data = row.clone()
+        elif self.how == "trained bias through NumPy":
+            bias.detach().numpy()[:] = row.numpy()
+        elif self.how == "trained bias through its storage":
+            bias.untyped_storage().copy_(row.clone().untyped_storage())
+        elif self.how == "trained bias, version counter reset":
+            version = bias._version
+            with torch.no_grad():
+                bias.copy_(row)
+            torch._C._autograd._unsafe_set_version_counter((bias,), (version,))
+        out: torch.Tensor = self.body(x)
+        return out
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "frozen parameter .data",
+        "trained bias .data",
+        "trained bias .data replaced",
+        "trained bias through NumPy",
+        "trained bias through its storage",
+        "trained bias, version counter reset",
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_parameters_written_around_their_version_are_never_registered(
+    make_vault, digits, mode, how
+):
+    """Only the run's steps may change a parameter: compared by value, not by version."""
+    v = make_vault("digits")
+    net = Overwrite(how)
+    with (
+        pytest.raises(ConfigurationError, match=r"modified outside run\.optimizer\.step") as caught,
+        start_training(v, digits, net, mode) as run,
+    ):
+        for _ in range(3):
+            _step(run)
+    assert "[" not in str(caught.value)
+    assert v.models.list().empty
 
 
 @pytest.mark.parametrize("mode", MODES)

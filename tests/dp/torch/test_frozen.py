@@ -21,7 +21,20 @@ def _net() -> nn.Module:
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Linear(4, 2)))
     net.register_buffer("scale", torch.ones(2))
     net[2].offset = torch.zeros(2)  # a plain tensor attribute
+    net.kept = [nn.Linear(2, 2)]  # a module outside the registered tree, pickled with it
+    object.__setattr__(net, "box", nn.Linear(2, 2))  # another, set around __setattr__
+    net.cache = {"rows": (torch.zeros(3),)}  # a tensor in plain containers
     return net
+
+
+SECRET = torch.tensor([42.0, 43.0])
+
+
+def _version_reset(net: nn.Module) -> None:
+    """An in-place write, then the version counter set back to what it was."""
+    version = net.scale._version
+    net.scale.add_(1)
+    torch._C._autograd._unsafe_set_version_counter((net.scale,), (version,))
 
 
 def _rename(net: nn.Module) -> None:
@@ -47,6 +60,40 @@ CASES: dict[str, tuple[Callable[[nn.Module], None], str]] = {
     "attribute removed": (lambda n: delattr(n[2], "offset"), "attribute 2.offset"),
     "submodule renamed": (_rename, "buffer norm.running_mean"),
     "submodule replaced": (lambda n: n._modules.__setitem__("1", nn.BatchNorm1d(4)), "buffer 1."),
+    # writes that move no version counter: compared by value
+    "buffer written through .data": (lambda n: n.scale.data.copy_(SECRET), "buffer scale"),
+    "buffer's .data replaced": (lambda n: setattr(n.scale, "data", SECRET.clone()), "buffer scale"),
+    "buffer written through NumPy": (
+        lambda n: n.scale.numpy().__setitem__(slice(None), 7.0),
+        "buffer scale",
+    ),
+    "buffer written through its storage": (
+        lambda n: n.scale.untyped_storage().copy_(SECRET.untyped_storage()),
+        "buffer scale",
+    ),
+    "buffer written, version set back": (_version_reset, "buffer scale"),
+    "attribute written through .data": (
+        lambda n: n[2].offset.data.copy_(SECRET),
+        "attribute 2.offset",
+    ),
+    # what is kept outside the registered tree
+    "module in a list written": (lambda n: n.kept[0].weight.data.fill_(7.0), "attribute kept"),
+    "module in a list replaced": (
+        lambda n: n.kept.__setitem__(0, nn.Linear(2, 2)),
+        "attribute kept",
+    ),
+    "module set around __setattr__ written": (
+        lambda n: n.box.bias.detach().add_(1.0),
+        "attribute box",
+    ),
+    "tensor in containers written": (
+        lambda n: n.cache["rows"][0].numpy().__setitem__(0, 7.0),
+        "attribute cache",
+    ),
+    "tensor added to a container": (
+        lambda n: n.cache.__setitem__("more", torch.zeros(1)),
+        "attribute cache",
+    ),
 }
 
 
@@ -69,3 +116,24 @@ def test_an_untouched_module_has_nothing_moved_while_its_parameters_train():
     net.eval()
     net.train()
     assert frozen.moved() == []
+    assert frozen.changed() == []
+
+
+def test_a_module_kept_outside_the_tree_counts_at_the_end_too():
+    """The full comparison follows it as well: it is pickled with the model."""
+    net = _net()
+    frozen = Frozen(net)
+    with torch.no_grad():
+        net.kept[0].weight.fill_(7.0)
+    assert frozen.changed() == ["attribute kept"]
+
+
+def test_no_name_shows_a_container_key():
+    """Entries are named by position: a dict's key may itself be data."""
+    net = _net()
+    net.cache = {"Jane Doe": torch.zeros(2)}
+    frozen = Frozen(net)
+    net.cache["Jane Doe"].data.fill_(1.0)
+    moved = frozen.moved()
+    assert moved == ["attribute cache/0"]
+    assert not any("Jane" in name for name in moved)
