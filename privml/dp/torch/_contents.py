@@ -30,12 +30,6 @@ import torch
 __all__ = ["Contents"]
 
 
-def _bytes(parts: list[torch.Tensor]) -> torch.Tensor:
-    """The tensors' values laid end to end, as bytes (NaN compares like any other bits)."""
-    flat = torch.cat([t.detach().reshape(-1) for t in parts])
-    return flat.view(torch.uint8)
-
-
 def _odd(t: torch.Tensor) -> bool:
     """Tensors whose values cannot be laid out as bytes (sparse, quantized, meta, nested)."""
     return t.layout != torch.strided or t.is_quantized or t.is_meta or t.is_nested
@@ -48,11 +42,24 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(out.getvalue()).hexdigest()
 
 
+# Compared as integers of the elements' width: torch.equal on bytes runs a byte at a time.
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64, 16: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A flat tensor's values as integers of their width (NaN equals itself, -0.0 not 0.0)."""
+    return t.view(_BITS[t.element_size()])
+
+
 class Contents:
     """A copy of ``tensors``' values: :meth:`differ` names (by position) those now different.
 
-    The tensors are held (so none can be freed and its identity reused); :meth:`take`
-    copies their current values again, in place.
+    The tensors are held (so none can be freed and its identity reused), each through a
+    one-row view of its values where it is contiguous (a copy is one snapshot, not a table
+    of rows), so that a group of one dtype and device is compared by one concatenation and
+    one comparison; a tensor whose values moved elsewhere (``.data = ...``) differs.
+    :meth:`take` copies the current values again. Other tensors (sparse, quantized, not
+    contiguous) are compared by a hash.
     """
 
     def __init__(self, tensors: Iterable[torch.Tensor]) -> None:
@@ -60,60 +67,56 @@ class Contents:
         groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         self._odd: list[int] = []
         for i, t in enumerate(self.tensors):
-            if _odd(t):
+            if _odd(t) or not t.is_contiguous():
                 self._odd.append(i)
             else:
                 groups.setdefault((t.device, t.dtype), []).append(i)
         self._groups = list(groups.values())
+        self._views: list[list[torch.Tensor]] = []
+        self._where: list[list[int]] = []
+        self._moved = True  # the views are to be made
         self._copies: list[torch.Tensor] = []
-        self._widths: list[list[int]] = []
         self._digests: list[str] = []
         self.take()
 
     def take(self) -> None:
         """Copy the tensors' current values (the ones :meth:`differ` compares with)."""
         with torch.no_grad():
-            copies = []
-            # each tensor's bytes in its group's copy, as taken
-            self._widths = [
-                [self.tensors[i].numel() * self.tensors[i].element_size() for i in g]
-                for g in self._groups
-            ]
-            for n, g in enumerate(self._groups):
-                now = _bytes([self.tensors[i] for i in g])
-                kept = self._copies[n] if n < len(self._copies) else None
-                if kept is not None and kept.shape[1] == now.numel():
-                    kept[0].copy_(now)
-                else:  # one row: a snapshot, not a table of rows
-                    kept = now.clone().unsqueeze(0)
-                copies.append(kept)
-            self._copies = copies
+            if self._moved:  # values moved elsewhere since the views were made: view them anew
+                tensors = self.tensors
+                self._views = [[tensors[i].detach().view(1, -1) for i in g] for g in self._groups]
+                self._where = [[self.tensors[i].data_ptr() for i in g] for g in self._groups]
+                self._moved = False
+            self._copies = [torch.cat(views, 1) for views in self._views]
         self._digests = [_digest(self.tensors[i]) for i in self._odd]
 
     def differ(self) -> list[int]:
-        """Positions of the tensors whose values (or shapes) differ from the copy, in order."""
+        """Positions of the tensors whose values (or their place) differ from the copy."""
         found: list[int] = []
-        with torch.no_grad():
-            for g, row, widths in zip(self._groups, self._copies, self._widths, strict=True):
-                now, copy = [self.tensors[i] for i in g], row[0]
-                size = sum(t.numel() * t.element_size() for t in now)
-                if size == copy.numel() and torch.equal(_bytes(now), copy):
-                    continue
-                found += self._each(g, copy, widths)
+        # the views are detached: nothing here is recorded for autograd
+        for g, views, where, row in zip(
+            self._groups, self._views, self._where, self._copies, strict=True
+        ):
+            # values moved elsewhere (``.data = ...``, ``set_()``): the view holds the old
+            moved = [i for i, w in zip(g, where, strict=True) if self.tensors[i].data_ptr() != w]
+            if moved:
+                found += moved
+                self._moved = True
+            elif not torch.equal(_bits(torch.cat(views, 1)), _bits(row)):
+                found += self._each(g, views, row[0])
         for i, digest in zip(self._odd, self._digests, strict=True):
             if _digest(self.tensors[i]) != digest:
                 found.append(i)
         return sorted(found)
 
-    def _each(self, group: list[int], copy: torch.Tensor, widths: list[int]) -> list[int]:
+    @staticmethod
+    def _each(group: list[int], views: list[torch.Tensor], copy: torch.Tensor) -> list[int]:
         """Which tensors of a group that differs do (the slow path: only after a change)."""
         found: list[int] = []
         start = 0
-        for i, width in zip(group, widths, strict=True):
-            t = self.tensors[i]
-            kept = copy[start : start + width]
-            start += width
-            now = t.detach().reshape(-1).view(torch.uint8)
-            if now.numel() != kept.numel() or not torch.equal(now, kept):
+        for i, view in zip(group, views, strict=True):
+            kept = copy[start : start + view.numel()]
+            start += view.numel()
+            if not torch.equal(_bits(view[0]), _bits(kept)):
                 found.append(i)
         return found

@@ -161,55 +161,64 @@ class _Walk:
         follow: dict[int, frozenset[str]] | None = None,
     ) -> None:
         self.objects: list[object] = []
-        # per registered module: the attributes holding containers or modules, followed.
-        # Given ``follow`` (a first walk's), only those are followed: training wrappers add
-        # lists of their own to the layers (Opacus's activations) while a run is on.
+        # per registered module: the attributes whose containers held tensors or modules,
+        # followed. Given ``follow`` (a first walk's), only those are followed: training
+        # wrappers add lists of their own to the layers (Opacus's activations) while a run
+        # is on, and a layer's tuples of numbers (kernel_size, ...) need no walk each step.
+        # What is added later is compared when the run ends (:meth:`Frozen.changed`).
         self.followed: dict[int, frozenset[str]] = {}
         self._follow_only = follow
+        self._found = 0  # tensors and modules met in containers so far
         self.versions: list[int] = []
         self.tensors: list[torch.Tensor] = []
         self.names: list[str] | None = [] if named else None
         self._skip = skip
-        self._registered: set[int] = set()
+        self._root = module
+        self._registered: set[int] | None = None  # found when a container is followed
         stack: list[tuple[str, nn.Module]] = [("", module)]
-        order: list[tuple[str, nn.Module]] = []
         while stack:
             name, sub = stack.pop()
-            order.append((name, sub))
-            self._registered.add(id(sub))
-            for k, m in sub._modules.items():
-                if m is not None:
-                    stack.append((f"{name}.{k}" if name else k, m))
-        for name, sub in order:
             self._module(name, sub)
+            for k, m in reversed(sub._modules.items()):
+                if m is not None:  # names are built only when asked for (each step: not)
+                    stack.append(((f"{name}.{k}" if name else k) if named else "", m))
 
     def _add(self, key: str | None, t: torch.Tensor, label: str) -> None:
         if key is not None:  # a table's own key (the same object while the entry stays)
             self.objects.append(key)
         self.objects.append(t)
+        self._found += 1
         self.versions.append(t._version)
         self.tensors.append(t)
         if self.names is not None:
             self.names.append(label)
 
     def _module(self, name: str, sub: nn.Module) -> None:
+        named = self.names is not None
         at = f"{name}." if name else ""
-        self.objects.append(sub)
-        self.objects += list(sub._modules)
+        objects = self.objects
+        objects.append(sub)
+        objects += sub._modules
         for k, b in sub._buffers.items():
             if b is None:
-                self.objects += (k, b)
+                objects += (k, b)
             else:
-                self._add(k, b, f"buffer {at}{k}")
+                self._add(k, b, f"buffer {at}{k}" if named else "")
         only = None if self._follow_only is None else self._follow_only.get(id(sub), frozenset())
         followed: list[str] = []
         for k, v in vars(sub).items():
-            kind = _kind(v)
+            kind = _KINDS.get(type(v))
+            if kind is None:
+                kind = _kind(v)
+            if kind == 0:
+                continue
             if kind == 1:
-                self._add(k, v, f"attribute {at}{k}")
+                self._add(k, v, f"attribute {at}{k}" if named else "")
             elif kind == 2 and (k in only if only is not None else not _own(k)):
-                followed.append(k)
-                self._follow(v, f"attribute {at}{k}", 0)
+                before = self._found
+                self._follow(v, f"attribute {at}{k}" if named else "", 0)
+                if only is not None or self._found > before:
+                    followed.append(k)
         if followed:
             self.followed[id(sub)] = frozenset(followed)
 
@@ -224,24 +233,27 @@ class _Walk:
                 self._add(None, value, label)
         elif isinstance(value, nn.Module):
             self.objects.append(value)
+            self._found += 1
+            if self._registered is None:
+                self._registered = {id(m) for m in self._root.modules()}
             if id(value) not in self._registered:
                 for k, v in vars(value).items():
                     if _kind(v) and v is not None:
-                        self._follow(v, f"{label}.{k}", depth + 1)
+                        self._follow(v, f"{label}.{k}" if label else "", depth + 1)
         elif isinstance(value, dict):
             self.objects.append(value)
             # entries by position: a key may be data, never shown
             for i, (k, v) in enumerate(value.items()):
                 if _kind(k):
-                    self._follow(k, f"{label}/key {i}", depth + 1)
+                    self._follow(k, f"{label}/key {i}" if label else "", depth + 1)
                 if _kind(v):
-                    self._follow(v, f"{label}/{i}", depth + 1)
+                    self._follow(v, f"{label}/{i}" if label else "", depth + 1)
         elif kind == 2:
             assert isinstance(value, list | tuple | set | frozenset)
             self.objects.append(value)
             for i, v in enumerate(value):
                 if _kind(v):
-                    self._follow(v, f"{label}/{i}", depth + 1)
+                    self._follow(v, f"{label}/{i}" if label else "", depth + 1)
 
 
 def _tensors(
@@ -268,9 +280,9 @@ class Frozen:
         self._skip = {id(p) for p in self._params}
         self._full = _fingerprint(module)
         # Held, so no tensor or module here can be freed and another take its id.
-        walk = _Walk(module, self._skip)
+        self._follow = _Walk(module, self._skip).followed
+        walk = _Walk(module, self._skip, follow=self._follow)  # as each step walks it
         self._objects, self._versions = walk.objects, walk.versions
-        self._follow = walk.followed
         self._quick = _tensors(module, self._skip, self._follow)
         self._contents = Contents(walk.tensors)
 
