@@ -136,7 +136,9 @@ def threshold(
         eps, dlt = make(tau - 1).map(d_in)
         return make(tau), float(eps), float(dlt)
 
-    lo, hi = 2, _MAX_THRESHOLD
+    # OpenDP's map needs a threshold of at least the counts' L∞ sensitivity (k rows on one
+    # key with select_on="rows"); the one analysed is tau - 1
+    lo, hi = max(2, d_in[2] + 1), _MAX_THRESHOLD
     if build(hi)[2] > delta:
         raise ConfigurationError(
             f"no partition selection threshold up to {hi} keeps δ at or below the delta asked "

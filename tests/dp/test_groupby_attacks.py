@@ -117,6 +117,15 @@ def test_a_row_threshold_covers_a_person_whose_k_rows_share_one_key(c):
         assert eps <= 1.0 + 1e-9 and dlt <= 1e-6
 
 
+@pytest.mark.parametrize("epsilon", [5.0, 20.0, 1e3])
+def test_a_large_epsilon_with_rows_gives_a_threshold_above_k_not_an_opendp_error(epsilon):
+    """At a large ε the smallest δ-feasible threshold would lie below k, where OpenDP's map is
+    undefined (a threshold under the L∞ sensitivity): the search starts above k."""
+    t = _opendp.threshold(epsilon=epsilon, delta=1e-6, keys_per_unit=3, rows_per_key=K)
+    assert t.threshold >= K + 1
+    assert t.delta <= 1e-6  # the map at threshold - 1, the rule the measurement applies
+
+
 def test_a_person_keeps_at_most_g_groups_whatever_their_rows():
     people = np.repeat(np.arange(4, dtype=np.int64), 10)
     codes = np.tile(np.arange(10, dtype=np.int64), 4)
