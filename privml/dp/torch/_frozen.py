@@ -8,12 +8,17 @@ or under ``torch.no_grad()``) would publish them without noise. So a run
 fingerprints that state before it touches data, and:
 
 * before every step, :meth:`Frozen.moved` compares the buffers' and tensor
-  attributes' names, identities and version counters (cheap: no data is read;
-  the tensors are held, so no new one can take a freed one's identity);
+  attributes' names, identities, version counters and values, and those of the
+  tensors and modules kept in containers or outside the registered tree (a
+  write through ``.data``, NumPy or the storage moves no version; the values
+  are compared with a copy, :class:`._contents.Contents`; the tensors are held,
+  so no new one can take a freed one's identity);
 * when the block ends, after the training wrappers came off,
   :meth:`Frozen.changed` compares the full fingerprint (the contents of every
-  buffer and attribute, recursively), so a write that restored the version,
-  a new attribute or a mutated list is caught too.
+  buffer and attribute, recursively, modules kept outside the tree included),
+  so a new attribute or a mutated list is caught too.
+
+The parameters' values are the step guard's to compare (:mod:`._guard`).
 
 Either finding stops the run and keeps it from registering a model. Names of
 what changed are reported, never values. The ``training`` flag (``eval()`` /
