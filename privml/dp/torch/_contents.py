@@ -27,7 +27,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["Contents"]
+__all__ = ["Contents", "digest"]
 
 
 def _odd(t: torch.Tensor) -> bool:
@@ -35,12 +35,23 @@ def _odd(t: torch.Tensor) -> bool:
     return t.layout != torch.strided or t.is_quantized or t.is_meta or t.is_nested
 
 
-def _digest(t: torch.Tensor) -> str:
-    """A hash of everything ``torch.save`` keeps of an odd tensor (slow; such tensors are rare)."""
+def digest(t: torch.Tensor) -> str:
+    """A SHA-256 of a tensor's values: its bytes, in order (``torch.save``'s for sparse,
+    quantized, nested or meta tensors, which have no plain byte layout)."""
+    if not _odd(t):
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        try:
+            return hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()
+        except (RuntimeError, TypeError):  # a dtype NumPy cannot view (bfloat16's bytes can)
+            pass
     out = io.BytesIO()
     torch.save(t.detach(), out)
     return hashlib.sha256(out.getvalue()).hexdigest()
 
+
+# Groups of up to this many values are laid end to end for one comparison (a temporary
+# of their size); larger ones are compared tensor by tensor, so only the copy is held.
+_LAID_OUT = 1 << 20
 
 # Compared as integers of the elements' width: torch.equal on bytes runs a byte at a time.
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64, 16: torch.int64}
@@ -87,8 +98,16 @@ class Contents:
                 self._views = [[tensors[i].detach().view(1, -1) for i in g] for g in self._groups]
                 self._where = [[self.tensors[i].data_ptr() for i in g] for g in self._groups]
                 self._moved = False
-            self._copies = [torch.cat(views, 1) for views in self._views]
-        self._digests = [_digest(self.tensors[i]) for i in self._odd]
+            copies = []
+            for n, views in enumerate(self._views):
+                kept = self._copies[n] if n < len(self._copies) else None
+                width = sum(v.shape[1] for v in views)
+                if kept is not None and kept.shape[1] == width:
+                    copies.append(torch.cat(views, 1, out=kept))  # in place: one copy held
+                else:
+                    copies.append(torch.cat(views, 1))
+            self._copies = copies
+        self._digests = [digest(self.tensors[i]) for i in self._odd]
 
     def differ(self) -> list[int]:
         """Positions of the tensors whose values (or their place) differ from the copy."""
@@ -102,10 +121,13 @@ class Contents:
             if moved:
                 found += moved
                 self._moved = True
-            elif not torch.equal(_bits(torch.cat(views, 1)), _bits(row)):
-                found += self._each(g, views, row[0])
-        for i, digest in zip(self._odd, self._digests, strict=True):
-            if _digest(self.tensors[i]) != digest:
+            else:
+                # a large group is compared tensor by tensor, with no second copy
+                small = row.shape[1] <= _LAID_OUT
+                if not small or not torch.equal(_bits(torch.cat(views, 1)), _bits(row)):
+                    found += self._each(g, views, row[0])
+        for i, kept in zip(self._odd, self._digests, strict=True):
+            if digest(self.tensors[i]) != kept:
                 found.append(i)
         return sorted(found)
 

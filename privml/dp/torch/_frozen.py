@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._contents import Contents
+from ._contents import Contents, digest
 
 __all__ = ["Frozen"]
 
@@ -45,12 +45,7 @@ _DEPTH = 8
 
 
 def _tensor(t: torch.Tensor) -> tuple[Any, ...]:
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    try:
-        raw = flat.view(torch.uint8).numpy().tobytes()
-    except (RuntimeError, TypeError):  # dtypes numpy cannot view: fall back to their text
-        raw = repr(flat.tolist()).encode()
-    return ("tensor", str(t.dtype), tuple(t.shape), hashlib.sha256(raw).hexdigest())
+    return ("tensor", str(t.dtype), tuple(t.shape), digest(t))
 
 
 def _digest(value: Any, depth: int = 0, registered: frozenset[int] = frozenset()) -> Any:

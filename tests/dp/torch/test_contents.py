@@ -61,3 +61,17 @@ def test_a_negative_zero_differs_from_zero():
 def test_the_copy_is_one_row_per_dtype_not_a_table():
     kept = Contents([torch.zeros(100, 3), torch.zeros(7)])
     assert [tuple(c.shape) for c in kept._copies] == [(1, 307)]
+
+
+def test_a_large_group_is_compared_tensor_by_tensor_into_the_same_copy():
+    """Past 2^20 values no concatenation is made to compare; the copy is retaken in place."""
+    big, small = torch.zeros(1 << 20), torch.zeros(3)
+    kept = Contents([big, small])
+    copy = kept._copies[0]
+    assert kept.differ() == []
+    big.data[-1] = 1.0
+    small.numpy()[0] = 2.0
+    assert kept.differ() == [0, 1]
+    kept.take()
+    assert kept._copies[0] is copy
+    assert kept.differ() == []
